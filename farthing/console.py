@@ -1,0 +1,40 @@
+"""Small helpers every sub-command uses to talk to the terminal.
+
+Human output goes through rich; machine output (``--json``) is exactly one
+compact JSON line on stdout. Errors are one line on stderr, raised as
+``CliError`` and rendered by ``farthing.cli.main``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from farthing.errors import FarthingError
+
+__all__ = ["CliError", "emit_json", "err_console", "fail", "out_console"]
+
+out_console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class CliError(FarthingError):
+    """A command could not do what was asked; the message says why."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, *, exit_code: int = 1) -> NoReturn:
+    """Stop the command with a one-line error and a non-zero exit code."""
+    raise CliError(message, exit_code=exit_code)
+
+
+def emit_json(payload: Any) -> None:
+    """Print ``payload`` as one compact JSON line (the ``--json`` contract)."""
+    sys.stdout.write(json.dumps(payload, separators=(",", ":"), sort_keys=False) + "\n")
+    sys.stdout.flush()
