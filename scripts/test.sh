@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run all of it.
+#
+#   bash scripts/test.sh            # the whole suite (what CI runs)
+#   bash scripts/test.sh -k ledger  # extra arguments go to pytest
+#
+# Python packages go into ./.venv (created on first use), npm packages into
+# ./node_modules from the committed lockfile. Nothing is installed globally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+echo "==> installing Python packages (.[dev])"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+echo "==> installing npm packages (anvil, solc) from package-lock.json"
+npm ci --no-audit --no-fund --loglevel=error
+
+echo "==> running the test suite"
+exec .venv/bin/python -m pytest "$@"
