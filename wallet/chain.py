@@ -1,0 +1,598 @@
+"""One chain interface over two backends: in-process py-evm and any JSON-RPC URL.
+
+``open_chain("memory")`` runs py-evm inside this process (web3's
+EthereumTesterProvider): no node, about 80 transactions a second, and a chain
+id that is *not* 31337, so callers always read ``chain.chain_id``.
+``open_chain("http://127.0.0.1:8545")`` talks to anvil or a real network.
+
+Transactions are signed locally by a ``TxSigner`` and their outcome is a value,
+:class:`TxResult`, never an exception: a revert has ``ok=False``, a snake_case
+``reason`` (``authorization_expired``, ``insufficient_balance``, …) and the raw
+``revert_message``. The two backends report reverts differently (eth-tester
+raises ``TransactionFailed``, HTTP raises ``ContractLogicError``, and a
+transaction sent with explicit gas is mined with status 0 and raises nothing);
+this module hides the difference. Exceptions are left for what a caller cannot
+treat as a result: an RPC that does not answer (``ChainUnavailableError``, whose
+message names the URL) or a programmer error.
+
+The memory chain mines one block per transaction and each block's timestamp is
+at least its parent's plus one second, so under load its clock runs ahead of
+the wall clock. Read the chain's time with :meth:`Chain.timestamp`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, cast
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[attr-defined]
+from eth_tester.exceptions import TransactionFailed
+from eth_utils import keccak, to_checksum_address
+from pydantic import SecretStr
+from web3 import EthereumTesterProvider, HTTPProvider, Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+
+from farthing.invariant import invariant
+from farthing.wallet.address import checksum
+from farthing.wallet.errors import ChainError, ChainUnavailableError
+from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
+from farthing.wallet.signer import LocalSigner, TxSigner
+
+__all__ = [
+    "ANVIL_DEV_MNEMONIC",
+    "TRANSFER_TOPIC",
+    "Backend",
+    "Call",
+    "CallResult",
+    "Chain",
+    "DevAccount",
+    "LogEntry",
+    "MemoryChain",
+    "RpcChain",
+    "TransferEvent",
+    "TxResult",
+    "anvil_dev_accounts",
+    "open_chain",
+    "reason_for_revert",
+]
+
+Backend = Literal["memory", "rpc"]
+
+# The well-known public mnemonic of anvil's (and hardhat's) dev accounts. The
+# memory chain funds the same accounts, so both backends share addresses.
+ANVIL_DEV_MNEMONIC = "test test test test test test test test test test test junk"
+_DEV_HD_PATH = "m/44'/60'/0'/0"
+
+TRANSFER_TOPIC = keccak(text="Transfer(address,address,uint256)")
+_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+# FiatToken v2 revert strings (and our BatchSettler's) → snake_case reasons.
+# Matched exactly first, then as substrings, most specific first.
+_REVERT_REASONS: tuple[tuple[str, str], ...] = (
+    ("FiatTokenV2: authorization is expired", "authorization_expired"),
+    ("FiatTokenV2: authorization is not yet valid", "authorization_not_yet_valid"),
+    ("FiatTokenV2: authorization is used or canceled", "authorization_used_or_canceled"),
+    ("FiatTokenV2: caller must be the payee", "caller_must_be_payee"),
+    ("FiatTokenV2: permit is expired", "permit_expired"),
+    ("FiatTokenV2: invalid signature", "invalid_signature"),
+    ("EIP2612: invalid signature", "invalid_signature"),
+    ("ECRecover: invalid signature 's' value", "invalid_signature"),
+    ("ECRecover: invalid signature 'v' value", "invalid_signature"),
+    ("ECRecover: invalid signature length", "invalid_signature"),
+    ("ECRecover: invalid signature", "invalid_signature"),
+    ("ERC20: transfer amount exceeds balance", "insufficient_balance"),
+    ("ERC20: transfer amount exceeds allowance", "insufficient_allowance"),
+    ("ERC20: transfer to the zero address", "transfer_to_zero_address"),
+    ("ERC20: transfer from the zero address", "transfer_from_zero_address"),
+    ("ERC20: approve to the zero address", "approve_to_zero_address"),
+    ("ERC20: approve from the zero address", "approve_from_zero_address"),
+    ("FiatToken: caller is not a minter", "caller_not_minter"),
+    ("FiatToken: caller is not the masterMinter", "caller_not_master_minter"),
+    ("FiatToken: mint amount exceeds minterAllowance", "mint_exceeds_minter_allowance"),
+    ("FiatToken: mint amount not greater than 0", "mint_amount_zero"),
+    ("FiatToken: mint to the zero address", "mint_to_zero_address"),
+    ("Ownable: caller is not the owner", "caller_not_owner"),
+    ("BatchSettler: token has no code", "token_has_no_code"),
+)
+_REASON_BY_MESSAGE = dict(_REVERT_REASONS)
+
+
+def reason_for_revert(message: str | None) -> str:
+    """Map a revert message to a snake_case reason (``"reverted"`` if unknown).
+
+    >>> reason_for_revert("execution reverted: FiatTokenV2: authorization is expired")
+    'authorization_expired'
+    """
+    if not message:
+        return "reverted"
+    text = _strip_revert_prefix(message)
+    if text in _REASON_BY_MESSAGE:
+        return _REASON_BY_MESSAGE[text]
+    for needle, reason in _REVERT_REASONS:
+        if needle in text:
+            return reason
+    return "reverted"
+
+
+def _strip_revert_prefix(message: str) -> str:
+    text = message.strip()
+    for prefix in ("execution reverted: ", "execution reverted:", "execution reverted"):
+        if text.startswith(prefix):
+            return text[len(prefix) :].strip()
+    return text
+
+
+def _hex(value: bytes | str) -> str:
+    """0x-prefixed lowercase hex (``HexBytes.hex()`` has no prefix in web3 v8)."""
+    if isinstance(value, str):
+        return value if value.startswith("0x") else "0x" + value
+    return "0x" + bytes(value).hex()
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What to run on-chain: a target (``None`` creates a contract), calldata, value in wei."""
+
+    to: str | None
+    data: bytes
+    value: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """The outcome of a read-only ``eth_call``."""
+
+    ok: bool
+    return_data: bytes
+    reason: str | None = None
+    revert_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One event log from a receipt."""
+
+    address: str
+    topics: tuple[bytes, ...]
+    data: bytes
+    log_index: int
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """The outcome of sending a transaction; a revert is a value, not an exception.
+
+    ``tx_hash`` is ``None`` when the simulation refused the call and nothing
+    was sent. ``reason == "receipt_timeout"`` means the transaction was sent
+    (``tx_hash`` is set) but no receipt arrived in time: it may still land, so
+    reconcile before retrying.
+    """
+
+    ok: bool
+    tx_hash: str | None
+    reason: str | None = None
+    revert_message: str | None = None
+    block_number: int | None = None
+    gas_used: int | None = None
+    logs: tuple[LogEntry, ...] = ()
+    contract_address: str | None = None
+
+    @property
+    def sent(self) -> bool:
+        return self.tx_hash is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEvent:
+    """An ERC-20 ``Transfer`` log, as reconciliation reads it."""
+
+    token: str
+    tx_hash: str
+    log_index: int
+    block_number: int
+    from_address: str
+    to: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevAccount:
+    """A funded account of a dev chain; its key is public knowledge, not a secret."""
+
+    address: str
+    private_key: SecretStr
+
+    def signer(self) -> LocalSigner:
+        return LocalSigner(self.private_key)
+
+
+def anvil_dev_accounts(count: int = 10) -> tuple[DevAccount, ...]:
+    """Anvil's well-known dev accounts (mnemonic ``test test … junk``)."""
+    invariant(0 < count <= 100, "dev account count must be between 1 and 100")
+    seed = seed_from_mnemonic(ANVIL_DEV_MNEMONIC, "")
+    accounts = []
+    for index in range(count):
+        key = key_from_seed(seed, f"{_DEV_HD_PATH}/{index}")
+        signer = LocalSigner(key)
+        accounts.append(DevAccount(signer.address, signer.private_key))
+    return tuple(accounts)
+
+
+# ---------------------------------------------------------------- the chain
+
+
+class Chain:
+    """A chain reached through web3; see :class:`MemoryChain` and :class:`RpcChain`."""
+
+    backend: ClassVar[Backend]
+    rpc_url: str | None = None
+
+    # Headroom over eth_estimateGas, in percent.
+    gas_headroom_percent: ClassVar[int] = 20
+    receipt_poll_s: ClassVar[float] = 0.05
+    log_block_span_max: ClassVar[int] = 5_000
+
+    def __init__(self, w3: Web3, *, receipt_timeout_s: float) -> None:
+        self.w3 = w3
+        self.receipt_timeout_s = receipt_timeout_s
+        self._send_lock = threading.Lock()
+        with self._rpc_errors():
+            self.chain_id: int = int(w3.eth.chain_id)
+
+    def __repr__(self) -> str:
+        where = f" {self.rpc_url}" if self.rpc_url else ""
+        return f"<{type(self).__name__}{where} chain_id={self.chain_id}>"
+
+    @property
+    def network(self) -> str:
+        """The CAIP-2 id, e.g. ``eip155:31337``."""
+        return caip2(self.chain_id)
+
+    # ------------------------------------------------------------ reads
+
+    def block_number(self) -> int:
+        with self._rpc_errors():
+            return int(self.w3.eth.block_number)
+
+    def timestamp(self) -> int:
+        """The latest block's timestamp: the chain's own clock."""
+        with self._rpc_errors():
+            return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def native_balance(self, address: str) -> int:
+        """The account's balance of the native coin (ETH), in wei."""
+        with self._rpc_errors():
+            return int(self.w3.eth.get_balance(checksum(address)))
+
+    def code_at(self, address: str) -> bytes:
+        with self._rpc_errors():
+            return bytes(self.w3.eth.get_code(checksum(address)))
+
+    def call(self, call: Call, *, sender: str | None = None, block: int | str = "latest") -> CallResult:
+        """Run ``call`` read-only; a revert is a value with a reason."""
+        tx = self._tx_params(call, sender)
+        with self._rpc_errors():
+            try:
+                data = self.w3.eth.call(cast(Any, tx), block_identifier=cast(Any, block))
+            except (ContractLogicError, TransactionFailed) as exc:
+                message = _revert_message(exc)
+                return CallResult(False, b"", reason_for_revert(message), message)
+        return CallResult(True, bytes(data))
+
+    def authorization_state(self, token: str, authorizer: str, nonce: bytes) -> bool:
+        """EIP-3009 ``authorizationState``: True once the nonce is used or cancelled."""
+        invariant(len(nonce) == 32, "an EIP-3009 nonce is 32 bytes")
+        selector = keccak(text="authorizationState(address,bytes32)")[:4]
+        data = selector + bytes(12) + bytes.fromhex(checksum(authorizer)[2:]) + nonce
+        result = self.call(Call(checksum(token), data))
+        if not result.ok:
+            raise ChainError(f"{token} has no authorizationState (not an EIP-3009 token?)")
+        (used,) = abi_decode(["bool"], result.return_data)
+        return bool(used)
+
+    def transfer_events(
+        self,
+        token: str,
+        from_block: int,
+        to_block: int | None = None,
+        addresses: list[str] | tuple[str, ...] | None = None,
+    ) -> list[TransferEvent]:
+        """ERC-20 ``Transfer`` logs of ``token`` in a block range, oldest first.
+
+        With ``addresses``, only transfers from or to one of them. Long ranges
+        are fetched in spans of ``log_block_span_max`` blocks, as public RPCs
+        refuse large ``eth_getLogs`` ranges.
+        """
+        token = checksum(token)
+        last = self.block_number() if to_block is None else to_block
+        topic_sets: list[list[Any]]
+        if addresses:
+            wanted = [_hex(bytes(12) + bytes.fromhex(checksum(a)[2:])) for a in addresses]
+            topic_sets = [[_hex(TRANSFER_TOPIC), wanted], [_hex(TRANSFER_TOPIC), None, wanted]]
+        else:
+            topic_sets = [[_hex(TRANSFER_TOPIC)]]
+        found: dict[tuple[str, int], TransferEvent] = {}
+        start = from_block
+        while start <= last:
+            end = min(last, start + self.log_block_span_max - 1)
+            for topics in topic_sets:
+                params = {"address": token, "fromBlock": start, "toBlock": end, "topics": topics}
+                with self._rpc_errors():
+                    logs = self.w3.eth.get_logs(cast(Any, params))
+                for log in logs:
+                    event = _transfer_event(log)
+                    if event is not None:
+                        found[(event.tx_hash, event.log_index)] = event
+            start = end + 1
+        return sorted(found.values(), key=lambda e: (e.block_number, e.log_index))
+
+    # ------------------------------------------------------------ writes
+
+    def send(self, call: Call, *, sender: TxSigner, gas_limit: int | None = None) -> TxResult:
+        """Simulate ``call``, then sign it with ``sender``, send it and wait for the receipt.
+
+        A call the simulation refuses is not sent (``tx_hash is None``). A
+        transaction mined with status 0 is ``ok=False`` with the reason found
+        by replaying it on the parent block.
+        """
+        tx = self._tx_params(call, sender.address)
+        with self._send_lock, self._rpc_errors():
+            refused, gas = self._simulate(tx, gas_limit)
+            if refused is not None:
+                return refused
+            latest = self.w3.eth.get_block("latest")
+            base_fee = int(latest.get("baseFeePerGas", 0) or 0)
+            tip = self._priority_fee()
+            tx.update(
+                gas=gas,
+                nonce=self._next_nonce(sender.address),
+                chainId=self.chain_id,
+                maxFeePerGas=2 * base_fee + tip,
+                maxPriorityFeePerGas=tip,
+            )
+            raw = sender.sign_transaction(tx)
+            try:
+                tx_hash = _hex(self.w3.eth.send_raw_transaction(raw))
+            except (ContractLogicError, TransactionFailed) as exc:
+                message = _revert_message(exc)
+                return TxResult(False, None, reason_for_revert(message), message)
+            except Web3RPCError as exc:
+                if "insufficient funds" in str(exc).lower():
+                    return TxResult(False, None, "insufficient_funds_for_gas", str(exc))
+                raise ChainError(f"the node refused the transaction: {_one_line(exc)}") from None
+            try:
+                receipt = self.w3.eth.wait_for_transaction_receipt(
+                    cast(Any, tx_hash), timeout=self.receipt_timeout_s, poll_latency=self.receipt_poll_s
+                )
+            except TimeExhausted:
+                return TxResult(False, tx_hash, "receipt_timeout", None)
+        return self._result_from_receipt(tx, tx_hash, receipt)
+
+    def deploy(self, creation_code: bytes, *, sender: TxSigner, gas_limit: int | None = None) -> TxResult:
+        """Deploy a contract; ``contract_address`` is set on success."""
+        return self.send(Call(None, creation_code), sender=sender, gas_limit=gas_limit)
+
+    def advance_time(self, seconds: int) -> int:
+        """Move a dev chain's clock forward and mine a block; return the new timestamp."""
+        raise ChainError(f"{self!r} cannot move its clock (only dev chains can)")
+
+    def dev_accounts(self) -> tuple[DevAccount, ...]:
+        """Funded accounts with public keys; only dev chains have them."""
+        raise ChainError(f"{self!r} has no dev accounts (only dev chains do)")
+
+    def close(self) -> None:
+        """Release connections; the chain must not be used afterwards."""
+
+    # ------------------------------------------------------------ internals
+
+    def _tx_params(self, call: Call, sender: str | None) -> dict[str, Any]:
+        tx: dict[str, Any] = {"data": _hex(call.data), "value": call.value}
+        if call.to is not None:
+            tx["to"] = checksum(call.to)
+        if sender is not None:
+            tx["from"] = checksum(sender)
+        return tx
+
+    def _simulate(self, tx: dict[str, Any], gas_limit: int | None) -> tuple[TxResult | None, int]:
+        """Return (a refusal, 0) or (None, the gas to send with)."""
+        try:
+            estimate = int(self.w3.eth.estimate_gas(cast(Any, tx)))
+        except (ContractLogicError, TransactionFailed) as exc:
+            message = _revert_message(exc)
+            return TxResult(False, None, reason_for_revert(message), message), 0
+        gas = estimate + estimate * self.gas_headroom_percent // 100
+        return None, gas if gas_limit is None else min(gas, gas_limit)
+
+    def _priority_fee(self) -> int:
+        return int(self.w3.eth.max_priority_fee)
+
+    def _next_nonce(self, address: str) -> int:
+        return int(self.w3.eth.get_transaction_count(checksum(address), "pending"))
+
+    def _result_from_receipt(self, tx: dict[str, Any], tx_hash: str, receipt: Any) -> TxResult:
+        logs = tuple(
+            LogEntry(
+                address=to_checksum_address(log["address"]),
+                topics=tuple(bytes(t) for t in log["topics"]),
+                data=bytes(log["data"]),
+                log_index=int(log["logIndex"]),
+                block_number=int(log["blockNumber"]),
+                tx_hash=tx_hash,
+            )
+            for log in receipt["logs"]
+        )
+        block = int(receipt["blockNumber"])
+        gas_used = int(receipt["gasUsed"])
+        created = receipt.get("contractAddress")
+        if int(receipt["status"]) == 1:
+            address = to_checksum_address(created) if created else None
+            return TxResult(True, tx_hash, None, None, block, gas_used, logs, address)
+        # Mined but reverted: replay on the parent block to learn why.
+        replay = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        replay["gas"] = tx["gas"]
+        message: str | None = None
+        try:
+            self.w3.eth.call(cast(Any, replay), block_identifier=block - 1)
+        except (ContractLogicError, TransactionFailed) as exc:
+            message = _revert_message(exc)
+        reason = reason_for_revert(message) if message else "reverted"
+        if message is None and gas_used >= int(tx["gas"]):
+            reason = "out_of_gas"
+        return TxResult(False, tx_hash, reason, message, block, gas_used, logs, None)
+
+    @contextmanager
+    def _rpc_errors(self) -> Iterator[None]:
+        yield
+
+
+class MemoryChain(Chain):
+    """py-evm in this process: the embedded default, no node to run.
+
+    Its genesis funds anvil's ten dev accounts, so addresses match the dev chain.
+    """
+
+    backend: ClassVar[Backend] = "memory"
+    # py-evm's estimate_gas searches by re-running the call; a plain eth_call is
+    # enough to simulate, and gas is then sent with a fixed generous limit (the
+    # unused part is refunded). A batch larger than this needs gas_limit=.
+    memory_gas_limit: ClassVar[int] = 15_000_000
+
+    def __init__(self, *, accounts: int = 10) -> None:
+        backend = PyEVMBackend.from_mnemonic(ANVIL_DEV_MNEMONIC, num_accounts=accounts, hd_path=_DEV_HD_PATH)
+        self._tester = EthereumTester(backend)
+        self._accounts = accounts
+        super().__init__(Web3(EthereumTesterProvider(self._tester)), receipt_timeout_s=10.0)
+
+    def dev_accounts(self) -> tuple[DevAccount, ...]:
+        return anvil_dev_accounts(self._accounts)
+
+    def advance_time(self, seconds: int) -> int:
+        invariant(seconds > 0, "advance_time needs a positive number of seconds")
+        target = self.timestamp() + seconds
+        self._tester.time_travel(target)
+        self._tester.mine_blocks(1)
+        return self.timestamp()
+
+    def _simulate(self, tx: dict[str, Any], gas_limit: int | None) -> tuple[TxResult | None, int]:
+        try:
+            self.w3.eth.call(cast(Any, tx))
+        except (ContractLogicError, TransactionFailed) as exc:
+            message = _revert_message(exc)
+            return TxResult(False, None, reason_for_revert(message), message), 0
+        return None, gas_limit or self.memory_gas_limit
+
+    def _priority_fee(self) -> int:
+        return 1_000_000_000
+
+    def _next_nonce(self, address: str) -> int:
+        # Every transaction is mined at once, so "latest" is exact here.
+        return int(self.w3.eth.get_transaction_count(checksum(address)))
+
+
+class RpcChain(Chain):
+    """A chain behind a JSON-RPC URL: anvil, or Base and Base Sepolia."""
+
+    backend: ClassVar[Backend] = "rpc"
+
+    def __init__(self, rpc_url: str, *, timeout_s: float = 5.0, receipt_timeout_s: float = 60.0) -> None:
+        invariant(timeout_s > 0 and receipt_timeout_s > 0, "timeouts must be positive")
+        self.rpc_url = rpc_url
+        self.timeout_s = timeout_s
+        # No automatic retries: a dead endpoint fails within timeout_s.
+        provider = HTTPProvider(
+            rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
+        )
+        super().__init__(Web3(provider), receipt_timeout_s=receipt_timeout_s)
+
+    def dev_accounts(self) -> tuple[DevAccount, ...]:
+        if self.chain_id != ANVIL_CHAIN_ID:
+            return super().dev_accounts()
+        return anvil_dev_accounts()
+
+    def advance_time(self, seconds: int) -> int:
+        if self.chain_id != ANVIL_CHAIN_ID:
+            return super().advance_time(seconds)
+        invariant(seconds > 0, "advance_time needs a positive number of seconds")
+        with self._rpc_errors():
+            self.w3.provider.make_request(cast(Any, "evm_increaseTime"), [seconds])
+            self.w3.provider.make_request(cast(Any, "evm_mine"), [])
+        return self.timestamp()
+
+    @contextmanager
+    def _rpc_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (requests.RequestException, OSError, TimeExhausted) as exc:
+            kind = "timed out" if isinstance(exc, (requests.Timeout, TimeExhausted)) else "did not answer"
+            raise ChainUnavailableError(f"the chain RPC at {self.rpc_url} {kind}") from None
+
+
+def open_chain(where: str = "memory", *, timeout_s: float = 5.0, receipt_timeout_s: float = 60.0) -> Chain:
+    """Open ``"memory"`` (in-process py-evm) or a JSON-RPC URL (``http(s)://…``)."""
+    if where == "memory":
+        return MemoryChain()
+    if where.startswith(("http://", "https://")):
+        return RpcChain(where, timeout_s=timeout_s, receipt_timeout_s=receipt_timeout_s)
+    raise ChainError(f"not a chain: {where!r} (want 'memory' or an http(s):// RPC URL)")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _revert_message(exc: BaseException) -> str | None:
+    """The revert string behind either backend's exception, if there is one."""
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith("0x"):
+        decoded = _decode_revert_data(bytes.fromhex(data[2:]))
+        if decoded is not None:
+            return decoded
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str):
+        message = str(exc.args[0]) if exc.args else None
+    if message is None:
+        return None
+    text = _strip_revert_prefix(message)
+    return text or None
+
+
+def _decode_revert_data(data: bytes) -> str | None:
+    if data[:4] == _ERROR_SELECTOR:
+        try:
+            (text,) = abi_decode(["string"], data[4:])
+            return str(text)
+        except Exception:
+            return None
+    if data[:4] == _PANIC_SELECTOR and len(data) >= 36:
+        return f"panic {hex(int.from_bytes(data[4:36], 'big'))}"
+    return None
+
+
+def _transfer_event(log: Any) -> TransferEvent | None:
+    topics = log["topics"]
+    if len(topics) != 3 or bytes(topics[0]) != TRANSFER_TOPIC:
+        return None
+    return TransferEvent(
+        token=to_checksum_address(log["address"]),
+        tx_hash=_hex(log["transactionHash"]),
+        log_index=int(log["logIndex"]),
+        block_number=int(log["blockNumber"]),
+        from_address=to_checksum_address(bytes(topics[1])[-20:]),
+        to=to_checksum_address(bytes(topics[2])[-20:]),
+        value=int.from_bytes(bytes(log["data"]), "big"),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
