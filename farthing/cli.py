@@ -1,8 +1,8 @@
 """The ``farthing`` console script.
 
 Each package contributes a Typer app; this module gathers them under one
-command and loads each one only when it is used, so ``farthing --help`` stays
-fast even though the chain and web stacks are heavy to import.
+command and imports each only when it runs, so ``farthing --help`` stays fast
+even though the chain and web stacks are slow to import.
 
 Every ``FarthingError`` becomes one line on stderr and a non-zero exit code:
 users see what went wrong, never a traceback. Set ``FARTHING_DEBUG=1`` to see
@@ -15,15 +15,18 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
-import click
+import typer
 import typer.main
+from typer.core import TyperCommand, TyperGroup
+from typer.exceptions import Abort, Exit, TyperException
 
 from farthing import __version__
 from farthing.console import CliError
 from farthing.errors import FarthingError
 
-__all__ = ["main"]
+__all__ = ["app", "entrypoint", "main"]
 
 
 @dataclass(frozen=True)
@@ -33,76 +36,97 @@ class _SubCommand:
     summary: str
 
 
-# Order is the order `farthing --help` lists them in.
+# The order here is the order `farthing --help` lists them in.
 _SUBCOMMANDS: dict[str, _SubCommand] = {
-    "demo": _SubCommand("farthing.demo", "demo", "Run the end-to-end demo on embedded defaults."),
+    "demo": _SubCommand("farthing.demo", "app", "Run the end-to-end demo on embedded defaults."),
     "chain": _SubCommand("farthing.wallet.chain_cli", "app", "Run and inspect local chains."),
     "wallet": _SubCommand("farthing.wallet.cli", "app", "Create keys, check balances, fund and send."),
 }
 
 
-class _LazyGroup(click.Group):
-    """A click group whose sub-commands are imported on first use."""
+class _LazyGroup(TyperGroup):
+    """A group whose sub-commands are imported on first use.
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    While the root help is rendered, sub-commands are stand-ins that carry only
+    their summary, so listing them imports nothing.
+    """
+
+    _listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
         return list(_SUBCOMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         spec = _SUBCOMMANDS.get(cmd_name)
         if spec is None:
             return None
+        if self._listing:
+            return TyperCommand(name=cmd_name, help=spec.summary, short_help=spec.summary)
         target = getattr(importlib.import_module(spec.module), spec.attribute)
-        if isinstance(target, click.Command):
-            command = target
-        elif isinstance(target, typer.Typer):
-            command = typer.main.get_command(target)
-        else:  # a plain function decorated for typer
-            app = typer.Typer(add_completion=False)
-            app.command(name=cmd_name, help=spec.summary)(target)
-            command = typer.main.get_command(app)
+        command = typer.main.get_command(target)
         command.name = cmd_name
-        if not command.help:
-            command.help = spec.summary
         return command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Summaries come from the table so listing commands imports nothing.
-        rows = [(name, spec.summary) for name, spec in _SUBCOMMANDS.items()]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="farthing")
-def _root() -> None:
-    """Farthing: agent micropayments in stablecoins.
+app = typer.Typer(
+    cls=_LazyGroup,
+    name="farthing",
+    help=(
+        "Farthing: agent micropayments in stablecoins.\n\n"
+        "Paywall content and APIs with x402 v2, let agents pay under a durable "
+        "spend policy, and keep double-entry books of every payment."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
-    Paywall content and APIs with x402 v2, let LangChain agents pay under a
-    durable spend policy, and keep double-entry books of every payment.
-    """
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"farthing {__version__}")
+        raise Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Farthing: agent micropayments in stablecoins."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
     try:
-        result = _root.main(args=args, prog_name="farthing", standalone_mode=False)
+        result = command.main(args=args, prog_name="farthing", standalone_mode=False)
     except CliError as exc:
         _print_error(str(exc))
         return exc.exit_code
     except FarthingError as exc:
         _print_error(str(exc))
         return 1
-    except click.exceptions.Abort:
-        _print_error("aborted")
-        return 130
-    except KeyboardInterrupt:
+    except Exit as exc:
+        return exc.exit_code
+    except (Abort, KeyboardInterrupt):
         _print_error("interrupted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except TyperException as exc:  # usage errors: typer prints them with a hint
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            _print_error(exc.format_message())
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line unless debugging
         if os.environ.get("FARTHING_DEBUG"):
@@ -122,7 +146,3 @@ def _print_error(message: str) -> None:
 
 def entrypoint() -> None:
     sys.exit(main())
-
-
-if __name__ == "__main__":
-    entrypoint()

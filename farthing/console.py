@@ -17,8 +17,8 @@ from farthing.errors import FarthingError
 
 __all__ = ["CliError", "emit_json", "err_console", "fail", "out_console"]
 
-out_console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class CliError(FarthingError):
