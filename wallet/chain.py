@@ -33,6 +33,7 @@ from eth_abi import decode as abi_decode
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
 from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[attr-defined]
 from eth_tester.exceptions import TransactionFailed
+from eth_utils import ValidationError as EthValidationError
 from eth_utils import keccak, to_checksum_address
 from pydantic import SecretStr
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
@@ -118,6 +119,8 @@ def reason_for_revert(message: str | None) -> str:
     for needle, reason in _REVERT_REASONS:
         if needle in text:
             return reason
+    if "out of gas" in text.lower() or "outofgas" in text.lower():  # py-evm, anvil
+        return "out_of_gas"
     return "reverted"
 
 
@@ -368,9 +371,10 @@ class Chain:
             except (ContractLogicError, TransactionFailed) as exc:
                 message = _revert_message(exc)
                 return TxResult(False, None, reason_for_revert(message), message)
-            except Web3RPCError as exc:
-                if "insufficient funds" in str(exc).lower():
-                    return TxResult(False, None, "insufficient_funds_for_gas", str(exc))
+            except (Web3RPCError, EthValidationError) as exc:  # the latter from py-evm
+                refusal = _funds_refusal(exc)
+                if refusal is not None:
+                    return refusal
                 raise ChainError(f"the node refused the transaction: {_one_line(exc)}") from None
             try:
                 receipt = self.w3.eth.wait_for_transaction_receipt(
@@ -447,9 +451,10 @@ class Chain:
             self.w3.eth.call(cast(Any, replay), block_identifier=block - 1)
         except (ContractLogicError, TransactionFailed) as exc:
             message = _revert_message(exc)
-        reason = reason_for_revert(message) if message else "reverted"
-        if message is None and gas_used >= int(tx["gas"]):
-            reason = "out_of_gas"
+        except Web3RPCError as exc:  # e.g. anvil's "EVM error OutOfGas"
+            message = _one_line(exc)
+        # A revert refunds the gas it did not use; only running out uses it all.
+        reason = "out_of_gas" if gas_used >= int(tx["gas"]) else reason_for_revert(message)
         return TxResult(False, tx_hash, reason, message, block, gas_used, logs, None)
 
     @contextmanager
@@ -466,8 +471,9 @@ class MemoryChain(Chain):
     backend: ClassVar[Backend] = "memory"
     # py-evm's estimate_gas searches by re-running the call; a plain eth_call is
     # enough to simulate, and gas is then sent with a fixed generous limit (the
-    # unused part is refunded). A batch larger than this needs gas_limit=.
-    memory_gas_limit: ClassVar[int] = 15_000_000
+    # unused part is refunded, but the sender must hold enough ETH to cover it
+    # up front: about 0.02 ETH). A batch larger than ~150 items needs gas_limit=.
+    memory_gas_limit: ClassVar[int] = 8_000_000
 
     def __init__(self, *, accounts: int = 10) -> None:
         backend = PyEVMBackend.from_mnemonic(ANVIL_DEV_MNEMONIC, num_accounts=accounts, hd_path=_DEV_HD_PATH)
@@ -486,12 +492,20 @@ class MemoryChain(Chain):
         return self.timestamp()
 
     def _simulate(self, tx: dict[str, Any], gas_limit: int | None) -> tuple[TxResult | None, int]:
+        gas = gas_limit or self.memory_gas_limit
         try:
-            self.w3.eth.call(cast(Any, tx))
+            # With the gas it will be sent with, so py-evm's "can the sender
+            # afford it" check matches the real send.
+            self.w3.eth.call(cast(Any, {**tx, "gas": gas}))
         except (ContractLogicError, TransactionFailed) as exc:
             message = _revert_message(exc)
             return TxResult(False, None, reason_for_revert(message), message), 0
-        return None, gas_limit or self.memory_gas_limit
+        except EthValidationError as exc:
+            refusal = _funds_refusal(exc)
+            if refusal is None:
+                raise
+            return refusal, 0
+        return None, gas
 
     def _priority_fee(self) -> int:
         return 1_000_000_000
@@ -592,6 +606,14 @@ def _transfer_event(log: Any) -> TransferEvent | None:
         to=to_checksum_address(bytes(topics[2])[-20:]),
         value=int.from_bytes(bytes(log["data"]), "big"),
     )
+
+
+def _funds_refusal(exc: BaseException) -> TxResult | None:
+    """A refusal value if ``exc`` says the sender cannot pay for gas."""
+    text = str(exc)
+    if "insufficient funds" in text.lower() or "cannot afford" in text.lower():
+        return TxResult(False, None, "insufficient_funds_for_gas", _one_line(exc))
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

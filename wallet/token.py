@@ -300,12 +300,16 @@ class Stablecoin:
         args = [checksum(minter), allowance]
         return self._send(_encode("configureMinter", ["address", "uint256"], args), sender)
 
+    def transfer_with_authorization_call(self, signed: SignedAuthorizationLike, form: SignatureForm = "vrs") -> Call:
+        """The call, unsent: simulate it with ``chain.call(…, sender=…)`` to verify a payment."""
+        data = _with_signature("transferWithAuthorization", _AUTH_TYPES, _auth_args(signed), signed.signature, form)
+        return Call(self.address, data)
+
     def transfer_with_authorization(
         self, signed: SignedAuthorizationLike, *, sender: TxSigner, form: SignatureForm = "vrs"
     ) -> TxResult:
         """Submit a signed EIP-3009 TransferWithAuthorization; anyone may send it."""
-        data = _with_signature("transferWithAuthorization", _AUTH_TYPES, _auth_args(signed), signed.signature, form)
-        return self._send(data, sender)
+        return self.chain.send(self.transfer_with_authorization_call(signed, form), sender=sender)
 
     def receive_with_authorization(
         self, signed: SignedAuthorizationLike, *, sender: TxSigner, form: SignatureForm = "vrs"
