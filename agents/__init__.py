@@ -1,1 +1,3 @@
-"""farthing.agents."""
+"""farthing.agents: arrives with issue 5; nothing is exported yet."""
+
+__all__: list[str] = []

@@ -1,1 +1,3 @@
-"""farthing.paywall."""
+"""farthing.paywall: arrives with issue 4; nothing is exported yet."""
+
+__all__: list[str] = []

@@ -1,0 +1,86 @@
+"""Farthing installs under the single `farthing` namespace, with curated, sorted `__all__` lists.
+
+It checks the installed import system, not the source tree: a fresh interpreter
+outside the repository must not find top-level `wallet`, `agents`, `paywall` or
+`inference` modules, and every public module's `__all__` is sorted and names
+only things that exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import farthing
+
+PACKAGES = [
+    "farthing",
+    "farthing.wallet",
+    "farthing.ledger",
+    "farthing.paywall",
+    "farthing.agents",
+    "farthing.inference",
+    "farthing.contracts",
+]
+
+
+@pytest.mark.parametrize("name", ["wallet", "agents", "paywall", "inference", "ledger", "contracts"])
+def test_no_top_level_module_is_installed(name: str, tmp_path: Path) -> None:
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.find_spec({name!r})\n"
+        "sys.exit(0 if spec is None else 1)\n"
+    )
+    # Run from an empty directory so the repository itself is not on sys.path.
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True)
+    assert proc.returncode == 0, f"a top-level module named {name!r} is importable"
+
+
+def test_farthing_wallet_imports_from_anywhere(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import farthing.wallet, farthing.ledger, farthing.contracts"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def _public_modules() -> list[str]:
+    names = []
+    for package in PACKAGES:
+        module = importlib.import_module(package)
+        names.append(package)
+        for info in pkgutil.iter_modules(module.__path__):
+            if not info.name.startswith("_"):
+                names.append(f"{package}.{info.name}")
+    return names
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    # The isort style (ruff RUF022): CONSTANTS, then Classes, then functions.
+    if name.isupper():
+        return (0, name)
+    if name[:1].isupper():
+        return (1, name)
+    return (2, name)
+
+
+@pytest.mark.parametrize("module_name", _public_modules())
+def test_all_is_sorted_and_complete(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{module_name} has no __all__"
+    assert list(exported) == sorted(exported, key=_isort_key), f"{module_name}.__all__ is not sorted"
+    assert len(set(exported)) == len(exported), f"{module_name}.__all__ has duplicates"
+    for name in exported:
+        assert hasattr(module, name), f"{module_name}.__all__ names missing {name!r}"
+
+
+def test_version_is_exposed() -> None:
+    assert farthing.__version__
