@@ -21,18 +21,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from farthing.ledger.tables import AuditEntry, AuditHead, table_of
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
-
-from farthing.ledger.tables import AuditEntry, AuditHead
 
 __all__ = ["GENESIS_HASH", "canonical_payload", "entry_hash"]
 
 GENESIS_HASH = "0" * 64
 HEAD_ID = 1
 
-_entry_table = AuditEntry.__table__  # type: ignore[attr-defined]
-_head_table = AuditHead.__table__  # type: ignore[attr-defined]
+_entry_table = table_of(AuditEntry)
+_head_table = table_of(AuditHead)
 
 
 def _canonical_value(value: Any) -> Any:
@@ -93,7 +92,9 @@ def lock_head(session: Session) -> tuple[int, str]:
     if row is None:
         from farthing.ledger.errors import LedgerSchemaError
 
-        raise LedgerSchemaError("the ledger's audit head row is missing; run `farthing ledger migrate`")
+        raise LedgerSchemaError(
+            "the ledger's audit head row is missing; run `farthing ledger migrate`"
+        )
     return int(row.sequence), str(row.hash)
 
 

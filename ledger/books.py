@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from farthing.invariant import invariant
 from farthing.ledger.budget import TOTAL_PAYEE, BudgetPolicy, asset_allowed, headroom, hour_of
 from farthing.ledger.columns import AMOUNT_MAX, ID_MAX
 from farthing.ledger.flags import (
@@ -27,6 +26,8 @@ from farthing.ledger.flags import (
 )
 from farthing.ledger.inputs import PAYMENT_COLUMNS, NewAccount, NewTransfer
 from farthing.ledger.results import CreateAccountResult, CreateTransferResult
+
+from farthing.invariant import invariant
 
 __all__ = ["Balance", "Books"]
 
@@ -257,7 +258,9 @@ class Books:
         self._record(row, "transfer_created")
         return R.OK
 
-    def _resolve(self, event: NewTransfer, timestamp_ns: int, kind: TF) -> CreateTransferResult:
+    def _resolve(
+        self, event: NewTransfer, timestamp_ns: int, kind: TransferFlags
+    ) -> CreateTransferResult:
         pending = self.transfers.get(event.pending_id)
         if pending is None:
             return R.PENDING_TRANSFER_NOT_FOUND
@@ -434,11 +437,7 @@ def _compare_existing(event: NewTransfer, row: dict[str, Any]) -> CreateTransfer
         value = getattr(event, name)
         if (value or not resolving) and value != row[name]:
             return reason
-    if (
-        event.amount is not None
-        and not event.flags & _BALANCING
-        and event.amount != row["amount"]
-    ):
+    if event.amount is not None and not event.flags & _BALANCING and event.amount != row["amount"]:
         return R.EXISTS_WITH_DIFFERENT_AMOUNT
     for name, reason in (
         ("user_data_128", R.EXISTS_WITH_DIFFERENT_USER_DATA_128),

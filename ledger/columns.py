@@ -22,12 +22,10 @@ from sqlalchemy import String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["AMOUNT_MAX", "ID_MAX", "U32_MAX", "U64_MAX", "HexUInt"]
+__all__ = ["AMOUNT_MAX", "ID_MAX", "HexUInt"]
 
 # TigerBeetle reserves both 0 and 2**128 - 1, so a valid id is 1..2**128 - 2.
 ID_MAX = 2**128 - 2
-U64_MAX = 2**64 - 1
-U32_MAX = 2**32 - 1
 # The largest amount or balance a BIGINT column holds on both backends.
 AMOUNT_MAX = 2**63 - 1
 

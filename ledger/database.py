@@ -29,24 +29,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from farthing.ledger.errors import (
+    LedgerConfigError,
+    LedgerDatabaseError,
+    LedgerDatabaseLocked,
+    LedgerDatabaseUnavailable,
+    LedgerError,
+    LedgerSchemaError,
+)
+from farthing.ledger.settings import LedgerSettings
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from farthing.ledger.errors import (
-    LedgerConfigError,
-    LedgerDatabaseError,
-    LedgerDatabaseLocked,
-    LedgerDatabaseUnavailable,
-    LedgerSchemaError,
-)
-from farthing.ledger.settings import LedgerSettings
-
 __all__ = ["LedgerDatabase", "normalise_database_url"]
 
 _READ_OPTION = "farthing_ledger_read"
+_UNREACHABLE = (
+    r"unable to open database|could not connect|connection refused|connection failed|"
+    r"timeout expired|could not translate host|database .* does not exist|"
+    r"server closed the connection|no route to host"
+)
 
 
 def normalise_database_url(url: str) -> URL:
@@ -165,16 +170,18 @@ class LedgerDatabase:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session holding the write lock; commits when the block succeeds."""
-        with self.translate_errors(), Session(self.engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
+        with (
+            self.translate_errors(),
+            Session(self.engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for queries; it takes no write lock on SQLite."""
-        with self.translate_errors(), Session(self._read_engine) as session:
-            with session.begin():
-                yield session
+        with self.translate_errors(), Session(self._read_engine) as session, session.begin():
+            yield session
 
     @contextmanager
     def translate_errors(self) -> Iterator[None]:
@@ -189,27 +196,30 @@ class LedgerDatabase:
         text = str(exc.orig) if exc.orig is not None else str(exc)
         first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         where = self.display_url
-        if re.search(r"database is locked|database table is locked|lock timeout", text, re.I):
-            return LedgerDatabaseLocked(
+        kind: type[LedgerError]
+        if re.search(
+            r"database is locked|database table is locked|lock timeout", text, re.IGNORECASE
+        ):
+            kind = LedgerDatabaseLocked
+            message = (
                 f"the ledger database at {where} stayed locked by another writer for longer "
                 f"than {self.settings.busy_timeout_s:g}s"
             )
-        if re.search(r"no such table|relation .* does not exist|undefined_?table", text, re.I):
-            return LedgerSchemaError(
-                f"the ledger database at {where} has no ledger tables; "
-                "run `farthing ledger migrate`"
-            )
-        if exc.connection_invalidated or re.search(
-            r"unable to open database|could not connect|connection refused|"
-            r"connection failed|timeout expired|could not translate host|"
-            r"database .* does not exist|server closed the connection|no route to host",
-            text,
-            re.I,
+        elif re.search(
+            r"no such table|relation .* does not exist|undefined_?table", text, re.IGNORECASE
         ):
-            return LedgerDatabaseUnavailable(f"cannot reach the ledger database at {where}: {first_line}")
-        if isinstance(exc.orig, Exception) and type(exc).__name__ == "OperationalError":
-            return LedgerDatabaseError(f"the ledger database at {where} failed: {first_line}")
-        return exc
+            kind = LedgerSchemaError
+            message = f"the ledger database at {where} has no ledger tables; run `farthing ledger migrate`"
+        elif exc.connection_invalidated or re.search(_UNREACHABLE, text, re.IGNORECASE):
+            kind = LedgerDatabaseUnavailable
+            message = f"cannot reach the ledger database at {where}: {first_line}"
+        elif type(exc).__name__ == "OperationalError":
+            kind = LedgerDatabaseError
+            message = f"the ledger database at {where} failed: {first_line}"
+        else:
+            return exc
+        error: Exception = kind(message)
+        return error
 
     def dispose(self) -> None:
         self.engine.dispose()

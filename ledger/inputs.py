@@ -209,7 +209,9 @@ class NewTransfer:
         )
 
     @classmethod
-    def void(cls, *, id: int, pending_id: int, payment: PaymentDetails | None = None) -> NewTransfer:
+    def void(
+        cls, *, id: int, pending_id: int, payment: PaymentDetails | None = None
+    ) -> NewTransfer:
         """Void a pending transfer, releasing all of it."""
         return cls(
             id=id,

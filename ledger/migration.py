@@ -15,7 +15,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-
 from farthing.ledger.database import LedgerDatabase
 from farthing.ledger.errors import LedgerSchemaError
 
@@ -49,9 +48,7 @@ def upgrade_database(database: LedgerDatabase, revision: str = "head") -> None:
 def schema_revision(database: LedgerDatabase) -> str | None:
     """The revision the database is at, or None if it has no ledger tables."""
     with database.translate_errors(), database.engine.connect() as connection:
-        context = MigrationContext.configure(
-            connection, opts={"version_table": VERSION_TABLE}
-        )
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         revision = context.get_current_revision()
         connection.rollback()
         return revision

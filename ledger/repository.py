@@ -26,10 +26,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.orm import Session
-
-from farthing.invariant import invariant
 from farthing.ledger import audit
 from farthing.ledger.books import Balance, Books
 from farthing.ledger.budget import WINDOW_HOURS, BudgetPolicy, hour_of, validate_limits
@@ -49,7 +45,12 @@ from farthing.ledger.tables import (
     BudgetUsage,
     PendingTransfer,
     Transfer,
+    table_of,
 )
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from farthing.invariant import invariant
 
 __all__ = [
     "create_accounts",
@@ -62,12 +63,12 @@ __all__ = [
     "set_budget",
 ]
 
-_accounts = Account.__table__  # type: ignore[attr-defined]
-_transfers = Transfer.__table__  # type: ignore[attr-defined]
-_pending = PendingTransfer.__table__  # type: ignore[attr-defined]
-_budgets = Budget.__table__  # type: ignore[attr-defined]
-_usage = BudgetUsage.__table__  # type: ignore[attr-defined]
-_assets = Asset.__table__  # type: ignore[attr-defined]
+_accounts = table_of(Account)
+_transfers = table_of(Transfer)
+_pending = table_of(PendingTransfer)
+_budgets = table_of(Budget)
+_usage = table_of(BudgetUsage)
+_assets = table_of(Asset)
 _TRANSFER_COLUMNS = frozenset(column.name for column in _transfers.columns)
 _CHUNK = 500  # ids per IN (...): far below SQLite's and PostgreSQL's parameter limits
 _EXPIRE_BATCH_MAX = 10_000
@@ -154,8 +155,8 @@ def create_transfers(
     _load_balances(session, books, account_ids)
     _load_pending_status(session, books, pending_ids)
     _load_budgets(session, books, timestamp)
-    asset_ids = {e.payment.asset_id for e in transfers} - {None}
-    _load_assets(session, books, asset_ids)  # type: ignore[arg-type]
+    asset_ids = {a for a in (e.payment.asset_id for e in transfers) if a is not None}
+    _load_assets(session, books, asset_ids)
 
     results = [books.create_transfer(event, timestamp + i) for i, event in enumerate(transfers)]
     _write(session, books)
@@ -163,9 +164,7 @@ def create_transfers(
     return results
 
 
-def expire_pending(
-    *, session: Session, now_ns: int | None = None, limit: int = 1_000
-) -> list[int]:
+def expire_pending(*, session: Session, now_ns: int | None = None, limit: int = 1_000) -> list[int]:
     """Expire pending transfers whose timeout has passed; return their ids.
 
     Each expiry is written as an immutable transfer flagged
@@ -195,7 +194,9 @@ def expire_pending(
     expired: list[int] = []
     for i, row in enumerate(due):
         result = books.expire(id=new_id(), pending_id=row.transfer_id, timestamp_ns=timestamp + i)
-        invariant(result is CreateTransferResult.OK, f"expiry of {row.transfer_id} failed: {result}")
+        invariant(
+            result is CreateTransferResult.OK, f"expiry of {row.transfer_id} failed: {result}"
+        )
         expired.append(row.transfer_id)
     _write(session, books)
     audit.append(session, head, books.audit_events, timestamp_ns=timestamp)
@@ -309,7 +310,9 @@ def register_asset(
         "timestamp_ns": timestamp,
     }
     session.execute(insert(_assets), [row])
-    audit.append(session, head, [("asset_registered", f"asset:{asset_id}", row)], timestamp_ns=timestamp)
+    audit.append(
+        session, head, [("asset_registered", f"asset:{asset_id}", row)], timestamp_ns=timestamp
+    )
     return A.OK
 
 
@@ -380,7 +383,9 @@ def _load_budgets(session: Session, books: Books, timestamp_ns: int) -> None:
             _usage.c.account_id.in_(chunk), _usage.c.hour >= books.usage_floor_hour
         )
         for row in session.execute(query):
-            books.usage.setdefault(row.account_id, {})[(row.payee_account_id, row.hour)] = row.amount
+            books.usage.setdefault(row.account_id, {})[(row.payee_account_id, row.hour)] = (
+                row.amount
+            )
     books.usage_loaded = {
         (account_id, payee, hour)
         for account_id, buckets in books.usage.items()
@@ -429,10 +434,17 @@ def _write(session: Session, books: Books) -> None:
         for account_id, payee, hour in sorted(books.usage_dirty):
             amount = books.usage[account_id][(payee, hour)]
             if (account_id, payee, hour) in books.usage_loaded:
-                updates.append({"b_id": account_id, "b_payee": payee, "b_hour": hour, "b_amount": amount})
+                updates.append(
+                    {"b_id": account_id, "b_payee": payee, "b_hour": hour, "b_amount": amount}
+                )
             else:
                 inserts.append(
-                    {"account_id": account_id, "payee_account_id": payee, "hour": hour, "amount": amount}
+                    {
+                        "account_id": account_id,
+                        "payee_account_id": payee,
+                        "hour": hour,
+                        "amount": amount,
+                    }
                 )
         if inserts:
             session.execute(insert(_usage), inserts)

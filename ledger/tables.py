@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, event
+from farthing.ledger.columns import HexUInt
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text, event
 from sqlalchemy.orm import Mapper
 from sqlmodel import Field, SQLModel
 
 from farthing.errors import InvariantError
-from farthing.ledger.columns import HexUInt
 
 __all__ = [
     "Account",
@@ -32,14 +32,13 @@ __all__ = [
     "BudgetUsage",
     "PendingTransfer",
     "Transfer",
+    "table_of",
 ]
 
 
 def _id(*, primary_key: bool = False, nullable: bool = False, fk: str | None = None) -> Any:
     args: list[Any] = [ForeignKey(fk)] if fk else []
-    return Field(
-        sa_column=Column(HexUInt(128), *args, primary_key=primary_key, nullable=nullable)
-    )
+    return Field(sa_column=Column(HexUInt(128), *args, primary_key=primary_key, nullable=nullable))
 
 
 def _big(*, nullable: bool = False, default: int | None = 0) -> Any:
@@ -208,11 +207,36 @@ def _refuse_change(mapper: Mapper[Any], connection: Any, target: Any) -> None:
     )
 
 
-for _model in (Asset, Account, Transfer, PendingTransfer, Budget, BudgetUsage, AuditEntry, AuditHead):
+for _model in (
+    Asset,
+    Account,
+    Transfer,
+    PendingTransfer,
+    Budget,
+    BudgetUsage,
+    AuditEntry,
+    AuditHead,
+):
     for _action in ("before_insert", "before_update", "before_delete"):
         event.listen(_model, _action, _refuse_change)
 
-LEDGER_TABLES = tuple(
-    model.__table__  # type: ignore[attr-defined]
-    for model in (Asset, Account, Transfer, PendingTransfer, Budget, BudgetUsage, AuditEntry, AuditHead)
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core ``Table`` behind a SQLModel class, for the batch write path."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+LEDGER_TABLES: tuple[Table, ...] = tuple(
+    table_of(model)
+    for model in (
+        Asset,
+        Account,
+        Transfer,
+        PendingTransfer,
+        Budget,
+        BudgetUsage,
+        AuditEntry,
+        AuditHead,
+    )
 )

@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
-
 from farthing.ledger.migration import VERSION_TABLE
+from sqlalchemy import Connection, create_engine
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(connection=connection, version_table=VERSION_TABLE)
     with context.begin_transaction():
         context.run_migrations()

@@ -87,7 +87,9 @@ def upgrade() -> None:
         _big("valid_after", nullable=True),
         _big("valid_before", nullable=True),
     )
-    op.create_index("ix_ledger_transfer_debit", "ledger_transfer", ["debit_account_id", "timestamp_ns"])
+    op.create_index(
+        "ix_ledger_transfer_debit", "ledger_transfer", ["debit_account_id", "timestamp_ns"]
+    )
     op.create_index(
         "ix_ledger_transfer_credit", "ledger_transfer", ["credit_account_id", "timestamp_ns"]
     )

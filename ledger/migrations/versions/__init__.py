@@ -1,1 +1,3 @@
 """One module per ledger schema revision."""
+
+__all__: list[str] = []

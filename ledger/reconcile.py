@@ -1,0 +1,266 @@
+"""Reconciliation of the books with the chain: the seam and the matching rules.
+
+The chain side is a Protocol, ``ChainView``, so the ledger never imports a
+chain client: ``farthing.wallet`` (memory chain, anvil or RPC) provides the
+real one, and tests provide a fake. What the ledger needs from a chain is
+small: the token's ``Transfer`` logs touching our addresses over a block
+range, and whether an EIP-3009 authorization nonce has been used.
+
+``find_breaks`` is pure. It matches posted payments to ``Transfer`` logs by
+transaction hash and both addresses, and reports breaks by kind:
+
+* ``missing_on_chain``: the books say it settled; the chain has no such log;
+* ``missing_in_ledger``: the chain moved our money; the books never posted it;
+* ``amount_mismatch``: both agree it happened, not on how much;
+* ``pending_past_timeout``: a reservation whose authorization window has
+  closed. Its fate is read from the chain (``authorization_state``), never
+  guessed: a used nonce means post it, an unused one means void it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from farthing.ledger.flags import TransferFlags
+from farthing.ledger.tables import PendingTransfer, Transfer, table_of
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+__all__ = [
+    "Break",
+    "BreakKind",
+    "ChainView",
+    "LedgerPayment",
+    "TokenTransferEvent",
+    "find_breaks",
+    "load_payments",
+]
+
+_transfers = table_of(Transfer)
+_pending = table_of(PendingTransfer)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTransferEvent:
+    """One ERC-20 ``Transfer(from, to, value)`` log."""
+
+    tx_hash: str
+    log_index: int
+    from_address: str
+    to_address: str
+    value: int
+    block_number: int
+
+    def __post_init__(self) -> None:
+        if type(self.value) is not int or self.value < 0:
+            raise ValueError("value must be a non-negative int of atomic units")
+        for name in ("tx_hash", "from_address", "to_address"):
+            object.__setattr__(self, name, getattr(self, name).lower())
+
+
+class ChainView(Protocol):
+    """What reconciliation needs to know from a chain."""
+
+    def token_transfers(
+        self,
+        *,
+        token_address: str,
+        addresses: Collection[str],
+        from_block: int,
+        to_block: int,
+    ) -> Sequence[TokenTransferEvent]:
+        """``Transfer`` logs of the token with ``from`` or ``to`` in ``addresses``."""
+        ...
+
+    def authorization_state(self, *, authorizer: str, nonce: str) -> bool:
+        """True when ``nonce`` of ``authorizer`` has been used (EIP-3009)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPayment:
+    """A payment as the books see it: posted (with its settlement) or still pending."""
+
+    transfer_id: int
+    posted: bool
+    amount: int
+    payer_address: str | None
+    payee_address: str | None
+    tx_hash: str | None = None
+    block_number: int | None = None
+    authorization_nonce: str | None = None
+    valid_before: int | None = None
+
+
+class BreakKind(StrEnum):
+    MISSING_ON_CHAIN = "missing_on_chain"
+    MISSING_IN_LEDGER = "missing_in_ledger"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    PENDING_PAST_TIMEOUT = "pending_past_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """One disagreement between the books and the chain."""
+
+    kind: BreakKind
+    detail: str
+    transfer_id: int | None = None
+    tx_hash: str | None = None
+    ledger_amount: int | None = None
+    chain_amount: int | None = None
+    resolution: str | None = None  # "post" or "void" for pending_past_timeout, when known
+
+
+def find_breaks(
+    *,
+    payments: Sequence[LedgerPayment],
+    events: Sequence[TokenTransferEvent],
+    chain: ChainView,
+    from_block: int,
+    to_block: int,
+    now_s: int,
+) -> list[Break]:
+    """Every break between ``payments`` and the ``events`` of one block range."""
+    by_key: dict[tuple[str, str, str], list[TokenTransferEvent]] = defaultdict(list)
+    for event in sorted(events, key=lambda e: (e.block_number, e.log_index)):
+        by_key[(event.tx_hash, event.from_address, event.to_address)].append(event)
+    matched: set[tuple[str, int]] = set()
+    breaks: list[Break] = []
+    for payment in payments:
+        if payment.posted:
+            breaks.extend(_match_posted(payment, by_key, matched, chain, from_block, to_block))
+        elif payment.valid_before is not None and payment.valid_before <= now_s:
+            breaks.append(_past_timeout(payment, chain))
+    for event in events:
+        if (event.tx_hash, event.log_index) not in matched:
+            breaks.append(
+                Break(
+                    BreakKind.MISSING_IN_LEDGER,
+                    f"{event.value} from {event.from_address} to {event.to_address} "
+                    f"in block {event.block_number} has no posted transfer",
+                    tx_hash=event.tx_hash,
+                    chain_amount=event.value,
+                )
+            )
+    return breaks
+
+
+def _match_posted(
+    payment: LedgerPayment,
+    by_key: dict[tuple[str, str, str], list[TokenTransferEvent]],
+    matched: set[tuple[str, int]],
+    chain: ChainView,
+    from_block: int,
+    to_block: int,
+) -> list[Break]:
+    if payment.block_number is not None and not from_block <= payment.block_number <= to_block:
+        return []  # another range's business
+    if payment.tx_hash is None:
+        return [
+            Break(
+                BreakKind.MISSING_ON_CHAIN,
+                "posted without a transaction hash",
+                transfer_id=payment.transfer_id,
+                ledger_amount=payment.amount,
+            )
+        ]
+    key = (payment.tx_hash, payment.payer_address or "", payment.payee_address or "")
+    candidates = [e for e in by_key.get(key, []) if (e.tx_hash, e.log_index) not in matched]
+    if not candidates:
+        if payment.block_number is None and _nonce_used(payment, chain):
+            return []  # it happened, just outside the scanned range
+        return [
+            Break(
+                BreakKind.MISSING_ON_CHAIN,
+                f"no Transfer log from {payment.payer_address} to {payment.payee_address} "
+                f"in {payment.tx_hash}",
+                transfer_id=payment.transfer_id,
+                tx_hash=payment.tx_hash,
+                ledger_amount=payment.amount,
+            )
+        ]
+    event = next((e for e in candidates if e.value == payment.amount), candidates[0])
+    matched.add((event.tx_hash, event.log_index))
+    if event.value == payment.amount:
+        return []
+    return [
+        Break(
+            BreakKind.AMOUNT_MISMATCH,
+            f"the books posted {payment.amount}, the chain moved {event.value}",
+            transfer_id=payment.transfer_id,
+            tx_hash=payment.tx_hash,
+            ledger_amount=payment.amount,
+            chain_amount=event.value,
+        )
+    ]
+
+
+def _nonce_used(payment: LedgerPayment, chain: ChainView) -> bool:
+    if payment.payer_address is None or payment.authorization_nonce is None:
+        return False
+    return chain.authorization_state(
+        authorizer=payment.payer_address, nonce=payment.authorization_nonce
+    )
+
+
+def _past_timeout(payment: LedgerPayment, chain: ChainView) -> Break:
+    if payment.payer_address is None or payment.authorization_nonce is None:
+        resolution, why = None, "no authorization nonce recorded, so the chain cannot say"
+    elif _nonce_used(payment, chain):
+        resolution, why = "post", "the authorization was used on chain: post it"
+    else:
+        resolution, why = "void", "the authorization was never used and has expired: void it"
+    return Break(
+        BreakKind.PENDING_PAST_TIMEOUT,
+        f"still pending after validBefore {payment.valid_before}; {why}",
+        transfer_id=payment.transfer_id,
+        ledger_amount=payment.amount,
+        resolution=resolution,
+    )
+
+
+def load_payments(*, session: Session, network: str, token_address: str) -> list[LedgerPayment]:
+    """Posted and still-pending payments of one token on one network."""
+    token = token_address.lower()
+    t = _transfers
+    posted = t.c.flags.op("&")(int(TransferFlags.POST_PENDING_TRANSFER)) != 0
+    single_phase = (
+        t.c.flags.op("&")(
+            int(
+                TransferFlags.PENDING
+                | TransferFlags.VOID_PENDING_TRANSFER
+                | TransferFlags.EXPIRE_PENDING_TRANSFER
+                | TransferFlags.POST_PENDING_TRANSFER
+            )
+        )
+        == 0
+    )
+    is_open = t.c.id.in_(select(_pending.c.transfer_id))
+    query = select(t).where(
+        t.c.network == network,
+        t.c.token_address == token,
+        or_(
+            posted, single_phase, and_(t.c.flags.op("&")(int(TransferFlags.PENDING)) != 0, is_open)
+        ),
+    )
+    result: list[LedgerPayment] = []
+    for row in session.execute(query.order_by(t.c.timestamp_ns)):
+        result.append(
+            LedgerPayment(
+                transfer_id=row.id,
+                posted=not row.flags & TransferFlags.PENDING,
+                amount=row.amount,
+                payer_address=row.payer_address,
+                payee_address=row.payee_address,
+                tx_hash=row.tx_hash,
+                block_number=row.block_number,
+                authorization_nonce=row.authorization_nonce,
+                valid_before=row.valid_before,
+            )
+        )
+    return result
