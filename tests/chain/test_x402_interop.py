@@ -11,6 +11,7 @@ error codes (a replay is ``nonce already used``, a short balance is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ from x402.mechanisms.evm import constants as x402_codes
 from x402.mechanisms.evm.exact import register_exact_evm_facilitator
 from x402.schemas import PaymentPayload, PaymentRequirements, ResourceInfo
 
+from farthing.wallet.chain import RpcChain
+from farthing.wallet.devchain import start_anvil
 from farthing.wallet.eip3009 import SignedAuthorization, build_authorization, sign_authorization
 
 pytestmark = pytest.mark.anvil
@@ -27,9 +30,16 @@ pytestmark = pytest.mark.anvil
 NETWORK = "eip155:31337"
 
 
+@pytest.fixture(scope="module")
+def own_anvil(anvil: Any) -> Iterator[RpcChain]:
+    """An anvil of this module's own, so no other test can have moved its clock."""
+    with start_anvil() as node:
+        yield node.chain()
+
+
 @pytest.fixture
-def anvil_env(anvil_chain: Any, make_env: Any) -> Any:
-    return make_env(anvil_chain)
+def anvil_env(own_anvil: RpcChain, make_env: Any) -> Any:
+    return make_env(own_anvil)
 
 
 @pytest.fixture
