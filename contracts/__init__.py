@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -34,7 +34,7 @@ class Artifact:
     optimizer_runs: int
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_artifact(name: str) -> Artifact:
     """Load the committed artifact ``artifacts/<name>.json``.
 
@@ -42,7 +42,9 @@ def load_artifact(name: str) -> Artifact:
     contract that does not exist is a programmer error.
     """
     if name not in ARTIFACT_NAMES:
-        raise LookupError(f"no compiled contract named {name!r} (have: {', '.join(ARTIFACT_NAMES)})")
+        raise LookupError(
+            f"no compiled contract named {name!r} (have: {', '.join(ARTIFACT_NAMES)})"
+        )
     text = resources.files(__name__).joinpath("artifacts", f"{name}.json").read_text("utf-8")
     raw = json.loads(text)
     compiler = raw["compiler"]

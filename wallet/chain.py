@@ -29,21 +29,23 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, cast
 
 import requests
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
-from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[attr-defined]
+from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
-from eth_utils import ValidationError as EthValidationError
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from eth_utils.exceptions import ValidationError as EthValidationError
+from farthing.wallet.address import checksum
+from farthing.wallet.errors import ChainError, ChainUnavailableError
+from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
+from farthing.wallet.signer import LocalSigner, TxSigner
 from pydantic import SecretStr
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from farthing.invariant import invariant
-from farthing.wallet.address import checksum
-from farthing.wallet.errors import ChainError, ChainUnavailableError
-from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
-from farthing.wallet.signer import LocalSigner, TxSigner
 
 __all__ = [
     "ANVIL_DEV_MNEMONIC",
@@ -283,7 +285,9 @@ class Chain:
         with self._rpc_errors():
             return bytes(self.w3.eth.get_code(checksum(address)))
 
-    def call(self, call: Call, *, sender: str | None = None, block: int | str = "latest") -> CallResult:
+    def call(
+        self, call: Call, *, sender: str | None = None, block: int | str = "latest"
+    ) -> CallResult:
         """Run ``call`` read-only; a revert is a value with a reason."""
         tx = self._tx_params(call, sender)
         with self._rpc_errors():
@@ -378,13 +382,17 @@ class Chain:
                 raise ChainError(f"the node refused the transaction: {_one_line(exc)}") from None
             try:
                 receipt = self.w3.eth.wait_for_transaction_receipt(
-                    cast(Any, tx_hash), timeout=self.receipt_timeout_s, poll_latency=self.receipt_poll_s
+                    cast(Any, tx_hash),
+                    timeout=self.receipt_timeout_s,
+                    poll_latency=self.receipt_poll_s,
                 )
             except TimeExhausted:
                 return TxResult(False, tx_hash, "receipt_timeout", None)
         return self._result_from_receipt(tx, tx_hash, receipt)
 
-    def deploy(self, creation_code: bytes, *, sender: TxSigner, gas_limit: int | None = None) -> TxResult:
+    def deploy(
+        self, creation_code: bytes, *, sender: TxSigner, gas_limit: int | None = None
+    ) -> TxResult:
         """Deploy a contract; ``contract_address`` is set on success."""
         return self.send(Call(None, creation_code), sender=sender, gas_limit=gas_limit)
 
@@ -444,7 +452,7 @@ class Chain:
             address = to_checksum_address(created) if created else None
             return TxResult(True, tx_hash, None, None, block, gas_used, logs, address)
         # Mined but reverted: replay on the parent block to learn why.
-        replay = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        replay: dict[str, Any] = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         replay["gas"] = tx["gas"]
         message: str | None = None
         try:
@@ -476,7 +484,9 @@ class MemoryChain(Chain):
     memory_gas_limit: ClassVar[int] = 8_000_000
 
     def __init__(self, *, accounts: int = 10) -> None:
-        backend = PyEVMBackend.from_mnemonic(ANVIL_DEV_MNEMONIC, num_accounts=accounts, hd_path=_DEV_HD_PATH)
+        backend = PyEVMBackend.from_mnemonic(
+            ANVIL_DEV_MNEMONIC, num_accounts=accounts, hd_path=_DEV_HD_PATH
+        )
         self._tester = EthereumTester(backend)
         self._accounts = accounts
         super().__init__(Web3(EthereumTesterProvider(self._tester)), receipt_timeout_s=10.0)
@@ -520,7 +530,9 @@ class RpcChain(Chain):
 
     backend: ClassVar[Backend] = "rpc"
 
-    def __init__(self, rpc_url: str, *, timeout_s: float = 5.0, receipt_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, rpc_url: str, *, timeout_s: float = 5.0, receipt_timeout_s: float = 60.0
+    ) -> None:
         invariant(timeout_s > 0 and receipt_timeout_s > 0, "timeouts must be positive")
         self.rpc_url = rpc_url
         self.timeout_s = timeout_s
@@ -549,11 +561,17 @@ class RpcChain(Chain):
         try:
             yield
         except (requests.RequestException, OSError, TimeExhausted) as exc:
-            kind = "timed out" if isinstance(exc, (requests.Timeout, TimeExhausted)) else "did not answer"
+            kind = (
+                "timed out"
+                if isinstance(exc, (requests.Timeout, TimeExhausted))
+                else "did not answer"
+            )
             raise ChainUnavailableError(f"the chain RPC at {self.rpc_url} {kind}") from None
 
 
-def open_chain(where: str = "memory", *, timeout_s: float = 5.0, receipt_timeout_s: float = 60.0) -> Chain:
+def open_chain(
+    where: str = "memory", *, timeout_s: float = 5.0, receipt_timeout_s: float = 60.0
+) -> Chain:
     """Open ``"memory"`` (in-process py-evm) or a JSON-RPC URL (``http(s)://…``)."""
     if where == "memory":
         return MemoryChain()
@@ -586,7 +604,7 @@ def _decode_revert_data(data: bytes) -> str | None:
         try:
             (text,) = abi_decode(["string"], data[4:])
             return str(text)
-        except Exception:
+        except DecodingError:
             return None
     if data[:4] == _PANIC_SELECTOR and len(data) >= 36:
         return f"panic {hex(int.from_bytes(data[4:36], 'big'))}"

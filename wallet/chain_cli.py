@@ -19,9 +19,6 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-
-from farthing.console import emit_json, err_console, fail, out_console
 from farthing.wallet.chain import DevAccount
 from farthing.wallet.devchain import (
     DEPLOYMENT_FILE,
@@ -36,6 +33,9 @@ from farthing.wallet.devchain import (
 from farthing.wallet.errors import ChainError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
 from farthing.wallet.settings import WalletSettings
+from rich.table import Table
+
+from farthing.console import emit_json, err_console, fail, out_console
 
 __all__ = ["app"]
 
@@ -63,20 +63,28 @@ def _summary_json(deployment: DevDeployment, accounts: tuple[DevAccount, ...]) -
         "batch_settler": deployment.batch_settler,
         # Anvil's public dev keys: printed for the local dev chain only.
         "accounts": [
-            {"address": a.address, "private_key": a.private_key.get_secret_value()} for a in accounts
+            {"address": a.address, "private_key": a.private_key.get_secret_value()}
+            for a in accounts
         ],
     }
 
 
-def _print_summary(deployment: DevDeployment, accounts: tuple[DevAccount, ...], reused: bool, state_dir: Path) -> None:
+def _print_summary(
+    deployment: DevDeployment, accounts: tuple[DevAccount, ...], reused: bool, state_dir: Path
+) -> None:
     token = deployment.token
     out_console.print(f"[bold green]Farthing dev chain ready[/] at [bold]{deployment.rpc_url}[/]")
     out_console.print(f"  network        {deployment.network}")
     verb = "reused from saved state" if reused else "deployed"
-    out_console.print(f"  token          {token.address}  ({token.symbol}, EIP-712 \"{token.name}\" v{token.version}; {verb})")
+    out_console.print(
+        f'  token          {token.address}  ({token.symbol}, EIP-712 "{token.name}" v{token.version}; {verb})'
+    )
     out_console.print(f"  batch settler  {deployment.batch_settler}")
     out_console.print(f"  state          {state_dir / STATE_FILE}")
-    table = Table(title="Dev accounts (anvil's public keys: never use them on a real network)", title_justify="left")
+    table = Table(
+        title="Dev accounts (anvil's public keys: never use them on a real network)",
+        title_justify="left",
+    )
     table.add_column("#", justify="right")
     table.add_column("address")
     table.add_column("private key")
@@ -88,18 +96,28 @@ def _print_summary(deployment: DevDeployment, accounts: tuple[DevAccount, ...], 
 
 @app.command("dev")
 def dev(
-    host: Annotated[str, typer.Option(help="Interface to listen on (loopback only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the JSON-RPC endpoint.")] = 8545,
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (loopback only).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port for the JSON-RPC endpoint.")
+    ] = 8545,
     state_dir: Annotated[
         Path | None,
-        typer.Option(help="Where the chain state and deployment record live "
-                     "[default: $FARTHING_DATA_DIR/chain or ~/.farthing/chain]."),
+        typer.Option(
+            help="Where the chain state and deployment record live "
+            "[default: $FARTHING_DATA_DIR/chain or ~/.farthing/chain]."
+        ),
     ] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Forget the saved state and start a new chain.")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Forget the saved state and start a new chain.")
+    ] = False,
     token_name: Annotated[str, typer.Option(help="EIP-712 name of the stablecoin.")] = "USD Coin",
     token_symbol: Annotated[str, typer.Option(help="Symbol of the stablecoin.")] = "USDC",
     token_version: Annotated[str, typer.Option(help="EIP-712 version of the stablecoin.")] = "2",
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line once ready.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line once ready.")
+    ] = False,
 ) -> None:
     """Start anvil with our stablecoin and batch settler, and keep it running."""
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -118,10 +136,14 @@ def dev(
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with start_anvil(host=host, port=port, state_file=folder / STATE_FILE, log_file=folder / "anvil.log") as node:
+        with start_anvil(
+            host=host, port=port, state_file=folder / STATE_FILE, log_file=folder / "anvil.log"
+        ) as node:
             chain = node.chain()
             if chain.chain_id != ANVIL_CHAIN_ID:
-                raise ChainError(f"anvil reports chain id {chain.chain_id}, expected {ANVIL_CHAIN_ID}")
+                raise ChainError(
+                    f"anvil reports chain id {chain.chain_id}, expected {ANVIL_CHAIN_ID}"
+                )
             accounts = chain.dev_accounts()
             deployment, reused = ensure_deployment(
                 chain,

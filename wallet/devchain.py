@@ -31,10 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-
 import farthing.wallet as wallet_package
-from farthing.invariant import invariant
+import requests
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import DevAccount, RpcChain, anvil_dev_accounts
 from farthing.wallet.errors import ChainError, ChainUnavailableError, DeploymentError
@@ -42,6 +40,8 @@ from farthing.wallet.money import Asset
 from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_batch_settler, deploy_stablecoin, read_asset
+
+from farthing.invariant import invariant
 
 __all__ = [
     "ANVIL_BIN_ENV",
@@ -120,7 +120,9 @@ class AnvilNode:
 
     __slots__ = ("_process", "host", "port", "rpc_url", "state_file")
 
-    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, state_file: Path | None) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], host: str, port: int, state_file: Path | None
+    ) -> None:
         self._process = process
         self.host = host
         self.port = port
@@ -176,9 +178,11 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _wait_ready(process: subprocess.Popen[bytes], rpc_url: str, timeout_s: float, log: Path) -> None:
+def _wait_ready(
+    process: subprocess.Popen[bytes], rpc_url: str, timeout_s: float, log: Path
+) -> None:
     deadline = time.monotonic() + timeout_s
-    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
@@ -243,9 +247,13 @@ def start_anvil(
             # A session of its own: a terminal's Ctrl-C reaches us, and we stop
             # anvil in order, rather than racing it.
             process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT,
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # Runs before exec and only calls prctl: safe despite threads.
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
         try:
             node = AnvilNode(process, host, port, state_file)
@@ -314,7 +322,13 @@ class DevDeployment:
             version=str(token["version"]),
             symbol=str(token["symbol"]),
         )
-        return cls(str(data["rpc_url"]), chain_id, asset, checksum(data["batch_settler"]), str(data["minter"]))
+        return cls(
+            str(data["rpc_url"]),
+            chain_id,
+            asset,
+            checksum(data["batch_settler"]),
+            str(data["minter"]),
+        )
 
 
 def _read_record(path: Path) -> DevDeployment | None:
@@ -333,7 +347,9 @@ def _write_record(path: Path, deployment: DevDeployment) -> None:
     tmp.replace(path)
 
 
-def load_dev_deployment(data_dir: Path | str, *, state_dir: Path | str | None = None) -> DevDeployment:
+def load_dev_deployment(
+    data_dir: Path | str, *, state_dir: Path | str | None = None
+) -> DevDeployment:
     """The local dev chain's deployment, as ``farthing chain dev`` last saved it.
 
     Looks in ``state_dir`` if given, else in ``<data_dir>/chain``. Raises
@@ -354,7 +370,11 @@ def _reusable(chain: RpcChain, record: DevDeployment, config: TokenConfig) -> bo
     if not chain.code_at(record.token.address) or not chain.code_at(record.batch_settler):
         return False
     on_chain = read_asset(chain, record.token.address)
-    return (on_chain.name, on_chain.symbol, on_chain.version) == (config.name, config.symbol, config.version)
+    return (on_chain.name, on_chain.symbol, on_chain.version) == (
+        config.name,
+        config.symbol,
+        config.version,
+    )
 
 
 def ensure_deployment(
@@ -375,11 +395,15 @@ def ensure_deployment(
     record = _read_record(record_path)
     dev = accounts or chain.dev_accounts()
     if record is not None and _reusable(chain, record, config):
-        deployment = DevDeployment(chain.rpc_url or "", chain.chain_id, record.token, record.batch_settler, record.minter)
+        deployment = DevDeployment(
+            chain.rpc_url or "", chain.chain_id, record.token, record.batch_settler, record.minter
+        )
         _write_record(record_path, deployment)  # the URL may have changed with --port
         return deployment, True
     owner = dev[_MINTER_INDEX].signer()
-    asset = deploy_stablecoin(chain, sender=owner, name=config.name, symbol=config.symbol, version=config.version)
+    asset = deploy_stablecoin(
+        chain, sender=owner, name=config.name, symbol=config.symbol, version=config.version
+    )
     settler = deploy_batch_settler(chain, sender=owner)
     token = Stablecoin(chain, asset)
     configured = token.configure_minter(owner.address, sender=owner)
@@ -390,6 +414,8 @@ def ensure_deployment(
             minted = token.mint(account.address, fund_atomic, sender=owner)
             if not minted.ok:
                 raise DeploymentError(f"funding {account.address} failed: {minted.reason}")
-    deployment = DevDeployment(chain.rpc_url or "", chain.chain_id, asset, settler, f"anvil:{_MINTER_INDEX}")
+    deployment = DevDeployment(
+        chain.rpc_url or "", chain.chain_id, asset, settler, f"anvil:{_MINTER_INDEX}"
+    )
     _write_record(record_path, deployment)
     return deployment, False

@@ -17,17 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
-
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from farthing.contracts import load_artifact
-from farthing.invariant import invariant
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TransferEvent, TxResult, reason_for_revert
 from farthing.wallet.errors import DeploymentError
 from farthing.wallet.money import UINT256_MAX, Asset
 from farthing.wallet.signer import TxSigner
+
+from farthing.invariant import invariant
 
 __all__ = [
     "AUTHORIZATION_SETTLED_TOPIC",
@@ -127,7 +128,7 @@ def _encode(key: str, types: list[str], args: list[Any]) -> bytes:
 
 
 def _bytes32(value: bytes | str) -> bytes:
-    raw = bytes.fromhex(value[2:] if value.startswith("0x") else value) if isinstance(value, str) else value
+    raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else value
     invariant(len(raw) == 32, "an EIP-3009 nonce is 32 bytes")
     return bytes(raw)
 
@@ -156,7 +157,9 @@ def _auth_args(signed: SignedAuthorizationLike) -> list[Any]:
     ]
 
 
-def _with_signature(key: str, types: list[str], args: list[Any], signature: bytes, form: SignatureForm) -> bytes:
+def _with_signature(
+    key: str, types: list[str], args: list[Any], signature: bytes, form: SignatureForm
+) -> bytes:
     if form == "vrs":
         v, r, s = _split_signature(signature)
         return _encode(f"{key}.vrs", [*types, "uint8", "bytes32", "bytes32"], [*args, v, r, s])
@@ -205,7 +208,9 @@ def read_asset(chain: Chain, address: str) -> Asset:
     if not chain.code_at(address):
         raise DeploymentError(f"no contract at {address} on {chain.network}")
     token = Stablecoin(chain, Asset(chain.network, address, 6, "?", "?", "?"))
-    return Asset(chain.network, address, token.decimals(), token.name(), token.version(), token.symbol())
+    return Asset(
+        chain.network, address, token.decimals(), token.name(), token.version(), token.symbol()
+    )
 
 
 # ---------------------------------------------------------------- the token
@@ -215,7 +220,9 @@ class Stablecoin:
     """A FiatToken-style token on one chain."""
 
     def __init__(self, chain: Chain, asset: Asset) -> None:
-        invariant(asset.network == chain.network, f"{asset.network} token on a {chain.network} chain")
+        invariant(
+            asset.network == chain.network, f"{asset.network} token on a {chain.network} chain"
+        )
         self.chain = chain
         self.asset = asset
         self.address = checksum(asset.address)
@@ -228,7 +235,9 @@ class Stablecoin:
     def _read(self, key: str, types: list[str], args: list[Any], out: list[str]) -> Any:
         result = self.chain.call(Call(self.address, _encode(key, types, args)))
         if not result.ok:
-            raise DeploymentError(f"{self.address} refused {SIGNATURES[key]}: {result.revert_message}")
+            raise DeploymentError(
+                f"{self.address} refused {SIGNATURES[key]}: {result.revert_message}"
+            )
         values = abi_decode(out, result.return_data)
         return values[0] if len(values) == 1 else values
 
@@ -274,7 +283,9 @@ class Stablecoin:
     def transfer_events(
         self, from_block: int, to_block: int | None = None, addresses: Sequence[str] | None = None
     ) -> list[TransferEvent]:
-        return self.chain.transfer_events(self.address, from_block, to_block, list(addresses or []) or None)
+        return self.chain.transfer_events(
+            self.address, from_block, to_block, list(addresses or []) or None
+        )
 
     # ------------------------------------------------------------ writes
 
@@ -283,26 +294,36 @@ class Stablecoin:
 
     def transfer(self, to: str, amount: int, *, sender: TxSigner) -> TxResult:
         _check_amount(amount)
-        return self._send(_encode("transfer", ["address", "uint256"], [checksum(to), amount]), sender)
+        return self._send(
+            _encode("transfer", ["address", "uint256"], [checksum(to), amount]), sender
+        )
 
     def approve(self, spender: str, amount: int, *, sender: TxSigner) -> TxResult:
         _check_amount(amount)
-        return self._send(_encode("approve", ["address", "uint256"], [checksum(spender), amount]), sender)
+        return self._send(
+            _encode("approve", ["address", "uint256"], [checksum(spender), amount]), sender
+        )
 
     def mint(self, to: str, amount: int, *, sender: TxSigner) -> TxResult:
         """Mint ``amount`` atomic units to ``to``; ``sender`` must be a minter."""
         _check_amount(amount)
         return self._send(_encode("mint", ["address", "uint256"], [checksum(to), amount]), sender)
 
-    def configure_minter(self, minter: str, allowance: int = UINT256_MAX, *, sender: TxSigner) -> TxResult:
+    def configure_minter(
+        self, minter: str, allowance: int = UINT256_MAX, *, sender: TxSigner
+    ) -> TxResult:
         """Let ``minter`` mint up to ``allowance`` (unlimited by default); master minter only."""
         _check_amount(allowance)
         args = [checksum(minter), allowance]
         return self._send(_encode("configureMinter", ["address", "uint256"], args), sender)
 
-    def transfer_with_authorization_call(self, signed: SignedAuthorizationLike, form: SignatureForm = "vrs") -> Call:
+    def transfer_with_authorization_call(
+        self, signed: SignedAuthorizationLike, form: SignatureForm = "vrs"
+    ) -> Call:
         """The call, unsent: simulate it with ``chain.call(…, sender=…)`` to verify a payment."""
-        data = _with_signature("transferWithAuthorization", _AUTH_TYPES, _auth_args(signed), signed.signature, form)
+        data = _with_signature(
+            "transferWithAuthorization", _AUTH_TYPES, _auth_args(signed), signed.signature, form
+        )
         return Call(self.address, data)
 
     def transfer_with_authorization(
@@ -315,7 +336,9 @@ class Stablecoin:
         self, signed: SignedAuthorizationLike, *, sender: TxSigner, form: SignatureForm = "vrs"
     ) -> TxResult:
         """Submit a signed ReceiveWithAuthorization; only the payee may send it."""
-        data = _with_signature("receiveWithAuthorization", _AUTH_TYPES, _auth_args(signed), signed.signature, form)
+        data = _with_signature(
+            "receiveWithAuthorization", _AUTH_TYPES, _auth_args(signed), signed.signature, form
+        )
         return self._send(data, sender)
 
     def cancel_authorization(
@@ -324,7 +347,9 @@ class Stablecoin:
         """Burn an unused nonce with the authorizer's signed CancelAuthorization."""
         cancellation = signed.cancellation
         args = [checksum(cancellation.authorizer), _bytes32(cancellation.nonce)]
-        data = _with_signature("cancelAuthorization", ["address", "bytes32"], args, signed.signature, form)
+        data = _with_signature(
+            "cancelAuthorization", ["address", "bytes32"], args, signed.signature, form
+        )
         return self._send(data, sender)
 
     def permit(
@@ -404,7 +429,11 @@ class BatchSettler:
             return BatchSettlement(tx, failed)
         outcomes: dict[int, BatchItemResult] = {}
         for log in tx.logs:
-            if log.address != self.address or not log.topics or log.topics[0] != AUTHORIZATION_SETTLED_TOPIC:
+            if (
+                log.address != self.address
+                or not log.topics
+                or log.topics[0] != AUTHORIZATION_SETTLED_TOPIC
+            ):
                 continue
             index, success, message = abi_decode(["uint256", "bool", "string"], log.data)
             outcomes[int(index)] = BatchItemResult(

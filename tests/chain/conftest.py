@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
 from farthing.wallet.chain import Chain, MemoryChain, RpcChain
 from farthing.wallet.devchain import AnvilNode, find_anvil, start_anvil
 from farthing.wallet.eip3009 import (

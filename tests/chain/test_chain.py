@@ -17,9 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from x402.mechanisms.evm import constants as x402_codes
-from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
-
 from farthing.wallet.chain import (
     ANVIL_DEV_MNEMONIC,
     Call,
@@ -31,14 +28,19 @@ from farthing.wallet.chain import (
     reason_for_revert,
 )
 from farthing.wallet.devchain import start_anvil
-from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.eip3009 import sign_authorization
+from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
+from x402.mechanisms.evm import constants as x402_codes
+from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
 
 # ---------------------------------------------------------------- revert reasons
 
 FIAT_TOKEN_REVERTS = {
-    "FiatTokenV2: authorization is expired": ("authorization_expired", x402_codes.ERR_VALID_BEFORE_EXPIRED),
+    "FiatTokenV2: authorization is expired": (
+        "authorization_expired",
+        x402_codes.ERR_VALID_BEFORE_EXPIRED,
+    ),
     "FiatTokenV2: authorization is not yet valid": (
         "authorization_not_yet_valid",
         x402_codes.ERR_VALID_AFTER_FUTURE,
@@ -48,9 +50,18 @@ FIAT_TOKEN_REVERTS = {
         x402_codes.ERR_NONCE_ALREADY_USED,
     ),
     "FiatTokenV2: invalid signature": ("invalid_signature", x402_codes.ERR_INVALID_SIGNATURE),
-    "ECRecover: invalid signature 's' value": ("invalid_signature", x402_codes.ERR_INVALID_SIGNATURE),
-    "ECRecover: invalid signature 'v' value": ("invalid_signature", x402_codes.ERR_INVALID_SIGNATURE),
-    "ERC20: transfer amount exceeds balance": ("insufficient_balance", x402_codes.ERR_INSUFFICIENT_BALANCE),
+    "ECRecover: invalid signature 's' value": (
+        "invalid_signature",
+        x402_codes.ERR_INVALID_SIGNATURE,
+    ),
+    "ECRecover: invalid signature 'v' value": (
+        "invalid_signature",
+        x402_codes.ERR_INVALID_SIGNATURE,
+    ),
+    "ERC20: transfer amount exceeds balance": (
+        "insufficient_balance",
+        x402_codes.ERR_INSUFFICIENT_BALANCE,
+    ),
 }
 
 
@@ -85,7 +96,9 @@ def test_identity(chain: Chain) -> None:
 
 
 @pytest.mark.parametrize("backend", ["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
-def test_advance_time_moves_a_private_dev_chain(backend: str, request: pytest.FixtureRequest) -> None:
+def test_advance_time_moves_a_private_dev_chain(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
     """On chains of its own: a shared chain's clock must stay with the wall clock (x402 reads it)."""
     with contextlib.ExitStack() as stack:
         if backend == "memory":
@@ -106,7 +119,9 @@ def test_dev_accounts_are_anvils_on_both_backends(chain: Chain) -> None:
     assert "private_key=SecretStr('**********')" in repr(accounts[0])
 
 
-def test_a_transaction_mined_with_status_zero_is_a_value(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_transaction_mined_with_status_zero_is_a_value(
+    env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Skip the simulation so the revert happens on chain, as after a race with another sender."""
     signed = sign_authorization(env.payer, env.authorization(), env.domain)
     assert env.token.transfer_with_authorization(signed, sender=env.relayer).ok
@@ -148,7 +163,9 @@ def test_read_only_call_reports_a_revert_as_a_value(env: Any) -> None:
     assert not garbage.ok and garbage.reason == "reverted"
     # A facilitator's verify: simulate the settlement as its relayer would send it.
     signed = sign_authorization(env.payer, env.authorization(env.payer_funds + 1), env.domain)
-    simulated = env.chain.call(env.token.transfer_with_authorization_call(signed), sender=env.relayer.address)
+    simulated = env.chain.call(
+        env.token.transfer_with_authorization_call(signed), sender=env.relayer.address
+    )
     assert (simulated.ok, simulated.reason) == (False, "insufficient_balance")
 
 

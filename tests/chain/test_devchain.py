@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from farthing.wallet.chain import RpcChain, anvil_dev_accounts
 from farthing.wallet.devchain import (
     ANVIL_BIN_ENV,
@@ -53,7 +52,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _farthing(*args: str, data_dir: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _farthing(
+    *args: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     env = {**os.environ, "FARTHING_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("FARTHING_DEBUG", None)
     return subprocess.Popen(
@@ -89,14 +90,25 @@ def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str, str]:
 def test_chain_dev_json_runs_persists_and_reuses(tmp_path: Path) -> None:
     state_dir = tmp_path / "chain"
     port = _free_port()
-    proc = _farthing("chain", "dev", "--json", "--port", str(port), "--state-dir", str(state_dir), data_dir=tmp_path)
+    proc = _farthing(
+        "chain",
+        "dev",
+        "--json",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+        data_dir=tmp_path,
+    )
     try:
         first = _read_json_line(proc)
         assert set(first) == SUMMARY_KEYS
         assert first["rpc_url"] == f"http://127.0.0.1:{port}"
         assert (first["chain_id"], first["network"]) == (31337, "eip155:31337")
         assert {k: first["token"][k] for k in ("name", "version", "decimals")} == {
-            "name": "USD Coin", "version": "2", "decimals": 6,
+            "name": "USD Coin",
+            "version": "2",
+            "decimals": 6,
         }
         dev = anvil_dev_accounts()
         assert first["accounts"] == [
@@ -105,7 +117,12 @@ def test_chain_dev_json_runs_persists_and_reuses(tmp_path: Path) -> None:
 
         chain = RpcChain(first["rpc_url"])
         asset = read_asset(chain, first["token"]["address"])
-        assert (asset.name, asset.symbol, asset.version, asset.decimals) == ("USD Coin", "USDC", "2", 6)
+        assert (asset.name, asset.symbol, asset.version, asset.decimals) == (
+            "USD Coin",
+            "USDC",
+            "2",
+            6,
+        )
         token = Stablecoin(chain, asset)
         assert token.balance_of(dev[1].address) == DEV_FUND_ATOMIC
         assert chain.code_at(first["batch_settler"])
@@ -113,7 +130,9 @@ def test_chain_dev_json_runs_persists_and_reuses(tmp_path: Path) -> None:
 
         record = load_dev_deployment(tmp_path / "unused", state_dir=state_dir)
         assert (record.token.address, record.batch_settler, record.rpc_url) == (
-            first["token"]["address"], first["batch_settler"], first["rpc_url"],
+            first["token"]["address"],
+            first["batch_settler"],
+            first["rpc_url"],
         )
         assert token.mint(dev[5].address, 1, sender=record.minter_signer()).ok
     finally:
@@ -123,13 +142,27 @@ def test_chain_dev_json_runs_persists_and_reuses(tmp_path: Path) -> None:
     assert (state_dir / "anvil-state.json").stat().st_size > 0
 
     port = _free_port()
-    proc = _farthing("chain", "dev", "--json", "--port", str(port), "--state-dir", str(state_dir), data_dir=tmp_path)
+    proc = _farthing(
+        "chain",
+        "dev",
+        "--json",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+        data_dir=tmp_path,
+    )
     try:
         second = _read_json_line(proc)
-        assert (second["token"], second["batch_settler"]) == (first["token"], first["batch_settler"])
+        assert (second["token"], second["batch_settler"]) == (
+            first["token"],
+            first["batch_settler"],
+        )
         assert second["rpc_url"] == f"http://127.0.0.1:{port}"
         token = Stablecoin(RpcChain(second["rpc_url"]), asset)
-        assert token.balance_of(dev[2].address) == DEV_FUND_ATOMIC + 123  # state survived, no second funding
+        assert (
+            token.balance_of(dev[2].address) == DEV_FUND_ATOMIC + 123
+        )  # state survived, no second funding
         assert token.balance_of(dev[5].address) == DEV_FUND_ATOMIC + 1
         assert load_dev_deployment(tmp_path, state_dir=state_dir).rpc_url == second["rpc_url"]
     finally:
@@ -165,10 +198,16 @@ def test_chain_dev_refuses_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_chain_dev_without_the_binary_says_what_to_do(tmp_path: Path) -> None:
-    proc = _farthing("chain", "dev", data_dir=tmp_path, extra_env={ANVIL_BIN_ENV: str(tmp_path / "missing")})
+    proc = _farthing(
+        "chain", "dev", data_dir=tmp_path, extra_env={ANVIL_BIN_ENV: str(tmp_path / "missing")}
+    )
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 1
-    assert stderr.count("\n") == 1 and "is not an executable file" in stderr and "Traceback" not in stderr
+    assert (
+        stderr.count("\n") == 1
+        and "is not an executable file" in stderr
+        and "Traceback" not in stderr
+    )
 
 
 def test_chain_dev_refuses_a_public_interface(tmp_path: Path) -> None:
@@ -182,7 +221,10 @@ def test_start_anvil_and_ensure_deployment_reuse_saved_state(tmp_path: Path) -> 
     with start_anvil(state_file=state) as node:
         deployment, reused = ensure_deployment(node.chain(), tmp_path, fund_atomic=5)
         assert not reused
-        assert Stablecoin(node.chain(), deployment.token).balance_of(anvil_dev_accounts()[9].address) == 5
+        assert (
+            Stablecoin(node.chain(), deployment.token).balance_of(anvil_dev_accounts()[9].address)
+            == 5
+        )
     with start_anvil(state_file=state) as node:
         again, reused = ensure_deployment(node.chain(), tmp_path, fund_atomic=5)
         assert reused and again.token == deployment.token
@@ -212,7 +254,9 @@ def test_no_deployment_record_is_a_clear_error(tmp_path: Path) -> None:
         load_dev_deployment(tmp_path)
 
 
-def test_find_anvil_honours_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_anvil_honours_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = find_anvil()
     monkeypatch.setenv(ANVIL_BIN_ENV, str(real))
     assert find_anvil() == real

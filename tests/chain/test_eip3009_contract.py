@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
 from farthing.wallet.chain import TRANSFER_TOPIC
+from farthing.wallet.eip712 import SECP256K1_N, domain_separator
 from farthing.wallet.eip3009 import (
     RECEIVE_WITH_AUTHORIZATION,
     Authorization,
@@ -22,7 +22,6 @@ from farthing.wallet.eip3009 import (
     sign_cancel_authorization,
     sign_receive_authorization,
 )
-from farthing.wallet.eip712 import SECP256K1_N, domain_separator
 
 FORMS = ["vrs", "bytes"]
 
@@ -43,7 +42,12 @@ def _malleate(signature: bytes) -> bytes:
 
 def test_metadata_and_domain_separator_match_the_wallet(env: Any) -> None:
     token = env.token
-    assert (token.name(), token.symbol(), token.version(), token.decimals()) == ("USD Coin", "USDC", "2", 6)
+    assert (token.name(), token.symbol(), token.version(), token.decimals()) == (
+        "USD Coin",
+        "USDC",
+        "2",
+        6,
+    )
     expected = domain_separator("USD Coin", "2", env.chain.chain_id, env.asset.address)
     assert token.domain_separator() == expected
     assert token.total_supply() == env.payer_funds
@@ -58,7 +62,9 @@ def test_transfer_with_authorization_moves_funds_once(env: Any, form: str) -> No
     result = env.token.transfer_with_authorization(signed, sender=env.relayer, form=form)  # type: ignore[arg-type]
 
     assert result.ok and result.reason is None
-    assert result.tx_hash is not None and result.tx_hash.startswith("0x") and len(result.tx_hash) == 66
+    assert (
+        result.tx_hash is not None and result.tx_hash.startswith("0x") and len(result.tx_hash) == 66
+    )
     assert env.token.balance_of(env.payee.address) == 1_250_000
     assert env.token.balance_of(env.payer.address) == env.payer_funds - 1_250_000
     assert env.token.authorization_state(env.payer.address, auth.nonce)
@@ -82,7 +88,9 @@ def test_replay_is_refused(env: Any, form: str) -> None:
 @pytest.mark.parametrize("form", FORMS)
 def test_expired_authorization_is_refused(env: Any, form: str) -> None:
     now = env.chain.timestamp()
-    signed = sign_authorization(env.payer, env.authorization(valid_after=0, now=now - 100, valid_for_s=50), env.domain)
+    signed = sign_authorization(
+        env.payer, env.authorization(valid_after=0, now=now - 100, valid_for_s=50), env.domain
+    )
     result = env.token.transfer_with_authorization(signed, sender=env.relayer, form=form)  # type: ignore[arg-type]
     assert (result.ok, result.reason) == (False, "authorization_expired")
     assert result.revert_message == "FiatTokenV2: authorization is expired"
@@ -91,7 +99,9 @@ def test_expired_authorization_is_refused(env: Any, form: str) -> None:
 @pytest.mark.parametrize("form", FORMS)
 def test_not_yet_valid_authorization_is_refused(env: Any, form: str) -> None:
     now = env.chain.timestamp()
-    signed = sign_authorization(env.payer, env.authorization(valid_after=now + 3600, valid_for_s=7200), env.domain)
+    signed = sign_authorization(
+        env.payer, env.authorization(valid_after=now + 3600, valid_for_s=7200), env.domain
+    )
     result = env.token.transfer_with_authorization(signed, sender=env.relayer, form=form)  # type: ignore[arg-type]
     assert (result.ok, result.reason) == (False, "authorization_not_yet_valid")
     assert result.revert_message == "FiatTokenV2: authorization is not yet valid"
@@ -135,7 +145,9 @@ def test_cancellation_by_someone_else_is_refused(env: Any) -> None:
     nonce = secrets.token_bytes(32)
     forged = sign_cancel_authorization(env.outsider, nonce=nonce, domain=env.domain)
     # The outsider's signature, claimed for the payer's nonce.
-    claim = type(forged)(type(forged.cancellation)(env.payer.address, nonce), forged.signature, env.domain)
+    claim = type(forged)(
+        type(forged.cancellation)(env.payer.address, nonce), forged.signature, env.domain
+    )
     result = env.token.cancel_authorization(claim, sender=env.relayer)
     assert (result.ok, result.reason) == (False, "invalid_signature")
     assert not env.token.authorization_state(env.payer.address, nonce)
@@ -152,7 +164,11 @@ def test_malleable_and_malformed_signatures_are_refused(env: Any, form: str) -> 
     }
     for message, signed in cases.items():
         result = env.token.transfer_with_authorization(signed, sender=env.relayer, form=form)  # type: ignore[arg-type]
-        assert (result.ok, result.reason, result.revert_message) == (False, "invalid_signature", message)
+        assert (result.ok, result.reason, result.revert_message) == (
+            False,
+            "invalid_signature",
+            message,
+        )
     # The good one still works: the refusals used nothing up.
     assert env.token.transfer_with_authorization(good, sender=env.relayer).ok
 
@@ -162,7 +178,10 @@ def test_signature_that_recovers_to_no_one_is_refused(env: Any) -> None:
     # r = 0 is not on the curve: ecrecover returns the zero address.
     nobody = RawSigned(good.authorization, bytes(32) + good.signature[32:])
     result = env.token.transfer_with_authorization(nobody, sender=env.relayer, form="bytes")  # type: ignore[arg-type]
-    assert (result.reason, result.revert_message) == ("invalid_signature", "ECRecover: invalid signature")
+    assert (result.reason, result.revert_message) == (
+        "invalid_signature",
+        "ECRecover: invalid signature",
+    )
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from farthing.wallet.eip3009 import sign_authorization
 from farthing.wallet.money import UINT256_MAX
 from farthing.wallet.token import BatchSettler, deploy_batch_settler
@@ -26,7 +25,9 @@ PERMIT_TYPES = {
 }
 
 
-def _sign_permit(env: Any, signer: Any, spender: str, value: int, deadline: int, nonce: int | None = None) -> bytes:
+def _sign_permit(
+    env: Any, signer: Any, spender: str, value: int, deadline: int, nonce: int | None = None
+) -> bytes:
     message = {
         "owner": env.payer.address,
         "spender": spender,
@@ -34,7 +35,9 @@ def _sign_permit(env: Any, signer: Any, spender: str, value: int, deadline: int,
         "nonce": env.token.nonces(env.payer.address) if nonce is None else nonce,
         "deadline": deadline,
     }
-    signature: bytes = signer.sign_typed_data(env.domain.as_eip712(), PERMIT_TYPES, "Permit", message)
+    signature: bytes = signer.sign_typed_data(
+        env.domain.as_eip712(), PERMIT_TYPES, "Permit", message
+    )
     return signature
 
 
@@ -46,29 +49,56 @@ def test_permit_sets_allowance_and_bumps_the_nonce(env: Any, form: str) -> None:
     deadline = env.chain.timestamp() + 3600
     signature = _sign_permit(env, env.payer, env.relayer.address, 5_000_000, deadline)
     result = env.token.permit(
-        env.payer.address, env.relayer.address, 5_000_000, deadline, signature, sender=env.relayer, form=form
+        env.payer.address,
+        env.relayer.address,
+        5_000_000,
+        deadline,
+        signature,
+        sender=env.relayer,
+        form=form,
     )
     assert result.ok
     assert env.token.allowance(env.payer.address, env.relayer.address) == 5_000_000
     assert env.token.nonces(env.payer.address) == 1
     replay = env.token.permit(
-        env.payer.address, env.relayer.address, 5_000_000, deadline, signature, sender=env.relayer, form=form
+        env.payer.address,
+        env.relayer.address,
+        5_000_000,
+        deadline,
+        signature,
+        sender=env.relayer,
+        form=form,
     )
-    assert (replay.reason, replay.revert_message) == ("invalid_signature", "EIP2612: invalid signature")
+    assert (replay.reason, replay.revert_message) == (
+        "invalid_signature",
+        "EIP2612: invalid signature",
+    )
 
 
 def test_permit_refusals(env: Any) -> None:
     past = env.chain.timestamp() - 10
     expired = env.token.permit(
-        env.payer.address, env.relayer.address, 1, past, _sign_permit(env, env.payer, env.relayer.address, 1, past),
+        env.payer.address,
+        env.relayer.address,
+        1,
+        past,
+        _sign_permit(env, env.payer, env.relayer.address, 1, past),
         sender=env.relayer,
     )
-    assert (expired.reason, expired.revert_message) == ("permit_expired", "FiatTokenV2: permit is expired")
+    assert (expired.reason, expired.revert_message) == (
+        "permit_expired",
+        "FiatTokenV2: permit is expired",
+    )
 
     forever = UINT256_MAX
     forged = _sign_permit(env, env.outsider, env.relayer.address, 1, forever)
-    wrong = env.token.permit(env.payer.address, env.relayer.address, 1, forever, forged, sender=env.relayer)
-    assert (wrong.reason, wrong.revert_message) == ("invalid_signature", "EIP2612: invalid signature")
+    wrong = env.token.permit(
+        env.payer.address, env.relayer.address, 1, forever, forged, sender=env.relayer
+    )
+    assert (wrong.reason, wrong.revert_message) == (
+        "invalid_signature",
+        "EIP2612: invalid signature",
+    )
     assert env.token.nonces(env.payer.address) == 0
 
 
@@ -104,7 +134,10 @@ def test_plain_transfers_and_their_refusals(env: Any) -> None:
     assert env.token.transfer(env.payee.address, 7, sender=env.payer).ok
     assert env.token.balance_of(env.payee.address) == 7
     zero = env.token.transfer("0x" + "00" * 20, 1, sender=env.payer)
-    assert (zero.reason, zero.revert_message) == ("transfer_to_zero_address", "ERC20: transfer to the zero address")
+    assert (zero.reason, zero.revert_message) == (
+        "transfer_to_zero_address",
+        "ERC20: transfer to the zero address",
+    )
     broke = env.token.transfer(env.payer.address, 1, sender=env.outsider)
     assert broke.reason == "insufficient_balance"
 
@@ -133,8 +166,13 @@ def test_transfer_events_filter_by_address(env: Any) -> None:
 
 def test_a_batch_with_one_bad_item_settles_the_rest(env: Any) -> None:
     settler = BatchSettler(env.chain, deploy_batch_settler(env.chain, sender=env.owner))
-    good = [sign_authorization(env.payer, env.authorization(1_000 * (i + 1)), env.domain) for i in range(3)]
-    expired_auth = env.authorization(7, valid_after=0, now=env.chain.timestamp() - 100, valid_for_s=10)
+    good = [
+        sign_authorization(env.payer, env.authorization(1_000 * (i + 1)), env.domain)
+        for i in range(3)
+    ]
+    expired_auth = env.authorization(
+        7, valid_after=0, now=env.chain.timestamp() - 100, valid_for_s=10
+    )
     bad = sign_authorization(env.payer, expired_auth, env.domain)
     wrong_signer = env.sign(env.authorization(9), signer=env.outsider)
     items = [good[0], bad, good[1], wrong_signer, good[2], good[0]]  # the last is a replay

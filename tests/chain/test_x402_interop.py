@@ -15,15 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from farthing.wallet.chain import RpcChain
+from farthing.wallet.devchain import start_anvil
+from farthing.wallet.eip3009 import SignedAuthorization, build_authorization, sign_authorization
 from x402 import x402Facilitator
 from x402.mechanisms.evm import FacilitatorWeb3Signer
 from x402.mechanisms.evm import constants as x402_codes
 from x402.mechanisms.evm.exact import register_exact_evm_facilitator
 from x402.schemas import PaymentPayload, PaymentRequirements, ResourceInfo
-
-from farthing.wallet.chain import RpcChain
-from farthing.wallet.devchain import start_anvil
-from farthing.wallet.eip3009 import SignedAuthorization, build_authorization, sign_authorization
 
 pytestmark = pytest.mark.anvil
 
@@ -72,7 +71,9 @@ def _payload(signed: SignedAuthorization, requirements: PaymentRequirements) -> 
 
 def _sign(env: Any, value: int) -> SignedAuthorization:
     # x402 checks the window against the wall clock, which anvil's blocks follow.
-    authorization = build_authorization(from_address=env.payer.address, to=env.payee.address, value=value)
+    authorization = build_authorization(
+        from_address=env.payer.address, to=env.payee.address, value=value
+    )
     return sign_authorization(env.payer, authorization, env.domain)
 
 
@@ -105,6 +106,8 @@ def test_the_x402_facilitator_reads_our_insufficient_balance_revert(
     env = anvil_env
     amount = env.payer_funds + 1
     requirements = _requirements(env, amount)
-    result = asyncio.run(facilitator.verify(_payload(_sign(env, amount), requirements), requirements))
+    result = asyncio.run(
+        facilitator.verify(_payload(_sign(env, amount), requirements), requirements)
+    )
     assert (result.is_valid, result.invalid_reason) == (False, x402_codes.ERR_INSUFFICIENT_BALANCE)
     assert "ERC20: transfer amount exceeds balance" in (result.invalid_message or "")
