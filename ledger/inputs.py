@@ -38,8 +38,9 @@ def new_id() -> int:
 
 
 def _require_int(name: str, value: object) -> None:
-    # bool is an int subclass and float is never money: both are caller bugs.
-    if type(value) is not int:
+    # A float is never money and a bool is not a number: both are caller bugs.
+    # IntEnum codes are fine; __post_init__ stores them as plain ints.
+    if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
 
 
@@ -120,6 +121,8 @@ class PaymentDetails:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+_TRANSFER_INTS = ("id", "debit_account_id", "credit_account_id", "pending_id", "timeout_s",
+                  "ledger", "code", "user_data_128", "user_data_64", "user_data_32")  # fmt: skip
 PAYMENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PaymentDetails))
 
 
@@ -143,6 +146,8 @@ class NewAccount:
         _require_uint("user_data_128", self.user_data_128, 128)
         _require_uint("user_data_64", self.user_data_64, 64)
         _require_uint("user_data_32", self.user_data_32, 32)
+        for name in ("id", "ledger", "code", "user_data_128", "user_data_64", "user_data_32"):
+            object.__setattr__(self, name, int(getattr(self, name)))
         object.__setattr__(self, "flags", AccountFlags(int(self.flags)))
         if self.label is not None and (not isinstance(self.label, str) or len(self.label) > 256):
             raise ValueError("label must be a str of at most 256 characters")
@@ -186,6 +191,10 @@ class NewTransfer:
         _require_uint("user_data_128", self.user_data_128, 128)
         _require_uint("user_data_64", self.user_data_64, 64)
         _require_uint("user_data_32", self.user_data_32, 32)
+        for name in _TRANSFER_INTS:
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.amount is not None:
+            object.__setattr__(self, "amount", int(self.amount))
         object.__setattr__(self, "flags", TransferFlags(int(self.flags)))
         if not isinstance(self.payment, PaymentDetails):
             raise TypeError("payment must be a PaymentDetails")
