@@ -105,8 +105,8 @@ def dev(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where the chain state and deployment record live "
-            "[default: $FARTHING_DATA_DIR/chain or ~/.farthing/chain]."
+            help="Where the chain state and deployment record live.",
+            show_default="$FARTHING_DATA_DIR/chain, else ~/.farthing/chain",
         ),
     ] = None,
     fresh: Annotated[
