@@ -256,6 +256,12 @@ class TypedData(NamedTuple):
     message: dict[str, Any]
 
 
+def _copy_types(types: dict[str, list[dict[str, str]]]) -> dict[str, list[dict[str, str]]]:
+    # Signers receive their own copy: one that edits `types` in place (adding
+    # EIP712Domain, say) must not change what the next signature covers.
+    return {name: [dict(field) for field in fields] for name, fields in types.items()}
+
+
 def typed_data(
     authorization: Authorization,
     domain: TokenDomain,
@@ -266,7 +272,7 @@ def typed_data(
         raise AuthorizationError(f"not an EIP-3009 authorization type: {primary_type!r}")
     return TypedData(
         domain=domain.as_eip712(),
-        types=AUTHORIZATION_TYPES[primary_type],
+        types=_copy_types(AUTHORIZATION_TYPES[primary_type]),
         primary_type=primary_type,
         message=authorization.message(),
     )
@@ -489,7 +495,7 @@ def cancel_typed_data(cancellation: Cancellation, domain: TokenDomain) -> TypedD
     """The EIP-712 typed data of a CancelAuthorization."""
     return TypedData(
         domain=domain.as_eip712(),
-        types=CANCEL_AUTHORIZATION_TYPES,
+        types=_copy_types(CANCEL_AUTHORIZATION_TYPES),
         primary_type=CANCEL_AUTHORIZATION,
         message={"authorizer": cancellation.authorizer, "nonce": cancellation.nonce},
     )

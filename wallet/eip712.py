@@ -59,7 +59,7 @@ __all__ = [
 def _pick_keccak() -> tuple[str, Callable[[bytes], bytes]]:
     """Choose the fastest Keccak-256 installed (measured: pysha3 ~0.7 µs, pycryptodome ~4 µs)."""
     try:
-        import sha3  # safe-pysha3: a thin C binding, no per-call object set-up
+        import sha3  # safe-pysha3: a thin C binding over the Keccak reference code
 
         keccak_256 = sha3.keccak_256
 

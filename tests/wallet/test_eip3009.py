@@ -404,3 +404,12 @@ def test_repr_never_shows_a_key(signer: LocalSigner) -> None:
     signed = sign_authorization(signer, auth(signer.address), LOCAL)
     key_hex = signer.private_key.get_secret_value().removeprefix("0x")
     assert key_hex not in repr(signed) and key_hex not in json.dumps(signed.to_wire())
+
+
+def test_typed_data_hands_each_signer_its_own_types(signer: LocalSigner) -> None:
+    first = typed_data(auth(signer.address), LOCAL)
+    first.types["TransferWithAuthorization"].append({"name": "extra", "type": "uint256"})
+    first.types["EIP712Domain"] = []
+    again = typed_data(auth(signer.address), LOCAL)
+    assert list(again.types) == ["TransferWithAuthorization"]
+    assert len(again.types["TransferWithAuthorization"]) == 6
