@@ -246,7 +246,7 @@ class Chain:
 
     # Headroom over eth_estimateGas, in percent.
     gas_headroom_percent: ClassVar[int] = 20
-    receipt_poll_s: ClassVar[float] = 0.05
+    receipt_poll_s: float = 0.05  # how often to ask for a receipt; slower on real networks
     log_block_span_max: ClassVar[int] = 5_000
 
     def __init__(self, w3: Web3, *, receipt_timeout_s: float) -> None:
@@ -541,6 +541,9 @@ class RpcChain(Chain):
             rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
         )
         super().__init__(Web3(provider), receipt_timeout_s=receipt_timeout_s)
+        if self.chain_id != ANVIL_CHAIN_ID:
+            # Real networks make blocks every second or two and rate-limit callers.
+            self.receipt_poll_s = 0.5
 
     def dev_accounts(self) -> tuple[DevAccount, ...]:
         if self.chain_id != ANVIL_CHAIN_ID:

@@ -28,6 +28,7 @@ from farthing.wallet.devchain import (
     chain_state_dir,
     ensure_deployment,
     find_anvil,
+    lock_state_dir,
     start_anvil,
 )
 from farthing.wallet.errors import ChainError
@@ -120,15 +121,19 @@ def dev(
     ] = False,
 ) -> None:
     """Start anvil with our stablecoin and batch settler, and keep it running."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in ("127.0.0.1", "localhost"):
         fail(f"the dev chain listens on loopback only, not {host!r}: its keys are public")
     folder = state_dir if state_dir is not None else chain_state_dir(WalletSettings().data_dir)
     folder = folder.expanduser()
-    if fresh:
-        for name in (STATE_FILE, DEPLOYMENT_FILE):
-            (folder / name).unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    with lock_state_dir(folder):
+        if fresh:
+            for name in (STATE_FILE, DEPLOYMENT_FILE):
+                (folder / name).unlink(missing_ok=True)
+        _run(host, port, folder, TokenConfig(token_name, token_symbol, token_version), json_output)
 
+
+def _run(host: str, port: int, folder: Path, config: TokenConfig, json_output: bool) -> None:
+    """Run the chain until a signal asks it to stop; the caller holds the state-dir lock."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -148,7 +153,7 @@ def dev(
             deployment, reused = ensure_deployment(
                 chain,
                 folder,
-                config=TokenConfig(name=token_name, symbol=token_symbol, version=token_version),
+                config=config,
                 accounts=accounts,
             )
             if json_output:

@@ -55,6 +55,7 @@ __all__ = [
     "ensure_deployment",
     "find_anvil",
     "load_dev_deployment",
+    "lock_state_dir",
     "start_anvil",
 ]
 
@@ -243,7 +244,7 @@ def start_anvil(
         args += ["--state", str(state_file), "--state-interval", "10"]
     with tempfile.TemporaryDirectory(prefix="farthing-anvil-") as scratch:
         log = log_file or Path(scratch) / "anvil.log"
-        with open(log, "ab") as log_handle:
+        with open(log, "wb") as log_handle:
             # A session of its own: a terminal's Ctrl-C reaches us, and we stop
             # anvil in order, rather than racing it.
             process = subprocess.Popen(
@@ -261,6 +262,25 @@ def start_anvil(
             yield node
         finally:
             _stop(process, stop_timeout_s)
+
+
+@contextmanager
+def lock_state_dir(state_dir: Path) -> Iterator[None]:
+    """Hold ``state_dir`` for one dev chain: two anvils must not share a state file."""
+    import fcntl
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ChainError(
+                f"another `farthing chain dev` is using {state_dir} (stop it, or pass --state-dir)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------- the deployment

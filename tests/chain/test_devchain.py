@@ -135,6 +135,22 @@ def test_chain_dev_json_runs_persists_and_reuses(tmp_path: Path) -> None:
             first["rpc_url"],
         )
         assert token.mint(dev[5].address, 1, sender=record.minter_signer()).ok
+
+        rival = _farthing(
+            "chain",
+            "dev",
+            "--port",
+            str(_free_port()),
+            "--state-dir",
+            str(state_dir),
+            data_dir=tmp_path,
+        )
+        _, rival_err = rival.communicate(timeout=30)
+        assert rival.returncode == 1
+        assert (
+            rival_err
+            == f"error: another `farthing chain dev` is using {state_dir} (stop it, or pass --state-dir)\n"
+        )
     finally:
         code, stdout, stderr = _stop(proc, signal.SIGINT)
     assert code == 0, stderr
