@@ -28,9 +28,11 @@ from farthing.wallet.chain import (
     reason_for_revert,
 )
 from farthing.wallet.devchain import start_anvil
+from farthing.wallet.eip712 import domain_separator
 from farthing.wallet.eip3009 import sign_authorization
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
+from farthing.wallet.token import Stablecoin, deploy_stablecoin
 from x402.mechanisms.evm import constants as x402_codes
 from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
 
@@ -229,3 +231,17 @@ def test_a_silent_rpc_times_out_within_the_bound(silent_server: str) -> None:
     with pytest.raises(ChainUnavailableError, match=f"the chain RPC at {silent_server} timed out"):
         open_chain(silent_server, timeout_s=0.5)
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.anvil
+def test_the_domain_separator_follows_a_chain_id_change(request: pytest.FixtureRequest) -> None:
+    """A fork that changes the chain id must not accept signatures made for the old id."""
+    request.getfixturevalue("anvil")  # skips when the binary is missing
+    with start_anvil() as node:
+        chain = node.chain()
+        owner = chain.dev_accounts()[0].signer()
+        asset = deploy_stablecoin(chain, sender=owner)
+        token = Stablecoin(chain, asset)
+        assert token.domain_separator() == domain_separator("USD Coin", "2", 31337, asset.address)
+        chain.w3.provider.make_request("anvil_setChainId", [4242])  # type: ignore[arg-type]
+        assert token.domain_separator() == domain_separator("USD Coin", "2", 4242, asset.address)
