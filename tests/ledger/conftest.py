@@ -16,7 +16,6 @@ from typing import ClassVar
 
 import psycopg
 import pytest
-
 from farthing.ledger import (
     AccountCode,
     AccountFlags,
@@ -109,7 +108,13 @@ class Books:
         return [str(r) for r in results]
 
     def reserve(
-        self, amount: int, *, payee: int = PAYEE, timeout_s: int = 0, id: int | None = None, **kw: object
+        self,
+        amount: int,
+        *,
+        payee: int = PAYEE,
+        timeout_s: int = 0,
+        id: int | None = None,
+        **kw: object,
     ) -> NewTransfer:
         return NewTransfer(
             id=self.new_id() if id is None else id,
@@ -153,7 +158,9 @@ def open_books(db: LedgerDatabase, *, budget: int = 0, now_ns: int | None = None
             session=session,
             accounts=[
                 NewAccount(id=FUNDING, ledger=LEDGER, code=AccountCode.FUNDING, label="funding"),
-                NewAccount(id=BUDGET, ledger=LEDGER, code=AccountCode.BUDGET, flags=dmnec, label="budget"),
+                NewAccount(
+                    id=BUDGET, ledger=LEDGER, code=AccountCode.BUDGET, flags=dmnec, label="budget"
+                ),
                 NewAccount(id=PAYEE, ledger=LEDGER, code=AccountCode.PAYEE, label="payee"),
                 NewAccount(id=PAYEE_2, ledger=LEDGER, code=AccountCode.PAYEE, label="payee 2"),
                 NewAccount(id=FOREIGN, ledger=OTHER_LEDGER, code=AccountCode.PAYEE, label="eur"),

@@ -10,18 +10,21 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from sqlalchemy import text
-
 from farthing.ledger import NewTransfer, verify
 from farthing.ledger.audit import entry_hash
+from sqlalchemy import text
 
 
 def _populate(books) -> dict[str, int]:
     books.set_policy(daily_limit=10_000)
     reserve, open_one = books.reserve(300), books.reserve(50)
     plain = NewTransfer(
-        id=books.new_id(), debit_account_id=books.BUDGET, credit_account_id=books.PAYEE_2,
-        amount=7, ledger=books.LEDGER, code=2,
+        id=books.new_id(),
+        debit_account_id=books.BUDGET,
+        credit_account_id=books.PAYEE_2,
+        amount=7,
+        ledger=books.LEDGER,
+        code=2,
     )
     post = NewTransfer.post(id=books.new_id(), pending_id=reserve.id, amount=200)
     assert books.transfer(reserve, open_one, plain, post) == ["ok"] * 4
@@ -34,7 +37,12 @@ def _hex(value: int) -> str:
 
 def _drop_triggers(session) -> None:
     if session.get_bind().dialect.name == "sqlite":
-        for name in ("transfer_no_update", "transfer_no_delete", "audit_entry_no_update", "audit_entry_no_delete"):
+        for name in (
+            "transfer_no_update",
+            "transfer_no_delete",
+            "audit_entry_no_update",
+            "audit_entry_no_delete",
+        ):
             session.execute(text(f"DROP TRIGGER ledger_{name}"))
     else:
         for table in ("ledger_transfer", "ledger_audit_entry"):
@@ -47,7 +55,9 @@ def _last_sequence(session) -> int:
 
 def _rehash_entry(session, sequence: int) -> None:
     """Edit an entry and recompute its own hash, as a careful attacker would."""
-    row = session.execute(text(f"SELECT * FROM ledger_audit_entry WHERE sequence = {sequence}")).one()
+    row = session.execute(
+        text(f"SELECT * FROM ledger_audit_entry WHERE sequence = {sequence}")
+    ).one()
     payload = row.payload.replace('"amount":"300"', '"amount":"3"')
     digest = entry_hash(prev_hash=row.prev_hash, sequence=row.sequence, timestamp_ns=row.timestamp_ns,
                         kind=row.kind, subject=row.subject, payload=payload)  # fmt: skip
@@ -58,24 +68,67 @@ def _rehash_entry(session, sequence: int) -> None:
 
 
 TAMPERING = {
-    "entry_payload": (lambda s, ids: s.execute(text(
-        "UPDATE ledger_audit_entry SET payload = replace(payload, '\"300\"', '\"3\"') "
-        "WHERE kind = 'transfer_created' AND payload LIKE '%\"300\"%'")), "entry_altered"),
-    "entry_rehashed": (lambda s, ids: _rehash_entry(s, _first_seq_of(s, ids["reserve"])), "chain_broken"),
-    "entry_deleted": (lambda s, ids: s.execute(text("DELETE FROM ledger_audit_entry WHERE sequence = 3")), "entry_missing"),
-    "last_entry_deleted": (lambda s, ids: s.execute(text(
-        f"DELETE FROM ledger_audit_entry WHERE sequence = {_last_sequence(s)}")), "entry_missing"),
-    "head_edited": (lambda s, ids: s.execute(text("UPDATE ledger_audit_head SET hash = :h"), {"h": "ab" * 32}), "head_mismatch"),
-    "transfer_amount": (lambda s, ids: s.execute(text(
-        f"UPDATE ledger_transfer SET amount = 8 WHERE id = '{_hex(ids['plain'])}'")), "transfer_altered"),
-    "transfer_deleted": (lambda s, ids: s.execute(text(
-        f"DELETE FROM ledger_transfer WHERE id = '{_hex(ids['plain'])}'")), "transfer_missing"),
-    "balance_edited": (lambda s, ids: s.execute(text(
-        f"UPDATE ledger_account SET credits_posted = credits_posted + 1 WHERE id = '{_hex(2)}'")), "balance_mismatch"),
-    "account_label": (lambda s, ids: s.execute(text(
-        f"UPDATE ledger_account SET label = 'x' WHERE id = '{_hex(3)}'")), "account_altered"),
-    "budget_limit": (lambda s, ids: s.execute(text("UPDATE ledger_budget SET daily_limit = 99999999")), "budget_altered"),
-    "pending_deleted": (lambda s, ids: s.execute(text("DELETE FROM ledger_pending")), "pending_mismatch"),
+    "entry_payload": (
+        lambda s, ids: s.execute(
+            text(
+                "UPDATE ledger_audit_entry SET payload = replace(payload, '\"300\"', '\"3\"') "
+                "WHERE kind = 'transfer_created' AND payload LIKE '%\"300\"%'"
+            )
+        ),
+        "entry_altered",
+    ),
+    "entry_rehashed": (
+        lambda s, ids: _rehash_entry(s, _first_seq_of(s, ids["reserve"])),
+        "chain_broken",
+    ),
+    "entry_deleted": (
+        lambda s, ids: s.execute(text("DELETE FROM ledger_audit_entry WHERE sequence = 3")),
+        "entry_missing",
+    ),
+    "last_entry_deleted": (
+        lambda s, ids: s.execute(
+            text(f"DELETE FROM ledger_audit_entry WHERE sequence = {_last_sequence(s)}")
+        ),
+        "entry_missing",
+    ),
+    "head_edited": (
+        lambda s, ids: s.execute(text("UPDATE ledger_audit_head SET hash = :h"), {"h": "ab" * 32}),
+        "head_mismatch",
+    ),
+    "transfer_amount": (
+        lambda s, ids: s.execute(
+            text(f"UPDATE ledger_transfer SET amount = 8 WHERE id = '{_hex(ids['plain'])}'")
+        ),
+        "transfer_altered",
+    ),
+    "transfer_deleted": (
+        lambda s, ids: s.execute(
+            text(f"DELETE FROM ledger_transfer WHERE id = '{_hex(ids['plain'])}'")
+        ),
+        "transfer_missing",
+    ),
+    "balance_edited": (
+        lambda s, ids: s.execute(
+            text(
+                f"UPDATE ledger_account SET credits_posted = credits_posted + 1 WHERE id = '{_hex(2)}'"
+            )
+        ),
+        "balance_mismatch",
+    ),
+    "account_label": (
+        lambda s, ids: s.execute(
+            text(f"UPDATE ledger_account SET label = 'x' WHERE id = '{_hex(3)}'")
+        ),
+        "account_altered",
+    ),
+    "budget_limit": (
+        lambda s, ids: s.execute(text("UPDATE ledger_budget SET daily_limit = 99999999")),
+        "budget_altered",
+    ),
+    "pending_deleted": (
+        lambda s, ids: s.execute(text("DELETE FROM ledger_pending")),
+        "pending_mismatch",
+    ),
 }
 
 
@@ -117,7 +170,9 @@ def test_the_first_altered_entry_is_named(books) -> None:
     sequence = _first_seq_of_session(books, ids["post"])
     with books.db.write() as session:
         _drop_triggers(session)
-        session.execute(text("UPDATE ledger_audit_entry SET kind = 'x' WHERE sequence = :s"), {"s": sequence})
+        session.execute(
+            text("UPDATE ledger_audit_entry SET kind = 'x' WHERE sequence = :s"), {"s": sequence}
+        )
     with books.db.read() as session:
         first = verify(session=session).first_problem
     assert first is not None and (first.kind, first.sequence) == ("entry_altered", sequence)
@@ -130,6 +185,12 @@ def _first_seq_of_session(books, transfer_id: int) -> int:
 
 def test_canonical_hash_is_stable() -> None:
     # A known answer: the serialisation is part of the on-disk format.
-    digest = entry_hash(prev_hash="0" * 64, sequence=1, timestamp_ns=2, kind="k", subject="s", payload="{}")
-    header = '{"kind":"k","payload":"{}","prev_hash":"' + "0" * 64 + '","sequence":"1","subject":"s","timestamp_ns":"2"}'
+    digest = entry_hash(
+        prev_hash="0" * 64, sequence=1, timestamp_ns=2, kind="k", subject="s", payload="{}"
+    )
+    header = (
+        '{"kind":"k","payload":"{}","prev_hash":"'
+        + "0" * 64
+        + '","sequence":"1","subject":"s","timestamp_ns":"2"}'
+    )
     assert digest == hashlib.sha256(header.encode()).hexdigest()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from sqlalchemy import text
-
 from farthing.ledger import (
     LedgerConfigError,
     LedgerDatabase,
@@ -31,6 +29,7 @@ from farthing.ledger import (
     register_asset,
     upgrade_database,
 )
+from sqlalchemy import text
 
 USDC_BASE = "eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
 
@@ -66,12 +65,20 @@ def _event(books, **change: object) -> NewTransfer:
         ({"pending_id": 7}, "pending_id_must_be_zero"),
         ({"timeout_s": 5}, "timeout_reserved_for_pending_transfer"),
         ({"flags": TransferFlags.EXPIRE_PENDING_TRANSFER}, "reserved_flag"),
-        ({"flags": TransferFlags.PENDING | TransferFlags.POST_PENDING_TRANSFER}, "flags_are_mutually_exclusive"),
-        ({"payment": PaymentDetails(network="eip155:8453", token_address="0x" + "11" * 20)}, "asset_not_found"),
+        (
+            {"flags": TransferFlags.PENDING | TransferFlags.POST_PENDING_TRANSFER},
+            "flags_are_mutually_exclusive",
+        ),
+        (
+            {"payment": PaymentDetails(network="eip155:8453", token_address="0x" + "11" * 20)},
+            "asset_not_found",
+        ),
         ({"amount": 1_000_001}, "exceeds_budget"),
     ],
 )
-def test_refusals_are_values_and_change_nothing(books, change: dict[str, object], reason: str) -> None:
+def test_refusals_are_values_and_change_nothing(
+    books, change: dict[str, object], reason: str
+) -> None:
     assert books.transfer(_event(books, **change)) == [reason]
     assert books.balances(books.BUDGET) == (0, 0, 0, 1_000_000)
     assert books.balances(books.PAYEE) == (0, 0, 0, 0)
@@ -79,7 +86,10 @@ def test_refusals_are_values_and_change_nothing(books, change: dict[str, object]
 
 def test_asset_on_another_ledger_is_a_currency_mismatch(books) -> None:
     with books.db.write() as session:
-        assert register_asset(session=session, asset_id=USDC_BASE, ledger=2, decimals=6, symbol="EURC") == "ok"
+        assert (
+            register_asset(session=session, asset_id=USDC_BASE, ledger=2, decimals=6, symbol="EURC")
+            == "ok"
+        )
     network, _, token = USDC_BASE.partition("/erc20:")
     event = _event(books, payment=PaymentDetails(network=network, token_address=token))
     assert books.transfer(event) == ["asset_must_have_the_same_ledger_as_transfer"]
@@ -88,15 +98,29 @@ def test_asset_on_another_ledger_is_a_currency_mismatch(books) -> None:
 @pytest.mark.parametrize(
     ("make_post", "reason"),
     [
-        (lambda r, i: NewTransfer.post(id=i, pending_id=r.id, amount=301), "exceeds_pending_transfer_amount"),
+        (
+            lambda r, i: NewTransfer.post(id=i, pending_id=r.id, amount=301),
+            "exceeds_pending_transfer_amount",
+        ),
         (lambda r, i: NewTransfer.post(id=i, pending_id=r.id, amount=0), "amount_must_not_be_zero"),
-        (lambda r, i: NewTransfer.post(id=i, pending_id=r.id, amount=-1), "amount_must_not_be_negative"),
+        (
+            lambda r, i: NewTransfer.post(id=i, pending_id=r.id, amount=-1),
+            "amount_must_not_be_negative",
+        ),
         (lambda r, i: NewTransfer.post(id=i, pending_id=12345), "pending_transfer_not_found"),
         (lambda r, i: NewTransfer.post(id=i, pending_id=i), "pending_id_must_be_different"),
-        (lambda r, i: NewTransfer(id=i, pending_id=r.id, flags=TransferFlags.VOID_PENDING_TRANSFER, amount=5),
-         "pending_transfer_has_different_amount"),
-        (lambda r, i: NewTransfer(id=i, pending_id=r.id, debit_account_id=1, flags=TransferFlags.POST_PENDING_TRANSFER),
-         "pending_transfer_has_different_debit_account_id"),
+        (
+            lambda r, i: NewTransfer(
+                id=i, pending_id=r.id, flags=TransferFlags.VOID_PENDING_TRANSFER, amount=5
+            ),
+            "pending_transfer_has_different_amount",
+        ),
+        (
+            lambda r, i: NewTransfer(
+                id=i, pending_id=r.id, debit_account_id=1, flags=TransferFlags.POST_PENDING_TRANSFER
+            ),
+            "pending_transfer_has_different_debit_account_id",
+        ),
     ],
 )
 def test_bad_posts_are_refused(books, make_post, reason: str) -> None:
@@ -176,8 +200,12 @@ def test_an_error_mid_batch_writes_neither_leg(books) -> None:
 
 
 def test_unreachable_postgres_is_one_clear_error() -> None:
-    settings = LedgerSettings(database_url="postgresql://nobody@127.0.0.1:1/none", connect_timeout_s=2)
-    with pytest.raises(LedgerDatabaseUnavailable, match="cannot reach the ledger database at postgresql"):
+    settings = LedgerSettings(
+        database_url="postgresql://nobody@127.0.0.1:1/none", connect_timeout_s=2
+    )
+    with pytest.raises(
+        LedgerDatabaseUnavailable, match="cannot reach the ledger database at postgresql"
+    ):
         upgrade_database(LedgerDatabase(settings))
 
 
@@ -193,7 +221,14 @@ def test_unmigrated_database_is_a_schema_error(tmp_path) -> None:
     with pytest.raises(LedgerSchemaError, match="farthing ledger migrate"):
         check_schema(database)
     with pytest.raises(LedgerSchemaError), database.write() as session:
-        create_transfers(session=session, transfers=[NewTransfer(id=1, debit_account_id=1, credit_account_id=2, amount=1, ledger=1, code=1)])
+        create_transfers(
+            session=session,
+            transfers=[
+                NewTransfer(
+                    id=1, debit_account_id=1, credit_account_id=2, amount=1, ledger=1, code=1
+                )
+            ],
+        )
 
 
 def test_locked_sqlite_waits_then_fails_clearly(tmp_path) -> None:
@@ -203,13 +238,19 @@ def test_locked_sqlite_waits_then_fails_clearly(tmp_path) -> None:
     holder = sqlite3.connect(settings.sqlite_path(), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(LedgerDatabaseLocked, match="locked by another writer"), database.write() as session:
+        with (
+            pytest.raises(LedgerDatabaseLocked, match="locked by another writer"),
+            database.write() as session,
+        ):
             create_accounts(session=session, accounts=[NewAccount(id=1, ledger=1, code=1)])
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     with database.write() as session:  # and works once the lock is gone
-        assert [str(r) for r in create_accounts(session=session, accounts=[NewAccount(id=1, ledger=1, code=1)])] == ["ok"]
+        assert [
+            str(r)
+            for r in create_accounts(session=session, accounts=[NewAccount(id=1, ledger=1, code=1)])
+        ] == ["ok"]
 
 
 @pytest.mark.parametrize(
@@ -232,7 +273,9 @@ def test_unsupported_urls_are_config_errors(url: str) -> None:
 
 
 def test_password_never_appears_in_errors() -> None:
-    settings = LedgerSettings(database_url="postgresql://u:hunter2@127.0.0.1:1/x", connect_timeout_s=1)
+    settings = LedgerSettings(
+        database_url="postgresql://u:hunter2@127.0.0.1:1/x", connect_timeout_s=1
+    )
     with pytest.raises(LedgerDatabaseUnavailable) as caught:
         upgrade_database(LedgerDatabase(settings))
     assert "hunter2" not in str(caught.value)

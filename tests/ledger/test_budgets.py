@@ -67,13 +67,21 @@ def test_asset_allowlist(books) -> None:
     other_token = "0x" + "22" * 20
     with books.db.write() as session:
         for token in (USDC[1], other_token):
-            register_asset(session=session, asset_id=f"{USDC[0]}/erc20:{token}", ledger=1, decimals=6, symbol="USDC")
+            register_asset(
+                session=session,
+                asset_id=f"{USDC[0]}/erc20:{token}",
+                ledger=1,
+                decimals=6,
+                symbol="USDC",
+            )
     assert books.set_policy(asset_allowlist=frozenset({asset_id})) == "ok"
     usdc = PaymentDetails(network=USDC[0], token_address=USDC[1])
     other = PaymentDetails(network=USDC[0], token_address=other_token)
     assert books.transfer(books.reserve(10, payment=usdc)) == ["ok"]
     assert books.transfer(books.reserve(10, payment=other)) == ["asset_not_allowed"]
-    assert books.transfer(books.reserve(10)) == ["asset_not_allowed"]  # an unnamed asset is not allowed
+    assert books.transfer(books.reserve(10)) == [
+        "asset_not_allowed"
+    ]  # an unnamed asset is not allowed
 
 
 def test_limits_added_later_count_earlier_spend(books) -> None:
@@ -84,13 +92,16 @@ def test_limits_added_later_count_earlier_spend(books) -> None:
 
 def test_set_budget_refusals(books) -> None:
     with books.db.write() as session:
-        assert set_budget(session=session, policy=BudgetPolicy(account_id=books.PAYEE, agent_id="a")) == (
-            "account_must_limit_debits"
+        assert set_budget(
+            session=session, policy=BudgetPolicy(account_id=books.PAYEE, agent_id="a")
+        ) == ("account_must_limit_debits")
+        assert (
+            set_budget(session=session, policy=BudgetPolicy(account_id=999, agent_id="a"))
+            == "account_not_found"
         )
-        assert set_budget(session=session, policy=BudgetPolicy(account_id=999, agent_id="a")) == "account_not_found"
-        assert set_budget(session=session, policy=BudgetPolicy(account_id=books.BUDGET, agent_id=" ")) == (
-            "agent_id_must_not_be_empty"
-        )
+        assert set_budget(
+            session=session, policy=BudgetPolicy(account_id=books.BUDGET, agent_id=" ")
+        ) == ("agent_id_must_not_be_empty")
         negative = BudgetPolicy(account_id=books.BUDGET, agent_id="a", daily_limit=-1)
         assert set_budget(session=session, policy=negative) == "limit_must_not_be_negative"
         assert get_budget(session=session, account_id=books.BUDGET) == BudgetPolicy(

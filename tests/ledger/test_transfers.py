@@ -10,9 +10,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import text
-
-from farthing.errors import InvariantError
 from farthing.ledger import (
     NewTransfer,
     PaymentDetails,
@@ -25,6 +22,9 @@ from farthing.ledger import (
     resolution_id,
     settle_payment,
 )
+from sqlalchemy import text
+
+from farthing.errors import InvariantError
 
 NOW = 1_750_000_000 * 10**9
 
@@ -79,7 +79,9 @@ def test_expiry_sweep_releases_and_later_post_is_refused(books) -> None:
     assert books.balances(books.BUDGET) == (0, 0, 0, 1_000_000)
     assert books.transfer(late, now_ns=NOW + 62 * 10**9) == ["pending_transfer_expired"]
     with books.db.read() as session:
-        kinds = session.execute(text("SELECT flags FROM ledger_transfer WHERE pending_id IS NOT NULL"))
+        kinds = session.execute(
+            text("SELECT flags FROM ledger_transfer WHERE pending_id IS NOT NULL")
+        )
         assert [row.flags for row in kinds] == [TransferFlags.EXPIRE_PENDING_TRANSFER]
 
 
@@ -112,7 +114,9 @@ def test_retry_with_same_id_is_exists_and_changes_nothing(books) -> None:
         ({"payment": PaymentDetails(resource="/other")}, "exists_with_different_payment"),
     ],
 )
-def test_retry_with_a_different_field_names_it(books, change: dict[str, object], reason: str) -> None:
+def test_retry_with_a_different_field_names_it(
+    books, change: dict[str, object], reason: str
+) -> None:
     original = books.reserve(300)
     assert books.transfer(original) == ["ok"]
     fields = {
@@ -168,8 +172,12 @@ def test_payment_helpers_use_derived_resolution_ids(books) -> None:
     settlement = PaymentDetails(tx_hash="0x" + "12" * 32, block_number=7)
     with books.db.write() as session:
         assert settle_payment(session=session, payment_id=payment_id, payment=settlement) == "ok"
-        assert settle_payment(session=session, payment_id=payment_id, payment=settlement) == "exists"
-        assert release_payment(session=session, payment_id=payment_id) == "exists_with_different_flags"
+        assert (
+            settle_payment(session=session, payment_id=payment_id, payment=settlement) == "exists"
+        )
+        assert (
+            release_payment(session=session, payment_id=payment_id) == "exists_with_different_flags"
+        )
     with books.db.read() as session:
         (post,) = lookup_transfers(session=session, ids=[resolution_id(payment_id)])
     # The post carries its settlement and inherits the reservation's facts.
