@@ -563,6 +563,11 @@ class RpcChain(Chain):
     def _rpc_errors(self) -> Iterator[None]:
         try:
             yield
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "an error"
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.rpc_url} answered HTTP {status} (is it a JSON-RPC endpoint?)"
+            ) from None
         except (requests.RequestException, OSError, TimeExhausted) as exc:
             kind = (
                 "timed out"

@@ -10,6 +10,7 @@ naming the URL within the timeout.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import socket
 import threading
 import time
@@ -245,3 +246,28 @@ def test_the_domain_separator_follows_a_chain_id_change(request: pytest.FixtureR
         assert token.domain_separator() == domain_separator("USD Coin", "2", 31337, asset.address)
         chain.w3.provider.make_request("anvil_setChainId", [4242])  # type: ignore[arg-type]
         assert token.domain_separator() == domain_separator("USD Coin", "2", 4242, asset.address)
+
+
+def test_a_web_server_that_is_not_an_rpc_says_so() -> None:
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ChainUnavailableError) as caught:
+            open_chain(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert (
+        str(caught.value)
+        == f"the chain RPC at {url} answered HTTP 404 (is it a JSON-RPC endpoint?)"
+    )
