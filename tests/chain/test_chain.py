@@ -91,7 +91,10 @@ def test_unknown_and_empty_reverts() -> None:
 def test_identity(chain: Chain) -> None:
     assert chain.network == f"eip155:{chain.chain_id}"
     assert chain.block_number() >= 0
-    assert abs(chain.timestamp() - time.time()) < 120
+    # Anvil follows the wall clock; the memory chain only runs ahead of it.
+    assert chain.timestamp() >= time.time() - 5
+    if chain.backend == "rpc":
+        assert chain.timestamp() < time.time() + 120
     if chain.backend == "memory":
         assert chain.chain_id != ANVIL_CHAIN_ID and chain.rpc_url is None
     else:
