@@ -38,7 +38,7 @@ from farthing.wallet.eip712 import (
     recover_digest,
     verify_authorization_signature,
 )
-from farthing.wallet.errors import AmountError, SigningError, WalletError
+from farthing.wallet.errors import AmountError, AuthorizationError, SigningError
 from farthing.wallet.money import UINT256_MAX, Asset
 from farthing.wallet.signer import Signer
 
@@ -54,7 +54,6 @@ __all__ = [
     "VALID_FOR_S_DEFAULT",
     "VALID_FOR_S_MAX",
     "Authorization",
-    "AuthorizationError",
     "AuthorizationType",
     "Cancellation",
     "SignedAuthorization",
@@ -85,14 +84,6 @@ _NAME_LENGTH_MAX: Final = 256
 _DECIMAL_DIGITS_MAX: Final = 78  # len(str(2**256 - 1))
 _DECIMAL_RE: Final = re.compile(r"^[0-9]{1,78}$")
 _HEX_RE: Final = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
-
-
-class AuthorizationError(WalletError, ValueError):
-    """An authorization, domain or wire payload is malformed.
-
-    Belongs in ``farthing.wallet.errors`` (under ``WalletError``); defined here
-    until that module's owner moves it.
-    """
 
 
 _AUTHORIZATION_FIELDS: Final = [

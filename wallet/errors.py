@@ -6,6 +6,7 @@
     └── WalletError
         ├── AmountError                an amount or price that cannot be exact atomic units
         ├── AddressError               a malformed address
+        ├── AuthorizationError         a malformed EIP-3009 authorization, domain or wire payload
         ├── NetworkError               an unknown network name or CAIP-2 id
         ├── KeyFileError               a key or keystore that cannot be read or decrypted
         │   └── WrongPassphraseError   the keystore's MAC does not match the passphrase
@@ -26,6 +27,7 @@ from farthing.errors import FarthingError
 __all__ = [
     "AddressError",
     "AmountError",
+    "AuthorizationError",
     "ChainError",
     "ChainUnavailableError",
     "DeploymentError",
@@ -48,6 +50,10 @@ class AmountError(WalletError, ValueError):
 
 class AddressError(WalletError, ValueError):
     """A string is not a 20-byte hex address."""
+
+
+class AuthorizationError(WalletError, ValueError):
+    """An authorization, its EIP-712 domain, or its x402 wire form is malformed."""
 
 
 class NetworkError(WalletError, LookupError):

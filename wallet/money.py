@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation, Inexact, Rounded, localcontext
 
 from farthing.wallet.errors import AmountError
 
@@ -27,6 +27,10 @@ UINT256_MAX = 2**256 - 1
 # Plain decimal notation only: no exponents, no signs, no thousands separators,
 # so "1e3" or "1,000" cannot be mistaken for an amount.
 _DECIMAL_RE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)$")
+# Enough digits for any uint256 amount at any scale we accept, and a trap on
+# rounding, so that no amount is ever silently truncated by the default
+# 28-digit context.
+_EXACT = Context(prec=200, traps=[InvalidOperation, Inexact, Rounded])
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +102,16 @@ def parse_amount(text: str, decimals: int) -> int:
         raise AmountError(f"amount must not be negative: {cleaned}")
     if not _DECIMAL_RE.match(cleaned):
         raise AmountError(f"not a decimal amount: {text!r}")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation as exc:  # unreachable after the regex, kept as a guard
-        raise AmountError(f"not a decimal amount: {text!r}") from exc
-    scaled = value.scaleb(decimals)
-    if scaled != scaled.to_integral_value():
-        raise AmountError(f"{cleaned} has more than {decimals} decimal places")
-    atomic = int(scaled)
+    if len(cleaned) > 120:
+        raise AmountError("amount too large")
+    with localcontext(_EXACT):
+        try:
+            scaled = Decimal(cleaned).scaleb(decimals)
+        except (InvalidOperation, Inexact, Rounded) as exc:
+            raise AmountError(f"not a decimal amount: {text!r}") from exc
+        if scaled != scaled.to_integral_value():
+            raise AmountError(f"{cleaned} has more than {decimals} decimal places")
+        atomic = int(scaled)
     if atomic > UINT256_MAX:
         raise AmountError(f"amount too large: {cleaned}")
     return atomic

@@ -11,12 +11,12 @@ import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 from farthing.wallet.eip712 import SECP256K1_N
+from farthing.wallet.errors import AuthorizationError
 from farthing.wallet.eip3009 import (
     CLOCK_SKEW_S,
     VALID_FOR_S_DEFAULT,
     VALID_FOR_S_MAX,
     Authorization,
-    AuthorizationError,
     Cancellation,
     SignedAuthorization,
     TokenDomain,
