@@ -1,4 +1,10 @@
-"""Fixtures shared by every test package: real processes, real ports, no mocks."""
+"""Fixtures shared by every test package: real chains, real processes, real ports, no mocks.
+
+``chain`` is parametrized over the in-process memory chain and anvil, so a test
+that takes it runs on both; the anvil half carries the ``anvil`` marker and is
+skipped only when the anvil binary is missing (run ``npm ci``). Never move a
+shared anvil's clock: tests that need ``advance_time`` start their own.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from farthing.wallet.chain import Chain, MemoryChain, RpcChain
+from farthing.wallet.devchain import AnvilNode, find_anvil, start_anvil
+from farthing.wallet.errors import ChainError
 
 # A passphrase good enough for the keystore's checks; tests never print it.
 TEST_PASSPHRASE = "test passphrase, not a secret"
@@ -65,15 +75,44 @@ def run_farthing(
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def anvil_available() -> bool:
-    from farthing.errors import FarthingError
-    from farthing.wallet.devchain import find_anvil
-
+def anvil_missing_reason() -> str | None:
+    """Why anvil tests cannot run here, or None when they can."""
     try:
         find_anvil()
-    except FarthingError:
-        return False
-    return True
+    except ChainError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilNode]:
+    """A throwaway anvil on a free port, shared by the session."""
+    reason = anvil_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with start_anvil() as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def memory_chain() -> Iterator[MemoryChain]:
+    chain = MemoryChain()
+    yield chain
+    chain.close()
+
+
+@pytest.fixture(scope="session")
+def anvil_chain(anvil: AnvilNode) -> Iterator[RpcChain]:
+    chain = anvil.chain()
+    yield chain
+    chain.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
+def chain(request: pytest.FixtureRequest) -> Chain:
+    """Each backend in turn."""
+    value: Chain = request.getfixturevalue(f"{request.param}_chain")
+    return value
 
 
 @dataclass(frozen=True)
@@ -119,8 +158,9 @@ def start_dev_chain(data_dir: Path, *, port: int | None = None) -> DevChainProce
 @pytest.fixture
 def dev_chain(tmp_path: Path) -> Iterator[DevChainProcess]:
     """A real `farthing chain dev` process on a free port, with its own data dir."""
-    if not anvil_available():
-        pytest.skip("anvil is not installed (run `npm ci`)")
+    reason = anvil_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
     chain = start_dev_chain(tmp_path / "data")
     try:
         yield chain

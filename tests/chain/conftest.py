@@ -1,19 +1,17 @@
-"""Fixtures for the chain tests: both backends, a real anvil, and a fresh token per test.
+"""Fixtures for the chain tests: a fresh token per test on each backend.
 
-``chain`` is parametrized over the in-process memory chain and anvil, so every
-contract test runs on both; the anvil half carries the ``anvil`` marker and is
-skipped only when the anvil binary is missing (run ``npm ci``).
+The backends themselves (``memory_chain``, ``anvil_chain`` and the ``chain``
+fixture parametrized over both) live in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from farthing.wallet.chain import Chain, MemoryChain, RpcChain
-from farthing.wallet.devchain import AnvilNode, find_anvil, start_anvil
+from farthing.wallet.chain import Chain
 from farthing.wallet.eip3009 import (
     TRANSFER_WITH_AUTHORIZATION,
     Authorization,
@@ -22,52 +20,11 @@ from farthing.wallet.eip3009 import (
     build_authorization,
     typed_data,
 )
-from farthing.wallet.errors import ChainError
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
 
 PAYER_FUNDS = 100_000_000  # 100 USDC in atomic units
-
-
-def anvil_missing_reason() -> str | None:
-    """Why anvil tests cannot run here, or None when they can."""
-    try:
-        find_anvil()
-    except ChainError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.fixture(scope="session")
-def anvil() -> Iterator[AnvilNode]:
-    """A throwaway anvil on a free port, shared by the session."""
-    reason = anvil_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with start_anvil() as node:
-        yield node
-
-
-@pytest.fixture(scope="session")
-def memory_chain() -> Iterator[MemoryChain]:
-    chain = MemoryChain()
-    yield chain
-    chain.close()
-
-
-@pytest.fixture(scope="session")
-def anvil_chain(anvil: AnvilNode) -> Iterator[RpcChain]:
-    chain = anvil.chain()
-    yield chain
-    chain.close()
-
-
-@pytest.fixture(params=["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
-def chain(request: pytest.FixtureRequest) -> Chain:
-    """Each backend in turn."""
-    value: Chain = request.getfixturevalue(f"{request.param}_chain")
-    return value
 
 
 @dataclass(frozen=True)
