@@ -30,7 +30,6 @@ from typing import Any, ClassVar, Literal, cast
 
 import requests
 from eth_abi.abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
@@ -40,6 +39,7 @@ from eth_utils.exceptions import ValidationError as EthValidationError
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
+from farthing.wallet.revert import reason_for_revert, revert_message
 from farthing.wallet.signer import LocalSigner, TxSigner
 from pydantic import SecretStr
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
@@ -62,7 +62,6 @@ __all__ = [
     "TxResult",
     "anvil_dev_accounts",
     "open_chain",
-    "reason_for_revert",
 ]
 
 Backend = Literal["memory", "rpc"]
@@ -73,65 +72,7 @@ ANVIL_DEV_MNEMONIC = "test test test test test test test test test test test jun
 _DEV_HD_PATH = "m/44'/60'/0'/0"
 
 TRANSFER_TOPIC = keccak(text="Transfer(address,address,uint256)")
-_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
-_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 
-# FiatToken v2 revert strings (and our BatchSettler's) → snake_case reasons.
-# Matched exactly first, then as substrings, most specific first.
-_REVERT_REASONS: tuple[tuple[str, str], ...] = (
-    ("FiatTokenV2: authorization is expired", "authorization_expired"),
-    ("FiatTokenV2: authorization is not yet valid", "authorization_not_yet_valid"),
-    ("FiatTokenV2: authorization is used or canceled", "authorization_used_or_canceled"),
-    ("FiatTokenV2: caller must be the payee", "caller_must_be_payee"),
-    ("FiatTokenV2: permit is expired", "permit_expired"),
-    ("FiatTokenV2: invalid signature", "invalid_signature"),
-    ("EIP2612: invalid signature", "invalid_signature"),
-    ("ECRecover: invalid signature 's' value", "invalid_signature"),
-    ("ECRecover: invalid signature 'v' value", "invalid_signature"),
-    ("ECRecover: invalid signature length", "invalid_signature"),
-    ("ECRecover: invalid signature", "invalid_signature"),
-    ("ERC20: transfer amount exceeds balance", "insufficient_balance"),
-    ("ERC20: transfer amount exceeds allowance", "insufficient_allowance"),
-    ("ERC20: transfer to the zero address", "transfer_to_zero_address"),
-    ("ERC20: transfer from the zero address", "transfer_from_zero_address"),
-    ("ERC20: approve to the zero address", "approve_to_zero_address"),
-    ("ERC20: approve from the zero address", "approve_from_zero_address"),
-    ("FiatToken: caller is not a minter", "caller_not_minter"),
-    ("FiatToken: caller is not the masterMinter", "caller_not_master_minter"),
-    ("FiatToken: mint amount exceeds minterAllowance", "mint_exceeds_minter_allowance"),
-    ("FiatToken: mint amount not greater than 0", "mint_amount_zero"),
-    ("FiatToken: mint to the zero address", "mint_to_zero_address"),
-    ("Ownable: caller is not the owner", "caller_not_owner"),
-    ("BatchSettler: token has no code", "token_has_no_code"),
-)
-_REASON_BY_MESSAGE = dict(_REVERT_REASONS)
-
-
-def reason_for_revert(message: str | None) -> str:
-    """Map a revert message to a snake_case reason (``"reverted"`` if unknown).
-
-    >>> reason_for_revert("execution reverted: FiatTokenV2: authorization is expired")
-    'authorization_expired'
-    """
-    if not message:
-        return "reverted"
-    text = _strip_revert_prefix(message)
-    if text in _REASON_BY_MESSAGE:
-        return _REASON_BY_MESSAGE[text]
-    for needle, reason in _REVERT_REASONS:
-        if needle in text:
-            return reason
-    if "out of gas" in text.lower() or "outofgas" in text.lower():  # py-evm, anvil
-        return "out_of_gas"
-    return "reverted"
-
-
-def _strip_revert_prefix(message: str) -> str:
-    text = message.strip()
-    for prefix in ("execution reverted: ", "execution reverted:", "execution reverted"):
-        if text.startswith(prefix):
-            return text[len(prefix) :].strip()
-    return text
 
 
 def _hex(value: bytes | str) -> str:
@@ -294,7 +235,7 @@ class Chain:
             try:
                 data = self.w3.eth.call(cast(Any, tx), block_identifier=cast(Any, block))
             except (ContractLogicError, TransactionFailed) as exc:
-                message = _revert_message(exc)
+                message = revert_message(exc)
                 return CallResult(False, b"", reason_for_revert(message), message)
         return CallResult(True, bytes(data))
 
@@ -373,7 +314,7 @@ class Chain:
             try:
                 tx_hash = _hex(self.w3.eth.send_raw_transaction(raw))
             except (ContractLogicError, TransactionFailed) as exc:
-                message = _revert_message(exc)
+                message = revert_message(exc)
                 return TxResult(False, None, reason_for_revert(message), message)
             except (Web3RPCError, EthValidationError) as exc:  # the latter from py-evm
                 refusal = _funds_refusal(exc)
@@ -422,7 +363,7 @@ class Chain:
         try:
             estimate = int(self.w3.eth.estimate_gas(cast(Any, tx)))
         except (ContractLogicError, TransactionFailed) as exc:
-            message = _revert_message(exc)
+            message = revert_message(exc)
             return TxResult(False, None, reason_for_revert(message), message), 0
         gas = estimate + estimate * self.gas_headroom_percent // 100
         return None, gas if gas_limit is None else min(gas, gas_limit)
@@ -458,7 +399,7 @@ class Chain:
         try:
             self.w3.eth.call(cast(Any, replay), block_identifier=block - 1)
         except (ContractLogicError, TransactionFailed) as exc:
-            message = _revert_message(exc)
+            message = revert_message(exc)
         except Web3RPCError as exc:  # e.g. anvil's "EVM error OutOfGas"
             message = _one_line(exc)
         # A revert refunds the gas it did not use; only running out uses it all.
@@ -508,7 +449,7 @@ class MemoryChain(Chain):
             # afford it" check matches the real send.
             self.w3.eth.call(cast(Any, {**tx, "gas": gas}))
         except (ContractLogicError, TransactionFailed) as exc:
-            message = _revert_message(exc)
+            message = revert_message(exc)
             return TxResult(False, None, reason_for_revert(message), message), 0
         except EthValidationError as exc:
             refusal = _funds_refusal(exc)
@@ -589,34 +530,6 @@ def open_chain(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _revert_message(exc: BaseException) -> str | None:
-    """The revert string behind either backend's exception, if there is one."""
-    data = getattr(exc, "data", None)
-    if isinstance(data, str) and data.startswith("0x"):
-        decoded = _decode_revert_data(bytes.fromhex(data[2:]))
-        if decoded is not None:
-            return decoded
-    message = getattr(exc, "message", None)
-    if not isinstance(message, str):
-        message = str(exc.args[0]) if exc.args else None
-    if message is None:
-        return None
-    text = _strip_revert_prefix(message)
-    return text or None
-
-
-def _decode_revert_data(data: bytes) -> str | None:
-    if data[:4] == _ERROR_SELECTOR:
-        try:
-            (text,) = abi_decode(["string"], data[4:])
-            return str(text)
-        except DecodingError:
-            return None
-    if data[:4] == _PANIC_SELECTOR and len(data) >= 36:
-        return f"panic {hex(int.from_bytes(data[4:36], 'big'))}"
-    return None
 
 
 def _transfer_event(log: Any) -> TransferEvent | None:

@@ -23,7 +23,8 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from farthing.contracts import load_artifact
 from farthing.wallet.address import checksum
-from farthing.wallet.chain import Call, Chain, TransferEvent, TxResult, reason_for_revert
+from farthing.wallet.chain import Call, Chain, TransferEvent, TxResult
+from farthing.wallet.revert import reason_for_revert
 from farthing.wallet.errors import DeploymentError
 from farthing.wallet.money import UINT256_MAX, Asset
 from farthing.wallet.signer import TxSigner

@@ -26,9 +26,9 @@ from farthing.wallet.chain import (
     TxResult,
     anvil_dev_accounts,
     open_chain,
-    reason_for_revert,
 )
 from farthing.wallet.devchain import start_anvil
+from farthing.wallet.revert import reason_for_revert
 from farthing.wallet.eip712 import domain_separator
 from farthing.wallet.eip3009 import sign_authorization
 from farthing.wallet.errors import ChainError, ChainUnavailableError
