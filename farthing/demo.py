@@ -64,10 +64,10 @@ def demo(
     step(f"funded agent {agent.address} with {asset.format(budget)}")
 
     signed = [agent.authorize(merchant, asset.parse(price)) for price in _PAYMENTS]
-    for item in signed:
-        outcome = verify_authorization_signature(item, agent.address)
-        if not outcome.valid:  # a fresh signature that fails is a bug, not a result
-            raise RuntimeError(f"fresh authorization failed verification: {outcome.reason}")
+    for authorization in signed:
+        verified = verify_authorization_signature(authorization, agent.address)
+        if not verified.valid:  # a fresh signature that fails is a bug, not a result
+            raise RuntimeError(f"fresh authorization failed verification: {verified.reason}")
     step(f"agent signed {len(signed)} authorizations; all verified (fast path)")
 
     # The last item replays the first: the token settles it once, never twice.

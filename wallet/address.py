@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from eth_utils import to_checksum_address
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
 
 from farthing.wallet.errors import AddressError
 
@@ -20,7 +21,7 @@ def is_address(text: object) -> bool:
     return isinstance(text, str) and bool(_HEX_ADDRESS_RE.match(text))
 
 
-def checksum(text: str) -> str:
+def checksum(text: str) -> ChecksumAddress:
     """Return the EIP-55 checksummed form of ``text`` or raise ``AddressError``.
 
     Mixed-case input must already carry a valid checksum: a typo in a

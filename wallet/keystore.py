@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from eth_typing import HexStr
 from pydantic import SecretStr
 
 from farthing.wallet.address import checksum
@@ -135,7 +136,7 @@ def write_keystore(
     if path.exists() and not overwrite:
         raise KeyFileError(f"a wallet named {name!r} already exists at {path}")
     encrypted = Account.encrypt(
-        signer.private_key.get_secret_value(),
+        HexStr(signer.private_key.get_secret_value()),
         passphrase.get_secret_value(),
         kdf="scrypt",
         iterations=settings.scrypt_n,

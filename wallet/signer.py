@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
 from pydantic import SecretStr
 
 from farthing.wallet.errors import KeyFileError
@@ -132,7 +133,7 @@ class LocalSigner:
 
     def unsafe_sign_hash(self, digest: bytes) -> bytes:
         """Sign a raw 32-byte digest. Only for known-answer tests and benchmarks."""
-        return bytes(self._account.unsafe_sign_hash(digest).signature)
+        return bytes(self._account.unsafe_sign_hash(Hash32(digest)).signature)
 
     def __repr__(self) -> str:
         return f"LocalSigner(address={self.address!r})"
