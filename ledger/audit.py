@@ -10,8 +10,9 @@ Entries are appended inside the caller's database transaction, after the
 write lock is taken, so the log commits exactly when the books do and two
 writers can never fork the chain.
 
-The canonical form is JSON with sorted keys, no spaces, ASCII only, and
-integers written as decimal strings so that 128-bit ids survive any reader.
+The payload's canonical form is JSON with sorted keys, no spaces, ASCII
+only, and integers written as decimal strings so that 128-bit ids survive any
+reader. ``entry_hash`` frames the other fields one per line before it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from farthing.ledger.bulk import insert_rows
 from farthing.ledger.tables import AuditEntry, AuditHead, table_of
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 __all__ = ["GENESIS_HASH", "canonical_payload", "entry_hash"]
@@ -52,23 +54,39 @@ def _dumps(value: Any) -> str:
 
 def canonical_payload(payload: Mapping[str, Any]) -> str:
     """The exact text the log stores (and hashes) for an event's payload."""
-    return _dumps(_canonical_value(payload))
+    keys = tuple(payload)
+    order = _KEY_ORDER.get(keys)
+    if order is None:
+        order = _KEY_ORDER[keys] = tuple(sorted(keys))
+    # Payloads are flat rows: ints become decimal strings, None and str stay.
+    flat = {}
+    for key in order:
+        value = payload[key]
+        kind = type(value)
+        if kind is int:
+            flat[key] = str(value)
+        elif value is None or kind is str:
+            flat[key] = value
+        else:
+            flat[key] = _canonical_value(value)
+    # Keys are already sorted, so sort_keys would only repeat the work.
+    return json.dumps(flat, separators=(",", ":"), ensure_ascii=True)
+
+
+# Rows of one table always have the same keys, so their order is sorted once.
+_KEY_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def entry_hash(
     *, prev_hash: str, sequence: int, timestamp_ns: int, kind: str, subject: str, payload: str
 ) -> str:
-    header = _dumps(
-        {
-            "kind": kind,
-            "payload": payload,
-            "prev_hash": prev_hash,
-            "sequence": str(sequence),
-            "subject": subject,
-            "timestamp_ns": str(timestamp_ns),
-        }
-    )
-    return hashlib.sha256(header.encode("ascii")).hexdigest()
+    """sha256 of the entry's fields, one per line, payload last.
+
+    Only the payload may contain arbitrary text, and it comes last, so the
+    line framing is unambiguous without escaping it a second time.
+    """
+    header = f"{prev_hash}\n{sequence}\n{timestamp_ns}\n{kind}\n{subject}\n"
+    return hashlib.sha256((header + payload).encode("ascii")).hexdigest()
 
 
 def lock_head(session: Session) -> tuple[int, str]:
@@ -133,7 +151,7 @@ def append(
             }
         )
         prev_hash = digest
-    session.execute(insert(_entry_table), rows)
+    insert_rows(session, _entry_table, rows)
     session.execute(
         update(_head_table)
         .where(_head_table.c.id == HEAD_ID)

@@ -36,8 +36,18 @@ TF = TransferFlags
 NS_PER_S = 1_000_000_000
 _DMNEC = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
 _CMNED = AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
-_KIND_FLAGS = TF.PENDING | TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER
-_BALANCING = TF.BALANCING_DEBIT | TF.BALANCING_CREDIT
+# Plain ints: IntFlag arithmetic is slow enough to show up on the hot path.
+_PENDING = int(TF.PENDING)
+_POST = int(TF.POST_PENDING_TRANSFER)
+_VOID = int(TF.VOID_PENDING_TRANSFER)
+_RESOLVE = _POST | _VOID
+_KIND_FLAGS = _PENDING | _RESOLVE
+_BALANCING_DEBIT = int(TF.BALANCING_DEBIT)
+_BALANCING_CREDIT = int(TF.BALANCING_CREDIT)
+_BALANCING = _BALANCING_DEBIT | _BALANCING_CREDIT
+_CLIENT_FLAGS = int(CLIENT_TRANSFER_FLAGS)
+_DMNEC_INT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+_CMNED_INT = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
 _AUDIT_KIND = {
     TF.POST_PENDING_TRANSFER: "transfer_posted",
     TF.VOID_PENDING_TRANSFER: "transfer_voided",
@@ -166,8 +176,8 @@ class Books:
         existing = self.transfers.get(event.id)
         if existing is not None:
             return _compare_existing(event, existing)
-        if event.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER):
-            return self._resolve(event, timestamp_ns, TF(event.flags & _KIND_FLAGS))
+        if int(event.flags) & _RESOLVE:
+            return self._resolve(event, timestamp_ns, TF(int(event.flags) & _KIND_FLAGS))
         return self._create(event, timestamp_ns)
 
     def expire(self, *, id: int, pending_id: int, timestamp_ns: int) -> CreateTransferResult:
@@ -194,13 +204,14 @@ class Books:
         if policy is not None and not asset_allowed(policy, asset_id):
             return R.ASSET_NOT_ALLOWED
 
-        pending = bool(event.flags & TF.PENDING)
+        flags = int(event.flags)
+        pending = bool(flags & _PENDING)
         amount = event.amount
         invariant(amount is not None and amount > 0, "validated amount is positive")
         assert amount is not None  # for the type checker; invariant() above is the real check
         hour = hour_of(timestamp_ns)
         debit_room: list[tuple[CreateTransferResult, int]] = []
-        if debit.flags & _DMNEC:
+        if debit.flags & _DMNEC_INT:
             available = debit.credits_posted - debit.debits_pending - debit.debits_posted
             limit_reason = R.EXCEEDS_BUDGET if policy is not None else R.EXCEEDS_CREDITS
             debit_room.append((limit_reason, max(0, available)))
@@ -208,13 +219,13 @@ class Books:
             usage = self.usage.setdefault(debit.id, {})
             debit_room.extend(headroom(policy, usage, payee=credit.id, hour=hour))
         credit_room: list[tuple[CreateTransferResult, int]] = []
-        if credit.flags & _CMNED:
+        if credit.flags & _CMNED_INT:
             available = credit.debits_posted - credit.credits_pending - credit.credits_posted
             credit_room.append((R.EXCEEDS_DEBITS, max(0, available)))
         # Balancing transfers move "at most amount": clamp to the tightest limit.
-        if event.flags & TF.BALANCING_DEBIT:
+        if flags & _BALANCING_DEBIT:
             amount = min([amount, *(room for _, room in debit_room)])
-        if event.flags & TF.BALANCING_CREDIT:
+        if flags & _BALANCING_CREDIT:
             amount = min([amount, *(room for _, room in credit_room)])
 
         if pending:
@@ -264,7 +275,7 @@ class Books:
         pending = self.transfers.get(event.pending_id)
         if pending is None:
             return R.PENDING_TRANSFER_NOT_FOUND
-        if not pending["flags"] & TF.PENDING:
+        if not pending["flags"] & _PENDING:
             return R.PENDING_TRANSFER_NOT_PENDING
         for name, reason in (
             ("debit_account_id", R.PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID),
@@ -355,8 +366,7 @@ class Books:
             self.usage_dirty.add((account_id, payee, hour))
 
     def _touch(self, debit: Balance, credit: Balance) -> None:
-        debit.check()
-        credit.check()
+        # Balance.check() runs once per account when the batch is written.
         self.dirty_accounts.add(debit.id)
         self.dirty_accounts.add(credit.id)
 
@@ -368,22 +378,22 @@ class Books:
 
 def _validate(event: NewTransfer) -> CreateTransferResult | None:
     """The reasons an event is malformed on its own, before any lookup."""
-    flags = event.flags
+    flags = int(event.flags)
     if event.id == 0:
         return R.ID_MUST_NOT_BE_ZERO
     if event.id > ID_MAX:
         return R.ID_MUST_NOT_BE_INT_MAX
-    if flags & ~CLIENT_TRANSFER_FLAGS:
+    if flags & ~_CLIENT_FLAGS:
         return R.RESERVED_FLAG
     kinds = flags & _KIND_FLAGS
     if kinds & (kinds - 1):
         return R.FLAGS_ARE_MUTUALLY_EXCLUSIVE
-    resolving = bool(kinds & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER))
+    resolving = bool(kinds & _RESOLVE)
     if resolving and flags & _BALANCING:
         return R.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if event.timeout_s < 0:
         return R.TIMEOUT_MUST_NOT_BE_NEGATIVE
-    if event.timeout_s and not flags & TF.PENDING:
+    if event.timeout_s and not flags & _PENDING:
         return R.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
     if resolving:
         if event.pending_id == 0:
@@ -395,7 +405,7 @@ def _validate(event: NewTransfer) -> CreateTransferResult | None:
         if event.amount is not None:
             if event.amount < 0:
                 return R.AMOUNT_MUST_NOT_BE_NEGATIVE
-            if event.amount == 0 and flags & TF.POST_PENDING_TRANSFER:
+            if event.amount == 0 and flags & _POST:
                 return R.AMOUNT_MUST_NOT_BE_ZERO
         return None
     if event.pending_id != 0:
@@ -421,7 +431,7 @@ def _validate(event: NewTransfer) -> CreateTransferResult | None:
 
 def _compare_existing(event: NewTransfer, row: dict[str, Any]) -> CreateTransferResult:
     """``exists`` for a faithful retry, else the first field that differs."""
-    resolving = bool(event.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER))
+    resolving = bool(int(event.flags) & _RESOLVE)
     if int(event.flags) != row["flags"]:
         return R.EXISTS_WITH_DIFFERENT_FLAGS
     if event.pending_id != (row["pending_id"] or 0):

@@ -180,7 +180,11 @@ class LedgerDatabase:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for queries; it takes no write lock on SQLite."""
-        with self.translate_errors(), Session(self._read_engine, expire_on_commit=False) as session, session.begin():
+        with (
+            self.translate_errors(),
+            Session(self._read_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager

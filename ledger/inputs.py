@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -118,12 +118,23 @@ class PaymentDetails:
         return f"{self.network}/erc20:{self.token_address}"
 
     def as_columns(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in PAYMENT_COLUMNS}
 
 
-_TRANSFER_INTS = ("id", "debit_account_id", "credit_account_id", "pending_id", "timeout_s",
-                  "ledger", "code", "user_data_128", "user_data_64", "user_data_32")  # fmt: skip
+_TRANSFER_UINTS = (
+    ("id", 128),
+    ("debit_account_id", 128),
+    ("credit_account_id", 128),
+    ("pending_id", 128),
+    ("ledger", 32),
+    ("code", 16),
+    ("user_data_128", 128),
+    ("user_data_64", 64),
+    ("user_data_32", 32),
+)
 PAYMENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PaymentDetails))
+# Frozen, so one shared "no payment facts" value serves every transfer without them.
+NO_PAYMENT = PaymentDetails()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,26 +187,23 @@ class NewTransfer:
     user_data_128: int = 0
     user_data_64: int = 0
     user_data_32: int = 0
-    payment: PaymentDetails = field(default_factory=PaymentDetails)
+    payment: PaymentDetails = NO_PAYMENT
 
     def __post_init__(self) -> None:
-        _require_uint("id", self.id, 128)
-        _require_uint("debit_account_id", self.debit_account_id, 128)
-        _require_uint("credit_account_id", self.credit_account_id, 128)
-        if self.amount is not None:
-            _require_int("amount", self.amount)
-        _require_uint("pending_id", self.pending_id, 128)
-        _require_int("timeout_s", self.timeout_s)
-        _require_uint("ledger", self.ledger, 32)
-        _require_uint("code", self.code, 16)
-        _require_uint("user_data_128", self.user_data_128, 128)
-        _require_uint("user_data_64", self.user_data_64, 64)
-        _require_uint("user_data_32", self.user_data_32, 32)
-        for name in _TRANSFER_INTS:
-            object.__setattr__(self, name, int(getattr(self, name)))
-        if self.amount is not None:
-            object.__setattr__(self, "amount", int(self.amount))
-        object.__setattr__(self, "flags", TransferFlags(int(self.flags)))
+        for name, bits in _TRANSFER_UINTS:
+            value = getattr(self, name)
+            if type(value) is not int:  # an IntEnum, or a caller bug
+                _require_uint(name, value, bits)
+                object.__setattr__(self, name, int(value))
+            elif value < 0 or value >> bits:
+                raise ValueError(f"{name} must be an unsigned {bits}-bit int")
+        for name in ("amount", "timeout_s"):
+            value = getattr(self, name)
+            if value is not None and type(value) is not int:
+                _require_int(name, value)
+                object.__setattr__(self, name, int(value))
+        if type(self.flags) is not TransferFlags:
+            object.__setattr__(self, "flags", TransferFlags(int(self.flags)))
         if not isinstance(self.payment, PaymentDetails):
             raise TypeError("payment must be a PaymentDetails")
 
@@ -214,7 +222,7 @@ class NewTransfer:
             pending_id=pending_id,
             amount=amount,
             flags=TransferFlags.POST_PENDING_TRANSFER,
-            payment=payment or PaymentDetails(),
+            payment=payment or NO_PAYMENT,
         )
 
     @classmethod
@@ -226,5 +234,5 @@ class NewTransfer:
             id=id,
             pending_id=pending_id,
             flags=TransferFlags.VOID_PENDING_TRANSFER,
-            payment=payment or PaymentDetails(),
+            payment=payment or NO_PAYMENT,
         )

@@ -29,6 +29,7 @@ from typing import Any
 from farthing.ledger import audit
 from farthing.ledger.books import Balance, Books
 from farthing.ledger.budget import WINDOW_HOURS, BudgetPolicy, hour_of, validate_limits
+from farthing.ledger.bulk import insert_rows, select_rows
 from farthing.ledger.columns import AMOUNT_MAX, HexUInt
 from farthing.ledger.flags import AccountFlags, TransferFlags
 from farthing.ledger.inputs import NewAccount, NewTransfer, new_id
@@ -332,8 +333,8 @@ def _policy(row: Any) -> BudgetPolicy:
 
 def _load_transfers(session: Session, books: Books, ids: Iterable[int]) -> None:
     for chunk in _chunks(ids):
-        for row in session.execute(select(_transfers).where(_transfers.c.id.in_(chunk))):
-            books.transfers[row.id] = dict(row._mapping)
+        for row in select_rows(session, _transfers, "id", chunk):
+            books.transfers[row["id"]] = row
 
 
 def _load_balances(session: Session, books: Books, ids: Iterable[int]) -> None:
@@ -405,15 +406,13 @@ def _write(session: Session, books: Books) -> None:
             all(row.keys() == _TRANSFER_COLUMNS for row in books.new_transfers),
             "transfer rows carry exactly the table's columns",
         )
-        session.execute(insert(_transfers), books.new_transfers)
+        insert_rows(session, _transfers, books.new_transfers)
     if books.pending_removed:
         for chunk in _chunks(books.pending_removed):
             session.execute(delete(_pending).where(_pending.c.transfer_id.in_(chunk)))
     if books.pending_added:
-        session.execute(
-            insert(_pending),
-            [{"transfer_id": k, "expires_at_ns": v} for k, v in books.pending_added.items()],
-        )
+        rows = [{"transfer_id": k, "expires_at_ns": v} for k, v in books.pending_added.items()]
+        insert_rows(session, _pending, rows)
     if books.dirty_accounts:
         rows = []
         for account_id in sorted(books.dirty_accounts):
