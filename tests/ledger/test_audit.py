@@ -185,6 +185,8 @@ def _first_seq_of_session(books, transfer_id: int) -> int:
 
 def test_canonical_hash_is_stable() -> None:
     # A known answer: the serialisation is part of the on-disk format.
-    digest = entry_hash(prev_hash="0" * 64, sequence=1, timestamp_ns=2, kind="k", subject="s", payload="{}")
+    digest = entry_hash(
+        prev_hash="0" * 64, sequence=1, timestamp_ns=2, kind="k", subject="s", payload="{}"
+    )
     framed = "0" * 64 + "\n1\n2\nk\ns\n{}"
     assert digest == hashlib.sha256(framed.encode()).hexdigest()
