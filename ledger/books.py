@@ -286,9 +286,9 @@ class Books:
             given = getattr(event, name)
             if given and given != pending[name]:
                 return reason
-        reason = self._check_asset(event.payment.asset_id, pending["ledger"])
-        if reason is not None:
-            return reason
+        asset_reason = self._check_asset(event.payment.asset_id, pending["ledger"])
+        if asset_reason is not None:
+            return asset_reason
         resolved_by = self.resolutions.get(event.pending_id)
         if resolved_by is not None:
             return _ALREADY[TF(resolved_by)]

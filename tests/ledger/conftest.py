@@ -51,6 +51,12 @@ def postgres_reachable() -> bool:
 
 
 @pytest.fixture
+def postgres_url_or_none() -> str | None:
+    """The PostgreSQL URL when the server answers, else None (for optional cases)."""
+    return POSTGRES_URL if postgres_reachable() else None
+
+
+@pytest.fixture
 def postgres_settings() -> Iterator[LedgerSettings]:
     """Settings for a fresh PostgreSQL schema, dropped after the test."""
     if not postgres_reachable():
