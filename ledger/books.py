@@ -20,12 +20,12 @@ from farthing.ledger.budget import TOTAL_PAYEE, BudgetPolicy, asset_allowed, hea
 from farthing.ledger.columns import AMOUNT_MAX, ID_MAX
 from farthing.ledger.flags import (
     CLIENT_ACCOUNT_FLAGS,
-    CLIENT_TRANSFER_FLAGS,
     AccountFlags,
     TransferFlags,
 )
 from farthing.ledger.inputs import PAYMENT_COLUMNS, NewAccount, NewTransfer
 from farthing.ledger.results import CreateAccountResult, CreateTransferResult
+from farthing.ledger.validation import compare_existing, validate
 
 from farthing.invariant import invariant
 
@@ -44,8 +44,6 @@ _RESOLVE = _POST | _VOID
 _KIND_FLAGS = _PENDING | _RESOLVE
 _BALANCING_DEBIT = int(TF.BALANCING_DEBIT)
 _BALANCING_CREDIT = int(TF.BALANCING_CREDIT)
-_BALANCING = _BALANCING_DEBIT | _BALANCING_CREDIT
-_CLIENT_FLAGS = int(CLIENT_TRANSFER_FLAGS)
 _DMNEC_INT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
 _CMNED_INT = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
 _AUDIT_KIND = {
@@ -170,12 +168,12 @@ class Books:
     # Transfers -----------------------------------------------------------
 
     def create_transfer(self, event: NewTransfer, timestamp_ns: int) -> CreateTransferResult:
-        reason = _validate(event)
+        reason = validate(event)
         if reason is not None:
             return reason
         existing = self.transfers.get(event.id)
         if existing is not None:
-            return _compare_existing(event, existing)
+            return compare_existing(event, existing)
         if int(event.flags) & _RESOLVE:
             return self._resolve(event, timestamp_ns, TF(int(event.flags) & _KIND_FLAGS))
         return self._create(event, timestamp_ns)
@@ -374,95 +372,6 @@ class Books:
         self.transfers[row["id"]] = row
         self.new_transfers.append(row)
         self.audit_events.append((kind, f"transfer:{row['id']}", row))
-
-
-def _validate(event: NewTransfer) -> CreateTransferResult | None:
-    """The reasons an event is malformed on its own, before any lookup."""
-    flags = int(event.flags)
-    if event.id == 0:
-        return R.ID_MUST_NOT_BE_ZERO
-    if event.id > ID_MAX:
-        return R.ID_MUST_NOT_BE_INT_MAX
-    if flags & ~_CLIENT_FLAGS:
-        return R.RESERVED_FLAG
-    kinds = flags & _KIND_FLAGS
-    if kinds & (kinds - 1):
-        return R.FLAGS_ARE_MUTUALLY_EXCLUSIVE
-    resolving = bool(kinds & _RESOLVE)
-    if resolving and flags & _BALANCING:
-        return R.FLAGS_ARE_MUTUALLY_EXCLUSIVE
-    if event.timeout_s < 0:
-        return R.TIMEOUT_MUST_NOT_BE_NEGATIVE
-    if event.timeout_s and not flags & _PENDING:
-        return R.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
-    if resolving:
-        if event.pending_id == 0:
-            return R.PENDING_ID_MUST_NOT_BE_ZERO
-        if event.pending_id == event.id:
-            return R.PENDING_ID_MUST_BE_DIFFERENT
-        if event.debit_account_id and event.debit_account_id == event.credit_account_id:
-            return R.ACCOUNTS_MUST_BE_DIFFERENT
-        if event.amount is not None:
-            if event.amount < 0:
-                return R.AMOUNT_MUST_NOT_BE_NEGATIVE
-            if event.amount == 0 and flags & _POST:
-                return R.AMOUNT_MUST_NOT_BE_ZERO
-        return None
-    if event.pending_id != 0:
-        return R.PENDING_ID_MUST_BE_ZERO
-    if event.debit_account_id == 0:
-        return R.DEBIT_ACCOUNT_ID_MUST_NOT_BE_ZERO
-    if event.credit_account_id == 0:
-        return R.CREDIT_ACCOUNT_ID_MUST_NOT_BE_ZERO
-    if event.debit_account_id == event.credit_account_id:
-        return R.ACCOUNTS_MUST_BE_DIFFERENT
-    if event.amount is None or event.amount == 0:
-        return R.AMOUNT_MUST_NOT_BE_ZERO
-    if event.amount < 0:
-        return R.AMOUNT_MUST_NOT_BE_NEGATIVE
-    if event.amount > AMOUNT_MAX:
-        return R.AMOUNT_MUST_NOT_EXCEED_MAX
-    if event.ledger == 0:
-        return R.LEDGER_MUST_NOT_BE_ZERO
-    if event.code == 0:
-        return R.CODE_MUST_NOT_BE_ZERO
-    return None
-
-
-def _compare_existing(event: NewTransfer, row: dict[str, Any]) -> CreateTransferResult:
-    """``exists`` for a faithful retry, else the first field that differs."""
-    resolving = bool(int(event.flags) & _RESOLVE)
-    if int(event.flags) != row["flags"]:
-        return R.EXISTS_WITH_DIFFERENT_FLAGS
-    if event.pending_id != (row["pending_id"] or 0):
-        return R.EXISTS_WITH_DIFFERENT_PENDING_ID
-    if event.timeout_s != row["timeout_s"]:
-        return R.EXISTS_WITH_DIFFERENT_TIMEOUT
-    # On a post or void, zero and None mean "as the pending transfer", so
-    # only the fields the retry actually names are compared.
-    for name, reason in (
-        ("debit_account_id", R.EXISTS_WITH_DIFFERENT_DEBIT_ACCOUNT_ID),
-        ("credit_account_id", R.EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID),
-    ):
-        value = getattr(event, name)
-        if (value or not resolving) and value != row[name]:
-            return reason
-    if event.amount is not None and not event.flags & _BALANCING and event.amount != row["amount"]:
-        return R.EXISTS_WITH_DIFFERENT_AMOUNT
-    for name, reason in (
-        ("user_data_128", R.EXISTS_WITH_DIFFERENT_USER_DATA_128),
-        ("user_data_64", R.EXISTS_WITH_DIFFERENT_USER_DATA_64),
-        ("user_data_32", R.EXISTS_WITH_DIFFERENT_USER_DATA_32),
-        ("ledger", R.EXISTS_WITH_DIFFERENT_LEDGER),
-        ("code", R.EXISTS_WITH_DIFFERENT_CODE),
-    ):
-        value = getattr(event, name)
-        if (value or not resolving) and value != row[name]:
-            return reason
-    for name, value in event.payment.as_columns().items():
-        if (value is not None or not resolving) and value != row[name]:
-            return R.EXISTS_WITH_DIFFERENT_PAYMENT
-    return R.EXISTS
 
 
 def _row(
