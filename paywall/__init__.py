@@ -1,3 +1,89 @@
-"""farthing.paywall: arrives with issue 4; nothing is exported yet."""
+"""farthing.paywall: charge for content and APIs with x402 v2.
 
-__all__: list[str] = []
+The names below are the public surface; the modules hold more detail:
+``middleware`` (the pure-ASGI ``PaywallMiddleware``), ``routes`` and
+``pricing`` (what costs what, fiat at a stored rate), ``preview`` (the free
+part of an article), ``wire`` (the x402 v2 headers and JSON), ``facilitator``
+(verify and settle in-process), ``remote`` (a facilitator by URL),
+``facilitator_api`` and ``facilitator_cli`` (``farthing facilitator serve``),
+``store`` (nonce claims and payment records), ``books`` (revenue in the
+ledger), ``resolve`` (pending settlements and unbooked revenue), ``proxy``,
+``config`` and ``cli`` (``farthing paywall serve``). Start with ``docs/paywall.md``.
+"""
+
+from farthing.paywall.books import (
+    BookingResult,
+    LedgerRevenueBook,
+    RevenueBook,
+    SettledPayment,
+    revenue_transfer_id,
+)
+from farthing.paywall.errors import (
+    FacilitatorUnavailableError,
+    PaymentStoreError,
+    PaywallConfigError,
+    PaywallError,
+    PriceError,
+    UpstreamError,
+)
+from farthing.paywall.facilitator import Facilitator, LocalFacilitator, ResolvingFacilitator, Supported
+from farthing.paywall.facilitator_api import facilitator_app
+from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
+from farthing.paywall.preview import split_preview
+from farthing.paywall.pricing import Quote, parse_price
+from farthing.paywall.remote import RemoteFacilitator
+from farthing.paywall.routes import PaidRoute, PriceRequest
+from farthing.paywall.store import PaymentKey, PaymentRecord, PaymentState, PaymentStore
+from farthing.paywall.wire import (
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
+    PaymentPayload,
+    PaymentRequired,
+    PaymentRequirements,
+    SettleResult,
+    VerifyResult,
+    decode_payment_signature,
+    encode_payment_signature,
+)
+
+__all__ = [
+    "PAYMENT_REQUIRED_HEADER",
+    "PAYMENT_RESPONSE_HEADER",
+    "PAYMENT_SIGNATURE_HEADER",
+    "BookingResult",
+    "Facilitator",
+    "FacilitatorUnavailableError",
+    "LedgerRevenueBook",
+    "LocalFacilitator",
+    "PaidRoute",
+    "PaymentKey",
+    "PaymentPayload",
+    "PaymentRecord",
+    "PaymentRequired",
+    "PaymentRequirements",
+    "PaymentState",
+    "PaymentStore",
+    "PaymentStoreError",
+    "PaywallConfigError",
+    "PaywallError",
+    "PaywallMiddleware",
+    "PaywallOptions",
+    "PriceError",
+    "PriceRequest",
+    "Quote",
+    "RemoteFacilitator",
+    "ResolvingFacilitator",
+    "RevenueBook",
+    "SettleResult",
+    "SettledPayment",
+    "Supported",
+    "UpstreamError",
+    "VerifyResult",
+    "decode_payment_signature",
+    "encode_payment_signature",
+    "facilitator_app",
+    "parse_price",
+    "revenue_transfer_id",
+    "split_preview",
+]

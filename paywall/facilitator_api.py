@@ -1,0 +1,129 @@
+"""The facilitator's HTTP API, as ``farthing facilitator serve`` runs it.
+
+``GET /supported``, ``POST /verify`` and ``POST /settle`` in x402 v2
+camelCase JSON. Every payment outcome, including a payload that cannot be
+parsed, is HTTP 200 with ``isValid: false`` or ``success: false`` and a reason:
+official clients treat any other status as a crash. Other statuses mean
+something that is not a payment outcome: 401 for a missing or wrong bearer
+token, 400 for a body that is not a JSON object, 413 for an oversized body,
+and 503 when the chain does not answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Final
+
+from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.facilitator import Facilitator
+from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
+
+__all__ = ["REQUEST_BYTES_MAX", "facilitator_app"]
+
+REQUEST_BYTES_MAX: Final = 64 * 1024
+
+
+def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> Starlette:
+    """An ASGI app serving ``facilitator`` over HTTP; ``token`` requires ``Bearer`` auth."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    def authorized(request: Request) -> bool:
+        if expected is None:
+            return True
+        given = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(given, expected)
+
+    def unauthorized() -> JSONResponse:
+        return JSONResponse(
+            {"error": "unauthorized", "message": "send Authorization: Bearer <token>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def read(request: Request) -> tuple[Any, JSONResponse | None]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > REQUEST_BYTES_MAX:
+            return None, JSONResponse({"error": "request_too_large"}, status_code=413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > REQUEST_BYTES_MAX:
+                return None, JSONResponse({"error": "request_too_large"}, status_code=413)
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return None, JSONResponse(
+                {"error": "invalid_json", "message": "the body must be a JSON object"}, status_code=400
+            )
+        if not isinstance(data, dict):
+            return None, JSONResponse(
+                {"error": "invalid_json", "message": "the body must be a JSON object"}, status_code=400
+            )
+        return data, None
+
+    def parse(data: dict[str, Any]) -> tuple[PaymentPayload, PaymentRequirements] | str:
+        try:
+            requirements = PaymentRequirements.from_wire(data.get("paymentRequirements"))
+            payload = PaymentPayload.from_wire(data.get("paymentPayload"))
+        except (AuthorizationError, AddressError, AmountError) as exc:
+            return str(exc)
+        return payload, requirements
+
+    async def supported(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized()
+        try:
+            kinds = await facilitator.supported()
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        return JSONResponse(kinds.to_wire())
+
+    async def verify(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized()
+        data, problem = await read(request)
+        if problem is not None:
+            return problem
+        parsed = parse(data)
+        if isinstance(parsed, str):
+            return JSONResponse(VerifyResult(False, "invalid_payload", None, parsed).to_wire())
+        try:
+            result = await facilitator.verify(*parsed)
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        return JSONResponse(result.to_wire())
+
+    async def settle(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized()
+        data, problem = await read(request)
+        if problem is not None:
+            return problem
+        parsed = parse(data)
+        if isinstance(parsed, str):
+            raw = data.get("paymentRequirements")
+            network = raw.get("network") if isinstance(raw, dict) else None
+            refusal = SettleResult(
+                False, network if isinstance(network, str) else "", reason="invalid_payload", message=parsed
+            )
+            return JSONResponse(refusal.to_wire())
+        try:
+            result = await facilitator.settle(*parsed)
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        return JSONResponse(result.to_wire())
+
+    return Starlette(
+        routes=[
+            Route("/supported", supported, methods=["GET"]),
+            Route("/verify", verify, methods=["POST"]),
+            Route("/settle", settle, methods=["POST"]),
+        ]
+    )

@@ -1,0 +1,108 @@
+"""``farthing facilitator serve``: the local facilitator as an x402 HTTP service.
+
+It connects to the chain at ``--rpc-url``, lists that chain's network in
+``GET /supported``, and settles with the key in ``--key-file`` (see
+``farthing.paywall.keys`` for the two accepted forms). Once it listens it
+prints one line (``--json``: ``{"url","network","signer"}``), then serves
+until interrupted. The key and the token are never printed.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from farthing.console import emit_json, fail, out_console
+
+__all__ = ["app", "bind_socket", "serve_app"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run an x402 v2 facilitator (verify and settle) on a chain you name.",
+)
+
+
+@app.callback()
+def _group() -> None:
+    """Run an x402 v2 facilitator (verify and settle) on a chain you name."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Listen before announcing: whoever reads the ready line can connect at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_app(asgi_app: object, sock: socket.socket) -> None:
+    """Serve ``asgi_app`` on an already-bound socket until SIGINT or SIGTERM."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        asgi_app,  # type: ignore[arg-type]
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@app.command()
+def serve(
+    rpc_url: Annotated[str, typer.Option("--rpc-url", help="JSON-RPC URL of the chain to settle on.")],
+    key_file: Annotated[
+        Path, typer.Option("--key-file", help="Keystore (v3) or private hex key file that pays gas.")
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0 picks one).")] = 8402,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="Require this bearer token (first line).")
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None, typer.Option("--passphrase-file", help="Keystore passphrase file.")
+    ] = None,
+    rpc_timeout_s: Annotated[float, typer.Option("--rpc-timeout-s", min=0.1, max=300)] = 10.0,
+    receipt_timeout_s: Annotated[float, typer.Option("--receipt-timeout-s", min=0.1, max=600)] = 60.0,
+    margin_s: Annotated[
+        int, typer.Option("--valid-before-margin-s", min=0, max=3600, help="Refuse shorter windows.")
+    ] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
+) -> None:
+    """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON)."""
+    from farthing.wallet.chain import open_chain
+
+    from farthing.paywall.facilitator import LocalFacilitator
+    from farthing.paywall.facilitator_api import facilitator_app
+    from farthing.paywall.keys import load_key_file, load_token_file
+
+    if not rpc_url.startswith(("http://", "https://")):
+        fail(f"--rpc-url must be an http(s):// JSON-RPC URL, got {rpc_url!r}")
+    signer = load_key_file(key_file, passphrase_file=passphrase_file)
+    token = load_token_file(token_file) if token_file is not None else None
+    chain = open_chain(rpc_url, timeout_s=rpc_timeout_s, receipt_timeout_s=receipt_timeout_s)
+    facilitator = LocalFacilitator(chain, signer, valid_before_margin_s=margin_s)
+    asgi = facilitator_app(facilitator, token=token.get_secret_value() if token else None)
+    sock = bind_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{bound_host}:{bound_port}"
+    if as_json:
+        emit_json({"url": url, "network": chain.network, "signer": signer.address})
+    else:
+        auth = " (bearer token required)" if token else ""
+        out_console.print(
+            f"facilitator on {url} settling on {chain.network} as {signer.address}{auth}"
+        )
+    serve_app(asgi, sock)

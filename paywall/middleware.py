@@ -1,0 +1,524 @@
+"""``PaywallMiddleware``: x402 v2 in front of any ASGI app, as pure ASGI.
+
+For a request that matches a :class:`~farthing.paywall.routes.PaidRoute`:
+
+1. no ``PAYMENT-SIGNATURE`` → 402 with ``PAYMENT-REQUIRED`` and a JSON body of
+   the same terms and a human message; an article route runs its handler,
+   buffers the answer and puts only the free preview in that body;
+2. a header that cannot be decoded → 400 with a reason;
+3. verify (the facilitator) → 402 with the reason on refusal, 503 when the
+   chain or facilitator does not answer (the handler is not run);
+4. claim the authorization's nonce in the payment database: a second request
+   with the same payment, concurrent or later, in any process sharing the
+   database, gets 402 ``nonce_already_used`` and never reaches the handler;
+5. run the handler with its response **buffered**: nothing of it reaches the
+   client yet. An exception or a non-2xx answer releases the claim unsettled;
+6. settle; only on success is the buffered response sent, with
+   ``PAYMENT-RESPONSE``. A refused settlement is a 402 with the reason; an
+   unknown outcome (a timeout) is a 503 ``settlement_pending``, recorded as
+   pending and resolved from the chain; the payer retries with the *same*
+   payment header and is never asked to pay twice;
+7. book the revenue (idempotently; a failure leaves it for the sweep).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final
+
+import anyio.to_thread
+from farthing.wallet.money import Asset
+
+from farthing.paywall.books import RevenueBook, SettledPayment
+from farthing.paywall.errors import FacilitatorUnavailableError, PaymentStoreError, PaywallConfigError
+from farthing.paywall.facilitator import Facilitator, ResolvingFacilitator
+from farthing.paywall.preview import split_preview
+from farthing.paywall.pricing import Quote, Rounding
+from farthing.paywall.routes import PaidRoute, PriceRequest, ResolvedRoute, RouteTable
+from farthing.paywall.store import PaymentKey, PaymentRecord, PaymentState, PaymentStore
+from farthing.paywall.wire import (
+    PAYMENT_HEADER_BYTES_MAX,
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    MalformedPayment,
+    PaymentPayload,
+    PaymentRequired,
+    PaymentRequirements,
+    ResourceInfo,
+    SettleResult,
+    decode_payment_signature,
+)
+
+__all__ = ["RESPONSE_BODY_BYTES_MAX_DEFAULT", "PaywallMiddleware", "PaywallOptions"]
+
+RESPONSE_BODY_BYTES_MAX_DEFAULT: Final = 32 * 1024 * 1024
+_EXPOSE: Final = f"{PAYMENT_REQUIRED_HEADER}, {PAYMENT_RESPONSE_HEADER}"
+# Scope extensions that would let a handler write around the buffer.
+_UNBUFFERED_EXTENSIONS: Final = ("http.response.pathsend", "http.response.zerocopy")
+_INT63_MAX: Final = 2**63 - 1
+_FINAL_REFUSALS: Final = (PaymentState.FAILED, PaymentState.EXPIRED)
+
+log = logging.getLogger("farthing.paywall")
+
+Send = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PaywallOptions:
+    """Everything the middleware needs, built and passed in (no globals)."""
+
+    routes: Sequence[PaidRoute]
+    facilitator: Facilitator
+    store: PaymentStore
+    books: RevenueBook | None = None
+    pay_to: str | None = None
+    asset: Asset | None = None
+    rates: Mapping[str, Decimal | str] = field(default_factory=dict)
+    rounding: Rounding = "exact"
+    public_url: str | None = None  # the base of resource URLs; else the Host header
+    payment_header_bytes_max: int = PAYMENT_HEADER_BYTES_MAX
+    response_body_bytes_max: int = RESPONSE_BODY_BYTES_MAX_DEFAULT
+
+
+@dataclass(slots=True)
+class _Buffered:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    route: ResolvedRoute
+    quote: Quote
+    requirements: PaymentRequirements
+    resource: ResourceInfo
+
+    def challenge(self, error: str | None) -> PaymentRequired:
+        return PaymentRequired(self.resource, (self.requirements,), error)
+
+
+class PaywallMiddleware:
+    """Charge for routes with x402 v2; see the module docstring for the order of events."""
+
+    def __init__(self, app: Any, *, options: PaywallOptions) -> None:
+        if not isinstance(options, PaywallOptions):
+            raise PaywallConfigError("options must be a PaywallOptions")
+        if not isinstance(options.facilitator, Facilitator):
+            raise PaywallConfigError("options.facilitator must implement verify, settle and supported")
+        if not isinstance(options.store, PaymentStore):
+            raise PaywallConfigError("options.store must be a PaymentStore")
+        if options.books is not None and not isinstance(options.books, RevenueBook):
+            raise PaywallConfigError("options.books must implement record_settlement")
+        if not 1024 <= options.payment_header_bytes_max <= 1024 * 1024:
+            raise PaywallConfigError("payment_header_bytes_max must be between 1 KiB and 1 MiB")
+        if options.response_body_bytes_max < 1:
+            raise PaywallConfigError("response_body_bytes_max must be positive")
+        if options.public_url is not None and not options.public_url.startswith(("http://", "https://")):
+            raise PaywallConfigError("public_url must start with http:// or https://")
+        self.app = app
+        self.options = options
+        self.routes = RouteTable(
+            options.routes,
+            pay_to=options.pay_to,
+            asset=options.asset,
+            rates=options.rates,
+            rounding=options.rounding,
+        )
+        self.facilitator = options.facilitator
+        self.store = options.store
+        self.books = options.books
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self.routes.match(scope["method"], scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        priced = await self._price(scope, route)
+        header = _header(scope, b"payment-signature")
+        if header is None:
+            await self._challenge(scope, receive, send, priced)
+            return
+        decoded = decode_payment_signature(header, bytes_max=self.options.payment_header_bytes_max)
+        if isinstance(decoded, MalformedPayment):
+            await _send_json(
+                send,
+                400,
+                {"x402Version": 2, "error": decoded.reason, "message": decoded.message},
+            )
+            return
+        try:
+            await self._paid(scope, receive, send, priced, decoded)
+        except FacilitatorUnavailableError as exc:
+            await _send_unavailable(send, "facilitator_unavailable", str(exc))
+        except PaymentStoreError as exc:
+            await _send_unavailable(send, "payment_database_unavailable", str(exc))
+
+    # ------------------------------------------------------------ pricing and the 402
+
+    async def _price(self, scope: dict[str, Any], route: ResolvedRoute) -> _Priced:
+        request = PriceRequest(
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])},
+        )
+        quote = await route.quote(request)
+        requirements = route.requirements(quote)
+        resource = ResourceInfo(
+            url=self._resource_url(scope),
+            description=route.route.description,
+            mime_type=route.route.mime_type,
+        )
+        return _Priced(route, quote, requirements, resource)
+
+    def _resource_url(self, scope: dict[str, Any]) -> str:
+        path = scope["path"]  # ASGI: the full path, root_path included
+        if self.options.public_url:
+            return self.options.public_url.rstrip("/") + path
+        host = _header(scope, b"host") or "localhost"
+        return f"{scope.get('scheme', 'http')}://{host}{path}"
+
+    async def _challenge(self, scope: dict[str, Any], receive: Any, send: Send, priced: _Priced) -> None:
+        extra: dict[str, Any] = {}
+        if priced.route.is_article:
+            try:
+                buffered = await self._run_buffered(scope, receive)
+            except _BodyTooLarge:
+                await _send_json(send, 500, {"error": "response_too_large"})
+                return
+            if not 200 <= buffered.status < 300:
+                await _send_buffered(send, buffered, [])
+                return
+            media_type = _header_of(buffered.headers, b"content-type") or "text/html"
+            text = _decode(bytes(buffered.body), media_type)
+            fraction = priced.route.preview_fraction or Decimal(0)
+            extra = {
+                "preview": split_preview(text, fraction, media_type) if text is not None else "",
+                "previewFraction": str(fraction),
+                "previewMediaType": media_type,
+            }
+        await self._send_402(send, priced, None, "Payment required.", extra)
+
+    async def _send_402(
+        self,
+        send: Send,
+        priced: _Priced,
+        reason: str | None,
+        detail: str,
+        extra: Mapping[str, Any] | None = None,
+        settlement: SettleResult | None = None,
+    ) -> None:
+        challenge = priced.challenge(reason)
+        requirements = priced.requirements
+        message = (
+            f"{detail} This resource costs {priced.quote.describe()}, paid to "
+            f"{requirements.pay_to} on {requirements.network} with an x402 v2 client "
+            f"(scheme exact, header {PAYMENT_REQUIRED_HEADER})."
+        )
+        body: dict[str, Any] = {**challenge.to_wire(), "message": message, "price": _price_terms(priced.quote)}
+        if reason is None:
+            body["error"] = "payment_required"
+        body.update(extra or {})
+        headers = [(PAYMENT_REQUIRED_HEADER.encode(), challenge.header().encode())]
+        if settlement is not None:
+            headers.append((PAYMENT_RESPONSE_HEADER.encode(), settlement.header().encode()))
+        await _send_json(send, 402, body, headers)
+
+    # ------------------------------------------------------------ the paid path
+
+    async def _paid(
+        self, scope: dict[str, Any], receive: Any, send: Send, priced: _Priced, payload: PaymentPayload
+    ) -> None:
+        requirements = priced.requirements
+        auth = payload.authorization
+        key = PaymentKey(requirements.network, requirements.asset, auth.from_address, "0x" + auth.nonce.hex())
+        known = await self._store(self.store.get, key)
+        if known is not None and known.state == PaymentState.PENDING:
+            await self._resume_pending(scope, receive, send, priced, payload, key)
+            return
+        if known is not None and known.state != PaymentState.RELEASED:
+            # A refused settlement keeps its reason; anything else was used.
+            reason = known.reason if known.state in _FINAL_REFUSALS and known.reason else "nonce_already_used"
+            await self._send_402(send, priced, reason, "This payment cannot be used again.")
+            return
+        verified = await self.facilitator.verify(payload, requirements)
+        if not verified.valid:
+            reason = verified.reason or "invalid_payment"
+            await self._send_402(send, priced, reason, f"The payment was refused: {verified.message or reason}.")
+            return
+        claim = await self._store(self.store.claim, self._record(key, priced, payload))
+        if not claim.won:
+            await self._send_402(send, priced, "nonce_already_used", "This payment was already used.")
+            return
+        await self._serve_and_settle(scope, receive, send, priced, payload, key, claim.owner)
+
+    async def _resume_pending(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Send,
+        priced: _Priced,
+        payload: PaymentPayload,
+        key: PaymentKey,
+    ) -> None:
+        """A retry of a payment whose settlement outcome was unknown: read the chain first."""
+        claim = await self._store(self.store.reclaim_pending, key)
+        if not claim.won:
+            await self._send_402(send, priced, "nonce_already_used", "This payment is already being settled.")
+            return
+        record = claim.existing or await self._store(self.store.get, key)
+        requirements = priced.requirements
+        if isinstance(self.facilitator, ResolvingFacilitator):
+            try:
+                resolved = await self.facilitator.resolve(
+                    requirements, payload.payer, payload.authorization.nonce, record.tx_hash if record else None
+                )
+            except FacilitatorUnavailableError:
+                await self._store(self.store.mark_pending, key, claim.owner, reason="settlement_unknown", tx_hash=None)
+                raise
+            if resolved is not None and resolved.success:
+                await self._store(
+                    self.store.mark_settled, key, claim.owner, tx_hash=resolved.transaction,
+                    block_number=resolved.block_number,
+                )
+                await self._book(priced, payload, key, resolved)
+                buffered = await self._run_buffered(scope, receive)
+                await _send_buffered(send, buffered, _paid_headers(resolved))
+                return
+            if resolved is not None:
+                await self._store(self.store.mark_failed, key, claim.owner, reason=resolved.reason or "failed")
+                await self._send_402(send, priced, resolved.reason, "The payment was not settled.", settlement=resolved)
+                return
+        # The nonce is unused on-chain (or the facilitator resolves on its own):
+        # settle again; the facilitator re-reads the nonce before any resubmission.
+        await self._serve_and_settle(scope, receive, send, priced, payload, key, claim.owner)
+
+    async def _serve_and_settle(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Send,
+        priced: _Priced,
+        payload: PaymentPayload,
+        key: PaymentKey,
+        owner: str,
+    ) -> None:
+        try:
+            buffered = await self._run_buffered(scope, receive)
+        except _BodyTooLarge:
+            await self._store(self.store.release, key, owner)
+            await _send_json(send, 500, {"error": "response_too_large"})
+            return
+        except BaseException:
+            # The handler failed: give the claim back unsettled, then let the
+            # server report the error as it would without a paywall.
+            with anyio.CancelScope(shield=True):
+                await self._store(self.store.release, key, owner)
+            raise
+        if not 200 <= buffered.status < 300:
+            await self._store(self.store.release, key, owner)
+            await _send_buffered(send, buffered, [])
+            return
+        try:
+            settled = await self.facilitator.settle(payload, priced.requirements)
+        except FacilitatorUnavailableError:
+            # It may or may not have been sent: pending, resolved from the chain.
+            await self._store(self.store.mark_pending, key, owner, reason="settlement_unknown", tx_hash=None)
+            raise
+        if settled.success:
+            await self._store(
+                self.store.mark_settled, key, owner, tx_hash=settled.transaction, block_number=settled.block_number
+            )
+            await self._book(priced, payload, key, settled)
+            await _send_buffered(send, buffered, _paid_headers(settled))
+            return
+        if settled.pending:
+            await self._store(
+                self.store.mark_pending, key, owner, reason="settlement_pending", tx_hash=settled.transaction or None
+            )
+            await _send_unavailable(
+                send,
+                "settlement_pending",
+                "The payment was sent to the chain but its outcome is not known yet. Retry with the "
+                "same payment header: it will not be charged twice. Do not sign a new payment.",
+                [(PAYMENT_RESPONSE_HEADER.encode(), settled.header().encode())],
+            )
+            return
+        await self._store(self.store.mark_failed, key, owner, reason=settled.reason or "settlement_failed")
+        await self._send_402(
+            send,
+            priced,
+            settled.reason or "settlement_failed",
+            f"The payment could not be settled: {settled.message or settled.reason}.",
+            settlement=settled,
+        )
+
+    # ------------------------------------------------------------ helpers
+
+    def _record(self, key: PaymentKey, priced: _Priced, payload: PaymentPayload) -> PaymentRecord:
+        auth = payload.authorization
+        return PaymentRecord(
+            key=key,
+            state=PaymentState.CLAIMED,
+            owner="",
+            pay_to=priced.requirements.pay_to,
+            amount=priced.requirements.amount,
+            route=priced.route.route.path,
+            resource=priced.resource.url,
+            valid_after=min(auth.valid_after, _INT63_MAX),
+            valid_before=min(auth.valid_before, _INT63_MAX),
+            fiat_currency=priced.quote.fiat_currency,
+            fiat_rate=priced.quote.fiat_rate,
+        )
+
+    async def _store(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
+
+    async def _book(self, priced: _Priced, payload: PaymentPayload, key: PaymentKey, settled: SettleResult) -> None:
+        if self.books is None:
+            return
+        books = self.books
+        auth = payload.authorization
+        asset = priced.quote.asset
+        payment = SettledPayment(
+            network=key.network,
+            token=key.token,
+            decimals=asset.decimals,
+            symbol=asset.symbol,
+            payer=key.payer,
+            pay_to=priced.requirements.pay_to,
+            nonce=key.nonce,
+            amount=priced.requirements.amount,
+            tx_hash=settled.transaction,
+            block_number=settled.block_number,
+            route=priced.route.route.path,
+            resource=priced.resource.url,
+            valid_after=auth.valid_after,
+            valid_before=auth.valid_before,
+            fiat_currency=priced.quote.fiat_currency,
+            fiat_rate=priced.quote.fiat_rate,
+        )
+        try:
+            result = await anyio.to_thread.run_sync(books.record_settlement, payment)
+            if result.booked:
+                await self._store(self.store.mark_booked, key)
+            else:
+                log.warning("revenue for %s not booked: %s", settled.transaction, result.reason)
+        except Exception as exc:  # the payer paid: deliver, and leave it for the sweep
+            log.warning("revenue for %s not booked yet: %s", settled.transaction, exc)
+
+    async def _run_buffered(self, scope: dict[str, Any], receive: Any) -> _Buffered:
+        """Run the app with every byte of its answer kept here, none sent."""
+        buffered = _Buffered()
+        limit = self.options.response_body_bytes_max
+        inner = dict(scope)
+        inner["extensions"] = {
+            k: v for k, v in (scope.get("extensions") or {}).items() if k not in _UNBUFFERED_EXTENSIONS
+        }
+
+        async def capture(message: dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                buffered.status = int(message["status"])
+                buffered.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            elif kind == "http.response.body":
+                buffered.body += message.get("body", b"")
+                if len(buffered.body) > limit:
+                    raise _BodyTooLarge()
+
+        await self.app(inner, receive, capture)
+        if buffered.status == 0:
+            raise RuntimeError("the app finished without starting a response")
+        return buffered
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _header_of(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _decode(body: bytes, media_type: str) -> str | None:
+    charset = "utf-8"
+    for part in media_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "charset" and value:
+            charset = value.strip('"')
+    try:
+        return body.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        return None
+
+
+def _price_terms(quote: Quote) -> dict[str, Any]:
+    terms: dict[str, Any] = {
+        "amount": str(quote.amount),
+        "display": quote.asset.format(quote.amount),
+        "asset": quote.asset.address,
+        "network": quote.asset.network,
+    }
+    if quote.fiat_currency is not None:
+        terms["fiatCurrency"] = quote.fiat_currency
+        terms["fiatAmount"] = str(quote.fiat_amount)
+        terms["fiatRate"] = str(quote.fiat_rate)
+    return terms
+
+
+def _paid_headers(settled: SettleResult) -> list[tuple[bytes, bytes]]:
+    return [(PAYMENT_RESPONSE_HEADER.encode(), settled.header().encode())]
+
+
+async def _send_buffered(send: Send, buffered: _Buffered, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = list(buffered.headers)
+    if extra:
+        cache = _header_of(headers, b"cache-control")
+        headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+        # Paid content must never be served from a shared cache to someone else.
+        headers.append((b"cache-control", b"private" if not cache else f"private, {cache}".encode()))
+        headers.append((b"access-control-expose-headers", _EXPOSE.encode()))
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": buffered.status, "headers": headers})
+    await send({"type": "http.response.body", "body": bytes(buffered.body), "more_body": False})
+
+
+async def _send_json(
+    send: Send, status: int, body: Mapping[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"access-control-expose-headers", _EXPOSE.encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+async def _send_unavailable(
+    send: Send, reason: str, message: str, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    await _send_json(
+        send, 503, {"error": reason, "message": message}, [(b"retry-after", b"5"), *extra]
+    )

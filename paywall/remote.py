@@ -1,0 +1,139 @@
+"""A facilitator reached over HTTP: ours (``farthing facilitator serve``) or any x402 one.
+
+It speaks the x402 v2 facilitator API (``GET /supported``, ``POST /verify``,
+``POST /settle``, camelCase JSON) with an explicit ``httpx`` timeout and
+connection limits. Payment outcomes come back as values; a facilitator that
+does not answer, answers a status other than 200, or answers something that is
+not a verify/settle response raises ``FacilitatorUnavailableError`` (a 503 at
+the paywall). The official SDK's reason codes are mapped to Farthing's, so the
+payer sees the same reasons whichever facilitator is behind the paywall.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import httpx
+from farthing.wallet.errors import AuthorizationError
+
+from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
+from farthing.paywall.facilitator import Supported
+from farthing.paywall.wire import X402_VERSION, PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
+
+__all__ = ["X402_REASONS", "RemoteFacilitator"]
+
+# The x402 SDK's exact-EVM codes, as Farthing's reasons.
+X402_REASONS: Final = {
+    "invalid_exact_evm_nonce_already_used": "nonce_already_used",
+    "invalid_exact_evm_insufficient_balance": "insufficient_balance",
+    "invalid_exact_evm_payload_signature": "invalid_signature",
+    "invalid_exact_evm_payload_authorization_valid_before": "authorization_expired",
+    "invalid_exact_evm_payload_authorization_valid_after": "authorization_not_yet_valid",
+    "invalid_exact_evm_payload_recipient_mismatch": "pay_to_mismatch",
+    "invalid_exact_evm_payload_authorization_value_mismatch": "amount_mismatch",
+}
+
+
+class RemoteFacilitator:
+    """An x402 v2 facilitator at ``url``, with an optional bearer token."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        connections_max: int = 64,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise PaywallConfigError(f"a facilitator URL must be http(s)://, got {url!r}")
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+            limits=httpx.Limits(
+                max_connections=connections_max, max_keepalive_connections=connections_max
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"RemoteFacilitator({self.url!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = await self._client.request(method, path, json=body)
+        except httpx.TimeoutException:
+            raise FacilitatorUnavailableError(f"the facilitator at {self.url} timed out") from None
+        except httpx.HTTPError:
+            raise FacilitatorUnavailableError(f"the facilitator at {self.url} did not answer") from None
+        if response.status_code != 200:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} answered HTTP {response.status_code} to {path}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} answered {path} with something that is not JSON"
+            ) from None
+
+    @staticmethod
+    def _body(payload: PaymentPayload, requirements: PaymentRequirements) -> dict[str, Any]:
+        return {
+            "x402Version": X402_VERSION,
+            "paymentPayload": payload.to_wire(),
+            "paymentRequirements": requirements.to_wire(),
+        }
+
+    async def verify(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResult:
+        data = await self._call("POST", "/verify", self._body(payload, requirements))
+        try:
+            result = VerifyResult.from_wire(data)
+        except AuthorizationError:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} sent a malformed verify response"
+            ) from None
+        if result.reason in X402_REASONS:
+            return VerifyResult(result.valid, X402_REASONS[result.reason], result.payer, result.message)
+        return result
+
+    async def settle(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> SettleResult:
+        data = await self._call("POST", "/settle", self._body(payload, requirements))
+        try:
+            result = SettleResult.from_wire(data)
+        except AuthorizationError:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} sent a malformed settle response"
+            ) from None
+        if result.reason in X402_REASONS:
+            return SettleResult(
+                result.success,
+                result.network,
+                result.transaction,
+                result.payer,
+                result.amount,
+                X402_REASONS[result.reason],
+                result.message,
+            )
+        return result
+
+    async def supported(self) -> Supported:
+        data = await self._call("GET", "/supported")
+        kinds = data.get("kinds") if isinstance(data, dict) else None
+        if not isinstance(kinds, list):
+            raise FacilitatorUnavailableError(f"the facilitator at {self.url} lists no kinds")
+        networks = tuple(
+            k["network"] for k in kinds if isinstance(k, dict) and isinstance(k.get("network"), str)
+        )
+        signers = data.get("signers") if isinstance(data.get("signers"), dict) else {}
+        addresses = tuple(a for group in signers.values() if isinstance(group, list) for a in group)
+        return Supported(networks, addresses)
