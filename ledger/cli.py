@@ -28,6 +28,7 @@ from farthing.ledger.report import (
     revenue_report,
     spend_report,
 )
+from farthing.ledger.reconcile_cli import reconcile_command
 from farthing.ledger.repository import expire_pending
 from farthing.ledger.settings import LedgerSettings
 from farthing.ledger.verification import verify
@@ -291,3 +292,8 @@ def expire(database_url: DatabaseUrl = None, as_json: JsonFlag = False) -> None:
         emit_json({"expired": total})
     else:
         out_console.print(f"expired {total} pending transfers")
+
+
+# Registered here so that `farthing ledger --help` lists it; the command
+# lives in its own module because it reaches for the chain.
+app.command("reconcile")(reconcile_command)

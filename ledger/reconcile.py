@@ -250,9 +250,11 @@ def load_payments(*, session: Session, network: str, token_address: str) -> list
     )
     result: list[LedgerPayment] = []
     for row in session.execute(query.order_by(t.c.timestamp_ns)):
+        # A posted two-phase payment is known by its payment id (the pending
+        # transfer's id), the id the payer saved before signing.
         result.append(
             LedgerPayment(
-                transfer_id=row.id,
+                transfer_id=row.pending_id if row.pending_id is not None else row.id,
                 posted=not row.flags & TransferFlags.PENDING,
                 amount=row.amount,
                 payer_address=row.payer_address,

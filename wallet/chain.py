@@ -23,6 +23,7 @@ the wall clock. Read the chain's time with :meth:`Chain.timestamp`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,16 +37,16 @@ from eth_tester.exceptions import TransactionFailed
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
-from farthing.wallet.address import checksum
-from farthing.wallet.errors import ChainError, ChainUnavailableError
-from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
-from farthing.wallet.revert import reason_for_revert, revert_message
-from farthing.wallet.signer import LocalSigner, TxSigner
 from pydantic import SecretStr
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from farthing.invariant import invariant
+from farthing.wallet.address import checksum
+from farthing.wallet.errors import ChainError, ChainUnavailableError
+from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
+from farthing.wallet.revert import reason_for_revert, revert_message
+from farthing.wallet.signer import LocalSigner, TxSigner
 
 __all__ = [
     "ANVIL_DEV_MNEMONIC",
@@ -60,6 +61,7 @@ __all__ = [
     "RpcChain",
     "TransferEvent",
     "TxResult",
+    "address_topic",
     "anvil_dev_accounts",
     "open_chain",
 ]
@@ -213,9 +215,16 @@ class Chain:
             return int(self.w3.eth.block_number)
 
     def timestamp(self) -> int:
-        """The latest block's timestamp: the chain's own clock."""
+        """The chain's clock: the time its next block will carry, in unix seconds.
+
+        That is the later of the latest block's timestamp and the wall clock:
+        a dev chain mines only when asked, so its latest block can be minutes
+        old, while the memory chain's blocks can run ahead of the wall clock.
+        Authorization windows built on this are valid when they are submitted.
+        """
         with self._rpc_errors():
-            return int(self.w3.eth.get_block("latest")["timestamp"])
+            latest = int(self.w3.eth.get_block("latest")["timestamp"])
+        return max(latest, int(time.time()))
 
     def native_balance(self, address: str) -> int:
         """The account's balance of the native coin (ETH), in wei."""
@@ -250,6 +259,33 @@ class Chain:
         (used,) = abi_decode(["bool"], result.return_data)
         return bool(used)
 
+    def logs(
+        self,
+        address: str,
+        topics: list[Any],
+        from_block: int,
+        to_block: int | None = None,
+    ) -> list[LogEntry]:
+        """Event logs of one contract matching ``topics``, oldest first.
+
+        ``topics`` follows ``eth_getLogs``: a list by position, where ``None``
+        matches anything and a list matches any of its items. Long ranges are
+        fetched in spans of ``log_block_span_max`` blocks, as public RPCs
+        refuse large ranges.
+        """
+        address = checksum(address)
+        last = self.block_number() if to_block is None else to_block
+        found: list[LogEntry] = []
+        start = max(0, from_block)
+        while start <= last:
+            end = min(last, start + self.log_block_span_max - 1)
+            params = {"address": address, "fromBlock": start, "toBlock": end, "topics": topics}
+            with self._rpc_errors():
+                raw = self.w3.eth.get_logs(cast(Any, params))
+            found.extend(_log_entry(log) for log in raw)
+            start = end + 1
+        return sorted(found, key=lambda e: (e.block_number, e.log_index))
+
     def transfer_events(
         self,
         token: str,
@@ -259,31 +295,21 @@ class Chain:
     ) -> list[TransferEvent]:
         """ERC-20 ``Transfer`` logs of ``token`` in a block range, oldest first.
 
-        With ``addresses``, only transfers from or to one of them. Long ranges
-        are fetched in spans of ``log_block_span_max`` blocks, as public RPCs
-        refuse large ``eth_getLogs`` ranges.
+        With ``addresses``, only transfers from or to one of them.
         """
-        token = checksum(token)
         last = self.block_number() if to_block is None else to_block
         topic_sets: list[list[Any]]
         if addresses:
-            wanted = [_hex(bytes(12) + bytes.fromhex(checksum(a)[2:])) for a in addresses]
+            wanted = [address_topic(a) for a in addresses]
             topic_sets = [[_hex(TRANSFER_TOPIC), wanted], [_hex(TRANSFER_TOPIC), None, wanted]]
         else:
             topic_sets = [[_hex(TRANSFER_TOPIC)]]
         found: dict[tuple[str, int], TransferEvent] = {}
-        start = from_block
-        while start <= last:
-            end = min(last, start + self.log_block_span_max - 1)
-            for topics in topic_sets:
-                params = {"address": token, "fromBlock": start, "toBlock": end, "topics": topics}
-                with self._rpc_errors():
-                    logs = self.w3.eth.get_logs(cast(Any, params))
-                for log in logs:
-                    event = _transfer_event(log)
-                    if event is not None:
-                        found[(event.tx_hash, event.log_index)] = event
-            start = end + 1
+        for topics in topic_sets:
+            for log in self.logs(token, topics, from_block, last):
+                event = _transfer_event(log)
+                if event is not None:
+                    found[(event.tx_hash, event.log_index)] = event
         return sorted(found.values(), key=lambda e: (e.block_number, e.log_index))
 
     # ------------------------------------------------------------ writes
@@ -375,17 +401,7 @@ class Chain:
         return int(self.w3.eth.get_transaction_count(checksum(address), "pending"))
 
     def _result_from_receipt(self, tx: dict[str, Any], tx_hash: str, receipt: Any) -> TxResult:
-        logs = tuple(
-            LogEntry(
-                address=to_checksum_address(log["address"]),
-                topics=tuple(bytes(t) for t in log["topics"]),
-                data=bytes(log["data"]),
-                log_index=int(log["logIndex"]),
-                block_number=int(log["blockNumber"]),
-                tx_hash=tx_hash,
-            )
-            for log in receipt["logs"]
-        )
+        logs = tuple(_log_entry(log) for log in receipt["logs"])
         block = int(receipt["blockNumber"])
         gas_used = int(receipt["gasUsed"])
         created = receipt.get("contractAddress")
@@ -532,18 +548,33 @@ def open_chain(
 # ---------------------------------------------------------------- helpers
 
 
-def _transfer_event(log: Any) -> TransferEvent | None:
-    topics = log["topics"]
-    if len(topics) != 3 or bytes(topics[0]) != TRANSFER_TOPIC:
-        return None
-    return TransferEvent(
-        token=to_checksum_address(log["address"]),
-        tx_hash=_hex(log["transactionHash"]),
+def address_topic(address: str) -> str:
+    """An address as a 32-byte log topic, 0x-hex."""
+    return _hex(bytes(12) + bytes.fromhex(checksum(address)[2:]))
+
+
+def _log_entry(log: Any) -> LogEntry:
+    return LogEntry(
+        address=to_checksum_address(log["address"]),
+        topics=tuple(bytes(t) for t in log["topics"]),
+        data=bytes(log["data"]),
         log_index=int(log["logIndex"]),
         block_number=int(log["blockNumber"]),
-        from_address=to_checksum_address(bytes(topics[1])[-20:]),
-        to=to_checksum_address(bytes(topics[2])[-20:]),
-        value=int.from_bytes(bytes(log["data"]), "big"),
+        tx_hash=_hex(log["transactionHash"]),
+    )
+
+
+def _transfer_event(log: LogEntry) -> TransferEvent | None:
+    if len(log.topics) != 3 or log.topics[0] != TRANSFER_TOPIC:
+        return None
+    return TransferEvent(
+        token=log.address,
+        tx_hash=log.tx_hash,
+        log_index=log.log_index,
+        block_number=log.block_number,
+        from_address=to_checksum_address(log.topics[1][-20:]),
+        to=to_checksum_address(log.topics[2][-20:]),
+        value=int.from_bytes(log.data, "big"),
     )
 
 

@@ -21,18 +21,21 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+
 from farthing.contracts import load_artifact
+from farthing.invariant import invariant
 from farthing.wallet.address import checksum
-from farthing.wallet.chain import Call, Chain, TransferEvent, TxResult
-from farthing.wallet.revert import reason_for_revert
+from farthing.wallet.chain import Call, Chain, TransferEvent, TxResult, address_topic
 from farthing.wallet.errors import DeploymentError
 from farthing.wallet.money import UINT256_MAX, Asset
+from farthing.wallet.revert import reason_for_revert
 from farthing.wallet.signer import TxSigner
 
-from farthing.invariant import invariant
-
 __all__ = [
+    "AUTHORIZATION_CANCELED_TOPIC",
     "AUTHORIZATION_SETTLED_TOPIC",
+    "AUTHORIZATION_USED_TOPIC",
+    "AuthorizationOutcome",
     "BatchItemResult",
     "BatchSettlement",
     "BatchSettler",
@@ -79,6 +82,8 @@ SIGNATURES: dict[str, str] = {
     "settle": f"settle(address,{_BATCH_ITEM}[])",
 }
 
+AUTHORIZATION_USED_TOPIC = keccak(text="AuthorizationUsed(address,bytes32)")
+AUTHORIZATION_CANCELED_TOPIC = keccak(text="AuthorizationCanceled(address,bytes32)")
 AUTHORIZATION_SETTLED_TOPIC = keccak(
     text="AuthorizationSettled(address,address,bytes32,uint256,bool,string)"
 )
@@ -97,6 +102,20 @@ class AuthorizationLike(Protocol):
     def valid_before(self) -> int: ...
     @property
     def nonce(self) -> bytes | str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationOutcome:
+    """What the chain says about one EIP-3009 nonce.
+
+    ``state`` is ``used`` (money moved, in ``tx_hash``), ``canceled``,
+    ``unused``, or ``spent_outside_range`` (used or cancelled, but no log in
+    the blocks searched).
+    """
+
+    state: Literal["used", "canceled", "unused", "spent_outside_range"]
+    tx_hash: str | None = None
+    block_number: int | None = None
 
 
 class SignedAuthorizationLike(Protocol):
@@ -280,6 +299,32 @@ class Stablecoin:
     def authorization_state(self, authorizer: str, nonce: bytes | str) -> bool:
         """True once the EIP-3009 nonce is used or cancelled."""
         return self.chain.authorization_state(self.address, authorizer, _bytes32(nonce))
+
+    def authorization_outcome(
+        self,
+        authorizer: str,
+        nonce: bytes | str,
+        *,
+        from_block: int = 0,
+        to_block: int | None = None,
+    ) -> AuthorizationOutcome:
+        """What became of an authorization: used (and where), cancelled, or unused.
+
+        ``authorizationState`` alone cannot tell a used nonce from a cancelled
+        one, and only a used one moved money, so the token's
+        ``AuthorizationUsed`` and ``AuthorizationCanceled`` logs decide.
+        """
+        raw_nonce = _bytes32(nonce)
+        if not self.authorization_state(authorizer, raw_nonce):
+            return AuthorizationOutcome("unused")
+        topics = [None, address_topic(authorizer), "0x" + raw_nonce.hex()]
+        for log in self.chain.logs(self.address, topics, from_block, to_block):
+            if log.topics[0] == AUTHORIZATION_USED_TOPIC:
+                return AuthorizationOutcome("used", log.tx_hash, log.block_number)
+            if log.topics[0] == AUTHORIZATION_CANCELED_TOPIC:
+                return AuthorizationOutcome("canceled", log.tx_hash, log.block_number)
+        # Used or cancelled outside the scanned blocks: known to be spent, not how.
+        return AuthorizationOutcome("spent_outside_range")
 
     def transfer_events(
         self, from_block: int, to_block: int | None = None, addresses: Sequence[str] | None = None
