@@ -240,7 +240,9 @@ def free_port() -> int:
 def serve_in_thread(app: Any) -> Iterator[str]:
     """A real uvicorn on 127.0.0.1 in a background thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", loop="asyncio"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
