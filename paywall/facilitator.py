@@ -306,6 +306,19 @@ class LocalFacilitator:
                 resolved = self.resolve_sync(requirements, auth.from_address, auth.nonce, previous_tx)
                 if resolved is not None:
                     return resolved
+                if previous_tx and _waiting(self.chain.w3, previous_tx):
+                    # Still in the node's pool: a second submission would only
+                    # burn gas (the nonce can move money once). Keep waiting.
+                    return SettleResult(
+                        False,
+                        requirements.network,
+                        previous_tx,
+                        auth.from_address,
+                        requirements.amount,
+                        "settlement_pending",
+                        "the settlement is still waiting to be mined; retry with the same payment",
+                        pending=True,
+                    )
             # Re-read the nonce right before sending: never submit an
             # authorization the chain already consumed.
             if token.authorization_state(auth.from_address, auth.nonce):
@@ -455,6 +468,15 @@ def _receipt(w3: Any, tx_hash: str) -> Any:
         return w3.eth.get_transaction_receipt(tx_hash)
     except TransactionNotFound:
         return None
+
+
+def _waiting(w3: Any, tx_hash: str) -> bool:
+    """True if the node knows ``tx_hash`` but has not mined it."""
+    try:
+        tx = w3.eth.get_transaction(tx_hash)
+    except TransactionNotFound:
+        return False
+    return tx.get("blockNumber") is None
 
 
 def _logs(receipt: Any, tx_hash: str) -> list[LogEntry]:
