@@ -41,6 +41,10 @@ _SUBCOMMANDS: dict[str, _SubCommand] = {
     "demo": _SubCommand("farthing.demo", "app", "Run the end-to-end demo on embedded defaults."),
     "chain": _SubCommand("farthing.wallet.chain_cli", "app", "Run and inspect local chains."),
     "wallet": _SubCommand("farthing.wallet.cli", "app", "Create keys, check balances, fund and send."),
+    "paywall": _SubCommand("farthing.paywall.cli", "app", "Serve a paywalled reverse proxy (x402 v2)."),
+    "facilitator": _SubCommand(
+        "farthing.paywall.facilitator_cli", "app", "Run an x402 v2 facilitator on a chain."
+    ),
     "ledger": _SubCommand(
         "farthing.ledger.cli", "app", "Books: budgets, reports, export and audit verification."
     ),

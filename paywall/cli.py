@@ -1,0 +1,201 @@
+"""``farthing paywall serve|resolve``: a paywalled reverse proxy, and its sweep.
+
+``serve`` puts :class:`~farthing.paywall.middleware.PaywallMiddleware` in
+front of ``--upstream``, with routes from ``--config FILE`` and/or
+``--route "GET /api/** 0.01 USDC"``. Payments are verified and settled by the
+in-process facilitator (``--rpc-url`` and ``--key-file``) or by a remote one
+(``--facilitator-url``). Once it listens it prints one line (``--json``:
+``{"url","upstream","network","routes"}``).
+
+``resolve`` runs the sweep of ``farthing.paywall.resolve``: pending payments
+are settled, failed or expired from what the chain says, and unbooked revenue
+is booked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from farthing.console import emit_json, fail, out_console
+
+__all__ = ["app", "build_paywall", "default_database_url"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Charge for a website or API with x402 v2, as a reverse proxy.",
+)
+
+
+def default_database_url() -> str:
+    """``sqlite:///$FARTHING_DATA_DIR/paywall.sqlite`` (``~/.farthing`` by default)."""
+    data_dir = Path(os.environ.get("FARTHING_DATA_DIR") or Path.home() / ".farthing").expanduser()
+    return f"sqlite:///{data_dir / 'paywall.sqlite'}"
+
+
+def _rates(pairs: list[str]) -> dict[str, str]:
+    rates = {}
+    for pair in pairs:
+        currency, sep, rate = pair.partition("=")
+        if not sep or not currency.strip() or not rate.strip():
+            fail(f"--rate wants CURRENCY=RATE (asset units per one unit), got {pair!r}")
+        rates[currency.strip().upper()] = rate.strip()
+    return rates
+
+
+@app.command()
+def serve(
+    upstream: Annotated[str | None, typer.Option("--upstream", help="The site to put behind the paywall.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")] = None,
+    route: Annotated[
+        list[str] | None, typer.Option("--route", help="'[METHODS] PATH PRICE', repeatable.")
+    ] = None,
+    pay_to: Annotated[str | None, typer.Option("--pay-to", help="Default payee address.")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Token address (read from the chain).")] = None,
+    rate: Annotated[list[str] | None, typer.Option("--rate", help="CURRENCY=RATE, repeatable.")] = None,
+    rpc_url: Annotated[str | None, typer.Option("--rpc-url", help="Chain JSON-RPC URL.")] = None,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Key that settles (local facilitator).")] = None,
+    facilitator_url: Annotated[str | None, typer.Option("--facilitator-url", help="A remote facilitator.")] = None,
+    facilitator_token_file: Annotated[Path | None, typer.Option("--facilitator-token-file")] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="Payment records.")] = None,
+    ledger_database_url: Annotated[
+        str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
+    ] = None,
+    public_url: Annotated[str | None, typer.Option("--public-url", help="Base of resource URLs.")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
+) -> None:
+    """Serve UPSTREAM behind the paywall."""
+    from farthing.paywall.config import ServeConfig, load_config, parse_route_flag
+    from farthing.paywall.facilitator_cli import bind_socket, serve_app
+
+    base = load_config(config) if config is not None else ServeConfig()
+    settings = base.with_flags(
+        upstream=upstream,
+        pay_to=pay_to,
+        token=token,
+        rpc_url=rpc_url,
+        key_file=key_file,
+        facilitator_url=facilitator_url,
+        facilitator_token_file=facilitator_token_file,
+        database_url=database_url,
+        ledger_database_url=ledger_database_url,
+        public_url=public_url,
+        rates=_rates(rate or []),
+        routes=[parse_route_flag(text) for text in route or []],
+    )
+    paywall, network = build_paywall(settings)
+    sock = bind_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{bound_host}:{bound_port}"
+    routes = [f"{','.join(r.methods)} {r.path}" for r in settings.routes]
+    if as_json:
+        emit_json({"url": url, "upstream": settings.upstream, "network": network, "routes": routes})
+    else:
+        out_console.print(f"paywall on {url} in front of {settings.upstream} ({network}): {', '.join(routes)}")
+    serve_app(paywall, sock)
+
+
+def build_paywall(settings: Any) -> tuple[Any, str]:
+    """The proxy behind the middleware, from checked settings; returns it and its network."""
+    from farthing.wallet.chain import open_chain
+    from farthing.wallet.token import read_asset
+
+    from farthing.paywall.books import LedgerRevenueBook
+    from farthing.paywall.facilitator import LocalFacilitator
+    from farthing.paywall.keys import load_key_file, load_token_file
+    from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
+    from farthing.paywall.proxy import ReverseProxy
+    from farthing.paywall.remote import RemoteFacilitator
+    from farthing.paywall.store import PaymentStore
+
+    if not settings.upstream:
+        fail("no upstream: pass --upstream URL or set upstream in the config file")
+    if not settings.routes:
+        fail("no paid routes: pass --route 'GET /path 0.01 USDC' or add [[routes]] to the config file")
+    if not settings.pay_to:
+        fail("no payee: pass --pay-to ADDRESS or set pay_to in the config file")
+    if not settings.rpc_url or not settings.token:
+        fail("the token is described by the chain: pass --rpc-url and --token")
+    chain = open_chain(settings.rpc_url)
+    asset = read_asset(chain, settings.token)
+    facilitator: Any
+    if settings.facilitator_url:
+        bearer = (
+            load_token_file(settings.facilitator_token_file).get_secret_value()
+            if settings.facilitator_token_file
+            else None
+        )
+        facilitator = RemoteFacilitator(settings.facilitator_url, token=bearer)
+    else:
+        if settings.key_file is None:
+            fail("the local facilitator settles on-chain: pass --key-file (or --facilitator-url)")
+        facilitator = LocalFacilitator(chain, load_key_file(settings.key_file))
+    books = None
+    if settings.ledger_database_url:
+        from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
+
+        database = LedgerDatabase(LedgerSettings(database_url=settings.ledger_database_url))
+        upgrade_database(database)
+        books = LedgerRevenueBook(database)
+    if settings.rounding not in ("exact", "up"):
+        fail(f"rounding must be 'exact' or 'up', got {settings.rounding!r}")
+    options = PaywallOptions(
+        routes=list(settings.routes),
+        facilitator=facilitator,
+        store=PaymentStore(settings.database_url or default_database_url()),
+        books=books,
+        pay_to=settings.pay_to,
+        asset=asset,
+        rates=settings.rates,
+        rounding=settings.rounding,
+        public_url=settings.public_url,
+    )
+    return PaywallMiddleware(ReverseProxy(settings.upstream), options=options), chain.network
+
+
+@app.command()
+def resolve(
+    rpc_url: Annotated[str, typer.Option("--rpc-url", help="Chain JSON-RPC URL.")],
+    database_url: Annotated[str | None, typer.Option("--database-url", help="Payment records.")] = None,
+    ledger_database_url: Annotated[
+        str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Resolve pending payments from the chain and book unbooked revenue."""
+    from farthing.wallet.chain import open_chain
+    from farthing.wallet.signer import LocalSigner
+
+    from farthing.paywall.books import LedgerRevenueBook
+    from farthing.paywall.facilitator import LocalFacilitator
+    from farthing.paywall.resolve import sweep
+    from farthing.paywall.store import PaymentStore
+
+    chain = open_chain(rpc_url)
+    # Resolution only reads the chain; this throwaway key never signs anything.
+    facilitator = LocalFacilitator(chain, LocalSigner.generate())
+    books = None
+    if ledger_database_url:
+        from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
+
+        database = LedgerDatabase(LedgerSettings(database_url=ledger_database_url))
+        upgrade_database(database)
+        books = LedgerRevenueBook(database)
+    report = sweep(PaymentStore(database_url or default_database_url()), facilitator, books)
+    counts = {
+        "settled": report.settled,
+        "failed": report.failed,
+        "expired": report.expired,
+        "still_pending": report.still_pending,
+        "booked": report.booked,
+    }
+    if as_json:
+        emit_json(counts)
+    else:
+        out_console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))

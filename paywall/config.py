@@ -1,0 +1,177 @@
+"""The configuration of ``farthing paywall serve``: a TOML file, flags on top.
+
+::
+
+    upstream = "http://127.0.0.1:8000"      # the site being paywalled
+    pay_to = "0x…"                           # default payee
+    token = "0x…"                            # default asset, described by the chain at rpc_url
+    rpc_url = "http://127.0.0.1:8545"
+    key_file = "relayer.key"                 # local facilitator (default) …
+    # facilitator_url = "http://…"           # … or a remote one
+    # facilitator_token_file = "token"
+    database_url = "sqlite:///paywall.sqlite"
+    ledger_database_url = "sqlite:///ledger.sqlite"   # optional: book revenue
+    rounding = "exact"                       # or "up" (see farthing.paywall.pricing)
+
+    [rates]
+    CNY = "0.1385"                           # asset units per one CNY, as text
+
+    [[routes]]
+    path = "/articles/*"
+    price = "0.01 USDC"
+    preview_fraction = "0.3"                 # an article route
+    [[routes]]
+    path = "/api/**"
+    methods = ["GET", "POST"]
+    price = "0.1 CNY"
+
+Paths in the file are relative to the file. Every value is checked here, so a
+mistake is one clear line at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+
+from farthing.paywall.errors import PaywallConfigError
+from farthing.paywall.routes import PaidRoute
+
+__all__ = ["ServeConfig", "load_config", "parse_route_flag"]
+
+_ROUTE_FLAG_RE: Final = re.compile(r"^\s*(?:(?P<methods>[A-Z]+(?:,[A-Z]+)*)\s+)?(?P<path>/\S*)\s+(?P<price>.+?)\s*$")
+_KNOWN_KEYS: Final = frozenset(
+    {
+        "upstream", "pay_to", "token", "rpc_url", "key_file", "facilitator_url",
+        "facilitator_token_file", "database_url", "ledger_database_url", "rounding",
+        "rates", "routes", "public_url",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``farthing paywall serve`` needs to build the paywall."""
+
+    upstream: str | None = None
+    pay_to: str | None = None
+    token: str | None = None
+    rpc_url: str | None = None
+    key_file: Path | None = None
+    facilitator_url: str | None = None
+    facilitator_token_file: Path | None = None
+    database_url: str | None = None
+    ledger_database_url: str | None = None
+    public_url: str | None = None
+    rounding: str = "exact"
+    rates: dict[str, str] = field(default_factory=dict)
+    routes: tuple[PaidRoute, ...] = ()
+
+    def with_flags(self, **flags: Any) -> ServeConfig:
+        """Flags win over the file; routes given as flags are added after the file's."""
+        extra_routes = tuple(flags.pop("routes", ()) or ())
+        rates = {**self.rates, **(flags.pop("rates", None) or {})}
+        chosen = {k: v for k, v in flags.items() if v is not None}
+        return replace(self, **chosen, rates=rates, routes=self.routes + extra_routes)
+
+
+def parse_route_flag(text: str) -> PaidRoute:
+    """``"[METHODS] PATH PRICE"``, e.g. ``"GET,POST /api/** 0.01 USDC"``."""
+    match = _ROUTE_FLAG_RE.match(text)
+    if match is None:
+        raise PaywallConfigError(f"cannot read the route {text!r} (want e.g. 'GET /api/** 0.01 USDC')")
+    methods = tuple(match["methods"].split(",")) if match["methods"] else ("GET",)
+    return PaidRoute(match["path"], match["price"], methods=methods)
+
+
+def _text(data: dict[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise PaywallConfigError(f"{where}: {key} must be text")
+    return value
+
+
+def _route(data: object, index: int) -> PaidRoute:
+    where = f"routes[{index}]"
+    if not isinstance(data, dict):
+        raise PaywallConfigError(f"{where} must be a table")
+    unknown = set(data) - {"path", "price", "methods", "pay_to", "description", "mime_type", "preview_fraction", "max_timeout_seconds"}
+    if unknown:
+        raise PaywallConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    path = _text(data, "path", where)
+    price = data.get("price")
+    if path is None or price is None:
+        raise PaywallConfigError(f"{where} needs a path and a price")
+    if not isinstance(price, (str, int)) or isinstance(price, bool):
+        raise PaywallConfigError(f"{where}: price must be text such as '0.01 USDC' or atomic units")
+    methods = data.get("methods", ["GET"])
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise PaywallConfigError(f"{where}: methods must be a list of method names")
+    fraction_text = data.get("preview_fraction")
+    fraction: Decimal | None = None
+    if fraction_text is not None:
+        if not isinstance(fraction_text, str):
+            raise PaywallConfigError(f"{where}: preview_fraction must be text such as \"0.3\" (no floats)")
+        try:
+            fraction = Decimal(fraction_text)
+        except InvalidOperation:
+            raise PaywallConfigError(f"{where}: preview_fraction is not a number") from None
+    timeout = data.get("max_timeout_seconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
+        raise PaywallConfigError(f"{where}: max_timeout_seconds must be an integer")
+    return PaidRoute(
+        path=path,
+        price=price,
+        methods=tuple(m.upper() for m in methods),
+        pay_to=_text(data, "pay_to", where),
+        description=_text(data, "description", where) or "",
+        mime_type=_text(data, "mime_type", where) or "",
+        preview_fraction=fraction,
+        max_timeout_seconds=timeout,
+    )
+
+
+def load_config(path: Path) -> ServeConfig:
+    """Read and check a TOML configuration file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PaywallConfigError(f"no configuration file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PaywallConfigError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PaywallConfigError(f"{path} is not valid TOML: {exc}") from None
+    unknown = set(data) - _KNOWN_KEYS
+    if unknown:
+        raise PaywallConfigError(f"{path}: unknown keys {sorted(unknown)}")
+    where = str(path)
+    rates = data.get("rates", {})
+    if not isinstance(rates, dict) or not all(isinstance(v, str) for v in rates.values()):
+        raise PaywallConfigError(f"{path}: rates must map currencies to decimal text, e.g. CNY = \"0.1385\"")
+    routes = data.get("routes", [])
+    if not isinstance(routes, list):
+        raise PaywallConfigError(f"{path}: routes must be an array of tables ([[routes]])")
+
+    def local(key: str) -> Path | None:
+        text = _text(data, key, where)
+        return None if text is None else (path.parent / text).resolve()
+
+    return ServeConfig(
+        upstream=_text(data, "upstream", where),
+        pay_to=_text(data, "pay_to", where),
+        token=_text(data, "token", where),
+        rpc_url=_text(data, "rpc_url", where),
+        key_file=local("key_file"),
+        facilitator_url=_text(data, "facilitator_url", where),
+        facilitator_token_file=local("facilitator_token_file"),
+        database_url=_text(data, "database_url", where),
+        ledger_database_url=_text(data, "ledger_database_url", where),
+        public_url=_text(data, "public_url", where),
+        rounding=_text(data, "rounding", where) or "exact",
+        rates=dict(rates),
+        routes=tuple(_route(route, i) for i, route in enumerate(routes)),
+    )
