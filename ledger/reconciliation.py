@@ -122,7 +122,7 @@ def reconcile(
             refined.append(item)
             continue
         payment = by_id[item.transfer_id]
-        action, tx_hash, block = _decide(view, payment, last)
+        action, tx_hash, block = _decide(view, payment, from_block, last)
         refined.append(dataclasses.replace(item, resolution=None if action == "unresolved" else action))
         if resolve:
             resolutions.append(_apply(database, payment, action, tx_hash, block))
@@ -139,12 +139,15 @@ def reconcile(
 
 
 def _decide(
-    view: TokenChainView, payment: LedgerPayment, to_block: int
+    view: TokenChainView, payment: LedgerPayment, from_block: int, to_block: int
 ) -> tuple[ResolutionAction, str | None, int | None]:
     if payment.payer_address is None or payment.authorization_nonce is None:
         return "unresolved", None, None
     outcome = view.authorization_outcome(
-        authorizer=payment.payer_address, nonce=payment.authorization_nonce, to_block=to_block
+        authorizer=payment.payer_address,
+        nonce=payment.authorization_nonce,
+        from_block=from_block,
+        to_block=to_block,
     )
     if outcome.state == "used":
         return "post", outcome.tx_hash, outcome.block_number

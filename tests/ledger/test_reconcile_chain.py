@@ -37,7 +37,7 @@ from farthing.ledger import (
     upgrade_database,
 )
 from farthing.ledger.chainview import TokenChainView
-from farthing.ledger.reconciliation import reconcile
+from farthing.ledger.reconciliation import ReconciliationReport, reconcile
 from farthing.wallet.address import ZERO_ADDRESS
 from farthing.wallet.chain import Chain, RpcChain
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_authorization
@@ -62,10 +62,15 @@ class World:
     owner: LocalSigner
     payer: LocalSigner
     payee: LocalSigner
+    start_block: int  # the token's deployment: nothing of ours happened before it
 
     @property
     def view(self) -> TokenChainView:
         return TokenChainView(self.chain, self.asset)
+
+    def reconcile(self, **kwargs: object) -> ReconciliationReport:
+        """Reconcile from the token's deployment on, as an operator would."""
+        return reconcile(self.db, self.view, from_block=self.start_block, **kwargs)  # type: ignore[arg-type]
 
     def details(self, **facts: object) -> PaymentDetails:
         return PaymentDetails(
@@ -138,6 +143,7 @@ class World:
 
 def make_world(chain: Chain, tmp_path: Path) -> World:
     owner, payer, payee = (a.signer() for a in chain.dev_accounts()[6:9])
+    start_block = chain.block_number() + 1
     asset = deploy_stablecoin(chain, sender=owner)
     token = Stablecoin(chain, asset)
     assert token.configure_minter(owner.address, sender=owner).ok
@@ -162,7 +168,7 @@ def make_world(chain: Chain, tmp_path: Path) -> World:
             ],
         )
         set_budget(session=session, policy=BudgetPolicy(account_id=BUDGET, agent_id="agent"))
-    w = World(chain, asset, token, db, url, owner, payer, payee)
+    w = World(chain, asset, token, db, url, owner, payer, payee, start_block)
     minted = token.mint(payer.address, 10_000_000, sender=owner)
     assert minted.ok and minted.tx_hash and minted.block_number
     w.book_funding(10_000_000, minted.tx_hash, minted.block_number)
@@ -178,7 +184,7 @@ def world(chain: Chain, tmp_path: Path) -> World:
 def test_clean_books_have_no_breaks(world: World) -> None:
     world.pay(100_000)
     world.pay(250_000)
-    report = reconcile(world.db, world.view)
+    report = world.reconcile()
     assert report.payments_checked == 3  # the funding and two payments
     assert report.breaks == ()
     assert report.counts() == {
@@ -196,9 +202,11 @@ def test_missing_on_chain(world: World) -> None:
         settle_payment(
             session=session,
             payment_id=ghost,
-            payment=PaymentDetails(tx_hash="0x" + secrets.token_hex(32), block_number=1),
+            payment=PaymentDetails(
+                tx_hash="0x" + secrets.token_hex(32), block_number=world.chain.block_number()
+            ),
         )
-    report = reconcile(world.db, world.view)
+    report = world.reconcile()
     assert [b.kind.value for b in report.breaks] == ["missing_on_chain"]
     assert report.breaks[0].transfer_id == ghost
 
@@ -207,7 +215,7 @@ def test_missing_in_ledger(world: World) -> None:
     world.pay(100_000)
     sent = world.token.transfer(world.payee.address, 70_000, sender=world.payer)
     assert sent.ok
-    report = reconcile(world.db, world.view)
+    report = world.reconcile()
     assert [b.kind.value for b in report.breaks] == ["missing_in_ledger"]
     assert report.breaks[0].tx_hash == sent.tx_hash
     assert report.breaks[0].chain_amount == 70_000
@@ -215,7 +223,7 @@ def test_missing_in_ledger(world: World) -> None:
 
 def test_amount_mismatch(world: World) -> None:
     paid = world.pay(300_000, chain_amount=200_000)
-    report = reconcile(world.db, world.view)
+    report = world.reconcile()
     assert [b.kind.value for b in report.breaks] == ["amount_mismatch"]
     mismatch = report.breaks[0]
     assert (mismatch.transfer_id, mismatch.ledger_amount, mismatch.chain_amount) == (
@@ -244,17 +252,17 @@ def test_pending_past_timeout_is_resolved_from_the_chain(world: World) -> None:
     assert world.token.transfer_with_authorization(signed, sender=world.owner).ok
 
     later = max(landed_row.valid_before, lost_row.valid_before) + 1
-    seen = reconcile(world.db, world.view, now_s=later)
+    seen = world.reconcile(now_s=later)
     kinds = sorted(b.kind.value for b in seen.breaks)
     assert kinds == ["missing_in_ledger", "pending_past_timeout", "pending_past_timeout"]
     decided = {b.transfer_id: b.resolution for b in seen.breaks if b.transfer_id}
     assert decided == {landed: "post", lost: "void"}
     assert seen.resolutions == ()  # reporting alone changes nothing
 
-    fixed = reconcile(world.db, world.view, now_s=later, resolve=True)
+    fixed = world.reconcile(now_s=later, resolve=True)
     actions = {r.transfer_id: (r.action, r.result) for r in fixed.resolutions}
     assert actions == {landed: ("post", "ok"), lost: ("void", "ok")}
-    assert reconcile(world.db, world.view, now_s=later).breaks == ()
+    assert world.reconcile(now_s=later).breaks == ()
 
 
 @pytest.mark.anvil
@@ -271,6 +279,8 @@ def test_cli_reports_and_exits_nonzero_on_breaks(anvil_chain: RpcChain, tmp_path
         world.asset.address,
         "--database-url",
         world.database_url,
+        "--from-block",
+        str(world.start_block),
         "--json",
     ]
     env = cli_env(tmp_path)
