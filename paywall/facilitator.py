@@ -44,6 +44,7 @@ from farthing.wallet.token import Stablecoin
 from web3.exceptions import TransactionNotFound
 
 from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.submit import Submitter
 from farthing.paywall.wire import SCHEME_EXACT, PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
 
 __all__ = [
@@ -188,6 +189,9 @@ class LocalFacilitator:
         self._lookback = log_lookback_blocks
         self._clock = clock
         self._journal: dict[tuple[str, str, bytes], _Entry] = {}
+        # Over RPC, settlements pipeline through one local nonce; the in-process
+        # chain mines synchronously and keeps the wallet's simpler send.
+        self._submitter = Submitter(chain, signer) if chain.backend == "rpc" else None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -319,13 +323,16 @@ class LocalFacilitator:
                         "the settlement is still waiting to be mined; retry with the same payment",
                         pending=True,
                     )
-            # Re-read the nonce right before sending: never submit an
-            # authorization the chain already consumed.
-            if token.authorization_state(auth.from_address, auth.nonce):
-                return _failed(requirements.network, auth.from_address, "nonce_already_used", None)
-            tx = token.transfer_with_authorization(
-                payload.signed(requirements.domain()), sender=self._signer
-            )
+                # A resubmission: re-read the nonce first, never resend an
+                # authorization the chain already consumed. (A first
+                # submission follows verify, which has just read it.)
+                if token.authorization_state(auth.from_address, auth.nonce):
+                    return _failed(requirements.network, auth.from_address, "nonce_already_used", None)
+            call = token.transfer_with_authorization_call(payload.signed(requirements.domain()))
+            if self._submitter is not None:
+                tx = self._submitter.send(call)
+            else:
+                tx = self.chain.send(call, sender=self._signer)
         return self._outcome(tx, requirements, auth.from_address)
 
     def _outcome(self, tx: TxResult, requirements: PaymentRequirements, payer: str) -> SettleResult:
