@@ -39,19 +39,26 @@ PRICE_ATOMIC = 10_000
 
 
 def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> None:
-    from farthing.paywall.facilitator_cli import bind_socket, serve_app
-    from farthing.wallet.chain import RpcChain
-    from farthing.wallet.token import read_asset
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
+
+    from farthing.paywall.facilitator_cli import bind_socket, serve_app
+    from farthing.wallet.chain import RpcChain
+    from farthing.wallet.token import read_asset
 
     chain = RpcChain(rpc_url, timeout_s=10.0, receipt_timeout_s=30.0)
     asset = read_asset(chain, token)
     accounts = chain.dev_accounts()
     app: Any
     if kind == "ours":
-        from farthing.paywall import LocalFacilitator, PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
+        from farthing.paywall import (
+            LocalFacilitator,
+            PaidRoute,
+            PaymentStore,
+            PaywallMiddleware,
+            PaywallOptions,
+        )
 
         async def paid(request: Any) -> JSONResponse:
             return JSONResponse({"data": "paid content"})
@@ -76,11 +83,26 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
         signer = FacilitatorWeb3Signer(
             private_key=accounts[4].private_key.get_secret_value(), rpc_url=rpc_url
         )
-        facilitator = register_exact_evm_facilitator(x402Facilitator(), signer, networks=chain.network)
+        facilitator = register_exact_evm_facilitator(
+            x402Facilitator(), signer, networks=chain.network
+        )
         server = x402ResourceServer(facilitator)
         server.register(chain.network, ExactEvmServerScheme())
-        price = {"amount": str(PRICE_ATOMIC), "asset": asset.address, "extra": {"name": asset.name, "version": asset.version}}
-        routes = {"GET /paid": {"accepts": {"scheme": "exact", "payTo": merchant, "price": price, "network": chain.network}}}
+        price = {
+            "amount": str(PRICE_ATOMIC),
+            "asset": asset.address,
+            "extra": {"name": asset.name, "version": asset.version},
+        }
+        routes = {
+            "GET /paid": {
+                "accepts": {
+                    "scheme": "exact",
+                    "payTo": merchant,
+                    "price": price,
+                    "network": chain.network,
+                }
+            }
+        }
         app = FastAPI()
         middleware = payment_middleware(routes, server)
 
@@ -98,7 +120,9 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
     serve_app(app, sock)
 
 
-def _start(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> tuple[subprocess.Popen[str], str]:
+def _start(
+    kind: str, rpc_url: str, token: str, merchant: str, workdir: str
+) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, rpc_url, token, merchant, workdir],
         stdout=subprocess.PIPE,
@@ -135,7 +159,9 @@ async def _unpaid(url: str, seconds: float, concurrency: int) -> float:
             assert response.status_code == 402, response.status_code
             done += 1
 
-    async with httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(
+        timeout=30.0, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         return done / (time.perf_counter() - started)
@@ -154,7 +180,9 @@ async def _paid(url: str, headers: list[str], concurrency: int, seconds_max: flo
             assert response.status_code == 200, (response.status_code, response.text[:200])
             done += 1
 
-    async with httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(
+        timeout=60.0, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         return done / (time.perf_counter() - started)
@@ -168,10 +196,15 @@ def _headers(accepts: dict[str, Any], payer: Any, count: int) -> list[str]:
     out = []
     for _ in range(count):
         auth = build_authorization(
-            from_address=payer.address, to=requirements.pay_to, value=requirements.amount, valid_for_s=600
+            from_address=payer.address,
+            to=requirements.pay_to,
+            value=requirements.amount,
+            valid_for_s=600,
         )
         signed = sign_authorization(payer, auth, requirements.domain())
-        payload = PaymentPayload(accepted=requirements, authorization=auth, signature=signed.signature)
+        payload = PaymentPayload(
+            accepted=requirements, authorization=auth, signature=signed.signature
+        )
         out.append(encode_payment_signature(payload))
     return out
 
@@ -206,12 +239,19 @@ def main() -> None:
                 accepts = unb64_json(challenge.headers["payment-required"])["accepts"][0]
                 headers = _headers(accepts, payer, args.paid)
                 if kind == "ours":
-                    results["unpaid_per_s"] = asyncio.run(_unpaid(f"{url}/paid", args.seconds, args.concurrency))
-                paid = asyncio.run(_paid(f"{url}/paid", headers, args.concurrency, args.paid_seconds_max))
+                    results["unpaid_per_s"] = asyncio.run(
+                        _unpaid(f"{url}/paid", args.seconds, args.concurrency)
+                    )
+                paid = asyncio.run(
+                    _paid(f"{url}/paid", headers, args.concurrency, args.paid_seconds_max)
+                )
                 results["paid_per_s" if kind == "ours" else "x402_sdk_paid_per_s"] = paid
             finally:
                 _stop(process)
-            print(f"{kind}: {json.dumps({k: round(v, 1) for k, v in results.items()})}", file=sys.stderr)
+            print(
+                f"{kind}: {json.dumps({k: round(v, 1) for k, v in results.items()})}",
+                file=sys.stderr,
+            )
         settled = token.balance_of(merchant) // PRICE_ATOMIC
     report = {
         "bench": "paywall",

@@ -26,7 +26,12 @@ from farthing.paywall.errors import (
     PriceError,
     UpstreamError,
 )
-from farthing.paywall.facilitator import Facilitator, LocalFacilitator, ResolvingFacilitator, Supported
+from farthing.paywall.facilitator import (
+    Facilitator,
+    LocalFacilitator,
+    ResolvingFacilitator,
+    Supported,
+)
 from farthing.paywall.facilitator_api import facilitator_app
 from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
 from farthing.paywall.preview import split_preview

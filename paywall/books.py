@@ -114,7 +114,9 @@ class LedgerRevenueBook:
         return f"LedgerRevenueBook({self.database!r})"
 
     def record_settlement(self, payment: SettledPayment) -> BookingResult:
-        transfer_id = revenue_transfer_id(payment.network, payment.token, payment.payer, payment.nonce)
+        transfer_id = revenue_transfer_id(
+            payment.network, payment.token, payment.payer, payment.nonce
+        )
         asset_id = f"{payment.network}/erc20:{payment.token.lower()}"
         with self.database.write() as session:
             registered = register_asset(
@@ -136,9 +138,17 @@ class LedgerRevenueBook:
             made = create_accounts(
                 session=session,
                 accounts=[
-                    NewAccount(payer_account, ledger, AccountCode.PAYER, label=f"payer {payment.payer.lower()}"),
                     NewAccount(
-                        revenue_account, ledger, AccountCode.REVENUE, label=f"revenue {payment.pay_to.lower()}"
+                        payer_account,
+                        ledger,
+                        AccountCode.PAYER,
+                        label=f"payer {payment.payer.lower()}",
+                    ),
+                    NewAccount(
+                        revenue_account,
+                        ledger,
+                        AccountCode.REVENUE,
+                        label=f"revenue {payment.pay_to.lower()}",
                     ),
                 ],
             )
@@ -176,4 +186,3 @@ class LedgerRevenueBook:
             )
         booked = result in (CreateTransferResult.OK, CreateTransferResult.EXISTS)
         return BookingResult(booked, str(result), transfer_id)
-

@@ -49,23 +49,39 @@ def _rates(pairs: list[str]) -> dict[str, str]:
 
 @app.command()
 def serve(
-    upstream: Annotated[str | None, typer.Option("--upstream", help="The site to put behind the paywall.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")] = None,
+    upstream: Annotated[
+        str | None, typer.Option("--upstream", help="The site to put behind the paywall.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML configuration file.")
+    ] = None,
     route: Annotated[
         list[str] | None, typer.Option("--route", help="'[METHODS] PATH PRICE', repeatable.")
     ] = None,
     pay_to: Annotated[str | None, typer.Option("--pay-to", help="Default payee address.")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Token address (read from the chain).")] = None,
-    rate: Annotated[list[str] | None, typer.Option("--rate", help="CURRENCY=RATE, repeatable.")] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Token address (read from the chain).")
+    ] = None,
+    rate: Annotated[
+        list[str] | None, typer.Option("--rate", help="CURRENCY=RATE, repeatable.")
+    ] = None,
     rpc_url: Annotated[str | None, typer.Option("--rpc-url", help="Chain JSON-RPC URL.")] = None,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help="Key that settles (local facilitator).")] = None,
-    facilitator_url: Annotated[str | None, typer.Option("--facilitator-url", help="A remote facilitator.")] = None,
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="Key that settles (local facilitator).")
+    ] = None,
+    facilitator_url: Annotated[
+        str | None, typer.Option("--facilitator-url", help="A remote facilitator.")
+    ] = None,
     facilitator_token_file: Annotated[Path | None, typer.Option("--facilitator-token-file")] = None,
-    database_url: Annotated[str | None, typer.Option("--database-url", help="Payment records.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Payment records.")
+    ] = None,
     ledger_database_url: Annotated[
         str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
     ] = None,
-    public_url: Annotated[str | None, typer.Option("--public-url", help="Base of resource URLs.")] = None,
+    public_url: Annotated[
+        str | None, typer.Option("--public-url", help="Base of resource URLs.")
+    ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
@@ -97,15 +113,14 @@ def serve(
     if as_json:
         emit_json({"url": url, "upstream": settings.upstream, "network": network, "routes": routes})
     else:
-        out_console.print(f"paywall on {url} in front of {settings.upstream} ({network}): {', '.join(routes)}")
+        out_console.print(
+            f"paywall on {url} in front of {settings.upstream} ({network}): {', '.join(routes)}"
+        )
     serve_app(paywall, sock)
 
 
 def build_paywall(settings: Any) -> tuple[Any, str]:
     """The proxy behind the middleware, from checked settings; returns it and its network."""
-    from farthing.wallet.chain import open_chain
-    from farthing.wallet.token import read_asset
-
     from farthing.paywall.books import LedgerRevenueBook
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.keys import load_key_file, load_token_file
@@ -113,11 +128,15 @@ def build_paywall(settings: Any) -> tuple[Any, str]:
     from farthing.paywall.proxy import ReverseProxy
     from farthing.paywall.remote import RemoteFacilitator
     from farthing.paywall.store import PaymentStore
+    from farthing.wallet.chain import open_chain
+    from farthing.wallet.token import read_asset
 
     if not settings.upstream:
         fail("no upstream: pass --upstream URL or set upstream in the config file")
     if not settings.routes:
-        fail("no paid routes: pass --route 'GET /path 0.01 USDC' or add [[routes]] to the config file")
+        fail(
+            "no paid routes: pass --route 'GET /path 0.01 USDC' or add [[routes]] to the config file"
+        )
     if not settings.pay_to:
         fail("no payee: pass --pay-to ADDRESS or set pay_to in the config file")
     if not settings.rpc_url or not settings.token:
@@ -162,20 +181,21 @@ def build_paywall(settings: Any) -> tuple[Any, str]:
 @app.command()
 def resolve(
     rpc_url: Annotated[str, typer.Option("--rpc-url", help="Chain JSON-RPC URL.")],
-    database_url: Annotated[str | None, typer.Option("--database-url", help="Payment records.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Payment records.")
+    ] = None,
     ledger_database_url: Annotated[
         str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Resolve pending payments from the chain and book unbooked revenue."""
-    from farthing.wallet.chain import open_chain
-    from farthing.wallet.signer import LocalSigner
-
     from farthing.paywall.books import LedgerRevenueBook
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.resolve import sweep
     from farthing.paywall.store import PaymentStore
+    from farthing.wallet.chain import open_chain
+    from farthing.wallet.signer import LocalSigner
 
     chain = open_chain(rpc_url)
     # Resolution only reads the chain; this throwaway key never signs anything.

@@ -43,7 +43,9 @@ from farthing.paywall.routes import PaidRoute
 
 __all__ = ["ServeConfig", "load_config", "parse_route_flag"]
 
-_ROUTE_FLAG_RE: Final = re.compile(r"^\s*(?:(?P<methods>[A-Z]+(?:,[A-Z]+)*)\s+)?(?P<path>/\S*)\s+(?P<price>.+?)\s*$")
+_ROUTE_FLAG_RE: Final = re.compile(
+    r"^\s*(?:(?P<methods>[A-Z]+(?:,[A-Z]+)*)\s+)?(?P<path>/\S*)\s+(?P<price>.+?)\s*$"
+)
 _KNOWN_KEYS: Final = frozenset(
     {
         "upstream", "pay_to", "token", "rpc_url", "key_file", "facilitator_url",
@@ -83,7 +85,9 @@ def parse_route_flag(text: str) -> PaidRoute:
     """``"[METHODS] PATH PRICE"``, e.g. ``"GET,POST /api/** 0.01 USDC"``."""
     match = _ROUTE_FLAG_RE.match(text)
     if match is None:
-        raise PaywallConfigError(f"cannot read the route {text!r} (want e.g. 'GET /api/** 0.01 USDC')")
+        raise PaywallConfigError(
+            f"cannot read the route {text!r} (want e.g. 'GET /api/** 0.01 USDC')"
+        )
     methods = tuple(match["methods"].split(",")) if match["methods"] else ("GET",)
     return PaidRoute(match["path"], match["price"], methods=methods)
 
@@ -99,7 +103,16 @@ def _route(data: object, index: int) -> PaidRoute:
     where = f"routes[{index}]"
     if not isinstance(data, dict):
         raise PaywallConfigError(f"{where} must be a table")
-    unknown = set(data) - {"path", "price", "methods", "pay_to", "description", "mime_type", "preview_fraction", "max_timeout_seconds"}
+    unknown = set(data) - {
+        "path",
+        "price",
+        "methods",
+        "pay_to",
+        "description",
+        "mime_type",
+        "preview_fraction",
+        "max_timeout_seconds",
+    }
     if unknown:
         raise PaywallConfigError(f"{where}: unknown keys {sorted(unknown)}")
     path = _text(data, "path", where)
@@ -115,7 +128,9 @@ def _route(data: object, index: int) -> PaidRoute:
     fraction: Decimal | None = None
     if fraction_text is not None:
         if not isinstance(fraction_text, str):
-            raise PaywallConfigError(f"{where}: preview_fraction must be text such as \"0.3\" (no floats)")
+            raise PaywallConfigError(
+                f'{where}: preview_fraction must be text such as "0.3" (no floats)'
+            )
         try:
             fraction = Decimal(fraction_text)
         except InvalidOperation:
@@ -151,7 +166,9 @@ def load_config(path: Path) -> ServeConfig:
     where = str(path)
     rates = data.get("rates", {})
     if not isinstance(rates, dict) or not all(isinstance(v, str) for v in rates.values()):
-        raise PaywallConfigError(f"{path}: rates must map currencies to decimal text, e.g. CNY = \"0.1385\"")
+        raise PaywallConfigError(
+            f'{path}: rates must map currencies to decimal text, e.g. CNY = "0.1385"'
+        )
     routes = data.get("routes", [])
     if not isinstance(routes, list):
         raise PaywallConfigError(f"{path}: routes must be an array of tables ([[routes]])")

@@ -30,22 +30,28 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, cast, runtime_checkable
 
 import anyio.to_thread
 import requests
 from eth_utils.crypto import keccak
+from web3.exceptions import TransactionNotFound
+
+from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.submit import Submitter
+from farthing.paywall.wire import (
+    SCHEME_EXACT,
+    PaymentPayload,
+    PaymentRequirements,
+    SettleResult,
+    VerifyResult,
+)
 from farthing.wallet.chain import TRANSFER_TOPIC, Chain, LogEntry, TxResult
 from farthing.wallet.eip712 import verify_authorization_signature
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import TxSigner
 from farthing.wallet.token import Stablecoin
-from web3.exceptions import TransactionNotFound
-
-from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.submit import Submitter
-from farthing.paywall.wire import SCHEME_EXACT, PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
 
 __all__ = [
     "AUTHORIZATION_USED_TOPIC",
@@ -127,28 +133,40 @@ def check_terms(
         return VerifyResult(False, reason, payer, message)
 
     if requirements.scheme != SCHEME_EXACT or accepted.scheme != SCHEME_EXACT:
-        return refuse("unsupported_scheme", f"only the exact scheme is supported, not {accepted.scheme!r}")
+        return refuse(
+            "unsupported_scheme", f"only the exact scheme is supported, not {accepted.scheme!r}"
+        )
     if accepted.network != requirements.network:
         return refuse(
-            "network_mismatch", f"paid on {accepted.network}, but the price is on {requirements.network}"
+            "network_mismatch",
+            f"paid on {accepted.network}, but the price is on {requirements.network}",
         )
     if accepted.asset != requirements.asset:
-        return refuse("asset_mismatch", f"paid in {accepted.asset}, but the price is in {requirements.asset}")
+        return refuse(
+            "asset_mismatch", f"paid in {accepted.asset}, but the price is in {requirements.asset}"
+        )
     if (accepted.token_name, accepted.token_version) != (
         requirements.token_name,
         requirements.token_version,
     ):
-        return refuse("eip712_domain_mismatch", "signed for another EIP-712 name or version of the token")
+        return refuse(
+            "eip712_domain_mismatch", "signed for another EIP-712 name or version of the token"
+        )
     if auth.to != requirements.pay_to or accepted.pay_to != requirements.pay_to:
         return refuse("pay_to_mismatch", f"pays {auth.to}, but the payee is {requirements.pay_to}")
     if auth.value != requirements.amount or accepted.amount != requirements.amount:
         return refuse(
-            "amount_mismatch", f"authorizes {auth.value} atomic units, but the price is {requirements.amount}"
+            "amount_mismatch",
+            f"authorizes {auth.value} atomic units, but the price is {requirements.amount}",
         )
     if auth.valid_before < now + margin_s:
-        return refuse("authorization_expired", f"the authorization is valid for less than {margin_s} s more")
+        return refuse(
+            "authorization_expired", f"the authorization is valid for less than {margin_s} s more"
+        )
     if auth.valid_after > now:
-        return refuse("authorization_not_yet_valid", "the authorization's validAfter is in the future")
+        return refuse(
+            "authorization_not_yet_valid", "the authorization's validAfter is in the future"
+        )
     outcome = verify_authorization_signature(payload.signed(requirements.domain()), payer)
     if not outcome.valid:
         return refuse("invalid_signature", f"the signature does not verify ({outcome.reason})")
@@ -221,7 +239,9 @@ class LocalFacilitator:
 
     # ------------------------------------------------------------ verify
 
-    def verify_sync(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResult:
+    def verify_sync(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResult:
         refused = self._local_checks(payload, requirements)
         if refused is not None:
             return refused
@@ -235,11 +255,16 @@ class LocalFacilitator:
                     raise
                 return VerifyResult(False, "asset_not_supported", payer, str(exc))
             if used:
-                return VerifyResult(False, "nonce_already_used", payer, "this authorization was already used")
+                return VerifyResult(
+                    False, "nonce_already_used", payer, "this authorization was already used"
+                )
             balance = token.balance_of(payer)
         if balance < requirements.amount:
             return VerifyResult(
-                False, "insufficient_balance", payer, f"the payer holds {balance} of {requirements.amount}"
+                False,
+                "insufficient_balance",
+                payer,
+                f"the payer holds {balance} of {requirements.amount}",
             )
         return VerifyResult(True, None, payer)
 
@@ -249,21 +274,32 @@ class LocalFacilitator:
         payer = payload.payer
         if requirements.network != self.network:
             return VerifyResult(
-                False, "network_not_supported", payer, f"this facilitator settles on {self.network} only"
+                False,
+                "network_not_supported",
+                payer,
+                f"this facilitator settles on {self.network} only",
             )
         if self._assets and requirements.asset not in self._assets:
-            return VerifyResult(False, "asset_not_supported", payer, f"{requirements.asset} is not accepted")
-        refused = check_terms(payload, requirements, now=int(self._clock()), margin_s=self._margin_s)
+            return VerifyResult(
+                False, "asset_not_supported", payer, f"{requirements.asset} is not accepted"
+            )
+        refused = check_terms(
+            payload, requirements, now=int(self._clock()), margin_s=self._margin_s
+        )
         if refused is not None:
             return refused
         entry = self._journal.get(_key(requirements, payload))
         if entry is not None and entry.state != "pending":
-            return VerifyResult(False, "nonce_already_used", payer, "this authorization is being settled")
+            return VerifyResult(
+                False, "nonce_already_used", payer, "this authorization is being settled"
+            )
         return None
 
     # ------------------------------------------------------------ settle
 
-    def settle_sync(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResult:
+    def settle_sync(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> SettleResult:
         network = requirements.network
         payer = payload.payer
         refused = self._local_checks(payload, requirements)
@@ -273,11 +309,15 @@ class LocalFacilitator:
             if refused is not None and not (entry is not None and entry.state == "pending"):
                 return _failed(network, payer, refused.reason or "invalid_payment", refused.message)
             if entry is not None and entry.state != "pending":
-                return _failed(network, payer, "nonce_already_used", "this authorization is being settled")
+                return _failed(
+                    network, payer, "nonce_already_used", "this authorization is being settled"
+                )
             previous = entry.tx_hash if entry is not None else None
             self._remember(key, _Entry("sending", previous, payload.authorization.valid_before))
         try:
-            result = self._settle_once(payload, requirements, previous, was_pending=entry is not None)
+            result = self._settle_once(
+                payload, requirements, previous, was_pending=entry is not None
+            )
         except FacilitatorUnavailableError:
             # The transaction may or may not have gone out: keep it pending so
             # the next attempt reads the chain before sending anything.
@@ -286,7 +326,9 @@ class LocalFacilitator:
             raise
         with self._lock:
             if result.success:
-                self._journal[key] = _Entry("settled", result.transaction, payload.authorization.valid_before)
+                self._journal[key] = _Entry(
+                    "settled", result.transaction, payload.authorization.valid_before
+                )
             elif result.pending:
                 self._journal[key] = _Entry(
                     "pending", result.transaction or previous, payload.authorization.valid_before
@@ -307,7 +349,9 @@ class LocalFacilitator:
         auth = payload.authorization
         with _chain_outage(self.chain):
             if was_pending:
-                resolved = self.resolve_sync(requirements, auth.from_address, auth.nonce, previous_tx)
+                resolved = self.resolve_sync(
+                    requirements, auth.from_address, auth.nonce, previous_tx
+                )
                 if resolved is not None:
                     return resolved
                 if previous_tx and _waiting(self.chain.w3, previous_tx):
@@ -327,7 +371,9 @@ class LocalFacilitator:
                 # authorization the chain already consumed. (A first
                 # submission follows verify, which has just read it.)
                 if token.authorization_state(auth.from_address, auth.nonce):
-                    return _failed(requirements.network, auth.from_address, "nonce_already_used", None)
+                    return _failed(
+                        requirements.network, auth.from_address, "nonce_already_used", None
+                    )
             call = token.transfer_with_authorization_call(payload.signed(requirements.domain()))
             if self._submitter is not None:
                 tx = self._submitter.send(call)
@@ -356,7 +402,12 @@ class LocalFacilitator:
                 network, payer, "transfer_event_mismatch", "the transaction did not move the price"
             )
         return SettleResult(
-            True, network, tx.tx_hash or "", payer, requirements.amount, block_number=tx.block_number
+            True,
+            network,
+            tx.tx_hash or "",
+            payer,
+            requirements.amount,
+            block_number=tx.block_number,
         )
 
     # ------------------------------------------------------------ resolve
@@ -390,7 +441,9 @@ class LocalFacilitator:
             found = self._find_use(requirements, payer, nonce)
         if found is not None:
             return found
-        return _failed(requirements.network, payer, "nonce_already_used", "used by another transaction")
+        return _failed(
+            requirements.network, payer, "nonce_already_used", "used by another transaction"
+        )
 
     def _find_use(
         self, requirements: PaymentRequirements, payer: str, nonce: bytes
@@ -398,16 +451,19 @@ class LocalFacilitator:
         w3 = self.chain.w3
         latest = int(w3.eth.block_number)
         logs = w3.eth.get_logs(
-            {
-                "address": requirements.asset,
-                "fromBlock": max(0, latest - self._lookback),
-                "toBlock": latest,
-                "topics": [
-                    "0x" + AUTHORIZATION_USED_TOPIC.hex(),
-                    "0x" + bytes(12).hex() + payer[2:].lower(),
-                    "0x" + nonce.hex(),
-                ],
-            }
+            cast(
+                Any,
+                {
+                    "address": requirements.asset,
+                    "fromBlock": max(0, latest - self._lookback),
+                    "toBlock": latest,
+                    "topics": [
+                        "0x" + AUTHORIZATION_USED_TOPIC.hex(),
+                        "0x" + bytes(12).hex() + payer[2:].lower(),
+                        "0x" + nonce.hex(),
+                    ],
+                },
+            )
         )
         for log in logs:
             tx_hash = "0x" + bytes(log["transactionHash"]).hex()
@@ -439,7 +495,9 @@ class LocalFacilitator:
         if len(self._journal) >= _JOURNAL_SIZE_MAX:
             # Entries whose authorization has expired can never be settled again.
             now = int(self._clock())
-            for old in [k for k, e in self._journal.items() if e.valid_before < now and e.state != "sending"]:
+            for old in [
+                k for k, e in self._journal.items() if e.valid_before < now and e.state != "sending"
+            ]:
                 del self._journal[old]
         self._journal[key] = entry
 
@@ -452,7 +510,9 @@ def _failed(network: str, payer: str, reason: str, message: str | None) -> Settl
     return SettleResult(False, network, "", payer, None, reason, message)
 
 
-def _moved(logs: tuple[LogEntry, ...] | list[LogEntry], requirements: PaymentRequirements, payer: str) -> bool:
+def _moved(
+    logs: tuple[LogEntry, ...] | list[LogEntry], requirements: PaymentRequirements, payer: str
+) -> bool:
     """True if ``logs`` hold the token's Transfer of the price from ``payer`` to the payee."""
     for log in logs:
         if log.address != requirements.asset or len(log.topics) != 3:

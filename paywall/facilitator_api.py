@@ -15,7 +15,6 @@ import hmac
 import json
 from typing import Any, Final
 
-from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,6 +23,7 @@ from starlette.routing import Route
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.facilitator import Facilitator
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
+from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
 
 __all__ = ["REQUEST_BYTES_MAX", "facilitator_app"]
 
@@ -60,11 +60,13 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             data = json.loads(body)
         except (ValueError, RecursionError):
             return None, JSONResponse(
-                {"error": "invalid_json", "message": "the body must be a JSON object"}, status_code=400
+                {"error": "invalid_json", "message": "the body must be a JSON object"},
+                status_code=400,
             )
         if not isinstance(data, dict):
             return None, JSONResponse(
-                {"error": "invalid_json", "message": "the body must be a JSON object"}, status_code=400
+                {"error": "invalid_json", "message": "the body must be a JSON object"},
+                status_code=400,
             )
         return data, None
 
@@ -111,7 +113,10 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             raw = data.get("paymentRequirements")
             network = raw.get("network") if isinstance(raw, dict) else None
             refusal = SettleResult(
-                False, network if isinstance(network, str) else "", reason="invalid_payload", message=parsed
+                False,
+                network if isinstance(network, str) else "",
+                reason="invalid_payload",
+                message=parsed,
             )
             return JSONResponse(refusal.to_wire())
         try:

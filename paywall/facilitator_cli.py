@@ -62,12 +62,17 @@ def serve_app(asgi_app: object, sock: socket.socket) -> None:
 
 @app.command()
 def serve(
-    rpc_url: Annotated[str, typer.Option("--rpc-url", help="JSON-RPC URL of the chain to settle on.")],
+    rpc_url: Annotated[
+        str, typer.Option("--rpc-url", help="JSON-RPC URL of the chain to settle on.")
+    ],
     key_file: Annotated[
-        Path, typer.Option("--key-file", help="Keystore (v3) or private hex key file that pays gas.")
+        Path,
+        typer.Option("--key-file", help="Keystore (v3) or private hex key file that pays gas."),
     ],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0 picks one).")] = 8402,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0 picks one).")
+    ] = 8402,
     token_file: Annotated[
         Path | None, typer.Option("--token-file", help="Require this bearer token (first line).")
     ] = None,
@@ -75,18 +80,20 @@ def serve(
         Path | None, typer.Option("--passphrase-file", help="Keystore passphrase file.")
     ] = None,
     rpc_timeout_s: Annotated[float, typer.Option("--rpc-timeout-s", min=0.1, max=300)] = 10.0,
-    receipt_timeout_s: Annotated[float, typer.Option("--receipt-timeout-s", min=0.1, max=600)] = 60.0,
+    receipt_timeout_s: Annotated[
+        float, typer.Option("--receipt-timeout-s", min=0.1, max=600)
+    ] = 60.0,
     margin_s: Annotated[
-        int, typer.Option("--valid-before-margin-s", min=0, max=3600, help="Refuse shorter windows.")
+        int,
+        typer.Option("--valid-before-margin-s", min=0, max=3600, help="Refuse shorter windows."),
     ] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON)."""
-    from farthing.wallet.chain import open_chain
-
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.facilitator_api import facilitator_app
     from farthing.paywall.keys import load_key_file, load_token_file
+    from farthing.wallet.chain import open_chain
 
     if not rpc_url.startswith(("http://", "https://")):
         fail(f"--rpc-url must be an http(s):// JSON-RPC URL, got {rpc_url!r}")

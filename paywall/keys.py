@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Final
 
 from eth_account import Account
+from pydantic import SecretStr
+
 from farthing.wallet.errors import KeyFileError, WrongPassphraseError
 from farthing.wallet.keystore import parse_private_key, read_passphrase
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
-from pydantic import SecretStr
 
 __all__ = ["TOKEN_LENGTH_MIN", "load_key_file", "load_token_file"]
 

@@ -31,10 +31,13 @@ from decimal import Decimal
 from typing import Any, Final
 
 import anyio.to_thread
-from farthing.wallet.money import Asset
 
 from farthing.paywall.books import RevenueBook, SettledPayment
-from farthing.paywall.errors import FacilitatorUnavailableError, PaymentStoreError, PaywallConfigError
+from farthing.paywall.errors import (
+    FacilitatorUnavailableError,
+    PaymentStoreError,
+    PaywallConfigError,
+)
 from farthing.paywall.facilitator import Facilitator, ResolvingFacilitator
 from farthing.paywall.preview import split_preview
 from farthing.paywall.pricing import Quote, Rounding
@@ -52,6 +55,7 @@ from farthing.paywall.wire import (
     SettleResult,
     decode_payment_signature,
 )
+from farthing.wallet.money import Asset
 
 __all__ = ["RESPONSE_BODY_BYTES_MAX_DEFAULT", "PaywallMiddleware", "PaywallOptions"]
 
@@ -113,7 +117,9 @@ class PaywallMiddleware:
         if not isinstance(options, PaywallOptions):
             raise PaywallConfigError("options must be a PaywallOptions")
         if not isinstance(options.facilitator, Facilitator):
-            raise PaywallConfigError("options.facilitator must implement verify, settle and supported")
+            raise PaywallConfigError(
+                "options.facilitator must implement verify, settle and supported"
+            )
         if not isinstance(options.store, PaymentStore):
             raise PaywallConfigError("options.store must be a PaymentStore")
         if options.books is not None and not isinstance(options.books, RevenueBook):
@@ -122,7 +128,9 @@ class PaywallMiddleware:
             raise PaywallConfigError("payment_header_bytes_max must be between 1 KiB and 1 MiB")
         if options.response_body_bytes_max < 1:
             raise PaywallConfigError("response_body_bytes_max must be positive")
-        if options.public_url is not None and not options.public_url.startswith(("http://", "https://")):
+        if options.public_url is not None and not options.public_url.startswith(
+            ("http://", "https://")
+        ):
             raise PaywallConfigError("public_url must start with http:// or https://")
         self.app = app
         self.options = options
@@ -184,13 +192,15 @@ class PaywallMiddleware:
         return _Priced(route, quote, requirements, resource)
 
     def _resource_url(self, scope: dict[str, Any]) -> str:
-        path = scope["path"]  # ASGI: the full path, root_path included
+        path = str(scope["path"])  # ASGI: the full path, root_path included
         if self.options.public_url:
             return self.options.public_url.rstrip("/") + path
         host = _header(scope, b"host") or "localhost"
         return f"{scope.get('scheme', 'http')}://{host}{path}"
 
-    async def _challenge(self, scope: dict[str, Any], receive: Any, send: Send, priced: _Priced) -> None:
+    async def _challenge(
+        self, scope: dict[str, Any], receive: Any, send: Send, priced: _Priced
+    ) -> None:
         extra: dict[str, Any] = {}
         if priced.route.is_article:
             try:
@@ -227,7 +237,11 @@ class PaywallMiddleware:
             f"{requirements.pay_to} on {requirements.network} with an x402 v2 client "
             f"(scheme exact, header {PAYMENT_REQUIRED_HEADER})."
         )
-        body: dict[str, Any] = {**challenge.to_wire(), "message": message, "price": _price_terms(priced.quote)}
+        body: dict[str, Any] = {
+            **challenge.to_wire(),
+            "message": message,
+            "price": _price_terms(priced.quote),
+        }
         if reason is None:
             body["error"] = "payment_required"
         body.update(extra or {})
@@ -239,28 +253,43 @@ class PaywallMiddleware:
     # ------------------------------------------------------------ the paid path
 
     async def _paid(
-        self, scope: dict[str, Any], receive: Any, send: Send, priced: _Priced, payload: PaymentPayload
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Send,
+        priced: _Priced,
+        payload: PaymentPayload,
     ) -> None:
         requirements = priced.requirements
         auth = payload.authorization
-        key = PaymentKey(requirements.network, requirements.asset, auth.from_address, "0x" + auth.nonce.hex())
+        key = PaymentKey(
+            requirements.network, requirements.asset, auth.from_address, "0x" + auth.nonce.hex()
+        )
         known = await self._store(self.store.get, key)
         if known is not None and known.state == PaymentState.PENDING:
             await self._resume_pending(scope, receive, send, priced, payload, key)
             return
         if known is not None and known.state != PaymentState.RELEASED:
             # A refused settlement keeps its reason; anything else was used.
-            reason = known.reason if known.state in _FINAL_REFUSALS and known.reason else "nonce_already_used"
+            reason = (
+                known.reason
+                if known.state in _FINAL_REFUSALS and known.reason
+                else "nonce_already_used"
+            )
             await self._send_402(send, priced, reason, "This payment cannot be used again.")
             return
         verified = await self.facilitator.verify(payload, requirements)
         if not verified.valid:
             reason = verified.reason or "invalid_payment"
-            await self._send_402(send, priced, reason, f"The payment was refused: {verified.message or reason}.")
+            await self._send_402(
+                send, priced, reason, f"The payment was refused: {verified.message or reason}."
+            )
             return
         claim = await self._store(self.store.claim, self._record(key, priced, payload))
         if not claim.won:
-            await self._send_402(send, priced, "nonce_already_used", "This payment was already used.")
+            await self._send_402(
+                send, priced, "nonce_already_used", "This payment was already used."
+            )
             return
         await self._serve_and_settle(scope, receive, send, priced, payload, key, claim.owner)
 
@@ -276,21 +305,35 @@ class PaywallMiddleware:
         """A retry of a payment whose settlement outcome was unknown: read the chain first."""
         claim = await self._store(self.store.reclaim_pending, key)
         if not claim.won:
-            await self._send_402(send, priced, "nonce_already_used", "This payment is already being settled.")
+            await self._send_402(
+                send, priced, "nonce_already_used", "This payment is already being settled."
+            )
             return
         record = claim.existing or await self._store(self.store.get, key)
         requirements = priced.requirements
         if isinstance(self.facilitator, ResolvingFacilitator):
             try:
                 resolved = await self.facilitator.resolve(
-                    requirements, payload.payer, payload.authorization.nonce, record.tx_hash if record else None
+                    requirements,
+                    payload.payer,
+                    payload.authorization.nonce,
+                    record.tx_hash if record else None,
                 )
             except FacilitatorUnavailableError:
-                await self._store(self.store.mark_pending, key, claim.owner, reason="settlement_unknown", tx_hash=None)
+                await self._store(
+                    self.store.mark_pending,
+                    key,
+                    claim.owner,
+                    reason="settlement_unknown",
+                    tx_hash=None,
+                )
                 raise
             if resolved is not None and resolved.success:
                 await self._store(
-                    self.store.mark_settled, key, claim.owner, tx_hash=resolved.transaction,
+                    self.store.mark_settled,
+                    key,
+                    claim.owner,
+                    tx_hash=resolved.transaction,
                     block_number=resolved.block_number,
                 )
                 await self._book(priced, payload, key, resolved)
@@ -298,8 +341,16 @@ class PaywallMiddleware:
                 await _send_buffered(send, buffered, _paid_headers(resolved))
                 return
             if resolved is not None:
-                await self._store(self.store.mark_failed, key, claim.owner, reason=resolved.reason or "failed")
-                await self._send_402(send, priced, resolved.reason, "The payment was not settled.", settlement=resolved)
+                await self._store(
+                    self.store.mark_failed, key, claim.owner, reason=resolved.reason or "failed"
+                )
+                await self._send_402(
+                    send,
+                    priced,
+                    resolved.reason,
+                    "The payment was not settled.",
+                    settlement=resolved,
+                )
                 return
         # The nonce is unused on-chain (or the facilitator resolves on its own):
         # settle again; the facilitator re-reads the nonce before any resubmission.
@@ -335,18 +386,28 @@ class PaywallMiddleware:
             settled = await self.facilitator.settle(payload, priced.requirements)
         except FacilitatorUnavailableError:
             # It may or may not have been sent: pending, resolved from the chain.
-            await self._store(self.store.mark_pending, key, owner, reason="settlement_unknown", tx_hash=None)
+            await self._store(
+                self.store.mark_pending, key, owner, reason="settlement_unknown", tx_hash=None
+            )
             raise
         if settled.success:
             await self._store(
-                self.store.mark_settled, key, owner, tx_hash=settled.transaction, block_number=settled.block_number
+                self.store.mark_settled,
+                key,
+                owner,
+                tx_hash=settled.transaction,
+                block_number=settled.block_number,
             )
             await self._book(priced, payload, key, settled)
             await _send_buffered(send, buffered, _paid_headers(settled))
             return
         if settled.pending:
             await self._store(
-                self.store.mark_pending, key, owner, reason="settlement_pending", tx_hash=settled.transaction or None
+                self.store.mark_pending,
+                key,
+                owner,
+                reason="settlement_pending",
+                tx_hash=settled.transaction or None,
             )
             await _send_unavailable(
                 send,
@@ -356,7 +417,9 @@ class PaywallMiddleware:
                 [(PAYMENT_RESPONSE_HEADER.encode(), settled.header().encode())],
             )
             return
-        await self._store(self.store.mark_failed, key, owner, reason=settled.reason or "settlement_failed")
+        await self._store(
+            self.store.mark_failed, key, owner, reason=settled.reason or "settlement_failed"
+        )
         await self._send_402(
             send,
             priced,
@@ -386,7 +449,9 @@ class PaywallMiddleware:
     async def _store(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
 
-    async def _book(self, priced: _Priced, payload: PaymentPayload, key: PaymentKey, settled: SettleResult) -> None:
+    async def _book(
+        self, priced: _Priced, payload: PaymentPayload, key: PaymentKey, settled: SettleResult
+    ) -> None:
         if self.books is None:
             return
         books = self.books
@@ -416,7 +481,7 @@ class PaywallMiddleware:
                 await self._store(self.store.mark_booked, key)
             else:
                 log.warning("revenue for %s not booked: %s", settled.transaction, result.reason)
-        except Exception as exc:  # the payer paid: deliver, and leave it for the sweep
+        except Exception as exc:  # noqa: BLE001 - the payer paid: deliver; the sweep books it later
             log.warning("revenue for %s not booked yet: %s", settled.transaction, exc)
 
     async def _run_buffered(self, scope: dict[str, Any], receive: Any) -> _Buffered:
@@ -425,7 +490,9 @@ class PaywallMiddleware:
         limit = self.options.response_body_bytes_max
         inner = dict(scope)
         inner["extensions"] = {
-            k: v for k, v in (scope.get("extensions") or {}).items() if k not in _UNBUFFERED_EXTENSIONS
+            k: v
+            for k, v in (scope.get("extensions") or {}).items()
+            if k not in _UNBUFFERED_EXTENSIONS
         }
 
         async def capture(message: dict[str, Any]) -> None:
@@ -494,7 +561,9 @@ async def _send_buffered(send: Send, buffered: _Buffered, extra: list[tuple[byte
         cache = _header_of(headers, b"cache-control")
         headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
         # Paid content must never be served from a shared cache to someone else.
-        headers.append((b"cache-control", b"private" if not cache else f"private, {cache}".encode()))
+        headers.append(
+            (b"cache-control", b"private" if not cache else f"private, {cache}".encode())
+        )
         headers.append((b"access-control-expose-headers", _EXPOSE.encode()))
         headers.extend(extra)
     await send({"type": "http.response.start", "status": buffered.status, "headers": headers})

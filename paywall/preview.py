@@ -29,7 +29,21 @@ BLOCK_TAGS: Final = frozenset(
     }
 )  # fmt: skip
 _VOID_TAGS: Final = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    }
 )
 _INVISIBLE_TAGS: Final = frozenset({"script", "style", "template", "head", "title"})
 _FENCE_RE: Final = re.compile(r"^\s{0,3}(```|~~~)")
@@ -100,7 +114,18 @@ class _BlockScanner(HTMLParser):
     def _inside_inline(self) -> bool:
         # Cutting inside <a> or <span> would split a phrase: only cut where
         # every open element is itself a block or a page-level container.
-        containers = BLOCK_TAGS | {"html", "body", "main", "article", "li", "td", "th", "tr", "tbody", "thead"}
+        containers = BLOCK_TAGS | {
+            "html",
+            "body",
+            "main",
+            "article",
+            "li",
+            "td",
+            "th",
+            "tr",
+            "tbody",
+            "thead",
+        }
         return any(tag not in containers for tag in self.stack)
 
     def _cut(self, offset: int) -> None:

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Final, Literal
 
-from farthing.wallet.money import UINT256_MAX, Asset
-
 from farthing.paywall.errors import PriceError
+from farthing.wallet.money import UINT256_MAX, Asset
 
 __all__ = [
     "Quote",
@@ -81,7 +80,7 @@ class Quote:
 
 def check_rate(currency: str, rate: object) -> Decimal:
     """A validated fiat rate: a positive, finite ``Decimal`` (floats are refused)."""
-    if isinstance(rate, float) or isinstance(rate, bool):
+    if isinstance(rate, (float, bool)):
         raise PriceError(f"the {currency} rate must be a Decimal or a decimal string, not a float")
     try:
         value = Decimal(rate) if isinstance(rate, (str, int)) else rate
@@ -159,18 +158,16 @@ def _to_atomic(
 ) -> int:
     scaled = value.scaleb(asset.decimals, context=_EXACT)
     whole = scaled.to_integral_value(rounding=ROUND_CEILING)
-    if scaled != whole:
-        if rounding != "up":
-            where = f" at {rate} {asset.symbol}/{currency}" if rate is not None else ""
-            raise PriceError(
-                f"{price.strip()}{where} is {format(value.normalize(), 'f')} {asset.symbol}, "
-                f"which is not a whole number of atomic units ({asset.decimals} decimals); "
-                "choose a price or rate that converts exactly, or set rounding='up'"
-            )
+    if scaled != whole and rounding != "up":
+        where = f" at {rate} {asset.symbol}/{currency}" if rate is not None else ""
+        raise PriceError(
+            f"{price.strip()}{where} is {format(value.normalize(), 'f')} {asset.symbol}, "
+            f"which is not a whole number of atomic units ({asset.decimals} decimals); "
+            "choose a price or rate that converts exactly, or set rounding='up'"
+        )
     atomic = int(whole)
     if atomic <= 0:
         raise PriceError(f"the price {price.strip()!r} must be more than zero")
     if atomic > UINT256_MAX:
         raise PriceError(f"the price {price.strip()!r} is too large")
     return atomic
-

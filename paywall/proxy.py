@@ -81,7 +81,9 @@ class ReverseProxy:
         if client:
             headers.append((b"x-forwarded-for", str(client[0]).encode()))
         try:
-            request = self._client.build_request(scope["method"], url, headers=headers, content=bytes(body))
+            request = self._client.build_request(
+                scope["method"], url, headers=headers, content=bytes(body)
+            )
             response = await self._client.send(request, stream=True)
             try:
                 raw = b"".join([chunk async for chunk in response.aiter_raw()])

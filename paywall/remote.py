@@ -14,11 +14,17 @@ from __future__ import annotations
 from typing import Any, Final
 
 import httpx
-from farthing.wallet.errors import AuthorizationError
 
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.facilitator import Supported
-from farthing.paywall.wire import X402_VERSION, PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
+from farthing.paywall.wire import (
+    X402_VERSION,
+    PaymentPayload,
+    PaymentRequirements,
+    SettleResult,
+    VerifyResult,
+)
+from farthing.wallet.errors import AuthorizationError
 
 __all__ = ["X402_REASONS", "RemoteFacilitator"]
 
@@ -70,7 +76,9 @@ class RemoteFacilitator:
         except httpx.TimeoutException:
             raise FacilitatorUnavailableError(f"the facilitator at {self.url} timed out") from None
         except httpx.HTTPError:
-            raise FacilitatorUnavailableError(f"the facilitator at {self.url} did not answer") from None
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} did not answer"
+            ) from None
         if response.status_code != 200:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} answered HTTP {response.status_code} to {path}"
@@ -101,7 +109,9 @@ class RemoteFacilitator:
                 f"the facilitator at {self.url} sent a malformed verify response"
             ) from None
         if result.reason in X402_REASONS:
-            return VerifyResult(result.valid, X402_REASONS[result.reason], result.payer, result.message)
+            return VerifyResult(
+                result.valid, X402_REASONS[result.reason], result.payer, result.message
+            )
         return result
 
     async def settle(

@@ -22,12 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from farthing.wallet.token import read_asset
-
 from farthing.paywall.books import RevenueBook, SettledPayment
 from farthing.paywall.facilitator import LocalFacilitator
 from farthing.paywall.store import PaymentRecord, PaymentState, PaymentStore
 from farthing.paywall.wire import PaymentRequirements
+from farthing.wallet.token import read_asset
 
 __all__ = ["SweepReport", "sweep"]
 
@@ -75,7 +74,10 @@ def sweep(
         outcome = facilitator.resolve_sync(_requirements(record), payer, nonce, record.tx_hash)
         if outcome is not None and outcome.success:
             store.mark_settled(
-                record.key, claim.owner, tx_hash=outcome.transaction, block_number=outcome.block_number
+                record.key,
+                claim.owner,
+                tx_hash=outcome.transaction,
+                block_number=outcome.block_number,
             )
             settled += 1
         elif outcome is not None:
@@ -85,7 +87,9 @@ def sweep(
             store.mark_expired(record.key, claim.owner)
             expired += 1
         else:
-            store.mark_pending(record.key, claim.owner, reason=record.reason or "pending", tx_hash=record.tx_hash)
+            store.mark_pending(
+                record.key, claim.owner, reason=record.reason or "pending", tx_hash=record.tx_hash
+            )
             still += 1
     if books is not None:
         assets = {}

@@ -19,15 +19,14 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final, Union
-
-from farthing.wallet.address import checksum
-from farthing.wallet.errors import AddressError
-from farthing.wallet.money import Asset
+from typing import Any, Final
 
 from farthing.paywall.errors import PaywallConfigError, PriceError
 from farthing.paywall.pricing import Quote, Rounding, check_rate, parse_price, quote_atomic
 from farthing.paywall.wire import PaymentRequirements
+from farthing.wallet.address import checksum
+from farthing.wallet.errors import AddressError
+from farthing.wallet.money import Asset
 
 __all__ = [
     "MAX_TIMEOUT_SECONDS_DEFAULT",
@@ -53,8 +52,8 @@ class PriceRequest:
     headers: Mapping[str, str]
 
 
-PriceValue = Union[str, int, Quote]
-PriceFunction = Callable[[PriceRequest], Union[PriceValue, Awaitable[PriceValue]]]
+PriceValue = str | int | Quote
+PriceFunction = Callable[[PriceRequest], PriceValue | Awaitable[PriceValue]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +176,7 @@ class RouteTable:
                 return resolved
         return None
 
-    def _resolve(
-        self, route: PaidRoute, pay_to: str | None, asset: Asset | None
-    ) -> ResolvedRoute:
+    def _resolve(self, route: PaidRoute, pay_to: str | None, asset: Asset | None) -> ResolvedRoute:
         if not isinstance(route, PaidRoute):
             raise PaywallConfigError(f"routes must be PaidRoute values, got {type(route).__name__}")
         methods = frozenset(m.upper() for m in route.methods)
@@ -188,16 +185,26 @@ class RouteTable:
         target = route.pay_to or pay_to
         chosen = route.asset or asset
         if target is None:
-            raise PaywallConfigError(f"route {route.path}: no pay_to address (set one per route or a default)")
+            raise PaywallConfigError(
+                f"route {route.path}: no pay_to address (set one per route or a default)"
+            )
         if chosen is None:
-            raise PaywallConfigError(f"route {route.path}: no asset (set one per route or a default)")
+            raise PaywallConfigError(
+                f"route {route.path}: no asset (set one per route or a default)"
+            )
         try:
             target = checksum(target)
         except AddressError as exc:
             raise PaywallConfigError(f"route {route.path}: pay_to: {exc}") from None
         timeout = route.max_timeout_seconds or MAX_TIMEOUT_SECONDS_DEFAULT
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= 7 * 86400:
-            raise PaywallConfigError(f"route {route.path}: max_timeout_seconds must be 1 s to a week")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int)
+            or not 0 < timeout <= 7 * 86400
+        ):
+            raise PaywallConfigError(
+                f"route {route.path}: max_timeout_seconds must be 1 s to a week"
+            )
         fraction = route.preview_fraction
         if fraction is not None:
             if isinstance(fraction, float) or not isinstance(fraction, (Decimal, str, int)):

@@ -26,11 +26,12 @@ import threading
 import time
 from typing import Any, Final, cast
 
+from eth_utils.address import to_checksum_address
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+
 from farthing.wallet.chain import Call, Chain, LogEntry, TxResult
 from farthing.wallet.revert import reason_for_revert, revert_message
 from farthing.wallet.signer import TxSigner
-from eth_utils.address import to_checksum_address
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 __all__ = ["GAS_HEADROOM_FACTOR", "Submitter"]
 
@@ -65,7 +66,9 @@ class Submitter:
                 self._gas[key] = gas
             max_fee, tip = self._fee_caps()
             if self._nonce is None:
-                self._nonce = int(w3.eth.get_transaction_count(self.signer.address, "pending"))
+                self._nonce = int(
+                    w3.eth.get_transaction_count(cast(Any, self.signer.address), "pending")
+                )
             tx = {
                 **self._params(call),
                 "gas": gas,
@@ -75,7 +78,10 @@ class Submitter:
                 "maxPriorityFeePerGas": tip,
             }
             try:
-                tx_hash = "0x" + bytes(w3.eth.send_raw_transaction(self.signer.sign_transaction(tx))).hex()
+                tx_hash = (
+                    "0x"
+                    + bytes(w3.eth.send_raw_transaction(self.signer.sign_transaction(tx))).hex()
+                )
             except (ContractLogicError, Web3RPCError) as exc:
                 self._nonce = None  # re-read it: the node may know better
                 message = revert_message(exc) if isinstance(exc, ContractLogicError) else str(exc)
@@ -95,7 +101,12 @@ class Submitter:
         return self._result(tx, tx_hash, receipt)
 
     def _params(self, call: Call) -> dict[str, Any]:
-        return {"from": self.signer.address, "to": call.to, "data": "0x" + call.data.hex(), "value": call.value}
+        return {
+            "from": self.signer.address,
+            "to": call.to,
+            "data": "0x" + call.data.hex(),
+            "value": call.value,
+        }
 
     def _fee_caps(self) -> tuple[int, int]:
         now = time.monotonic()

@@ -22,26 +22,36 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from farthing.paywall import (
-    LocalFacilitator,
-    PaidRoute,
-    PaywallMiddleware,
-    PaywallOptions,
-    PaymentStore,
-)
-from farthing.paywall.books import RevenueBook
-from farthing.paywall.wire import PaymentPayload, PaymentRequirements, encode_payment_signature, unb64_json
-from farthing.wallet.chain import RpcChain
-from farthing.wallet.devchain import AnvilNode, start_anvil
-from farthing.wallet.eip3009 import Authorization, build_authorization, sign_authorization, typed_data
-from farthing.wallet.money import Asset
-from farthing.wallet.signer import LocalSigner
-from farthing.wallet.token import Stablecoin, deploy_stablecoin
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from farthing.paywall import (
+    LocalFacilitator,
+    PaidRoute,
+    PaymentStore,
+    PaywallMiddleware,
+    PaywallOptions,
+)
+from farthing.paywall.books import RevenueBook
+from farthing.paywall.wire import (
+    PaymentPayload,
+    PaymentRequirements,
+    encode_payment_signature,
+    unb64_json,
+)
+from farthing.wallet.chain import RpcChain
+from farthing.wallet.devchain import AnvilNode, start_anvil
+from farthing.wallet.eip3009 import (
+    Authorization,
+    build_authorization,
+    sign_authorization,
+    typed_data,
+)
+from farthing.wallet.money import Asset
+from farthing.wallet.signer import LocalSigner
+from farthing.wallet.token import Stablecoin, deploy_stablecoin
 from tests.conftest import anvil_missing_reason
 
 PAYER_FUNDS = 50_000_000  # 50 USDC
@@ -117,7 +127,11 @@ def challenge_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def sign_for(
-    accepts: dict[str, Any], payer: LocalSigner, *, signer: LocalSigner | None = None, **overrides: Any
+    accepts: dict[str, Any],
+    payer: LocalSigner,
+    *,
+    signer: LocalSigner | None = None,
+    **overrides: Any,
 ) -> str:
     """A PAYMENT-SIGNATURE header paying ``accepts``; ``overrides`` bend the authorization."""
     requirements = PaymentRequirements.from_wire(accepts)
@@ -132,14 +146,18 @@ def sign_for(
     return header_for(authorization, requirements, signer or payer)
 
 
-def header_for(authorization: Authorization, requirements: PaymentRequirements, signer: LocalSigner) -> str:
+def header_for(
+    authorization: Authorization, requirements: PaymentRequirements, signer: LocalSigner
+) -> str:
     domain = requirements.domain()
     if signer.address == authorization.from_address:
         signed = sign_authorization(signer, authorization, domain)
         signature = signed.signature
     else:  # a wrong signer: skip the wallet's own post-signing check
         signature = signer.sign_typed_data(*typed_data(authorization, domain))
-    payload = PaymentPayload(accepted=requirements, authorization=authorization, signature=signature)
+    payload = PaymentPayload(
+        accepted=requirements, authorization=authorization, signature=signature
+    )
     return encode_payment_signature(payload)
 
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from farthing.console import emit_json  # noqa: E402
-from farthing.paywall import LocalFacilitator, PaymentStore  # noqa: E402
-from farthing.paywall.facilitator_cli import bind_socket, serve_app  # noqa: E402
-from farthing.wallet.chain import RpcChain  # noqa: E402
-from farthing.wallet.token import read_asset  # noqa: E402
-
-from tests.paywall.conftest import ChainEnv, paywalled  # noqa: E402
+from farthing.console import emit_json
+from farthing.paywall import LocalFacilitator, PaymentStore
+from farthing.paywall.facilitator_cli import bind_socket, serve_app
+from farthing.wallet.chain import RpcChain
+from farthing.wallet.token import read_asset
+from tests.paywall.conftest import ChainEnv, paywalled
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 import pytest
+
 from farthing.paywall import PaymentStore
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.signer import LocalSigner
-
 from tests.paywall.conftest import ChainEnv, asgi_client, challenge_of, paywalled, run, sign_for
 
 pytestmark = pytest.mark.anvil
@@ -80,7 +80,9 @@ WRONG_TYPES = {
     "accepted missing": lambda p: p.pop("accepted"),
     "payload a list": lambda p: p.update(payload=[]),
     "amount negative": lambda p: p["accepted"].update(amount="-1"),
-    "window reversed": lambda p: p["payload"]["authorization"].update(validAfter="99", validBefore="9"),
+    "window reversed": lambda p: p["payload"]["authorization"].update(
+        validAfter="99", validBefore="9"
+    ),
 }
 
 
@@ -96,9 +98,7 @@ def test_wrong_types_get_400_invalid_payment_payload(
     assert response.json()["message"]
 
 
-def _refused(
-    chain_env: ChainEnv, store: PaymentStore, header: str, reason: str
-) -> dict[str, Any]:
+def _refused(chain_env: ChainEnv, store: PaymentStore, header: str, reason: str) -> dict[str, Any]:
     before = chain_env.token.balance_of(chain_env.merchant)
     response = _ask(paywalled(chain_env, store), {"PAYMENT-SIGNATURE": header})
     assert response.status_code == 402, response.text
@@ -147,7 +147,9 @@ def test_expired_window(chain_env: ChainEnv, store: PaymentStore, accepts: dict[
     _refused(chain_env, store, header, "authorization_expired")
 
 
-def test_not_yet_valid_window(chain_env: ChainEnv, store: PaymentStore, accepts: dict[str, Any]) -> None:
+def test_not_yet_valid_window(
+    chain_env: ChainEnv, store: PaymentStore, accepts: dict[str, Any]
+) -> None:
     now = int(time.time())
     header = sign_for(accepts, chain_env.new_payer(), valid_after=now + 120, valid_for_s=600)
     _refused(chain_env, store, header, "authorization_not_yet_valid")
@@ -172,6 +174,8 @@ def test_replay_of_a_settled_payment(
     fresh.dispose()
 
 
-def test_insufficient_balance(chain_env: ChainEnv, store: PaymentStore, accepts: dict[str, Any]) -> None:
+def test_insufficient_balance(
+    chain_env: ChainEnv, store: PaymentStore, accepts: dict[str, Any]
+) -> None:
     header = sign_for(accepts, chain_env.new_payer(funds=9_999))
     _refused(chain_env, store, header, "insufficient_balance")

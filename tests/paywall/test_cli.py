@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from farthing.wallet.keystore import write_keystore
-from farthing.wallet.settings import WalletSettings
-from farthing.wallet.signer import LocalSigner
 from pydantic import SecretStr
 from x402.http.clients import x402HttpxClient
 
+from farthing.wallet.keystore import write_keystore
+from farthing.wallet.settings import WalletSettings
+from farthing.wallet.signer import LocalSigner
 from tests.conftest import TEST_PASSPHRASE, cli_env, free_port, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread
 from tests.paywall.test_x402_sdk import sdk_client
@@ -39,7 +39,9 @@ def _private(path: Path, text: str, mode: int = 0o600) -> Path:
 
 @pytest.fixture
 def proxy(chain_env: ChainEnv, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    key = _private(tmp_path / "relayer.key", chain_env.chain.dev_accounts()[6].private_key.get_secret_value())
+    key = _private(
+        tmp_path / "relayer.key", chain_env.chain.dev_accounts()[6].private_key.get_secret_value()
+    )
     config = tmp_path / "paywall.toml"
     config.write_text(
         "\n".join(
@@ -145,7 +147,9 @@ def test_facilitator_serve_names_an_unreachable_rpc(tmp_path: Path) -> None:
     ("content", "needle"),
     [("not a key at all", "malformed private key"), ('{"version": 3}', "not a version 3 keystore")],
 )
-def test_facilitator_serve_refuses_a_malformed_key(tmp_path: Path, content: str, needle: str) -> None:
+def test_facilitator_serve_refuses_a_malformed_key(
+    tmp_path: Path, content: str, needle: str
+) -> None:
     key = _private(tmp_path / "k", content)
     result = run_farthing(
         ["facilitator", "serve", "--rpc-url", "http://127.0.0.1:9", "--key-file", str(key)],
@@ -171,8 +175,19 @@ def test_facilitator_serve_reads_an_encrypted_keystore(tmp_path: Path) -> None:
     settings = WalletSettings(data_dir=tmp_path, scrypt_n=2**12)
     info = write_keystore(settings, "relayer", LocalSigner.generate(), SecretStr(TEST_PASSPHRASE))
     url = f"http://127.0.0.1:{free_port()}"
-    args = ["facilitator", "serve", "--rpc-url", url, "--key-file", str(info.path), "--rpc-timeout-s", "1"]
-    wrong = run_farthing(args, env=cli_env(tmp_path, FARTHING_WALLET_PASSPHRASE="not the one it was made with"))
+    args = [
+        "facilitator",
+        "serve",
+        "--rpc-url",
+        url,
+        "--key-file",
+        str(info.path),
+        "--rpc-timeout-s",
+        "1",
+    ]
+    wrong = run_farthing(
+        args, env=cli_env(tmp_path, FARTHING_WALLET_PASSPHRASE="not the one it was made with")
+    )
     _fails(wrong, "wrong passphrase")
     # The right passphrase unlocks it: the next thing to fail is the chain, by name.
     right = run_farthing(args, env=cli_env(tmp_path))
@@ -223,4 +238,10 @@ def test_paywall_resolve_on_an_empty_database(chain_env: ChainEnv, tmp_path: Pat
         env=cli_env(tmp_path),
     )  # fmt: skip
     assert result.code == 0, result.stderr
-    assert result.json() == {"settled": 0, "failed": 0, "expired": 0, "still_pending": 0, "booked": 0}
+    assert result.json() == {
+        "settled": 0,
+        "failed": 0,
+        "expired": 0,
+        "still_pending": 0,
+        "booked": 0,
+    }

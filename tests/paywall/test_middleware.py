@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from farthing.ledger import LedgerDatabase, LedgerSettings, revenue_report, upgrade_database, verify
 from farthing.paywall import LedgerRevenueBook, PaidRoute, PaymentState, PaymentStore, PriceRequest
 from farthing.paywall.errors import PaywallConfigError, PriceError
 from farthing.paywall.wire import unb64_json
-
 from tests.paywall.conftest import (
     PRICE_ATOMIC,
     ChainEnv,
@@ -31,7 +31,9 @@ from tests.paywall.conftest import (
 pytestmark = pytest.mark.anvil
 
 
-def test_unpaid_request_gets_the_x402_v2_challenge(chain_env: ChainEnv, store: PaymentStore) -> None:
+def test_unpaid_request_gets_the_x402_v2_challenge(
+    chain_env: ChainEnv, store: PaymentStore
+) -> None:
     app = paywalled(chain_env, store)
 
     async def go() -> Any:
@@ -141,7 +143,9 @@ def test_handler_errors_and_non_2xx_release_the_claim_unsettled(
     assert states == [PaymentState.RELEASED, PaymentState.SETTLED]
 
 
-def test_free_routes_and_other_methods_pass_through(chain_env: ChainEnv, store: PaymentStore) -> None:
+def test_free_routes_and_other_methods_pass_through(
+    chain_env: ChainEnv, store: PaymentStore
+) -> None:
     app = paywalled(chain_env, store)
 
     async def go() -> Any:
@@ -157,7 +161,9 @@ def test_fiat_prices_convert_at_the_configured_rate_and_keep_it(
     chain_env: ChainEnv, store: PaymentStore, tmp_path: Path
 ) -> None:
     payer = chain_env.new_payer()
-    database = LedgerDatabase(LedgerSettings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}"))
+    database = LedgerDatabase(
+        LedgerSettings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    )
     upgrade_database(database)
     routes = [PaidRoute("/api/data", "0.1 CNY", description="fiat priced")]
     app = paywalled(
@@ -214,7 +220,9 @@ def test_configuration_is_checked_when_the_middleware_is_built(
     chain_env: ChainEnv, store: PaymentStore
 ) -> None:
     with pytest.raises(PriceError, match="not a whole number of atomic units"):
-        paywalled(chain_env, store, routes=[PaidRoute("/a", "0.1 CNY")], rates={"CNY": "0.13888888"})
+        paywalled(
+            chain_env, store, routes=[PaidRoute("/a", "0.1 CNY")], rates={"CNY": "0.13888888"}
+        )
     with pytest.raises(PriceError, match="no exchange rate for EUR"):
         paywalled(chain_env, store, routes=[PaidRoute("/a", "1 EUR")])
     with pytest.raises(PriceError, match="not a float"):
@@ -225,7 +233,11 @@ def test_configuration_is_checked_when_the_middleware_is_built(
         paywalled(chain_env, store, routes=[PaidRoute("/a", "0.01", preview_fraction=Decimal(2))])
     # Rounding up is the explicit opt-in, and it never undercharges.
     app = paywalled(
-        chain_env, store, routes=[PaidRoute("/a", "0.1 CNY")], rates={"CNY": "0.13888888"}, rounding="up"
+        chain_env,
+        store,
+        routes=[PaidRoute("/a", "0.1 CNY")],
+        rates={"CNY": "0.13888888"},
+        rounding="up",
     )
     (route,) = list(app.routes)
     assert route.static_quote is not None and route.static_quote.amount == 13889

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from farthing.ledger import LedgerDatabase, LedgerSettings, revenue_report, upgrade_database
 from farthing.paywall import LedgerRevenueBook, LocalFacilitator, PaymentState, PaymentStore
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.chain import RpcChain
-
 from tests.paywall.conftest import (
     PRICE_ATOMIC,
     ChainEnv,
@@ -99,7 +99,9 @@ def flaky(chain_env: ChainEnv) -> Iterator[FakeFlakyRpc]:
 
 @pytest.fixture
 def books(tmp_path: Path) -> Iterator[LedgerRevenueBook]:
-    database = LedgerDatabase(LedgerSettings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}"))
+    database = LedgerDatabase(
+        LedgerSettings(database_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    )
     upgrade_database(database)
     yield LedgerRevenueBook(database)
     database.dispose()
@@ -158,7 +160,10 @@ def test_rpc_outage_at_verify_is_a_503_and_the_handler_never_runs(
     assert response.status_code == 503
     body = response.json()
     assert body["error"] == "facilitator_unavailable"
-    assert flaky.url in body["message"] and ("timed out" if outage == "slow" else "did not answer") in body["message"]
+    assert (
+        flaky.url in body["message"]
+        and ("timed out" if outage == "slow" else "did not answer") in body["message"]
+    )
     assert counting.calls == 0 and "paid-data" not in response.text
     assert store.records() == [] and _revenue(books, chain_env.merchant) == 0
     flaky.heal()
@@ -169,7 +174,7 @@ def test_rpc_lost_while_settling_is_pending_then_resolved_from_the_chain(
     chain_env: ChainEnv, store: PaymentStore, flaky: FakeFlakyRpc, books: LedgerRevenueBook
 ) -> None:
     chain = RpcChain(flaky.url, timeout_s=1.0, receipt_timeout_s=5.0)
-    app, counting = _paywall(chain_env, store, chain, books)
+    app, _ = _paywall(chain_env, store, chain, books)
     payer = chain_env.new_payer()
     header = sign_for(challenge_of(_get(app))["accepts"][0], payer)
     # The transaction goes out, but no receipt ever comes back.
@@ -199,7 +204,7 @@ def test_a_receipt_timeout_answers_settlement_pending_and_never_charges_twice(
     chain_env: ChainEnv, store: PaymentStore, books: LedgerRevenueBook
 ) -> None:
     chain = RpcChain(chain_env.chain.rpc_url or "", timeout_s=5.0, receipt_timeout_s=1.0)
-    app, counting = _paywall(chain_env, store, chain, books)
+    app, _ = _paywall(chain_env, store, chain, books)
     payer = chain_env.new_payer()
     header = sign_for(challenge_of(_get(app))["accepts"][0], payer)
     provider = chain_env.chain.w3.provider

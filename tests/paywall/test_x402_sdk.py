@@ -22,14 +22,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from farthing.paywall import PaymentState, PaymentStore, RemoteFacilitator
-from farthing.paywall.wire import unb64_json
 from x402 import x402Client, x402ResourceServer
 from x402.http import FacilitatorConfig, HTTPFacilitatorClient
 from x402.http.clients import x402HttpxClient
 from x402.http.middleware.fastapi import payment_middleware
 from x402.mechanisms.evm.exact import ExactEvmClientScheme, ExactEvmServerScheme
 
+from farthing.paywall import PaymentState, PaymentStore, RemoteFacilitator
+from farthing.paywall.wire import unb64_json
 from tests.conftest import cli_env
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, paywalled, serve_in_thread
 
@@ -121,6 +121,7 @@ def sdk_server_app(env: ChainEnv, facilitator_url: str, token: str) -> FastAPI:
             "description": "the weather",
         }
     }
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
