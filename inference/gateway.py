@@ -1,0 +1,349 @@
+"""The paid inference gateway: an OpenAI-compatible proxy that sells a vLLM server per call.
+
+::
+
+    client ──▶ Gateway (quotes the call) ──▶ PaywallMiddleware (x402 exact) ──▶ proxy ──▶ vLLM
+               400/404/413 refusals          402 with the quoted price          502/503/504
+               503/504 if vLLM is down       verify → run → settle on 2xx
+
+Routes: ``GET /v1/models`` (free), ``POST /v1/chat/completions`` (paid),
+``GET /v1/price`` (the current price per 1k tokens and every input behind
+it), ``POST /v1/price`` (the price of one chat request, held like a 402's),
+and ``GET /health``.
+
+The price depends on the request body (prompt tokens plus ``max_tokens``),
+which the paywall's price function does not see, so the gateway reads and
+prices the body first (``farthing.inference.quoting``). A request that cannot
+be priced is refused before any payment is asked for. A priced request goes on
+with a private header naming its quote; the paywall's dynamic price
+(:meth:`Gateway.price`) reads the amount from it. A client cannot forge the
+header: the gateway removes any copy of it from every incoming request.
+
+Nothing is charged for a failed call. The paywall verifies the payment (and
+claims its nonce) before the upstream runs, but settles only after a 2xx
+answer; the proxy answers 502 (``upstream_error``, ``upstream_failed``), 503
+(``upstream_unavailable``) or 504 (``upstream_timeout``) when vLLM errs, is
+down, dies mid-request or does not answer within ``upstream_timeout_s``, and
+the paywall releases the payment unsettled. Answers are JSON, never streamed:
+a paid answer is held until its payment settles.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from farthing.errors import InvariantError
+from farthing.inference.errors import (
+    InferenceConfigError,
+    InferenceUpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from farthing.inference.quoting import CallQuote, ChatPricer, Refusal
+from farthing.inference.settings import InferenceSettings
+from farthing.inference.upstream import Upstream
+
+if TYPE_CHECKING:
+    from farthing.paywall.routes import PriceRequest
+    from farthing.wallet.money import Asset
+
+__all__ = ["CHAT_PATH", "QUOTE_HEADER", "Gateway", "GatewayPayment", "upstream_refusal"]
+
+CHAT_PATH: Final = "/v1/chat/completions"
+QUOTE_HEADER: Final = "x-farthing-quote"
+_QUOTE_HEADER_BYTES: Final = QUOTE_HEADER.encode()
+_DESCRIPTION: Final = (
+    "One chat completion: prompt tokens plus max_tokens at the price per 1k tokens"
+)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPayment:
+    """How the gateway is paid: the paywall's facilitator, payment store, asset and payee."""
+
+    facilitator: Any  # farthing.paywall.Facilitator
+    store: Any  # farthing.paywall.PaymentStore
+    asset: Asset
+    pay_to: str
+    books: Any = None  # farthing.paywall.RevenueBook, to book revenue in the ledger
+    public_url: str | None = None
+    max_timeout_seconds: int | None = None
+
+
+def upstream_refusal(exc: InferenceUpstreamError) -> Refusal:
+    """The HTTP answer for an upstream failure: 503 down, 504 too slow, 502 broken."""
+    if isinstance(exc, UpstreamUnavailableError):
+        return Refusal(503, "upstream_unavailable", str(exc))
+    if isinstance(exc, UpstreamTimeoutError):
+        return Refusal(504, "upstream_timeout", str(exc))
+    return Refusal(502, "upstream_failed", str(exc))
+
+
+def _json(refusal: Refusal) -> JSONResponse:
+    return JSONResponse(
+        refusal.body(), status_code=refusal.status, headers={"cache-control": "no-store"}
+    )
+
+
+class Gateway:
+    """The gateway as a pure ASGI app; ``payment=None`` serves without charging (a private node)."""
+
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        *,
+        upstream: Upstream | None = None,
+        payment: GatewayPayment | None = None,
+    ) -> None:
+        if payment is not None and payment.asset.decimals != settings.asset_decimals:
+            # Prices are computed in the paid asset's atomic units.
+            settings = settings.model_copy(update={"asset_decimals": payment.asset.decimals})
+        self.settings = settings
+        self.upstream = upstream or Upstream(
+            settings.upstream_url,
+            timeout_s=settings.upstream_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            quick_timeout_s=settings.metrics_timeout_s,
+        )
+        self.pricer = ChatPricer(settings, self.upstream)
+        self.payment = payment
+        self._in_flight: dict[str, CallQuote] = {}
+        proxy = Starlette(
+            routes=[
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route(CHAT_PATH, self._chat, methods=["POST"]),
+                Route("/v1/price", self._price_sheet, methods=["GET"]),
+                Route("/v1/price", self._price_call, methods=["POST"]),
+                Route("/health", self._health, methods=["GET"]),
+            ]
+        )
+        self.app: Any = proxy if payment is None else self._paywalled(proxy, payment)
+
+    def __repr__(self) -> str:
+        return f"Gateway({self.upstream.url!r}, paid={self.payment is not None})"
+
+    def _paywalled(self, proxy: Any, payment: GatewayPayment) -> Any:
+        # Imported here: the paywall pulls in the chain stack, which callers
+        # of the free gateway (and `import farthing.inference`) do not need.
+        from farthing.paywall import PaidRoute, PaywallMiddleware, PaywallOptions
+
+        if not payment.pay_to:
+            raise InferenceConfigError("a paid gateway needs a pay_to address")
+        route = PaidRoute(
+            CHAT_PATH,
+            price=self.price,
+            methods=("POST",),
+            description=_DESCRIPTION,
+            mime_type="application/json",
+            max_timeout_seconds=payment.max_timeout_seconds,
+        )
+        options = PaywallOptions(
+            routes=[route],
+            facilitator=payment.facilitator,
+            store=payment.store,
+            books=payment.books,
+            pay_to=payment.pay_to,
+            asset=payment.asset,
+            public_url=payment.public_url,
+        )
+        return PaywallMiddleware(proxy, options=options)
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+    # ------------------------------------------------------------ the paywall's price
+
+    def price(self, request: PriceRequest) -> int:
+        """The paywall's dynamic price: the atomic amount of the quote this request carries."""
+        quote = self._in_flight.get(request.headers.get(QUOTE_HEADER, ""))
+        if quote is None:
+            # The gateway quotes every chat request before the paywall sees it.
+            raise InvariantError("a paid chat request reached the paywall without a quote")
+        return quote.amount
+
+    # ------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != _QUOTE_HEADER_BYTES]
+        scope = {**scope, "headers": headers}
+        if scope["method"] == "POST" and scope["path"] == CHAT_PATH:
+            await self._quoted(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _quoted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive, self.settings.request_body_bytes_max)
+        if body is None:
+            await _send(send, Refusal(413, "request_too_large", "the request body is too large"))
+            return
+        try:
+            quoted = await self.pricer.quote(body)
+        except InferenceUpstreamError as exc:
+            await _send(send, upstream_refusal(exc))
+            return
+        if isinstance(quoted, Refusal):
+            await _send(send, quoted)
+            return
+        key = secrets.token_hex(16)
+        self._in_flight[key] = quoted
+        inner = {**scope, "headers": [*scope["headers"], (_QUOTE_HEADER_BYTES, key.encode())]}
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only a disconnect can come
+
+        try:
+            await self.app(inner, replay, send)
+        finally:
+            del self._in_flight[key]
+
+    # ------------------------------------------------------------ the proxy's routes
+
+    async def _models(self, request: Request) -> Response:
+        try:
+            answer = await self.upstream.request(
+                "GET", "/v1/models", timeout_s=self.settings.metrics_timeout_s
+            )
+        except InferenceUpstreamError as exc:
+            return _json(upstream_refusal(exc))
+        if answer.status >= 500:
+            return _json(Refusal(502, "upstream_error", answer.error_message()))
+        return Response(
+            answer.body, answer.status, media_type=answer.content_type or "application/json"
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        quote = self._in_flight.get(request.headers.get(QUOTE_HEADER, ""))
+        if quote is None:  # only reachable by mounting the proxy without the gateway
+            return _json(Refusal(400, "not_quoted", "chat requests must come through the gateway"))
+        try:
+            answer = await self.upstream.chat(quote.call.body)
+        except InferenceUpstreamError as exc:
+            return _json(upstream_refusal(exc))
+        if answer.status >= 500:
+            # A 5xx passed on as-is could read as the gateway's own fault; it
+            # is the model server's, and it is never charged.
+            return _json(
+                Refusal(502, "upstream_error", f"the model server failed: {answer.error_message()}")
+            )
+        return Response(
+            answer.body,
+            answer.status,
+            media_type=answer.content_type or "application/json",
+            headers={k.decode(): v.decode() for k, v in quote.headers()},
+        )
+
+    async def _price_sheet(self, request: Request) -> Response:
+        sheet = await self.pricer.sheet()
+        payload = {
+            **sheet.to_json(),
+            "upstream": self.upstream.url,
+            "max_tokens_max": self.settings.max_tokens_max,
+            "max_tokens_default": self.settings.max_tokens_default,
+            "quote_ttl_s": self.settings.quote_ttl_s,
+            "metrics_error": self.pricer.metrics_error,
+        }
+        if self.payment is not None:
+            payload.update(
+                asset=self.payment.asset.address,
+                network=self.payment.asset.network,
+                symbol=self.payment.asset.symbol,
+                pay_to=self.payment.pay_to,
+            )
+        return JSONResponse(payload, headers={"cache-control": "no-store"})
+
+    async def _price_call(self, request: Request) -> Response:
+        body = await _read_body(request.receive, self.settings.request_body_bytes_max)
+        if body is None:
+            return _json(Refusal(413, "request_too_large", "the request body is too large"))
+        try:
+            quoted = await self.pricer.quote(body)
+        except InferenceUpstreamError as exc:
+            return _json(upstream_refusal(exc))
+        if isinstance(quoted, Refusal):
+            return _json(quoted)
+        call = quoted.call
+        return JSONResponse(
+            {
+                "amount": str(quoted.amount),
+                "price_per_1k_atomic": quoted.per_1k_atomic,
+                "asset_decimals": self.settings.asset_decimals,
+                "model": call.model,
+                "prompt_tokens": call.prompt_tokens,
+                "max_tokens": call.max_tokens,
+                "tokens": call.tokens,
+                "quote_ttl_s": self.settings.quote_ttl_s,
+            },
+            headers={"cache-control": "no-store"},
+        )
+
+    async def _health(self, request: Request) -> Response:
+        try:
+            answer = await self.upstream.request(
+                "GET", "/health", timeout_s=self.settings.metrics_timeout_s
+            )
+        except InferenceUpstreamError as exc:
+            return JSONResponse({"status": "degraded", "upstream": str(exc)}, status_code=503)
+        if answer.status != 200:
+            return JSONResponse(
+                {"status": "degraded", "upstream": f"HTTP {answer.status}"}, status_code=503
+            )
+        return JSONResponse({"status": "ok", "upstream": "ok"})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None past ``limit`` bytes (read no further)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body"):
+            return bytes(body)
+
+
+async def _send(send: Send, refusal: Refusal) -> None:
+    response = _json(refusal)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})

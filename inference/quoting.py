@@ -1,0 +1,325 @@
+"""What a chat completion costs before it runs: validate, count, price, and hold the price.
+
+``ChatPricer.quote(raw_body)`` turns an OpenAI chat-completions request into a
+:class:`CallQuote` or a :class:`Refusal` (an expected outcome, with an HTTP
+status and a snake_case reason):
+
+1. the body must be a JSON object under ``request_body_bytes_max``
+   (``request_too_large``, ``invalid_json``), with a non-empty ``messages``
+   list (``invalid_request``);
+2. ``stream`` is refused (``stream_not_supported``): a paid answer is settled
+   before a byte of it is sent, so it cannot stream; ``n`` must be 1;
+3. ``model`` must be served upstream (404 ``model_not_found``);
+4. ``max_tokens`` (or ``max_completion_tokens``) defaults to
+   ``max_tokens_default`` and may not exceed ``max_tokens_max``
+   (``max_tokens_over_limit``); the forwarded body carries the limit the
+   buyer paid for, so the upstream cannot generate more;
+5. the prompt is counted by the upstream's ``/tokenize`` with the model's own
+   tokenizer and chat template, tools included, and prompt plus
+   ``max_tokens`` must fit the context (``context_length_exceeded``);
+6. price = the price sheet's per-1k price × (prompt tokens + ``max_tokens``).
+
+A quote is **held** for ``quote_ttl_s``, keyed by a digest of the normalised
+request: the buyer who is quoted a price in a 402 and retries the same request
+with a payment is charged that price, even if the demand factor moved in
+between (the payment must match the amount exactly). Only this process holds
+quotes; behind a load balancer, pin buyers to a gateway or share nothing and
+accept that a re-quote may ask for a fresh payment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+
+from farthing.inference.errors import InferenceUpstreamError, MetricsError
+from farthing.inference.metrics import ThroughputWindow, sample_metrics
+from farthing.inference.pricing import PriceSheet, price_sheet
+from farthing.inference.settings import InferenceSettings
+from farthing.inference.upstream import ModelInfo, TokenCount, Upstream
+
+__all__ = ["CallQuote", "ChatCall", "ChatPricer", "QuoteHold", "Refusal", "body_digest"]
+
+_MODELS_CACHE_S: Final = 30.0
+_MODELS_RETRY_S: Final = 1.0  # an unknown model re-reads the list at most this often
+# Chat fields vLLM's /tokenize understands; they change the rendered prompt.
+_TOKENIZE_FIELDS: Final = (
+    "tools",
+    "add_generation_prompt",
+    "continue_final_message",
+    "add_special_tokens",
+    "chat_template",
+    "chat_template_kwargs",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request the gateway will not price, as an HTTP status and a snake_case reason."""
+
+    status: int
+    reason: str
+    message: str
+    param: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """OpenAI's error shape, so OpenAI clients show the message."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": "invalid_request_error" if self.status < 500 else "upstream_error",
+                "param": self.param,
+                "code": self.reason,
+            }
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """A validated request, normalised to what the upstream will be sent."""
+
+    body: dict[str, Any]
+    model: str
+    prompt_tokens: int
+    max_tokens: int
+    digest: str
+
+    @property
+    def tokens(self) -> int:
+        """What the buyer pays for: the whole prompt and every token it may generate."""
+        return self.prompt_tokens + self.max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuote:
+    """The price of one call, in atomic units, held until ``expires_at_s`` (monotonic)."""
+
+    call: ChatCall
+    per_1k_atomic: int
+    amount: int
+    expires_at_s: float
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-farthing-price-atomic", str(self.amount).encode()),
+            (b"x-farthing-price-per-1k-atomic", str(self.per_1k_atomic).encode()),
+            (b"x-farthing-tokens-priced", str(self.call.tokens).encode()),
+        ]
+
+
+def body_digest(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class QuoteHold:
+    """Quotes by request digest, each until its expiry, at most ``size_max`` of them."""
+
+    def __init__(self, *, ttl_s: float, size_max: int) -> None:
+        self.ttl_s = ttl_s
+        self.size_max = size_max
+        self._quotes: OrderedDict[str, CallQuote] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._quotes)
+
+    def get(self, digest: str, *, now_s: float) -> CallQuote | None:
+        quote = self._quotes.get(digest)
+        if quote is None or quote.expires_at_s <= now_s:
+            return None
+        return quote
+
+    def put(self, quote: CallQuote, *, now_s: float) -> None:
+        # Every quote lives ttl_s, so the oldest insertions expire first.
+        while self._quotes and next(iter(self._quotes.values())).expires_at_s <= now_s:
+            self._quotes.popitem(last=False)
+        self._quotes[quote.call.digest] = quote
+        self._quotes.move_to_end(quote.call.digest)
+        while len(self._quotes) > self.size_max:
+            self._quotes.popitem(last=False)
+
+
+@dataclass
+class _Models:
+    items: dict[str, ModelInfo] = field(default_factory=dict)
+    read_at_s: float = float("-inf")
+
+
+class ChatPricer:
+    """Prices chat calls against one upstream; one per gateway (it holds state)."""
+
+    def __init__(self, settings: InferenceSettings, upstream: Upstream) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.window = ThroughputWindow(settings.metrics_window_s)
+        self.hold = QuoteHold(ttl_s=settings.quote_ttl_s, size_max=settings.quotes_held_max)
+        self.metrics_error: str | None = None
+        self._metrics_read_at_s = float("-inf")
+        self._metrics_lock = anyio.Lock()
+        self._models = _Models()
+
+    # ------------------------------------------------------------ the price sheet
+
+    async def refresh_metrics(self, *, force: bool = False) -> None:
+        """Read ``/metrics`` unless it was read within ``metrics_refresh_s``; never raises."""
+        async with self._metrics_lock:
+            now = time.monotonic()
+            if not force and now - self._metrics_read_at_s < self.settings.metrics_refresh_s:
+                return
+            self._metrics_read_at_s = now
+            try:
+                text = await self.upstream.metrics()
+                self.window.add(sample_metrics(text, at_ms=int(time.monotonic() * 1000)))
+                self.metrics_error = None
+            except (InferenceUpstreamError, MetricsError) as exc:
+                # Price on what is known (or assumed); the sheet reports why.
+                self.metrics_error = str(exc)
+
+    async def sheet(self) -> PriceSheet:
+        await self.refresh_metrics()
+        latest = self.window.latest
+        return price_sheet(
+            self.settings,
+            throughput=self.window.throughput(),
+            requests_waiting=latest.requests_waiting if latest is not None else 0,
+        )
+
+    # ------------------------------------------------------------ one call
+
+    async def quote(self, raw: bytes) -> CallQuote | Refusal:
+        """Validate, count and price a chat-completions body (see the module doc)."""
+        checked = self._parse(raw)
+        if isinstance(checked, Refusal):
+            return checked
+        body, max_tokens = checked
+        digest = body_digest(body)
+        now = time.monotonic()
+        held = self.hold.get(digest, now_s=now)
+        if held is not None:
+            return held
+        model = body["model"]
+        info = await self._model(model)
+        if info is None:
+            return Refusal(
+                404, "model_not_found", f"the model {model!r} is not served here", "model"
+            )
+        counted = await self.upstream.tokenize(_tokenize_body(body))
+        if not isinstance(counted, TokenCount):
+            if counted.status == 404:
+                return Refusal(404, "model_not_found", counted.error_message(), "model")
+            return Refusal(400, "invalid_request", counted.error_message(), "messages")
+        limit = counted.max_model_len or info.max_model_len
+        if limit is not None and counted.count + max_tokens > limit:
+            return Refusal(
+                400,
+                "context_length_exceeded",
+                f"the prompt is {counted.count} tokens and max_tokens is {max_tokens}, "
+                f"{counted.count + max_tokens} in all, but the model's context is {limit} tokens",
+                "messages",
+            )
+        call = ChatCall(body, model, counted.count, max_tokens, digest)
+        sheet = await self.sheet()
+        quote = CallQuote(
+            call,
+            sheet.per_1k_atomic,
+            sheet.call_price(call.tokens),
+            time.monotonic() + self.settings.quote_ttl_s,
+        )
+        self.hold.put(quote, now_s=time.monotonic())
+        return quote
+
+    def _parse(self, raw: bytes) -> tuple[dict[str, Any], int] | Refusal:
+        settings = self.settings
+        if len(raw) > settings.request_body_bytes_max:
+            return Refusal(
+                413,
+                "request_too_large",
+                f"the request is over {settings.request_body_bytes_max} bytes",
+            )
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return Refusal(400, "invalid_json", "the request body is not JSON")
+        if not isinstance(body, dict):
+            return Refusal(400, "invalid_json", "the request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return Refusal(
+                400, "invalid_request", "name a model (GET /v1/models lists them)", "model"
+            )
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return Refusal(400, "invalid_request", "messages must be a non-empty list", "messages")
+        if body.get("stream"):
+            return Refusal(
+                400,
+                "stream_not_supported",
+                "a paid answer is settled before it is sent, so it cannot stream; set stream to false",
+                "stream",
+            )
+        if body.get("n", 1) != 1 or isinstance(body.get("n"), bool):
+            return Refusal(
+                400, "n_not_supported", "the gateway sells one choice per call (n=1)", "n"
+            )
+        max_tokens = _max_tokens(body, settings)
+        if isinstance(max_tokens, Refusal):
+            return max_tokens
+        normalised = dict(body)
+        # Both names carry the paid limit, so no reading of the request lets
+        # the upstream generate more than was paid for.
+        normalised["max_tokens"] = max_tokens
+        normalised["max_completion_tokens"] = max_tokens
+        normalised.pop("stream", None)
+        normalised.pop("stream_options", None)
+        return normalised, max_tokens
+
+    async def _model(self, name: str) -> ModelInfo | None:
+        now = time.monotonic()
+        cache = self._models
+        stale = now - cache.read_at_s > _MODELS_CACHE_S
+        if stale or (name not in cache.items and now - cache.read_at_s > _MODELS_RETRY_S):
+            models = await self.upstream.models()
+            self._models = cache = _Models({m.id: m for m in models}, time.monotonic())
+        return cache.items.get(name)
+
+
+def _max_tokens(body: dict[str, Any], settings: InferenceSettings) -> int | Refusal:
+    given: list[int] = []
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return Refusal(400, "invalid_max_tokens", f"{key} must be a whole number >= 1", key)
+        given.append(value)
+    if len(set(given)) > 1:
+        return Refusal(
+            400, "max_tokens_conflict", "max_tokens and max_completion_tokens differ", "max_tokens"
+        )
+    value = given[0] if given else settings.max_tokens_default
+    if value > settings.max_tokens_max:
+        return Refusal(
+            400,
+            "max_tokens_over_limit",
+            f"max_tokens is {value}, over this gateway's limit of {settings.max_tokens_max}",
+            "max_tokens",
+        )
+    return value
+
+
+def _tokenize_body(body: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "model": body["model"],
+        "messages": body["messages"],
+        "add_generation_prompt": True,
+    }
+    for key in _TOKENIZE_FIELDS:
+        if key in body:
+            out[key] = body[key]
+    return out

@@ -1,0 +1,193 @@
+"""``VllmServer``: start vLLM, wait until it is healthy, and stop all of it.
+
+vLLM runs as a process group of its own (the API server plus its engine core
+process), so stopping it signals the whole group: SIGTERM first, SIGKILL after
+``stop_timeout_s``. Nothing it started outlives it, even when the caller is
+interrupted while waiting.
+
+Start-up is bounded: ``wait_ready`` polls ``GET /health`` until it answers
+200, the process exits (its log tail becomes the error), or
+``startup_timeout_s`` passes. Progress goes to an optional callback so the CLI
+can show it and tests can stay quiet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Final, Self
+
+import httpx
+
+from farthing.inference.command import Accelerator, resolve_device, vllm_command, vllm_env
+from farthing.inference.errors import InferenceConfigError, ServerStartError
+from farthing.inference.settings import InferenceSettings
+
+__all__ = ["LOG_TAIL_LINES", "Progress", "VllmServer", "free_port", "log_tail"]
+
+LOG_TAIL_LINES: Final = 25
+_POLL_S: Final = 0.5
+_HEALTH_TIMEOUT_S: Final = 2.0
+
+Progress = Callable[[float, str], None]  # (seconds waited, last log line)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (vLLM needs a concrete one, not 0)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file ("" if it cannot be read)."""
+    try:
+        with path.open("r", errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines)).rstrip()
+    except OSError:
+        return ""
+
+
+class VllmServer:
+    """One vLLM OpenAI-compatible server process group; a context manager."""
+
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        *,
+        log_path: Path,
+        device: Accelerator | None = None,
+        python: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.python = python or settings.vllm_python()
+        if not self.python.exists():
+            raise InferenceConfigError(
+                f"no Python interpreter at {self.python}; run bash scripts/setup_vllm.sh "
+                "(CPU) or pip install vllm (GPU), or pass --python"
+            )
+        self.device: Accelerator = device or resolve_device(settings, self.python)
+        self.port = settings.port or free_port(settings.host)
+        self.log_path = log_path
+        self.argv = vllm_command(settings, device=self.device, python=self.python, port=self.port)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"VllmServer({self.settings.model!r}, device={self.device!r}, port={self.port})"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible base URL, ending in ``/v1``."""
+        return f"{self.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.served_model_name or self.settings.model
+
+    def start(self) -> None:
+        """Start the process group (returns at once; see ``wait_ready``)."""
+        if self.process is not None:
+            raise InferenceConfigError("this server was already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=vllm_env(self.settings, device=self.device),
+            start_new_session=True,  # its own process group, so stop() reaches every child
+        )
+
+    def wait_ready(self, *, progress: Progress | None = None) -> str:
+        """Block until ``/health`` answers 200; return the base URL, or raise ``ServerStartError``."""
+        if self.process is None:
+            raise InferenceConfigError("start() the server before waiting for it")
+        started = time.monotonic()
+        deadline = started + self.settings.startup_timeout_s
+        with httpx.Client(timeout=httpx.Timeout(_HEALTH_TIMEOUT_S)) as client:
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    raise ServerStartError(
+                        f"vLLM exited with code {code} before it was ready (log: {self.log_path})",
+                        log_tail=log_tail(self.log_path),
+                    )
+                try:
+                    if client.get(f"{self.root_url}/health").status_code == 200:
+                        return self.base_url
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                now = time.monotonic()
+                if now >= deadline:
+                    tail = log_tail(self.log_path)
+                    self.stop()
+                    raise ServerStartError(
+                        f"vLLM was not healthy within {self.settings.startup_timeout_s:g} s "
+                        f"(log: {self.log_path})",
+                        log_tail=tail,
+                    )
+                if progress is not None:
+                    progress(now - started, log_tail(self.log_path, 1))
+                time.sleep(_POLL_S)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        """Stop the whole process group (SIGTERM, then SIGKILL); return the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        try:
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=self.settings.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process.pid, signal.SIGKILL)
+                    process.wait(timeout=self.settings.stop_timeout_s)
+            # The leader may be gone while a child lingers: sweep the group.
+            _signal_group(process.pid, signal.SIGKILL)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return process.returncode
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
