@@ -48,6 +48,9 @@ _SUBCOMMANDS: dict[str, _SubCommand] = {
     "ledger": _SubCommand(
         "farthing.ledger.cli", "app", "Books: budgets, reports, export and audit verification."
     ),
+    "inference": _SubCommand(
+        "farthing.inference.cli", "app", "Serve a model with vLLM and sell it per call (x402)."
+    ),
 }
 
 
