@@ -50,6 +50,7 @@ class RemoteFacilitator:
         token: str | None = None,
         timeout_s: float = 30.0,
         connections_max: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise PaywallConfigError(f"a facilitator URL must be http(s)://, got {url!r}")
@@ -62,6 +63,7 @@ class RemoteFacilitator:
             limits=httpx.Limits(
                 max_connections=connections_max, max_keepalive_connections=connections_max
             ),
+            transport=transport,  # None: the network; an ASGITransport in tests
         )
 
     def __repr__(self) -> str:
