@@ -233,9 +233,13 @@ class PaymentStore:
         now = _now_ns()
         row = _row(record, owner=owner, state=PaymentState.CLAIMED, now=now)
         insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
-        statement = insert(PAYMENTS).values(**row).on_conflict_do_nothing()
+        # RETURNING tells a fresh row from a conflict on both backends (the
+        # driver's rowcount is not reliable for an INSERT on PostgreSQL).
+        statement = (
+            insert(PAYMENTS).values(**row).on_conflict_do_nothing().returning(PAYMENTS.c.owner)
+        )
         with self._begin() as connection:
-            if connection.execute(statement).rowcount == 1:
+            if connection.execute(statement).first() is not None:
                 return ClaimOutcome(True, owner)
             # Only a claim the handler gave back may be taken again; the
             # state test in the WHERE makes this a compare-and-swap.
