@@ -160,8 +160,12 @@ class VllmServer:
                 except subprocess.TimeoutExpired:
                     _signal_group(process.pid, signal.SIGKILL)
                     process.wait(timeout=self.settings.stop_timeout_s)
-            # The leader may be gone while a child lingers: sweep the group.
+            # The leader may be gone while a child lingers: sweep the group,
+            # and wait (bounded) until its last member is reaped.
             _signal_group(process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + self.settings.stop_timeout_s
+            while _group_exists(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             if self._log is not None:
                 self._log.close()
@@ -184,6 +188,28 @@ class VllmServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _group_exists(pgid: int) -> bool:
+    """Whether a live (not zombie) process is still in the group."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

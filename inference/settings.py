@@ -95,7 +95,9 @@ class InferenceSettings(BaseSettings):
     max_tokens_default: int = Field(default=256, ge=1, le=1_048_576, description="If omitted.")
     upstream_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     request_body_bytes_max: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    quote_ttl_s: float = Field(default=120.0, gt=0, le=3600, description="A 402's price holds.")
+    quote_ttl_s: int = Field(
+        default=120, ge=1, le=3600, description="How long a quoted price holds."
+    )
     quotes_held_max: int = Field(default=10_000, ge=1, le=10_000_000)
     asset_decimals: int = Field(default=6, ge=0, le=36)
 
