@@ -18,8 +18,10 @@ stack) are imported only by the functions that use them.
 from farthing.inference.builder import build_tiny_model
 from farthing.inference.chat import (
     BuyDecision,
+    aclose_chat_model,
     astructured_answer,
     chat_model,
+    close_chat_model,
     response_format,
     strict_schema,
     structured_answer,
@@ -88,10 +90,12 @@ __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "VllmServer",
+    "aclose_chat_model",
     "astructured_answer",
     "build_tiny_model",
     "call_price_atomic",
     "chat_model",
+    "close_chat_model",
     "detect_device",
     "parse_metrics",
     "price_per_1k_atomic",

@@ -2,7 +2,9 @@
 
 ``chat_model`` gives a ``ChatOpenAI`` pointed at a vLLM OpenAI-compatible
 base URL, with every limit explicit: a request timeout and a connect timeout,
-``max_tokens`` per answer, and a retry count. The agents use it as their brain.
+``max_tokens`` per answer, a retry count, and connection limits on its own
+httpx clients, which ``close_chat_model`` / ``aclose_chat_model`` release.
+The agents use it as their brain.
 
 Decisions that money depends on never parse free text. ``structured_answer``
 (and ``astructured_answer``) asks for ``response_format`` json_schema, which
@@ -38,8 +40,10 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_API_KEY",
     "BuyDecision",
+    "aclose_chat_model",
     "astructured_answer",
     "chat_model",
+    "close_chat_model",
     "response_format",
     "strict_schema",
     "structured_answer",
@@ -88,15 +92,36 @@ def chat_model(
     if not 0 < limit <= settings.max_tokens:
         raise InferenceConfigError(f"max_tokens must be 1 to {settings.max_tokens}, got {limit}")
     key = api_key or SecretStr(NO_API_KEY)
+    timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
+    limits = httpx.Limits(
+        max_connections=settings.connections_max, max_keepalive_connections=settings.connections_max
+    )
+    # Our own clients, not langchain-openai's process-wide cached ones: the
+    # limits are explicit, and close_chat_model() can release the sockets.
     return ChatOpenAI(
         model=model,
         base_url=base_url.rstrip("/"),
         api_key=key,
-        timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+        timeout=timeout,
         max_retries=settings.retry_count_max,
         max_completion_tokens=limit,
         temperature=temperature,
+        http_client=httpx.Client(timeout=timeout, limits=limits),
+        http_async_client=httpx.AsyncClient(timeout=timeout, limits=limits),
     )
+
+
+def close_chat_model(chat: ChatOpenAI) -> None:
+    """Close the sync connections of a ``chat_model`` (use ``aclose_chat_model`` in asyncio)."""
+    if isinstance(chat.http_client, httpx.Client):
+        chat.http_client.close()
+
+
+async def aclose_chat_model(chat: ChatOpenAI) -> None:
+    """Close both connection pools of a ``chat_model``."""
+    close_chat_model(chat)
+    if isinstance(chat.http_async_client, httpx.AsyncClient):
+        await chat.http_async_client.aclose()
 
 
 def strict_schema(schema: type[BaseModel]) -> dict[str, Any]:

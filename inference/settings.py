@@ -85,6 +85,7 @@ class InferenceSettings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
     max_tokens: int = Field(default=256, ge=1, le=1_048_576, description="Per answer.")
     retry_count_max: int = Field(default=2, ge=0, le=10)
+    connections_max: int = Field(default=16, ge=1, le=1024, description="Per chat model.")
 
     # ------------------------------------------------------------ the paid gateway
     upstream_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
