@@ -20,5 +20,6 @@ echo "==> installing Python packages (.[dev])"
 echo "==> installing npm packages (anvil, solc) from package-lock.json"
 npm ci --no-audit --no-fund --loglevel=error
 
+bash scripts/setup_vllm.sh  # .venv-vllm: vLLM for the CPU, for the tests marked vllm
 echo "==> running the test suite"
 exec .venv/bin/python -m pytest "$@"
