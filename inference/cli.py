@@ -253,6 +253,8 @@ def gateway(
             f"price: GET {url}/v1/price"
         )
     _serve(app_, sock)
+    if not as_json:
+        out_console.print("gateway stopped")
 
 
 def _payment(settings: InferenceSettings, **flags: Any) -> Any:
@@ -309,7 +311,12 @@ def _serve(asgi_app: Any, sock: Any) -> None:
         lifespan="on",  # the gateway closes its upstream connections on shutdown
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it already handled with a graceful
+        # shutdown; the stop was clean, so the exit code is 0.
+        pass
 
 
 @app.command()

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ SERVED_MODEL = "tiny"
 VLLM_STARTUP_TIMEOUT_S = 420  # about 30 s here; generous for a loaded CI machine
 VLLM_STOP_TIMEOUT_S = 60
 PAYER_FUNDS = 50_000_000  # 50 USDC
+FAKE_SCRIPT = Path(__file__).with_name("fake_vllm.py")
 
 
 def vllm_missing_reason() -> str | None:
@@ -110,7 +112,7 @@ class VllmProcess:
         return self.base_url.removesuffix("/v1")
 
 
-def _ready_line(process: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
+def ready_line(process: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
     """The CLI's one JSON line, read on a thread so a silent process cannot hang the session."""
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
@@ -132,7 +134,7 @@ def _ready_line(process: subprocess.Popen[str], timeout_s: float) -> dict[str, A
         if line.startswith("{"):
             parsed: dict[str, Any] = json.loads(line)
             return parsed
-    raise RuntimeError(f"farthing inference serve printed no ready line within {timeout_s} s")
+    raise RuntimeError(f"{process.args!r} printed no ready line within {timeout_s} s")
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +158,7 @@ def vllm(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
     pid = None
     try:
-        ready = _ready_line(cli, VLLM_STARTUP_TIMEOUT_S + 30)
+        ready = ready_line(cli, VLLM_STARTUP_TIMEOUT_S + 30)
         pid = int(ready["pid"])
         yield VllmProcess(ready["base_url"], ready["model"], pid, cli, vllm_log)
     except RuntimeError:
@@ -195,6 +197,33 @@ def fake_vllm() -> FakeVllm:
     return FakeVllm()
 
 
+@contextmanager
+def fake_vllm_process(mode: str = "ok") -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The fake vLLM as a real server process; yields its URL and the process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(FAKE_SCRIPT), "--port", str(port), "--mode", mode],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the fake vLLM did not start") from None
+                time.sleep(0.05)
+        yield url, process
+    finally:
+        process.kill()
+        process.wait()
+
+
 def fast_settings(**overrides: Any) -> InferenceSettings:
     """Settings for the fake: short timeouts, and metrics read on every quote."""
     values: dict[str, Any] = {
@@ -231,6 +260,23 @@ def client_for(app: Any) -> httpx.AsyncClient:
 # ------------------------------------------------------------------ paying
 
 
+def payment_header(payer: LocalSigner, challenge: httpx.Response) -> tuple[str, int]:
+    """A PAYMENT-SIGNATURE paying a 402's terms, and the amount it authorizes."""
+    terms = unb64_json(challenge.headers["payment-required"])
+    requirements = PaymentRequirements.from_wire(terms["accepts"][0])
+    authorization = build_authorization(
+        from_address=payer.address,
+        to=requirements.pay_to,
+        value=requirements.amount,
+        valid_for_s=300,
+    )
+    signed = sign_authorization(payer, authorization, requirements.domain())
+    payload = PaymentPayload(
+        accepted=requirements, authorization=authorization, signature=signed.signature
+    )
+    return encode_payment_signature(payload), requirements.amount
+
+
 @dataclass
 class PaidEnv:
     """The stablecoin on a memory chain, a funded payer, a merchant, and the merchant's books."""
@@ -257,20 +303,7 @@ class PaidEnv:
         return Gateway(settings, upstream=upstream, payment=self.payment())
 
     def pay(self, challenge: httpx.Response) -> tuple[str, int]:
-        """A PAYMENT-SIGNATURE for a 402's terms, and the amount it authorizes."""
-        terms = unb64_json(challenge.headers["payment-required"])
-        requirements = PaymentRequirements.from_wire(terms["accepts"][0])
-        authorization = build_authorization(
-            from_address=self.payer.address,
-            to=requirements.pay_to,
-            value=requirements.amount,
-            valid_for_s=300,
-        )
-        signed = sign_authorization(self.payer, authorization, requirements.domain())
-        payload = PaymentPayload(
-            accepted=requirements, authorization=authorization, signature=signed.signature
-        )
-        return encode_payment_signature(payload), requirements.amount
+        return payment_header(self.payer, challenge)
 
     def balance(self, address: str) -> int:
         return self.token.balance_of(address)

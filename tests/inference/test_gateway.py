@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,12 +22,11 @@ import pytest
 
 from farthing.inference import Gateway
 from tests.conftest import free_port
-from tests.inference.conftest import client_for, fake_upstream, fast_settings
+from tests.inference.conftest import client_for, fake_upstream, fake_vllm_process, fast_settings
 from tests.inference.fake_vllm import CONTEXT, MODEL, FakeVllm, prompt_tokens
 
 pytestmark = pytest.mark.anyio
 
-FAKE_SCRIPT = Path(__file__).with_name("fake_vllm.py")
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
@@ -180,31 +177,8 @@ def real_gateway(url: str, **overrides: Any) -> Gateway:
 @pytest.fixture
 def fake_process(request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """The fake vLLM as a real server process in the mode the test names."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(FAKE_SCRIPT), "--port", str(port), "--mode", request.param],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        raise RuntimeError("the fake vLLM did not start")
-    try:
-        yield url, process
-    finally:
-        process.kill()
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+    with fake_vllm_process(request.param) as running:
+        yield running
 
 
 async def test_nothing_listening_is_a_503_at_once() -> None:
