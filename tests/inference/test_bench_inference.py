@@ -1,0 +1,30 @@
+"""``benchmarks/bench_inference.py`` runs on a tiny workload and ends with one well-formed JSON line.
+
+It checks the script's correctness, never its speed (the numbers are in
+``docs/inference.md``); the upstream is the script's own in-process stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_inference.py"
+
+
+def test_bench_inference_prints_its_json_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--calls", "5", "--price-duration-s", "0.05"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["bench"] == "inference"
+    assert report["calls"] == 5
+    for key in ("direct_ms", "gateway_ms", "price_sheets_per_s"):
+        assert isinstance(report[key], (int, float)) and report[key] > 0
