@@ -92,8 +92,7 @@ def serve(
         fail(
             "no model: pass --model PATH_OR_NAME (farthing inference build-model makes a tiny one)"
         )
-    server = VllmServer(settings, log_path=Path("/dev/null"))
-    server.log_path = log_file or settings.log_dir() / f"vllm-{server.port}.log"
+    server = VllmServer(settings, log_path=log_file)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # stop the group on SIGTERM too
     last_report = [0.0]
 

@@ -62,7 +62,7 @@ class VllmServer:
         self,
         settings: InferenceSettings,
         *,
-        log_path: Path,
+        log_path: Path | None = None,
         device: Accelerator | None = None,
         python: Path | None = None,
     ) -> None:
@@ -75,7 +75,7 @@ class VllmServer:
             )
         self.device: Accelerator = device or resolve_device(settings, self.python)
         self.port = settings.port or free_port(settings.host)
-        self.log_path = log_path
+        self.log_path = log_path or settings.log_dir() / f"vllm-{self.port}.log"
         self.argv = vllm_command(settings, device=self.device, python=self.python, port=self.port)
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None

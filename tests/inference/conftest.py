@@ -93,7 +93,11 @@ def tiny_model(request: pytest.FixtureRequest) -> Path:
     reason = vllm_missing_reason()
     if reason is not None:
         pytest.skip(reason)
-    out = Path(request.config.cache.mkdir("farthing-tiny-model"))
+    cache = request.config.cache  # None when run with -p no:cacheprovider
+    if cache is not None:
+        out = Path(cache.mkdir("farthing-tiny-model"))
+    else:
+        out = request.getfixturevalue("tmp_path_factory").mktemp("tiny-model")
     return build_tiny_model(out, python=VLLM_PYTHON)
 
 

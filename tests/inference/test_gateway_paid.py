@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from farthing.paywall.wire import unb64_json
-from tests.inference.conftest import PaidEnv, client_for, fake_upstream, fast_settings
+from tests.inference.conftest import (
+    PaidEnv,
+    client_for,
+    fake_upstream,
+    fake_vllm_process,
+    fast_settings,
+)
 from tests.inference.fake_vllm import MODEL, FakeVllm, prompt_tokens
 
 pytestmark = pytest.mark.anyio
@@ -122,6 +128,26 @@ async def test_a_failed_upstream_is_never_charged_and_the_payment_stays_usable(
     assert replayed.status_code == 402  # the same payment never pays twice
     assert paid_env.balance(paid_env.payer.address) == before - amount
     assert paid_env.revenue() == (amount, 1)
+
+
+async def test_a_model_server_that_dies_mid_request_is_never_charged(paid_env: PaidEnv) -> None:
+    before = paid_env.balance(paid_env.payer.address)
+    with fake_vllm_process("die") as (url, process):
+        app = paid_env.gateway(fast_settings(upstream_url=url))
+        async with client_for(app) as client:
+            challenge = await client.post("/v1/chat/completions", json=chat())
+            assert challenge.status_code == 402
+            header, _ = paid_env.pay(challenge)
+            paid = await client.post(
+                "/v1/chat/completions", json=chat(), headers={"payment-signature": header}
+            )
+            assert process.wait(timeout=10) == -9  # killed by the request it was serving
+        await app.aclose()
+    assert (paid.status_code, paid.json()["error"]["code"]) == (502, "upstream_failed")
+    assert "payment-response" not in paid.headers
+    assert paid_env.balance(paid_env.payer.address) == before
+    assert paid_env.balance(paid_env.merchant) == 0
+    assert paid_env.revenue() == (0, 0)
 
 
 async def test_a_payment_for_a_different_request_is_refused(
