@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
 from farthing.ledger import (
     AccountFlags,
     BudgetPolicy,

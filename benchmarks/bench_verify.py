@@ -34,6 +34,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_hash.auto import keccak as eth_hash_keccak
 from eth_keys.backends import get_backend
+
 from farthing.wallet.eip712 import (
     KECCAK_BACKEND,
     RECOVERY_BACKEND,

@@ -31,7 +31,7 @@ from farthing.ledger.errors import (
     LedgerSchemaError,
 )
 from farthing.ledger.flags import AccountFlags, TransferFlags
-from farthing.ledger.inputs import NewAccount, NewTransfer, PaymentDetails, new_id
+from farthing.ledger.inputs import NewAccount, NewTransfer, PaymentDetails, derived_id, new_id
 from farthing.ledger.migration import (
     check_schema,
     head_revision,
@@ -144,6 +144,7 @@ __all__ = [
     "check_schema",
     "create_accounts",
     "create_transfers",
+    "derived_id",
     "expire_pending",
     "export_rows",
     "find_breaks",

@@ -22,10 +22,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from farthing.ledger.bulk import insert_rows
-from farthing.ledger.tables import AuditEntry, AuditHead, table_of
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+
+from farthing.ledger.bulk import insert_rows
+from farthing.ledger.tables import AuditEntry, AuditHead, table_of
 
 __all__ = ["GENESIS_HASH", "canonical_payload", "entry_hash"]
 

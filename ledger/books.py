@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from farthing.invariant import invariant
 from farthing.ledger.budget import TOTAL_PAYEE, BudgetPolicy, asset_allowed, headroom, hour_of
 from farthing.ledger.columns import AMOUNT_MAX, ID_MAX
 from farthing.ledger.flags import (
@@ -26,8 +27,6 @@ from farthing.ledger.flags import (
 from farthing.ledger.inputs import PAYMENT_COLUMNS, NewAccount, NewTransfer
 from farthing.ledger.results import CreateAccountResult, CreateTransferResult
 from farthing.ledger.validation import compare_existing, validate
-
-from farthing.invariant import invariant
 
 __all__ = ["Balance", "Books"]
 

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from farthing.ledger.columns import HexUInt
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
+
+from farthing.ledger.columns import HexUInt
 
 __all__ = ["insert_rows", "select_rows"]
 

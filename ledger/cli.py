@@ -18,8 +18,12 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
+from farthing.console import emit_json, fail, out_console
 from farthing.ledger.database import LedgerDatabase
 from farthing.ledger.migration import check_schema, head_revision, upgrade_database
+from farthing.ledger.reconcile_cli import reconcile_command
 from farthing.ledger.report import (
     budget_report,
     export_rows,
@@ -28,13 +32,9 @@ from farthing.ledger.report import (
     revenue_report,
     spend_report,
 )
-from farthing.ledger.reconcile_cli import reconcile_command
 from farthing.ledger.repository import expire_pending
 from farthing.ledger.settings import LedgerSettings
 from farthing.ledger.verification import verify
-from rich.table import Table
-
-from farthing.console import emit_json, fail, out_console
 
 __all__ = ["app"]
 

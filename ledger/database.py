@@ -29,6 +29,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
 from farthing.ledger.errors import (
     LedgerConfigError,
     LedgerDatabaseError,
@@ -38,11 +44,6 @@ from farthing.ledger.errors import (
     LedgerSchemaError,
 )
 from farthing.ledger.settings import LedgerSettings
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
 __all__ = ["LedgerDatabase", "normalise_database_url"]
 

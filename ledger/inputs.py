@@ -14,6 +14,7 @@ made later sort later and index inserts stay at the right edge of the B-tree.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -21,9 +22,10 @@ from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from farthing.ledger.columns import ID_MAX
 from farthing.ledger.flags import AccountFlags, TransferFlags
 
-__all__ = ["NewAccount", "NewTransfer", "PaymentDetails", "new_id"]
+__all__ = ["NewAccount", "NewTransfer", "PaymentDetails", "derived_id", "new_id"]
 
 _HEX32 = re.compile(r"^0x[0-9a-f]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
@@ -35,6 +37,18 @@ _TEXT_LENGTH_MAX = 2048
 def new_id() -> int:
     """A fresh 128-bit id: 48 bits of milliseconds, then 80 random bits."""
     return ((time.time_ns() // 1_000_000) << 80) | secrets.randbits(80) | 1
+
+
+def derived_id(namespace: bytes, payload: bytes) -> int:
+    """A valid id that is a pure function of ``payload`` within ``namespace``.
+
+    Retries that derive the same id collide on it and get ``exists``, so an
+    event can be written at most once without the caller storing a second id.
+    """
+    digest = hashlib.sha256(namespace + payload).digest()
+    # 1 .. ID_MAX: TigerBeetle reserves 0 and 2**128 - 1.
+    value: int = int.from_bytes(digest[:16], "big") % ID_MAX + 1
+    return value
 
 
 def _require_int(name: str, value: object) -> None:

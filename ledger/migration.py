@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
 from farthing.ledger.database import LedgerDatabase
 from farthing.ledger.errors import LedgerSchemaError
 

@@ -16,16 +16,15 @@ the rest of Farthing relies on:
 
 from __future__ import annotations
 
-import hashlib
 import time
 
+from sqlalchemy.orm import Session
+
 from farthing.ledger.codes import TransferCode
-from farthing.ledger.columns import ID_MAX
 from farthing.ledger.flags import TransferFlags
-from farthing.ledger.inputs import NewTransfer, PaymentDetails
+from farthing.ledger.inputs import NewTransfer, PaymentDetails, derived_id
 from farthing.ledger.repository import create_transfers
 from farthing.ledger.results import CreateTransferResult
-from sqlalchemy.orm import Session
 
 __all__ = [
     "EXPIRY_GRACE_S",
@@ -42,11 +41,7 @@ DEFAULT_TIMEOUT_S = 600
 
 def resolution_id(payment_id: int) -> int:
     """The id of the transfer that posts or voids ``payment_id``."""
-    digest = hashlib.sha256(
-        b"farthing.ledger.resolution:" + payment_id.to_bytes(16, "big")
-    ).digest()
-    value: int = int.from_bytes(digest[:16], "big") % ID_MAX + 1
-    return value
+    return derived_id(b"farthing.ledger.resolution:", payment_id.to_bytes(16, "big"))
 
 
 def reservation(

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from farthing.ledger.flags import TransferFlags
-from farthing.ledger.tables import PendingTransfer, Transfer, table_of
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
+
+from farthing.ledger.flags import TransferFlags
+from farthing.ledger.tables import PendingTransfer, Transfer, table_of
 
 __all__ = [
     "Break",

@@ -16,15 +16,13 @@ correcting transfer books it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 from farthing.ledger.chainview import TokenChainView
 from farthing.ledger.codes import TransferCode
-from farthing.ledger.columns import ID_MAX
 from farthing.ledger.database import LedgerDatabase
-from farthing.ledger.inputs import PAYMENT_COLUMNS, NewTransfer, PaymentDetails
+from farthing.ledger.inputs import PAYMENT_COLUMNS, NewTransfer, PaymentDetails, derived_id
 from farthing.ledger.payments import release_payment, settle_payment
 from farthing.ledger.reconcile import Break, BreakKind, LedgerPayment, find_breaks, load_payments
 from farthing.ledger.repository import create_transfers, expire_pending, lookup_transfers
@@ -77,11 +75,7 @@ class ReconciliationReport:
 
 def correction_id(payment_id: int) -> int:
     """The id of the correcting transfer that books a payment after its reservation expired."""
-    digest = hashlib.sha256(
-        b"farthing.ledger.correction:" + payment_id.to_bytes(16, "big")
-    ).digest()
-    value: int = int.from_bytes(digest[:16], "big") % ID_MAX + 1
-    return value
+    return derived_id(b"farthing.ledger.correction:", payment_id.to_bytes(16, "big"))
 
 
 def reconcile(

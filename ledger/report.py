@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from farthing.ledger.budget import TOTAL_PAYEE, hour_of, window_sum
 from farthing.ledger.flags import TransferFlags
 from farthing.ledger.tables import (
@@ -26,8 +29,6 @@ from farthing.ledger.tables import (
     Transfer,
     table_of,
 )
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 __all__ = [
     "BudgetRow",

@@ -26,6 +26,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from farthing.invariant import invariant
 from farthing.ledger import audit
 from farthing.ledger.books import Balance, Books
 from farthing.ledger.budget import WINDOW_HOURS, BudgetPolicy, hour_of, validate_limits
@@ -48,10 +52,6 @@ from farthing.ledger.tables import (
     Transfer,
     table_of,
 )
-from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.orm import Session
-
-from farthing.invariant import invariant
 
 __all__ = [
     "create_accounts",

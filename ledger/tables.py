@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from farthing.ledger.columns import HexUInt
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text, event
 from sqlalchemy.orm import Mapper
 from sqlmodel import Field, SQLModel
 
 from farthing.errors import InvariantError
+from farthing.ledger.columns import HexUInt
 
 __all__ = [
     "Account",

@@ -25,6 +25,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from farthing.ledger.audit import GENESIS_HASH, HEAD_ID, canonical_payload, entry_hash
 from farthing.ledger.flags import TransferFlags
 from farthing.ledger.tables import (
@@ -37,8 +40,6 @@ from farthing.ledger.tables import (
     Transfer,
     table_of,
 )
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 __all__ = ["AuditProblem", "VerifyReport", "verify"]
 

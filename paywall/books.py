@@ -14,13 +14,11 @@ same ids, and the ledger answers ``exists``: a payment is never booked twice.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Protocol, runtime_checkable
 
 from farthing.ledger import (
-    ID_MAX,
     AccountCode,
     CreateTransferResult,
     LedgerDatabase,
@@ -31,6 +29,7 @@ from farthing.ledger import (
     TransferCode,
     create_accounts,
     create_transfers,
+    derived_id,
     register_asset,
 )
 from farthing.ledger import Asset as LedgerAsset
@@ -86,9 +85,7 @@ class RevenueBook(Protocol):
 
 
 def _id(*parts: str) -> int:
-    digest = hashlib.sha256(_NAMESPACE + "\x1f".join(p.lower() for p in parts).encode()).digest()
-    # 1 .. ID_MAX - 1: TigerBeetle reserves 0 and the maximum.
-    return int.from_bytes(digest[:16], "big") % (ID_MAX - 1) + 1
+    return derived_id(_NAMESPACE, "\x1f".join(p.lower() for p in parts).encode())
 
 
 def revenue_transfer_id(network: str, token: str, payer: str, nonce: str) -> int:

@@ -71,6 +71,7 @@ def run_farthing(
         text=True,
         env=env,
         timeout=timeout_s,
+        check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -37,7 +37,7 @@ def test_no_top_level_module_is_installed(name: str, tmp_path: Path) -> None:
         "sys.exit(0 if spec is None else 1)\n"
     )
     # Run from an empty directory so the repository itself is not on sys.path.
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, check=False)
     assert proc.returncode == 0, f"a top-level module named {name!r} is importable"
 
 
@@ -47,6 +47,7 @@ def test_farthing_wallet_imports_from_anywhere(tmp_path: Path) -> None:
         cwd=tmp_path,
         capture_output=True,
         text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
 

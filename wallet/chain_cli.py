@@ -19,6 +19,9 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
+from farthing.console import emit_json, err_console, fail, out_console
 from farthing.wallet.chain import DevAccount
 from farthing.wallet.devchain import (
     DEPLOYMENT_FILE,
@@ -34,9 +37,6 @@ from farthing.wallet.devchain import (
 from farthing.wallet.errors import ChainError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
 from farthing.wallet.settings import WalletSettings
-from rich.table import Table
-
-from farthing.console import emit_json, err_console, fail, out_console
 
 __all__ = ["app"]
 

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import farthing.wallet as wallet_package
 import requests
+
+import farthing.wallet as wallet_package
+from farthing.invariant import invariant
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import DevAccount, RpcChain, anvil_dev_accounts
 from farthing.wallet.errors import ChainError, ChainUnavailableError, DeploymentError
@@ -40,8 +42,6 @@ from farthing.wallet.money import Asset
 from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_batch_settler, deploy_stablecoin, read_asset
-
-from farthing.invariant import invariant
 
 __all__ = [
     "ANVIL_BIN_ENV",

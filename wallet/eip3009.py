@@ -28,6 +28,8 @@ from typing import Any, Final, NamedTuple
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys.exceptions import BadSignature
+
+from farthing.invariant import invariant
 from farthing.wallet.address import ZERO_ADDRESS, checksum
 from farthing.wallet.eip712 import (
     CANCEL_AUTHORIZATION,
@@ -41,8 +43,6 @@ from farthing.wallet.eip712 import (
 from farthing.wallet.errors import AmountError, AuthorizationError, SigningError
 from farthing.wallet.money import UINT256_MAX, Asset
 from farthing.wallet.signer import Signer
-
-from farthing.invariant import invariant
 
 __all__ = [
     "AUTHORIZATION_TYPES",

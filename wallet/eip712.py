@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from coincurve import PublicKey
+
 from farthing.wallet.address import is_address
 from farthing.wallet.errors import AddressError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Context, Decimal, InvalidOperation, Inexact, Rounded, localcontext
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded, localcontext
 
 from farthing.wallet.errors import AmountError
 

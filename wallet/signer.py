@@ -90,7 +90,7 @@ class LocalSigner:
             secret = SecretStr(private_key)
         try:
             account: LocalAccount = Account.from_key(secret.get_secret_value())
-        except Exception:  # eth-keys errors would echo the key; say nothing about it
+        except Exception:  # noqa: BLE001 -- eth-keys errors would echo the key; say nothing
             raise KeyFileError(
                 "malformed private key (want 32 bytes as 64 hex digits)"
             ) from None

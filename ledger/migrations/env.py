@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from alembic import context
-from farthing.ledger.migration import VERSION_TABLE
 from sqlalchemy import Connection, create_engine
+
+from farthing.ledger.migration import VERSION_TABLE
 
 
 def _run(connection: Connection) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from farthing.wallet.chain import Chain
 from farthing.wallet.eip3009 import (
     TRANSFER_WITH_AUTHORIZATION,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
+
 from farthing.contracts import ARTIFACT_NAMES, load_artifact
 from farthing.wallet.chain import Call, MemoryChain
 from farthing.wallet.eip712 import TYPE_STRINGS

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from x402.mechanisms.evm import constants as x402_codes
+from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
+
 from farthing.wallet.chain import (
     ANVIL_DEV_MNEMONIC,
     Call,
@@ -28,14 +31,12 @@ from farthing.wallet.chain import (
     open_chain,
 )
 from farthing.wallet.devchain import start_anvil
-from farthing.wallet.revert import reason_for_revert
 from farthing.wallet.eip712 import domain_separator
 from farthing.wallet.eip3009 import sign_authorization
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
+from farthing.wallet.revert import reason_for_revert
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
-from x402.mechanisms.evm import constants as x402_codes
-from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
 
 # ---------------------------------------------------------------- revert reasons
 

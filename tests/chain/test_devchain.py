@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from farthing.wallet.chain import RpcChain, anvil_dev_accounts
 from farthing.wallet.devchain import (
     ANVIL_BIN_ENV,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from farthing.wallet.chain import TRANSFER_TOPIC
 from farthing.wallet.eip712 import SECP256K1_N, domain_separator
 from farthing.wallet.eip3009 import (

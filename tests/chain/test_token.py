@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from farthing.wallet.eip3009 import sign_authorization
 from farthing.wallet.money import UINT256_MAX
 from farthing.wallet.token import BatchSettler, deploy_batch_settler

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import psycopg
 import pytest
+
 from farthing.ledger import (
     AccountCode,
     AccountFlags,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from sqlalchemy import text
+
 from farthing.ledger import NewTransfer, verify
 from farthing.ledger.audit import entry_hash
-from sqlalchemy import text
 
 
 def _populate(books) -> dict[str, int]:

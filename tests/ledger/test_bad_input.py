@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from sqlalchemy import text
+
 from farthing.ledger import (
     LedgerConfigError,
     LedgerDatabase,
@@ -29,7 +31,6 @@ from farthing.ledger import (
     register_asset,
     upgrade_database,
 )
-from sqlalchemy import text
 
 USDC_BASE = "eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
 

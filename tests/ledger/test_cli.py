@@ -12,6 +12,10 @@ import io
 import json
 
 import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from farthing.console import CliError
 from farthing.ledger import (
     LedgerDatabase,
     LedgerDatabaseUnavailable,
@@ -23,10 +27,6 @@ from farthing.ledger import (
     upgrade_database,
 )
 from farthing.ledger.cli import app
-from sqlalchemy import text
-from typer.testing import CliRunner
-
-from farthing.console import CliError
 
 COMMANDS = ["migrate", "report", "export", "verify", "expire", "reconcile"]
 MERCHANT = "0x" + "bb" * 20

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from farthing.ledger import (
     LedgerDatabase,
     LedgerSettings,

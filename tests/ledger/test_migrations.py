@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
 from farthing.ledger import check_schema, head_revision, schema_revision, upgrade_database
 from farthing.ledger.migration import MIGRATIONS_DIR, VERSION_TABLE
-from sqlmodel import SQLModel
 
 
 def _include(

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from sqlalchemy import func, select, text
+
 from farthing.ledger import (
     Account,
     LedgerDatabase,
@@ -27,10 +32,6 @@ from farthing.ledger import (
     upgrade_database,
     verify,
 )
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from sqlalchemy import func, select, text
 
 S = 10**9
 START_NS = 1_750_000_000 * S

@@ -10,6 +10,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import text
+
+from farthing.errors import InvariantError
 from farthing.ledger import (
     NewTransfer,
     PaymentDetails,
@@ -22,9 +25,6 @@ from farthing.ledger import (
     resolution_id,
     settle_payment,
 )
-from sqlalchemy import text
-
-from farthing.errors import InvariantError
 
 NOW = 1_750_000_000 * 10**9
 

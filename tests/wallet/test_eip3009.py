@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
+
 from farthing.wallet.eip712 import SECP256K1_N
-from farthing.wallet.errors import AuthorizationError
 from farthing.wallet.eip3009 import (
     CLOCK_SKEW_S,
     VALID_FOR_S_DEFAULT,
@@ -28,7 +28,13 @@ from farthing.wallet.eip3009 import (
     sign_receive_authorization,
     typed_data,
 )
-from farthing.wallet.errors import AddressError, AmountError, SigningError, WalletError
+from farthing.wallet.errors import (
+    AddressError,
+    AmountError,
+    AuthorizationError,
+    SigningError,
+    WalletError,
+)
 from farthing.wallet.networks import get_network
 from farthing.wallet.signer import LocalSigner
 

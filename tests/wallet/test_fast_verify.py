@@ -12,6 +12,9 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from farthing.wallet import eip712
 from farthing.wallet.eip712 import (
     DOMAIN_CACHE_SIZE_MAX,
@@ -35,8 +38,6 @@ from farthing.wallet.eip3009 import (
 )
 from farthing.wallet.errors import AddressError
 from farthing.wallet.signer import LocalSigner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 VECTORS: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "vectors" / "eip3009.json").read_text(encoding="utf-8")
