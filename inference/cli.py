@@ -209,9 +209,6 @@ def gateway(
     as_json: JsonFlag = False,
 ) -> None:
     """Sell a vLLM server per chat completion, priced from compute cost, paid with x402."""
-    from farthing.inference.gateway import Gateway
-    from farthing.paywall.facilitator_cli import bind_socket
-
     settings = load_settings(
         upstream_url=upstream,
         pay_to=pay_to,
@@ -219,6 +216,16 @@ def gateway(
         gateway_port=port,
         max_tokens_max=max_tokens_max,
     )
+    # Checked before the paywall (and its chain stack) is imported, so a
+    # missing option fails in a blink.
+    if not free and not settings.pay_to:
+        fail("no payee: pass --pay-to ADDRESS (or --free to serve without charging)")
+    if not free and (not rpc_url or not token):
+        fail("the token is described by the chain: pass --rpc-url and --token")
+
+    from farthing.inference.gateway import Gateway
+    from farthing.paywall.facilitator_cli import bind_socket
+
     payment = None
     if not free:
         payment = _payment(
@@ -266,10 +273,8 @@ def _payment(settings: InferenceSettings, **flags: Any) -> Any:
     from farthing.wallet.chain import open_chain
     from farthing.wallet.token import read_asset
 
-    if not settings.pay_to:
-        fail("no payee: pass --pay-to ADDRESS (or --free to serve without charging)")
-    if not flags["rpc_url"] or not flags["token"]:
-        fail("the token is described by the chain: pass --rpc-url and --token")
+    if not settings.pay_to or not flags["rpc_url"] or not flags["token"]:  # gateway() checked
+        fail("a paid gateway needs --pay-to, --rpc-url and --token")
     chain = open_chain(flags["rpc_url"])
     asset = read_asset(chain, flags["token"])
     facilitator: Any
