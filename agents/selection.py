@@ -1,0 +1,41 @@
+"""Choosing what to pay from a seller's offers: a known network and asset, then the cheapest.
+
+The wallet can sign for one token on one network. An offer is acceptable when
+it uses the ``exact`` scheme, that network, that token, and the token's
+EIP-712 domain as the wallet knows it (read from the chain, never taken from
+the seller). Among acceptable offers the cheapest wins; ties keep the seller's
+order. When nothing fits, the reason says the most useful thing first: the
+network, then the token, then the scheme.
+"""
+
+from __future__ import annotations
+
+from farthing.agents.challenge import Challenge, Offer
+from farthing.paywall.wire import SCHEME_EXACT
+from farthing.wallet.money import Asset
+
+__all__ = ["choose_offer"]
+
+
+def choose_offer(challenge: Challenge, asset: Asset) -> Offer | str:
+    """The cheapest offer this wallet can pay, or the snake_case reason none fits."""
+    on_network = [o for o in challenge.offers if o.requirements.network == asset.network]
+    if not on_network:
+        if challenge.offers or "unsupported_network" in challenge.skipped:
+            return "unsupported_network"
+        # Nothing could be read at all: every entry was malformed.
+        return "malformed_payment_required"
+    in_asset = [o for o in on_network if o.requirements.asset.lower() == asset.address.lower()]
+    if not in_asset:
+        return "unsupported_asset"
+    exact = [o for o in in_asset if o.requirements.scheme == SCHEME_EXACT]
+    if not exact:
+        return "unsupported_scheme"
+    same_domain = [
+        o
+        for o in exact
+        if (o.requirements.token_name, o.requirements.token_version) == (asset.name, asset.version)
+    ]
+    if not same_domain:
+        return "asset_domain_mismatch"
+    return min(same_domain, key=lambda o: o.amount)

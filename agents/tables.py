@@ -1,0 +1,117 @@
+"""The agents' own tables, next to the ledger's in the same database.
+
+The ledger already holds the money limits (``ledger_budget``: payment cap,
+daily limit, per-payee daily cap, asset allowlist) and checks them in the
+reservation's database transaction. What it lacks lives here:
+
+* ``agent_policy``: the total budget, host and payee allow/deny lists, and the
+  approval threshold, one row per agent;
+* ``agent_task``: each task's budget, so every process working on a task
+  enforces the same one;
+* ``agent_approval``: payments waiting for a person (``farthing agent approvals``);
+* ``agent_cursor``: how far deposits to the agent's wallet have been booked.
+
+The tables are **created on first use** (``ensure_tables``), like the
+paywall's payment store, not by Alembic: they are few and new. Creation runs
+inside a ledger write session, which on SQLite holds the write lock, so two
+processes starting at once do not race. Every name starts with ``agent_``.
+When these tables first change shape they move to Alembic migrations with
+their own version table (``agent_alembic_version``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Final
+
+from sqlalchemy import BigInteger, Column, Engine, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.exc import DBAPIError
+
+from farthing.ledger.database import LedgerDatabase
+
+__all__ = [
+    "AGENT_TABLES",
+    "agent_approval",
+    "agent_cursor",
+    "agent_policy",
+    "agent_task",
+    "ensure_tables",
+]
+
+metadata = MetaData()
+
+agent_policy = Table(
+    "agent_policy",
+    metadata,
+    Column("agent_id", String(256), primary_key=True),
+    Column("total_budget", BigInteger, nullable=True),  # lifetime spend cap; NULL: none
+    Column("approval_above", BigInteger, nullable=True),  # NULL: never ask
+    Column("approval_timeout_s", Integer, nullable=False),
+    Column("hosts_allowed", Text, nullable=True),  # JSON list; NULL allows any host
+    Column("hosts_denied", Text, nullable=False),
+    Column("payees_allowed", Text, nullable=True),  # JSON list of lowercase addresses
+    Column("payees_denied", Text, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+
+agent_task = Table(
+    "agent_task",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("agent_id", String(256), nullable=False),
+    Column("budget", BigInteger, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+agent_approval = Table(
+    "agent_approval",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(256), nullable=False),
+    Column("task_id", String(128), nullable=True),
+    Column("purpose", Text, nullable=True),
+    Column("resource", Text, nullable=False),
+    Column("pay_to", String(42), nullable=False),
+    Column("network", String(64), nullable=False),
+    Column("token", String(42), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("decimals", Integer, nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | denied | expired
+    Column("note", Text, nullable=True),  # why it was denied, in the decider's words
+    Column("created_ns", BigInteger, nullable=False),
+    Column("decided_ns", BigInteger, nullable=True),
+    Index("ix_agent_approval_status", "status", "id"),
+)
+
+agent_cursor = Table(
+    "agent_cursor",
+    metadata,
+    Column("agent_id", String(256), primary_key=True),
+    Column("network", String(64), primary_key=True),
+    Column("token", String(42), primary_key=True),
+    Column("next_block", BigInteger, nullable=False),
+)
+
+AGENT_TABLES: Final = (agent_policy, agent_task, agent_approval, agent_cursor)
+
+# Engines whose tables are known to exist; weak, so a disposed database is forgotten.
+_ENSURED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def ensure_tables(database: LedgerDatabase) -> None:
+    """Create the agents' tables if they are missing (cheap after the first call)."""
+    if database.engine in _ENSURED:
+        return
+    for attempt in range(2):
+        try:
+            with database.write() as session:
+                metadata.create_all(session.connection(), checkfirst=True)
+            break
+        except DBAPIError:
+            # PostgreSQL: another process created them between our check and
+            # our CREATE. The second pass finds them.
+            if attempt == 1:
+                raise
+    _ENSURED.add(database.engine)
