@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from farthing.inference.builder import build_tiny_model
 from farthing.wallet.chain import Chain, MemoryChain, RpcChain
 from farthing.wallet.devchain import AnvilNode, find_anvil, start_anvil
 from farthing.wallet.errors import ChainError
@@ -167,3 +171,143 @@ def dev_chain(tmp_path: Path) -> Iterator[DevChainProcess]:
         yield chain
     finally:
         chain.stop()
+
+
+# ------------------------------------------------------------------ the real vLLM
+# One real vLLM server per session for every suite (inference and agents).
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+SERVED_MODEL = "tiny"
+VLLM_STARTUP_TIMEOUT_S = 420  # about 30 s here; generous for a loaded CI machine
+VLLM_STOP_TIMEOUT_S = 60
+
+
+def vllm_missing_reason() -> str | None:
+    """Why the real vLLM cannot run here, or None when it can."""
+    if not VLLM_PYTHON.exists():
+        return f"{VLLM_PYTHON} is missing: run bash scripts/setup_vllm.sh (scripts/test.sh does)"
+    return None
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without FARTHING_* settings that would leak into a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARTHING_")}
+    env.update(NO_COLOR="1", COLUMNS="200", **extra)
+    return env
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live process (zombies are dead) is still in process group ``pgid``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+# ------------------------------------------------------------------ the real vLLM
+
+
+@pytest.fixture(scope="session")
+def tiny_model(request: pytest.FixtureRequest) -> Path:
+    """The tiny random Llama, built once into pytest's cache (the builder skips an up-to-date build)."""
+    reason = vllm_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    cache = request.config.cache  # None when run with -p no:cacheprovider
+    if cache is not None:
+        out = Path(cache.mkdir("farthing-tiny-model"))
+    else:
+        out = request.getfixturevalue("tmp_path_factory").mktemp("tiny-model")
+    return build_tiny_model(out, python=VLLM_PYTHON)
+
+
+@dataclass
+class VllmProcess:
+    """``farthing inference serve`` running vLLM; ``pid`` is vLLM's (and its group's) id."""
+
+    base_url: str
+    model: str
+    pid: int
+    cli: subprocess.Popen[str]
+    log: Path
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+
+def ready_line(process: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
+    """The CLI's one JSON line, read on a thread so a silent process cannot hang the session."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        if line.startswith("{"):
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+    raise RuntimeError(f"{process.args!r} printed no ready line within {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def vllm(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmProcess]:
+    """One real vLLM for the session, started and stopped by the real CLI."""
+    logs = tmp_path_factory.mktemp("vllm")
+    vllm_log, cli_err = logs / "vllm.log", logs / "cli.stderr"
+    argv = [
+        sys.executable, "-m", "farthing", "inference", "serve",
+        "--model", str(tiny_model), "--served-model-name", SERVED_MODEL,
+        "--port", str(free_port()), "--python", str(VLLM_PYTHON), "--device", "cpu",
+        "--startup-timeout-s", str(VLLM_STARTUP_TIMEOUT_S), "--log-file", str(vllm_log), "--json",
+    ]  # fmt: skip
+    with cli_err.open("w") as stderr:
+        cli = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=clean_env(FARTHING_DATA_DIR=str(logs)),
+        )
+    pid = None
+    try:
+        ready = ready_line(cli, VLLM_STARTUP_TIMEOUT_S + 30)
+        pid = int(ready["pid"])
+        yield VllmProcess(ready["base_url"], ready["model"], pid, cli, vllm_log)
+    except RuntimeError:
+        tail = cli_err.read_text()[-3000:] if cli_err.exists() else ""
+        raise RuntimeError(f"vLLM did not start; the CLI said:\n{tail}") from None
+    finally:
+        # Ctrl-C, as a user would stop it; the CLI must take vLLM's group down.
+        if cli.poll() is None:
+            cli.send_signal(signal.SIGINT)
+        try:
+            code = cli.wait(timeout=VLLM_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            cli.kill()
+            code = cli.wait()
+        leaked = pid is not None and group_alive(pid)
+        if leaked:
+            assert pid is not None
+            os.killpg(pid, signal.SIGKILL)
+        if cli.stdout is not None:
+            cli.stdout.close()
+        if pid is not None:
+            assert code == 0, f"farthing inference serve exited {code} on Ctrl-C"
+            assert not leaked, "vLLM's process group outlived farthing inference serve"

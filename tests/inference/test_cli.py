@@ -26,14 +26,8 @@ from farthing.paywall.wire import unb64_json
 from farthing.wallet.chain import RpcChain
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
-from tests.conftest import CliResult, free_port, run_farthing
-from tests.inference.conftest import (
-    PAYER_FUNDS,
-    clean_env,
-    fake_vllm_process,
-    payment_header,
-    ready_line,
-)
+from tests.conftest import CliResult, clean_env, free_port, ready_line, run_farthing
+from tests.inference.conftest import PAYER_FUNDS, fake_vllm_process, payment_header
 from tests.inference.fake_vllm import MODEL, prompt_tokens
 
 

@@ -21,7 +21,7 @@ from farthing.inference import (
     vllm_env,
 )
 from farthing.inference.command import SERVER_MODULE, resolve_device
-from tests.inference.conftest import VLLM_PYTHON
+from tests.conftest import VLLM_PYTHON
 
 PY = Path("/opt/vllm/bin/python")
 

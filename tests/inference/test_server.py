@@ -15,7 +15,7 @@ import pytest
 
 from farthing.inference import InferenceSettings, ServerStartError, VllmServer
 from farthing.inference.server import log_tail
-from tests.inference.conftest import group_alive
+from tests.conftest import group_alive
 
 
 def _python(tmp_path: Path, body: str) -> Path:

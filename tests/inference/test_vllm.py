@@ -37,13 +37,8 @@ from farthing.inference import (
     structured_answer,
 )
 from farthing.paywall.wire import unb64_json
-from tests.inference.conftest import (
-    VLLM_PYTHON,
-    PaidEnv,
-    VllmProcess,
-    clean_env,
-    client_for,
-)
+from tests.conftest import VLLM_PYTHON, VllmProcess, clean_env
+from tests.inference.conftest import PaidEnv, client_for
 
 pytestmark = [pytest.mark.vllm, pytest.mark.anyio]
 
