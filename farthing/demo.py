@@ -1,105 +1,268 @@
-"""``farthing demo``: the end-to-end run on embedded defaults.
+"""``farthing demo``: an agent buys articles from a paywalled blog, on embedded defaults.
 
-The full demo (an agent buying articles from a paywalled blog) arrives with the
-agents issue. Until then it shows what exists, on the in-process chain with no
-other process: it deploys the stablecoin and the batch settler, funds an agent
-wallet, has the agent sign EIP-3009 payment authorizations to a merchant,
-checks them with the fast verify path, settles them in one batch (one of them
-a deliberate replay, which the token refuses) and prints the balances.
+Everything runs in this process, with no node and no server: the in-process
+chain (py-evm), SQLite files in a temporary directory, and the blog served
+through ``httpx.ASGITransport``. The demo
+
+1. deploys the stablecoin and funds a fresh agent wallet by minting, booking
+   the mint as the agent's funding (with its transaction hash);
+2. serves ``farthing.agents.blog`` behind ``PaywallMiddleware``: six articles,
+   the first third of each free, the whole at 0.1 CNY (0.01385 USDC at the
+   stated 0.1385 USDC per CNY), revenue booked in the merchant's own ledger;
+3. runs the agent with a task and a budget that covers only some articles,
+   showing its progress;
+4. prints the purchases, what was skipped and why, and the reconciliation of
+   the agent's books with the chain.
+
+``--chain-url URL`` runs the same against anvil (or any dev chain whose
+first two accounts are anvil's funded dev accounts). ``--json`` prints one line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
-from typing import Annotated
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.table import Table
 
-from farthing.console import emit_json, out_console
+from farthing.console import emit_json, fail, out_console
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    from farthing.agents.brain import Brain
+    from farthing.agents.runner import RunReport
+    from farthing.agents.settings import AgentSettings
+    from farthing.ledger import LedgerDatabase
+
+__all__ = ["DEMO_BUDGET", "DEMO_TASK", "app", "run_demo"]
+
+DEMO_TASK = (
+    "How was the English farthing coin minted, in silver or copper, and why was it withdrawn?"
+)
+DEMO_BUDGET = "0.03"  # two articles at 0.01385 USDC; the blog has three on the subject
+_BLOG_URL = "http://blog.farthing.test"
 
 app = typer.Typer(add_completion=False)
-
-_PAYMENTS = ("0.10", "0.25", "0.05")
 
 
 @app.command()
 def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line for scripts.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line for scripts.")
+    ] = False,
+    chain_url: Annotated[
+        str | None,
+        typer.Option(
+            "--chain-url", help="Run on this JSON-RPC chain (anvil) instead of in-process."
+        ),
+    ] = None,
+    budget: Annotated[
+        str, typer.Option("--budget", help="The agent's budget for the task, in USDC.")
+    ] = DEMO_BUDGET,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-url", help="An OpenAI-compatible (vLLM) base URL for the agent's brain."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="The model name the server serves.")
+    ] = None,
 ) -> None:
-    """Run the end-to-end demo on embedded defaults (in-process chain)."""
-    # Imported here so `farthing --help` does not pay for web3's import.
-    from farthing.wallet import (
-        BatchSettler,
-        LocalSigner,
-        MemoryChain,
-        Stablecoin,
-        Wallet,
-        deploy_batch_settler,
-        deploy_stablecoin,
-        verify_authorization_signature,
-    )
-
+    """Run the end-to-end demo: an agent pays a paywalled blog, then the books are reconciled."""
+    if (llm_url is None) != (model is None):
+        fail("pass --llm-url and --model together")
     started = time.perf_counter()
 
     def step(message: str) -> None:
         if not as_json:
             out_console.print(f"[dim]{time.perf_counter() - started:5.2f}s[/dim] {message}")
 
-    step("starting the in-process chain (py-evm)")
-    chain = MemoryChain()
-    operator = chain.dev_accounts()[0].signer()
-    asset = deploy_stablecoin(chain, sender=operator)
-    token = Stablecoin(chain, asset)
-    token.configure_minter(operator.address, sender=operator)
-    settler = BatchSettler(chain, deploy_batch_settler(chain, sender=operator))
-    step(f"deployed {asset.symbol} at {asset.address} and a batch settler on {chain.network}")
-
-    agent = Wallet(LocalSigner.generate(), chain, asset)
-    merchant = LocalSigner.generate().address
-    budget = asset.parse("1")
-    token.mint(agent.address, budget, sender=operator)
-    step(f"funded agent {agent.address} with {asset.format(budget)}")
-
-    signed = [agent.authorize(merchant, asset.parse(price)) for price in _PAYMENTS]
-    for authorization in signed:
-        verified = verify_authorization_signature(authorization, agent.address)
-        if not verified.valid:  # a fresh signature that fails is a bug, not a result
-            raise RuntimeError(f"fresh authorization failed verification: {verified.reason}")
-    step(f"agent signed {len(signed)} authorizations; all verified (fast path)")
-
-    # The last item replays the first: the token settles it once, never twice.
-    batch = settler.settle(asset, [*signed, signed[0]], sender=operator)
-    step(f"settled {batch.settled_count} of {len(batch.items)} in one transaction {batch.tx.tx_hash}")
-
-    spent = budget - agent.balance().atomic
-    received = token.balance_of(merchant)
-    refused = [item.reason for item in batch.items if not item.ok]
+    result = run_demo(
+        step, chain_url=chain_url, budget=budget, llm_url=llm_url, model=model, started=started
+    )
     if as_json:
         emit_json(
             {
-                "chain": "memory",
-                "network": chain.network,
-                "payments": batch.settled_count,
-                "refused": refused,
-                "spent_atomic": spent,
-                "merchant_received_atomic": received,
-                "budget_atomic": budget,
+                "payments": len(result["report"].bought),
+                "skipped": len(result["report"].skipped),
+                "spent_atomic": result["report"].spent,
+                "budget_atomic": result["report"].budget,
+                "ledger_balanced": result["balanced"],
+                "reconciliation_breaks": result["breaks"],
+                "chain": result["chain"],
             }
         )
         return
-    table = Table("payment", "amount", "outcome")
-    for item, price in zip(batch.items, [*_PAYMENTS, _PAYMENTS[0]], strict=True):
-        outcome = "settled" if item.ok else f"refused: {item.reason}"
-        table.add_row(f"#{item.index + 1}", f"{price} {asset.symbol}", outcome)
-    out_console.print(table)
+    from farthing.agents.render import render_report
+
+    render_report(out_console, result["report"], result["asset"])
+    asset = result["asset"]
     out_console.print(
-        f"agent spent {asset.format(spent)} of {asset.format(budget)}; "
-        f"merchant received {asset.format(received)}"
+        f"Merchant revenue in its own books: {asset.format(result['revenue'])} "
+        f"from {result['revenue_count']} payment(s)."
     )
+    verdict = "balanced, audit log verified" if result["balanced"] else "[red]NOT balanced[/red]"
     out_console.print(
-        "The paywall, the ledger and the paying agent arrive with later issues; "
-        "see README.md."
+        f"Reconciliation with the chain: {result['breaks']} break(s) across "
+        f"{result['payments_checked']} booked transfer(s) in blocks {result['blocks']}; "
+        f"the agent's ledger is {verdict}."
+    )
+    if result["last_paid_s"] is not None:
+        out_console.print(
+            f"Last paid article {result['last_paid_s']:.2f}s after the command started."
+        )
+
+
+def run_demo(
+    step: Any,
+    *,
+    chain_url: str | None = None,
+    budget: str = DEMO_BUDGET,
+    llm_url: str | None = None,
+    model: str | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Set everything up, run the agent, check the books; return what the command prints.
+
+    ``started`` is the ``time.perf_counter()`` the command began at, so the
+    time to the last paid article includes the imports of a cold start.
+    """
+    # Imported here so that `farthing --help` does not pay for web3's import.
+    import httpx
+
+    from farthing.agents.blog import ARTICLES, CNY_RATE, PRICE, paywalled_blog
+    from farthing.agents.books import AgentBooks
+    from farthing.agents.integrity import check_books
+    from farthing.agents.payer import Payer
+    from farthing.agents.runner import AgentRun
+    from farthing.agents.settings import AgentSettings
+    from farthing.agents.tools import AgentToolkit, Task
+    from farthing.ledger.report import revenue_report
+    from farthing.paywall import LedgerRevenueBook, LocalFacilitator, PaymentStore
+    from farthing.wallet.chain import Chain, MemoryChain, open_chain
+    from farthing.wallet.errors import AmountError
+    from farthing.wallet.signer import LocalSigner
+    from farthing.wallet.token import Stablecoin, deploy_stablecoin
+
+    started = time.perf_counter() if started is None else started
+    chain: Chain
+    if chain_url is None:
+        step("starting the in-process chain (py-evm)")
+        chain, kind = MemoryChain(), "memory"
+    else:
+        step(f"connecting to {chain_url}")
+        chain = open_chain(chain_url)
+        kind = "anvil" if chain.chain_id == 31337 else "rpc"
+    with tempfile.TemporaryDirectory(prefix="farthing-demo-") as tmp:
+        try:
+            operator, relayer = (account.signer() for account in chain.dev_accounts()[:2])
+            start_block = chain.block_number() + 1
+            asset = deploy_stablecoin(chain, sender=operator)
+            try:
+                budget_atomic = asset.parse(budget)
+            except AmountError as exc:
+                fail(f"--budget: {exc}")
+            token = Stablecoin(chain, asset)
+            token.configure_minter(operator.address, sender=operator)
+            step(f"deployed {asset.symbol} at {asset.address} on {chain.network}")
+
+            agent_db = _database(Path(tmp) / "agent.sqlite")
+            merchant_db = _database(Path(tmp) / "merchant.sqlite")
+            agent = LocalSigner.generate()
+            books = AgentBooks(agent_db, agent_id="demo-agent", asset=asset).ensure()
+            funds = asset.parse("1")
+            minted = token.mint(agent.address, funds, sender=operator)
+            if not minted.ok or minted.tx_hash is None or minted.block_number is None:
+                fail(f"minting the agent's funds failed: {minted.reason}")
+            books.book_funding(
+                amount=funds,
+                to_address=agent.address,
+                tx_hash=minted.tx_hash,
+                block_number=minted.block_number,
+            )
+            step(f"funded agent {agent.address} with {asset.format(funds)} (booked as funding)")
+
+            merchant = LocalSigner.generate().address
+            store = PaymentStore.sqlite(Path(tmp) / "paywall.sqlite")
+            blog = paywalled_blog(
+                facilitator=LocalFacilitator(chain, relayer),
+                store=store,
+                pay_to=merchant,
+                asset=asset,
+                books=LedgerRevenueBook(merchant_db),
+            )
+            step(
+                f"serving {len(ARTICLES)} articles at {_BLOG_URL}: the first third free, "
+                f"the rest {PRICE} at {CNY_RATE} {asset.symbol}/CNY"
+            )
+
+            task = Task(f"demo-{uuid.uuid4().hex[:8]}", DEMO_TASK, budget_atomic)
+            books.start_task(task.task_id, task.budget, task.text)
+            step(f"task {task.task_id}: {task.text} (budget {asset.format(budget_atomic)})")
+            settings = AgentSettings(agent_id="demo-agent")
+            payer = Payer(signer=agent, chain=chain, asset=asset, books=books, settings=settings)
+            brain = _brain(settings, llm_url, model)
+            paid_at: list[float] = []
+
+            def progress(message: str) -> None:
+                if message.startswith("bought"):
+                    paid_at.append(time.perf_counter() - started)
+                step(message)
+
+            async def go() -> RunReport:
+                # PaywallMiddleware types its ASGI callables loosely; it is an ASGI app.
+                transport = httpx.ASGITransport(app=cast(Any, blog))
+                async with AgentToolkit(payer, task, transport=transport) as toolkit:
+                    run = AgentRun(toolkit, brain, start_urls=[f"{_BLOG_URL}/"], progress=progress)
+                    return await run.run()
+
+            report = asyncio.run(go())
+            step("reconciling the agent's books with the chain")
+            checked = check_books(books, chain, from_block=start_block)
+            with merchant_db.read() as session:
+                revenue = revenue_report(session=session, payee_address=merchant)
+            store.dispose()
+            agent_db.dispose()
+            merchant_db.dispose()
+        finally:
+            chain.close()
+    recon = checked.reconciliation
+    return {
+        "report": report,
+        "asset": asset,
+        "chain": kind,
+        "balanced": checked.balanced,
+        "breaks": checked.breaks,
+        "payments_checked": recon.payments_checked,
+        "blocks": f"{recon.from_block}..{recon.to_block}",
+        "revenue": sum(row.posted for row in revenue),
+        "revenue_count": sum(row.payment_count for row in revenue),
+        "last_paid_s": paid_at[-1] if paid_at else None,
+    }
+
+
+def _database(path: Path) -> LedgerDatabase:
+    from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
+
+    # A throwaway file: NORMAL loses nothing on a process crash, only on power loss.
+    database = LedgerDatabase(
+        LedgerSettings(database_url=f"sqlite:///{path}", sqlite_synchronous="NORMAL")
+    )
+    upgrade_database(database)
+    return database
+
+
+def _brain(settings: AgentSettings, llm_url: str | None, model: str | None) -> Brain:
+    from farthing.agents.brain import LlmBrain, RuleBrain
+
+    if llm_url is None or model is None:
+        return RuleBrain(relevance_min=settings.relevance_min)
+    from farthing.inference import InferenceSettings, chat_model
+
+    return LlmBrain(
+        chat_model(llm_url, model=model, settings=InferenceSettings()), model_name=model
     )

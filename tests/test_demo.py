@@ -1,27 +1,79 @@
-"""`farthing demo` runs on embedded defaults (memory chain) and its JSON line adds up."""
+"""`farthing demo` runs an agent that pays a paywalled blog on embedded defaults, and its books reconcile.
+
+The in-process tests call the real command (`farthing.cli.main`) on the memory
+chain and read its output; the subprocess test runs `python -m farthing demo
+--json` as a real process, and the anvil test points `--chain-url` at a
+throwaway anvil.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from farthing.cli import main
+from farthing.wallet.devchain import AnvilNode
+from tests.conftest import cli_env, run_farthing
+
+FIELDS = [
+    "payments",
+    "skipped",
+    "spent_atomic",
+    "budget_atomic",
+    "ledger_balanced",
+    "reconciliation_breaks",
+    "chain",
+]
 
 
-def test_demo_json(capsys: pytest.CaptureFixture[str]) -> None:
+def check_report(report: dict[str, object], chain: str) -> None:
+    assert list(report) == FIELDS
+    assert report["chain"] == chain
+    # The budget (0.03 USDC) covers two 0.01385 USDC articles of the three on the subject.
+    assert report["payments"] == 2
+    assert report["skipped"] == 4
+    assert report["spent_atomic"] == 2 * 13_850
+    assert report["budget_atomic"] == 30_000
+    assert report["ledger_balanced"] is True
+    assert report["reconciliation_breaks"] == 0
+
+
+def test_demo_json_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--json"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    report = json.loads(line)
-    assert report["chain"] == "memory"
-    assert report["payments"] == 3
-    assert report["refused"] == ["authorization_used_or_canceled"]
-    assert report["spent_atomic"] == report["merchant_received_atomic"] == 400_000
-    assert report["spent_atomic"] <= report["budget_atomic"]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    check_report(json.loads(lines[0]), "memory")
 
 
 def test_demo_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "settled 3 of 4" in out
-    assert "refused: authorization_used_or_canceled" in out
+    assert "deterministic rule brain" in out  # it says plainly there is no model
+    assert "Purchases" in out and "Skipped" in out
+    assert "more than the 0.0023 USDC left of the budget" in out
+    assert "not relevant to the task" in out
+    assert "Spent 0.0277 USDC of the 0.03 USDC budget" in out
+    assert "0 break(s)" in out and "balanced, audit log verified" in out
+    assert "Merchant revenue in its own books: 0.0277 USDC from 2 payment(s)" in out
+
+
+def test_demo_bad_budget_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--budget", "0.0000001"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --budget:")
+
+
+def test_demo_as_a_process(tmp_path: Path) -> None:
+    result = run_farthing(["demo", "--json"], env=cli_env(tmp_path))
+    assert result.code == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == 1
+    check_report(result.json(), "memory")
+
+
+@pytest.mark.anvil
+def test_demo_on_anvil(anvil: AnvilNode, tmp_path: Path) -> None:
+    result = run_farthing(["demo", "--json", "--chain-url", anvil.rpc_url], env=cli_env(tmp_path))
+    assert result.code == 0, result.stderr
+    check_report(result.json(), "anvil")
