@@ -237,7 +237,7 @@ class AgentToolkit:
             return refusal
         if policy.payment_cap is not None and amount > policy.payment_cap:
             return "exceeds_payment_cap"
-        if amount > books.status(self.task.task_id).remaining():
+        if amount > books.status(self.task.task_id or None).remaining():
             return "exceeds_task_budget"
         if needs_approval(policy, amount):
             return "needs_approval"
@@ -292,7 +292,7 @@ class AgentToolkit:
         except AmountError as exc:
             return FetchResult(url, None, None, error=f"invalid_max_price: {exc}")
         auth = self.payer.auth(
-            task_id=self.task.task_id,
+            task_id=self.task.task_id or None,
             purpose=(purpose.strip() or self.task.text)[:200],
             max_price=cap,
         )
@@ -341,7 +341,7 @@ class AgentToolkit:
         return self.describe_status(status, balance, possible), status
 
     def _status(self) -> tuple[BudgetStatus, int, int]:
-        status = self.payer.books.status(self.task.task_id)
+        status = self.payer.books.status(self.task.task_id or None)
         return status, self.payer.balance(), len(open_payments(self.payer.books))
 
     async def status(self) -> BudgetStatus:

@@ -18,6 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 
 from farthing.agents.blog import ARTICLES, Article, paywalled_blog
 from farthing.agents.books import AgentBooks
@@ -30,10 +35,16 @@ from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.ledger.chainview import TokenChainView
 from farthing.ledger.reconciliation import ReconciliationReport, reconcile
 from farthing.paywall import LocalFacilitator, PaymentStore, PaywallMiddleware
-from farthing.wallet.chain import Chain
+from farthing.paywall.wire import b64_json
+from farthing.wallet.chain import Chain, RpcChain
+from farthing.wallet.devchain import load_dev_deployment
+from farthing.wallet.keystore import write_keystore
 from farthing.wallet.money import Asset
+from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
+from tests.conftest import TEST_PASSPHRASE, CliResult, DevChainProcess, cli_env, run_farthing
+from tests.paywall.conftest import serve_in_thread
 
 PRICE_ATOMIC = 13_850  # 0.1 CNY at 0.1385 USDC per CNY
 BLOG = "http://blog.test"
@@ -176,3 +187,91 @@ def chain_world(chain: Chain, tmp_path: Path) -> Iterator[World]:
     made = make_world(chain, tmp_path)
     yield made
     made.close()
+
+
+# ------------------------------------------------------------------ sellers that misbehave
+
+
+def bad_sellers(chain_network: str) -> Starlette:
+    """Routes whose 402s no wallet here can pay, or cannot read at all."""
+
+    def required(accepts: list[dict[str, Any]]) -> str:
+        return b64_json({"x402Version": 2, "resource": {"url": "x"}, "accepts": accepts})
+
+    entry = {
+        "scheme": "exact",
+        "amount": "10000",
+        "payTo": "0x" + "5" * 40,
+        "maxTimeoutSeconds": 60,
+        "extra": {"name": "USD Coin", "version": "2"},
+    }
+    headers = {
+        "/unknown-network": required(
+            [{**entry, "network": "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp", "asset": "EPjFWdd5"}]
+        ),
+        "/unknown-asset": required([{**entry, "network": chain_network, "asset": "0x" + "7" * 40}]),
+        "/malformed": "%%% this is not base64 %%%",
+    }
+
+    async def answer(request: Request) -> Response:
+        return JSONResponse(
+            {"x402Version": 2, "error": "payment required"},
+            status_code=402,
+            headers={"PAYMENT-REQUIRED": headers["/" + request.url.path.rsplit("/", 1)[-1]]},
+        )
+
+    return Starlette(routes=[Route(path, answer) for path in headers])
+
+
+def site_app(world_app: Any, chain_network: str) -> Starlette:
+    """The paywalled blog at /, the misbehaving sellers under /bad."""
+    return Starlette(
+        routes=[Mount("/bad", app=bad_sellers(chain_network)), Mount("/", app=world_app)]
+    )
+
+
+# ------------------------------------------------------------------ the real command line
+
+
+@dataclass
+class Site:
+    """`farthing chain dev` running, a funded agent keystore, and the blog served over HTTP."""
+
+    data_dir: Path
+    chain: RpcChain
+    asset: Asset
+    minter: LocalSigner
+    agent: LocalSigner
+    merchant: str
+    url: str
+    env: dict[str, str]
+
+    def farthing(self, *args: str, timeout_s: float = 120) -> CliResult:
+        return run_farthing(list(args), env=self.env, timeout_s=timeout_s)
+
+
+@pytest.fixture
+def site(dev_chain: DevChainProcess, tmp_path: Path) -> Iterator[Site]:
+    data_dir = dev_chain.data_dir
+    deployment = load_dev_deployment(data_dir)
+    chain = RpcChain(deployment.rpc_url, timeout_s=5.0, receipt_timeout_s=30.0)
+    wallet_settings = WalletSettings(data_dir=data_dir, scrypt_n=2**12)
+    agent = LocalSigner.generate()
+    write_keystore(wallet_settings, "default", agent, SecretStr(TEST_PASSPHRASE))
+    minter = deployment.minter_signer()
+    token = Stablecoin(chain, deployment.token)
+    assert token.mint(agent.address, 1_000_000, sender=minter).ok  # 1 USDC
+    merchant = LocalSigner.generate().address
+    store = PaymentStore.sqlite(tmp_path / "site-paywall.sqlite")
+    blog = paywalled_blog(
+        facilitator=LocalFacilitator(chain, chain.dev_accounts()[3].signer()),
+        store=store,
+        pay_to=merchant,
+        asset=deployment.token,
+    )
+    with serve_in_thread(site_app(blog, chain.network)) as url:
+        yield Site(
+            data_dir, chain, deployment.token, minter, agent, merchant, url, cli_env(data_dir)
+        )
+    store.dispose()
+    chain.close()

@@ -1,0 +1,432 @@
+"""``farthing agent``: run a paying agent, fetch or price one URL, and look after its books.
+
+::
+
+    farthing agent run --task TEXT --budget AMOUNT [--url URL]... [--llm-url URL --model NAME]
+    farthing agent fetch URL [--max-price AMOUNT] [--task-id ID --budget AMOUNT]
+    farthing agent price URL
+    farthing agent status [--task-id ID]
+    farthing agent resolve                      # possible spend, from the chain
+    farthing agent approvals list|approve ID|deny ID
+    farthing agent policy show|set ...
+
+Where the wallet, chain and books come from is described in
+``farthing.agents.workspace`` (the local dev chain, ``~/.farthing``). Every
+refusal is one line on stderr with a non-zero exit code; ``--json`` prints one
+line on stdout. The key and its passphrase are never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from farthing.agents.admin_cli import approvals_app, policy_app
+from farthing.agents.settings import AgentSettings
+from farthing.agents.workspace import Workspace, open_workspace
+from farthing.console import emit_json, fail, out_console
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Run paying agents under a durable spend policy, and look after their books.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(policy_app, name="policy")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line for scripts.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Keys, dev-chain record and books (default ~/.farthing)."),
+]
+AgentOpt = Annotated[
+    str | None, typer.Option("--agent-id", help="Whose budget and policy (default: agent).")
+]
+WalletOpt = Annotated[
+    str | None,
+    typer.Option("--wallet", help="Keystore name under <data dir>/keys (default: default)."),
+]
+PassFileOpt = Annotated[
+    Path | None,
+    typer.Option("--passphrase-file", help="File whose first line is the keystore passphrase."),
+]
+NetworkOpt = Annotated[
+    str | None, typer.Option("--network", help="local, base-sepolia or base (default: local).")
+]
+RpcOpt = Annotated[
+    str | None, typer.Option("--rpc-url", help="JSON-RPC URL (overrides the network's default).")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="Token address (overrides the network's stablecoin).")
+]
+DatabaseOpt = Annotated[
+    str | None, typer.Option("--database-url", help="The books: sqlite:///PATH or postgresql://...")
+]
+
+_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')]+")
+
+
+def agent_settings(
+    data_dir: Path | None, agent_id: str | None, wallet: str | None
+) -> AgentSettings:
+    values: dict[str, Any] = {}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if agent_id is not None:
+        values["agent_id"] = agent_id
+    if wallet is not None:
+        values["wallet"] = wallet
+    return AgentSettings(**values)
+
+
+def _open(
+    data_dir: Path | None,
+    agent_id: str | None,
+    wallet: str | None,
+    network: str | None,
+    rpc_url: str | None,
+    token: str | None,
+    database_url: str | None,
+    passphrase_file: Path | None = None,
+    *,
+    with_wallet: bool = True,
+) -> Workspace:
+    return open_workspace(
+        agent_settings(data_dir, agent_id, wallet),
+        network=network,
+        rpc_url=rpc_url,
+        token=token,
+        database_url=database_url,
+        passphrase_file=passphrase_file,
+        with_wallet=with_wallet,
+    )
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Option("--task", help="What the agent should find out.")],
+    budget: Annotated[
+        str, typer.Option("--budget", help="The most this task may spend, e.g. 0.05 (USDC).")
+    ],
+    url: Annotated[
+        list[str] | None,
+        typer.Option("--url", help="Where to start (repeatable); URLs in the task count too."),
+    ] = None,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-url", help="vLLM (OpenAI-compatible) base URL, e.g. http://127.0.0.1:8000/v1."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="The model name the server serves.")
+    ] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--task-id", help="Reuse a task id (its budget must match).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    agent_id: AgentOpt = None,
+    wallet: WalletOpt = None,
+    passphrase_file: PassFileOpt = None,
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the agent on a task: it prices pages, buys what is worth it within budget, and answers."""
+    from farthing.agents.brain import Brain, LlmBrain, RuleBrain
+    from farthing.agents.render import render_report, report_json
+    from farthing.agents.runner import AgentRun, RunReport
+    from farthing.agents.tools import AgentToolkit, Task
+
+    if (llm_url is None) != (model is None):
+        fail("pass --llm-url and --model together (or neither, for the rule brain)")
+    starts = list(dict.fromkeys([*(url or []), *_URL_IN_TEXT.findall(task)]))
+    if not starts:
+        fail("give the agent somewhere to start: --url URL, or a URL in the task")
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        if not as_json:
+            out_console.print(f"[dim]{time.perf_counter() - started:5.2f}s[/dim] {message}")
+
+    workspace = _open(
+        data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
+    )
+    try:
+        asset = workspace.target.asset
+        budget_atomic = asset.parse(budget)
+        the_task = Task(task_id or f"task-{uuid.uuid4().hex[:8]}", task[:2000], budget_atomic)
+        workspace.books.start_task(the_task.task_id, the_task.budget, the_task.text)
+        brain: Brain
+        if llm_url is not None and model is not None:
+            from farthing.inference import InferenceSettings, chat_model
+
+            brain = LlmBrain(
+                chat_model(llm_url, model=model, settings=InferenceSettings()), model_name=model
+            )
+        else:
+            brain = RuleBrain(relevance_min=workspace.settings.relevance_min)
+        progress(f"agent {workspace.settings.agent_id} paying from {workspace.payer.address}")
+
+        async def go() -> RunReport:
+            async with AgentToolkit(workspace.payer, the_task) as toolkit:
+                return await AgentRun(toolkit, brain, start_urls=starts, progress=progress).run()
+
+        report = asyncio.run(go())
+    finally:
+        workspace.close()
+    if as_json:
+        emit_json(report_json(report))
+        return
+    render_report(out_console, report, asset)
+
+
+@app.command()
+def fetch(
+    url: Annotated[str, typer.Argument(help="The URL to fetch, paying if it asks.")],
+    max_price: Annotated[
+        str, typer.Option("--max-price", help="The most to pay, e.g. 0.02 (USDC).")
+    ] = "0",
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why, recorded with the payment.")
+    ] = "fetched from the command line",
+    task_id: Annotated[
+        str | None, typer.Option("--task-id", help="Charge it to this task.")
+    ] = None,
+    budget: Annotated[
+        str | None, typer.Option("--budget", help="The task's budget, if the task is new.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    agent_id: AgentOpt = None,
+    wallet: WalletOpt = None,
+    passphrase_file: PassFileOpt = None,
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch one URL, paying within the policy and --max-price; print its text."""
+    from farthing.agents.tools import AgentToolkit, FetchResult, Task
+
+    workspace = _open(
+        data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
+    )
+    try:
+        asset = workspace.target.asset
+        cap = asset.parse(max_price)
+        # Without --task-id the fetch is a task of its own, whose budget is --max-price.
+        the_task = Task(task_id or f"fetch-{uuid.uuid4().hex[:8]}", purpose, cap)
+        if task_id is None or budget is not None:
+            task_budget = cap if budget is None else asset.parse(budget)
+            workspace.books.start_task(the_task.task_id, task_budget, purpose)
+
+        async def go() -> FetchResult:
+            async with AgentToolkit(workspace.payer, the_task) as toolkit:
+                return await toolkit.fetch(url, max_price=max_price, purpose=purpose)
+
+        result = asyncio.run(go())
+    finally:
+        workspace.close()
+    outcome = result.outcome
+    if as_json:
+        emit_json(
+            {
+                "url": url,
+                "status_code": result.status_code,
+                "outcome": outcome.status if outcome else None,
+                "reason": (outcome.reason if outcome else None) or result.error,
+                "amount_atomic": outcome.amount if outcome else None,
+                "transaction": outcome.tx_hash if outcome else None,
+                "payment_id": str(outcome.payment_id) if outcome and outcome.payment_id else None,
+                "text": result.page.text if result.page else None,
+            }
+        )
+        if not result.delivered:
+            raise typer.Exit(1)
+        return
+    if not result.delivered or result.page is None:
+        if outcome is not None and outcome.status != "free":
+            fail(outcome.describe())
+        fail(f"could not fetch {url}: {result.error or f'HTTP {result.status_code}'}")
+    if outcome is not None and outcome.status == "paid":
+        out_console.print(f"[dim]{outcome.describe()}[/dim]")
+    out_console.print(result.page.text, markup=False, highlight=False)
+
+
+@app.command()
+def price(
+    url: Annotated[str, typer.Argument(help="The URL to price; nothing is paid.")],
+    data_dir: DataDirOpt = None,
+    agent_id: AgentOpt = None,
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Say what a URL costs, and what the spend policy would say, without paying."""
+    from farthing.agents.tools import AgentToolkit, PriceCheck, Task
+
+    workspace = _open(
+        data_dir, agent_id, None, network, rpc_url, token, database_url, with_wallet=False
+    )
+    try:
+        payer = _pricing_payer(workspace)
+
+        async def go() -> tuple[PriceCheck, str]:
+            async with AgentToolkit(payer, Task("", "", 0)) as toolkit:
+                check = await toolkit.check_price(url)
+                return check, toolkit.describe_check(check)
+
+        check, text = asyncio.run(go())
+    finally:
+        workspace.close()
+    if as_json:
+        emit_json(
+            {
+                "url": url,
+                "status": check.status,
+                "amount_atomic": check.amount,
+                "pay_to": check.pay_to,
+                "reason": check.reason,
+                "policy": check.policy_note,
+                "title": check.title,
+            }
+        )
+        return
+    if check.status in ("error", "unpayable"):
+        fail(text.replace("\n", " "))
+    out_console.print(text, markup=False, highlight=False)
+
+
+def _pricing_payer(workspace: Workspace) -> Any:
+    """A payer that can price but never sign: pricing needs the asset and policy, not the key."""
+    from farthing.agents.payer import Payer
+
+    class _PricingOnly:
+        address = "0x0000000000000000000000000000000000000001"
+
+        def sign_typed_data(self, *args: object) -> bytes:
+            raise RuntimeError("farthing agent price never signs")
+
+    return Payer(
+        signer=_PricingOnly(),
+        chain=workspace.target.chain,
+        asset=workspace.target.asset,
+        books=workspace.books,
+        settings=workspace.settings,
+    )
+
+
+@app.command()
+def status(
+    task_id: Annotated[
+        str | None, typer.Option("--task-id", help="Also show this task's budget.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    agent_id: AgentOpt = None,
+    wallet: WalletOpt = None,
+    passphrase_file: PassFileOpt = None,
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The wallet's balance, the agent's budget and limits, and any possible spend."""
+    from farthing.agents.reservations import open_payments
+
+    workspace = _open(
+        data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
+    )
+    try:
+        state = workspace.books.status(task_id)
+        balance = workspace.payer.balance()
+        pending = open_payments(workspace.books)
+        f = workspace.target.asset.format
+    finally:
+        workspace.close()
+    if as_json:
+        emit_json(
+            {
+                "agent_id": workspace.settings.agent_id,
+                "balance_atomic": balance,
+                "funded_atomic": state.funded,
+                "spent_atomic": state.spent,
+                "reserved_atomic": state.reserved,
+                "available_atomic": state.available,
+                "task_id": task_id,
+                "task_budget_atomic": state.task_budget,
+                "task_spent_atomic": state.task_spent,
+                "possible_spend": len(pending),
+            }
+        )
+        return
+    out_console.print(f"wallet balance {f(balance)}")
+    out_console.print(
+        f"funded {f(state.funded)}, spent {f(state.spent)}, reserved {f(state.reserved)}, available {f(state.available)}"
+    )
+    if task_id is not None:
+        out_console.print(
+            f"task {task_id}: budget {f(state.task_budget or 0)}, spent or reserved {f(state.task_spent)}"
+        )
+    for payment in pending:
+        out_console.print(
+            f"possible spend: payment {payment.payment_id} of {f(payment.amount)} for {payment.resource}"
+        )
+
+
+@app.command()
+def resolve(
+    data_dir: DataDirOpt = None,
+    agent_id: AgentOpt = None,
+    wallet: WalletOpt = None,
+    passphrase_file: PassFileOpt = None,
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve possible spend from the chain: post what was used, void what never can be."""
+    from farthing.agents.resolve import resolve_possible_spend
+
+    workspace = _open(
+        data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
+    )
+    try:
+        resolutions = resolve_possible_spend(
+            workspace.books, workspace.target.chain, payer=workspace.payer.address
+        )
+    finally:
+        workspace.close()
+    if as_json:
+        emit_json(
+            {
+                "resolutions": [
+                    {
+                        "payment_id": str(r.payment_id),
+                        "action": r.action,
+                        "result": r.result,
+                        "transaction": r.tx_hash,
+                    }
+                    for r in resolutions
+                ]
+            }
+        )
+        return
+    if not resolutions:
+        out_console.print("no possible spend to resolve")
+    for r in resolutions:
+        out_console.print(f"payment {r.payment_id}: {r.action} ({r.result})")

@@ -1,0 +1,126 @@
+"""`farthing agent` works as real processes against `farthing chain dev` and a blog served over HTTP.
+
+The site fixture starts the dev chain (anvil) as the real CLI does, writes the
+agent's encrypted keystore, mints it 1 USDC, and serves the paywalled blog
+with uvicorn. Each command then runs as `python -m farthing agent ...`: the
+wallet deposit is booked on first use, the agent buys within its budget, the
+policy set from the command line holds, and every refusal is one line on
+stderr that never shows the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from farthing.cli import main
+from tests.agents.conftest import PRICE_ATOMIC, Site
+from tests.conftest import TEST_PASSPHRASE, free_port
+
+pytestmark = pytest.mark.anvil
+
+TASK = "How was the English farthing coin minted, in silver or copper, and why was it withdrawn?"
+
+
+def test_agent_run_buys_within_budget_and_reports(site: Site) -> None:
+    result = site.farthing(
+        "agent", "run", "--task", TASK, "--budget", "0.03", "--url", f"{site.url}/", "--json"
+    )
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["payments"] == 2
+    assert report["spent_atomic"] == 2 * PRICE_ATOMIC <= report["budget_atomic"] == 30_000
+    reasons = [item["reason"] for item in report["skipped_items"]]
+    assert any("left of the budget" in r for r in reasons)
+    assert any("not relevant" in r for r in reasons)
+    assert all(item["transaction"].startswith("0x") for item in report["bought"])
+
+    status = site.farthing("agent", "status", "--task-id", report["task_id"], "--json")
+    assert status.code == 0, status.stderr
+    state = status.json()
+    assert state["funded_atomic"] == 1_000_000  # the mint, booked as the agent's funding
+    assert state["spent_atomic"] == 2 * PRICE_ATOMIC
+    assert state["task_spent_atomic"] == 2 * PRICE_ATOMIC
+    assert state["balance_atomic"] == 1_000_000 - 2 * PRICE_ATOMIC
+    assert state["possible_spend"] == 0
+
+    human = site.farthing(
+        "agent", "run", "--task", TASK, "--budget", "0.02", "--url", f"{site.url}/"
+    )
+    assert human.code == 0, human.stderr
+    assert "deterministic rule brain" in human.stdout
+    assert "Spent 0.01385 USDC of the 0.02 USDC budget" in human.stdout
+    assert site.agent.private_key.get_secret_value()[2:] not in human.stdout + human.stderr
+
+
+def test_policy_set_from_the_command_line_holds(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = cli_flags(site, tmp_path)
+    data = ["--data-dir", str(site.data_dir)]
+
+    def json_of(args: list[str]) -> dict[str, object]:
+        assert main(args) == 0
+        value: dict[str, object] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        return value
+
+    cap = json_of(
+        [
+            "agent",
+            "policy",
+            "set",
+            "--payment-cap",
+            "0.01",
+            "--deny-host",
+            "evil.test",
+            "--json",
+            *data,
+        ]
+    )
+    assert cap["payment_cap_atomic"] == 10_000 and cap["hosts_denied"] == ["evil.test"]
+    assert main(["agent", "policy", "show", *data]) == 0
+    shown = capsys.readouterr().out
+    assert "0.01 USDC" in shown and "evil.test" in shown
+
+    article = f"{site.url}/posts/quarter-penny"
+    assert main(["agent", "fetch", article, "--max-price", "0.02", *flags]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: did not pay") and "exceeds_payment_cap" in line
+
+    cleared = json_of(["agent", "policy", "set", "--payment-cap", "none", "--json", *data])
+    assert cleared["payment_cap_atomic"] is None and cleared["hosts_denied"] == ["evil.test"]
+    assert main(["agent", "fetch", article, "--max-price", "0.02", *flags]) == 0
+    assert "960 of them a pound" in capsys.readouterr().out
+
+
+def cli_flags(site: Site, tmp_path: Path) -> list[str]:
+    """Flags that stand in for the environment a real process would read."""
+    secret = tmp_path / "passphrase"
+    secret.write_text(TEST_PASSPHRASE + "\n")
+    return ["--data-dir", str(site.data_dir), "--passphrase-file", str(secret)]
+
+
+BAD_SELLERS = [
+    ("/bad/unknown-network", "1", "unsupported_network"),
+    ("/bad/unknown-asset", "1", "unsupported_asset"),
+    ("/bad/malformed", "1", "malformed_payment_required"),
+    ("/posts/quarter-penny", "0.01", "price_above_max"),
+]
+
+
+def test_bad_sellers_are_one_line_refusals(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process, through the console script's own entry point: fast.
+    flags = cli_flags(site, tmp_path)
+    unreachable = (f"http://127.0.0.1:{free_port()}/x", "1", "host_unreachable")
+    for path, max_price, reason in [*BAD_SELLERS, unreachable]:
+        url = path if path.startswith("http") else f"{site.url}{path}"
+        assert main(["agent", "fetch", url, "--max-price", max_price, *flags]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error: ") and reason in line, line
+    assert main(["agent", "status", "--json", *flags]) == 0
+    status = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (status["reserved_atomic"], status["spent_atomic"]) == (0, 0)  # nothing dangling
