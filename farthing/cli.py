@@ -45,6 +45,9 @@ _SUBCOMMANDS: dict[str, _SubCommand] = {
     "facilitator": _SubCommand(
         "farthing.paywall.facilitator_cli", "app", "Run an x402 v2 facilitator on a chain."
     ),
+    "agent": _SubCommand(
+        "farthing.agents.cli", "app", "Run paying agents; approvals and the spend policy."
+    ),
     "ledger": _SubCommand(
         "farthing.ledger.cli", "app", "Books: budgets, reports, export and audit verification."
     ),
