@@ -52,7 +52,11 @@ async def test_an_approval_is_denied_then_approved(world: World, tmp_path: Path)
 
     waiting = asyncio.create_task(buy(world, "quarter-penny"))
     request = await pending_request(world)
-    assert (request.amount, request.pay_to, request.task_id) == (PRICE_ATOMIC, world.merchant, "task-1")
+    assert (request.amount, request.pay_to, request.task_id) == (
+        PRICE_ATOMIC,
+        world.merchant,
+        "task-1",
+    )
     assert request.resource == f"{BLOG}/posts/quarter-penny"
     assert request.purpose == "read about farthings"
     assert world.open_reservations() == []  # nothing is reserved while a person decides
@@ -61,7 +65,11 @@ async def test_an_approval_is_denied_then_approved(world: World, tmp_path: Path)
     denied = await operator(world, tmp_path, "deny", str(request.id), "--note", "too dear")
     assert denied.code == 0, denied.stderr
     outcome = await waiting
-    assert (outcome.status, outcome.reason, outcome.message) == ("not_paid", "approval_denied", "too dear")
+    assert (outcome.status, outcome.reason, outcome.message) == (
+        "not_paid",
+        "approval_denied",
+        "too dear",
+    )
     assert outcome.approval_id == request.id
     assert world.open_reservations() == [] and world.token.balance_of(world.merchant) == 0
 
