@@ -176,6 +176,10 @@ class Brain(Protocol):
 
     async def answer(self, task: Task, readings: Sequence[Reading]) -> str: ...
 
+    async def aclose(self) -> None:
+        """Release connections; call it in the event loop that used the brain."""
+        ...
+
 
 def keywords(text: str) -> set[str]:
     """Lowercase content words of three letters or more, crudely stemmed (minted, minting: mint)."""
@@ -260,6 +264,9 @@ class RuleBrain:
         titles = "; ".join(r.title or r.url for r in readings)
         summary = " ".join(best) if best else "The pages read did not address the task directly."
         return f"From {len(readings)} page(s) ({titles}): {summary}"
+
+    async def aclose(self) -> None:
+        return None
 
 
 class LlmBrain:
@@ -351,6 +358,11 @@ class LlmBrain:
             return (await astructured_answer(self.chat, messages, FinalAnswer)).answer
         except Exception as exc:  # noqa: BLE001 - the purchases stand; only the answer is missing
             return f"(no answer: {_model_failure(exc)})"
+
+    async def aclose(self) -> None:
+        from farthing.inference.chat import aclose_chat_model
+
+        await aclose_chat_model(self.chat)
 
 
 def _model_failure(error: BaseException) -> str:

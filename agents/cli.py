@@ -179,8 +179,13 @@ def run(
         progress(f"agent {workspace.settings.agent_id} paying from {workspace.payer.address}")
 
         async def go() -> RunReport:
-            async with AgentToolkit(workspace.payer, the_task) as toolkit:
-                return await AgentRun(toolkit, brain, start_urls=starts, progress=progress).run()
+            try:
+                async with AgentToolkit(workspace.payer, the_task) as toolkit:
+                    return await AgentRun(
+                        toolkit, brain, start_urls=starts, progress=progress
+                    ).run()
+            finally:
+                await brain.aclose()
 
         report = asyncio.run(go())
     finally:

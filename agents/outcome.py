@@ -117,7 +117,7 @@ class PaymentOutcome:
             )
         if self.status == "refused":
             return f"the seller refused the payment of {price} for {self.url}: {why}{detail}"
-        what = f" of {price}" if self.amount is not None else ""
+        what = f" {price}" if self.amount is not None else ""
         return f"did not pay{what} for {self.url}: {self.reason}: {why}{detail}"
 
 

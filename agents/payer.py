@@ -7,10 +7,10 @@ The paying client (``farthing.agents.client``) calls it at two points:
    the host and payee lists, look for an earlier, still open payment for the
    same purchase (its authorization is re-signed, byte for byte, never a
    second one), ask a person if the amount is above the approval threshold,
-   check the wallet's balance, make the payment id and derive the nonce from
-   it, **reserve** the amount against every budget (committed), and only then
-   sign. Anything that says no returns a ``not_paid`` outcome and leaves
-   nothing reserved.
+   make the payment id and derive the nonce from it, **reserve** the amount
+   against every budget (committed), check the wallet's balance (voiding the
+   reservation if it is short), and only then sign. Anything that says no
+   returns a ``not_paid`` outcome and leaves nothing reserved.
 2. :meth:`Payer.finish`, given the seller's answer to the signed request: a
    ``PAYMENT-RESPONSE`` success posts the reservation with its transaction; a
    402 refusal voids it, unless the chain says the authorization was used
@@ -251,10 +251,6 @@ class Payer:
                 reason = "approval_denied" if decided.status == "denied" else "approval_timeout"
                 return _not_paid(url, intent, reason, decided.note, terms)
 
-        balance = self.balance()
-        if balance < requirements.amount:
-            detail = f"the wallet holds {self.asset.format(balance)}"
-            return _not_paid(url, intent, "insufficient_balance", detail, terms)
         payment_id = new_id()
         authorization = build_authorization(
             from_address=self.address,
@@ -282,6 +278,13 @@ class Payer:
         )
         if reserved not in ("ok", "exists"):
             return _not_paid(url, intent, reserved, None, terms)
+        # The budgets said yes; the chain must agree the money is there. A
+        # seller would refuse an authorization the wallet cannot cover.
+        balance = self.balance()
+        if balance < requirements.amount:
+            release(self.books, payment_id)
+            detail = f"the wallet holds {self.asset.format(balance)}"
+            return _not_paid(url, intent, "insufficient_balance", detail, terms)
         # Reserved and committed: only now is anything signed.
         try:
             signed = sign_authorization(self.signer, authorization, self.domain)

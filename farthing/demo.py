@@ -216,9 +216,14 @@ def run_demo(
             async def go() -> RunReport:
                 # PaywallMiddleware types its ASGI callables loosely; it is an ASGI app.
                 transport = httpx.ASGITransport(app=cast(Any, blog))
-                async with AgentToolkit(payer, task, transport=transport) as toolkit:
-                    run = AgentRun(toolkit, brain, start_urls=[f"{_BLOG_URL}/"], progress=progress)
-                    return await run.run()
+                try:
+                    async with AgentToolkit(payer, task, transport=transport) as toolkit:
+                        run = AgentRun(
+                            toolkit, brain, start_urls=[f"{_BLOG_URL}/"], progress=progress
+                        )
+                        return await run.run()
+                finally:
+                    await brain.aclose()
 
             report = asyncio.run(go())
             step("reconciling the agent's books with the chain")
