@@ -128,6 +128,19 @@ def test_no_answer_leaves_possible_spend(world: World) -> None:
     assert [p.state for p in booked_payments(world.books)] == ["reserved"]
 
 
+def test_a_retry_after_no_answer_re_sends_the_same_authorization(world: World) -> None:
+    flow, _ = start(world)
+    first = flow.send(challenge(world))
+    flow.close()  # no answer: possible spend
+    again, _ = start(world)
+    second = again.send(challenge(world))
+    # The same purchase gets the same payment, byte for byte: never a second authorization.
+    assert second.headers["PAYMENT-SIGNATURE"] == first.headers["PAYMENT-SIGNATURE"]
+    with pytest.raises(StopIteration):
+        again.send(settled(world))
+    assert [p.state for p in booked_payments(world.books)] == ["posted"]
+
+
 def test_settlement_pending_is_retried_with_the_same_payment(world: World) -> None:
     flow, _ = start(world)
     first = flow.send(challenge(world))
