@@ -125,7 +125,8 @@ _WORD: Final = re.compile(r"[a-z]{3,}")
 _SENTENCE: Final = re.compile(r"(?<=[.!?])\s+")
 _PROMPT_TASK_CHARS: Final = 200
 _PROMPT_PREVIEW_CHARS: Final = 240
-_ANSWER_CHARS: Final = 600
+_ANSWER_CHARS: Final = 240
+_PURPOSE_CHARS: Final = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,13 +321,17 @@ class LlmBrain:
     ) -> dict[str, Any] | str:
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-        bound = self.chat.bind_tools([fetch], tool_choice=fetch.name, strict=True)
+        price = format_amount(candidate.price, asset.decimals)
+        bound = self.chat.bind_tools(
+            [_narrowed(fetch, candidate.url)], tool_choice=fetch.name, strict=True
+        )
+        # No page text here: the decision is made; the call only needs the terms.
         messages = [
             SystemMessage(self._system()),
             HumanMessage(
-                self._describe(task, candidate, asset)
-                + f"\nYou decided to buy it. Call {fetch.name} for this URL with max_price "
-                f"{format_amount(candidate.price, asset.decimals)}."
+                f"Task: {task.text[:_PROMPT_TASK_CHARS]}\nYou decided to buy {candidate.url} "
+                f"for {asset.format(candidate.price)}. Call {fetch.name} with this url and "
+                f"max_price {price}."
             ),
         ]
         try:
@@ -335,7 +340,12 @@ class LlmBrain:
             return _model_failure(exc)
         calls = reply.tool_calls if isinstance(reply, AIMessage) else []
         if not calls:
-            return "the model made no tool call"
+            broken = reply.invalid_tool_calls if isinstance(reply, AIMessage) else []
+            return (
+                "the model's tool call was cut off or malformed"
+                if broken
+                else "the model made no tool call"
+            )
         call = calls[0]
         return {
             "name": call["name"],
@@ -363,6 +373,32 @@ class LlmBrain:
         from farthing.inference.chat import aclose_chat_model
 
         await aclose_chat_model(self.chat)
+
+
+def _narrowed(fetch: BaseTool, url: str) -> dict[str, Any]:
+    """The fetch tool as offered to the model for one purchase: its URL bounded by this one's length.
+
+    Constrained decoding then has little room (a random model fills every
+    string to its bound), and the call still runs through the real tool and
+    its full schema.
+    """
+    from farthing.inference.chat import strict_schema
+
+    schema = strict_schema(fetch.args_schema) if isinstance(fetch.args_schema, type) else {}
+    properties = schema.get("properties", {})
+    if "url" in properties:
+        properties["url"]["maxLength"] = max(1, len(url))
+    if "purpose" in properties:
+        properties["purpose"]["maxLength"] = _PURPOSE_CHARS
+    return {
+        "type": "function",
+        "function": {
+            "name": fetch.name,
+            "description": fetch.description,
+            "parameters": schema,
+            "strict": True,
+        },
+    }
 
 
 def _model_failure(error: BaseException) -> str:

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 BODY_BYTES_MAX: Final = 2 * 1024 * 1024
-_URL_MAX: Final = 300
+_URL_MAX: Final = 300  # long enough for real pages; the LLM brain narrows it per call
 _PREVIEW_CHARS: Final = 600
 # Digits only, at most 18 decimals: a price is text, never a float.
 _PRICE_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,18})?$"

@@ -31,6 +31,8 @@ class ScriptedModel:
     obey_injections: bool = False
     injected_call: dict[str, Any] = field(default_factory=dict)  # what an obedient model calls
     requests: list[dict[str, Any]] = field(default_factory=list)
+    poisoned: set[str] = field(default_factory=set)  # URLs whose preview it obeyed
+    obeyed: int = 0  # tool calls it made on a page's orders
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
@@ -40,9 +42,15 @@ class ScriptedModel:
         self.requests.append(body)
         prompt = str(body["messages"][-1]["content"])
         injected = self.obey_injections and INJECTION_MARK in prompt
+        url = re.search(r"^URL: (\S+)$", prompt, re.MULTILINE)
+        if injected and url:
+            self.poisoned.add(url.group(1))  # it remembers what the page told it
         if body.get("tools"):
             name = body["tools"][0]["function"]["name"]
-            args = self.injected_call if injected else _honest_call(prompt)
+            buying = re.search(r"buy (\S+) for", prompt)
+            obey = buying is not None and buying.group(1) in self.poisoned
+            self.obeyed += obey
+            args = self.injected_call if obey else _honest_call(prompt)
             message = {
                 "role": "assistant",
                 "content": None,
@@ -74,8 +82,8 @@ def _decision(prompt: str, injected: bool) -> dict[str, Any]:
 
 
 def _honest_call(prompt: str) -> dict[str, Any]:
-    url = re.search(r"^URL: (\S+)$", prompt, re.MULTILINE)
-    price = re.search(r"^Price: ([0-9.]+) ", prompt, re.MULTILINE)
+    url = re.search(r"buy (\S+) for", prompt)
+    price = re.search(r"max_price ([0-9.]+)\.", prompt)
     return {
         "url": url.group(1) if url else "",
         "max_price": price.group(1) if price else "0",

@@ -152,12 +152,8 @@ def test_an_injected_payee_is_refused(
     before = world.books.policy()
     report = run(world, base_url, shop(world, tip_price))
 
-    # The gullible model did try: it decided to buy the injected article and called the tool.
-    assert any(
-        INJECTION_MARK in str(r["messages"][-1]["content"])
-        for r in model.requests
-        if r.get("tools")
-    )
+    # The gullible model did try: it bought the injected article on the page's orders.
+    assert model.obeyed == 1
     refused = [s for s in report.skipped if s.title == "Farthing secrets" or s.url == TIP]
     assert refused and refusal in refused[0].reason, [s.reason for s in report.skipped]
     assert_nothing_changed(world)
