@@ -384,7 +384,8 @@ def _narrowed(fetch: BaseTool, url: str) -> dict[str, Any]:
     """
     from farthing.inference.chat import strict_schema
 
-    schema = strict_schema(fetch.args_schema) if isinstance(fetch.args_schema, type) else {}
+    args = fetch.args_schema
+    schema = strict_schema(args) if isinstance(args, type) and issubclass(args, BaseModel) else {}
     properties = schema.get("properties", {})
     if "url" in properties:
         properties["url"]["maxLength"] = max(1, len(url))
