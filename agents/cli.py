@@ -6,7 +6,7 @@
     farthing agent fetch URL [--max-price AMOUNT] [--task-id ID --budget AMOUNT]
     farthing agent price URL
     farthing agent status [--task-id ID]
-    farthing agent resolve                      # possible spend, from the chain
+    farthing agent resolve                      # possible spend, then reconcile with the chain
     farthing agent approvals list|approve ID|deny ID
     farthing agent policy show|set ...
 
@@ -404,18 +404,22 @@ def resolve(
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Resolve possible spend from the chain: post what was used, void what never can be."""
+    """Resolve possible spend from the chain, then reconcile the books with the wallet's transfers."""
+    from farthing.agents.integrity import ledger_balanced, reconcile_books
     from farthing.agents.resolve import resolve_possible_spend
 
     workspace = _open(
         data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
     )
     try:
-        resolutions = resolve_possible_spend(
-            workspace.books, workspace.target.chain, payer=workspace.payer.address
-        )
+        address = workspace.payer.address
+        chain = workspace.target.chain
+        resolutions = resolve_possible_spend(workspace.books, chain, payer=address)
+        report = reconcile_books(workspace.books, chain, wallet=address)
+        balanced = ledger_balanced(workspace.database)
     finally:
         workspace.close()
+    breaks = report.unresolved_breaks
     if as_json:
         emit_json(
             {
@@ -427,11 +431,25 @@ def resolve(
                         "transaction": r.tx_hash,
                     }
                     for r in resolutions
-                ]
+                ],
+                "reconciliation_breaks": len(breaks),
+                "breaks": [{"kind": str(b.kind), "detail": b.detail} for b in breaks],
+                "payments_checked": report.payments_checked,
+                "ledger_balanced": balanced,
             }
         )
+        if breaks or not balanced:
+            raise typer.Exit(1)
         return
     if not resolutions:
         out_console.print("no possible spend to resolve")
     for r in resolutions:
         out_console.print(f"payment {r.payment_id}: {r.action} ({r.result})")
+    for item in breaks:
+        out_console.print(f"[red]break[/red] {item.kind}: {item.detail}")
+    out_console.print(
+        f"{len(breaks)} reconciliation break(s) across {report.payments_checked} booked transfer(s); "
+        f"the ledger is {'balanced' if balanced else 'NOT balanced'}"
+    )
+    if breaks or not balanced:
+        raise typer.Exit(1)

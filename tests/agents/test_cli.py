@@ -46,6 +46,13 @@ def test_agent_run_buys_within_budget_and_reports(site: Site) -> None:
     assert state["balance_atomic"] == 1_000_000 - 2 * PRICE_ATOMIC
     assert state["possible_spend"] == 0
 
+    # The dev chain minted to its own accounts at start: reconciliation looks
+    # only at the agent's wallet, so those are not the agent's breaks.
+    resolved = site.farthing("agent", "resolve", "--json")
+    assert resolved.code == 0, resolved.stdout + resolved.stderr
+    assert resolved.json()["reconciliation_breaks"] == 0 and resolved.json()["ledger_balanced"]
+    assert resolved.json()["payments_checked"] == 3  # the deposit and two payments
+
     human = site.farthing(
         "agent", "run", "--task", TASK, "--budget", "0.02", "--url", f"{site.url}/"
     )
