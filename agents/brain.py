@@ -261,7 +261,7 @@ class RuleBrain:
                     hits = len(wanted & keywords(sentence))
                     if hits and len(sentence) < 300:
                         scored.append((hits, -order, sentence.strip()))
-        best = [s for _, _, s in sorted(scored, reverse=True)[:4]]
+        best = list(dict.fromkeys(s for _, _, s in sorted(scored, reverse=True)))[:4]
         titles = "; ".join(r.title or r.url for r in readings)
         summary = " ".join(best) if best else "The pages read did not address the task directly."
         return f"From {len(readings)} page(s) ({titles}): {summary}"

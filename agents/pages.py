@@ -50,9 +50,12 @@ class _Reader(HTMLParser):
         self.base_url = base_url
         self.parts: list[str] = []
         self.title: list[str] = []
+        self.heading: list[str] = []  # the first h1, for pages without a <title>
         self.links: list[Link] = []
         self._skip_depth = 0
         self._in_title = False
+        self._in_h1 = False
+        self._h1_done = False
         self._href: str | None = None
         self._anchor: list[str] = []
         self._size = 0
@@ -62,6 +65,8 @@ class _Reader(HTMLParser):
             self._skip_depth += 1
         if tag == "title":
             self._in_title = True
+        if tag == "h1" and not self._h1_done:
+            self._in_h1 = True
         if tag in _BLOCK:
             self.parts.append("\n")
         if tag == "a":
@@ -74,6 +79,8 @@ class _Reader(HTMLParser):
             self._skip_depth -= 1
         if tag == "title":
             self._in_title = False
+        if tag == "h1" and self._in_h1:
+            self._in_h1, self._h1_done = False, True
         if tag in _BLOCK:
             self.parts.append("\n")
         if tag == "a" and self._href is not None:
@@ -89,6 +96,8 @@ class _Reader(HTMLParser):
             return
         if self._skip_depth or self._size > _TEXT_MAX:
             return
+        if self._in_h1:
+            self.heading.append(data)
         self.parts.append(data)
         self._size += len(data)
         if self._href is not None:
@@ -104,7 +113,7 @@ def read_page(body: str, *, url: str, media_type: str = "text/html") -> Page:
     reader.close()
     text = _SPACES.sub(" ", "".join(reader.parts))
     text = _BLANKS.sub("\n", "\n".join(line.strip() for line in text.splitlines())).strip()
-    title = _SPACES.sub(" ", "".join(reader.title)).strip()
+    title = _SPACES.sub(" ", "".join(reader.title or reader.heading)).strip()
     return Page(url=url, title=title[:200], text=text, links=tuple(reader.links))
 
 
