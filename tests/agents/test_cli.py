@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from farthing.cli import main
+from farthing.wallet.chain import Call
+from farthing.wallet.token import Stablecoin
 from tests.agents.conftest import PRICE_ATOMIC, Site
 from tests.conftest import TEST_PASSPHRASE, free_port
 
@@ -131,3 +133,21 @@ def test_bad_sellers_are_one_line_refusals(
     assert main(["agent", "status", "--json", *flags]) == 0
     status = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (status["reserved_atomic"], status["spent_atomic"]) == (0, 0)  # nothing dangling
+
+    # The wallet is emptied behind the agent's back: the books still allow the
+    # purchase, the chain does not, and the reservation is voided.
+    gas = site.chain.send(Call(to=site.agent.address, data=b"", value=10**17), sender=site.minter)
+    assert gas.ok
+    assert (
+        Stablecoin(site.chain, site.asset)
+        .transfer(site.minter.address, 995_000, sender=site.agent)
+        .ok
+    )
+    assert (
+        main(["agent", "fetch", f"{site.url}/posts/quarter-penny", "--max-price", "1", *flags]) == 1
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "insufficient_balance" in line and "the wallet holds 0.005 USDC" in line, line
+    assert main(["agent", "status", "--json", *flags]) == 0
+    status = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (status["reserved_atomic"], status["spent_atomic"]) == (0, 0)
