@@ -177,9 +177,6 @@ class Payer:
 
     # ------------------------------------------------------------ before sending
 
-    def read(self, response: httpx.Response) -> Challenge | MalformedChallenge:
-        return read_challenge(response)
-
     def prepare(
         self, url: str, challenge: Challenge | MalformedChallenge, intent: Intent
     ) -> Prepared | PaymentOutcome:
