@@ -28,10 +28,12 @@ from typing import Protocol
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from farthing.ledger.codes import AccountCode
 from farthing.ledger.flags import TransferFlags
-from farthing.ledger.tables import PendingTransfer, Transfer, table_of
+from farthing.ledger.tables import Account, PendingTransfer, Transfer, table_of
 
 __all__ = [
+    "OWN_ACCOUNT_CODES",
     "Break",
     "BreakKind",
     "ChainView",
@@ -39,10 +41,17 @@ __all__ = [
     "TokenTransferEvent",
     "find_breaks",
     "load_payments",
+    "own_addresses",
 ]
 
 _transfers = table_of(Transfer)
 _pending = table_of(PendingTransfer)
+_accounts = table_of(Account)
+
+# Accounts that hold our own money: an agent's budget, a merchant's revenue.
+# The address on their side of a transfer is ours; the other side is a
+# counterparty, whose dealings with third parties are none of our books.
+OWN_ACCOUNT_CODES = (int(AccountCode.BUDGET), int(AccountCode.REVENUE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,3 +276,32 @@ def load_payments(*, session: Session, network: str, token_address: str) -> list
             )
         )
     return result
+
+
+def own_addresses(*, session: Session, network: str, token_address: str) -> set[str]:
+    """The addresses the books hold money at: the budget's or revenue account's side.
+
+    A payment debits an agent's budget, so its payer is ours; a deposit
+    credits the budget, so its payee is ours; revenue credits a merchant's
+    revenue account, so its payee is ours.
+    """
+    t, a = _transfers, _accounts
+    token = token_address.lower()
+    found: set[str] = set()
+    for side, column in (
+        (t.c.debit_account_id, t.c.payer_address),
+        (t.c.credit_account_id, t.c.payee_address),
+    ):
+        query = (
+            select(column)
+            .distinct()
+            .join(a, a.c.id == side)
+            .where(
+                t.c.network == network,
+                t.c.token_address == token,
+                a.c.code.in_(OWN_ACCOUNT_CODES),
+                column.is_not(None),
+            )
+        )
+        found.update(str(value).lower() for value in session.scalars(query))
+    return found

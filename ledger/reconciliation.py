@@ -1,8 +1,9 @@
 """A reconciliation run: read the books and the chain, report breaks, resolve the unknown.
 
 ``reconcile`` loads the payments of one token, scans the token's ``Transfer``
-logs for the addresses those payments name (plus any the caller adds) over a
-block range, and reports every break by kind (see ``farthing.ledger.reconcile``).
+logs for our own addresses (those on the side of an agent's budget or a
+merchant's revenue account, plus any the caller adds) over a block range, and
+reports every break by kind (see ``farthing.ledger.reconcile``).
 
 With ``resolve=True`` it also settles the books for pending payments whose
 authorization window has closed, from what the chain says and never by
@@ -24,7 +25,14 @@ from farthing.ledger.codes import TransferCode
 from farthing.ledger.database import LedgerDatabase
 from farthing.ledger.inputs import PAYMENT_COLUMNS, NewTransfer, PaymentDetails, derived_id
 from farthing.ledger.payments import release_payment, settle_payment
-from farthing.ledger.reconcile import Break, BreakKind, LedgerPayment, find_breaks, load_payments
+from farthing.ledger.reconcile import (
+    Break,
+    BreakKind,
+    LedgerPayment,
+    find_breaks,
+    load_payments,
+    own_addresses,
+)
 from farthing.ledger.repository import create_transfers, expire_pending, lookup_transfers
 from farthing.ledger.results import CreateTransferResult
 
@@ -99,14 +107,23 @@ def reconcile(
         payments = load_payments(
             session=session, network=view.network, token_address=view.token_address
         )
-    ours = {a.lower() for a in addresses}
-    for payment in payments:
-        ours.update(a for a in (payment.payer_address, payment.payee_address) if a)
+        owned = own_addresses(
+            session=session, network=view.network, token_address=view.token_address
+        )
+    if not owned:  # books without budget or revenue accounts: every named address
+        for payment in payments:
+            owned.update(a for a in (payment.payer_address, payment.payee_address) if a)
+    ours = owned | {a.lower() for a in addresses}
     events = view.token_transfers(
         token_address=view.token_address, addresses=ours, from_block=from_block, to_block=last
     )
     breaks = find_breaks(
-        payments=payments, events=events, chain=view, from_block=from_block, to_block=last, now_s=now
+        payments=payments,
+        events=events,
+        chain=view,
+        from_block=from_block,
+        to_block=last,
+        now_s=now,
     )
     by_id = {p.transfer_id: p for p in payments}
     refined: list[Break] = []
@@ -117,7 +134,9 @@ def reconcile(
             continue
         payment = by_id[item.transfer_id]
         action, tx_hash, block = _decide(view, payment, from_block, last)
-        refined.append(dataclasses.replace(item, resolution=None if action == "unresolved" else action))
+        refined.append(
+            dataclasses.replace(item, resolution=None if action == "unresolved" else action)
+        )
         if resolve:
             resolutions.append(_apply(database, payment, action, tx_hash, block))
     return ReconciliationReport(
