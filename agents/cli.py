@@ -415,7 +415,7 @@ def resolve(
         address = workspace.payer.address
         chain = workspace.target.chain
         resolutions = resolve_possible_spend(workspace.books, chain, payer=address)
-        report = reconcile_books(workspace.books, chain, wallet=address)
+        report = reconcile_books(workspace.books, chain)
         balanced = ledger_balanced(workspace.database)
     finally:
         workspace.close()

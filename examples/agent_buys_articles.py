@@ -72,9 +72,7 @@ def main() -> None:
         report = asyncio.run(go())
         console = Console()
         render_report(console, report, asset)
-        checked = check_books(
-            workspace.books, workspace.target.chain, wallet=workspace.payer.address
-        )
+        checked = check_books(workspace.books, workspace.target.chain)
         console.print(
             f"books balanced: {checked.balanced}; reconciliation breaks: {checked.breaks}"
         )

@@ -227,7 +227,7 @@ def run_demo(
 
             report = asyncio.run(go())
             step("reconciling the agent's books with the chain")
-            checked = check_books(books, chain, wallet=agent.address, from_block=start_block)
+            checked = check_books(books, chain, from_block=start_block)
             with merchant_db.read() as session:
                 revenue = revenue_report(session=session, payee_address=merchant)
             store.dispose()
