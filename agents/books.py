@@ -18,7 +18,6 @@ Payments themselves (reserve, post, void) are in ``farthing.agents.reservations`
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,7 +30,6 @@ from farthing.agents.policy import SpendPolicy
 from farthing.agents.tables import agent_cursor, agent_policy, agent_task, ensure_tables
 from farthing.invariant import invariant
 from farthing.ledger import (
-    ID_MAX,
     AccountCode,
     AccountFlags,
     BudgetPolicy,
@@ -49,6 +47,7 @@ from farthing.ledger import (
     set_budget,
 )
 from farthing.ledger import Asset as LedgerAsset
+from farthing.ledger import derived_id as ledger_derived_id
 from farthing.ledger.report import budget_report
 from farthing.wallet.address import ZERO_ADDRESS, checksum
 from farthing.wallet.chain import Chain
@@ -62,9 +61,8 @@ _TASK_ID_MAX: Final = 128
 
 
 def derived_id(*parts: str) -> int:
-    """A ledger id from names: the same parts always give the same id (1 .. 2**128 - 2)."""
-    digest = hashlib.sha256(_NAMESPACE + "\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:16], "big") % (ID_MAX - 1) + 1
+    """A ledger id from names: the same parts always give the same id."""
+    return ledger_derived_id(_NAMESPACE, "\x1f".join(parts).encode())
 
 
 @dataclass(frozen=True, slots=True)
