@@ -265,10 +265,7 @@ def gateway(
 
 def _payment(settings: InferenceSettings, **flags: Any) -> Any:
     from farthing.inference.gateway import GatewayPayment
-    from farthing.paywall.cli import default_database_url
-    from farthing.paywall.facilitator import LocalFacilitator
-    from farthing.paywall.keys import load_key_file, load_token_file
-    from farthing.paywall.remote import RemoteFacilitator
+    from farthing.paywall.cli import default_database_url, revenue_books, settlement_facilitator
     from farthing.paywall.store import PaymentStore
     from farthing.wallet.chain import open_chain
     from farthing.wallet.token import read_asset
@@ -277,23 +274,13 @@ def _payment(settings: InferenceSettings, **flags: Any) -> Any:
         fail("a paid gateway needs --pay-to, --rpc-url and --token")
     chain = open_chain(flags["rpc_url"])
     asset = read_asset(chain, flags["token"])
-    facilitator: Any
-    if flags["facilitator_url"]:
-        token_file = flags["facilitator_token_file"]
-        bearer = load_token_file(token_file).get_secret_value() if token_file else None
-        facilitator = RemoteFacilitator(flags["facilitator_url"], token=bearer)
-    elif flags["key_file"] is not None:
-        facilitator = LocalFacilitator(chain, load_key_file(flags["key_file"]))
-    else:
-        fail("settling needs --key-file (a local facilitator) or --facilitator-url")
-    books = None
-    if flags["ledger_database_url"]:
-        from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
-        from farthing.paywall.books import LedgerRevenueBook
-
-        database = LedgerDatabase(LedgerSettings(database_url=flags["ledger_database_url"]))
-        upgrade_database(database)
-        books = LedgerRevenueBook(database)
+    facilitator = settlement_facilitator(
+        chain,
+        facilitator_url=flags["facilitator_url"],
+        facilitator_token_file=flags["facilitator_token_file"],
+        key_file=flags["key_file"],
+    )
+    books = revenue_books(flags["ledger_database_url"])
     store = PaymentStore(flags["database_url"] or default_database_url())
     return GatewayPayment(
         facilitator=facilitator,

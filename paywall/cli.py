@@ -22,7 +22,13 @@ import typer
 
 from farthing.console import emit_json, fail, out_console
 
-__all__ = ["app", "build_paywall", "default_database_url"]
+__all__ = [
+    "app",
+    "build_paywall",
+    "default_database_url",
+    "revenue_books",
+    "settlement_facilitator",
+]
 
 app = typer.Typer(
     add_completion=False,
@@ -119,14 +125,46 @@ def serve(
     serve_app(paywall, sock)
 
 
-def build_paywall(settings: Any) -> tuple[Any, str]:
-    """The proxy behind the middleware, from checked settings; returns it and its network."""
-    from farthing.paywall.books import LedgerRevenueBook
+def settlement_facilitator(
+    chain: Any,
+    *,
+    facilitator_url: str | None,
+    facilitator_token_file: Path | None,
+    key_file: Path | None,
+) -> Any:
+    """The facilitator the command-line options ask for: remote by URL, else local with a key."""
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.keys import load_key_file, load_token_file
+    from farthing.paywall.remote import RemoteFacilitator
+
+    if facilitator_url:
+        bearer = (
+            load_token_file(facilitator_token_file).get_secret_value()
+            if facilitator_token_file
+            else None
+        )
+        return RemoteFacilitator(facilitator_url, token=bearer)
+    if key_file is None:
+        fail("the local facilitator settles on-chain: pass --key-file (or --facilitator-url)")
+    return LocalFacilitator(chain, load_key_file(key_file))
+
+
+def revenue_books(ledger_database_url: str | None) -> Any:
+    """Revenue books in the ledger at ``ledger_database_url`` (migrated), or None."""
+    if not ledger_database_url:
+        return None
+    from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
+    from farthing.paywall.books import LedgerRevenueBook
+
+    database = LedgerDatabase(LedgerSettings(database_url=ledger_database_url))
+    upgrade_database(database)
+    return LedgerRevenueBook(database)
+
+
+def build_paywall(settings: Any) -> tuple[Any, str]:
+    """The proxy behind the middleware, from checked settings; returns it and its network."""
     from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
     from farthing.paywall.proxy import ReverseProxy
-    from farthing.paywall.remote import RemoteFacilitator
     from farthing.paywall.store import PaymentStore
     from farthing.wallet.chain import open_chain
     from farthing.wallet.token import read_asset
@@ -143,25 +181,13 @@ def build_paywall(settings: Any) -> tuple[Any, str]:
         fail("the token is described by the chain: pass --rpc-url and --token")
     chain = open_chain(settings.rpc_url)
     asset = read_asset(chain, settings.token)
-    facilitator: Any
-    if settings.facilitator_url:
-        bearer = (
-            load_token_file(settings.facilitator_token_file).get_secret_value()
-            if settings.facilitator_token_file
-            else None
-        )
-        facilitator = RemoteFacilitator(settings.facilitator_url, token=bearer)
-    else:
-        if settings.key_file is None:
-            fail("the local facilitator settles on-chain: pass --key-file (or --facilitator-url)")
-        facilitator = LocalFacilitator(chain, load_key_file(settings.key_file))
-    books = None
-    if settings.ledger_database_url:
-        from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
-
-        database = LedgerDatabase(LedgerSettings(database_url=settings.ledger_database_url))
-        upgrade_database(database)
-        books = LedgerRevenueBook(database)
+    facilitator = settlement_facilitator(
+        chain,
+        facilitator_url=settings.facilitator_url,
+        facilitator_token_file=settings.facilitator_token_file,
+        key_file=settings.key_file,
+    )
+    books = revenue_books(settings.ledger_database_url)
     if settings.rounding not in ("exact", "up"):
         fail(f"rounding must be 'exact' or 'up', got {settings.rounding!r}")
     options = PaywallOptions(
