@@ -27,7 +27,16 @@ from typing import Annotated, Any
 
 import typer
 
-from farthing.agents.admin_cli import approvals_app, policy_app
+# The options both command modules take are defined once, in admin_cli.
+from farthing.agents.admin_cli import (
+    DatabaseOpt,
+    JsonOpt,
+    NetworkOpt,
+    RpcOpt,
+    TokenOpt,
+    approvals_app,
+    policy_app,
+)
 from farthing.agents.settings import AgentSettings
 from farthing.agents.workspace import Workspace, open_workspace
 from farthing.console import emit_json, fail, out_console
@@ -42,7 +51,6 @@ app = typer.Typer(
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line for scripts.")]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Keys, dev-chain record and books (default ~/.farthing)."),
@@ -57,18 +65,6 @@ WalletOpt = Annotated[
 PassFileOpt = Annotated[
     Path | None,
     typer.Option("--passphrase-file", help="File whose first line is the keystore passphrase."),
-]
-NetworkOpt = Annotated[
-    str | None, typer.Option("--network", help="local, base-sepolia or base (default: local).")
-]
-RpcOpt = Annotated[
-    str | None, typer.Option("--rpc-url", help="JSON-RPC URL (overrides the network's default).")
-]
-TokenOpt = Annotated[
-    str | None, typer.Option("--token", help="Token address (overrides the network's stablecoin).")
-]
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database-url", help="The books: sqlite:///PATH or postgresql://...")
 ]
 
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')]+")
