@@ -42,6 +42,7 @@ import httpx
 from farthing.agents.challenge import read_challenge, read_settlement
 from farthing.agents.outcome import OUTCOME_EXTENSION, PaymentOutcome, outcome_of
 from farthing.agents.payer import Intent, Payer, Prepared
+from farthing.faults import crash_point
 
 __all__ = [
     "PREPARED_EXTENSION",
@@ -107,6 +108,7 @@ class PaymentAuth(httpx.Auth):
         while True:
             paid_request = _with_payment(request, prepared)
             paid: httpx.Response = yield paid_request
+            crash_point("agent.after_send")
             if _settlement_pending(paid) and retries < self.payer.settings.settle_retry_count_max:
                 # The seller is still settling *this* payment: ask again with
                 # the same header; a new signature could be charged twice.
@@ -117,7 +119,9 @@ class PaymentAuth(httpx.Auth):
             break
         if paid.status_code == 402:
             yield _Read(paid)
+        crash_point("agent.after_response")
         outcome = yield _Call(partial(self.payer.finish, prepared, paid))
+        crash_point("agent.after_post")
         paid.extensions[OUTCOME_EXTENSION] = outcome
 
     def sync_auth_flow(

@@ -50,6 +50,7 @@ from farthing.agents.reservations import (
 )
 from farthing.agents.selection import choose_offer
 from farthing.agents.settings import AgentSettings
+from farthing.faults import crash_point
 from farthing.ledger import new_id
 from farthing.paywall.wire import PAYMENT_SIGNATURE_HEADER, X402_VERSION, b64_json
 from farthing.wallet.chain import Chain
@@ -275,6 +276,7 @@ class Payer:
         )
         if reserved not in ("ok", "exists"):
             return _not_paid(url, intent, reserved, None, terms)
+        crash_point("agent.after_reserve")
         # The budgets said yes; the chain must agree the money is there. A
         # seller would refuse an authorization the wallet cannot cover.
         balance = self.balance()
@@ -288,6 +290,7 @@ class Payer:
         except BaseException:
             release(self.books, payment_id)  # nothing signed, nothing sent: free the budget
             raise
+        crash_point("agent.after_sign")
         return Prepared(
             url=url,
             offer=chosen,
