@@ -18,7 +18,12 @@ from typing import Any
 
 __all__ = ["ARTIFACT_NAMES", "Artifact", "load_artifact"]
 
-ARTIFACT_NAMES: tuple[str, ...] = ("BatchSettler", "Stablecoin")
+ARTIFACT_NAMES: tuple[str, ...] = (
+    "BatchSettlement",
+    "BatchSettler",
+    "ERC3009DepositCollector",
+    "Stablecoin",
+)
 
 
 @dataclass(frozen=True, slots=True)
