@@ -1,7 +1,8 @@
 """A reverse proxy as an ASGI app: what ``farthing paywall serve`` puts the paywall in front of.
 
-Requests are forwarded to the upstream with their method, path, query, body
-and end-to-end headers; the answer comes back with its raw (still encoded)
+Requests are forwarded to the upstream with their method, path (the
+canonical path the paywall priced, re-encoded), query, body and end-to-end
+headers; the answer comes back with its raw (still encoded)
 body. The payment headers stay at the paywall: the upstream never sees a
 ``PAYMENT-SIGNATURE``. An upstream that does not answer is a 502, which the
 paywall treats like any non-2xx answer: the payment is released, not settled.
@@ -14,6 +15,7 @@ from typing import Any, Final
 import httpx
 
 from farthing.paywall.errors import PaywallConfigError
+from farthing.paywall.paths import encode_path
 
 __all__ = ["HOP_BY_HOP", "ReverseProxy"]
 
@@ -71,7 +73,7 @@ class ReverseProxy:
             if not message.get("more_body"):
                 break
         query = scope.get("query_string", b"").decode("latin-1")
-        url = self.upstream + scope["path"] + (f"?{query}" if query else "")
+        url = self.upstream + _forwarded_path(scope) + (f"?{query}" if query else "")
         headers = [
             (k, v)
             for k, v in scope.get("headers", [])
@@ -108,6 +110,21 @@ class ReverseProxy:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _forwarded_path(scope: dict[str, Any]) -> str:
+    """The path as the upstream gets it: the encoded form the paywall matched, byte for byte.
+
+    Behind ``PaywallMiddleware`` ``raw_path`` is the canonical path encoded
+    again, so the upstream serves exactly what was priced; a decoded ``?`` or
+    ``#`` can never turn into a query or a fragment on the way.
+    """
+    raw = scope.get("raw_path")
+    if isinstance(raw, (bytes, bytearray)) and raw:
+        target = bytes(raw).split(b"?", 1)[0]
+        if target.isascii():
+            return target.decode("ascii")
+    return encode_path(str(scope["path"])).decode("ascii")
 
 
 async def _plain(send: Any, status: int, body: bytes) -> None:

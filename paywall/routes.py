@@ -10,6 +10,8 @@ the article for free.
 
 :class:`RouteTable` resolves everything static when it is built, so a price
 that does not convert exactly fails at start-up, not on a customer's request.
+It matches canonical paths only (``farthing.paywall.paths``), methods in any
+letter case, and a path with a trailing slash as well as without it.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ class ResolvedRoute:
     @property
     def is_article(self) -> bool:
         return self.preview_fraction is not None
+
+    def matches(self, path: str) -> bool:
+        """Whether the canonical ``path`` is this route's, with or without its trailing slash.
+
+        Upstreams commonly serve ``/posts/a/`` as ``/posts/a``, so a route
+        charges for both spellings: it may charge more, never less.
+        """
+        if self.pattern.match(path):
+            return True
+        return len(path) > 1 and path.endswith("/") and self.pattern.match(path[:-1]) is not None
 
     async def quote(self, request: PriceRequest) -> Quote:
         """The price of this request: the static quote, or the price function's answer."""
@@ -171,10 +183,20 @@ class RouteTable:
         return iter(self._routes)
 
     def match(self, method: str, path: str) -> ResolvedRoute | None:
+        """The first route charging ``method`` (any letter case) at the canonical ``path``."""
+        method = method.upper()
         for resolved in self._routes:
-            if method in resolved.methods and resolved.pattern.match(path):
+            if method in resolved.methods and resolved.matches(path):
                 return resolved
         return None
+
+    def methods_at(self, path: str) -> frozenset[str]:
+        """Every method some route charges for at ``path``; empty where the path is free."""
+        charged: set[str] = set()
+        for resolved in self._routes:
+            if resolved.matches(path):
+                charged |= resolved.methods
+        return frozenset(charged)
 
     def _resolve(self, route: PaidRoute, pay_to: str | None, asset: Asset | None) -> ResolvedRoute:
         if not isinstance(route, PaidRoute):

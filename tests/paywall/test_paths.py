@@ -1,0 +1,325 @@
+"""No spelling of a paid path, and no method, reads paid content unpaid: in front of an ASGI app and through ``farthing paywall serve``.
+
+The audit's bypasses (dot segments, doubled slashes, encoded dots, other
+methods, lower-case methods) are sent as raw bytes: to the middleware as ASGI
+scopes with the exact ``raw_path`` a server would give it, and to a real
+``farthing paywall serve`` process over a raw socket, whose upstream echoes
+the path it was asked for. Every one gets a 402 (or a 400, or a 405), never
+the upstream's paid page, and the upstream only ever sees the canonical path.
+Hypothesis checks that the canonical form is a fixed point with no dot or
+empty segment left in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
+from farthing.paywall.paths import PathRefusal, canonical_path, encode_path, remove_dot_segments
+from farthing.paywall.wire import unb64_json
+from tests.conftest import cli_env
+from tests.paywall.conftest import ChainEnv, serve_in_thread
+
+SECRET = "PAID-CONTENT-7f3a"
+
+# The audit's list, plus neighbours of each.
+BYPASSES = [
+    "/posts/x/../a",
+    "/x/../posts/a",
+    "/posts/./a",
+    "/posts/a/.",
+    "//posts/a",
+    "/posts//a",
+    "/posts/a/",
+    "/./posts/a",
+    "/posts/a/b/..",
+    "/../posts/a",
+    "///posts///a",
+    "/posts/a?x=/../free",
+]
+ENCODED = [
+    "/posts/%2e%2e/posts/a",
+    "/posts/%2E%2e/posts/a",
+    "/free/%2e%2e/posts/a",
+    "/posts%2fa",
+    "/posts%2Fa",
+    "/posts/a%2f",
+    "/posts%5ca",
+    "/posts\\a",
+    "/posts/a%00",
+    "/%2e/posts/a",
+]
+
+
+# ------------------------------------------------------------------ the canonical form
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("/posts/x/../a", "/posts/a"),
+        ("/x/../posts/a", "/posts/a"),
+        ("/posts/./a", "/posts/a"),
+        ("/posts/a/.", "/posts/a/"),
+        ("//posts/a", "/posts/a"),
+        ("/posts//a", "/posts/a"),
+        ("/", "/"),
+        ("/..", "/"),
+        ("/a/b/..", "/a/"),
+        ("/posts/", "/posts/"),
+        ("/caf%C3%A9", "/café"),
+        ("/a%3Fb", "/a?b"),
+        ("/a?b=../c", "/a"),
+    ],
+)
+def test_known_paths_have_one_canonical_form(raw: str, canonical: str) -> None:
+    assert canonical_path({"raw_path": raw.encode(), "path": "/ignored"}) == canonical
+
+
+@pytest.mark.parametrize("raw", ENCODED + ["/%ff", "posts/a", "/" + "a" * 9000])
+def test_encoded_separators_and_bad_bytes_are_refused(raw: str) -> None:
+    refused = canonical_path({"raw_path": raw.encode(), "path": raw})
+    assert isinstance(refused, PathRefusal), raw
+    assert refused.reason in {
+        "encoded_path_separator",
+        "invalid_path",
+        "invalid_path_encoding",
+        "path_too_long",
+    }
+
+
+def test_without_raw_path_the_decoded_path_is_not_decoded_twice() -> None:
+    # A server that keeps no raw bytes has decoded %252e to %2e already; it is a name, not a dot.
+    assert canonical_path({"path": "/posts/%2e%2e/a"}) == "/posts/%2e%2e/a"
+    assert canonical_path({"path": "/posts/x/../a"}) == "/posts/a"
+
+
+segments = st.lists(
+    st.sampled_from(["", ".", "..", "a", "posts", "b c", "é", "%", "?", "#", ";x"]), max_size=8
+)
+
+
+@given(segments)
+def test_the_canonical_path_is_a_fixed_point_without_dot_or_empty_segments(
+    parts: list[str],
+) -> None:
+    path = "/" + "/".join(parts)
+    canonical = remove_dot_segments(path)
+    assert canonical.startswith("/")
+    inner = canonical.strip("/").split("/") if canonical != "/" else []
+    assert all(segment not in ("", ".", "..") for segment in inner)
+    again = canonical_path({"raw_path": encode_path(canonical), "path": canonical})
+    assert again == canonical
+
+
+# ------------------------------------------------------------------ in front of an ASGI app
+
+
+async def _echo(request: Request) -> Response:
+    return PlainTextResponse(f"{SECRET} {request.method} {request.url.path}")
+
+
+def _paywalled(env: ChainEnv, store: PaymentStore) -> PaywallMiddleware:
+    upstream = Starlette(
+        routes=[
+            Route("/{rest:path}", _echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
+        ]
+    )
+    return PaywallMiddleware(
+        upstream,
+        options=PaywallOptions(
+            routes=[PaidRoute("/posts/*", "0.01 USDC")],
+            facilitator=env.facilitator(),
+            store=store,
+            pay_to=env.merchant,
+            asset=env.asset,
+        ),
+    )
+
+
+async def _call(app: Any, method: str, raw_path: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request to ``app`` as an HTTP server would hand it over (decoded path, raw bytes)."""
+    path_part = raw_path.split(b"?", 1)[0]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(path_part.decode("latin-1")),
+        "raw_path": path_part,
+        "query_string": raw_path.split(b"?", 1)[1] if b"?" in raw_path else b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, body
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> PaymentStore:
+    return PaymentStore.sqlite(tmp_path / "payments.sqlite")
+
+
+@pytest.mark.anvil
+def test_no_spelling_of_a_paid_path_reaches_the_app_unpaid(
+    chain_env: ChainEnv, store: PaymentStore
+) -> None:
+    app = _paywalled(chain_env, store)
+
+    async def go() -> None:
+        for raw in BYPASSES:
+            status, headers, body = await _call(app, "GET", raw.encode())
+            assert status == 402, (raw, status, body)
+            assert SECRET.encode() not in body, raw
+            url = unb64_json(headers["payment-required"])["resource"]["url"]
+            assert urlsplit(url).path in ("/posts/a", "/posts/a/"), (raw, url)
+        for raw in ENCODED:
+            status, _, body = await _call(app, "GET", raw.encode())
+            assert status == 400, (raw, status, body)
+            assert SECRET.encode() not in body
+            assert json.loads(body)["error"] in ("encoded_path_separator", "invalid_path")
+        # A free path is still free, and reaches the app canonical.
+        status, _, body = await _call(app, "GET", b"/posts/../free//page")
+        assert status == 200 and body.endswith(b"GET /free/page")
+
+    asyncio.run(go())
+
+
+@pytest.mark.anvil
+def test_no_method_reaches_a_paid_path_unpaid(chain_env: ChainEnv, store: PaymentStore) -> None:
+    app = _paywalled(chain_env, store)
+
+    async def go() -> None:
+        for method in ("get", "Get", "gEt"):
+            status, headers, body = await _call(app, method, b"/posts/a")
+            assert status == 402 and SECRET.encode() not in body, method
+            assert "payment-required" in headers
+        for method in ("POST", "PUT", "DELETE", "PATCH", "post", "BREW", "PROPFIND"):
+            status, headers, body = await _call(app, method, b"/posts/a")
+            assert status == 405, (method, status)
+            assert SECRET.encode() not in body
+            assert headers["allow"] == "GET, HEAD, OPTIONS"
+            assert json.loads(body)["error"] == "method_not_allowed"
+        # HEAD learns the price and nothing else.
+        status, headers, body = await _call(app, "HEAD", b"/posts/a")
+        assert status == 402 and body == b""
+        assert "payment-required" in headers
+        # OPTIONS reaches the app (CORS preflights) but no body comes back.
+        status, headers, body = await _call(app, "OPTIONS", b"/posts/a")
+        assert body == b"" and headers["content-length"] == "0"
+        # Methods on a free path are the app's business.
+        status, _, body = await _call(app, "POST", b"/free")
+        assert status == 200 and body.endswith(b"POST /free")
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ through `farthing paywall serve`
+
+
+@pytest.fixture
+def served(chain_env: ChainEnv, tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """``farthing paywall serve --route "GET /posts/* 0.01 USDC"`` in front of an echoing upstream."""
+    seen: list[str] = []
+
+    async def echo(request: Request) -> Response:
+        seen.append(request.scope.get("raw_path", b"").decode("latin-1"))
+        return PlainTextResponse(f"{SECRET} {request.method} {request.url.path}")
+
+    upstream_app = Starlette(
+        routes=[Route("/{rest:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])]
+    )
+    key = tmp_path / "relayer.key"
+    key.write_text(chain_env.chain.dev_accounts()[7].private_key.get_secret_value())
+    key.chmod(0o600)
+    with serve_in_thread(upstream_app) as upstream:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "farthing", "paywall", "serve", "--json",
+                "--upstream", upstream, "--route", "GET /posts/* 0.01 USDC",
+                "--pay-to", chain_env.merchant, "--token", chain_env.asset.address,
+                "--rpc-url", chain_env.chain.rpc_url, "--key-file", str(key),
+                "--database-url", f"sqlite:///{tmp_path / 'payments.sqlite'}", "--port", "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(tmp_path / "data"),
+        )  # fmt: skip
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"paywall serve did not start: {process.communicate(timeout=10)[1]}")
+        try:
+            yield json.loads(line)["url"], seen
+        finally:
+            process.terminate()
+            process.communicate(timeout=15)
+
+
+def _raw_request(base: str, method: str, target: str) -> tuple[int, bytes]:
+    """Send ``target`` byte for byte (no client-side normalisation) and read the answer."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.putrequest(method, target, skip_accept_encoding=True)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.anvil
+def test_paywall_serve_forwards_only_canonical_paths_and_never_unpaid_content(
+    served: tuple[str, list[str]],
+) -> None:
+    base, seen = served
+    for target in BYPASSES:
+        status, body = _raw_request(base, "GET", target)
+        assert status == 402, (target, status, body[:200])
+        assert SECRET.encode() not in body, target
+    for target in ENCODED:
+        status, body = _raw_request(base, "GET", target)
+        assert status == 400, (target, status, body[:200])
+        assert SECRET.encode() not in body, target
+    for method in ("POST", "PUT", "DELETE"):
+        status, body = _raw_request(base, method, "/posts/a")
+        assert status == 405 and SECRET.encode() not in body, method
+    status, body = _raw_request(base, "HEAD", "/posts/a")
+    assert status == 402 and body == b""
+    # The upstream was never asked for a paid page: only for the free one, canonical.
+    assert seen == []
+    status, body = _raw_request(base, "GET", "/posts/../free//x%3Fy")
+    assert status == 200 and body.startswith(SECRET.encode())
+    assert seen == ["/free/x%3Fy"]
