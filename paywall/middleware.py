@@ -1,5 +1,12 @@
 """``PaywallMiddleware``: x402 v2 in front of any ASGI app, as pure ASGI.
 
+First, every HTTP request's path is made canonical (``farthing.paywall.paths``:
+dot segments removed, empty segments dropped, encoded dot, slash and backslash
+refused with 400) and its method upper-cased; routes match that, and exactly
+that is what the app receives. On a paid path, a method no route charges for
+never reaches the content: ``HEAD`` gets the challenge without a body,
+``OPTIONS`` only the app's status and headers, anything else 405.
+
 For a request that matches a :class:`~farthing.paywall.routes.PaidRoute`:
 
 1. no ``PAYMENT-SIGNATURE`` → 402 with ``PAYMENT-REQUIRED`` and a JSON body of
@@ -39,6 +46,7 @@ from farthing.paywall.errors import (
     PaywallConfigError,
 )
 from farthing.paywall.facilitator import Facilitator, ResolvingFacilitator
+from farthing.paywall.paths import PathRefusal, canonical_path, encode_path
 from farthing.paywall.preview import split_preview
 from farthing.paywall.pricing import Quote, Rounding
 from farthing.paywall.routes import PaidRoute, PriceRequest, ResolvedRoute, RouteTable
@@ -149,9 +157,17 @@ class PaywallMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self.routes.match(scope["method"], scope["path"])
+        path = canonical_path(scope)
+        if isinstance(path, PathRefusal):
+            await _send_json(send, 400, {"error": path.reason, "message": path.message})
+            return
+        # From here on there is one path and one method: what is matched is
+        # exactly what the app (or the proxy's upstream) receives.
+        method = str(scope["method"]).upper()
+        scope = {**scope, "path": path, "raw_path": encode_path(path), "method": method}
+        route = self.routes.match(method, path)
         if route is None:
-            await self.app(scope, receive, send)
+            await self._unpriced_method(scope, receive, send, path)
             return
         priced = await self._price(scope, route)
         header = _header(scope, b"payment-signature")
@@ -172,6 +188,51 @@ class PaywallMiddleware:
             await _send_unavailable(send, "facilitator_unavailable", str(exc))
         except PaymentStoreError as exc:
             await _send_unavailable(send, "payment_database_unavailable", str(exc))
+
+    async def _unpriced_method(
+        self, scope: dict[str, Any], receive: Any, send: Send, path: str
+    ) -> None:
+        """A method no route charges for: free paths pass; a paid path never leaks content.
+
+        ``HEAD`` on a path sold by ``GET`` gets the ``GET`` challenge without a
+        body (it can learn the price, never pay or read); ``OPTIONS`` reaches
+        the app (CORS preflights) but only its status and headers come back;
+        any other method is refused with 405 before the app sees it.
+        """
+        charged = self.routes.methods_at(path)
+        if not charged:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        allowed = sorted(charged | ({"HEAD"} if "GET" in charged else set()) | {"OPTIONS"})
+        if method == "HEAD" and "GET" in charged:
+            as_get = {**scope, "method": "GET"}
+            route = self.routes.match("GET", path)
+            if route is not None:  # pragma: no branch - "GET" in charged
+                priced = await self._price(as_get, route)
+                await self._send_402(_without_body(send), priced, None, "Payment required.")
+                return
+        if method == "OPTIONS":
+            try:
+                buffered = await self._run_buffered(scope, receive)
+            except _BodyTooLarge:
+                buffered = _Buffered(status=204)
+            headers = [(k, v) for k, v in buffered.headers if k.lower() != b"content-length"]
+            headers.append((b"content-length", b"0"))
+            start = {"type": "http.response.start", "status": buffered.status, "headers": headers}
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await _send_json(
+            send,
+            405,
+            {
+                "error": "method_not_allowed",
+                "message": f"{method} is not sold here; this path is paid with "
+                f"{', '.join(sorted(charged))}.",
+            },
+            [(b"allow", ", ".join(allowed).encode())],
+        )
 
     # ------------------------------------------------------------ pricing and the 402
 
@@ -509,6 +570,17 @@ class PaywallMiddleware:
         if buffered.status == 0:
             raise RuntimeError("the app finished without starting a response")
         return buffered
+
+
+def _without_body(send: Send) -> Send:
+    """``send`` for a HEAD answer: the status and headers go out, the body does not."""
+
+    async def head_only(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return head_only
 
 
 def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
