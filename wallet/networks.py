@@ -14,12 +14,36 @@ from farthing.wallet.errors import NetworkError
 from farthing.wallet.money import Asset
 
 __all__ = [
+    "CANONICAL_CHANNEL_CONTRACTS",
     "NETWORKS",
+    "ChannelContracts",
     "Network",
     "caip2",
     "get_network",
     "network_for_chain_id",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelContracts:
+    """Where the x402 ``batch-settlement`` contracts sit on a network.
+
+    The official deployments use CREATE2, so one set of addresses serves every
+    chain; the local chains get our own contracts placed at the same addresses
+    (``farthing.wallet.channels.place_channel_contracts``).
+    """
+
+    settlement: str  # x402BatchSettlement: the channel escrow
+    erc3009_collector: str  # pulls deposits with EIP-3009 receiveWithAuthorization
+    permit2_collector: str  # pulls deposits through Permit2 (not placed on local chains yet)
+
+
+# The canonical addresses, from the x402 batch-settlement EVM spec.
+CANONICAL_CHANNEL_CONTRACTS = ChannelContracts(
+    settlement="0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003",
+    erc3009_collector="0x4020806089470a89826cB9fB1f4059150b550004",
+    permit2_collector="0x4020425FAf3B746C082C2f942b4E5159887B0005",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +55,7 @@ class Network:
     default_rpc_url: str
     usdc: Asset | None  # None when the token is deployed at run time (local)
     is_local: bool  # minting and printing dev keys are allowed only here
+    channels: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS  # batch-settlement contracts
 
     @property
     def caip2(self) -> str:

@@ -1,0 +1,481 @@
+"""x402 ``batch-settlement`` channels: configs, ids, EIP-712 digests, signing, placement.
+
+A channel is identified by its immutable :class:`ChannelConfig`; its id is the
+EIP-712 hash of that config under the escrow's domain (``"x402 Batch
+Settlement"``, version ``"1"``, the chain id and the escrow's address), so one
+config gives a different id on every chain and deployment. The payer signs
+cumulative ``Voucher(bytes32 channelId,uint128 maxClaimableAmount)``
+messages; the receiver authorizer signs ``ClaimBatch`` and ``Refund``
+messages. Digests are built by hand here (every field is one 32-byte word)
+and checked in the tests against eth-account, the x402 reference package and
+the contract's own digest getters.
+
+:func:`place_channel_contracts` puts Farthing's own contracts at the canonical
+addresses on a dev chain (the memory chain or anvil), so the official SDKs,
+which hard-code those addresses, work unmodified. Real networks use the
+deployed official contracts; ``Network.channels`` names them.
+
+Amounts are ints of the token's atomic units; the contract stores them as
+``uint128``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_canonical_address
+
+from farthing.contracts import load_artifact
+from farthing.invariant import invariant
+from farthing.wallet.address import checksum, is_address
+from farthing.wallet.chain import Call, Chain, MemoryChain, RpcChain
+from farthing.wallet.eip712 import domain_separator, keccak256, recover_digest
+from farthing.wallet.errors import AuthorizationError, ChainError, DeploymentError, SigningError
+from farthing.wallet.networks import ANVIL_CHAIN_ID, CANONICAL_CHANNEL_CONTRACTS, ChannelContracts
+from farthing.wallet.signer import Signer
+
+__all__ = [
+    "CHANNEL_CONFIG_TYPES",
+    "CLAIM_BATCH_TYPES",
+    "DOMAIN_NAME",
+    "DOMAIN_VERSION",
+    "REFUND_TYPES",
+    "UINT128_MAX",
+    "VOUCHER_TYPES",
+    "WITHDRAW_DELAY_MAX_S",
+    "WITHDRAW_DELAY_MIN_S",
+    "ChannelConfig",
+    "ChannelDomain",
+    "ClaimEntry",
+    "SignedVoucher",
+    "custom_error_name",
+    "deposit_nonce",
+    "erc3009_collector_data",
+    "place_channel_contracts",
+    "sign_claim_batch",
+    "sign_refund",
+    "sign_voucher",
+]
+
+DOMAIN_NAME: Final = "x402 Batch Settlement"
+DOMAIN_VERSION: Final = "1"
+WITHDRAW_DELAY_MIN_S: Final = 900  # 15 minutes, the contract's floor
+WITHDRAW_DELAY_MAX_S: Final = 2_592_000  # 30 days, its ceiling
+UINT128_MAX: Final = 2**128 - 1
+_UINT40_MAX: Final = 2**40 - 1
+
+CHANNEL_CONFIG_TYPES: Final[dict[str, list[dict[str, str]]]] = {
+    "ChannelConfig": [
+        {"name": "payer", "type": "address"},
+        {"name": "payerAuthorizer", "type": "address"},
+        {"name": "receiver", "type": "address"},
+        {"name": "receiverAuthorizer", "type": "address"},
+        {"name": "token", "type": "address"},
+        {"name": "withdrawDelay", "type": "uint40"},
+        {"name": "salt", "type": "bytes32"},
+    ]
+}
+VOUCHER_TYPES: Final[dict[str, list[dict[str, str]]]] = {
+    "Voucher": [
+        {"name": "channelId", "type": "bytes32"},
+        {"name": "maxClaimableAmount", "type": "uint128"},
+    ]
+}
+REFUND_TYPES: Final[dict[str, list[dict[str, str]]]] = {
+    "Refund": [
+        {"name": "channelId", "type": "bytes32"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "amount", "type": "uint128"},
+    ]
+}
+CLAIM_BATCH_TYPES: Final[dict[str, list[dict[str, str]]]] = {
+    "ClaimBatch": [{"name": "claims", "type": "ClaimEntry[]"}],
+    "ClaimEntry": [
+        {"name": "channelId", "type": "bytes32"},
+        {"name": "maxClaimableAmount", "type": "uint128"},
+        {"name": "totalClaimed", "type": "uint128"},
+    ],
+}
+
+
+def _hash(data: bytes) -> bytes:
+    return bytes(keccak256(data))
+
+
+def _type_hash(types: dict[str, list[dict[str, str]]], primary: str) -> bytes:
+    def one(name: str) -> str:
+        return f"{name}({','.join(f['type'] + ' ' + f['name'] for f in types[name])})"
+
+    referenced = sorted(name for name in types if name != primary)
+    return _hash("".join([one(primary), *(one(n) for n in referenced)]).encode())
+
+
+_CHANNEL_CONFIG_TYPEHASH = _type_hash(CHANNEL_CONFIG_TYPES, "ChannelConfig")
+_VOUCHER_TYPEHASH = _type_hash(VOUCHER_TYPES, "Voucher")
+_REFUND_TYPEHASH = _type_hash(REFUND_TYPES, "Refund")
+_CLAIM_ENTRY_TYPEHASH = _type_hash({"ClaimEntry": CLAIM_BATCH_TYPES["ClaimEntry"]}, "ClaimEntry")
+_CLAIM_BATCH_TYPEHASH = _type_hash(CLAIM_BATCH_TYPES, "ClaimBatch")
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def _address_word(address: str) -> bytes:
+    return bytes(12) + to_canonical_address(address)
+
+
+def _uint(name: str, value: object, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise AuthorizationError(f"{name} must be an int between 0 and {maximum}")
+    return value
+
+
+def _bytes32(name: str, value: object) -> bytes:
+    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
+        return bytes.fromhex(value[2:])
+    if isinstance(value, bytes) and len(value) == 32:
+        return value
+    raise AuthorizationError(f"{name} must be 32 bytes (0x and 64 hex digits)")
+
+
+def _address(name: str, value: object) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise AuthorizationError(f"{name} must be a 20-byte hex address")
+    return str(checksum(value))
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    """The immutable parameters a channel id is derived from.
+
+    ``payer_authorizer`` is the EOA that signs vouchers, or the zero address
+    to check vouchers against ``payer`` (which may then be an ERC-1271 wallet).
+    """
+
+    payer: str
+    payer_authorizer: str
+    receiver: str
+    receiver_authorizer: str
+    token: str
+    withdraw_delay_s: int
+    salt: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("payer", "payer_authorizer", "receiver", "receiver_authorizer", "token"):
+            object.__setattr__(self, name, _address(name, getattr(self, name)))
+        _uint("withdraw_delay_s", self.withdraw_delay_s, _UINT40_MAX)
+        object.__setattr__(self, "salt", _bytes32("salt", self.salt))
+
+    def as_abi(self) -> tuple[Any, ...]:
+        """The ``ChannelConfig`` tuple for eth-abi."""
+        return (
+            self.payer,
+            self.payer_authorizer,
+            self.receiver,
+            self.receiver_authorizer,
+            self.token,
+            self.withdraw_delay_s,
+            self.salt,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The spec's camelCase ``channelConfig`` object."""
+        return {
+            "payer": self.payer,
+            "payerAuthorizer": self.payer_authorizer,
+            "receiver": self.receiver,
+            "receiverAuthorizer": self.receiver_authorizer,
+            "token": self.token,
+            "withdrawDelay": self.withdraw_delay_s,
+            "salt": "0x" + self.salt.hex(),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> ChannelConfig:
+        """Parse a wire ``channelConfig``; malformed input raises ``AuthorizationError``."""
+        if not isinstance(data, dict):
+            raise AuthorizationError("channelConfig must be an object")
+        try:
+            return cls(
+                payer=data["payer"],
+                payer_authorizer=data["payerAuthorizer"],
+                receiver=data["receiver"],
+                receiver_authorizer=data["receiverAuthorizer"],
+                token=data["token"],
+                withdraw_delay_s=data["withdrawDelay"],
+                salt=data["salt"],
+            )
+        except KeyError as exc:
+            raise AuthorizationError(f"channelConfig is missing {exc.args[0]}") from None
+
+    def struct_hash(self) -> bytes:
+        return _hash(
+            _CHANNEL_CONFIG_TYPEHASH
+            + _address_word(self.payer)
+            + _address_word(self.payer_authorizer)
+            + _address_word(self.receiver)
+            + _address_word(self.receiver_authorizer)
+            + _address_word(self.token)
+            + _word(self.withdraw_delay_s)
+            + self.salt
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimEntry:
+    """One row of a claim batch as the receiver authorizer signs it."""
+
+    channel_id: bytes
+    max_claimable_amount: int
+    total_claimed: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_id", _bytes32("channel_id", self.channel_id))
+        _uint("max_claimable_amount", self.max_claimable_amount, UINT128_MAX)
+        _uint("total_claimed", self.total_claimed, UINT128_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDomain:
+    """The escrow's EIP-712 domain on one chain: every id and digest hangs off it."""
+
+    chain_id: int
+    settlement: str = CANONICAL_CHANNEL_CONTRACTS.settlement
+
+    def __post_init__(self) -> None:
+        invariant(self.chain_id > 0, "a chain id is positive")
+        object.__setattr__(self, "settlement", checksum(self.settlement))
+
+    def as_eip712(self) -> dict[str, Any]:
+        return {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": self.chain_id,
+            "verifyingContract": self.settlement,
+        }
+
+    def separator(self) -> bytes:
+        return bytes(domain_separator(DOMAIN_NAME, DOMAIN_VERSION, self.chain_id, self.settlement))
+
+    def _digest(self, struct_hash: bytes) -> bytes:
+        return _hash(b"\x19\x01" + self.separator() + struct_hash)
+
+    def channel_id(self, config: ChannelConfig) -> bytes:
+        return self._digest(config.struct_hash())
+
+    def voucher_digest(self, channel_id: bytes, max_claimable_amount: int) -> bytes:
+        cid = _bytes32("channel_id", channel_id)
+        amount = _uint("max_claimable_amount", max_claimable_amount, UINT128_MAX)
+        return self._digest(_hash(_VOUCHER_TYPEHASH + cid + _word(amount)))
+
+    def refund_digest(self, channel_id: bytes, nonce: int, amount: int) -> bytes:
+        cid = _bytes32("channel_id", channel_id)
+        words = _word(_uint("nonce", nonce, 2**256 - 1)) + _word(
+            _uint("amount", amount, UINT128_MAX)
+        )
+        return self._digest(_hash(_REFUND_TYPEHASH + cid + words))
+
+    def claim_batch_digest(self, entries: list[ClaimEntry] | tuple[ClaimEntry, ...]) -> bytes:
+        hashes = b"".join(
+            _hash(
+                _CLAIM_ENTRY_TYPEHASH
+                + e.channel_id
+                + _word(e.max_claimable_amount)
+                + _word(e.total_claimed)
+            )
+            for e in entries
+        )
+        return self._digest(_hash(_CLAIM_BATCH_TYPEHASH + _hash(hashes)))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedVoucher:
+    """A payer's cumulative ceiling for one channel, with its 65-byte signature."""
+
+    channel_id: bytes
+    max_claimable_amount: int
+    signature: bytes
+
+    def to_wire(self) -> dict[str, str]:
+        return {
+            "channelId": "0x" + self.channel_id.hex(),
+            "maxClaimableAmount": str(self.max_claimable_amount),
+            "signature": "0x" + self.signature.hex(),
+        }
+
+
+# ---------------------------------------------------------------- signing
+
+
+def _sign_checked(
+    signer: Signer,
+    domain: ChannelDomain,
+    types: dict[str, Any],
+    primary: str,
+    message: dict[str, Any],
+    digest: bytes,
+) -> bytes:
+    """encode → sign → recover: a signature that does not recover to its signer never leaves."""
+    signature = signer.sign_typed_data(domain.as_eip712(), types, primary, message)
+    if recover_digest(digest, signature) != signer.address:
+        raise SigningError(f"the {primary} signature does not recover to {signer.address}")
+    return bytes(signature)
+
+
+def sign_voucher(
+    signer: Signer, domain: ChannelDomain, channel_id: bytes, max_claimable_amount: int
+) -> SignedVoucher:
+    """Sign ``Voucher(channelId, maxClaimableAmount)``: the payer's cumulative ceiling."""
+    digest = domain.voucher_digest(channel_id, max_claimable_amount)
+    message = {"channelId": channel_id, "maxClaimableAmount": max_claimable_amount}
+    signature = _sign_checked(signer, domain, VOUCHER_TYPES, "Voucher", message, digest)
+    return SignedVoucher(bytes(channel_id), max_claimable_amount, signature)
+
+
+def sign_refund(
+    signer: Signer, domain: ChannelDomain, channel_id: bytes, nonce: int, amount: int
+) -> bytes:
+    """The receiver authorizer's ``Refund`` signature for ``refundWithSignature``."""
+    digest = domain.refund_digest(channel_id, nonce, amount)
+    message = {"channelId": channel_id, "nonce": nonce, "amount": amount}
+    return _sign_checked(signer, domain, REFUND_TYPES, "Refund", message, digest)
+
+
+def sign_claim_batch(
+    signer: Signer, domain: ChannelDomain, entries: list[ClaimEntry] | tuple[ClaimEntry, ...]
+) -> bytes:
+    """The receiver authorizer's ``ClaimBatch`` signature for ``claimWithSignature``."""
+    digest = domain.claim_batch_digest(entries)
+    message = {
+        "claims": [
+            {
+                "channelId": e.channel_id,
+                "maxClaimableAmount": e.max_claimable_amount,
+                "totalClaimed": e.total_claimed,
+            }
+            for e in entries
+        ]
+    }
+    return _sign_checked(signer, domain, CLAIM_BATCH_TYPES, "ClaimBatch", message, digest)
+
+
+# ---------------------------------------------------------------- ERC-3009 deposits
+
+
+def deposit_nonce(channel_id: bytes, salt: int) -> bytes:
+    """The EIP-3009 nonce the collector uses: ``_hash(abi.encode(channelId, salt))``.
+
+    Binding the channel into the nonce means an authorization signed for one
+    channel cannot fund another.
+    """
+    cid = _bytes32("channel_id", channel_id)
+    return _hash(cid + _word(_uint("salt", salt, 2**256 - 1)))
+
+
+def erc3009_collector_data(
+    valid_after: int, valid_before: int, salt: int, signature: bytes
+) -> bytes:
+    """``collectorData`` for the ERC-3009 collector: ``abi.encode(validAfter, validBefore, salt, signature)``."""
+    return abi_encode(
+        ["uint256", "uint256", "uint256", "bytes"], [valid_after, valid_before, salt, signature]
+    )
+
+
+# ---------------------------------------------------------------- custom errors
+
+_ERROR_SELECTORS: dict[bytes, str] = {}
+for _name in ("BatchSettlement", "ERC3009DepositCollector"):
+    for _item in load_artifact(_name).abi:
+        if _item["type"] == "error":
+            _signature = f"{_item['name']}({','.join(p['type'] for p in _item['inputs'])})"
+            _ERROR_SELECTORS[_hash(_signature.encode())[:4]] = _item["name"]
+
+
+def custom_error_name(revert_message: str | None) -> str | None:
+    """The channel contracts' custom error behind a revert message, e.g. ``InvalidSignature``.
+
+    The backends report undecoded revert data differently (eth-tester as a
+    bytes literal, JSON-RPC as hex), so both forms are read.
+    """
+    if not revert_message:
+        return None
+    data: bytes | None = None
+    text = revert_message.strip()
+    if text.startswith(("b'", 'b"')):
+        try:
+            literal = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            literal = None
+        data = literal if isinstance(literal, bytes) else None
+    if data is None:
+        found = re.search(r"0x([0-9a-fA-F]{8})", text)
+        data = bytes.fromhex(found.group(1)) if found else None
+    return None if data is None else _ERROR_SELECTORS.get(data[:4])
+
+
+# ---------------------------------------------------------------- placement on dev chains
+
+
+def _runtime_code(chain: Chain, creation: bytes) -> bytes:
+    """Run creation code read-only; its return data is the runtime code, immutables filled in."""
+    result = chain.call(Call(None, creation))
+    if not result.ok or not result.return_data:
+        raise DeploymentError(f"the channel contracts' constructor failed: {result.revert_message}")
+    return bytes(result.return_data)
+
+
+def _set_code(chain: Chain, address: str, code: bytes) -> None:
+    if isinstance(chain, MemoryChain):
+        # py-evm has no RPC for this: write the code into the pending state,
+        # then mine so "latest" (what eth_getCode reads) carries it.
+        backend = chain._tester.backend  # the memory chain's own py-evm
+        evm_chain = backend.chain
+        vm = evm_chain.get_vm(evm_chain.header)
+        vm.state.set_code(to_canonical_address(address), code)
+        vm.state.persist()
+        evm_chain.header = evm_chain.header.copy(state_root=vm.state.state_root)
+        backend.mine_blocks(1)
+    elif isinstance(chain, RpcChain) and chain.chain_id == ANVIL_CHAIN_ID:
+        response = chain.w3.provider.make_request(
+            "anvil_setCode",
+            [checksum(address), "0x" + code.hex()],
+        )
+        if "error" in response:
+            raise DeploymentError(f"anvil_setCode at {address} failed: {response['error']}")
+    else:
+        raise ChainError(
+            f"{chain!r} is not a dev chain: use the deployed batch-settlement contracts there"
+        )
+
+
+def place_channel_contracts(
+    chain: Chain, contracts: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS
+) -> ChannelContracts:
+    """Put our BatchSettlement and ERC-3009 collector at ``contracts``' addresses on a dev chain.
+
+    Idempotent: code already in place is left alone. The escrow has no
+    constructor state; the collector's one immutable (the escrow's address)
+    is filled in by running its constructor read-only, so the code placed is
+    exactly what a deployment with that argument would leave.
+    """
+    settlement_code = bytes.fromhex(load_artifact("BatchSettlement").deployed_bytecode[2:])
+    collector_creation = bytes.fromhex(
+        load_artifact("ERC3009DepositCollector").bytecode[2:]
+    ) + abi_encode(["address"], [checksum(contracts.settlement)])
+    wanted = {
+        contracts.settlement: settlement_code,
+        contracts.erc3009_collector: _runtime_code(chain, collector_creation),
+    }
+    for address, code in wanted.items():
+        if chain.code_at(address) != code:
+            _set_code(chain, address, code)
+            invariant(chain.code_at(address) == code, f"code did not land at {address}")
+    return contracts
