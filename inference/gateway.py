@@ -82,6 +82,14 @@ class GatewayPayment:
     max_timeout_seconds: int | None = None
 
 
+def _canonical(scope: Scope) -> str | None:
+    """The path the paywall will match (``None`` where it refuses the path with 400)."""
+    from farthing.paywall.paths import PathRefusal, canonical_path
+
+    path = canonical_path(dict(scope))
+    return None if isinstance(path, PathRefusal) else path
+
+
 def upstream_refusal(exc: InferenceUpstreamError) -> Refusal:
     """The HTTP answer for an upstream failure: 503 down, 504 too slow, 502 broken."""
     if isinstance(exc, UpstreamUnavailableError):
@@ -184,7 +192,11 @@ class Gateway:
             return
         headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != _QUOTE_HEADER_BYTES]
         scope = {**scope, "headers": headers}
-        if scope["method"] == "POST" and scope["path"] == CHAT_PATH:
+        # The paywall matches the canonical path and method; so must the quote,
+        # or "//v1/chat/completions" or "post" would reach the paid route unquoted.
+        path = scope["path"] if self.payment is None else _canonical(scope)
+        # (A route also charges its path with a trailing slash.)
+        if str(scope["method"]).upper() == "POST" and path in (CHAT_PATH, CHAT_PATH + "/"):
             await self._quoted(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -9,6 +9,7 @@ books (the merchant's revenue report).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.inference.conftest import (
     fast_settings,
 )
 from tests.inference.fake_vllm import MODEL, FakeVllm, prompt_tokens
+from tests.raw_asgi import raw_asgi_request
 
 pytestmark = pytest.mark.anyio
 
@@ -179,3 +181,28 @@ async def test_the_price_sheet_names_the_asset_and_payee(
     assert sheet["pay_to"] == paid_env.merchant
     assert sheet["asset_decimals"] == 6
     assert models.status_code == 200  # listing models is free
+
+
+async def test_odd_spellings_of_the_chat_path_are_quoted_or_refused_never_a_500(
+    paid_env: PaidEnv, fake_vllm: FakeVllm
+) -> None:
+    app = paid_gateway(paid_env, fake_vllm)
+    body = json.dumps(chat()).encode()
+    headers = [(b"content-type", b"application/json")]
+    for method, target in [
+        ("POST", b"//v1/chat/completions"),
+        ("POST", b"/v1//chat/completions"),
+        ("POST", b"/v1/x/../chat/completions"),
+        ("post", b"/v1/chat/completions"),
+        ("Post", b"/v1/./chat/completions/"),
+    ]:
+        status, answer, content = await raw_asgi_request(
+            app, method, target, headers=headers, body=body
+        )
+        assert status == 402, (method, target, status, content[:200])
+        assert "payment-required" in answer
+    status, _, content = await raw_asgi_request(
+        app, "POST", b"/v1/%2e%2e/v1/chat/completions", headers=headers, body=body
+    )
+    assert status == 400 and json.loads(content)["error"] == "encoded_path_separator"
+    assert fake_vllm.chat_bodies == [], "the model ran before it was paid for"

@@ -19,8 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given
@@ -35,6 +34,7 @@ from farthing.paywall.paths import PathRefusal, canonical_path, encode_path, rem
 from farthing.paywall.wire import unb64_json
 from tests.conftest import cli_env
 from tests.paywall.conftest import ChainEnv, serve_in_thread
+from tests.raw_asgi import raw_asgi_request
 
 SECRET = "PAID-CONTENT-7f3a"
 
@@ -153,38 +153,6 @@ def _paywalled(env: ChainEnv, store: PaymentStore) -> PaywallMiddleware:
     )
 
 
-async def _call(app: Any, method: str, raw_path: bytes) -> tuple[int, dict[str, str], bytes]:
-    """One request to ``app`` as an HTTP server would hand it over (decoded path, raw bytes)."""
-    path_part = raw_path.split(b"?", 1)[0]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": unquote(path_part.decode("latin-1")),
-        "raw_path": path_part,
-        "query_string": raw_path.split(b"?", 1)[1] if b"?" in raw_path else b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return start["status"], headers, body
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> PaymentStore:
     return PaymentStore.sqlite(tmp_path / "payments.sqlite")
@@ -198,18 +166,18 @@ def test_no_spelling_of_a_paid_path_reaches_the_app_unpaid(
 
     async def go() -> None:
         for raw in BYPASSES:
-            status, headers, body = await _call(app, "GET", raw.encode())
+            status, headers, body = await raw_asgi_request(app, "GET", raw.encode())
             assert status == 402, (raw, status, body)
             assert SECRET.encode() not in body, raw
             url = unb64_json(headers["payment-required"])["resource"]["url"]
             assert urlsplit(url).path in ("/posts/a", "/posts/a/"), (raw, url)
         for raw in ENCODED:
-            status, _, body = await _call(app, "GET", raw.encode())
+            status, _, body = await raw_asgi_request(app, "GET", raw.encode())
             assert status == 400, (raw, status, body)
             assert SECRET.encode() not in body
             assert json.loads(body)["error"] in ("encoded_path_separator", "invalid_path")
         # A free path is still free, and reaches the app canonical.
-        status, _, body = await _call(app, "GET", b"/posts/../free//page")
+        status, _, body = await raw_asgi_request(app, "GET", b"/posts/../free//page")
         assert status == 200 and body.endswith(b"GET /free/page")
 
     asyncio.run(go())
@@ -221,24 +189,24 @@ def test_no_method_reaches_a_paid_path_unpaid(chain_env: ChainEnv, store: Paymen
 
     async def go() -> None:
         for method in ("get", "Get", "gEt"):
-            status, headers, body = await _call(app, method, b"/posts/a")
+            status, headers, body = await raw_asgi_request(app, method, b"/posts/a")
             assert status == 402 and SECRET.encode() not in body, method
             assert "payment-required" in headers
         for method in ("POST", "PUT", "DELETE", "PATCH", "post", "BREW", "PROPFIND"):
-            status, headers, body = await _call(app, method, b"/posts/a")
+            status, headers, body = await raw_asgi_request(app, method, b"/posts/a")
             assert status == 405, (method, status)
             assert SECRET.encode() not in body
             assert headers["allow"] == "GET, HEAD, OPTIONS"
             assert json.loads(body)["error"] == "method_not_allowed"
         # HEAD learns the price and nothing else.
-        status, headers, body = await _call(app, "HEAD", b"/posts/a")
+        status, headers, body = await raw_asgi_request(app, "HEAD", b"/posts/a")
         assert status == 402 and body == b""
         assert "payment-required" in headers
         # OPTIONS reaches the app (CORS preflights) but no body comes back.
-        status, headers, body = await _call(app, "OPTIONS", b"/posts/a")
+        status, headers, body = await raw_asgi_request(app, "OPTIONS", b"/posts/a")
         assert body == b"" and headers["content-length"] == "0"
         # Methods on a free path are the app's business.
-        status, _, body = await _call(app, "POST", b"/free")
+        status, _, body = await raw_asgi_request(app, "POST", b"/free")
         assert status == 200 and body.endswith(b"POST /free")
 
     asyncio.run(go())
