@@ -1,0 +1,110 @@
+"""A paying agent killed by SIGKILL at any step of a purchase recovers without losing or doubling money.
+
+For each of the agent's crash points, a real agent process (``pay_once.py``)
+buys one paid URL from a real ``farthing paywall serve`` on anvil with
+``FARTHING_CRASH_AT`` naming that point, and dies there. The documented
+recovery then runs as an operator would: ``farthing agent resolve`` (possible
+spend resolved from the chain, then reconciliation), and the agent's retry of
+the purchase if its books do not show it paid. Afterwards both ledgers
+balance, both agree with the chain, the purchase settled at most once, the
+payer got the content or kept the money, and nothing is left reserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from farthing.agents.reservations import booked_payments
+from farthing.paywall.store import PaymentState, PaymentStore
+from tests.faults.harness import (
+    PRICE_ATOMIC,
+    SIGKILLED,
+    FaultChain,
+    PayResult,
+    Site,
+    agent_resolve,
+    assert_invariants,
+    new_agent,
+    new_site,
+    pay,
+    start_paywall,
+    stopping,
+)
+
+pytestmark = pytest.mark.anvil
+
+# Where the agent dies, and whether the seller had already answered (and so
+# settled and sent the content) when it did.
+POINTS = {
+    "agent.after_reserve": False,
+    "agent.after_sign": False,
+    "agent.after_send": True,
+    "agent.after_response": True,
+    "agent.after_post": True,
+}
+
+
+@pytest.fixture(scope="module")
+def shop(fault_chain: FaultChain) -> Iterator[tuple[Site, str]]:
+    """One paywall process for the module: on this side only the agent dies."""
+    site = new_site(fault_chain, fault_chain.work / "shop")
+    with stopping(site):
+        paywall = start_paywall(fault_chain, site)
+        yield site, f"{paywall.url}/api/data"
+
+
+def settled_for(site: Site, payer: str) -> list[PaymentState]:
+    store = PaymentStore(site.store_url)
+    try:
+        return [r.state for r in store.records() if r.key.payer == payer.lower()]
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_agent_killed_at_a_crash_point_recovers(
+    point: str, fault_chain: FaultChain, shop: tuple[Site, str], tmp_path: Path
+) -> None:
+    site, url = shop
+    agent = new_agent(fault_chain, tmp_path / "agent")
+    crashed = pay(fault_chain, agent, url, crash_at=point)
+    assert crashed.code == SIGKILLED, f"the agent did not die at {point}: {crashed.stderr[-2000:]}"
+    assert crashed.result is None
+    # The crash left the reservation open: committed before signing, never voided or posted
+    # (after_post excepted: there the books were done).
+    states = [p.state for p in booked_payments(agent.books)]
+    assert states == (["posted"] if point == "agent.after_post" else ["reserved"])
+
+    resolved = agent_resolve(fault_chain, agent)
+    assert resolved["ledger_balanced"], resolved
+    assert resolved["reconciliation_breaks"] == 0, resolved
+    answered = POINTS[point]
+    runs: list[PayResult] = [crashed]
+    if answered:
+        # The seller settled and sent the content before the agent died: the
+        # chain shows the authorization used, so resolve posts it at once.
+        assert [r["action"] for r in resolved["resolutions"]] in ([], ["posted"])
+        assert settled_for(site, agent.address) == [PaymentState.SETTLED]
+    else:
+        # Nothing was sent and the window is open: resolve leaves it reserved
+        # (someone might hold the authorization), and the agent's retry
+        # re-signs the same one, byte for byte, and pays with it.
+        assert [r["action"] for r in resolved["resolutions"]] == ["pending"]
+        retry = pay(fault_chain, agent, url)
+        assert retry.code == 0, retry.stderr[-2000:]
+        assert retry.result is not None and retry.result["outcome"] == "paid", retry.result
+        assert retry.result["payment_id"] == str(booked_payments(agent.books)[0].payment_id)
+        runs.append(retry)
+    assert len(booked_payments(agent.books)) == 1
+    delivered_to_the_dead = answered  # the seller wrote 200 + content to the process it saw
+    assert_invariants(
+        fault_chain,
+        site,
+        agent,
+        runs,
+        delivered_before_crash=delivered_to_the_dead,
+    )
+    assert fault_chain.token.balance_of(site.merchant) >= PRICE_ATOMIC
