@@ -10,12 +10,26 @@ told ``nonce_already_used``.
 A row moves through these states (the owner token of the winning request
 guards every move, so a late request can never release someone else's claim)::
 
-    claimed ──► settled            the transfer is on-chain; content was sent
+    claimed ──► settled            the transfer is on-chain (then delivered)
        │  ├───► released           the handler failed; the payer may try again
        │  ├───► failed             settlement was refused (reason recorded)
        │  └───► pending            the outcome is unknown (a timeout): resolved
        │                           from the chain later, never guessed
-    pending ──► settled | expired  (see ``farthing.paywall.resolve``)
+    pending ──► settled | failed | expired   (``farthing.paywall.resolve``)
+
+**A claim is a lease.** The owner holds the row until ``lease_until_ns`` and
+renews it before each long step (the settlement). A process that dies (kill
+-9, power loss) stops renewing; once the lease has run out, the payer's retry
+or the sweep takes the row over with one compare-and-swap
+(:meth:`PaymentStore.take_over`): it gets a new owner token, so nothing the
+dead (or merely late) owner does afterwards can land. The new owner resolves
+the payment from the chain. A ``settled`` row whose content was never
+delivered (``delivered_at_ns`` unset: the process died between settling and
+answering) can likewise be taken over once its lease ends, to deliver it.
+
+Databases created before leases existed get the two columns added on open
+(SQLite and PostgreSQL); their stuck claims count as expired, and their
+settled rows as delivered.
 
 The caller never holds a database transaction open across network calls:
 each method here is one short statement. Methods are synchronous; the
@@ -26,7 +40,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -44,19 +58,24 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    inspect,
+    or_,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, ProgrammingError
 
 from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
 
 __all__ = [
+    "CLAIM_LEASE_S_DEFAULT",
     "PAYMENTS",
+    "RELAYER_NONCES",
     "ClaimOutcome",
+    "NonceTicket",
     "PaymentKey",
     "PaymentRecord",
     "PaymentState",
@@ -64,6 +83,11 @@ __all__ = [
 ]
 
 _METADATA: Final = MetaData()
+
+# How long a claim stays its owner's without a renewal: it must cover running
+# the handler, and (renewed before settling) the settlement's receipt wait.
+CLAIM_LEASE_S_DEFAULT: Final = 180.0
+_LEASE_S_MAX: Final = 24 * 3600.0
 
 PAYMENTS: Final = Table(
     "paywall_payment",
@@ -88,7 +112,24 @@ PAYMENTS: Final = Table(
     Column("booked", Boolean, nullable=False, default=False),
     Column("claimed_at_ns", BigInteger, nullable=False),
     Column("updated_at_ns", BigInteger, nullable=False),
+    # Added after the first release: nullable, so old databases can gain them.
+    Column("lease_until_ns", BigInteger),  # NULL: no live owner
+    Column("delivered_at_ns", BigInteger),  # NULL: the paid content was not sent yet
 )
+
+# The next account nonce of each relayer key, shared by every process that
+# settles with it (see ``PaymentStore.relayer_nonce``).
+RELAYER_NONCES: Final = Table(
+    "paywall_relayer_nonce",
+    _METADATA,
+    Column("network", String(32), primary_key=True),
+    Column("address", String(42), primary_key=True),
+    Column("next_nonce", BigInteger, nullable=False),
+    Column("updated_at_ns", BigInteger, nullable=False),
+)
+
+# Columns added since the first release, with the SQL type to add them as.
+_ADDED_COLUMNS: Final = (("lease_until_ns", "BIGINT"), ("delivered_at_ns", "BIGINT"))
 
 
 class PaymentState(StrEnum):
@@ -142,6 +183,8 @@ class PaymentRecord:
     block_number: int | None = None
     reason: str | None = None
     booked: bool = False
+    lease_until_ns: int | None = None
+    delivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +196,31 @@ class ClaimOutcome:
     existing: PaymentRecord | None = None
 
 
+@dataclass(slots=True)
+class NonceTicket:
+    """The relayer nonce to sign with; call :meth:`sent` once the node has the transaction."""
+
+    nonce: int
+    was_sent: bool = False
+
+    def sent(self) -> None:
+        self.was_sent = True
+
+
 def _now_ns() -> int:
     return time.time_ns()
+
+
+def _lease_ns(lease_s: float) -> int:
+    if not 0 < lease_s <= _LEASE_S_MAX:
+        raise PaywallConfigError(f"a claim lease must be between 0 and {_LEASE_S_MAX:.0f} s")
+    return int(lease_s * 1_000_000_000)
+
+
+def _lease_over(now: int) -> Any:
+    """The row has no live owner: no lease, or one that has run out."""
+    c = PAYMENTS.c
+    return or_(c.lease_until_ns.is_(None), c.lease_until_ns < now)
 
 
 class PaymentStore:
@@ -185,6 +251,7 @@ class PaymentStore:
         self.dialect = backend if backend == "sqlite" else "postgresql"
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
+            self._add_missing_columns()
 
     @classmethod
     def sqlite(cls, path: Path | str) -> PaymentStore:
@@ -210,6 +277,31 @@ class PaymentStore:
     def __repr__(self) -> str:
         return f"PaymentStore({self.display_url!r})"
 
+    def _add_missing_columns(self) -> None:
+        """Bring a table made by older code up to date (idempotent, safe to race)."""
+        present = {c["name"] for c in inspect(self.engine).get_columns(PAYMENTS.name)}
+        for name, sql_type in _ADDED_COLUMNS:
+            if name in present:
+                continue
+            try:
+                with self.engine.begin() as connection:
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {PAYMENTS.name} ADD COLUMN {name} {sql_type}"
+                    )
+                    if name == "delivered_at_ns":
+                        # Old code answered right after settling: count those as delivered,
+                        # so an old payment header cannot fetch the content again.
+                        connection.execute(
+                            update(PAYMENTS)
+                            .where(PAYMENTS.c.state == PaymentState.SETTLED)
+                            .values(delivered_at_ns=PAYMENTS.c.updated_at_ns)
+                        )
+            except (ProgrammingError, DBAPIError):
+                # Another process added it first; anything else shows up below.
+                again = {c["name"] for c in inspect(self.engine).get_columns(PAYMENTS.name)}
+                if name not in again:
+                    raise
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
@@ -227,11 +319,14 @@ class PaymentStore:
 
     # ------------------------------------------------------------ claims
 
-    def claim(self, record: PaymentRecord) -> ClaimOutcome:
+    def claim(
+        self, record: PaymentRecord, *, lease_s: float = CLAIM_LEASE_S_DEFAULT
+    ) -> ClaimOutcome:
         """Claim ``record.key`` for one request; a released claim may be claimed again."""
         owner = secrets.token_hex(16)
         now = _now_ns()
         row = _row(record, owner=owner, state=PaymentState.CLAIMED, now=now)
+        row["lease_until_ns"] = now + _lease_ns(lease_s)
         insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
         # RETURNING tells a fresh row from a conflict on both backends (the
         # driver's rowcount is not reliable for an INSERT on PostgreSQL).
@@ -253,56 +348,161 @@ class PaymentStore:
             existing = self._get(connection, record.key)
         return ClaimOutcome(False, existing=existing)
 
-    def reclaim_pending(self, key: PaymentKey) -> ClaimOutcome:
+    def reclaim_pending(
+        self, key: PaymentKey, *, lease_s: float = CLAIM_LEASE_S_DEFAULT
+    ) -> ClaimOutcome:
         """Take over a ``pending`` row to resolve it (one request at a time)."""
+        return self._take(key, PAYMENTS.c.state == PaymentState.PENDING, lease_s)
+
+    def take_over(self, key: PaymentKey, *, lease_s: float = CLAIM_LEASE_S_DEFAULT) -> ClaimOutcome:
+        """Take a row nobody is working on, to resolve or deliver it; one taker wins.
+
+        Takeable: a ``pending`` row; a ``claimed`` row whose lease has run out
+        (its owner died or stalled); a ``settled`` row never delivered whose
+        lease has run out. A pending row becomes ``claimed``; a settled one
+        stays settled. ``existing`` is the row as it was before the takeover.
+        """
+        c = PAYMENTS.c
+        now = _now_ns()
+        takeable = (c.state == PaymentState.PENDING) | (
+            _lease_over(now)
+            & (
+                (c.state == PaymentState.CLAIMED)
+                | ((c.state == PaymentState.SETTLED) & c.delivered_at_ns.is_(None))
+            )
+        )
+        return self._take(key, takeable, lease_s)
+
+    def _take(self, key: PaymentKey, condition: Any, lease_s: float) -> ClaimOutcome:
+        c = PAYMENTS.c
         owner = secrets.token_hex(16)
+        before = self.get(key)
+        if before is None:
+            return ClaimOutcome(False)
+        now = _now_ns()
+        # Every claim, takeover and move changes the owner token or the state,
+        # so matching both makes this a compare-and-swap on the row read above
+        # (a single write statement: no read-then-upgrade lock on SQLite).
         with self._begin() as connection:
             moved = connection.execute(
                 update(PAYMENTS)
-                .where(key.where() & (PAYMENTS.c.state == PaymentState.PENDING))
-                .values(state=PaymentState.CLAIMED, owner=owner, updated_at_ns=_now_ns())
+                .where(
+                    key.where()
+                    & condition
+                    & (c.owner == before.owner)
+                    & (c.state == before.state)
+                )
+                .values(
+                    state=PaymentState.CLAIMED
+                    if before.state == PaymentState.PENDING
+                    else before.state,
+                    owner=owner,
+                    lease_until_ns=now + _lease_ns(lease_s),
+                    updated_at_ns=now,
+                )
             )
             if moved.rowcount == 1:
-                return ClaimOutcome(True, owner)
-            return ClaimOutcome(False, existing=self._get(connection, key))
+                return ClaimOutcome(True, owner, existing=before)
+        return ClaimOutcome(False, existing=self.get(key))
 
-    def _move(self, key: PaymentKey, owner: str, **values: Any) -> bool:
+    def renew(self, key: PaymentKey, owner: str, *, lease_s: float) -> bool:
+        """Extend the owner's lease from now; ``False`` means it was taken over."""
         with self._begin() as connection:
             moved = connection.execute(
                 update(PAYMENTS)
                 .where(key.where() & (PAYMENTS.c.owner == owner))
+                .values(lease_until_ns=_now_ns() + _lease_ns(lease_s))
+            )
+        return moved.rowcount == 1
+
+    def _move(self, key: PaymentKey, owner: str, **values: Any) -> bool:
+        """Move a ``claimed`` row held by ``owner``; settled and final rows never move back."""
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(
+                    key.where()
+                    & (PAYMENTS.c.owner == owner)
+                    & (PAYMENTS.c.state == PaymentState.CLAIMED)
+                )
                 .values(updated_at_ns=_now_ns(), **values)
             )
         return moved.rowcount == 1
 
     def release(self, key: PaymentKey, owner: str) -> bool:
-        return self._move(key, owner, state=PaymentState.RELEASED, reason="handler_failed")
-
-    def mark_settled(
-        self, key: PaymentKey, owner: str, *, tx_hash: str, block_number: int | None
-    ) -> bool:
         return self._move(
-            key,
-            owner,
-            state=PaymentState.SETTLED,
-            tx_hash=tx_hash.lower(),
-            block_number=block_number,
-            reason=None,
+            key, owner, state=PaymentState.RELEASED, reason="handler_failed", lease_until_ns=None
         )
 
+    def mark_settled(
+        self,
+        key: PaymentKey,
+        owner: str,
+        *,
+        tx_hash: str,
+        block_number: int | None,
+        keep_lease: bool = True,
+    ) -> bool:
+        """Settled; ``keep_lease=False`` (the sweep) lets the payer's retry deliver at once."""
+        values: dict[str, Any] = {
+            "state": PaymentState.SETTLED,
+            "tx_hash": tx_hash.lower(),
+            "block_number": block_number,
+            "reason": None,
+        }
+        if not keep_lease:
+            values["lease_until_ns"] = None
+        return self._move(key, owner, **values)
+
     def mark_failed(self, key: PaymentKey, owner: str, *, reason: str) -> bool:
-        return self._move(key, owner, state=PaymentState.FAILED, reason=reason[:128])
+        return self._move(
+            key, owner, state=PaymentState.FAILED, reason=reason[:128], lease_until_ns=None
+        )
 
     def mark_pending(
         self, key: PaymentKey, owner: str, *, reason: str, tx_hash: str | None
     ) -> bool:
-        values: dict[str, Any] = {"state": PaymentState.PENDING, "reason": reason[:128]}
+        values: dict[str, Any] = {
+            "state": PaymentState.PENDING,
+            "reason": reason[:128],
+            "lease_until_ns": None,
+        }
         if tx_hash:
             values["tx_hash"] = tx_hash.lower()
         return self._move(key, owner, **values)
 
     def mark_expired(self, key: PaymentKey, owner: str) -> bool:
-        return self._move(key, owner, state=PaymentState.EXPIRED, reason="authorization_expired")
+        return self._move(
+            key,
+            owner,
+            state=PaymentState.EXPIRED,
+            reason="authorization_expired",
+            lease_until_ns=None,
+        )
+
+    def mark_delivered(self, key: PaymentKey, owner: str) -> bool:
+        """The paid content went out: this payment header gets nothing more."""
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(
+                    key.where()
+                    & (PAYMENTS.c.owner == owner)
+                    & (PAYMENTS.c.state == PaymentState.SETTLED)
+                )
+                .values(delivered_at_ns=_now_ns(), lease_until_ns=None)
+            )
+        return moved.rowcount == 1
+
+    def give_back(self, key: PaymentKey, owner: str) -> bool:
+        """End the owner's lease without moving the row: the next taker may have it at once."""
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(key.where() & (PAYMENTS.c.owner == owner))
+                .values(lease_until_ns=None, updated_at_ns=_now_ns())
+            )
+        return moved.rowcount == 1
 
     def mark_booked(self, key: PaymentKey) -> None:
         with self._begin() as connection:
@@ -325,6 +525,20 @@ class PaymentStore:
         with self._begin() as connection:
             return [_record(row) for row in connection.execute(query)]
 
+    def sweepable(self) -> list[PaymentRecord]:
+        """Rows the sweep resolves: ``pending``, and ``claimed`` with no live owner."""
+        c = PAYMENTS.c
+        query = (
+            select(PAYMENTS)
+            .where(
+                (c.state == PaymentState.PENDING)
+                | ((c.state == PaymentState.CLAIMED) & _lease_over(_now_ns()))
+            )
+            .order_by(c.claimed_at_ns)
+        )
+        with self._begin() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
     def unbooked(self) -> list[PaymentRecord]:
         """Settled payments whose revenue is not in the books yet."""
         query = select(PAYMENTS).where(
@@ -332,6 +546,53 @@ class PaymentStore:
         )
         with self._begin() as connection:
             return [_record(row) for row in connection.execute(query)]
+
+    # ------------------------------------------------------------ relayer nonces
+
+    @contextmanager
+    def relayer_nonce(
+        self, network: str, address: str, chain_next: Callable[[], int]
+    ) -> Iterator[NonceTicket]:
+        """Hold the relayer's nonce row while one transaction is signed and sent.
+
+        Yields the nonce to use: the larger of the database's next nonce and
+        ``chain_next()`` (the node's pending count, so a key also used
+        elsewhere heals). The row stays locked (PostgreSQL: ``FOR UPDATE`` on
+        the row; SQLite: the write lock the first statement takes) until the
+        block ends, so processes sharing the key take turns at sending only;
+        receipts are awaited outside. Only a ticket marked :meth:`NonceTicket.sent`
+        advances the next nonce: a send that failed leaves no gap.
+        """
+        network, address = network.lower(), address.lower()
+        insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        t = RELAYER_NONCES.c
+        where = (t.network == network) & (t.address == address)
+        with self._errors(), self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                # A write first: SQLite takes its write lock here, not on a later upgrade.
+                connection.execute(
+                    insert(RELAYER_NONCES)
+                    .values(network=network, address=address, next_nonce=0, updated_at_ns=0)
+                    .on_conflict_do_nothing()
+                )
+                stored = connection.execute(
+                    select(t.next_nonce).where(where).with_for_update()
+                ).scalar_one()
+                ticket = NonceTicket(max(int(stored), int(chain_next())))
+                try:
+                    yield ticket
+                finally:
+                    if ticket.was_sent:
+                        connection.execute(
+                            update(RELAYER_NONCES)
+                            .where(where)
+                            .values(next_nonce=ticket.nonce + 1, updated_at_ns=_now_ns())
+                        )
+                transaction.commit()
+            except BaseException:
+                transaction.rollback()
+                raise
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -362,6 +623,8 @@ def _row(record: PaymentRecord, *, owner: str, state: PaymentState, now: int) ->
         "booked": False,
         "claimed_at_ns": now,
         "updated_at_ns": now,
+        "lease_until_ns": None,
+        "delivered_at_ns": None,
     }
 
 
@@ -382,4 +645,6 @@ def _record(row: Any) -> PaymentRecord:
         block_number=row.block_number,
         reason=row.reason,
         booked=bool(row.booked),
+        lease_until_ns=row.lease_until_ns,
+        delivered=row.delivered_at_ns is not None,
     )

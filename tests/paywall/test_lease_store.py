@@ -163,8 +163,10 @@ def test_a_database_from_the_previous_code_gets_the_lease_columns(
         _postgres_or_skip()
         schema = "lease_" + secrets.token_hex(4)
         setup_url = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://")
-        with create_engine(setup_url).begin() as connection:
+        admin = create_engine(setup_url)
+        with admin.begin() as connection:
             connection.execute(text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
         # The store sees only this schema: the shared database's own table is untouched.
         url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
         setup_url = f"{setup_url}?options=-csearch_path%3D{schema}"
