@@ -54,6 +54,7 @@ _SUBCOMMANDS: dict[str, _SubCommand] = {
     "inference": _SubCommand(
         "farthing.inference.cli", "app", "Serve a model with vLLM and sell it per call (x402)."
     ),
+    "dashboard": _SubCommand("farthing.dashboard.cli", "app", "Watch spend, approvals and audit in a browser."),
 }
 
 

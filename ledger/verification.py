@@ -107,7 +107,8 @@ class _Checker:
         if kind == "account_created":
             self.account_fixed[subject] = {k: payload.get(k) for k in _ACCOUNT_FIXED}
             return
-        if kind in ("budget_changed", "asset_registered"):
+        # operator_* entries record what people did (farthing.dashboard); they move no money.
+        if kind in ("budget_changed", "asset_registered") or kind.startswith("operator_"):
             return
         flags = int(payload["flags"])
         debit, credit = int(payload["debit_account_id"]), int(payload["credit_account_id"])

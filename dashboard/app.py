@@ -1,0 +1,581 @@
+"""The dashboard's FastAPI app: server-rendered pages, CSV/JSON exports, a live feed.
+
+``create_app(settings)`` validates the settings first: binding anywhere but
+loopback without credentials is refused, so a dashboard that can approve
+payments is never open to a network. Then every request goes through the
+same gate:
+
+1. a session cookie (HttpOnly, SameSite=Strict) is found or made;
+2. a POST must carry that session's CSRF token, or it is refused (403)
+   before anything else is looked at;
+3. when login is required (credentials are configured, or the bind is not
+   loopback) an anonymous session sees only the login page;
+4. approving, denying and reconciling need the ``approver`` role.
+
+Every response carries a strict Content-Security-Policy: script, style and
+images come from this server only, and nothing inline runs. Pages never
+render a secret: database and RPC URLs are shown without passwords, paths
+or queries, and password hashes are never shown at all.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import create_engine, select
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from farthing.agents.approvals import list_approvals
+from farthing.agents.tables import ensure_tables
+from farthing.dashboard.actions import decide, record_action
+from farthing.dashboard.agent import agent_page
+from farthing.dashboard.auth import Session, SessionStore, authenticate, csrf_ok, load_users
+from farthing.dashboard.charts import bar_chart, burn_down_chart
+from farthing.dashboard.errors import DashboardConfigError
+from farthing.dashboard.integrity import Verifier
+from farthing.dashboard.listing import Listing, Money
+from farthing.dashboard.overview import (
+    agent_spend,
+    burn_down,
+    midnight_ns,
+    money_of,
+    payments_per_minute,
+    paywall_revenue,
+    revenue_by_resource,
+    revenue_listing,
+    spend_listing,
+)
+from farthing.dashboard.runs import Reconciler, ensure_runs_table, last_run
+from farthing.dashboard.settings import DashboardSettings
+from farthing.ledger.database import LedgerDatabase, normalise_database_url
+from farthing.ledger.errors import LedgerError
+from farthing.ledger.settings import LedgerSettings
+from farthing.ledger.tables import AuditEntry, table_of
+
+__all__ = ["COOKIE_NAME", "CSP", "create_app"]
+
+COOKIE_NAME = "farthing_dashboard"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_FORM_BYTES_MAX = 16 * 1024
+_NOTE_MAX = 500
+_entries = table_of(AuditEntry)
+
+
+class _SecurityHeaders:
+    """Pure ASGI: the same strict headers on every response, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"cache-control", b"no-store"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def safe_url(url: str | None) -> str:
+    """A URL with what identifies the place and nothing that could be a secret."""
+    if url is None:
+        return "-"
+    try:
+        parsed = (
+            normalise_database_url(url) if "://" in url and not url.startswith("http") else None
+        )
+    except LedgerError:
+        parsed = None
+    if parsed is not None:
+        if parsed.get_backend_name() == "sqlite":
+            return f"sqlite:///{parsed.database}"
+        return parsed.set(password=None, query={}).render_as_string(hide_password=True)
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+class _Page:
+    """What every page's template needs about the request."""
+
+    def __init__(self, session: Session, login_required: bool) -> None:
+        self.session = session
+        self.login_required = login_required
+
+
+def create_app(
+    settings: DashboardSettings,
+    *,
+    clock: Callable[[], int] = time.time_ns,
+    start_verifier: bool = True,
+) -> FastAPI:
+    """The dashboard app over ``settings.database_url``; raises ``DashboardConfigError`` on bad settings."""
+    users = load_users(settings)
+    login_required = bool(users) or not settings.loopback
+    if not settings.loopback and not users:
+        raise DashboardConfigError(
+            f"binding {settings.host} needs a login: set FARTHING_DASHBOARD_USERS or "
+            "--users-file (make entries with `farthing dashboard --hash-password`)"
+        )
+    database = LedgerDatabase(LedgerSettings(database_url=settings.database_url), must_exist=True)
+    ensure_tables(database)
+    ensure_runs_table(database)
+    paywall_engine = None
+    if settings.paywall_database_url is not None:
+        paywall_engine = create_engine(normalise_database_url(settings.paywall_database_url))
+    verifier = Verifier(database, interval_s=settings.verify_interval_s)
+    reconciler = Reconciler(database, settings)
+    sessions = SessionStore(ttl_s=settings.session_ttl_s, count_max=settings.session_count_max)
+    local_actor = f"local:{getpass.getuser()}"
+    env = Environment(
+        loader=PackageLoader("farthing.dashboard", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    shown = {
+        "database": safe_url(settings.database_url),
+        "paywall_database": safe_url(settings.paywall_database_url),
+        "chain": safe_url(settings.rpc_url) if settings.rpc_url else (settings.network or "-"),
+    }
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if start_verifier:
+            verifier.start()
+        try:
+            yield
+        finally:
+            verifier.stop()
+            database.dispose()
+            if paywall_engine is not None:
+                paywall_engine.dispose()
+
+    app = FastAPI(title="Farthing dashboard", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)  # fmt: skip
+    app.state.database = database
+    app.state.verifier = verifier
+    app.state.sessions = sessions
+    from importlib.resources import files
+
+    app.mount("/static", StaticFiles(directory=str(files("farthing.dashboard") / "static")),
+              name="static")  # fmt: skip
+
+    # ------------------------------------------------------------ plumbing
+
+    def session_of(request: Request) -> tuple[Session, bool]:
+        found = sessions.get(request.cookies.get(COOKIE_NAME))
+        if found is not None:
+            return found, False
+        if login_required:
+            return sessions.new(), True
+        return sessions.new(user=local_actor, role="approver"), True
+
+    def with_cookie(response: Response, session: Session, fresh: bool) -> Response:
+        if fresh:
+            response.set_cookie(
+                COOKIE_NAME, session.token, httponly=True, samesite="strict", path="/",
+                max_age=settings.session_ttl_s, secure=request_is_https.get(session.token, False),
+            )  # fmt: skip
+        return response
+
+    request_is_https: dict[str, bool] = {}
+
+    def render(name: str, session: Session, status: int = 200, **context: Any) -> HTMLResponse:
+        template = env.get_template(name)
+        html = template.render(
+            session=session, csrf=session.csrf, login_required=login_required, shown=shown,
+            refresh_ms=int(settings.refresh_s * 1000), **context,
+        )  # fmt: skip
+        return HTMLResponse(html, status_code=status)
+
+    def problem(session: Session, status: int, message: str) -> HTMLResponse:
+        return render("problem.html", session, status=status, message=message)
+
+    async def form_of(request: Request) -> dict[str, str]:
+        body = await request.body()
+        if len(body) > _FORM_BYTES_MAX:
+            return {}
+        try:
+            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        except (UnicodeDecodeError, ValueError):
+            return {}
+        return {key: values[0] for key, values in parsed.items()}
+
+    Handler = Callable[[Request, Session], Awaitable[Response]]
+
+    def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            session, fresh = session_of(request)
+            request_is_https[session.token] = request.url.scheme == "https"
+            if login_required and session.user is None:
+                target = request.url.path
+                return with_cookie(RedirectResponse(f"/login?next={target}", 303), session, fresh)
+            try:
+                response = await handler(request, session)
+            except LedgerError as exc:
+                response = problem(session, 503, str(exc))
+            return with_cookie(response, session, fresh)
+
+        return wrapped
+
+    def action(
+        handler: Handler, *, role: str | None = "approver"
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            session = sessions.get(request.cookies.get(COOKIE_NAME))
+            form = await form_of(request)
+            if not csrf_ok(session, form.get("csrf_token")):
+                return PlainOrHtml(403, "refused: the form's CSRF token is missing or wrong; "
+                                   "reload the page and try again")  # fmt: skip
+            assert session is not None  # csrf_ok is False without one
+            if login_required and session.user is None:
+                return RedirectResponse("/login", 303)
+            if role == "approver" and not session.may_decide():
+                return problem(session, 403, f"{session.user} is a viewer: approving, denying "
+                               "and reconciling need the approver role")  # fmt: skip
+            request.state.form = form
+            try:
+                return await handler(request, session)
+            except LedgerError as exc:
+                return problem(session, 503, str(exc))
+
+        return wrapped
+
+    def PlainOrHtml(status: int, message: str) -> Response:
+        return Response(message + "\n", status_code=status, media_type="text/plain")
+
+    def export(listing: Listing, fmt: str) -> Response:
+        if fmt == "csv":
+            return Response(listing.to_csv(), media_type="text/csv", headers={
+                "content-disposition": f'attachment; filename="{listing.name}.csv"'})  # fmt: skip
+        return Response(listing.to_json(), media_type="application/json", headers={
+            "content-disposition": f'attachment; filename="{listing.name}.json"'})  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return PlainOrHtml(400, "bad request: a path or query value is not valid here")
+
+    # ------------------------------------------------------------ figures
+
+    def overview_data() -> dict[str, Any]:
+        now = clock()
+        with database.read() as session:
+            money = money_of(session)
+            spend = agent_spend(session, now)
+            burn = burn_down(session, now)
+            per_minute = payments_per_minute(session, now)
+            revenue = revenue_by_resource(session, midnight_ns(now))
+        paywall = paywall_revenue(paywall_engine, midnight_ns(now)) if paywall_engine else None
+        approvals = list_approvals(database, status="pending", limit=settings.table_rows_max)
+        run = last_run(database)
+        default = next(iter(money.values()), Money())
+        burn_money = money.get(burn.ledger, default) if burn.ledger is not None else default
+        return {
+            "now": now,
+            "money": money,
+            "spend": spend,
+            "spend_listing": spend_listing(spend, money),
+            "burn": burn,
+            "burn_money": burn_money,
+            "per_minute": per_minute,
+            "revenue_listing": revenue_listing(revenue, money, "revenue", "Revenue per site and article today (merchant books)"),
+            "paywall_listing": None if paywall is None else revenue_listing(paywall, money, "paywall_revenue", "Revenue per site and article today (paywall payments)"),
+            "approvals": approvals,
+            "run": run,
+            "audit": verifier.state,
+        }  # fmt: skip
+
+    def live_figures(data: dict[str, Any]) -> dict[str, Any]:
+        spend = data["spend"]
+        burn = data["burn"]
+        used_today = burn.used_by_hour[-1] if burn.used_by_hour else 0
+        audit = data["audit"]
+        run = data["run"]
+        return {
+            "figures": {
+                "agents": str(len(spend)),
+                "spent_today": data["burn_money"].format(used_today),
+                "limit_today": data["burn_money"].format(burn.limit_total),
+                "payments_last_hour": str(sum(data["per_minute"])),
+                "payments_last_minute": str(data["per_minute"][-1]),
+                "open_approvals": str(len(data["approvals"])),
+                "breaks": "-" if run is None else str(run.break_count),
+                "audit_status": audit.status,
+            },
+            "charts": {
+                "per_minute": str(bar_chart(data["per_minute"], title="Payments per minute, last hour",
+                                            first_label="-60 min", last_label="now")),
+                "burn_down": str(burn_down_chart(burn.used_by_hour, burn.limit_total,
+                                                 title="What is left of today's daily limits")),
+            },
+        }  # fmt: skip
+
+    # ------------------------------------------------------------ pages
+
+    async def overview(request: Request, session: Session) -> Response:
+        data = await run_in_threadpool(overview_data)
+        live = live_figures(data)
+        return render("overview.html", session, live=live, rows_max=settings.table_rows_max, **data)
+
+    async def live(request: Request, session: Session) -> Response:
+        data = await run_in_threadpool(overview_data)
+        return JSONResponse(live_figures(data))
+
+    async def overview_export(request: Request, session: Session) -> Response:
+        table, fmt = request.path_params["table"], request.path_params["fmt"]
+        if fmt not in ("csv", "json"):
+            return problem(session, 404, "exports are .csv or .json")
+        if table.startswith("agent-"):
+            found = await run_in_threadpool(agent_data, request.query_params.get("agent", ""))
+            if found is None:
+                return problem(session, 404, "there is no such agent in these books")
+            listings = {f"agent-{l.name}": l for l in (found.payments, found.limits,
+                        found.unresolved, found.tasks)}  # fmt: skip
+            if table not in listings:
+                return problem(session, 404, f"there is no table {table!r}")
+            return export(listings[table], fmt)
+        if table in ("spend", "revenue", "paywall_revenue", "per_minute"):
+            data = await run_in_threadpool(overview_data)
+            if table == "per_minute":
+                listing = Listing("per_minute", "Payments per minute", ("minutes_ago", "payments"),
+                                  [{"minutes_ago": str(len(data["per_minute"]) - 1 - i), "payments": str(c)}
+                                   for i, c in enumerate(data["per_minute"])])  # fmt: skip
+            elif table == "spend":
+                listing = data["spend_listing"]
+            elif table == "revenue":
+                listing = data["revenue_listing"]
+            elif data["paywall_listing"] is None:
+                return problem(session, 404, "start the dashboard with --paywall-database-url")
+            else:
+                listing = data["paywall_listing"]
+            return export(listing, fmt)
+        if table == "approvals":
+            return export(approvals_listing(await run_in_threadpool(
+                list_approvals, database, limit=settings.export_rows_max)), fmt)  # fmt: skip
+        if table == "breaks":
+            run = await run_in_threadpool(last_run, database)
+            return export(breaks_listing(run), fmt)
+        if table == "audit":
+            return await audit_log_export(fmt)
+        return problem(session, 404, f"there is no table {table!r}")
+
+    def agent_data(agent_id: str) -> Any:
+        with database.read() as session:
+            return agent_page(session, agent_id=agent_id, now_ns=clock(), money=money_of(session),
+                              limit=settings.table_rows_max)  # fmt: skip
+
+    async def agent(request: Request, session: Session) -> Response:
+        agent_id = request.path_params["agent_id"]
+        found = await run_in_threadpool(agent_data, agent_id)
+        if found is None:
+            return problem(session, 404, "there is no such agent in these books")
+        now = clock()
+
+        def burn_for() -> Any:
+            with database.read() as s:
+                return burn_down(s, now, account_id=found.spend.account_id)
+
+        burn = await run_in_threadpool(burn_for)
+        chart = burn_down_chart(burn.used_by_hour, burn.limit_total,
+                                title=f"What is left of {agent_id}'s daily limit")  # fmt: skip
+        return render("agent.html", session, page=found, chart=chart)
+
+    def approvals_listing(items: list[Any]) -> Listing:
+        rows = [
+            {
+                "id": str(a.id), "agent": a.agent_id, "task": a.task_id or "-",
+                "purpose": a.purpose or "-", "payee": a.pay_to, "resource": a.resource,
+                "amount": a.price(), "status": a.status, "note": a.note or "-",
+                "amount_atomic": str(a.amount), "created_ns": str(a.created_ns),
+            }
+            for a in items
+        ]  # fmt: skip
+        return Listing("approvals", "Approval requests",
+                       ("id", "agent", "task", "purpose", "payee", "resource", "amount", "status",
+                        "note", "amount_atomic", "created_ns"), rows,
+                       ("amount_atomic", "created_ns"))  # fmt: skip
+
+    async def approvals(request: Request, session: Session) -> Response:
+        waiting = await run_in_threadpool(list_approvals, database, status="pending",
+                                          limit=settings.table_rows_max)  # fmt: skip
+        recent = await run_in_threadpool(list_approvals, database, limit=settings.table_rows_max)
+        decided = [a for a in recent if a.status != "pending"]
+        message = request.query_params.get("message")
+        return render("approvals.html", session, waiting=waiting,
+                      decided=approvals_listing(decided), message=message)  # fmt: skip
+
+    async def approval_decision(request: Request, session: Session) -> Response:
+        raw, verb = request.path_params["approval_id"], request.path_params["verb"]
+        if verb not in ("approve", "deny") or not raw.isdigit() or len(raw) > 18:
+            return problem(session, 400, "unknown approval or action")
+        note = (request.state.form.get("note") or "")[:_NOTE_MAX]
+        actor = session.user or local_actor
+        outcome = await run_in_threadpool(lambda: decide(
+            database, int(raw), approve=verb == "approve", note=note, actor=actor))  # fmt: skip
+        if outcome.reason is not None:
+            return problem(session, 409, outcome.reason)
+        assert outcome.approval is not None
+        return RedirectResponse(f"/approvals?message=request+{raw}+{outcome.approval.status}", 303)
+
+    def breaks_listing(run: Any) -> Listing:
+        rows = [] if run is None else [
+            {k: (v or "-") for k, v in item.items()} for item in run.breaks
+        ]  # fmt: skip
+        return Listing("breaks", "Breaks of the last run",
+                       ("kind", "transfer_id", "tx_hash", "ledger_amount", "chain_amount",
+                        "resolution", "detail"), rows)  # fmt: skip
+
+    async def reconciliation(request: Request, session: Session) -> Response:
+        run = await run_in_threadpool(last_run, database)
+        return render("reconciliation.html", session, run=run, breaks=breaks_listing(run),
+                      configured=reconciler.configured,
+                      message=request.query_params.get("message"))  # fmt: skip
+
+    async def reconcile_now(request: Request, session: Session) -> Response:
+        actor = session.user or local_actor
+        run, why = await run_in_threadpool(lambda: reconciler.run(actor=actor))
+        if why is not None:
+            return problem(session, 409, why)
+        assert run is not None
+        return RedirectResponse(
+            f"/reconciliation?message=run+{run.id}+found+{run.break_count}+breaks", 303
+        )
+
+    async def audit(request: Request, session: Session) -> Response:
+        def latest() -> list[Any]:
+            with database.read() as s:
+                query = select(_entries).order_by(_entries.c.sequence.desc())
+                return list(s.execute(query.limit(settings.table_rows_max)))
+
+        entries = await run_in_threadpool(latest)
+        head = await run_in_threadpool(verifier.head)
+        return render("audit.html", session, state=verifier.state, head=head, entries=entries)
+
+    async def audit_verify(request: Request, session: Session) -> Response:
+        await run_in_threadpool(verifier.run_once)
+        actor = session.user or local_actor
+        state = verifier.state
+        await run_in_threadpool(lambda: record_action(
+            database, actor=actor, action="audit_verified", subject="audit",
+            details={"status": state.status, "head_sequence": state.head_sequence}))  # fmt: skip
+        return RedirectResponse("/audit", 303)
+
+    async def audit_log_export(fmt: str) -> Response:
+        cap = settings.export_rows_max
+        columns = ("sequence", "timestamp_ns", "kind", "subject", "payload", "prev_hash", "hash")
+
+        def rows() -> Iterator[str]:
+            with database.read() as s:
+                query = select(_entries).order_by(_entries.c.sequence).limit(cap)
+                first = True
+                if fmt == "csv":
+                    yield Listing("audit", "", columns).to_csv()
+                else:
+                    yield '{"table":"audit","columns":' + json.dumps(list(columns)) + ',"rows":['
+                for entry in s.execute(query.execution_options(yield_per=2_000)):
+                    cells = {c: str(getattr(entry, c)) for c in columns}
+                    if fmt == "csv":
+                        yield Listing("audit", "", columns, [cells]).to_csv().split("\n", 1)[1]
+                    else:
+                        yield ("" if first else ",") + json.dumps(cells)
+                    first = False
+                if fmt == "json":
+                    yield "]}"
+
+        return StreamingResponse(rows(), media_type="text/csv" if fmt == "csv" else "application/json",
+                                 headers={"content-disposition": f'attachment; filename="audit-log.{fmt}"'})  # fmt: skip
+
+    # ------------------------------------------------------------ login
+
+    async def login_page(request: Request) -> Response:
+        session, fresh = session_of(request)
+        if not login_required:
+            return with_cookie(RedirectResponse("/", 303), session, fresh)
+        return with_cookie(render("login.html", session, error=None), session, fresh)
+
+    async def login(request: Request) -> Response:
+        session = sessions.get(request.cookies.get(COOKIE_NAME))
+        form = await form_of(request)
+        if not csrf_ok(session, form.get("csrf_token")):
+            return PlainOrHtml(403, "refused: the form's CSRF token is missing or wrong; "
+                               "reload the page and try again")  # fmt: skip
+        assert session is not None
+        if not login_required:
+            return RedirectResponse("/", 303)
+        if sessions.failures_last_minute() >= settings.login_attempts_per_minute_max:
+            return render(
+                "login.html", session, status=429, error="too many failed logins; wait a minute"
+            )
+        name, password = form.get("user", ""), form.get("password", "")
+        user = await run_in_threadpool(authenticate, users, name, password)
+        if user is None:
+            sessions.note_failure()
+            return render("login.html", session, status=401, error="wrong user name or password")
+        sessions.drop(session.token)
+        fresh = sessions.new(user=user.name, role=user.role)
+        request_is_https[fresh.token] = request.url.scheme == "https"
+        await run_in_threadpool(lambda: record_action(
+            database, actor=user.name, action="login", subject=f"user:{user.name}",
+            details={"role": user.role}))  # fmt: skip
+        return with_cookie(RedirectResponse("/", 303), fresh, True)
+
+    async def logout(request: Request, session: Session) -> Response:
+        sessions.drop(session.token)
+        response = RedirectResponse("/login" if login_required else "/", 303)
+        response.delete_cookie(COOKIE_NAME, path="/")
+        return response
+
+    async def healthz(request: Request) -> Response:
+        return PlainOrHtml(200, "ok")
+
+    app.add_api_route("/", page(overview), methods=["GET"])
+    app.add_api_route("/api/live", page(live), methods=["GET"])
+    app.add_api_route("/export/{table}.{fmt}", page(overview_export), methods=["GET"])
+    app.add_api_route("/agents/{agent_id:path}", page(agent), methods=["GET"])
+    app.add_api_route("/approvals", page(approvals), methods=["GET"])
+    app.add_api_route(
+        "/approvals/{approval_id}/{verb}", action(approval_decision), methods=["POST"]
+    )
+    app.add_api_route("/reconciliation", page(reconciliation), methods=["GET"])
+    app.add_api_route("/reconciliation/run", action(reconcile_now), methods=["POST"])
+    app.add_api_route("/audit", page(audit), methods=["GET"])
+    app.add_api_route("/audit/verify", action(audit_verify, role=None), methods=["POST"])
+    app.add_api_route("/login", login_page, methods=["GET"])
+    app.add_api_route("/login", login, methods=["POST"])
+    app.add_api_route("/logout", action(logout, role=None), methods=["POST"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_middleware(_SecurityHeaders)
+    return app

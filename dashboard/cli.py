@@ -1,0 +1,103 @@
+"""``farthing dashboard``: serve the dashboard over the books, on 127.0.0.1 unless told otherwise.
+
+::
+
+    farthing dashboard --database-url URL [--paywall-database-url URL] [--rpc-url URL]
+                       [--host 127.0.0.1] [--port 8700] [--users-file FILE]
+    farthing dashboard --hash-password        # reads a password, prints its scrypt hash
+
+Any bind but loopback needs credentials (``--users-file`` or
+``FARTHING_DASHBOARD_USERS``); without them the command refuses in one line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from farthing.console import fail, out_console
+
+__all__ = ["app"]
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def dashboard(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="FARTHING_LEDGER_DATABASE_URL",
+            help="The ledger database: sqlite:///PATH or postgresql://USER@HOST/DB.",
+            show_default=False,
+        ),
+    ] = None,
+    paywall_database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--paywall-database-url",
+            help="The paywall's payment store, for revenue per site and article.",
+        ),
+    ] = None,
+    rpc_url: Annotated[
+        str | None, typer.Option("--rpc-url", help="The chain that reconciliation reads.")
+    ] = None,
+    network: Annotated[
+        str | None, typer.Option("--network", help="local, base-sepolia or base.")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Token address (default: the network's stablecoin)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Bind address; anything but loopback needs a login.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8700,
+    users_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--users-file", help="Credentials, `NAME ROLE HASH` a line (roles: viewer, approver)."
+        ),
+    ] = None,
+    hash_password: Annotated[
+        bool,
+        typer.Option(
+            "--hash-password", help="Read a password (twice) and print its scrypt hash, then exit."
+        ),
+    ] = False,
+) -> None:
+    """Serve the dashboard: spend, budgets, approvals, breaks and audit state, live."""
+    from farthing.dashboard.auth import hash_password as make_hash
+
+    if hash_password:
+        if sys.stdin.isatty():
+            first = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != first:
+                fail("the two passwords differ")
+        else:
+            first = sys.stdin.readline().rstrip("\n")
+        out_console.print(make_hash(first), soft_wrap=True)
+        return
+    if database_url is None:
+        fail("pass --database-url (or set FARTHING_LEDGER_DATABASE_URL)")
+    import uvicorn
+
+    from farthing.dashboard.app import create_app
+    from farthing.dashboard.settings import DashboardSettings
+
+    overrides = {
+        "database_url": database_url, "paywall_database_url": paywall_database_url,
+        "rpc_url": rpc_url, "network": network, "token": token, "host": host, "port": port,
+    }  # fmt: skip
+    if users_file is not None:
+        overrides["users_file"] = users_file
+    settings = DashboardSettings(**{k: v for k, v in overrides.items() if v is not None})
+    application = create_app(settings)
+    shown_host = f"[{host}]" if ":" in host else host
+    out_console.print(f"dashboard on http://{shown_host}:{port}/ (Ctrl-C stops it)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
