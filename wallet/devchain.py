@@ -1,10 +1,12 @@
-"""The local dev chain: anvil with persisted state, our stablecoin and batch settler.
+"""The local dev chain: anvil with persisted state, our stablecoin, batch settler and channels.
 
 :func:`start_anvil` runs the anvil binary from the npm package
 ``@foundry-rs/anvil-linux-amd64`` (a plain ELF: no node needed at run time) and
 stops it cleanly, so ``--state FILE`` is written on the way out.
 :func:`ensure_deployment` deploys the contracts, or reuses them when the saved
-state still holds their code, and funds anvil's public dev accounts.
+state still holds their code, and funds anvil's public dev accounts. It also
+places the x402 ``batch-settlement`` escrow and ERC-3009 deposit collector at
+their canonical addresses (:func:`farthing.wallet.channels.place_channel_contracts`).
 The deployment record (``deployment.json`` beside the state file) is how other
 commands find the local token: :func:`load_dev_deployment`.
 
@@ -37,9 +39,15 @@ import farthing.wallet as wallet_package
 from farthing.invariant import invariant
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import DevAccount, RpcChain, anvil_dev_accounts
+from farthing.wallet.channels import place_channel_contracts
 from farthing.wallet.errors import ChainError, ChainUnavailableError, DeploymentError
 from farthing.wallet.money import Asset
-from farthing.wallet.networks import ANVIL_CHAIN_ID, caip2
+from farthing.wallet.networks import (
+    ANVIL_CHAIN_ID,
+    CANONICAL_CHANNEL_CONTRACTS,
+    ChannelContracts,
+    caip2,
+)
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_batch_settler, deploy_stablecoin, read_asset
 
@@ -299,6 +307,7 @@ class DevDeployment:
     token: Asset
     batch_settler: str
     minter: str = f"anvil:{_MINTER_INDEX}"
+    channels: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS
 
     @property
     def network(self) -> str:
@@ -326,6 +335,11 @@ class DevDeployment:
             },
             "batch_settler": self.batch_settler,
             "minter": self.minter,
+            "channels": {
+                "settlement": self.channels.settlement,
+                "erc3009_collector": self.channels.erc3009_collector,
+                "permit2_collector": self.channels.permit2_collector,
+            },
         }
 
     @classmethod
@@ -342,12 +356,22 @@ class DevDeployment:
             version=str(token["version"]),
             symbol=str(token["symbol"]),
         )
+        # Records written before channels existed have no "channels": the
+        # canonical addresses, which ensure_deployment fills in.
+        channels = data.get("channels")
         return cls(
             str(data["rpc_url"]),
             chain_id,
             asset,
             checksum(data["batch_settler"]),
             str(data["minter"]),
+            CANONICAL_CHANNEL_CONTRACTS
+            if channels is None
+            else ChannelContracts(
+                checksum(channels["settlement"]),
+                checksum(channels["erc3009_collector"]),
+                checksum(channels["permit2_collector"]),
+            ),
         )
 
 
@@ -414,9 +438,16 @@ def ensure_deployment(
     record_path = Path(state_dir) / DEPLOYMENT_FILE
     record = _read_record(record_path)
     dev = accounts or chain.dev_accounts()
+    # Idempotent: a saved state keeps them; an older one gets them now.
+    channels = place_channel_contracts(chain)
     if record is not None and _reusable(chain, record, config):
         deployment = DevDeployment(
-            chain.rpc_url or "", chain.chain_id, record.token, record.batch_settler, record.minter
+            chain.rpc_url or "",
+            chain.chain_id,
+            record.token,
+            record.batch_settler,
+            record.minter,
+            channels,
         )
         _write_record(record_path, deployment)  # the URL may have changed with --port
         return deployment, True
@@ -435,7 +466,7 @@ def ensure_deployment(
             if not minted.ok:
                 raise DeploymentError(f"funding {account.address} failed: {minted.reason}")
     deployment = DevDeployment(
-        chain.rpc_url or "", chain.chain_id, asset, settler, f"anvil:{_MINTER_INDEX}"
+        chain.rpc_url or "", chain.chain_id, asset, settler, f"anvil:{_MINTER_INDEX}", channels
     )
     _write_record(record_path, deployment)
     return deployment, False
