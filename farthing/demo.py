@@ -157,6 +157,11 @@ def run_demo(
         step(f"connecting to {chain_url}")
         chain = open_chain(chain_url)
         kind = "anvil" if chain.chain_id == 31337 else "rpc"
+    if kind != "rpc":
+        # The x402 batch-settlement contracts at their canonical addresses (docs/channels.md).
+        from farthing.wallet.channels import place_channel_contracts
+
+        place_channel_contracts(chain)
     with tempfile.TemporaryDirectory(prefix="farthing-demo-") as tmp:
         try:
             operator, relayer = (account.signer() for account in chain.dev_accounts()[:2])
