@@ -580,19 +580,25 @@ class PaymentStore:
                     select(t.next_nonce).where(where).with_for_update()
                 ).scalar_one()
                 ticket = NonceTicket(max(int(stored), int(chain_next())))
+            except BaseException:
+                transaction.rollback()
+                raise
+            try:
+                yield ticket
+            finally:
+                # A transaction the node accepted used its nonce, even if the
+                # caller failed afterwards: record it whatever happened.
                 try:
-                    yield ticket
-                finally:
                     if ticket.was_sent:
                         connection.execute(
                             update(RELAYER_NONCES)
                             .where(where)
                             .values(next_nonce=ticket.nonce + 1, updated_at_ns=_now_ns())
                         )
-                transaction.commit()
-            except BaseException:
-                transaction.rollback()
-                raise
+                    transaction.commit()
+                except BaseException:
+                    transaction.rollback()
+                    raise
 
     def dispose(self) -> None:
         self.engine.dispose()
