@@ -9,7 +9,10 @@ that applies: ``unsupported_scheme``, ``network_mismatch``,
 ``network_not_supported``, ``asset_mismatch``, ``eip712_domain_mismatch``,
 ``pay_to_mismatch``, ``amount_mismatch``, ``authorization_expired`` (fewer
 than ``valid_before_margin_s`` seconds left, so it could expire before it is
-settled), ``authorization_not_yet_valid``, ``invalid_signature`` (fast path),
+settled), ``authorization_valid_too_long`` (``validBefore`` later than now +
+``maxTimeoutSeconds`` + ``VALID_BEFORE_SKEW_S``: a payer must not hand out an
+authorization that stays spendable for years), ``authorization_not_yet_valid``,
+``invalid_signature`` (fast path),
 ``nonce_already_used`` (locally, then on-chain) and ``insufficient_balance``.
 
 Settle never double-charges. Before every submission it re-reads the
@@ -38,7 +41,7 @@ from eth_utils.crypto import keccak
 from web3.exceptions import TransactionNotFound
 
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.submit import Submitter
+from farthing.paywall.submit import SharedNonces, Submitter
 from farthing.paywall.wire import (
     SCHEME_EXACT,
     PaymentPayload,
@@ -56,6 +59,7 @@ from farthing.wallet.token import Stablecoin
 __all__ = [
     "AUTHORIZATION_USED_TOPIC",
     "VALID_BEFORE_MARGIN_S_DEFAULT",
+    "VALID_BEFORE_SKEW_S",
     "Facilitator",
     "LocalFacilitator",
     "ResolvingFacilitator",
@@ -67,6 +71,10 @@ AUTHORIZATION_USED_TOPIC: Final = keccak(text="AuthorizationUsed(address,bytes32
 # Time the payment must still be valid for after verify: the handler runs and
 # the settlement is mined inside it. x402's own facilitator uses 6 s.
 VALID_BEFORE_MARGIN_S_DEFAULT: Final = 10
+# How far past now + maxTimeoutSeconds a validBefore may lie: the payer's clock
+# (or the chain's, which a dev chain can run ahead) may differ from ours. The
+# x402 clients sign validBefore = now + maxTimeoutSeconds exactly.
+VALID_BEFORE_SKEW_S: Final = 60
 _JOURNAL_SIZE_MAX: Final = 100_000
 
 # Token revert reasons (farthing.wallet.revert) as payment reasons.
@@ -122,9 +130,18 @@ class ResolvingFacilitator(Facilitator, Protocol):
 
 
 def check_terms(
-    payload: PaymentPayload, requirements: PaymentRequirements, *, now: int, margin_s: int
+    payload: PaymentPayload,
+    requirements: PaymentRequirements,
+    *,
+    now: int,
+    margin_s: int,
+    check_window: bool = True,
 ) -> VerifyResult | None:
-    """The checks that need no chain: a refusal, or ``None`` when the terms hold."""
+    """The checks that need no chain: a refusal, or ``None`` when the terms hold.
+
+    ``check_window=False`` skips the time window: a payment already being
+    settled is matched against its terms and signature only.
+    """
     auth = payload.authorization
     accepted = payload.accepted
     payer = auth.from_address
@@ -159,11 +176,19 @@ def check_terms(
             "amount_mismatch",
             f"authorizes {auth.value} atomic units, but the price is {requirements.amount}",
         )
-    if auth.valid_before < now + margin_s:
+    if check_window and auth.valid_before < now + margin_s:
         return refuse(
             "authorization_expired", f"the authorization is valid for less than {margin_s} s more"
         )
-    if auth.valid_after > now:
+    longest = now + requirements.max_timeout_seconds + VALID_BEFORE_SKEW_S
+    if check_window and auth.valid_before > longest:
+        return refuse(
+            "authorization_valid_too_long",
+            f"validBefore is {auth.valid_before - now} s away; at most "
+            f"maxTimeoutSeconds ({requirements.max_timeout_seconds}) + {VALID_BEFORE_SKEW_S} s "
+            "is accepted",
+        )
+    if check_window and auth.valid_after > now:
         return refuse(
             "authorization_not_yet_valid", "the authorization's validAfter is in the future"
         )
@@ -184,7 +209,9 @@ class LocalFacilitator:
     """Verifies and settles on the chain this process is connected to.
 
     ``signer`` pays the gas of settlements and is never logged. ``assets``, if
-    given, limits which tokens are accepted.
+    given, limits which tokens are accepted. ``nonce_store`` (the paywall's
+    ``PaymentStore``) lets several processes settle with the same key: its
+    nonces are allocated in that shared database (``farthing.paywall.submit``).
     """
 
     def __init__(
@@ -196,6 +223,7 @@ class LocalFacilitator:
         valid_before_margin_s: int = VALID_BEFORE_MARGIN_S_DEFAULT,
         log_lookback_blocks: int = 10_000,
         clock: Callable[[], float] = time.time,
+        nonce_store: SharedNonces | None = None,
     ) -> None:
         if not 0 <= valid_before_margin_s <= 3600:
             raise ValueError("valid_before_margin_s must be between 0 and 3600")
@@ -209,7 +237,9 @@ class LocalFacilitator:
         self._journal: dict[tuple[str, str, bytes], _Entry] = {}
         # Over RPC, settlements pipeline through one local nonce; the in-process
         # chain mines synchronously and keeps the wallet's simpler send.
-        self._submitter = Submitter(chain, signer) if chain.backend == "rpc" else None
+        self._submitter = (
+            Submitter(chain, signer, shared=nonce_store) if chain.backend == "rpc" else None
+        )
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -286,6 +316,13 @@ class LocalFacilitator:
         refused = check_terms(
             payload, requirements, now=int(self._clock()), margin_s=self._margin_s
         )
+        if refused is not None and refused.reason == "authorization_valid_too_long":
+            # Payers may sign on the chain's clock, which a dev chain can run
+            # ahead of ours: judge the upper bound on the later of the two.
+            with _chain_outage(self.chain):
+                chain_now = self.chain.timestamp()
+            if chain_now > self._clock():
+                refused = check_terms(payload, requirements, now=chain_now, margin_s=self._margin_s)
         if refused is not None:
             return refused
         entry = self._journal.get(_key(requirements, payload))

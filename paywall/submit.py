@@ -16,34 +16,63 @@ The lock covers only signing and ``eth_sendRawTransaction``; receipts are
 awaited outside it, so settlements pipeline. There is no per-send simulation:
 verify has just checked the signature, window, nonce and balance (the x402
 SDK's facilitator does the same by default); a settlement that reverts anyway
-is mined with status 0 and its reason is read by replaying it. Use one key per
-process: two processes sharing a key would race for its nonces.
+is mined with status 0 and its reason is read by replaying it.
+
+**Several processes, one key.** Given ``shared`` (the paywall's
+:class:`~farthing.paywall.store.PaymentStore`), the nonce is allocated in that
+database instead of held in memory: under the relayer's row lock, the larger
+of the stored next nonce and the node's pending count, advanced only once the
+node has accepted the transaction. Processes sharing the key then take turns
+at signing and sending (a few milliseconds each) and still await receipts in
+parallel; a failed send leaves no gap, and a key also used outside the
+database heals from the pending count. Without ``shared``, give each process
+its own key.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Final, cast
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Final, Protocol, cast
 
 from eth_utils.address import to_checksum_address
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
+from farthing.faults import crash_point
+from farthing.paywall.store import NonceTicket
 from farthing.wallet.chain import Call, Chain, LogEntry, TxResult
 from farthing.wallet.revert import reason_for_revert, revert_message
 from farthing.wallet.signer import TxSigner
 
-__all__ = ["GAS_HEADROOM_FACTOR", "Submitter"]
+__all__ = ["GAS_HEADROOM_FACTOR", "SharedNonces", "Submitter"]
 
 GAS_HEADROOM_FACTOR: Final = 2
+
+
+class SharedNonces(Protocol):
+    """Relayer nonces kept where every process using the key sees them (a database)."""
+
+    def relayer_nonce(
+        self, network: str, address: str, chain_next: Callable[[], int]
+    ) -> AbstractContextManager[NonceTicket]: ...
 
 
 class Submitter:
     """Sends calls signed by ``signer`` on ``chain`` and waits for their receipts."""
 
-    def __init__(self, chain: Chain, signer: TxSigner, *, fee_refresh_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        chain: Chain,
+        signer: TxSigner,
+        *,
+        fee_refresh_s: float = 2.0,
+        shared: SharedNonces | None = None,
+    ) -> None:
         self.chain = chain
         self.signer = signer
+        self._shared = shared
         self._fee_refresh_s = fee_refresh_s
         self._lock = threading.Lock()
         self._nonce: int | None = None
@@ -65,31 +94,20 @@ class Submitter:
                 gas = estimate * GAS_HEADROOM_FACTOR
                 self._gas[key] = gas
             max_fee, tip = self._fee_caps()
-            if self._nonce is None:
-                self._nonce = int(
-                    w3.eth.get_transaction_count(cast(Any, self.signer.address), "pending")
-                )
             tx = {
                 **self._params(call),
                 "gas": gas,
-                "nonce": self._nonce,
                 "chainId": self.chain.chain_id,
                 "maxFeePerGas": max_fee,
                 "maxPriorityFeePerGas": tip,
             }
-            try:
-                tx_hash = (
-                    "0x"
-                    + bytes(w3.eth.send_raw_transaction(self.signer.sign_transaction(tx))).hex()
-                )
-            except (ContractLogicError, Web3RPCError) as exc:
-                self._nonce = None  # re-read it: the node may know better
-                message = revert_message(exc) if isinstance(exc, ContractLogicError) else str(exc)
-                return TxResult(False, None, reason_for_revert(message), message)
-            except BaseException:
-                self._nonce = None
-                raise
-            self._nonce += 1
+            shared = self._shared
+            sent = self._send_local(tx) if shared is None else self._send_shared(shared, tx)
+            if isinstance(sent, TxResult):
+                return sent
+            tx_hash = sent
+        # The node has the transaction; its receipt is not read yet.
+        crash_point("paywall.after_submit")
         try:
             receipt = w3.eth.wait_for_transaction_receipt(
                 cast(Any, tx_hash),
@@ -99,6 +117,48 @@ class Submitter:
         except TimeExhausted:
             return TxResult(False, tx_hash, "receipt_timeout", None)
         return self._result(tx, tx_hash, receipt)
+
+    def _pending_count(self) -> int:
+        address = cast(Any, self.signer.address)
+        return int(self.chain.w3.eth.get_transaction_count(address, "pending"))
+
+    def _raw_send(self, tx: dict[str, Any]) -> str | TxResult:
+        """The hash, or a refusal by the node as a value (nothing was sent)."""
+        try:
+            return (
+                "0x"
+                + bytes(
+                    self.chain.w3.eth.send_raw_transaction(self.signer.sign_transaction(tx))
+                ).hex()
+            )
+        except (ContractLogicError, Web3RPCError) as exc:
+            message = revert_message(exc) if isinstance(exc, ContractLogicError) else str(exc)
+            return TxResult(False, None, reason_for_revert(message), message)
+
+    def _send_local(self, tx: dict[str, Any]) -> str | TxResult:
+        if self._nonce is None:
+            self._nonce = self._pending_count()
+        tx["nonce"] = self._nonce
+        try:
+            sent = self._raw_send(tx)
+        except BaseException:
+            self._nonce = None
+            raise
+        if isinstance(sent, TxResult):
+            self._nonce = None  # re-read it: the node may know better
+            return sent
+        self._nonce += 1
+        return sent
+
+    def _send_shared(self, shared: SharedNonces, tx: dict[str, Any]) -> str | TxResult:
+        with shared.relayer_nonce(
+            self.chain.network, self.signer.address, self._pending_count
+        ) as ticket:
+            tx["nonce"] = ticket.nonce
+            sent = self._raw_send(tx)
+            if not isinstance(sent, TxResult):
+                ticket.sent()
+            return sent
 
     def _params(self, call: Call) -> dict[str, Any]:
         return {
