@@ -70,6 +70,10 @@ REASONS: Final[dict[str, str]] = {
     "payment_not_accepted": "the seller answered 402 again after payment without a reason",
     "settlement_unknown": "the seller did not confirm the payment; it may have been spent",
     "timeout": "the seller did not answer in time after the payment was sent",
+    "content_not_delivered": (
+        "the payment was settled on-chain but the seller's answer never came; "
+        "retry the same purchase to collect it without paying again"
+    ),
 }
 
 

@@ -400,9 +400,21 @@ class Payer:
         return self._unknown(prepared, "settlement_unknown", detail)
 
     def after_error(self, prepared: Prepared, error: BaseException) -> PaymentOutcome:
-        """The outcome when the signed request got no answer: possible spend, unless the chain knows."""
+        """The outcome when the signed request got no answer: possible spend, and the reservation stays open.
+
+        It stays open even when the chain shows the authorization used: the
+        content never arrived, and a retry of the same purchase re-presents
+        this same authorization (see :meth:`prepare`), so the seller can
+        deliver what was paid for instead of being paid a second time. If no
+        retry comes, ``farthing agent resolve`` posts it from the chain.
+        """
         detail = f"{type(error).__name__} after the payment was sent"
-        return self._unknown(prepared, "timeout", detail)
+        state, tx_hash = self._chain_state(prepared)
+        if state == "used":
+            return prepared.outcome(
+                "possible_spend", "content_not_delivered", message=detail, tx_hash=tx_hash
+            )
+        return prepared.outcome("possible_spend", "timeout", message=detail)
 
     def _unknown(self, prepared: Prepared, reason: str, detail: str) -> PaymentOutcome:
         state, tx_hash = self._chain_state(prepared)
