@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -46,10 +47,27 @@ from farthing.paywall.errors import (
     PaywallConfigError,
 )
 from farthing.paywall.facilitator import Facilitator, ResolvingFacilitator
+from farthing.paywall.page import (
+    ASSET_PATHS,
+    PREVIEW_SELECTORS_DEFAULT,
+    STRICT_CSP,
+    asset,
+    network_label,
+    render_page,
+    wants_html,
+)
 from farthing.paywall.paths import PathRefusal, canonical_path, encode_path
 from farthing.paywall.preview import split_preview
 from farthing.paywall.pricing import Quote, Rounding
+from farthing.paywall.receipts import Receipt, Receipts
 from farthing.paywall.routes import PaidRoute, PriceRequest, ResolvedRoute, RouteTable
+from farthing.paywall.siwx import (
+    SIGN_IN_WITH_X,
+    SignInRefusal,
+    declare_sign_in,
+    has_paid,
+    verify_sign_in,
+)
 from farthing.paywall.store import PaymentKey, PaymentRecord, PaymentState, PaymentStore
 from farthing.paywall.wire import (
     PAYMENT_HEADER_BYTES_MAX,
@@ -61,7 +79,9 @@ from farthing.paywall.wire import (
     PaymentRequirements,
     ResourceInfo,
     SettleResult,
+    b64_json,
     decode_payment_signature,
+    unb64_json,
 )
 from farthing.wallet.money import Asset
 
@@ -94,6 +114,11 @@ class PaywallOptions:
     public_url: str | None = None  # the base of resource URLs; else the Host header
     payment_header_bytes_max: int = PAYMENT_HEADER_BYTES_MAX
     response_body_bytes_max: int = RESPONSE_BODY_BYTES_MAX_DEFAULT
+    # Buy once, read again (article routes): a signed receipt cookie after
+    # payment and x402 sign-in-with-x; None turns both off.
+    receipts: Receipts | None = None
+    sign_in: bool = True
+    preview_selectors: tuple[str, ...] = PREVIEW_SELECTORS_DEFAULT  # the article element
 
 
 @dataclass(slots=True)
@@ -166,6 +191,13 @@ class PaywallMiddleware:
         method = str(scope["method"]).upper()
         scope = {**scope, "path": path, "raw_path": encode_path(path), "method": method}
         route = self.routes.match(method, path)
+        if path in ASSET_PATHS and method in ("GET", "HEAD"):
+            await _send_asset(send, path, head=method == "HEAD")
+            return
+        if route is not None and route.is_article and self.options.receipts is not None:
+            if await self._owned(scope, receive, send, route):
+                return
+            send = self._with_receipt(scope, send)
         if route is None:
             await self._unpriced_method(scope, receive, send, path)
             return
@@ -263,6 +295,7 @@ class PaywallMiddleware:
         self, scope: dict[str, Any], receive: Any, send: Send, priced: _Priced
     ) -> None:
         extra: dict[str, Any] = {}
+        page = scope["method"] == "GET" and wants_html(_header(scope, b"accept"))
         if priced.route.is_article:
             try:
                 buffered = await self._run_buffered(scope, receive)
@@ -275,12 +308,144 @@ class PaywallMiddleware:
             media_type = _header_of(buffered.headers, b"content-type") or "text/html"
             text = _decode(bytes(buffered.body), media_type)
             fraction = priced.route.preview_fraction or Decimal(0)
+            if page:
+                csp = _header_of(buffered.headers, b"content-security-policy")
+                await self._send_page(send, priced, text, media_type, fraction, csp)
+                return
             extra = {
                 "preview": split_preview(text, fraction, media_type) if text is not None else "",
                 "previewFraction": str(fraction),
                 "previewMediaType": media_type,
             }
+        if page:
+            await self._send_page(send, priced, None, "text/plain", Decimal(0), None)
+            return
         await self._send_402(send, priced, None, "Payment required.", extra)
+
+    async def _send_page(
+        self,
+        send: Send,
+        priced: _Priced,
+        text: str | None,
+        media_type: str,
+        fraction: Decimal,
+        csp: str | None,
+    ) -> None:
+        """The browser's 402: the preview and the pay box (``farthing.paywall.page``)."""
+        network = priced.requirements.network
+        terms: dict[str, Any] = {
+            "x402Version": 2,
+            "accepts": priced.requirements.to_wire(),
+            "resource": priced.resource.to_wire(),
+            "price": {**_price_terms(priced.quote), "symbol": priced.quote.asset.symbol},
+            "network": network,
+            "networkName": network_label(network),
+            "chainId": int(network.split(":", 1)[1]),
+            "serverTimeS": int(time.time()),
+            "signIn": self._sign_in_offered(priced),
+        }
+        document = render_page(
+            text,
+            media_type,
+            fraction,
+            terms,
+            selectors=self.options.preview_selectors,
+            title=priced.route.route.description or "Payment required",
+        ).encode("utf-8")
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(document)).encode()),
+            (b"cache-control", b"no-store"),
+            # The site's own policy when it has one (our script is same-origin), else ours.
+            (b"content-security-policy", (csp or STRICT_CSP).encode("latin-1")),
+            (b"access-control-expose-headers", _EXPOSE.encode()),
+            (PAYMENT_REQUIRED_HEADER.encode(), self._challenge_header(priced, None).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 402, "headers": headers})
+        await send({"type": "http.response.body", "body": document, "more_body": False})
+
+    def _sign_in_offered(self, priced: _Priced) -> bool:
+        return (
+            self.options.receipts is not None and self.options.sign_in and priced.route.is_article
+        )
+
+    def _extensions(self, priced: _Priced) -> dict[str, Any]:
+        if not self._sign_in_offered(priced) or self.options.receipts is None:
+            return {}
+        declared = declare_sign_in(
+            priced.resource.url, priced.requirements.network, self.options.receipts
+        )
+        return {SIGN_IN_WITH_X: declared}
+
+    def _challenge_header(self, priced: _Priced, reason: str | None) -> str:
+        extensions = self._extensions(priced)
+        challenge = priced.challenge(reason)
+        if not extensions:
+            return challenge.header()
+        return b64_json({**challenge.to_wire(), "extensions": extensions})
+
+    # ------------------------------------------------------------ buy once, read again
+
+    async def _owned(
+        self, scope: dict[str, Any], receive: Any, send: Send, route: ResolvedRoute
+    ) -> bool:
+        """Serve an article its reader already bought: a receipt cookie or a sign-in proves it."""
+        receipts = self.options.receipts
+        if receipts is None:  # pragma: no cover - checked by the caller
+            return False
+        path = scope["path"]
+        token = _cookie(scope, receipts.cookie_name(path))
+        if token is not None and isinstance(receipts.check(token, path), Receipt):
+            await self.app(scope, receive, _private_answer(send, []))
+            return True
+        header = _header(scope, SIGN_IN_WITH_X.encode())
+        if header is None or not self.options.sign_in:
+            return False
+        signed = verify_sign_in(
+            header,
+            resource_url=self._resource_url(scope),
+            network=route.asset.network,
+            receipts=receipts,
+        )
+        if isinstance(signed, SignInRefusal):
+            log.info("sign-in refused for %s: %s", path, signed.reason)
+            return False
+        try:
+            paid = await self._store(has_paid, self.store, path, signed.address)
+        except PaymentStoreError as exc:
+            await _send_unavailable(send, "payment_database_unavailable", str(exc))
+            return True
+        if not paid:
+            return False
+        cookie = receipts.set_cookie(path, signed.address, secure=self._secure(scope))
+        await self.app(scope, receive, _private_answer(send, [(b"set-cookie", cookie)]))
+        return True
+
+    def _with_receipt(self, scope: dict[str, Any], send: Send) -> Send:
+        """``send`` that adds a receipt cookie to a settled, paid answer for this article."""
+        receipts = self.options.receipts
+        if receipts is None:  # pragma: no cover - checked by the caller
+            return send
+        path = scope["path"]
+        secure = self._secure(scope)
+
+        async def with_receipt(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                settled = _header_of(
+                    message.get("headers", []), PAYMENT_RESPONSE_HEADER.lower().encode()
+                )
+                payer = _settled_payer(settled)
+                if payer is not None:
+                    cookie = receipts.set_cookie(path, payer, secure=secure)
+                    headers = [*message.get("headers", []), (b"set-cookie", cookie)]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        return with_receipt
+
+    def _secure(self, scope: dict[str, Any]) -> bool:
+        base = self.options.public_url or f"{scope.get('scheme', 'http')}://"
+        return base.startswith("https://")
 
     async def _send_402(
         self,
@@ -293,6 +458,7 @@ class PaywallMiddleware:
     ) -> None:
         challenge = priced.challenge(reason)
         requirements = priced.requirements
+        extensions = self._extensions(priced)
         message = (
             f"{detail} This resource costs {priced.quote.describe()}, paid to "
             f"{requirements.pay_to} on {requirements.network} with an x402 v2 client "
@@ -305,8 +471,12 @@ class PaywallMiddleware:
         }
         if reason is None:
             body["error"] = "payment_required"
+        if extensions:
+            body["extensions"] = extensions
         body.update(extra or {})
-        headers = [(PAYMENT_REQUIRED_HEADER.encode(), challenge.header().encode())]
+        headers = [
+            (PAYMENT_REQUIRED_HEADER.encode(), self._challenge_header(priced, reason).encode())
+        ]
         if settlement is not None:
             headers.append((PAYMENT_RESPONSE_HEADER.encode(), settlement.header().encode()))
         await _send_json(send, 402, body, headers)
@@ -570,6 +740,62 @@ class PaywallMiddleware:
         if buffered.status == 0:
             raise RuntimeError("the app finished without starting a response")
         return buffered
+
+
+def _settled_payer(header: str | None) -> str | None:
+    """The payer of a successful ``PAYMENT-RESPONSE``, else None."""
+    if not header:
+        return None
+    try:
+        data = unb64_json(header)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("success") is not True:
+        return None
+    payer = data.get("payer")
+    return payer if isinstance(payer, str) and payer.startswith("0x") else None
+
+
+def _cookie(scope: Mapping[str, Any], name: str) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() != b"cookie":
+            continue
+        for part in bytes(value).decode("latin-1").split(";"):
+            key_text, sep, found = part.strip().partition("=")
+            if sep and key_text == name:
+                return found
+    return None
+
+
+def _private_answer(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` for an article served to its owner: never from a shared cache."""
+
+    async def private(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"
+            ]
+            headers += [(b"cache-control", b"private, no-store"), (b"vary", b"cookie"), *extra]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return private
+
+
+async def _send_asset(send: Send, path: str, *, head: bool) -> None:
+    found = asset(path)
+    if found is None:  # pragma: no cover - only called for ASSET_PATHS
+        await _send_json(send, 404, {"error": "not_found"})
+        return
+    data, media_type = found
+    headers = [
+        (b"content-type", media_type),
+        (b"content-length", str(len(data)).encode()),
+        (b"cache-control", b"public, max-age=3600"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else data, "more_body": False})
 
 
 def _without_body(send: Send) -> Send:
