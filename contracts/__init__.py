@@ -22,6 +22,7 @@ ARTIFACT_NAMES: tuple[str, ...] = (
     "BatchSettlement",
     "BatchSettler",
     "ERC3009DepositCollector",
+    "Multicall3",
     "Stablecoin",
 )
 

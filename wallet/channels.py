@@ -43,6 +43,7 @@ __all__ = [
     "CLAIM_BATCH_TYPES",
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
+    "MULTICALL3_ADDRESS",
     "REFUND_TYPES",
     "UINT128_MAX",
     "VOUCHER_TYPES",
@@ -66,6 +67,7 @@ DOMAIN_VERSION: Final = "1"
 WITHDRAW_DELAY_MIN_S: Final = 900  # 15 minutes, the contract's floor
 WITHDRAW_DELAY_MAX_S: Final = 2_592_000  # 30 days, its ceiling
 UINT128_MAX: Final = 2**128 - 1
+MULTICALL3_ADDRESS: Final = "0xcA11bde05977b3631167028862bE2a173976CA11"
 _UINT40_MAX: Final = 2**40 - 1
 
 CHANNEL_CONFIG_TYPES: Final[dict[str, list[dict[str, str]]]] = {
@@ -461,6 +463,9 @@ def place_channel_contracts(
 ) -> ChannelContracts:
     """Put our BatchSettlement and ERC-3009 collector at ``contracts``' addresses on a dev chain.
 
+    Also places a Multicall3 at its well-known address when that holds no
+    code, since the official facilitator batches its reads through it.
+
     Idempotent: code already in place is left alone. The escrow has no
     constructor state; the collector's one immutable (the escrow's address)
     is filled in by running its constructor read-only, so the code placed is
@@ -473,9 +478,14 @@ def place_channel_contracts(
     wanted = {
         contracts.settlement: settlement_code,
         contracts.erc3009_collector: _runtime_code(chain, collector_creation),
+        # The reference facilitator reads channel state through Multicall3.
+        MULTICALL3_ADDRESS: bytes.fromhex(load_artifact("Multicall3").deployed_bytecode[2:]),
     }
     for address, code in wanted.items():
-        if chain.code_at(address) != code:
+        existing = chain.code_at(address)
+        if address == MULTICALL3_ADDRESS and existing:
+            continue  # a chain that has the original keeps it
+        if existing != code:
             _set_code(chain, address, code)
             invariant(chain.code_at(address) == code, f"code did not land at {address}")
     return contracts
