@@ -154,12 +154,28 @@ class Paywall:
     url: str
     process: subprocess.Popen[str]
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def wait_killed(self, timeout_s: float = PROCESS_TIMEOUT_S) -> int:
         return self.process.wait(timeout=timeout_s)
 
 
-def start_paywall(fc: FaultChain, site: Site, *, crash_at: str | None = None) -> Paywall:
-    """``farthing paywall serve`` for ``site`` on a free port; armed with ``crash_at`` if given."""
+def start_paywall(
+    fc: FaultChain,
+    site: Site,
+    *,
+    crash_at: str | None = None,
+    port: int = 0,
+    lease_s: float | None = None,
+) -> Paywall:
+    """``farthing paywall serve`` for ``site``; armed with ``crash_at`` if given.
+
+    ``port=0`` takes a free port from the OS; a restart passes the port it had,
+    so the resource URL, which the payer's retry matches on, stays the same.
+    ``lease_s`` shortens the claim lease so a dead owner's claim runs out fast.
+    """
     extra = {"FARTHING_CRASH_AT": crash_at} if crash_at else {}
     log = (site.data_dir / f"paywall-{len(site.processes)}.log").open("w")
     argv = [
@@ -167,8 +183,10 @@ def start_paywall(fc: FaultChain, site: Site, *, crash_at: str | None = None) ->
         "--upstream", fc.upstream_url, "--route", f"GET /api/** {PRICE}",
         "--pay-to", site.merchant, "--token", fc.asset.address, "--rpc-url", fc.chain.rpc_url,
         "--key-file", str(fc.relayer_key_file), "--database-url", site.store_url,
-        "--ledger-database-url", site.revenue_url, "--port", "0",
+        "--ledger-database-url", site.revenue_url, "--port", str(port),
     ]  # fmt: skip
+    if lease_s is not None:
+        argv += ["--claim-lease-s", str(lease_s)]
     with log:
         process = subprocess.Popen(
             argv,

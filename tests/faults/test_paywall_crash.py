@@ -1,0 +1,86 @@
+"""A paywall killed by SIGKILL at any step of serving a payment recovers: the payer gets the content or keeps the money.
+
+For each of the paywall's crash points, a real ``farthing paywall serve`` on
+anvil, armed with ``FARTHING_CRASH_AT`` and a short claim lease, dies while a
+real agent process (``pay_once.py``) pays for a URL. The agent sees the
+connection drop, asks the chain, and keeps the reservation open. The
+documented recovery then runs: the paywall restarts on the same port, the
+dead owner's lease runs out, the payer retries the purchase with the same
+authorization (the paywall takes the claim over and resolves it from the
+chain, delivering what was paid for), and ``farthing paywall resolve`` and
+``farthing agent resolve`` sweep up. Afterwards both ledgers balance, both
+agree with the chain, the payment settled exactly once, the payer got the
+content, and nothing is left reserved or claimed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import (
+    SIGKILLED,
+    FaultChain,
+    agent_resolve,
+    assert_invariants,
+    new_agent,
+    new_site,
+    pay,
+    paywall_resolve,
+    start_paywall,
+    stopping,
+)
+
+pytestmark = pytest.mark.anvil
+
+# Where the paywall dies, and whether the authorization had reached the chain by then.
+POINTS = {
+    "paywall.after_verify": False,
+    "paywall.after_claim": False,
+    "paywall.after_handler": False,
+    "paywall.after_submit": True,
+    "paywall.after_receipt": True,
+    "paywall.after_mark": True,
+    "paywall.after_book": True,
+}
+# Short, so a dead owner's claim runs out within the test; the margin covers clock steps.
+LEASE_S = 2.0
+LEASE_MARGIN_S = 0.5
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_paywall_killed_at_a_crash_point_recovers(
+    point: str, fault_chain: FaultChain, tmp_path: Path
+) -> None:
+    site = new_site(fault_chain, tmp_path / "site")
+    agent = new_agent(fault_chain, tmp_path / "agent")
+    with stopping(site):
+        paywall = start_paywall(fault_chain, site, crash_at=point, lease_s=LEASE_S)
+        url = f"{paywall.url}/api/data"
+        first = pay(fault_chain, agent, url)
+        assert paywall.wait_killed() == SIGKILLED, f"the paywall did not die at {point}"
+        killed_at = time.monotonic()
+        assert first.code == 0, first.stderr[-2000:]
+        assert first.result is not None and first.result["error"], first.result
+        assert not first.content
+        # No answer: possible spend, whatever the chain says, and the reservation stays open.
+        assert first.result["outcome"] == "possible_spend", first.result
+        moved = POINTS[point]
+        assert first.result["reason"] == ("content_not_delivered" if moved else "timeout")
+
+        restarted = start_paywall(fault_chain, site, port=paywall.port, lease_s=LEASE_S)
+        assert restarted.url == paywall.url
+        time.sleep(max(0.0, killed_at + LEASE_S + LEASE_MARGIN_S - time.monotonic()))
+        retry = pay(fault_chain, agent, url)
+        assert retry.code == 0, retry.stderr[-2000:]
+        assert retry.result is not None and retry.result["outcome"] == "paid", retry.result
+        assert retry.content, retry.result
+        assert retry.result["payment_id"] == first.result["payment_id"]  # the same payment
+
+        swept = paywall_resolve(fault_chain, site)
+        assert swept["still_pending"] == 0, swept
+        resolved = agent_resolve(fault_chain, agent)
+        assert resolved["ledger_balanced"] and resolved["reconciliation_breaks"] == 0, resolved
+        assert_invariants(fault_chain, site, agent, [first, retry])
