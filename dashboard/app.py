@@ -40,6 +40,7 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import create_engine, select
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -298,7 +299,13 @@ def create_app(
             burn = burn_down(session, now)
             per_minute = payments_per_minute(session, now)
             revenue = revenue_by_resource(session, midnight_ns(now))
-        paywall = paywall_revenue(paywall_engine, midnight_ns(now)) if paywall_engine else None
+        paywall, paywall_error = None, None
+        if paywall_engine is not None:
+            try:
+                paywall = paywall_revenue(paywall_engine, midnight_ns(now))
+            except DBAPIError:
+                # Revenue from the paywall is one panel; the books still show.
+                paywall_error = f"cannot read the paywall database at {shown['paywall_database']}"
         approvals = list_approvals(database, status="pending", limit=settings.table_rows_max)
         run = last_run(database)
         default = next(iter(money.values()), Money())
@@ -313,6 +320,7 @@ def create_app(
             "per_minute": per_minute,
             "revenue_listing": revenue_listing(revenue, money, "revenue", "Revenue per site and article today (merchant books)"),
             "paywall_listing": None if paywall is None else revenue_listing(paywall, money, "paywall_revenue", "Revenue per site and article today (paywall payments)"),
+            "paywall_error": paywall_error,
             "approvals": approvals,
             "run": run,
             "audit": verifier.state,
