@@ -1,7 +1,8 @@
 """``farthing demo``: an agent buys articles from a paywalled blog, on embedded defaults.
 
 Everything runs in this process, with no node and no server: the in-process
-chain (py-evm), SQLite files in a temporary directory, and the blog served
+chain (py-evm), SQLite files in a fresh folder under FARTHING_DATA_DIR/demo
+(kept, so `farthing dashboard` can open them), and the blog served
 through ``httpx.ASGITransport``. The demo
 
 1. deploys the stablecoin and funds a fresh agent wallet by minting, booking
@@ -21,7 +22,9 @@ first two accounts are anvil's funded dev accounts). ``--json`` prints one line.
 from __future__ import annotations
 
 import asyncio
-import tempfile
+import contextlib
+import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -115,6 +118,12 @@ def demo(
         out_console.print(
             f"Last paid article {result['last_paid_s']:.2f}s after the command started."
         )
+    books = Path(result["books_dir"])
+    out_console.print(
+        "See it in the dashboard: farthing dashboard "
+        f"--database-url sqlite:///{books / 'agent.sqlite'} "
+        f"--paywall-database-url sqlite:///{books / 'paywall.sqlite'}"
+    )
 
 
 def run_demo(
@@ -162,7 +171,8 @@ def run_demo(
         from farthing.wallet.channels import place_channel_contracts
 
         place_channel_contracts(chain)
-    with tempfile.TemporaryDirectory(prefix="farthing-demo-") as tmp:
+    # Kept after the run, so `farthing dashboard` can open the demo's own books.
+    with contextlib.nullcontext(str(_demo_dir())) as tmp:
         try:
             operator, relayer = (account.signer() for account in chain.dev_accounts()[:2])
             start_block = chain.block_number() + 1
@@ -252,7 +262,20 @@ def run_demo(
         "revenue": sum(row.posted for row in revenue),
         "revenue_count": sum(row.payment_count for row in revenue),
         "last_paid_s": paid_at[-1] if paid_at else None,
+        "books_dir": tmp,
     }
+
+
+def _demo_dir() -> Path:
+    """A fresh folder for this run under FARTHING_DATA_DIR/demo; runs older than a day go."""
+    root = Path(os.environ.get("FARTHING_DATA_DIR", "~/.farthing")).expanduser() / "demo"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("run-*"):
+        if old.is_dir() and time.time() - old.stat().st_mtime > 86_400:
+            shutil.rmtree(old, ignore_errors=True)
+    path = root / f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    return path
 
 
 def _database(path: Path) -> LedgerDatabase:

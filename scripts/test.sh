@@ -17,6 +17,13 @@ fi
 echo "==> installing Python packages (.[dev])"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
+# The dashboard's browser tests drive Debian's chromium through Playwright
+# (installed with .[dev]); no browser is ever downloaded by Playwright.
+if [ ! -x /usr/bin/chromium ]; then
+    echo "==> installing Debian's chromium for the browser tests"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null
+fi
+
 echo "==> installing npm packages (anvil, solc) from package-lock.json"
 npm ci --no-audit --no-fund --loglevel=error
 
