@@ -16,6 +16,7 @@ killed by its own id if a test leaves it running.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -30,7 +31,9 @@ from pydantic import SecretStr
 
 from farthing.agents.books import AgentBooks
 from farthing.agents.integrity import ledger_balanced, reconcile_books
+from farthing.agents.payer import Payer
 from farthing.agents.reservations import booked_payments, open_payments
+from farthing.agents.settings import AgentSettings
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.ledger.chainview import TokenChainView
 from farthing.ledger.reconciliation import reconcile
@@ -42,7 +45,8 @@ from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import AUTHORIZATION_USED_TOPIC, Stablecoin
-from tests.conftest import TEST_PASSPHRASE, cli_env, ready_line, run_farthing
+from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env, ready_line, run_farthing
+from tests.faults.pay_once import buy
 
 REPO: Final = Path(__file__).resolve().parents[2]
 PAY_ONCE: Final = Path(__file__).with_name("pay_once.py")
@@ -276,6 +280,20 @@ def pay(
     return PayResult(process.returncode, json.loads(lines[-1]) if lines else None, err)
 
 
+def pay_here(fc: FaultChain, agent: Agent, url: str, *, task_id: str = "buy-one") -> PayResult:
+    """The same purchase as :func:`pay`, made by this process: for tests where only the paywall dies."""
+    payer = Payer(
+        signer=agent.key,
+        chain=fc.chain,
+        asset=fc.asset,
+        books=agent.books,
+        settings=AgentSettings(settle_retry_delay_s=0.2, read_timeout_s=PAYER_READ_TIMEOUT_S),
+    )
+    config = {"task_id": task_id, "url": url, "marker": MARKER}
+    agent.books.start_task(task_id, 10 * PRICE_ATOMIC)
+    return PayResult(0, asyncio.run(buy(payer, config)), "")
+
+
 # ------------------------------------------------------------------ the recoveries
 
 
@@ -308,6 +326,51 @@ def paywall_resolve(fc: FaultChain, site: Site) -> dict[str, Any]:
     assert result.code == 0, result.stderr[-2000:]
     parsed: dict[str, Any] = result.json()
     return parsed
+
+
+def recover_both(fc: FaultChain, site: Site, agent: Agent) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``farthing paywall resolve`` and ``farthing agent resolve`` side by side (separate books)."""
+    commands = {
+        "paywall": (
+            [
+                "paywall", "resolve", "--json", "--rpc-url", fc.chain.rpc_url,
+                "--database-url", site.store_url, "--ledger-database-url", site.revenue_url,
+            ],
+            cli_env(site.data_dir / "cli"),
+        ),
+        "agent": (
+            [
+                "agent", "resolve", "--json", "--data-dir", str(agent.data_dir),
+                "--rpc-url", fc.chain.rpc_url, "--token", fc.asset.address,
+                "--database-url", agent.database_url,
+            ],
+            cli_env(agent.data_dir),
+        ),
+    }  # fmt: skip
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "farthing", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        for name, (argv, env) in commands.items()
+    }
+    results: dict[str, CliResult] = {}
+    try:
+        for name, process in started.items():
+            out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
+            results[name] = CliResult(process.returncode, out, err)
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=15)
+    assert results["paywall"].code == 0, results["paywall"].stderr[-2000:]
+    assert results["agent"].code in (0, 1), results["agent"].stderr[-2000:]
+    return results["paywall"].json(), results["agent"].json()
 
 
 # ------------------------------------------------------------------ the invariants

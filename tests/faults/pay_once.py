@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from farthing.agents.books import AgentBooks
-from farthing.agents.client import async_paying_client, asettle_after_error
+from farthing.agents.client import asettle_after_error, async_paying_client
 from farthing.agents.outcome import PaymentOutcome, outcome_of
 from farthing.agents.payer import Payer
 from farthing.agents.settings import AgentSettings

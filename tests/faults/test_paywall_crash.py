@@ -1,9 +1,10 @@
 """A paywall killed by SIGKILL at any step of serving a payment recovers: the payer gets the content or keeps the money.
 
 For each of the paywall's crash points, a real ``farthing paywall serve`` on
-anvil, armed with ``FARTHING_CRASH_AT`` and a short claim lease, dies while a
-real agent process (``pay_once.py``) pays for a URL. The agent sees the
-connection drop, asks the chain, and keeps the reservation open. The
+anvil, armed with ``FARTHING_CRASH_AT`` and a short claim lease, dies while an
+agent pays for a URL through the agents' paying client (in the test's own
+process, the code ``pay_once.py`` runs: here only the paywall dies). The agent
+sees the connection drop, asks the chain, and keeps the reservation open. The
 documented recovery then runs: the paywall restarts on the same port, the
 dead owner's lease runs out, the payer retries the purchase with the same
 authorization (the paywall takes the claim over and resolves it from the
@@ -23,12 +24,11 @@ import pytest
 from tests.faults.harness import (
     SIGKILLED,
     FaultChain,
-    agent_resolve,
     assert_invariants,
     new_agent,
     new_site,
-    pay,
-    paywall_resolve,
+    pay_here,
+    recover_both,
     start_paywall,
     stopping,
 )
@@ -59,10 +59,9 @@ def test_paywall_killed_at_a_crash_point_recovers(
     with stopping(site):
         paywall = start_paywall(fault_chain, site, crash_at=point, lease_s=LEASE_S)
         url = f"{paywall.url}/api/data"
-        first = pay(fault_chain, agent, url)
+        first = pay_here(fault_chain, agent, url)
         assert paywall.wait_killed() == SIGKILLED, f"the paywall did not die at {point}"
         killed_at = time.monotonic()
-        assert first.code == 0, first.stderr[-2000:]
         assert first.result is not None and first.result["error"], first.result
         assert not first.content
         # No answer: possible spend, whatever the chain says, and the reservation stays open.
@@ -73,14 +72,12 @@ def test_paywall_killed_at_a_crash_point_recovers(
         restarted = start_paywall(fault_chain, site, port=paywall.port, lease_s=LEASE_S)
         assert restarted.url == paywall.url
         time.sleep(max(0.0, killed_at + LEASE_S + LEASE_MARGIN_S - time.monotonic()))
-        retry = pay(fault_chain, agent, url)
-        assert retry.code == 0, retry.stderr[-2000:]
+        retry = pay_here(fault_chain, agent, url)
         assert retry.result is not None and retry.result["outcome"] == "paid", retry.result
         assert retry.content, retry.result
         assert retry.result["payment_id"] == first.result["payment_id"]  # the same payment
 
-        swept = paywall_resolve(fault_chain, site)
+        swept, resolved = recover_both(fault_chain, site, agent)
         assert swept["still_pending"] == 0, swept
-        resolved = agent_resolve(fault_chain, agent)
         assert resolved["ledger_balanced"] and resolved["reconciliation_breaks"] == 0, resolved
         assert_invariants(fault_chain, site, agent, [first, retry])
