@@ -4,7 +4,9 @@ When node and the pinned npm ``solc`` are installed, the artifacts are rebuilt
 (``node contracts/build.mjs --check``) and any drift fails the test. Without
 them (a user install) the rebuild is skipped with the reason; the remaining
 checks read the committed artifacts: every call the bindings encode exists in
-the ABI, and the deployed contract's type hashes equal the wallet's.
+the ABI, the deployed contract's type hashes equal the wallet's, and the
+batch-settlement escrow's ABI (functions and the Settled event) is exactly the
+one the x402 reference package ships.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any
 import pytest
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
+from x402.mechanisms.evm.batch_settlement import constants as x402_channels
+from x402.mechanisms.evm.batch_settlement.abi import BATCH_SETTLEMENT_ABI
 
 from farthing.contracts import ARTIFACT_NAMES, load_artifact
 from farthing.wallet.chain import Call, MemoryChain
 from farthing.wallet.eip712 import TYPE_STRINGS
+from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ESCROW_SIGNATURES
 from farthing.wallet.token import SIGNATURES, deploy_stablecoin
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,4 +105,59 @@ def test_the_contract_type_hashes_are_the_wallets() -> None:
     # The well-known value, as USDC publishes it.
     assert keccak(text=TYPE_STRINGS["TransferWithAuthorization"]).hex() == (
         "7c7c6cdb67a18743f49ec6fa9b35f50d52ed05cbed4cc592e13b44501c1a2267"
+    )
+
+
+def _abi_entries(abi: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> dict[str, Any]:
+    """Each function or event by name: its input and output types (and indexing)."""
+
+    def canonical(param: dict[str, Any]) -> str:
+        kind = str(param["type"])
+        if kind.startswith("tuple"):
+            inner = ",".join(canonical(c) for c in param["components"])
+            return f"({inner}){kind[len('tuple') :]}"
+        return kind
+
+    return {
+        f"{item['type']}:{item['name']}": (
+            [(canonical(p), bool(p.get("indexed"))) for p in item["inputs"]],
+            [canonical(p) for p in item.get("outputs", [])],
+        )
+        for item in abi
+        if item["type"] in ("function", "event")
+    }
+
+
+def test_the_escrow_abi_is_the_x402_reference_abi() -> None:
+    ours = _abi_entries(load_artifact("BatchSettlement").abi)
+    reference = _abi_entries(BATCH_SETTLEMENT_ABI)
+    assert {name: ours.get(name) for name in reference} == reference
+    # Every call and event topic our binding uses is in our ABI.
+    assert set(ESCROW_SIGNATURES.values()) <= _abi_signatures(load_artifact("BatchSettlement").abi)
+    events = {
+        keccak(text=f"{item['name']}({','.join(str(p['type']) for p in item['inputs'])})")
+        for item in load_artifact("BatchSettlement").abi
+        if item["type"] == "event" and all(p["type"] != "tuple" for p in item["inputs"])
+    }
+    assert {t for n, t in ESCROW_EVENT_TOPICS.items() if not n.startswith("Channel")} <= events
+
+
+def test_the_escrow_type_hashes_and_limits_are_the_specs() -> None:
+    chain = MemoryChain(accounts=1)
+    settlement = chain.deploy(
+        bytes.fromhex(load_artifact("BatchSettlement").bytecode[2:]),
+        sender=chain.dev_accounts()[0].signer(),
+    )
+    assert settlement.ok and settlement.contract_address is not None
+
+    def read(name: str, kind: str) -> Any:
+        result = chain.call(Call(settlement.contract_address, keccak(text=f"{name}()")[:4]))
+        assert result.ok, name
+        return abi_decode([kind], result.return_data)[0]
+
+    assert read("CHANNEL_CONFIG_TYPEHASH", "bytes32") == x402_channels.CHANNEL_CONFIG_TYPEHASH
+    assert read("MIN_WITHDRAW_DELAY", "uint40") == x402_channels.MIN_WITHDRAW_DELAY
+    assert read("MAX_WITHDRAW_DELAY", "uint40") == x402_channels.MAX_WITHDRAW_DELAY
+    assert read("VOUCHER_TYPEHASH", "bytes32") == keccak(
+        text="Voucher(bytes32 channelId,uint128 maxClaimableAmount)"
     )
