@@ -1,4 +1,8 @@
-"""``farthing paywall serve|resolve``: a paywalled reverse proxy, and its sweep.
+"""``farthing paywall init|serve|resolve|revenue``: a paywalled reverse proxy and its tools.
+
+``init`` writes a commented ``farthing.toml`` (``farthing.paywall.init_config``);
+``revenue`` reports settled revenue per article, per day and in total
+(``farthing.paywall.revenue``, ``--json`` or ``--csv``).
 
 ``serve`` puts :class:`~farthing.paywall.middleware.PaywallMiddleware` in
 front of ``--upstream``, with routes from ``--config FILE`` and/or
@@ -7,9 +11,13 @@ in-process facilitator (``--rpc-url`` and ``--key-file``) or by a remote one
 (``--facilitator-url``). Once it listens it prints one line (``--json``:
 ``{"url","upstream","network","routes"}``).
 
-``resolve`` runs the sweep of ``farthing.paywall.resolve``: pending payments
-are settled, failed or expired from what the chain says, and unbooked revenue
-is booked.
+``resolve`` runs the sweep of ``farthing.paywall.resolve``: pending payments,
+and claims whose process died (their lease ran out), are settled, failed or
+expired from what the chain says, and unbooked revenue is booked.
+
+With the in-process facilitator, the relayer's account nonces are allocated
+in the payment database, so several ``serve`` processes sharing that
+database may settle with the same key.
 """
 
 from __future__ import annotations
@@ -131,8 +139,13 @@ def settlement_facilitator(
     facilitator_url: str | None,
     facilitator_token_file: Path | None,
     key_file: Path | None,
+    nonce_store: Any = None,
 ) -> Any:
-    """The facilitator the command-line options ask for: remote by URL, else local with a key."""
+    """The facilitator the command-line options ask for: remote by URL, else local with a key.
+
+    ``nonce_store`` (a ``PaymentStore``) allocates the local relayer's nonces
+    in a database shared with other processes using the same key.
+    """
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.keys import load_key_file, load_token_file
     from farthing.paywall.remote import RemoteFacilitator
@@ -146,7 +159,7 @@ def settlement_facilitator(
         return RemoteFacilitator(facilitator_url, token=bearer)
     if key_file is None:
         fail("the local facilitator settles on-chain: pass --key-file (or --facilitator-url)")
-    return LocalFacilitator(chain, load_key_file(key_file))
+    return LocalFacilitator(chain, load_key_file(key_file), nonce_store=nonce_store)
 
 
 def revenue_books(ledger_database_url: str | None) -> Any:
@@ -181,27 +194,140 @@ def build_paywall(settings: Any) -> tuple[Any, str]:
         fail("the token is described by the chain: pass --rpc-url and --token")
     chain = open_chain(settings.rpc_url)
     asset = read_asset(chain, settings.token)
+    store = PaymentStore(settings.database_url or default_database_url())
     facilitator = settlement_facilitator(
         chain,
         facilitator_url=settings.facilitator_url,
         facilitator_token_file=settings.facilitator_token_file,
         key_file=settings.key_file,
+        nonce_store=store,  # processes sharing the database may share the relayer key
     )
     books = revenue_books(settings.ledger_database_url)
     if settings.rounding not in ("exact", "up"):
         fail(f"rounding must be 'exact' or 'up', got {settings.rounding!r}")
+    receipts = _receipts(settings)
+    page: dict[str, Any] = {}
+    if settings.preview_selectors:
+        page["preview_selectors"] = tuple(settings.preview_selectors)
     options = PaywallOptions(
         routes=list(settings.routes),
         facilitator=facilitator,
-        store=PaymentStore(settings.database_url or default_database_url()),
+        store=store,
         books=books,
         pay_to=settings.pay_to,
         asset=asset,
         rates=settings.rates,
         rounding=settings.rounding,
         public_url=settings.public_url,
+        receipts=receipts,
+        **page,
     )
     return PaywallMiddleware(ReverseProxy(settings.upstream), options=options), chain.network
+
+
+@app.command()
+def init(
+    upstream: Annotated[str, typer.Option("--upstream", help="The site to paywall.")],
+    pay_to: Annotated[str, typer.Option("--pay-to", help="Your wallet address.")],
+    rpc_url: Annotated[str, typer.Option("--rpc-url", help="The network's JSON-RPC URL.")],
+    token: Annotated[str, typer.Option("--token", help="The USDC token address.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write.")] = Path(
+        "farthing.toml"
+    ),
+    path: Annotated[str, typer.Option("--path", help="The articles' path glob.")] = "/posts/**",
+    price: Annotated[str, typer.Option("--price", help="Per article.")] = "0.1 CNY",
+    preview_fraction: Annotated[str, typer.Option("--preview-fraction")] = "0.33",
+    rate: Annotated[
+        str, typer.Option("--rate", help="CURRENCY=RATE, USDC per one unit.")
+    ] = "CNY=0.1385",
+    network: Annotated[str, typer.Option("--network", help="Named in a comment.")] = "",
+    key_file: Annotated[
+        str | None, typer.Option("--key-file", help="Local facilitator key (relative path).")
+    ] = None,
+    facilitator_url: Annotated[
+        str | None, typer.Option("--facilitator-url", help="A remote facilitator.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Payment records.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented farthing.toml (and a receipt secret) for `serve --config`."""
+    from farthing.paywall.init_config import InitChoices, write_config
+
+    currency, rate_value = next(iter(_rates([rate]).items()))
+    if key_file is None and facilitator_url is None:
+        key_file = "relayer.key"
+    choices = InitChoices(
+        upstream=upstream,
+        pay_to=pay_to,
+        rpc_url=rpc_url,
+        token=token,
+        network=network,
+        path=path,
+        price=price,
+        preview_fraction=preview_fraction,
+        currency=currency,
+        rate=rate_value,
+        key_file=key_file,
+        facilitator_url=facilitator_url,
+        database_url=database_url or f"sqlite:///{(output.parent / 'paywall.sqlite').resolve()}",
+    )
+    written = write_config(output, choices, force=force)
+    out_console.print(f"wrote {', '.join(str(p) for p in written)}")
+    out_console.print(f"next: farthing paywall serve --config {output}")
+
+
+@app.command()
+def revenue(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Read database_url from this file.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Payment records.")
+    ] = None,
+    decimals: Annotated[int, typer.Option("--decimals", min=0, max=36)] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """Revenue per article, per day and in total, in USDC and in your currency."""
+    from farthing.paywall.config import load_config
+    from farthing.paywall.revenue import revenue_report
+    from farthing.paywall.store import PaymentStore
+
+    url = database_url or (load_config(config).database_url if config else None)
+    store = PaymentStore(url or default_database_url())
+    try:
+        report = revenue_report(store, decimals=decimals)
+    finally:
+        store.dispose()
+    if as_json:
+        emit_json(report.to_json())
+        return
+    if as_csv:
+        out_console.file.write(report.to_csv())
+        return
+    data = report.to_json()
+    for title, lines in (("article", data["articles"]), ("day", data["days"])):
+        for line in lines:
+            fiat = "".join(f", {v} {k}" for k, v in line["fiat"].items())
+            out_console.print(
+                f"{title} {line['key']}: {line['payments']} paid, {line['usdc']} USDC{fiat}"
+            )
+    total = data["total"]
+    fiat = "".join(f", {v} {k}" for k, v in total["fiat"].items())
+    out_console.print(f"total: {total['payments']} paid, {total['usdc']} USDC{fiat}")
+
+
+def _receipts(settings: Any) -> Any:
+    """The receipt signer: the configured secret file, else a secret for this process only."""
+    from farthing.paywall.receipts import RECEIPT_LIFETIME_S_DEFAULT, Receipts
+
+    lifetime_s = getattr(settings, "receipt_lifetime_s", None) or RECEIPT_LIFETIME_S_DEFAULT
+    secret_file = getattr(settings, "receipt_secret_file", None)
+    if secret_file is None:
+        return Receipts.ephemeral(lifetime_s=lifetime_s)
+    return Receipts.from_file(secret_file, lifetime_s=lifetime_s)
 
 
 @app.command()
@@ -213,9 +339,15 @@ def resolve(
     ledger_database_url: Annotated[
         str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
     ] = None,
+    lease_s: Annotated[
+        float,
+        typer.Option(
+            "--lease-s", min=1.0, max=86400.0, help="The sweep's own lease on a row it resolves."
+        ),
+    ] = 180.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
-    """Resolve pending payments from the chain and book unbooked revenue."""
+    """Resolve pending payments, and claims whose process died, from the chain; book revenue."""
     from farthing.paywall.books import LedgerRevenueBook
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.resolve import sweep
@@ -233,7 +365,9 @@ def resolve(
         database = LedgerDatabase(LedgerSettings(database_url=ledger_database_url))
         upgrade_database(database)
         books = LedgerRevenueBook(database)
-    report = sweep(PaymentStore(database_url or default_database_url()), facilitator, books)
+    report = sweep(
+        PaymentStore(database_url or default_database_url()), facilitator, books, lease_s=lease_s
+    )
     counts = {
         "settled": report.settled,
         "failed": report.failed,

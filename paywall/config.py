@@ -12,6 +12,9 @@
     database_url = "sqlite:///paywall.sqlite"
     ledger_database_url = "sqlite:///ledger.sqlite"   # optional: book revenue
     rounding = "exact"                       # or "up" (see farthing.paywall.pricing)
+    receipt_secret_file = "receipt.secret"   # signs readers' receipts (random if left out)
+    receipt_lifetime_s = 2592000             # a receipt reads the article again for 30 days
+    preview_selectors = ["article", "main"]  # the element cut to its preview on the 402 page
 
     [rates]
     CNY = "0.1385"                           # asset units per one CNY, as text
@@ -50,7 +53,8 @@ _KNOWN_KEYS: Final = frozenset(
     {
         "upstream", "pay_to", "token", "rpc_url", "key_file", "facilitator_url",
         "facilitator_token_file", "database_url", "ledger_database_url", "rounding",
-        "rates", "routes", "public_url",
+        "rates", "routes", "public_url", "receipt_secret_file", "receipt_lifetime_s",
+        "preview_selectors",
     }
 )  # fmt: skip
 
@@ -72,6 +76,9 @@ class ServeConfig:
     rounding: str = "exact"
     rates: dict[str, str] = field(default_factory=dict)
     routes: tuple[PaidRoute, ...] = ()
+    receipt_secret_file: Path | None = None  # None: a random secret for this process only
+    receipt_lifetime_s: int | None = None
+    preview_selectors: tuple[str, ...] | None = None  # the article element, tried in order
 
     def with_flags(self, **flags: Any) -> ServeConfig:
         """Flags win over the file; routes given as flags are added after the file's."""
@@ -173,6 +180,19 @@ def load_config(path: Path) -> ServeConfig:
     if not isinstance(routes, list):
         raise PaywallConfigError(f"{path}: routes must be an array of tables ([[routes]])")
 
+    lifetime = data.get("receipt_lifetime_s")
+    if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)):
+        raise PaywallConfigError(f"{path}: receipt_lifetime_s must be an integer (seconds)")
+    selectors = data.get("preview_selectors")
+    if selectors is not None and (
+        not isinstance(selectors, list)
+        or not selectors
+        or not all(isinstance(s, str) and s.strip() for s in selectors)
+    ):
+        raise PaywallConfigError(
+            f'{path}: preview_selectors must be a list of CSS selectors, e.g. ["article", "main"]'
+        )
+
     def local(key: str) -> Path | None:
         text = _text(data, key, where)
         return None if text is None else (path.parent / text).resolve()
@@ -191,4 +211,7 @@ def load_config(path: Path) -> ServeConfig:
         rounding=_text(data, "rounding", where) or "exact",
         rates=dict(rates),
         routes=tuple(_route(route, i) for i, route in enumerate(routes)),
+        receipt_secret_file=local("receipt_secret_file"),
+        receipt_lifetime_s=lifetime,
+        preview_selectors=tuple(selectors) if selectors is not None else None,
     )

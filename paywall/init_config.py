@@ -1,0 +1,125 @@
+"""``farthing paywall init``: a commented ``farthing.toml`` a blogger can read and edit.
+
+The file names every setting ``farthing paywall serve --config`` reads
+(``farthing.paywall.config``), with a comment on what it does. A fresh random
+receipt secret is written next to it, readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from farthing.paywall.errors import PaywallConfigError
+from farthing.paywall.receipts import write_receipt_secret
+
+__all__ = ["InitChoices", "render_config", "write_config"]
+
+RECEIPT_SECRET_NAME = "receipt.secret"
+
+
+@dataclass(frozen=True, slots=True)
+class InitChoices:
+    """What ``init`` asks for; everything has a sensible default but the payee and the site."""
+
+    upstream: str
+    pay_to: str
+    rpc_url: str
+    token: str
+    network: str = ""  # shown as a comment: the token and the chain are read from rpc_url
+    path: str = "/posts/**"
+    price: str = "0.1 CNY"
+    preview_fraction: str = "0.33"
+    currency: str = "CNY"
+    rate: str = "0.1385"
+    key_file: str | None = "relayer.key"
+    facilitator_url: str | None = None
+    database_url: str = "sqlite:///paywall.sqlite"
+
+
+def _q(text: str) -> str:
+    return json.dumps(text)  # a TOML basic string is a JSON string
+
+
+def render_config(choices: InitChoices) -> str:
+    if bool(choices.key_file) == bool(choices.facilitator_url):
+        raise PaywallConfigError("choose one facilitator: a local key file or a remote URL")
+    if choices.facilitator_url:
+        facilitator = (
+            "# The facilitator verifies and settles payments. This site uses a remote one:\n"
+            f"facilitator_url = {_q(choices.facilitator_url)}\n"
+            '# facilitator_token_file = "facilitator.token"   # its bearer token, if it needs one\n'
+            "# Or settle on-chain yourself with a funded key (mode 600):\n"
+            '# key_file = "relayer.key"\n'
+        )
+    else:
+        facilitator = (
+            "# The facilitator verifies and settles payments. Local: this key pays the gas\n"
+            "# (it needs a little ETH on the network, never USDC); keep it mode 600.\n"
+            f"key_file = {_q(str(choices.key_file))}\n"
+            "# Or use a remote facilitator instead:\n"
+            '# facilitator_url = "https://facilitator.example"\n'
+        )
+    network = f" ({choices.network})" if choices.network else ""
+    return f"""\
+# farthing.toml: your site behind an x402 paywall. Serve it with
+#   farthing paywall serve --config farthing.toml
+# Paths in this file are relative to it.
+
+# The site being paywalled: Farthing proxies every request to it.
+upstream = {_q(choices.upstream)}
+
+# Who gets paid: your wallet address.
+pay_to = {_q(choices.pay_to)}
+
+# The network{network}: the chain's JSON-RPC URL and the USDC token on it.
+# Its name, decimals and EIP-712 domain are read from the chain.
+rpc_url = {_q(choices.rpc_url)}
+token = {_q(choices.token)}
+
+{facilitator}
+# Payment records (SQLite file or postgresql://...). Add ledger_database_url
+# to book revenue in a double-entry ledger too.
+database_url = {_q(choices.database_url)}
+
+# The price of a fiat-priced article is converted at this rate, stored with each payment.
+rounding = "exact"     # or "up": round a converted price up to whole atomic units
+
+# Readers who paid read again for free: a signed receipt cookie (this secret signs
+# it; keep it private) or by signing in with the wallet that paid.
+receipt_secret_file = {_q(RECEIPT_SECRET_NAME)}
+receipt_lifetime_s = 2592000     # 30 days
+
+# On the payment page only this element of the article is cut to its preview;
+# the site's header, navigation and styles stay. The first selector that matches wins.
+preview_selectors = ["article", "main"]
+
+# The page's public address, if it is behind another proxy (resource URLs use it).
+# public_url = "https://blog.example"
+
+[rates]
+# USDC per one unit of each currency you price in, as text.
+{choices.currency} = {_q(choices.rate)}
+
+# Paid routes: a path glob (* one segment, ** any depth), a price, and the free share.
+[[routes]]
+path = {_q(choices.path)}
+price = {_q(choices.price)}
+preview_fraction = {_q(choices.preview_fraction)}    # the first third is free
+description = "an article"
+"""
+
+
+def write_config(path: Path, choices: InitChoices, *, force: bool = False) -> list[Path]:
+    """Write the config (and a receipt secret beside it); returns the files written."""
+    if path.exists() and not force:
+        raise PaywallConfigError(f"{path} already exists (pass --force to replace it)")
+    text = render_config(choices)
+    path.write_text(text, encoding="utf-8")
+    written = [path]
+    secret = path.parent / RECEIPT_SECRET_NAME
+    if force or not secret.exists():
+        write_receipt_secret(secret)
+        written.append(secret)
+    return written

@@ -1,0 +1,212 @@
+"""A reader pays for an article in real Chromium, reads it again for free, and others still pay.
+
+A real static site (tests/paywall/site, served with a strict
+Content-Security-Policy) sits behind ``farthing paywall serve --config``, the
+config written by ``farthing paywall init``. Playwright drives Debian's
+chromium. The only stand-in is a fake of the wallet extension: an init script
+puts an EIP-1193 ``window.ethereum`` in the page whose requests
+(``eth_requestAccounts``, ``eth_chainId``, ``wallet_switchEthereumChain``,
+``eth_signTypedData_v4``, ``personal_sign``) go to anvil, which signs for its
+unlocked dev accounts. The test checks what the reader sees and what the
+chain did; a screenshot of each state lands in the test's temp folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.staticfiles import StaticFiles
+
+from tests.conftest import cli_env
+from tests.paywall.conftest import ChainEnv, serve_in_thread
+
+pytestmark = [pytest.mark.browser, pytest.mark.anvil]
+
+CHROMIUM = Path("/usr/bin/chromium")
+SITE = Path(__file__).parent / "site"
+ARTICLE = "/posts/farthing.html"
+PRICE_ATOMIC = 13_850  # 0.1 CNY at 0.1385 USDC per CNY
+SITE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'"
+
+FAKE_WALLET_EXTENSION = """
+window.ethereum = {
+  isFakeWalletExtension: true,
+  request: function (args) { return window.__fakeWallet(args.method, args.params || []); }
+};
+"""
+
+
+def _strict_csp(app: Any) -> Any:
+    async def with_csp(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def add(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"content-security-policy", SITE_CSP.encode()),
+                ]
+            await send(message)
+
+        await app(scope, receive, add)
+
+    return with_csp
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def blog(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``farthing paywall init`` then ``serve --config`` in front of the static site."""
+    folder = tmp_path_factory.mktemp("blog")
+    relayer_key = chain_env.chain.dev_accounts()[5].private_key.get_secret_value()
+    (folder / "relayer.key").write_text(relayer_key + "\n")
+    (folder / "relayer.key").chmod(0o600)
+    site = Starlette()
+    site.mount("/", StaticFiles(directory=SITE, html=True))
+    with serve_in_thread(_strict_csp(site)) as upstream:
+        env = cli_env(folder / "data")
+        init = subprocess.run(
+            [
+                sys.executable, "-m", "farthing", "paywall", "init",
+                "--output", str(folder / "farthing.toml"), "--upstream", upstream,
+                "--pay-to", chain_env.merchant, "--rpc-url", chain_env.chain.rpc_url,
+                "--token", chain_env.asset.address, "--path", "/posts/**",
+                "--price", "0.1 CNY", "--rate", "CNY=0.1385",
+            ],
+            check=False, capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert init.returncode == 0, init.stderr
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "farthing", "paywall", "serve", "--json",
+                "--config", str(folder / "farthing.toml"), "--port", "0",
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"paywall serve did not start: {process.communicate(timeout=10)[1]}")
+        try:
+            yield str(json.loads(line)["url"])
+        finally:
+            process.terminate()
+            process.communicate(timeout=15)
+
+
+def _reader(browser: Any, chain_env: ChainEnv, account: str | None) -> Any:
+    """A fresh browser profile, with the fake wallet extension holding ``account``."""
+    context = browser.new_context(viewport={"width": 900, "height": 900})
+    if account is None:
+        return context
+    rpc = httpx.Client(base_url=chain_env.chain.rpc_url, timeout=30.0)
+
+    def wallet(source: Any, method: str, params: list[Any]) -> Any:
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return [account]
+        if method == "wallet_switchEthereumChain":
+            return None  # anvil is the only chain this fake knows
+        if method not in ("eth_chainId", "eth_signTypedData_v4", "personal_sign"):
+            raise RuntimeError(f"the fake wallet extension does not do {method}")
+        answer = rpc.post("", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        body = answer.json()
+        if "error" in body:
+            raise RuntimeError(str(body["error"]))
+        return body["result"]
+
+    context.on("close", lambda _: rpc.close())
+    context.expose_binding("__fakeWallet", wallet)
+    context.add_init_script(FAKE_WALLET_EXTENSION)
+    return context
+
+
+def test_a_reader_pays_in_the_browser_and_reads_again_without_paying(
+    browser: Any, blog: str, chain_env: ChainEnv, tmp_path: Path
+) -> None:
+    accounts = [a.address for a in chain_env.chain.dev_accounts()]
+    buyer, stranger = accounts[1], accounts[2]
+    for reader in (buyer, stranger):
+        assert chain_env.token.mint(reader, 1_000_000, sender=chain_env.owner).ok
+    url = blog + ARTICLE
+    balance = chain_env.token.balance_of
+
+    # 1. The 402 page: the site around a preview, the pay box, nothing paid for.
+    first = _reader(browser, chain_env, buyer)
+    page = first.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    response = page.goto(url)
+    assert response is not None and response.status == 402
+    assert page.locator(".site-nav").is_visible()  # the site's navigation stays
+    assert page.get_by_text("a quarter of a penny").is_visible()
+    assert "PAID-PART" not in page.content()
+    assert page.get_by_text("0.1 CNY").is_visible()
+    page.screenshot(path=tmp_path / "1-preview.png", full_page=True)
+    assert page.get_by_text("USDC on the local development chain").is_visible()
+    page.screenshot(path=tmp_path / "1-preview.png", full_page=True)
+
+    # 2. Pay: the whole article, and the price moved on the chain.
+    before = balance(buyer), balance(chain_env.merchant)
+    page.get_by_role("button", name="Pay with wallet").click()
+    page.get_by_text("its name comes from the Old English").wait_for(timeout=60_000)
+    assert page.content().count("PAID-PART") == 3
+    assert balance(buyer) == before[0] - PRICE_ATOMIC
+    assert balance(chain_env.merchant) == before[1] + PRICE_ATOMIC
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    page.screenshot(path=tmp_path / "2-paid.png", full_page=True)
+
+    # 3. Reload: the receipt cookie reads it again, nothing is paid.
+    again = page.reload()
+    assert again is not None and again.status == 200
+    assert page.content().count("PAID-PART") == 3
+    assert balance(buyer) == before[0] - PRICE_ATOMIC
+    page.screenshot(path=tmp_path / "3-reload.png", full_page=True)
+    first.close()
+
+    # 4. Another browser, the same wallet: sign in with x402 sign-in-with-x, read for free.
+    second = _reader(browser, chain_env, buyer)
+    page = second.new_page()
+    assert page.goto(url).status == 402
+    page.get_by_role("button", name="Already paid? Sign in with your wallet").click()
+    page.get_by_text("its name comes from the Old English").wait_for(timeout=30_000)
+    assert balance(buyer) == before[0] - PRICE_ATOMIC
+    page.screenshot(path=tmp_path / "4-signed-in.png", full_page=True)
+    second.close()
+
+    # 5. A different wallet is asked to pay.
+    third = _reader(browser, chain_env, stranger)
+    page = third.new_page()
+    page.goto(url)
+    page.get_by_role("button", name="Already paid? Sign in with your wallet").click()
+    page.get_by_text("This wallet has not bought this article yet").wait_for(timeout=30_000)
+    assert "PAID-PART" not in page.content()
+    assert balance(stranger) == 1_000_000
+    page.screenshot(path=tmp_path / "5-stranger.png", full_page=True)
+    third.close()
+
+    # 6. No wallet at all: one plain sentence.
+    fourth = _reader(browser, chain_env, None)
+    page = fourth.new_page()
+    page.goto(url)
+    page.get_by_role("button", name="Pay with wallet").click()
+    page.get_by_text("No wallet was found in this browser").wait_for(timeout=10_000)
+    page.screenshot(path=tmp_path / "6-no-wallet.png", full_page=True)
+    fourth.close()
