@@ -24,7 +24,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_canonical_address
@@ -447,7 +447,7 @@ def _set_code(chain: Chain, address: str, code: bytes) -> None:
         backend.mine_blocks(1)
     elif isinstance(chain, RpcChain) and chain.chain_id == ANVIL_CHAIN_ID:
         response = chain.w3.provider.make_request(
-            "anvil_setCode",
+            cast(Any, "anvil_setCode"),
             [checksum(address), "0x" + code.hex()],
         )
         if "error" in response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from eth_account.messages import encode_typed_data
@@ -30,7 +31,7 @@ from x402.mechanisms.evm.batch_settlement.utils import (
 )
 
 from farthing.contracts import load_artifact
-from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, TxResult
+from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
 from farthing.wallet.channels import (
     MULTICALL3_ADDRESS,
     ChannelConfig,
@@ -43,7 +44,7 @@ from farthing.wallet.channels import (
     sign_refund,
     sign_voucher,
 )
-from farthing.wallet.devchain import start_anvil
+from farthing.wallet.devchain import ensure_deployment, load_dev_deployment, start_anvil
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
 from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ChannelEscrow, VoucherClaim
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
@@ -466,3 +467,16 @@ def test_timed_withdrawal_waits_for_the_delay_and_leaves_claims_alone(own_chain:
     assert s.escrow.settle(s.receiver, s.token.address, sender=s.relayer).ok
     assert s.token.balance_of(s.receiver) == 2_500
     assert s.escrow.finalize_withdraw(s.config, sender=s.payer).reason == "withdrawal_not_pending"
+
+
+@pytest.mark.anvil
+def test_chain_dev_deployment_places_the_contracts_and_records_them(
+    anvil_chain: Chain, tmp_path: Path
+) -> None:
+    assert isinstance(anvil_chain, RpcChain)
+    deployment, _ = ensure_deployment(anvil_chain, tmp_path, fund_atomic=0)
+    assert deployment.channels == CONTRACTS
+    assert load_dev_deployment(tmp_path, state_dir=tmp_path).channels == CONTRACTS
+    runtime = bytes.fromhex(load_artifact("BatchSettlement").deployed_bytecode[2:])
+    assert anvil_chain.code_at(CONTRACTS.settlement) == runtime
+    assert anvil_chain.code_at(CONTRACTS.erc3009_collector)
