@@ -34,12 +34,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Final
 
 import anyio.to_thread
 
+from farthing.faults import crash_point
 from farthing.paywall.books import RevenueBook, SettledPayment
 from farthing.paywall.errors import (
     FacilitatorUnavailableError,
@@ -68,7 +69,13 @@ from farthing.paywall.siwx import (
     has_paid,
     verify_sign_in,
 )
-from farthing.paywall.store import PaymentKey, PaymentRecord, PaymentState, PaymentStore
+from farthing.paywall.store import (
+    CLAIM_LEASE_S_DEFAULT,
+    PaymentKey,
+    PaymentRecord,
+    PaymentState,
+    PaymentStore,
+)
 from farthing.paywall.wire import (
     PAYMENT_HEADER_BYTES_MAX,
     PAYMENT_REQUIRED_HEADER,
@@ -83,6 +90,7 @@ from farthing.paywall.wire import (
     decode_payment_signature,
     unb64_json,
 )
+from farthing.wallet.eip712 import verify_authorization_signature
 from farthing.wallet.money import Asset
 
 __all__ = ["RESPONSE_BODY_BYTES_MAX_DEFAULT", "PaywallMiddleware", "PaywallOptions"]
@@ -93,6 +101,10 @@ _EXPOSE: Final = f"{PAYMENT_REQUIRED_HEADER}, {PAYMENT_RESPONSE_HEADER}"
 _UNBUFFERED_EXTENSIONS: Final = ("http.response.pathsend", "http.response.zerocopy")
 _INT63_MAX: Final = 2**63 - 1
 _FINAL_REFUSALS: Final = (PaymentState.FAILED, PaymentState.EXPIRED)
+_RETRY_SAME_HEADER: Final = (
+    "The payment was sent to the chain but its outcome is not known yet. Retry with the "
+    "same payment header: it will not be charged twice. Do not sign a new payment."
+)
 
 log = logging.getLogger("farthing.paywall")
 
@@ -119,6 +131,14 @@ class PaywallOptions:
     receipts: Receipts | None = None
     sign_in: bool = True
     preview_selectors: tuple[str, ...] = PREVIEW_SELECTORS_DEFAULT  # the article element
+    # How long a nonce claim is its request's own without renewal: it must
+    # cover the handler, and (renewed before settling) the facilitator's
+    # receipt wait. After it, a retry or the sweep may take the payment over.
+    claim_lease_s: float = CLAIM_LEASE_S_DEFAULT
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.claim_lease_s <= 24 * 3600:
+            raise PaywallConfigError("claim_lease_s must be between 1 s and 24 h")
 
 
 @dataclass(slots=True)
@@ -497,7 +517,9 @@ class PaywallMiddleware:
             requirements.network, requirements.asset, auth.from_address, "0x" + auth.nonce.hex()
         )
         known = await self._store(self.store.get, key)
-        if known is not None and known.state == PaymentState.PENDING:
+        if known is not None and _unowned(known):
+            # Pending, or its owner's lease ran out (it died, or stalled):
+            # finish it from the chain instead of refusing the payer.
             await self._resume_pending(scope, receive, send, priced, payload, key)
             return
         if known is not None and known.state != PaymentState.RELEASED:
@@ -516,12 +538,18 @@ class PaywallMiddleware:
                 send, priced, reason, f"The payment was refused: {verified.message or reason}."
             )
             return
-        claim = await self._store(self.store.claim, self._record(key, priced, payload))
+        crash_point("paywall.after_verify")
+        claim = await self._store(
+            self.store.claim,
+            self._record(key, priced, payload),
+            lease_s=self.options.claim_lease_s,
+        )
         if not claim.won:
             await self._send_402(
                 send, priced, "nonce_already_used", "This payment was already used."
             )
             return
+        crash_point("paywall.after_claim")
         await self._serve_and_settle(scope, receive, send, priced, payload, key, claim.owner)
 
     async def _resume_pending(
@@ -533,59 +561,76 @@ class PaywallMiddleware:
         payload: PaymentPayload,
         key: PaymentKey,
     ) -> None:
-        """A retry of a payment whose settlement outcome was unknown: read the chain first."""
-        claim = await self._store(self.store.reclaim_pending, key)
-        if not claim.won:
+        """A retry of a payment nobody is finishing: take it over, read the chain first.
+
+        The row is pending (the outcome was unknown), claimed by an owner whose
+        lease ran out (it died mid-way), or settled but never delivered.
+        """
+        known = await self._store(self.store.get, key)
+        if known is None:
+            await self._send_402(send, priced, "nonce_already_used", "This payment is unknown.")
+            return
+        # The key (payer, nonce) is public on-chain: only the payer's own
+        # signed authorization for these terms may collect what it paid for.
+        signed = payload.signed(priced.requirements.domain())
+        if not verify_authorization_signature(signed, payload.payer).valid:
+            await self._send_402(
+                send, priced, "invalid_signature", "The signature does not verify."
+            )
+            return
+        auth = payload.authorization
+        if auth.value != known.amount or auth.to.lower() != known.pay_to.lower():
+            await self._send_402(
+                send, priced, "nonce_already_used", "This nonce paid for something else."
+            )
+            return
+        claim = await self._store(self.store.take_over, key, lease_s=self.options.claim_lease_s)
+        if not claim.won or claim.existing is None:
             await self._send_402(
                 send, priced, "nonce_already_used", "This payment is already being settled."
             )
             return
-        record = claim.existing or await self._store(self.store.get, key)
-        requirements = priced.requirements
+        record = claim.existing
+        owner = claim.owner
+        terms = replace(priced.requirements, amount=record.amount, pay_to=record.pay_to)
+        if record.state == PaymentState.SETTLED:
+            settled = SettleResult(
+                True,
+                key.network,
+                record.tx_hash or "",
+                payload.payer,
+                record.amount,
+                block_number=record.block_number,
+            )
+            await self._deliver(scope, receive, send, priced, payload, record, owner, settled)
+            return
         if isinstance(self.facilitator, ResolvingFacilitator):
             try:
                 resolved = await self.facilitator.resolve(
-                    requirements,
-                    payload.payer,
-                    payload.authorization.nonce,
-                    record.tx_hash if record else None,
+                    terms, payload.payer, auth.nonce, record.tx_hash
                 )
             except FacilitatorUnavailableError:
                 await self._store(
                     self.store.mark_pending,
                     key,
-                    claim.owner,
+                    owner,
                     reason="settlement_unknown",
-                    tx_hash=None,
+                    tx_hash=record.tx_hash,
                 )
                 raise
-            if resolved is not None and resolved.success:
-                await self._store(
-                    self.store.mark_settled,
-                    key,
-                    claim.owner,
-                    tx_hash=resolved.transaction,
-                    block_number=resolved.block_number,
-                )
-                await self._book(priced, payload, key, resolved)
-                buffered = await self._run_buffered(scope, receive)
-                await _send_buffered(send, buffered, _paid_headers(resolved))
-                return
             if resolved is not None:
-                await self._store(
-                    self.store.mark_failed, key, claim.owner, reason=resolved.reason or "failed"
-                )
+                await self._settled(scope, receive, send, priced, payload, record, owner, resolved)
+                return
+            if time.time() > record.valid_before:
+                # Unused and past validBefore: it can never move money any more.
+                await self._store(self.store.mark_expired, key, owner)
                 await self._send_402(
-                    send,
-                    priced,
-                    resolved.reason,
-                    "The payment was not settled.",
-                    settlement=resolved,
+                    send, priced, "authorization_expired", "The payment expired unused."
                 )
                 return
         # The nonce is unused on-chain (or the facilitator resolves on its own):
-        # settle again; the facilitator re-reads the nonce before any resubmission.
-        await self._serve_and_settle(scope, receive, send, priced, payload, key, claim.owner)
+        # serve and settle; the facilitator re-reads the nonce before resubmitting.
+        await self._serve_and_settle(scope, receive, send, priced, payload, key, owner)
 
     async def _serve_and_settle(
         self,
@@ -613,6 +658,17 @@ class PaywallMiddleware:
             await self._store(self.store.release, key, owner)
             await _send_buffered(send, buffered, [])
             return
+        crash_point("paywall.after_handler")
+        # A fresh lease for the settlement: a live owner is never taken over
+        # while its transaction waits for a receipt.
+        renewed = await self._store(
+            self.store.renew, key, owner, lease_s=self.options.claim_lease_s
+        )
+        if not renewed:
+            # Our lease ran out during the handler and someone took the payment
+            # over: it is theirs to settle now; we send nothing.
+            await _send_unavailable(send, "settlement_pending", _RETRY_SAME_HEADER)
+            return
         try:
             settled = await self.facilitator.settle(payload, priced.requirements)
         except FacilitatorUnavailableError:
@@ -621,30 +677,68 @@ class PaywallMiddleware:
                 self.store.mark_pending, key, owner, reason="settlement_unknown", tx_hash=None
             )
             raise
+        crash_point("paywall.after_receipt")
+        record = self._record(key, priced, payload)
+        if (
+            not settled.success
+            and settled.reason == "nonce_already_used"
+            and isinstance(self.facilitator, ResolvingFacilitator)
+        ):
+            # Used already: by an earlier owner's transaction still in flight
+            # when we resubmitted? If that paid us, this payment is settled.
+            try:
+                resolved = await self.facilitator.resolve(
+                    priced.requirements, payload.payer, payload.authorization.nonce, None
+                )
+            except FacilitatorUnavailableError:
+                resolved = None
+            settled = resolved if resolved is not None else _unknown(settled)
+        await self._settled(scope, receive, send, priced, payload, record, owner, settled, buffered)
+
+    async def _settled(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Send,
+        priced: _Priced,
+        payload: PaymentPayload,
+        record: PaymentRecord,
+        owner: str,
+        settled: SettleResult,
+        buffered: _Buffered | None = None,
+    ) -> None:
+        """Record a settlement's outcome (ours only while we own the row), then answer."""
+        key = record.key
         if settled.success:
-            await self._store(
+            marked = await self._store(
                 self.store.mark_settled,
                 key,
                 owner,
                 tx_hash=settled.transaction,
                 block_number=settled.block_number,
             )
-            await self._book(priced, payload, key, settled)
-            await _send_buffered(send, buffered, _paid_headers(settled))
+            if not marked:
+                # Taken over meanwhile: the new owner resolves the same
+                # settlement from the chain and delivers it once.
+                await _send_unavailable(send, "settlement_pending", _RETRY_SAME_HEADER)
+                return
+            crash_point("paywall.after_mark")
+            await self._deliver(
+                scope, receive, send, priced, payload, record, owner, settled, buffered
+            )
             return
         if settled.pending:
             await self._store(
                 self.store.mark_pending,
                 key,
                 owner,
-                reason="settlement_pending",
+                reason=settled.reason or "settlement_pending",
                 tx_hash=settled.transaction or None,
             )
             await _send_unavailable(
                 send,
                 "settlement_pending",
-                "The payment was sent to the chain but its outcome is not known yet. Retry with the "
-                "same payment header: it will not be charged twice. Do not sign a new payment.",
+                _RETRY_SAME_HEADER,
                 [(PAYMENT_RESPONSE_HEADER.encode(), settled.header().encode())],
             )
             return
@@ -658,6 +752,37 @@ class PaywallMiddleware:
             f"The payment could not be settled: {settled.message or settled.reason}.",
             settlement=settled,
         )
+
+    async def _deliver(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Send,
+        priced: _Priced,
+        payload: PaymentPayload,
+        record: PaymentRecord,
+        owner: str,
+        settled: SettleResult,
+        buffered: _Buffered | None = None,
+    ) -> None:
+        """Book a settled payment (idempotently), then send its content once."""
+        if not record.booked:
+            await self._book(priced, payload, record.key, settled, record)
+        crash_point("paywall.after_book")
+        if buffered is None:
+            try:
+                buffered = await self._run_buffered(scope, receive)
+            except BaseException:
+                # Paid but not served: the payer's next retry gets it.
+                with anyio.CancelScope(shield=True):
+                    await self._store(self.store.give_back, record.key, owner)
+                raise
+        if not 200 <= buffered.status < 300:
+            await self._store(self.store.give_back, record.key, owner)
+            await _send_buffered(send, buffered, [])
+            return
+        await _send_buffered(send, buffered, _paid_headers(settled))
+        await self._store(self.store.mark_delivered, record.key, owner)
 
     # ------------------------------------------------------------ helpers
 
@@ -681,22 +806,29 @@ class PaywallMiddleware:
         return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
 
     async def _book(
-        self, priced: _Priced, payload: PaymentPayload, key: PaymentKey, settled: SettleResult
+        self,
+        priced: _Priced,
+        payload: PaymentPayload,
+        key: PaymentKey,
+        settled: SettleResult,
+        record: PaymentRecord | None = None,
     ) -> None:
         if self.books is None:
             return
         books = self.books
         auth = payload.authorization
         asset = priced.quote.asset
+        # The terms the payment was claimed at, should the route's price have changed since.
+        terms = record or self._record(key, priced, payload)
         payment = SettledPayment(
             network=key.network,
             token=key.token,
             decimals=asset.decimals,
             symbol=asset.symbol,
             payer=key.payer,
-            pay_to=priced.requirements.pay_to,
+            pay_to=terms.pay_to,
             nonce=key.nonce,
-            amount=priced.requirements.amount,
+            amount=terms.amount,
             tx_hash=settled.transaction,
             block_number=settled.block_number,
             route=priced.route.route.path,
@@ -740,6 +872,21 @@ class PaywallMiddleware:
         if buffered.status == 0:
             raise RuntimeError("the app finished without starting a response")
         return buffered
+
+
+def _unowned(record: PaymentRecord) -> bool:
+    """Nobody is finishing this payment: pending, or its owner's lease ran out undelivered."""
+    if record.state == PaymentState.PENDING:
+        return True
+    if record.state not in (PaymentState.CLAIMED, PaymentState.SETTLED) or record.delivered:
+        return False
+    return record.lease_until_ns is None or record.lease_until_ns < time.time_ns()
+
+
+def _unknown(refused: SettleResult) -> SettleResult:
+    """A settle refused as ``nonce_already_used`` while the chain shows the nonce unused:
+    someone's transaction is in flight, so the outcome is pending, not failed."""
+    return replace(refused, success=False, reason="settlement_pending", pending=True)
 
 
 def _settled_payer(header: str | None) -> str | None:

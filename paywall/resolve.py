@@ -1,16 +1,21 @@
 """The sweep: settle the books on what the chain says, for payments left open.
 
-A payment is left *pending* when its settlement's outcome was unknown (a
-receipt timeout, an RPC lost mid-settle). The middleware resolves one when
-the payer retries; :func:`sweep` resolves all of them without waiting for a
-retry, reading only the chain, never guessing:
+A payment is left open when its settlement's outcome was unknown (a receipt
+timeout, an RPC lost mid-settle: *pending*), or when the process settling it
+died (killed, crashed, power lost: *claimed* by an owner whose lease has run
+out). The middleware finishes one when the payer retries; :func:`sweep`
+finishes all of them without waiting for a retry. It takes each row over
+with a compare-and-swap (``PaymentStore.take_over``; a live owner's claim is
+never touched), then reads only the chain, never guessing:
 
 * the settlement's receipt, or the token's ``AuthorizationUsed`` log, shows
-  the price moved to the merchant → ``settled`` (and booked);
+  the price moved to the merchant → ``settled`` (and booked); the payer's
+  retry with the same header then gets the content, once;
 * the nonce was used by some other transfer → ``failed``;
 * the nonce is unused and ``validBefore`` has passed → ``expired``: it can
   never be executed any more, so it is closed unpaid;
-* otherwise it stays pending for the next sweep or the payer's retry.
+* otherwise it is left ``pending`` for the next sweep or the payer's retry,
+  which serves and settles it.
 
 It also books every settled payment whose revenue an earlier failure left
 unbooked; the ledger's idempotent ids make that safe to repeat.
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 from farthing.paywall.books import RevenueBook, SettledPayment
 from farthing.paywall.facilitator import LocalFacilitator
-from farthing.paywall.store import PaymentRecord, PaymentState, PaymentStore
+from farthing.paywall.store import CLAIM_LEASE_S_DEFAULT, PaymentRecord, PaymentState, PaymentStore
 from farthing.paywall.wire import PaymentRequirements
 from farthing.wallet.token import read_asset
 
@@ -59,25 +64,42 @@ def sweep(
     books: RevenueBook | None = None,
     *,
     clock: Callable[[], float] = time.time,
+    lease_s: float = CLAIM_LEASE_S_DEFAULT,
 ) -> SweepReport:
-    """Resolve every pending payment from the chain, then book what is unbooked."""
+    """Resolve every open payment from the chain, then book what is unbooked.
+
+    ``lease_s`` is the sweep's own lease on a row while it reads the chain
+    (should the sweep die too, the row opens again after it).
+    """
     settled = failed = expired = still = booked = 0
-    for record in store.records(state=PaymentState.PENDING):
+    for record in store.sweepable():
         if record.key.network != facilitator.network:
             still += 1
             continue
-        claim = store.reclaim_pending(record.key)
-        if not claim.won:
+        claim = store.take_over(record.key, lease_s=lease_s)
+        if not claim.won or claim.existing is None:
+            continue  # someone else is finishing it
+        record = claim.existing
+        if record.state == PaymentState.SETTLED:
+            store.give_back(record.key, claim.owner)  # settled meanwhile: only booking is left
             continue
         payer = record.key.payer
         nonce = bytes.fromhex(record.key.nonce[2:])
-        outcome = facilitator.resolve_sync(_requirements(record), payer, nonce, record.tx_hash)
+        try:
+            outcome = facilitator.resolve_sync(_requirements(record), payer, nonce, record.tx_hash)
+        except BaseException:
+            store.mark_pending(
+                record.key, claim.owner, reason="settlement_unknown", tx_hash=record.tx_hash
+            )
+            raise
         if outcome is not None and outcome.success:
+            # No lease kept: the payer's retry may collect the content at once.
             store.mark_settled(
                 record.key,
                 claim.owner,
                 tx_hash=outcome.transaction,
                 block_number=outcome.block_number,
+                keep_lease=False,
             )
             settled += 1
         elif outcome is not None:
@@ -88,7 +110,10 @@ def sweep(
             expired += 1
         else:
             store.mark_pending(
-                record.key, claim.owner, reason=record.reason or "pending", tx_hash=record.tx_hash
+                record.key,
+                claim.owner,
+                reason=record.reason or "owner_lost",
+                tx_hash=record.tx_hash,
             )
             still += 1
     if books is not None:

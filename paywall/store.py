@@ -387,10 +387,7 @@ class PaymentStore:
             moved = connection.execute(
                 update(PAYMENTS)
                 .where(
-                    key.where()
-                    & condition
-                    & (c.owner == before.owner)
-                    & (c.state == before.state)
+                    key.where() & condition & (c.owner == before.owner) & (c.state == before.state)
                 )
                 .values(
                     state=PaymentState.CLAIMED

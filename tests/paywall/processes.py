@@ -54,7 +54,9 @@ def start_paywall(config: dict[str, Any], *, crash_at: str | None = None) -> Pay
 
 
 @contextmanager
-def running_paywall(config: dict[str, Any], *, crash_at: str | None = None) -> Iterator[PaywallProcess]:
+def running_paywall(
+    config: dict[str, Any], *, crash_at: str | None = None
+) -> Iterator[PaywallProcess]:
     server = start_paywall(config, crash_at=crash_at)
     try:
         yield server

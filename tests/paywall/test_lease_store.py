@@ -34,7 +34,10 @@ LEASE_S = 0.3
 def _record() -> PaymentRecord:
     return PaymentRecord(
         key=PaymentKey(
-            "eip155:31337", "0x" + "aa" * 20, "0x" + secrets.token_hex(20), "0x" + secrets.token_hex(32)
+            "eip155:31337",
+            "0x" + "aa" * 20,
+            "0x" + secrets.token_hex(20),
+            "0x" + secrets.token_hex(32),
         ),
         state=PaymentState.CLAIMED,
         owner="",
@@ -144,14 +147,20 @@ CREATE TABLE paywall_payment (
 
 def _old_row(nonce: str, state: str) -> str:
     return (
-        "INSERT INTO paywall_payment VALUES ('eip155:31337', '0x" + "aa" * 20 + "', '0x"
-        + "bb" * 20 + f"', '{nonce}', '{state}', 'old-owner', '0x" + "cc" * 20
+        "INSERT INTO paywall_payment VALUES ('eip155:31337', '0x"
+        + "aa" * 20
+        + "', '0x"
+        + "bb" * 20
+        + f"', '{nonce}', '{state}', 'old-owner', '0x"
+        + "cc" * 20
         + "', '10000', '/api/**', 'http://shop/api/x', NULL, NULL, 0, 1099511627776, NULL,"
         " NULL, NULL, FALSE, 1, 1)"
     )
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_a_database_from_the_previous_code_gets_the_lease_columns(
     backend: str, tmp_path: Path
 ) -> None:

@@ -80,7 +80,9 @@ def test_the_middleware_refuses_a_window_longer_than_max_timeout(
 
 
 @pytest.mark.parametrize("seconds", [300, 300 + VALID_BEFORE_SKEW_S - 5])
-def test_a_window_of_max_timeout_still_settles(chain_env: ChainEnv, store: Any, seconds: int) -> None:
+def test_a_window_of_max_timeout_still_settles(
+    chain_env: ChainEnv, store: Any, seconds: int
+) -> None:
     app = paywalled(chain_env, store)
     accepts = challenge_of(_get(app))["accepts"][0]
     response = _get(app, _header_valid_for(accepts, chain_env.new_payer(), seconds))
