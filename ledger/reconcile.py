@@ -9,7 +9,10 @@ range, and whether an EIP-3009 authorization nonce has been used.
 ``find_breaks`` is pure. It matches posted payments to ``Transfer`` logs by
 transaction hash and both addresses, and reports breaks by kind:
 
-* ``missing_on_chain``: the books say it settled; the chain has no such log;
+* ``missing_on_chain``: the books say it settled; the chain has no such log
+  (a reorg dropped the settlement, or it was never there). A settlement
+  booked in a block above the chain's head is missing too: that block no
+  longer exists;
 * ``missing_in_ledger``: the chain moved our money; the books never posted it;
 * ``amount_mismatch``: both agree it happened, not on how much;
 * ``pending_past_timeout``: a reservation whose authorization window has
@@ -30,6 +33,8 @@ from sqlalchemy.orm import Session
 
 from farthing.ledger.codes import AccountCode
 from farthing.ledger.flags import TransferFlags
+from farthing.ledger.inputs import derived_id
+from farthing.ledger.repository import lookup_transfers
 from farthing.ledger.tables import Account, PendingTransfer, Transfer, table_of
 
 __all__ = [
@@ -42,6 +47,8 @@ __all__ = [
     "find_breaks",
     "load_payments",
     "own_addresses",
+    "rebook_id",
+    "reversal_id",
 ]
 
 _transfers = table_of(Transfer)
@@ -123,7 +130,19 @@ class Break:
     tx_hash: str | None = None
     ledger_amount: int | None = None
     chain_amount: int | None = None
-    resolution: str | None = None  # "post" or "void" for pending_past_timeout, when known
+    # When known: "post" or "void" for pending_past_timeout, "reverse" or
+    # "rebook" for missing_on_chain (see farthing.ledger.reconciliation).
+    resolution: str | None = None
+
+
+def reversal_id(payment_id: int) -> int:
+    """The id of the correcting transfer that reverses a payment the chain does not have."""
+    return derived_id(b"farthing.ledger.reversal:", payment_id.to_bytes(16, "big"))
+
+
+def rebook_id(payment_id: int) -> int:
+    """The id of the correcting transfer that books a reversed payment's real transaction."""
+    return derived_id(b"farthing.ledger.rebook:", payment_id.to_bytes(16, "big"))
 
 
 def find_breaks(
@@ -134,8 +153,14 @@ def find_breaks(
     from_block: int,
     to_block: int,
     now_s: int,
+    head_block: int | None = None,
 ) -> list[Break]:
-    """Every break between ``payments`` and the ``events`` of one block range."""
+    """Every break between ``payments`` and the ``events`` of one block range.
+
+    ``head_block`` is the chain's head: a settlement booked above it is in a
+    block the chain no longer has (a reorg), so it is reported however the
+    range was chosen.
+    """
     by_key: dict[tuple[str, str, str], list[TokenTransferEvent]] = defaultdict(list)
     for event in sorted(events, key=lambda e: (e.block_number, e.log_index)):
         by_key[(event.tx_hash, event.from_address, event.to_address)].append(event)
@@ -143,7 +168,9 @@ def find_breaks(
     breaks: list[Break] = []
     for payment in payments:
         if payment.posted:
-            breaks.extend(_match_posted(payment, by_key, matched, chain, from_block, to_block))
+            breaks.extend(
+                _match_posted(payment, by_key, matched, chain, from_block, to_block, head_block)
+            )
         elif payment.valid_before is not None and payment.valid_before <= now_s:
             breaks.append(_past_timeout(payment, chain))
     for event in events:
@@ -167,8 +194,11 @@ def _match_posted(
     chain: ChainView,
     from_block: int,
     to_block: int,
+    head_block: int | None,
 ) -> list[Break]:
-    if payment.block_number is not None and not from_block <= payment.block_number <= to_block:
+    block = payment.block_number
+    beyond_head = block is not None and head_block is not None and block > head_block
+    if block is not None and not from_block <= block <= to_block and not beyond_head:
         return []  # another range's business
     if payment.tx_hash is None:
         return [
@@ -188,7 +218,8 @@ def _match_posted(
             Break(
                 BreakKind.MISSING_ON_CHAIN,
                 f"no Transfer log from {payment.payer_address} to {payment.payee_address} "
-                f"in {payment.tx_hash}",
+                f"in {payment.tx_hash}"
+                + (f" (booked in block {block}, above the head {head_block})" if beyond_head else ""),
                 transfer_id=payment.transfer_id,
                 tx_hash=payment.tx_hash,
                 ledger_amount=payment.amount,
@@ -258,11 +289,11 @@ def load_payments(*, session: Session, network: str, token_address: str) -> list
             posted, single_phase, and_(t.c.flags.op("&")(int(TransferFlags.PENDING)) != 0, is_open)
         ),
     )
-    result: list[LedgerPayment] = []
+    loaded: list[LedgerPayment] = []
     for row in session.execute(query.order_by(t.c.timestamp_ns)):
         # A posted two-phase payment is known by its payment id (the pending
         # transfer's id), the id the payer saved before signing.
-        result.append(
+        loaded.append(
             LedgerPayment(
                 transfer_id=row.pending_id if row.pending_id is not None else row.id,
                 posted=not row.flags & TransferFlags.PENDING,
@@ -275,7 +306,12 @@ def load_payments(*, session: Session, network: str, token_address: str) -> list
                 valid_before=row.valid_before,
             )
         )
-    return result
+    # A reversed payment and its reversal cancel out: neither is expected on
+    # chain (a rebook, if any, carries the real transaction and is matched).
+    reversals = {reversal_id(p.transfer_id): p.transfer_id for p in loaded}
+    found = lookup_transfers(session=session, ids=list(reversals))
+    done = {reversals[r.id] for r in found} | {r.id for r in found}
+    return [p for p in loaded if p.transfer_id not in done]
 
 
 def own_addresses(*, session: Session, network: str, token_address: str) -> set[str]:

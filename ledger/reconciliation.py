@@ -12,6 +12,21 @@ reservation is posted with that transaction; a cancelled or unused
 authorization means it did not, so the reservation is voided. If the
 reservation had already expired in the books while the money did move, a
 correcting transfer books it.
+
+It resolves a settlement that is ``missing_on_chain`` (a reorg dropped it
+after it was booked) the same way, from the chain's record of the
+authorization. Transfers are immutable, so the books are corrected, never
+edited:
+
+* the authorization was used by another transaction (the dropped settlement
+  was resubmitted, or re-mined under a new hash) → ``rebook``: a reversal and
+  a rebooking with the real transaction, both correcting transfers;
+* it was cancelled, or is unused and its window has closed, so it can never
+  move money → ``reverse``: a correcting transfer in the opposite direction
+  (id ``reversal_id(payment_id)``) takes the payment back out of the books;
+* it is unused and still valid → left unresolved: it may yet be executed
+  (once; the EIP-3009 nonce sees to that), so the run waits for the chain
+  rather than guess.
 """
 
 from __future__ import annotations
@@ -32,18 +47,21 @@ from farthing.ledger.reconcile import (
     find_breaks,
     load_payments,
     own_addresses,
+    rebook_id,
+    reversal_id,
 )
 from farthing.ledger.repository import create_transfers, expire_pending, lookup_transfers
 from farthing.ledger.results import CreateTransferResult
 
 __all__ = ["ReconciliationReport", "Resolution", "correction_id", "reconcile"]
 
-ResolutionAction = Literal["post", "void", "correct", "unresolved"]
+ResolutionAction = Literal["post", "void", "correct", "reverse", "rebook", "unresolved"]
+_RESOLVABLE = (BreakKind.PENDING_PAST_TIMEOUT, BreakKind.MISSING_ON_CHAIN)
 
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """What a run did about one pending payment whose window had closed."""
+    """What a run did about one payment: pending past its window, or missing on chain."""
 
     transfer_id: int
     action: ResolutionAction
@@ -71,7 +89,7 @@ class ReconciliationReport:
         return tuple(
             b
             for b in self.breaks
-            if not (b.kind is BreakKind.PENDING_PAST_TIMEOUT and b.transfer_id in done)
+            if not (b.kind in _RESOLVABLE and b.transfer_id in done)
         )
 
     def counts(self) -> dict[str, int]:
@@ -97,7 +115,8 @@ def reconcile(
     now_s: int | None = None,
 ) -> ReconciliationReport:
     """Check the books against the chain over ``[from_block, to_block]``."""
-    last = view.head_block() if to_block is None else to_block
+    head = view.head_block()
+    last = head if to_block is None else to_block
     if from_block < 0 or last < from_block:
         raise ValueError(f"bad block range {from_block}..{last}")
     # Authorization windows are measured on the chain's clock, which on the
@@ -124,15 +143,28 @@ def reconcile(
         from_block=from_block,
         to_block=last,
         now_s=now,
+        head_block=head,
     )
     by_id = {p.transfer_id: p for p in payments}
     refined: list[Break] = []
     resolutions: list[Resolution] = []
     for item in breaks:
-        if item.kind is not BreakKind.PENDING_PAST_TIMEOUT or item.transfer_id is None:
+        if item.kind not in _RESOLVABLE or item.transfer_id not in by_id:
             refined.append(item)
             continue
         payment = by_id[item.transfer_id]
+        if item.kind is BreakKind.MISSING_ON_CHAIN:
+            action, tx_hash, block, why = _decide_missing(view, payment, from_block, last, now)
+            refined.append(
+                dataclasses.replace(
+                    item,
+                    detail=f"{item.detail}; {why}",
+                    resolution=None if action == "unresolved" else action,
+                )
+            )
+            if resolve:
+                resolutions.append(_correct(database, payment, action, tx_hash, block, why))
+            continue
         action, tx_hash, block = _decide(view, payment, from_block, last)
         refined.append(
             dataclasses.replace(item, resolution=None if action == "unresolved" else action)
@@ -167,6 +199,87 @@ def _decide(
     if outcome.state in ("canceled", "unused"):
         return "void", None, None
     return "unresolved", None, None
+
+
+def _decide_missing(
+    view: TokenChainView, payment: LedgerPayment, from_block: int, to_block: int, now: int
+) -> tuple[ResolutionAction, str | None, int | None, str]:
+    """What the chain says of a booked settlement it does not have, and why."""
+    if payment.payer_address is None or payment.authorization_nonce is None:
+        return "unresolved", None, None, "no authorization nonce recorded, so the chain cannot say"
+    outcome = view.authorization_outcome(
+        authorizer=payment.payer_address,
+        nonce=payment.authorization_nonce,
+        from_block=from_block,
+        to_block=to_block,
+    )
+    if outcome.state == "used":
+        if outcome.tx_hash is not None and outcome.tx_hash.lower() != (payment.tx_hash or ""):
+            why = f"the authorization was used in {outcome.tx_hash}: rebook it there"
+            return "rebook", outcome.tx_hash, outcome.block_number, why
+        return "unresolved", None, None, "the authorization was used where booked: scan again"
+    if outcome.state == "canceled":
+        return "reverse", None, None, "the authorization was cancelled: reverse it"
+    if outcome.state == "unused":
+        if payment.valid_before is not None and payment.valid_before <= now:
+            why = "the authorization is unused and has expired, so it never paid: reverse it"
+            return "reverse", None, None, why
+        why = (
+            "the authorization is unused but valid until "
+            f"{payment.valid_before}: it may still be executed once; run again after that"
+        )
+        return "unresolved", None, None, why
+    return "unresolved", None, None, "the authorization was spent outside the scanned blocks"
+
+
+def _correct(
+    database: LedgerDatabase,
+    payment: LedgerPayment,
+    action: ResolutionAction,
+    tx_hash: str | None,
+    block: int | None,
+    why: str,
+) -> Resolution:
+    """Reverse a booked settlement the chain does not have; rebook it if it moved elsewhere."""
+    pid = payment.transfer_id
+    if action not in ("reverse", "rebook"):
+        return Resolution(pid, "unresolved", "chain_outcome_unknown")
+    with database.write() as session:
+        # A two-phase payment's accounts are on its pending transfer, whose id
+        # is the payment id; a single-phase one (revenue) is the transfer itself.
+        (booked,) = lookup_transfers(session=session, ids=[pid])
+        inherited = {name: getattr(booked, name) for name in PAYMENT_COLUMNS}
+        facts = {
+            **inherited,
+            "tx_hash": payment.tx_hash,
+            "block_number": payment.block_number,
+            "purpose": f"reversal: {why}"[:2048],
+        }
+        reversal = NewTransfer(
+            id=reversal_id(pid),
+            debit_account_id=booked.credit_account_id,
+            credit_account_id=booked.debit_account_id,
+            amount=payment.amount,
+            ledger=booked.ledger,
+            code=TransferCode.CORRECTION,
+            payment=PaymentDetails(**facts),
+        )
+        (reversed_,) = create_transfers(session=session, transfers=[reversal])
+        if action == "reverse" or not reversed_.succeeded:
+            return Resolution(pid, action, str(reversed_))
+        # Only once the reversal stands, so the payment is never in the books twice.
+        rebooked = {**inherited, "tx_hash": tx_hash, "block_number": block}
+        rebook = NewTransfer(
+            id=rebook_id(pid),
+            debit_account_id=booked.debit_account_id,
+            credit_account_id=booked.credit_account_id,
+            amount=payment.amount,
+            ledger=booked.ledger,
+            code=TransferCode.CORRECTION,
+            payment=PaymentDetails(**rebooked),
+        )
+        (result,) = create_transfers(session=session, transfers=[rebook])
+    return Resolution(pid, action, str(result), tx_hash)
 
 
 def _apply(
