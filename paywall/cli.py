@@ -98,6 +98,15 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
+    claim_lease_s: Annotated[
+        float,
+        typer.Option(
+            "--claim-lease-s",
+            min=1.0,
+            max=86400.0,
+            help="How long a payment is one request's without renewal (handler + settlement).",
+        ),
+    ] = 180.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve UPSTREAM behind the paywall."""
@@ -119,7 +128,7 @@ def serve(
         rates=_rates(rate or []),
         routes=[parse_route_flag(text) for text in route or []],
     )
-    paywall, network = build_paywall(settings)
+    paywall, network = build_paywall(settings, claim_lease_s=claim_lease_s)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
@@ -174,7 +183,7 @@ def revenue_books(ledger_database_url: str | None) -> Any:
     return LedgerRevenueBook(database)
 
 
-def build_paywall(settings: Any) -> tuple[Any, str]:
+def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> tuple[Any, str]:
     """The proxy behind the middleware, from checked settings; returns it and its network."""
     from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
     from farthing.paywall.proxy import ReverseProxy
@@ -221,6 +230,7 @@ def build_paywall(settings: Any) -> tuple[Any, str]:
         public_url=settings.public_url,
         receipts=receipts,
         **page,
+        **({} if claim_lease_s is None else {"claim_lease_s": claim_lease_s}),
     )
     return PaywallMiddleware(ReverseProxy(settings.upstream), options=options), chain.network
 

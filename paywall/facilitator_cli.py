@@ -5,6 +5,10 @@ It connects to the chain at ``--rpc-url``, lists that chain's network in
 ``farthing.paywall.keys`` for the two accepted forms). Once it listens it
 prints one line (``--json``: ``{"url","network","signer"}``), then serves
 until interrupted. The key and the token are never printed.
+
+Several facilitator processes may settle with one key when they share
+``--database-url`` (SQLite file or PostgreSQL): its account nonces are then
+allocated there, under a row lock (``farthing.paywall.submit``).
 """
 
 from __future__ import annotations
@@ -87,12 +91,20 @@ def serve(
         int,
         typer.Option("--valid-before-margin-s", min=0, max=3600, help="Refuse shorter windows."),
     ] = 10,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Share the key with other processes: allocate its nonces in this database.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON)."""
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.facilitator_api import facilitator_app
     from farthing.paywall.keys import load_key_file, load_token_file
+    from farthing.paywall.store import PaymentStore
     from farthing.wallet.chain import open_chain
 
     if not rpc_url.startswith(("http://", "https://")):
@@ -100,7 +112,10 @@ def serve(
     signer = load_key_file(key_file, passphrase_file=passphrase_file)
     token = load_token_file(token_file) if token_file is not None else None
     chain = open_chain(rpc_url, timeout_s=rpc_timeout_s, receipt_timeout_s=receipt_timeout_s)
-    facilitator = LocalFacilitator(chain, signer, valid_before_margin_s=margin_s)
+    nonces = PaymentStore(database_url) if database_url else None
+    facilitator = LocalFacilitator(
+        chain, signer, valid_before_margin_s=margin_s, nonce_store=nonces
+    )
     asgi = facilitator_app(facilitator, token=token.get_secret_value() if token else None)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
