@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import AUTHORIZATION_USED_TOPIC, Stablecoin
-from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env, ready_line, run_farthing
+from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env, run_farthing
 from tests.faults.pay_once import buy
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -207,6 +209,30 @@ def start_paywall(
         stop(process)
         raise RuntimeError(f"paywall did not start: {read_log(site)}") from None
     return Paywall(str(ready["url"]), process)
+
+
+def ready_line(process: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
+    """The one JSON line a server prints once it listens, waited for at most ``timeout_s``.
+
+    Read here rather than on a thread, so nothing is left reading the pipe
+    when the process is stopped and the pipe closed.
+    """
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(timeout=min(left, 1.0)):
+                if process.poll() is not None:
+                    break
+                continue
+            line = process.stdout.readline()
+            if not line:
+                break
+            if line.startswith("{"):
+                parsed: dict[str, Any] = json.loads(line)
+                return parsed
+    raise RuntimeError(f"no ready line within {timeout_s} s (exit code {process.poll()})")
 
 
 def read_log(site: Site) -> str:
