@@ -9,10 +9,10 @@ that applies: ``unsupported_scheme``, ``network_mismatch``,
 ``network_not_supported``, ``asset_mismatch``, ``eip712_domain_mismatch``,
 ``pay_to_mismatch``, ``amount_mismatch``, ``authorization_expired`` (fewer
 than ``valid_before_margin_s`` seconds left, so it could expire before it is
-settled), ``authorization_valid_too_long`` (``validBefore`` later than now +
-``maxTimeoutSeconds`` + ``VALID_BEFORE_SKEW_S``: a payer must not hand out an
-authorization that stays spendable for years), ``authorization_not_yet_valid``,
-``invalid_signature`` (fast path),
+settled), ``authorization_not_yet_valid``, ``authorization_valid_too_long``
+(``validBefore`` later than now + ``maxTimeoutSeconds`` +
+``VALID_BEFORE_SKEW_S``: a payer must not hand out an authorization that
+stays spendable for years), ``invalid_signature`` (fast path),
 ``nonce_already_used`` (locally, then on-chain) and ``insufficient_balance``.
 
 Settle never double-charges. Before every submission it re-reads the
@@ -180,6 +180,10 @@ def check_terms(
         return refuse(
             "authorization_expired", f"the authorization is valid for less than {margin_s} s more"
         )
+    if check_window and auth.valid_after > now:
+        return refuse(
+            "authorization_not_yet_valid", "the authorization's validAfter is in the future"
+        )
     longest = now + requirements.max_timeout_seconds + VALID_BEFORE_SKEW_S
     if check_window and auth.valid_before > longest:
         return refuse(
@@ -187,10 +191,6 @@ def check_terms(
             f"validBefore is {auth.valid_before - now} s away; at most "
             f"maxTimeoutSeconds ({requirements.max_timeout_seconds}) + {VALID_BEFORE_SKEW_S} s "
             "is accepted",
-        )
-    if check_window and auth.valid_after > now:
-        return refuse(
-            "authorization_not_yet_valid", "the authorization's validAfter is in the future"
         )
     outcome = verify_authorization_signature(payload.signed(requirements.domain()), payer)
     if not outcome.valid:

@@ -681,18 +681,22 @@ class PaywallMiddleware:
         record = self._record(key, priced, payload)
         if (
             not settled.success
-            and settled.reason == "nonce_already_used"
+            and not settled.pending
             and isinstance(self.facilitator, ResolvingFacilitator)
         ):
-            # Used already: by an earlier owner's transaction still in flight
-            # when we resubmitted? If that paid us, this payment is settled.
+            # Refused or reverted: perhaps because an earlier owner's transaction,
+            # still in flight when we resubmitted, used the nonce first (even in
+            # the same block). The chain decides: if it paid us, this is settled.
             try:
                 resolved = await self.facilitator.resolve(
                     priced.requirements, payload.payer, payload.authorization.nonce, None
                 )
             except FacilitatorUnavailableError:
                 resolved = None
-            settled = resolved if resolved is not None else _unknown(settled)
+            if resolved is not None:
+                settled = resolved
+            elif settled.reason == "nonce_already_used":
+                settled = _unknown(settled)
         await self._settled(scope, receive, send, priced, payload, record, owner, settled, buffered)
 
     async def _settled(
