@@ -151,7 +151,7 @@ def test_not_yet_valid_window(
     chain_env: ChainEnv, store: PaymentStore, accepts: dict[str, Any]
 ) -> None:
     now = int(time.time())
-    header = sign_for(accepts, chain_env.new_payer(), valid_after=now + 120, valid_for_s=600)
+    header = sign_for(accepts, chain_env.new_payer(), valid_after=now + 120, valid_for_s=240)
     _refused(chain_env, store, header, "authorization_not_yet_valid")
 
 
