@@ -169,6 +169,8 @@ class BudgetUsage(SQLModel, table=True):
     """
 
     __tablename__ = "ledger_budget_usage"
+    # The dashboard sums every budget's buckets of the last day (migration 0002).
+    __table_args__ = (Index("ix_ledger_budget_usage_hour", "hour", "payee_account_id"),)
 
     account_id: int = _id(primary_key=True, fk="ledger_account.id")
     payee_account_id: int = _id(primary_key=True)
