@@ -3,7 +3,9 @@
 - ``serve`` starts vLLM's OpenAI-compatible server with the flags that make
   agents reliable (``farthing.inference.command``), shows progress until
   ``/health`` answers, prints the base URL (``--json``: one line), and stops
-  the whole vLLM process group on Ctrl-C or SIGTERM.
+  the whole vLLM process group on Ctrl-C or SIGTERM: SIGTERM, ``STOP_GRACE_S``
+  of grace, then SIGKILL, so it exits within ``STOP_BOUND_S`` with one line
+  saying which it took. A second Ctrl-C kills at once.
 - ``build-model`` builds the tiny random Llama the tests serve.
 - ``gateway`` sells a vLLM server per call behind the x402 paywall.
 - ``price`` reports the price per 1k tokens and every input behind it.
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -35,6 +39,7 @@ app = typer.Typer(
 )
 
 _PROGRESS_EVERY_S = 10.0
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON line for scripts.")]
 
 
@@ -47,10 +52,6 @@ def load_settings(**flags: Any) -> InferenceSettings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         fail(f"invalid inference setting {where}: {first['msg']}")
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 @app.command()
@@ -76,7 +77,7 @@ def serve(
 ) -> None:
     """Start vLLM's OpenAI-compatible server, wait until healthy, and print its base URL."""
     from farthing.inference.errors import ServerStartError
-    from farthing.inference.server import VllmServer
+    from farthing.inference.server import KILL_WAIT_S, STOP_GRACE_S, VllmServer
 
     settings = load_settings(
         model=model,
@@ -92,8 +93,12 @@ def serve(
         fail(
             "no model: pass --model PATH_OR_NAME (farthing inference build-model makes a tiny one)"
         )
-    server = VllmServer(settings, log_path=log_file)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # stop the group on SIGTERM too
+    server = VllmServer(settings, log_path=log_file, stop_grace_s=STOP_GRACE_S)
+    interrupts = _Interrupts(server)
+    # Installed whatever the inherited disposition: a shell running us in the
+    # background without job control ignores SIGINT, and then the Ctrl-C (or
+    # kill -INT) meant to stop the server would do nothing at all.
+    previous = {sig: signal.signal(sig, interrupts) for sig in _STOP_SIGNALS}
     last_report = [0.0]
 
     def progress(waited_s: float, line: str) -> None:
@@ -110,7 +115,8 @@ def serve(
                 f"starting vLLM ({server.device}) for {settings.model} on port {server.port}; "
                 f"log: {server.log_path}"
             )
-        server.start()
+        with interrupts.held():
+            server.start()
         with err_console.status("starting vLLM") as status:
             try:
                 url = server.wait_ready(progress=progress)
@@ -138,10 +144,72 @@ def serve(
     except KeyboardInterrupt:
         pass  # a clean stop, below
     finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
-    if not as_json:
-        out_console.print("vLLM stopped")
+        interrupts.stopping = True
+        report = server.stop()
+        for sig, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python; leave ours
+                signal.signal(sig, handler)
+    # Human lines go to stderr under --json, so stdout stays one JSON line.
+    console = err_console if as_json else out_console
+    if report.survivors:
+        group = server.process.pid if server.process else None
+        fail(
+            f"vLLM's process group {group} was still alive {KILL_WAIT_S:g} s after SIGKILL; "
+            f"check it with: ps -o pid,stat,args -g {group}"
+        )
+    if interrupts.forced:
+        console.print(
+            "vLLM's process group was killed (SIGKILL) on a second interrupt, "
+            f"after {report.elapsed_s:.1f} s"
+        )
+    elif report.killed:
+        console.print(
+            f"vLLM did not stop within {server.stop_grace_s:g} s of SIGTERM; "
+            f"its process group was killed (SIGKILL) after {report.elapsed_s:.1f} s"
+        )
+    else:
+        console.print(f"vLLM stopped ({report.elapsed_s:.1f} s)")
+
+
+class _Interrupts:
+    """The SIGINT/SIGTERM handler of ``serve``: the first signal stops, a later one kills.
+
+    The first raises ``KeyboardInterrupt`` to end the wait. Once the stop has
+    begun, a signal must not interrupt it (that would leave the group
+    running), so it cuts the grace short with SIGKILL instead. While vLLM is
+    being started a signal is held and acted on right after, so it cannot
+    land between the fork and ``server.process`` being set, leaving a group
+    nobody stops. (Not with a blocked signal mask: the child would inherit
+    it, and vLLM would never see our SIGTERM.)
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.stopping = False
+        self.forced = False  # a signal came during the stop and killed the group
+        self._holding = False
+        self._held = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            self.forced = True
+            self.server.kill()
+        elif self._holding:
+            self._held = True
+        else:
+            self.stopping = True
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._held:
+            self.stopping = True
+            raise KeyboardInterrupt
 
 
 @app.command("build-model")

@@ -1,9 +1,12 @@
 """``VllmServer``: start vLLM, wait until it is healthy, and stop all of it.
 
 vLLM runs as a process group of its own (the API server plus its engine core
-process), so stopping it signals the whole group: SIGTERM first, SIGKILL after
-``stop_timeout_s``. Nothing it started outlives it, even when the caller is
-interrupted while waiting.
+process), so stopping it signals the whole group: SIGTERM, then SIGKILL once
+the grace (``stop_timeout_s``, or ``stop_grace_s`` when given) has passed, then
+at most ``KILL_WAIT_S`` more for the last member to go. So ``stop()`` returns
+within ``stop_bound_s`` whatever vLLM does, and reports whether it had to kill
+(``StopReport``). ``farthing inference serve`` gives vLLM ``STOP_GRACE_S``, so
+it exits within ``STOP_BOUND_S`` of Ctrl-C.
 
 Start-up is bounded: ``wait_ready`` polls ``GET /health`` until it answers
 200, the process exits (its log tail becomes the error), or
@@ -20,6 +23,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Self
@@ -30,10 +34,29 @@ from farthing.inference.command import Accelerator, resolve_device, vllm_command
 from farthing.inference.errors import InferenceConfigError, ServerStartError
 from farthing.inference.settings import InferenceSettings
 
-__all__ = ["LOG_TAIL_LINES", "Progress", "VllmServer", "free_port", "log_tail"]
+__all__ = [
+    "KILL_WAIT_S",
+    "LOG_TAIL_LINES",
+    "STOP_BOUND_S",
+    "STOP_GRACE_S",
+    "Progress",
+    "StopReport",
+    "VllmServer",
+    "free_port",
+    "log_tail",
+]
 
 LOG_TAIL_LINES: Final = 25
+# What `farthing inference serve` gives vLLM after SIGTERM: the tiny model
+# stops in about 2 s; a loaded machine may need more, and past this a SIGKILL
+# costs nothing, since vLLM keeps no state worth a clean exit.
+STOP_GRACE_S: Final = 10.0
+# After SIGKILL only the kernel is left to act (freeing a large address space
+# can take seconds on a loaded machine); past this the stop reports survivors.
+KILL_WAIT_S: Final = 5.0
+STOP_BOUND_S: Final = STOP_GRACE_S + KILL_WAIT_S
 _POLL_S: Final = 0.5
+_GROUP_POLL_S: Final = 0.05
 _HEALTH_TIMEOUT_S: Final = 2.0
 
 Progress = Callable[[float, str], None]  # (seconds waited, last log line)
@@ -55,6 +78,16 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class StopReport:
+    """How a stop went: the leader's exit code, whether SIGKILL was needed, and survivors."""
+
+    code: int | None
+    killed: bool  # the grace ran out (or the caller asked to kill) and the group got SIGKILL
+    survivors: bool  # a live process of the group outlasted SIGKILL and KILL_WAIT_S
+    elapsed_s: float
+
+
 class VllmServer:
     """One vLLM OpenAI-compatible server process group; a context manager."""
 
@@ -65,8 +98,14 @@ class VllmServer:
         log_path: Path | None = None,
         device: Accelerator | None = None,
         python: Path | None = None,
+        stop_grace_s: float | None = None,
     ) -> None:
         self.settings = settings
+        self.stop_grace_s = settings.stop_timeout_s if stop_grace_s is None else stop_grace_s
+        if not self.stop_grace_s > 0:
+            raise InferenceConfigError(
+                f"the stop grace must be a positive number of seconds, got {self.stop_grace_s}"
+            )
         self.python = python or settings.vllm_python()
         if not self.python.exists():
             raise InferenceConfigError(
@@ -79,6 +118,7 @@ class VllmServer:
         self.argv = vllm_command(settings, device=self.device, python=self.python, port=self.port)
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._killed = False
 
     def __repr__(self) -> str:
         return f"VllmServer({self.settings.model!r}, device={self.device!r}, port={self.port})"
@@ -147,30 +187,50 @@ class VllmServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self) -> int | None:
-        """Stop the whole process group (SIGTERM, then SIGKILL); return the exit code."""
+    @property
+    def stop_bound_s(self) -> float:
+        """The longest ``stop()`` takes: the SIGTERM grace plus the wait after SIGKILL."""
+        return self.stop_grace_s + KILL_WAIT_S
+
+    def stop(self) -> StopReport:
+        """Stop the whole process group within ``stop_bound_s``: SIGTERM, the grace, SIGKILL.
+
+        The group is waited for, not just the leader: vLLM's API server may be
+        gone while its engine core lingers (or the reverse, when the server
+        waits on an engine that ignores SIGTERM).
+        """
+        started = time.monotonic()
         process = self.process
         if process is None:
-            return None
+            return StopReport(code=None, killed=False, survivors=False, elapsed_s=0.0)
+        pgid = process.pid
+        killed = False
         try:
-            if process.poll() is None:
-                _signal_group(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=self.settings.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    _signal_group(process.pid, signal.SIGKILL)
-                    process.wait(timeout=self.settings.stop_timeout_s)
-            # The leader may be gone while a child lingers: sweep the group,
-            # and wait (bounded) until its last member is reaped.
-            _signal_group(process.pid, signal.SIGKILL)
-            deadline = time.monotonic() + self.settings.stop_timeout_s
-            while _group_exists(process.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            if not _group_gone(process):
+                _signal_group(pgid, signal.SIGTERM)
+                if not _wait_group_gone(process, self.stop_grace_s):
+                    killed = True
+                    _signal_group(pgid, signal.SIGKILL)
+                    _wait_group_gone(process, KILL_WAIT_S)
         finally:
             if self._log is not None:
                 self._log.close()
                 self._log = None
-        return process.returncode
+        return StopReport(
+            code=process.returncode,
+            killed=killed or self._killed,
+            survivors=not _group_gone(process),
+            elapsed_s=time.monotonic() - started,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now; safe in a signal handler (a second Ctrl-C).
+
+        A ``stop()`` in progress then sees the group gone at its next look.
+        """
+        if self.process is not None:
+            self._killed = True
+            _signal_group(self.process.pid, signal.SIGKILL)
 
     def __enter__(self) -> Self:
         self.start()
@@ -188,6 +248,21 @@ class VllmServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _group_gone(process: subprocess.Popen[bytes]) -> bool:
+    """Whether the leader has exited (and is reaped) and no live process is left in its group."""
+    return process.poll() is not None and not _group_exists(process.pid)
+
+
+def _wait_group_gone(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Poll until the group is gone or ``timeout_s`` passes; whether it went."""
+    deadline = time.monotonic() + timeout_s
+    while not _group_gone(process):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_GROUP_POLL_S)
+    return True
 
 
 def _group_exists(pgid: int) -> bool:

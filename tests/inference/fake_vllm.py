@@ -7,6 +7,11 @@ counts one token per character of message content plus fixed framing, so a
 test knows the prompt size it sends; ``/metrics`` serves the Prometheus text
 captured from vLLM 0.32.0 (CPU), with the counters it is told.
 
+With ``--mode stuck-stop`` it is a process tree that will not stop on
+SIGTERM, as a vLLM whose engine core hangs: an "engine" child ignores SIGTERM,
+and the API server, told to stop, stops serving and then waits for that
+engine forever. ``test_stop.py`` runs it under ``farthing inference serve``.
+
 The real thing is tested too: ``test_vllm.py`` runs the same checks against a
 real vLLM serving the tiny model.
 """
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,9 +159,40 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", default="ok")
     args = parser.parse_args()
+    if args.mode == "stuck-stop":
+        serve_with_stuck_engine(args.port)
+        return
     fake = FakeVllm(mode=args.mode)
     print(json.dumps({"port": args.port}), flush=True)
     uvicorn.run(fake.app(), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+# The engine says when it ignores SIGTERM, so the server is only healthy once
+# the tree is as stubborn as it will ever be.
+_STUCK_ENGINE = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('armed', flush=True)\n"
+    "time.sleep(3600)\n"
+)
+
+
+def serve_with_stuck_engine(port: int) -> None:
+    """Serve like vLLM, with an engine child that ignores SIGTERM and a server that waits for it."""
+    import uvicorn
+
+    engine = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_ENGINE], stdout=subprocess.PIPE, text=True
+    )
+    assert engine.stdout is not None
+    engine.stdout.readline()
+    print(f"engine core {engine.pid} ignores SIGTERM", flush=True)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; taking
+    # it here keeps the server alive to wait for its engine, as vLLM's does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(FakeVllm().app(), host="127.0.0.1", port=port, log_level="warning")
+    print("API server stopped; waiting for the engine core", flush=True)
+    engine.wait()
 
 
 if __name__ == "__main__":
