@@ -86,10 +86,13 @@ class ReconciliationReport:
     def unresolved_breaks(self) -> tuple[Break, ...]:
         """Breaks still standing after the resolutions of this run."""
         done = {r.transfer_id for r in self.resolutions if r.action != "unresolved"}
+        # A rebooked payment's real transaction was the chain's side of the same break.
+        rebooked = {r.tx_hash for r in self.resolutions if r.action == "rebook" and r.tx_hash}
         return tuple(
             b
             for b in self.breaks
             if not (b.kind in _RESOLVABLE and b.transfer_id in done)
+            and not (b.kind is BreakKind.MISSING_IN_LEDGER and b.tx_hash in rebooked)
         )
 
     def counts(self) -> dict[str, int]:
@@ -249,8 +252,12 @@ def _correct(
         # is the payment id; a single-phase one (revenue) is the transfer itself.
         (booked,) = lookup_transfers(session=session, ids=[pid])
         inherited = {name: getattr(booked, name) for name in PAYMENT_COLUMNS}
+        # The money goes back the other way, and so do the addresses: the
+        # side that is ours (own_addresses) stays ours, the payer stays theirs.
         facts = {
             **inherited,
+            "payer_address": inherited["payee_address"],
+            "payee_address": inherited["payer_address"],
             "tx_hash": payment.tx_hash,
             "block_number": payment.block_number,
             "purpose": f"reversal: {why}"[:2048],
