@@ -42,7 +42,7 @@ def reconcile_command(
     ] = None,
     resolve: Annotated[
         bool,
-        typer.Option("--resolve", help="Post or void pending payments past their window, from the chain's record of the authorization."),
+        typer.Option("--resolve", help="Post or void pending payments past their window, and reverse or rebook settlements missing on chain, from the chain's record of the authorization."),
     ] = False,
     database_url: Annotated[
         str | None,
