@@ -12,8 +12,10 @@ Transactions are signed locally by a ``TxSigner`` and their outcome is a value,
 raises ``TransactionFailed``, HTTP raises ``ContractLogicError``, and a
 transaction sent with explicit gas is mined with status 0 and raises nothing);
 this module hides the difference. Exceptions are left for what a caller cannot
-treat as a result: an RPC that does not answer (``ChainUnavailableError``, whose
-message names the URL) or a programmer error.
+treat as a result: an RPC that does not answer, times out, or answers a
+JSON-RPC error object that is the node's fault rather than the call's
+(``ChainUnavailableError``, whose message names the URL, and the method and
+code when there is one), or a programmer error.
 
 The memory chain mines one block per transaction and each block's timestamp is
 at least its parent's plus one second, so under load its clock runs ahead of

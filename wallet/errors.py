@@ -12,7 +12,8 @@
         │   └── WrongPassphraseError   the keystore's MAC does not match the passphrase
         ├── PassphraseError            no passphrase available, or a placeholder one
         ├── ChainError                 a chain problem the caller cannot treat as a result
-        │   ├── ChainUnavailableError  the RPC endpoint (named in the message) did not answer
+        │   ├── ChainUnavailableError  the RPC endpoint (named in the message) did not answer,
+        │   │                          timed out, or failed the request (a JSON-RPC error)
         │   └── DeploymentError        a contract could not be deployed or found
         └── SigningError               a signature failed its own post-signing check
 
@@ -77,7 +78,7 @@ class ChainError(WalletError):
 
 
 class ChainUnavailableError(ChainError):
-    """The JSON-RPC endpoint did not answer; the message names the URL."""
+    """The JSON-RPC endpoint did not answer, timed out or failed the request; the message names the URL."""
 
 
 class DeploymentError(ChainError):
