@@ -1,0 +1,603 @@
+"""Per-channel server state for x402 ``batch-settlement``, in the payment database.
+
+One row per channel (table ``paywall_channel``), on SQLite or PostgreSQL:
+
+- the channel's immutable config (its id is that config's EIP-712 hash);
+- a mirror of the chain: ``balance``, ``total_claimed``,
+  ``withdraw_requested_at``, ``refund_nonce`` and when they were read;
+- what the server has earned: ``charged`` (the spec's
+  ``chargedCumulativeAmount``), and the highest voucher the payer signed
+  (``signed_max`` with its ``signature``): the one to claim.
+
+:meth:`ChannelStore.charge` is the paid path. It checks a voucher against the
+offer's terms and the config (pure, before any lock), recovers a plain EOA
+voucher locally, then, holding the channel's row, checks the cumulative amount
+(``charged + price``, exactly, as the spec says), the claimed total and the
+balance, and records the charge. The lock serializes every request on one
+channel across threads and processes: SQLite takes its write lock at
+``BEGIN IMMEDIATE``; PostgreSQL locks the row with ``SELECT … FOR UPDATE``.
+Only one short statement batch runs under the lock; chain reads happen before.
+
+Dynamic price: the handler may charge ``actual`` up to the ceiling ``price``.
+``charged`` grows by ``actual`` only, and the next voucher is checked against
+``charged + ceiling``.
+
+Refusals are :class:`ChargeRefused` values with the spec's error code; a
+cumulative-amount refusal carries the record, so the middleware can answer the
+corrective 402 (``channelState`` + ``voucherState``). When the server lost its
+state, :meth:`ChannelStore.recover` rebuilds it from the chain
+(``ChannelCreated`` events for the configs, the ``channels`` view for the
+amounts): ``charged`` restarts at ``totalClaimed``, and vouchers that were
+never claimed are forfeited, as the spec says.
+
+Amounts are ints of the token's atomic units, stored as decimal text (a
+``uint128`` does not fit a BIGINT and must never pass through a float).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from eth_abi.abi import decode as abi_decode
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from farthing.invariant import invariant
+from farthing.paywall.channel_wire import (
+    ERR_CHANNEL_ID_MISMATCH,
+    ERR_CHANNEL_NOT_FOUND,
+    ERR_CHANNEL_STATE_READ_FAILED,
+    ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE,
+    ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED,
+    ERR_CUMULATIVE_AMOUNT_MISMATCH,
+    ERR_CUMULATIVE_EXCEEDS_BALANCE,
+    ERR_INVALID_VOUCHER_SIGNATURE,
+    ERR_RECEIVER_AUTHORIZER_MISMATCH,
+    ERR_RECEIVER_MISMATCH,
+    ERR_TOKEN_MISMATCH,
+    ERR_WITHDRAW_DELAY_MISMATCH,
+    ChannelStateWire,
+    VoucherStateWire,
+)
+from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
+from farthing.wallet.address import checksum
+from farthing.wallet.channels import ChannelConfig, ChannelDomain, SignedVoucher
+from farthing.wallet.eip712 import recover_digest
+from farthing.wallet.errors import WalletError
+from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ChannelEscrow, ChannelSnapshot
+
+__all__ = [
+    "CHANNELS",
+    "STATE_TTL_S_DEFAULT",
+    "ChannelRecord",
+    "ChannelStore",
+    "ChannelTerms",
+    "ChargeAccepted",
+    "ChargeRefused",
+]
+
+_METADATA: Final = MetaData()
+_ZERO_ADDRESS: Final = "0x" + "00" * 20
+_CONFIG_ABI: Final = ["(address,address,address,address,address,uint40,bytes32)"]
+
+# How old the chain mirror may be before a charge re-reads it (the spec's
+# "fresh" mirrored state for local verification of a plain EOA voucher).
+STATE_TTL_S_DEFAULT: Final = 60.0
+
+CHANNELS: Final = Table(
+    "paywall_channel",
+    _METADATA,
+    Column("channel_id", String(66), primary_key=True),
+    Column("network", String(32), nullable=False),
+    Column("payer", String(42), nullable=False),
+    Column("payer_authorizer", String(42), nullable=False),
+    Column("receiver", String(42), nullable=False),
+    Column("receiver_authorizer", String(42), nullable=False),
+    Column("token", String(42), nullable=False),
+    Column("withdraw_delay_s", BigInteger, nullable=False),
+    Column("salt", String(66), nullable=False),
+    # Mirrored from the chain (uint128 / uint256 as decimal text).
+    Column("balance", String(40), nullable=False),
+    Column("total_claimed", String(40), nullable=False),
+    Column("withdraw_requested_at", BigInteger, nullable=False),
+    Column("refund_nonce", String(78), nullable=False),
+    Column("onchain_synced_at_ns", BigInteger, nullable=False),
+    # Earned here.
+    Column("charged", String(40), nullable=False),
+    Column("signed_max", String(40), nullable=False),
+    Column("signature", Text),  # NULL until a voucher is accepted (or after recovery)
+    Column("last_request_at_ns", BigInteger),
+    Column("updated_at_ns", BigInteger, nullable=False),
+)
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTerms:
+    """What an offer fixes in every channel that pays it: the ``payTo``, ``asset`` and ``extra``."""
+
+    receiver: str
+    receiver_authorizer: str
+    token: str
+    withdraw_delay_s: int
+
+    def __post_init__(self) -> None:
+        for name in ("receiver", "receiver_authorizer", "token"):
+            object.__setattr__(self, name, checksum(getattr(self, name)))
+
+    def refusal(self, config: ChannelConfig) -> str | None:
+        """The spec's code for a config that does not belong to this offer, or ``None``."""
+        if config.receiver != self.receiver:
+            return ERR_RECEIVER_MISMATCH
+        if config.receiver_authorizer != self.receiver_authorizer:
+            return ERR_RECEIVER_AUTHORIZER_MISMATCH
+        if config.token != self.token:
+            return ERR_TOKEN_MISMATCH
+        if config.withdraw_delay_s != self.withdraw_delay_s:
+            return ERR_WITHDRAW_DELAY_MISMATCH
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    """One channel as the server knows it."""
+
+    channel_id: bytes
+    network: str
+    config: ChannelConfig
+    balance: int
+    total_claimed: int
+    withdraw_requested_at: int
+    refund_nonce: int
+    onchain_synced_at_ns: int
+    charged: int
+    signed_max: int
+    signature: bytes | None
+    last_request_at_ns: int | None
+
+    @property
+    def unclaimed(self) -> int:
+        """Earned here but not yet claimed on chain: the receivable."""
+        return self.charged - self.total_claimed
+
+    def channel_state(self) -> ChannelStateWire:
+        """``channelState`` for a PAYMENT-RESPONSE or a corrective 402."""
+        return ChannelStateWire(
+            channel_id=self.channel_id,
+            balance=self.balance,
+            total_claimed=self.total_claimed,
+            withdraw_requested_at=self.withdraw_requested_at,
+            refund_nonce=self.refund_nonce,
+            charged_cumulative_amount=self.charged,
+        )
+
+    def voucher_state(self) -> VoucherStateWire | None:
+        """``voucherState``: the payer's last voucher, for the client to check before resyncing."""
+        if self.signature is None:
+            return None
+        return VoucherStateWire(self.signed_max, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeAccepted:
+    """The voucher was good and ``charged_amount`` is recorded; ``record`` is the state after."""
+
+    record: ChannelRecord
+    charged_amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRefused:
+    """Nothing was recorded. ``reason`` is the spec's code; ``record`` (when known) is the
+    server's state, which a cumulative-amount refusal sends back as the corrective 402."""
+
+    reason: str
+    detail: str
+    record: ChannelRecord | None = None
+
+
+def _record(row: Any) -> ChannelRecord:
+    config = ChannelConfig(
+        payer=row.payer,
+        payer_authorizer=row.payer_authorizer,
+        receiver=row.receiver,
+        receiver_authorizer=row.receiver_authorizer,
+        token=row.token,
+        withdraw_delay_s=int(row.withdraw_delay_s),
+        salt=row.salt,
+    )
+    record = ChannelRecord(
+        channel_id=bytes.fromhex(row.channel_id[2:]),
+        network=row.network,
+        config=config,
+        balance=int(row.balance),
+        total_claimed=int(row.total_claimed),
+        withdraw_requested_at=int(row.withdraw_requested_at),
+        refund_nonce=int(row.refund_nonce),
+        onchain_synced_at_ns=int(row.onchain_synced_at_ns),
+        charged=int(row.charged),
+        signed_max=int(row.signed_max),
+        signature=None if row.signature is None else bytes.fromhex(row.signature[2:]),
+        last_request_at_ns=row.last_request_at_ns,
+    )
+    # Read back, checked again: what money depends on must hold after storage too.
+    invariant(record.charged <= record.signed_max, "charged never exceeds the signed ceiling")
+    return record
+
+
+def _mirror_values(snapshot: ChannelSnapshot, now: int) -> dict[str, Any]:
+    return {
+        "balance": str(snapshot.balance),
+        "total_claimed": str(snapshot.total_claimed),
+        "withdraw_requested_at": snapshot.withdraw_requested_at,
+        "refund_nonce": str(snapshot.refund_nonce),
+        "onchain_synced_at_ns": now,
+        "updated_at_ns": now,
+    }
+
+
+class ChannelStore:
+    """Channel rows in SQLite (a file shared by processes) or PostgreSQL.
+
+    ``domain`` fixes the chain and escrow the channel ids belong to. With an
+    ``escrow``, unknown channels and mirrors older than ``state_ttl_s`` are read
+    from the chain before a charge; without one, the caller keeps the mirror
+    current through :meth:`mirror`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        domain: ChannelDomain,
+        network: str,
+        escrow: ChannelEscrow | None = None,
+        state_ttl_s: float = STATE_TTL_S_DEFAULT,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise PaywallConfigError(f"cannot parse the paywall database URL {url!r}") from None
+        backend, _, _ = parsed.drivername.partition("+")
+        if backend == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                raise PaywallConfigError(
+                    "the paywall database must be a file (sqlite:///PATH) so processes share it"
+                )
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine = self._sqlite(parsed, busy_timeout_s)
+        elif backend in ("postgresql", "postgres"):
+            self.engine = create_engine(
+                parsed.set(drivername="postgresql+psycopg"),
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 5},
+            )
+        else:
+            raise PaywallConfigError(f"unsupported paywall database {backend!r}")
+        if state_ttl_s < 0:
+            raise PaywallConfigError("state_ttl_s must not be negative")
+        self.dialect = "sqlite" if backend == "sqlite" else "postgresql"
+        self.display_url = parsed.render_as_string(hide_password=True)
+        self.domain = domain
+        self.network = network
+        self.escrow = escrow
+        self.state_ttl_ns = int(state_ttl_s * 1e9)
+        with self._errors():
+            _METADATA.create_all(self.engine, checkfirst=True)
+
+    @staticmethod
+    def _sqlite(url: Any, busy_timeout_s: float) -> Engine:
+        engine = create_engine(
+            url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # The driver's own BEGIN is deferred; take control so ours is IMMEDIATE.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            # The write lock at BEGIN: two requests on one channel can never both
+            # read the old state (a deferred BEGIN would let them, then fail one).
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def __repr__(self) -> str:
+        return f"ChannelStore({self.display_url!r})"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except DBAPIError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise PaymentStoreError(
+                f"the channel database at {self.display_url} failed: {detail}"
+            ) from None
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.begin() as connection:
+            yield connection
+
+    # ------------------------------------------------------------ reads
+
+    @staticmethod
+    def _key(channel_id: bytes) -> str:
+        return "0x" + channel_id.hex()
+
+    def get(self, channel_id: bytes) -> ChannelRecord | None:
+        with self._errors(), self.engine.connect() as connection:
+            row = connection.execute(
+                select(CHANNELS).where(CHANNELS.c.channel_id == self._key(channel_id))
+            ).first()
+            connection.rollback()
+        return None if row is None else _record(row)
+
+    def records(self) -> list[ChannelRecord]:
+        with self._errors(), self.engine.connect() as connection:
+            rows = connection.execute(select(CHANNELS).order_by(CHANNELS.c.channel_id)).all()
+            connection.rollback()
+        return [_record(row) for row in rows]
+
+    # ------------------------------------------------------------ chain mirror
+
+    def _insert(
+        self, connection: Connection, config: ChannelConfig, snapshot: ChannelSnapshot
+    ) -> None:
+        """Create a row from the chain, if none exists: ``charged`` starts at ``totalClaimed``."""
+        now = _now_ns()
+        insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        values = {
+            "channel_id": self._key(snapshot.channel_id),
+            "network": self.network,
+            "payer": config.payer,
+            "payer_authorizer": config.payer_authorizer,
+            "receiver": config.receiver,
+            "receiver_authorizer": config.receiver_authorizer,
+            "token": config.token,
+            "withdraw_delay_s": config.withdraw_delay_s,
+            "salt": "0x" + config.salt.hex(),
+            "charged": str(snapshot.total_claimed),
+            "signed_max": str(snapshot.total_claimed),
+            "signature": None,
+            "last_request_at_ns": None,
+            **_mirror_values(snapshot, now),
+        }
+        connection.execute(insert(CHANNELS).values(**values).on_conflict_do_nothing())
+
+    def _apply_mirror(
+        self, connection: Connection, current: ChannelRecord, snapshot: ChannelSnapshot
+    ) -> None:
+        values = _mirror_values(snapshot, _now_ns())
+        if snapshot.total_claimed > current.charged:
+            # Claimed on chain beyond what we booked (state restored from an old
+            # backup): the chain is the floor, never charge that part again.
+            values["charged"] = str(snapshot.total_claimed)
+            values["signed_max"] = str(max(current.signed_max, snapshot.total_claimed))
+        connection.execute(
+            update(CHANNELS)
+            .where(CHANNELS.c.channel_id == self._key(current.channel_id))
+            .values(**values)
+        )
+
+    def _locked(self, connection: Connection, channel_id: bytes) -> ChannelRecord | None:
+        row = connection.execute(
+            select(CHANNELS).where(CHANNELS.c.channel_id == self._key(channel_id)).with_for_update()
+        ).first()
+        return None if row is None else _record(row)
+
+    def mirror(self, config: ChannelConfig, snapshot: ChannelSnapshot) -> ChannelRecord:
+        """Record a chain snapshot of a channel (after a deposit, claim, refund or a read)."""
+        invariant(
+            self.domain.channel_id(config) == snapshot.channel_id,
+            "a snapshot belongs to its config's channel",
+        )
+        with self._begin() as connection:
+            self._insert(connection, config, snapshot)
+            current = self._locked(connection, snapshot.channel_id)
+            invariant(current is not None, "the row exists after its insert")
+            assert current is not None  # for mypy; the invariant above is the check
+            self._apply_mirror(connection, current, snapshot)
+            after = self._locked(connection, snapshot.channel_id)
+        assert after is not None
+        return after
+
+    def _read_chain(self, channel_id: bytes) -> ChannelSnapshot | ChargeRefused:
+        invariant(self.escrow is not None, "reading the chain needs an escrow")
+        assert self.escrow is not None
+        try:
+            return self.escrow.snapshot(channel_id)
+        except WalletError:
+            return ChargeRefused(ERR_CHANNEL_STATE_READ_FAILED, "the escrow could not be read")
+
+    # ------------------------------------------------------------ the paid path
+
+    def check_voucher(
+        self,
+        terms: ChannelTerms,
+        config: ChannelConfig,
+        voucher: SignedVoucher,
+        *,
+        signature_verified: bool = False,
+    ) -> ChargeRefused | None:
+        """The checks that need no state: id, terms, and the voucher's signer.
+
+        A plain EOA ``payerAuthorizer`` is recovered here. A zero one means the
+        payer may be an ERC-1271 wallet: the caller must have had the
+        facilitator verify it (``signature_verified=True``).
+        """
+        if self.domain.channel_id(config) != voucher.channel_id:
+            return ChargeRefused(ERR_CHANNEL_ID_MISMATCH, "the config does not hash to channelId")
+        reason = terms.refusal(config)
+        if reason is not None:
+            return ChargeRefused(reason, "the channel config does not match the offer")
+        if config.payer_authorizer == checksum(_ZERO_ADDRESS):
+            if not signature_verified:
+                return ChargeRefused(
+                    ERR_INVALID_VOUCHER_SIGNATURE, "a smart-wallet voucher needs the facilitator"
+                )
+            return None
+        digest = self.domain.voucher_digest(voucher.channel_id, voucher.max_claimable_amount)
+        if recover_digest(digest, voucher.signature) != config.payer_authorizer:
+            return ChargeRefused(
+                ERR_INVALID_VOUCHER_SIGNATURE, "the voucher is not signed by payerAuthorizer"
+            )
+        return None
+
+    def charge(
+        self,
+        terms: ChannelTerms,
+        config: ChannelConfig,
+        voucher: SignedVoucher,
+        *,
+        price: int,
+        actual: int,
+        signature_verified: bool = False,
+    ) -> ChargeAccepted | ChargeRefused:
+        """Check ``voucher`` for one request whose ceiling is ``price`` and record ``actual``.
+
+        Atomic: either the charge and the voucher are recorded together, or
+        nothing is. Any number of threads or processes may call this for one
+        channel; they take turns on the channel's row.
+        """
+        if isinstance(price, bool) or not isinstance(price, int) or price <= 0:
+            raise PaywallConfigError("price must be a positive int of atomic units")
+        if isinstance(actual, bool) or not isinstance(actual, int) or actual < 0:
+            raise PaywallConfigError("actual must be a non-negative int of atomic units")
+        refused = self.check_voucher(terms, config, voucher, signature_verified=signature_verified)
+        if refused is not None:
+            return refused
+        if actual > price:
+            return ChargeRefused(
+                ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE, "the handler charged more than the ceiling"
+            )
+
+        # Chain reads happen here, before the lock, never under it.
+        snapshot: ChannelSnapshot | None = None
+        if self.escrow is not None:
+            known = self.get(voucher.channel_id)
+            stale = known is None or _now_ns() - known.onchain_synced_at_ns > self.state_ttl_ns
+            if stale:
+                read = self._read_chain(voucher.channel_id)
+                if isinstance(read, ChargeRefused):
+                    return replace(read, record=known)
+                snapshot = read
+
+        with self._begin() as connection:
+            if snapshot is not None:
+                self._insert(connection, config, snapshot)
+            record = self._locked(connection, voucher.channel_id)
+            if record is None:
+                return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
+            if snapshot is not None:
+                self._apply_mirror(connection, record, snapshot)
+                record = self._locked(connection, voucher.channel_id)
+                assert record is not None
+            refusal = self._refusal(record, voucher, price)
+            if refusal is not None:
+                return refusal
+            now = _now_ns()
+            connection.execute(
+                update(CHANNELS)
+                .where(CHANNELS.c.channel_id == self._key(voucher.channel_id))
+                .values(
+                    charged=str(record.charged + actual),
+                    signed_max=str(voucher.max_claimable_amount),
+                    signature="0x" + voucher.signature.hex(),
+                    last_request_at_ns=now,
+                    updated_at_ns=now,
+                )
+            )
+            after = self._locked(connection, voucher.channel_id)
+        assert after is not None
+        invariant(after.charged == record.charged + actual, "the charge was recorded once")
+        return ChargeAccepted(after, actual)
+
+    @staticmethod
+    def _refusal(record: ChannelRecord, voucher: SignedVoucher, price: int) -> ChargeRefused | None:
+        ceiling = voucher.max_claimable_amount
+        if record.balance == 0:
+            return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "the channel has no balance", record)
+        if ceiling != record.charged + price:
+            # A stale client, or an old voucher replayed: the corrective 402 resyncs it.
+            return ChargeRefused(
+                ERR_CUMULATIVE_AMOUNT_MISMATCH,
+                "maxClaimableAmount must be chargedCumulativeAmount + amount",
+                record,
+            )
+        if ceiling <= record.total_claimed:
+            return ChargeRefused(
+                ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED,
+                "the voucher is not above the claimed total",
+                record,
+            )
+        if ceiling > record.balance:
+            return ChargeRefused(
+                ERR_CUMULATIVE_EXCEEDS_BALANCE, "the voucher is above the channel's balance", record
+            )
+        return None
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self, receiver: str, *, from_block: int = 0) -> list[ChannelRecord]:
+        """Rebuild this receiver's channel rows from the chain after the state was lost.
+
+        Configs come from the escrow's ``ChannelCreated`` events, amounts from
+        its ``channels``/``pendingWithdrawals``/``refundNonce`` views. Rows that
+        exist keep what they know (a voucher not yet claimed); missing rows
+        start at ``charged = totalClaimed``. Channels of other receivers, and
+        ids that do not hash from their config on this domain, are skipped.
+        """
+        invariant(self.escrow is not None, "recovery reads the chain through an escrow")
+        assert self.escrow is not None
+        receiver = checksum(receiver)
+        logs = self.escrow.chain.logs(
+            self.escrow.address, [ESCROW_EVENT_TOPICS["ChannelCreated"]], from_block
+        )
+        configs: dict[bytes, ChannelConfig] = {}
+        for log in logs:
+            (fields,) = abi_decode(_CONFIG_ABI, log.data)
+            payer, payer_auth, to, to_auth, token, delay, salt = fields
+            config = ChannelConfig(payer, payer_auth, to, to_auth, token, int(delay), bytes(salt))
+            channel_id = self.domain.channel_id(config)
+            if config.receiver == receiver and log.topics[1] == channel_id:
+                configs[channel_id] = config
+        return [
+            self.mirror(config, self.escrow.snapshot(channel_id))
+            for channel_id, config in configs.items()
+        ]
