@@ -348,3 +348,50 @@ def test_ledger_reconcile_prints_one_line_and_exits_non_zero_on_a_fault(
     assert proxy.url in lines[0]
     expected = {"refused": "did not answer", "held": "timed out", "error": "-32005"}[fault]
     assert expected in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------ the agent's paying client
+
+
+def test_an_agent_paying_through_an_rpc_fault_pays_once_when_it_asks_again(
+    env: ChainEnv, proxy: FaultProxy, proxied: RpcChain, tmp_path: Path
+) -> None:
+    """The seller's 503 leaves the agent's reservation open; asking again re-sends the same payment."""
+    from farthing.agents.blog import paywalled_blog
+    from farthing.agents.outcome import outcome_of
+    from tests.agents.conftest import BLOG
+    from tests.agents.conftest import PRICE_ATOMIC as BLOG_PRICE
+    from tests.agents.conftest import make_world
+
+    world = make_world(env.chain, tmp_path)
+    try:
+        app = paywalled_blog(
+            facilitator=LocalFacilitator(proxied, world.relayer),
+            store=world.store,
+            pay_to=world.merchant,
+            asset=world.asset,
+        )
+        url = f"{BLOG}/posts/quarter-penny"
+
+        async def fetch() -> httpx.Response:
+            async with world.client(app=app) as client:
+                return await client.get(url)
+
+        funds = world.token.balance_of(world.agent.address)
+        proxy.error("eth_sendRawTransaction", -32005, "rate limit exceeded")
+        refused = run(fetch())
+        assert refused.status_code == 503 and "PAID-PART" not in refused.text
+        first = outcome_of(refused)
+        assert first is not None and first.status == "possible_spend", first
+        assert len(world.open_reservations()) == 1  # held, not released: it may still settle
+        proxy.clear()
+        paid = run(fetch())
+        assert paid.status_code == 200, paid.text
+        second = outcome_of(paid)
+        assert second is not None and second.status == "paid", second
+        assert second.payment_id == first.payment_id  # the same payment, not a new one
+        assert world.token.balance_of(world.agent.address) == funds - BLOG_PRICE
+        assert world.open_reservations() == [] and world.posted_total() == BLOG_PRICE
+        assert world.reconcile().breaks == ()
+    finally:
+        world.close()
