@@ -548,6 +548,40 @@ class ChannelStore:
         invariant(after.charged == record.charged + actual, "the charge was recorded once")
         return ChargeAccepted(after, actual)
 
+    def check_refund(
+        self,
+        terms: ChannelTerms,
+        config: ChannelConfig,
+        voucher: SignedVoucher,
+        *,
+        signature_verified: bool = False,
+    ) -> ChannelRecord | ChargeRefused:
+        """Check a refund's zero-charge voucher: its ceiling must equal ``charged`` exactly.
+
+        Returns the channel's record (whose ``signed_max``/``signature`` the
+        refund's claim row uses) or the refusal; a stale client gets the
+        corrective state. Nothing is written: the refund itself happens on chain.
+        """
+        refused = self.check_voucher(terms, config, voucher, signature_verified=signature_verified)
+        if refused is not None:
+            return refused
+        record = self.get(voucher.channel_id)
+        if record is None:
+            return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
+        if voucher.max_claimable_amount != record.charged:
+            return ChargeRefused(
+                ERR_CUMULATIVE_AMOUNT_MISMATCH,
+                "a refund voucher's maxClaimableAmount must be chargedCumulativeAmount",
+                record,
+            )
+        if voucher.max_claimable_amount < record.total_claimed:
+            return ChargeRefused(
+                ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED,
+                "the voucher is below the claimed total",
+                record,
+            )
+        return record
+
     @staticmethod
     def _refusal(record: ChannelRecord, voucher: SignedVoucher, price: int) -> ChargeRefused | None:
         ceiling = voucher.max_claimable_amount

@@ -210,6 +210,18 @@ def test_each_refusal_has_the_specs_reason_and_changes_nothing(store: ChannelSto
     assert isinstance(_charge(store, ch, ch.voucher(3 * PRICE)), ChargeAccepted)
 
 
+def test_a_refund_voucher_must_be_zero_charge(store: ChannelStore) -> None:
+    ch = Channel()
+    ch.open(store)
+    assert isinstance(_charge(store, ch, ch.voucher(PRICE), actual=600), ChargeAccepted)
+    record = store.check_refund(ch.terms, ch.config, ch.voucher(600))
+    assert not isinstance(record, ChargeRefused) and record.charged == 600
+    stale = store.check_refund(ch.terms, ch.config, ch.voucher(PRICE))
+    assert isinstance(stale, ChargeRefused) and stale.reason == ERR_CUMULATIVE_AMOUNT_MISMATCH
+    forged = store.check_refund(ch.terms, ch.config, ch.voucher(600, key=LocalSigner.generate()))
+    assert isinstance(forged, ChargeRefused) and forged.reason == ERR_INVALID_VOUCHER_SIGNATURE
+
+
 def test_twenty_threads_on_one_channel_charge_each_voucher_once(store: ChannelStore) -> None:
     ch = Channel()
     ch.open(store)
