@@ -219,7 +219,11 @@ def _match_posted(
                 BreakKind.MISSING_ON_CHAIN,
                 f"no Transfer log from {payment.payer_address} to {payment.payee_address} "
                 f"in {payment.tx_hash}"
-                + (f" (booked in block {block}, above the head {head_block})" if beyond_head else ""),
+                + (
+                    f" (booked in block {block}, above the head {head_block})"
+                    if beyond_head
+                    else ""
+                ),
                 transfer_id=payment.transfer_id,
                 tx_hash=payment.tx_hash,
                 ledger_amount=payment.amount,

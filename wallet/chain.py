@@ -78,7 +78,6 @@ _DEV_HD_PATH = "m/44'/60'/0'/0"
 TRANSFER_TOPIC = keccak(text="Transfer(address,address,uint256)")
 
 
-
 def _hex(value: bytes | str) -> str:
     """0x-prefixed lowercase hex (``HexBytes.hex()`` has no prefix in web3 v8)."""
     if isinstance(value, str):
@@ -620,15 +619,14 @@ def _node_fault(method: str, error: Any) -> bool:
     code, message = _error_parts(error)
     text = message.lower()
     data = error.get("data")
-    if code == 3 or "revert" in text or (isinstance(data, str) and data.startswith("0x")):
+    if code == "3" or "revert" in text or (isinstance(data, str) and data.startswith("0x")):
         return False
     if any(phrase in text for phrase in _EXECUTION_FAILURES):
         return False
-    if method in ("eth_sendRawTransaction", "eth_sendTransaction", "eth_estimateGas") and any(
-        phrase in text for phrase in _TX_REFUSALS
-    ):
-        return False
-    return True
+    refusal = any(phrase in text for phrase in _TX_REFUSALS)
+    return not (
+        refusal and method in ("eth_sendRawTransaction", "eth_sendTransaction", "eth_estimateGas")
+    )
 
 
 def _error_parts(error: Any) -> tuple[str, str]:

@@ -84,7 +84,9 @@ class FaultProxy:
         relay: bool = False,
         times: int | None = None,
     ) -> None:
-        self._add(_Fault(_methods(method), "error", code=code, message=message, relay=relay, times=times))
+        self._add(
+            _Fault(_methods(method), "error", code=code, message=message, relay=relay, times=times)
+        )
 
     def refuse(self) -> None:
         """Stop listening: every connection is refused until :meth:`restore`."""
@@ -197,9 +199,7 @@ class FaultProxy:
         self._thread.start()
 
     def _relay(self, body: bytes) -> bytes:
-        request = urllib.request.Request(
-            self.upstream, body, {"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(self.upstream, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=_UPSTREAM_TIMEOUT_S) as answer:
             data: bytes = answer.read()
         return data

@@ -249,7 +249,9 @@ def test_an_error_after_the_node_accepted_the_settlement_never_charges_twice(
 # ------------------------------------------------------------------ replies past the timeout
 
 
-@pytest.mark.parametrize("method", ["eth_call", "eth_sendRawTransaction", "eth_getTransactionReceipt"])
+@pytest.mark.parametrize(
+    "method", ["eth_call", "eth_sendRawTransaction", "eth_getTransactionReceipt"]
+)
 def test_a_reply_held_past_the_timeout_is_a_bounded_503_and_the_retry_pays_once(
     method: str,
     env: ChainEnv,
@@ -335,10 +337,8 @@ def test_ledger_reconcile_prints_one_line_and_exits_non_zero_on_a_fault(
     else:
         proxy.error("eth_getLogs", -32005, "rate limit exceeded")
     result = run_farthing(
-        [
-            "ledger", "reconcile", "--rpc-url", proxy.url, "--token", env.asset.address,
-            "--database-url", ledger_url,
-        ],  # fmt: skip
+        ["ledger", "reconcile", "--rpc-url", proxy.url, "--token", env.asset.address]
+        + ["--database-url", ledger_url],
         env=cli_env(tmp_path / "data", FARTHING_WALLET_RPC_TIMEOUT_S=str(TIMEOUT_S)),
         timeout_s=60,
     )
@@ -359,9 +359,8 @@ def test_an_agent_paying_through_an_rpc_fault_pays_once_when_it_asks_again(
     """The seller's 503 leaves the agent's reservation open; asking again re-sends the same payment."""
     from farthing.agents.blog import paywalled_blog
     from farthing.agents.outcome import outcome_of
-    from tests.agents.conftest import BLOG
+    from tests.agents.conftest import BLOG, make_world
     from tests.agents.conftest import PRICE_ATOMIC as BLOG_PRICE
-    from tests.agents.conftest import make_world
 
     world = make_world(env.chain, tmp_path)
     try:

@@ -70,10 +70,8 @@ def _rpc(env: ChainEnv, method: str, *params: Any) -> Any:
 
 def _reconcile(env: ChainEnv, ledger_url: str, tmp_path: Path, *extra: str) -> CliResult:
     return run_farthing(
-        [
-            "ledger", "reconcile", "--rpc-url", env.chain.rpc_url or "",
-            "--token", env.asset.address, "--database-url", ledger_url, "--json", *extra,
-        ],  # fmt: skip
+        ["ledger", "reconcile", "--rpc-url", env.chain.rpc_url or "", "--token", env.asset.address]
+        + ["--database-url", ledger_url, "--json", *extra],
         env=cli_env(tmp_path / "data"),
         timeout_s=60,
     )
