@@ -9,6 +9,7 @@ the budget are payments too. Each query reads one agent's rows through the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,8 @@ def _state(row: Any, resolution: Any) -> str:
         return "posted"
     if resolution is None:
         return "pending"
-    return transfer_kind(resolution.flags)
+    kind: str = transfer_kind(int(resolution.flags))
+    return kind
 
 
 def agent_page(
@@ -156,7 +158,7 @@ def agent_page(
     )
 
 
-def _task_spend(session: Session, rows: list[Any]) -> int:
+def _task_spend(session: Session, rows: Sequence[Any]) -> int:
     """Posted plus still-reserved spend of a task's transfers (resolutions counted once)."""
     total = 0
     pending = [r for r in rows if r.flags & TransferFlags.PENDING]

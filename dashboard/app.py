@@ -123,7 +123,7 @@ def safe_url(url: str | None) -> str:
     if parsed is not None:
         if parsed.get_backend_name() == "sqlite":
             return f"sqlite:///{parsed.database}"
-        return parsed.set(password=None, query={}).render_as_string(hide_password=True)
+        return str(parsed.set(password=None, query={}).render_as_string(hide_password=True))
     parts = urlsplit(url)
     host = parts.hostname or "?"
     port = f":{parts.port}" if parts.port else ""

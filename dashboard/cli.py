@@ -90,7 +90,7 @@ def dashboard(
     from farthing.dashboard.app import create_app
     from farthing.dashboard.settings import DashboardSettings
 
-    overrides = {
+    overrides: dict[str, object] = {
         "database_url": database_url, "paywall_database_url": paywall_database_url,
         "rpc_url": rpc_url, "network": network, "token": token, "host": host, "port": port,
     }  # fmt: skip
