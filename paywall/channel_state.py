@@ -98,6 +98,7 @@ __all__ = [
 
 _METADATA: Final = MetaData()
 _ZERO_ADDRESS: Final = "0x" + "00" * 20
+_READ_ONLY: Final = "farthing_read_only"
 _CONFIG_ABI: Final = ["(address,address,address,address,address,uint40,bytes32)"]
 
 # How old the chain mirror may be before a charge re-reads it (the spec's
@@ -329,7 +330,9 @@ class ChannelStore:
         def _on_begin(connection: Connection) -> None:
             # The write lock at BEGIN: two requests on one channel can never both
             # read the old state (a deferred BEGIN would let them, then fail one).
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Plain reads (get, records) stay deferred, so they never wait on it.
+            reading = connection.get_execution_options().get(_READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
         return engine
 
@@ -356,12 +359,17 @@ class ChannelStore:
 
     # ------------------------------------------------------------ reads
 
+    @contextmanager
+    def _reader(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection.execution_options(**{_READ_ONLY: True})
+
     @staticmethod
     def _key(channel_id: bytes) -> str:
         return "0x" + channel_id.hex()
 
     def get(self, channel_id: bytes) -> ChannelRecord | None:
-        with self._errors(), self.engine.connect() as connection:
+        with self._errors(), self._reader() as connection:
             row = connection.execute(
                 select(CHANNELS).where(CHANNELS.c.channel_id == self._key(channel_id))
             ).first()
@@ -369,7 +377,7 @@ class ChannelStore:
         return None if row is None else _record(row)
 
     def records(self) -> list[ChannelRecord]:
-        with self._errors(), self.engine.connect() as connection:
+        with self._errors(), self._reader() as connection:
             rows = connection.execute(select(CHANNELS).order_by(CHANNELS.c.channel_id)).all()
             connection.rollback()
         return [_record(row) for row in rows]
