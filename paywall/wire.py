@@ -58,7 +58,7 @@ PAYMENT_RESPONSE_HEADER: Final = "PAYMENT-RESPONSE"
 # while keeping a hostile header from costing more than a glance.
 PAYMENT_HEADER_BYTES_MAX: Final = 8192
 
-_NETWORK_RE: Final = re.compile(r"^eip155:[0-9]{1,20}$")
+_NETWORK_RE: Final = re.compile(r"eip155:[0-9]{1,20}")
 _TEXT_MAX: Final = 2048
 
 
@@ -105,7 +105,8 @@ class PaymentRequirements:
     def __post_init__(self) -> None:
         object.__setattr__(self, "asset", checksum(self.asset))
         object.__setattr__(self, "pay_to", checksum(self.pay_to))
-        if not _NETWORK_RE.match(self.network):
+        # fullmatch: with match, "$" also accepts a trailing newline ("eip155:1\n").
+        if not isinstance(self.network, str) or not _NETWORK_RE.fullmatch(self.network):
             raise AuthorizationError(f"network must be a CAIP-2 eip155 id, got {self.network!r}")
         if isinstance(self.amount, bool) or not isinstance(self.amount, int):
             raise AmountError("amount must be an int of atomic units")
