@@ -62,6 +62,7 @@ REASONS: Final[dict[str, str]] = {
     "exceeds_payee_daily_cap": "the daily limit for this payee would be passed",
     "asset_not_allowed": "the token is not on the spend policy's asset allowlist",
     "insufficient_balance": "the wallet holds less than the price",
+    "chain_unavailable": "the chain did not answer before signing; nothing was paid or held",
     "possible_spend_unresolved": (
         "an earlier payment for the same purchase may have gone through; "
         "it must be resolved from the chain before paying again"

@@ -279,7 +279,14 @@ class Payer:
         crash_point("agent.after_reserve")
         # The budgets said yes; the chain must agree the money is there. A
         # seller would refuse an authorization the wallet cannot cover.
-        balance = self.balance()
+        try:
+            balance = self.balance()
+        except ChainError as exc:
+            # Nothing is signed yet: a chain that does not answer must not
+            # hold the budget until the reservation expires.
+            if reserved == "ok":
+                release(self.books, payment_id)
+            return _not_paid(url, intent, "chain_unavailable", str(exc), terms)
         if balance < requirements.amount:
             release(self.books, payment_id)
             detail = f"the wallet holds {self.asset.format(balance)}"

@@ -394,3 +394,42 @@ def test_an_agent_paying_through_an_rpc_fault_pays_once_when_it_asks_again(
         assert world.reconcile().breaks == ()
     finally:
         world.close()
+
+
+def test_an_agent_whose_chain_fails_before_signing_keeps_no_reservation(
+    env: ChainEnv, proxy: FaultProxy, proxied: RpcChain, tmp_path: Path
+) -> None:
+    """The wallet's balance read fails after the budget said yes: nothing is signed or held."""
+    from farthing.agents import Payer, async_paying_client
+    from farthing.agents.outcome import outcome_of
+    from farthing.agents.settings import AgentSettings
+    from tests.agents.conftest import BLOG, make_world
+
+    world = make_world(env.chain, tmp_path)
+    try:
+        payer = Payer(
+            signer=world.agent,
+            chain=proxied,
+            asset=world.asset,
+            books=world.books,
+            settings=AgentSettings(approval_poll_s=0.05, settle_retry_delay_s=0.05),
+        )
+        funds = world.token.balance_of(world.agent.address)
+        proxy.error("eth_call", -32603, "internal error")
+
+        async def fetch() -> httpx.Response:
+            async with async_paying_client(
+                payer, task_id="task-1", purpose="testing", transport=httpx.ASGITransport(world.app)
+            ) as client:
+                return await client.get(f"{BLOG}/posts/quarter-penny")
+
+        answer = run(fetch())
+        assert answer.status_code == 402 and "PAID-PART" not in answer.text
+        outcome = outcome_of(answer)
+        assert outcome is not None and outcome.status == "not_paid", outcome
+        assert outcome.reason == "chain_unavailable"
+        assert world.open_reservations() == [] and world.posted_total() == 0
+        assert world.token.balance_of(world.agent.address) == funds
+    finally:
+        proxy.clear()
+        world.close()
