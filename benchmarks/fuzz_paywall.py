@@ -727,6 +727,7 @@ class Tally:
     failures: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    by_method: Counter[str] = field(default_factory=Counter)
     shown: Counter[str] = field(default_factory=Counter)
 
 
@@ -754,6 +755,7 @@ async def run_cases(world: World, indexes: range | list[int], args: argparse.Nam
         for failure in judge(outcome, marker):
             tally.failures[failure] += 1
             tally.failures[f"{case.target}_{failure}"] += 1
+            tally.by_method[f"{failure}:{case.method.upper()[:20]}"] += 1
             if failure == "unpaid_content_headers_only":
                 continue
             if tally.shown[failure] < args.show or args.only is not None:
@@ -850,6 +852,8 @@ def main() -> int:
             report[f"{name}_{failure}"] = tally.failures[f"{name}_{failure}"]
     report["statuses"] = dict(sorted(tally.statuses.items()))
     report["reasons"] = dict(sorted(tally.reasons.items()))
+    if tally.by_method:
+        report["failures_by_method"] = dict(sorted(tally.by_method.items()))
     print(json.dumps(report))
     failed = report["status_5xx"] or report["unpaid_content"] or report["hangs"]
     return 1 if failed else 0
