@@ -61,7 +61,7 @@ def agent_page(
     if budget is None:
         return None
     account_id = budget.account_id
-    spend = next(s for s in agent_spend(session, now_ns) if s.account_id == account_id)
+    (spend,) = agent_spend(session, now_ns, account_id=account_id)
     m = money.get(spend.ledger, Money())
     t = _transfers
     payments_query = (

@@ -90,22 +90,26 @@ class AgentSpend:
         return None if self.daily_limit is None else max(0, self.daily_limit - self.daily_used)
 
 
-def _day_usage(session: Session, now_ns: int) -> dict[int, int]:
+def _day_usage(session: Session, now_ns: int, account_id: int | None) -> dict[int, int]:
     hour = hour_of(now_ns)
     query = (
         select(_usage.c.account_id, _usage.c.amount)
         .where(_usage.c.hour > hour - WINDOW_HOURS, _usage.c.hour <= hour)
         .where(_usage.c.payee_account_id == TOTAL_PAYEE)
     )
+    if account_id is not None:
+        query = query.where(_usage.c.account_id == account_id)
     used: dict[int, int] = defaultdict(int)
     for row in session.execute(query):
         used[row.account_id] += int(row.amount)
     return used
 
 
-def agent_spend(session: Session, now_ns: int) -> list[AgentSpend]:
-    """Every agent's rolling-day spend and balances, biggest spender first."""
-    used = _day_usage(session, now_ns)
+def agent_spend(
+    session: Session, now_ns: int, *, account_id: int | None = None
+) -> list[AgentSpend]:
+    """Every agent's (or one budget account's) rolling-day spend and balances, biggest first."""
+    used = _day_usage(session, now_ns, account_id)
     query = select(
         _budgets.c.agent_id,
         _budgets.c.account_id,
@@ -115,6 +119,8 @@ def agent_spend(session: Session, now_ns: int) -> list[AgentSpend]:
         _accounts.c.debits_posted,
         _accounts.c.debits_pending,
     ).join(_accounts, _accounts.c.id == _budgets.c.account_id)
+    if account_id is not None:
+        query = query.where(_budgets.c.account_id == account_id)
     rows = [
         AgentSpend(
             agent_id=row.agent_id,
