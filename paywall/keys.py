@@ -5,19 +5,21 @@
 * an **encrypted keystore** (Web3 Secret Storage v3, as ``farthing wallet new``
   writes): decrypted with the passphrase from ``FARTHING_WALLET_PASSPHRASE``
   or ``--passphrase-file``, as every wallet command does;
-* a **plain hex key** (64 hex digits, optional ``0x``): accepted only if the
-  file is private to its owner (no group or other permission bits), as ssh
-  does for its keys. A key readable by others is refused, not warned about.
+* a **plain hex key** (64 hex digits, optional ``0x``).
 
-A token file holds the bearer token on its first line; it must be private too
-and at least 16 characters, so a placeholder is refused. Neither a key nor a
-token is ever printed, logged or put in an error message.
+Either form, and a token file, is read only if it is private to its owner (no
+group or other permission bits), by the one rule every command that reads a
+secret follows (``farthing.wallet.keyfile.read_secret_file``); a file others
+could read or write is refused with ``chmod 600 FILE`` as the fix.
+
+A token file holds the bearer token on its first line; it must be at least 16
+characters, so a placeholder is refused. Neither a key nor a token is ever
+printed, logged or put in an error message.
 """
 
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 from typing import Final
 
@@ -25,6 +27,7 @@ from eth_account import Account
 from pydantic import SecretStr
 
 from farthing.wallet.errors import KeyFileError, WrongPassphraseError
+from farthing.wallet.keyfile import read_secret_file
 from farthing.wallet.keystore import parse_private_key, read_passphrase
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
@@ -36,29 +39,7 @@ _FILE_BYTES_MAX: Final = 64 * 1024
 
 
 def _read_private(path: Path, what: str) -> str:
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise KeyFileError(f"no {what} at {path}") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise KeyFileError(f"the {what} {path} is not a regular file")
-    if info.st_size > _FILE_BYTES_MAX:
-        raise KeyFileError(f"the {what} {path} is too large")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise KeyFileError(f"cannot read the {what} {path}") from None
-
-
-def _require_private(path: Path, what: str) -> None:
-    mode = path.stat().st_mode
-    if mode & 0o077:
-        raise KeyFileError(
-            f"the {what} {path} is readable by other users (mode {stat.S_IMODE(mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
+    return read_secret_file(path, what=what, bytes_max=_FILE_BYTES_MAX)
 
 
 def load_key_file(
@@ -84,7 +65,6 @@ def load_key_file(
         except (KeyError, TypeError):
             raise KeyFileError(f"keystore {path} is corrupt or unsupported") from None
         return LocalSigner(SecretStr("0x" + bytes(key).hex()))
-    _require_private(path, "key file")
     lines = stripped.splitlines()
     if len(lines) != 1:
         raise KeyFileError(f"the key file {path} must hold one hex key on one line")
@@ -94,7 +74,6 @@ def load_key_file(
 def load_token_file(path: Path) -> SecretStr:
     """The bearer token on the first line of a private file."""
     text = _read_private(path, "token file")
-    _require_private(path, "token file")
     token = text.splitlines()[0].strip() if text.strip() else ""
     if len(token) < TOKEN_LENGTH_MIN:
         raise KeyFileError(f"the token in {path} is shorter than {TOKEN_LENGTH_MIN} characters")

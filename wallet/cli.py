@@ -18,6 +18,7 @@ from farthing.console import emit_json, fail, out_console
 from farthing.wallet.account import Wallet
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call
+from farthing.wallet.keyfile import read_secret_file
 from farthing.wallet.keystore import (
     KeystoreInfo,
     create_keystore,
@@ -49,7 +50,10 @@ NameOpt = Annotated[str, typer.Option("--name", "-n", help="Wallet name (its key
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line for scripts.")]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where keys and dev-chain records live (env FARTHING_DATA_DIR, default ~/.farthing)."),
+    typer.Option(
+        "--data-dir",
+        help="Where keys and dev-chain records live (env FARTHING_DATA_DIR, default ~/.farthing).",
+    ),
 ]
 PassFileOpt = Annotated[
     Path | None,
@@ -60,10 +64,17 @@ PassFileOpt = Annotated[
 ]
 NetworkOpt = Annotated[
     str | None,
-    typer.Option("--network", help="local, base-sepolia or base (default: local, or inferred from --rpc-url)."),
+    typer.Option(
+        "--network",
+        help="local, base-sepolia or base (default: local, or inferred from --rpc-url).",
+    ),
 ]
-RpcOpt = Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL (overrides the network's default).")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="Token address (overrides the network's stablecoin).")]
+RpcOpt = Annotated[
+    str | None, typer.Option("--rpc-url", help="JSON-RPC URL (overrides the network's default).")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="Token address (overrides the network's stablecoin).")
+]
 AddressOpt = Annotated[
     str | None, typer.Option("--address", help="Use this address instead of a named wallet.")
 ]
@@ -90,7 +101,9 @@ def _show_created(info: KeystoreInfo, verb: str, as_json: bool) -> None:
 def new(
     name: NameOpt = "default",
     passphrase_file: PassFileOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing wallet of this name.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing wallet of this name.")
+    ] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -105,11 +118,15 @@ def new(
 def import_key(
     key_file: Annotated[
         Path,
-        typer.Option("--key-file", help="File holding the hex private key; '-' reads standard input."),
+        typer.Option(
+            "--key-file", help="File holding the hex private key; '-' reads standard input."
+        ),
     ],
     name: NameOpt = "default",
     passphrase_file: PassFileOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing wallet of this name.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing wallet of this name.")
+    ] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -119,10 +136,7 @@ def import_key(
     if str(key_file) == "-":
         raw = sys.stdin.readline()
     else:
-        try:
-            raw = key_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"cannot read key file {key_file}: {exc.strerror or exc}")
+        raw = read_secret_file(key_file, what="key file")
     signer = LocalSigner(parse_private_key(raw))
     info = write_keystore(settings, name, signer, passphrase, overwrite=force)
     _show_created(info, "imported", as_json)
@@ -131,7 +145,9 @@ def import_key(
 @app.command()
 def show(
     name: NameOpt = "default",
-    show_all: Annotated[bool, typer.Option("--all", help="List every wallet in the data directory.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every wallet in the data directory.")
+    ] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -142,7 +158,9 @@ def show(
         emit_json([_info_json(i) for i in infos] if show_all else _info_json(infos[0]))
         return
     if not infos:
-        out_console.print(f"no wallets in {settings.keys_dir}; create one with `farthing wallet new`")
+        out_console.print(
+            f"no wallets in {settings.keys_dir}; create one with `farthing wallet new`"
+        )
         return
     table = Table("name", "address", "keystore")
     for info in infos:
@@ -205,7 +223,9 @@ def balance(
 
 @app.command()
 def fund(
-    amount: Annotated[str, typer.Argument(help="How much to mint, e.g. 25 or 0.5 (in whole tokens).")],
+    amount: Annotated[
+        str, typer.Argument(help="How much to mint, e.g. 25 or 0.5 (in whole tokens).")
+    ],
     name: NameOpt = "default",
     address: AddressOpt = None,
     network: NetworkOpt = None,
@@ -277,7 +297,9 @@ def send(
     atomic = target.asset.parse(amount)
     if atomic == 0:
         fail("amount must be greater than zero")
-    signer = unlock_keystore(settings, name, read_passphrase(settings, passphrase_file=passphrase_file))
+    signer = unlock_keystore(
+        settings, name, read_passphrase(settings, passphrase_file=passphrase_file)
+    )
     wallet = Wallet(signer, target.chain, target.asset)
     have = wallet.balance().atomic
     if have < atomic:

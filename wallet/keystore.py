@@ -2,7 +2,9 @@
 
 A key on disk is always encrypted. The passphrase comes from an environment
 variable or a file, never from a command-line argument (arguments show up in
-``ps`` and shell history). Files are written with mode 0600, atomically.
+``ps`` and shell history). Files are written with mode 0600, atomically, and
+a passphrase file or a keystore being unlocked is read only if it is private
+to its owner (``farthing.wallet.keyfile``, the rule every reader follows).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import SecretStr
 
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import KeyFileError, PassphraseError, WrongPassphraseError
+from farthing.wallet.keyfile import read_secret_file
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 
@@ -67,12 +70,7 @@ def read_passphrase(settings: WalletSettings, *, passphrase_file: Path | None = 
     """The keystore passphrase: from ``passphrase_file``, the settings' file, or its env var."""
     path = passphrase_file or settings.passphrase_file
     if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PassphraseError(
-                f"cannot read passphrase file {path}: {exc.strerror or exc}"
-            ) from None
+        text = read_secret_file(path, what="passphrase file", error=PassphraseError)
         value = text.splitlines()[0] if text else ""
     elif settings.passphrase is not None:
         value = settings.passphrase.get_secret_value()
@@ -152,15 +150,21 @@ def create_keystore(
     return write_keystore(settings, name, LocalSigner.generate(), passphrase, overwrite=overwrite)
 
 
-def _read_keystore_json(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KeyFileError(
-            f"no wallet keystore at {path} (create one with `farthing wallet new`)"
-        ) from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read keystore {path}: {exc.strerror or exc}") from None
+def _read_keystore_json(path: Path, *, to_unlock: bool = False) -> dict[str, Any]:
+    """The keystore's JSON; held to the private-file rule when its key is to be unlocked.
+
+    Reading only its public address (``wallet show``) is not held to it, so a
+    keystore with loose permissions is listed, and refused when it is used.
+    """
+    if not path.exists():
+        raise KeyFileError(f"no wallet keystore at {path} (create one with `farthing wallet new`)")
+    if to_unlock:
+        raw = read_secret_file(path, what="keystore")
+    else:
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KeyFileError(f"cannot read keystore {path}: {exc.strerror or exc}") from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError:
@@ -194,7 +198,7 @@ def list_keystores(settings: WalletSettings) -> list[KeystoreInfo]:
 def unlock_keystore(settings: WalletSettings, name: str, passphrase: SecretStr) -> LocalSigner:
     """Decrypt a keystore; a wrong passphrase raises ``WrongPassphraseError``."""
     path = keystore_path(settings, name)
-    data = _read_keystore_json(path)
+    data = _read_keystore_json(path, to_unlock=True)
     try:
         key = Account.decrypt(data, passphrase.get_secret_value())
     except ValueError as exc:
@@ -205,7 +209,9 @@ def unlock_keystore(settings: WalletSettings, name: str, passphrase: SecretStr) 
         raise KeyFileError(f"keystore {path} is corrupt or unsupported") from None
     signer = LocalSigner(SecretStr("0x" + bytes(key).hex()))
     recorded = data.get("address")
-    if isinstance(recorded, str) and recorded.lower().removeprefix("0x") != signer.address.lower()[2:]:
+    if (
+        isinstance(recorded, str)
+        and recorded.lower().removeprefix("0x") != signer.address.lower()[2:]
+    ):
         raise KeyFileError(f"keystore {path} decrypts to a different address than it records")
     return signer
-

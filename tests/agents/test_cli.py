@@ -108,6 +108,7 @@ def cli_flags(site: Site, tmp_path: Path) -> list[str]:
     """Flags that stand in for the environment a real process would read."""
     secret = tmp_path / "passphrase"
     secret.write_text(TEST_PASSPHRASE + "\n")
+    secret.chmod(0o600)  # a passphrase file others can read is refused
     return ["--data-dir", str(site.data_dir), "--passphrase-file", str(secret)]
 
 

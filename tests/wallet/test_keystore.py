@@ -90,6 +90,7 @@ def test_passphrase_from_env_and_file(
     )
     secret_file = tmp_path / "pass.txt"
     secret_file.write_text("from a file\nignored second line\n")
+    secret_file.chmod(0o600)  # a passphrase file others can read is refused
     got = read_passphrase(WalletSettings(data_dir=tmp_path), passphrase_file=secret_file)
     assert got.get_secret_value() == "from a file"
 
@@ -107,6 +108,7 @@ def test_corrupt_or_missing_keystore(settings: WalletSettings) -> None:
         unlock_keystore(settings, "ghost", PASSPHRASE)
     settings.keys_dir.mkdir(parents=True)
     (settings.keys_dir / "junk.json").write_text("{not json")
+    (settings.keys_dir / "junk.json").chmod(0o600)  # past the private-file rule, to the JSON
     with pytest.raises(KeyFileError, match="not valid JSON"):
         unlock_keystore(settings, "junk", PASSPHRASE)
     with pytest.raises(KeyFileError, match="invalid wallet name"):
