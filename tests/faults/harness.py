@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
 from pydantic import SecretStr
 
 from farthing.agents.books import AgentBooks
@@ -173,14 +174,24 @@ def start_paywall(
     site: Site,
     *,
     crash_at: str | None = None,
-    port: int = 0,
     lease_s: float | None = None,
 ) -> Paywall:
-    """``farthing paywall serve`` for ``site``; armed with ``crash_at`` if given.
+    """``farthing paywall serve`` for ``site`` on a free port, once it listens; see :func:`spawn_paywall`."""
+    return paywall_ready(site, spawn_paywall(fc, site, crash_at=crash_at, lease_s=lease_s))
 
-    ``port=0`` takes a free port from the OS; a restart passes the port it had,
-    so the resource URL, which the payer's retry matches on, stays the same.
-    ``lease_s`` shortens the claim lease so a dead owner's claim runs out fast.
+
+def spawn_paywall(
+    fc: FaultChain,
+    site: Site,
+    *,
+    crash_at: str | None = None,
+    lease_s: float | None = None,
+) -> subprocess.Popen[str]:
+    """Start ``farthing paywall serve`` for ``site``; armed with ``crash_at`` if given.
+
+    Several processes may serve one site: they share its payment store and
+    revenue books, as replicas behind a load balancer do. ``lease_s``
+    shortens the claim lease so a dead owner's claim runs out fast.
     """
     extra = {"FARTHING_CRASH_AT": crash_at} if crash_at else {}
     log = (site.data_dir / f"paywall-{len(site.processes)}.log").open("w")
@@ -189,7 +200,7 @@ def start_paywall(
         "--upstream", fc.upstream_url, "--route", f"GET /api/** {PRICE}",
         "--pay-to", site.merchant, "--token", fc.asset.address, "--rpc-url", fc.chain.rpc_url,
         "--key-file", str(fc.relayer_key_file), "--database-url", site.store_url,
-        "--ledger-database-url", site.revenue_url, "--port", str(port),
+        "--ledger-database-url", site.revenue_url, "--port", "0",
     ]  # fmt: skip
     if lease_s is not None:
         argv += ["--claim-lease-s", str(lease_s)]
@@ -203,6 +214,11 @@ def start_paywall(
             cwd=REPO,
         )
     site.processes.append(process)
+    return process
+
+
+def paywall_ready(site: Site, process: subprocess.Popen[str]) -> Paywall:
+    """Wait (bounded) until a spawned paywall listens."""
     try:
         ready = ready_line(process, READY_TIMEOUT_S)
     except RuntimeError:
@@ -306,8 +322,39 @@ def pay(
     return PayResult(process.returncode, json.loads(lines[-1]) if lines else None, err)
 
 
-def pay_here(fc: FaultChain, agent: Agent, url: str, *, task_id: str = "buy-one") -> PayResult:
-    """The same purchase as :func:`pay`, made by this process: for tests where only the paywall dies."""
+class ToPort(httpx.AsyncBaseTransport):
+    """Sends each request to 127.0.0.1:``port`` whatever port its URL names, as a load balancer would.
+
+    The request keeps its URL and ``Host`` header, so the payer sees one
+    resource, and every paywall process behind it prices the same one.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        routed = httpx.Request(
+            request.method,
+            request.url.copy_with(host="127.0.0.1", port=self.port),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
+        return await self.inner.handle_async_request(routed)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def pay_here(
+    fc: FaultChain, agent: Agent, url: str, *, port: int | None = None, task_id: str = "buy-one"
+) -> PayResult:
+    """The same purchase as :func:`pay`, made by this process: for tests where only the paywall dies.
+
+    With ``port``, the request goes to the paywall process listening there
+    (:class:`ToPort`), whatever port ``url`` names.
+    """
     payer = Payer(
         signer=agent.key,
         chain=fc.chain,
@@ -317,7 +364,8 @@ def pay_here(fc: FaultChain, agent: Agent, url: str, *, task_id: str = "buy-one"
     )
     config = {"task_id": task_id, "url": url, "marker": MARKER}
     agent.books.start_task(task_id, 10 * PRICE_ATOMIC)
-    return PayResult(0, asyncio.run(buy(payer, config)), "")
+    transport = ToPort(port) if port is not None else None
+    return PayResult(0, asyncio.run(buy(payer, config, transport=transport)), "")
 
 
 # ------------------------------------------------------------------ the recoveries

@@ -35,13 +35,15 @@ from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import read_asset
 
 
-async def buy(payer: Payer, config: dict[str, Any]) -> dict[str, Any]:
+async def buy(
+    payer: Payer, config: dict[str, Any], transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, Any]:
     status_code: int | None = None
     content = False
     error: str | None = None
     outcome: PaymentOutcome | None
     async with async_paying_client(
-        payer, task_id=str(config["task_id"]), purpose="crash-point suite"
+        payer, task_id=str(config["task_id"]), purpose="crash-point suite", transport=transport
     ) as http:
         try:
             response = await http.get(str(config["url"]))
