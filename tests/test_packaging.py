@@ -26,6 +26,7 @@ PACKAGES = [
     "farthing.agents",
     "farthing.inference",
     "farthing.contracts",
+    "farthing.dashboard",
 ]
 
 
