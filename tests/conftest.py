@@ -221,7 +221,8 @@ def tiny_model(request: pytest.FixtureRequest) -> Path:
     reason = vllm_missing_reason()
     if reason is not None:
         pytest.skip(reason)
-    cache = request.config.cache  # None when run with -p no:cacheprovider
+    # Absent (not None) when run with -p no:cacheprovider.
+    cache = getattr(request.config, "cache", None)
     if cache is not None:
         out = Path(cache.mkdir("farthing-tiny-model"))
     else:
