@@ -25,7 +25,9 @@ strings and fragments; methods in any case and odd tokens; payment headers
 absent, empty, not base64, not JSON, of wrong shapes and types, signed over
 wrong terms, signed by the broke payer, replayed, duplicated, or X-PAYMENT v1;
 bodies) from ``random.Random(f"{seed}/{index}")``, so ``--only INDEX``
-replays one case exactly. Progress goes to stderr, the first few offending
+replays one case (the same parts; keys and signatures are fresh each run, and
+signed again every minute to stay inside the paywall's validBefore window).
+Progress goes to stderr, the first few offending
 cases too, and the last stdout line is one JSON object. The exit status is 1
 when any case failed.
 
