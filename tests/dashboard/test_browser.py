@@ -255,3 +255,25 @@ def test_a_post_without_the_csrf_token_is_refused(world: World, browser: Any) ->
         page.close()
     assert get_approval(world.database, request_id).status in ("pending", "expired")  # type: ignore[union-attr]
     assert purchase.wait().reason == "approval_timeout"
+
+
+@pytest.mark.anvil
+def test_run_now_reconciles_with_the_chain(
+    anvil_chain: Chain, browser: Any, tmp_path: Path
+) -> None:
+    made = make_world(anvil_chain, tmp_path)
+    try:
+        buy_now(made, "quarter-penny")
+        settings = settings_for(made, rpc_url=anvil_chain.rpc_url, token=made.asset.address)
+        with served(settings) as base:
+            page = browser.new_page()
+            page.goto(f"{base}/reconciliation")
+            assert "No reconciliation" in page.inner_text("#last-run")
+            page.click("#run-now")
+            page.wait_for_url(f"{base}/reconciliation?message=*")
+            assert "found 0 breaks" in page.inner_text("#message")
+            assert "0 break(s)" in page.inner_text("#last-run")
+            page.screenshot(path=str(tmp_path / "reconciliation.png"), full_page=True)
+            page.close()
+    finally:
+        made.close()
