@@ -135,3 +135,18 @@ async def test_every_action_is_logged_with_its_actor(books: str) -> None:
     with database.read() as session:
         assert verify(session=session).ok
     database.dispose()
+
+
+def test_the_command_refuses_an_open_bind_in_one_line(books: str, tmp_path: Path) -> None:
+    from tests.conftest import cli_env, run_farthing
+
+    env = cli_env(tmp_path)
+    refused = run_farthing(["dashboard", "--database-url", books, "--host", "0.0.0.0"], env=env)
+    assert refused.code == 1
+    assert len(refused.stderr.strip().splitlines()) == 1 and "needs a login" in refused.stderr
+    hashed = run_farthing(["dashboard", "--hash-password"], env=env, stdin="correct horse\n")
+    assert hashed.code == 0 and hashed.stdout.startswith("scrypt$")
+    users = tmp_path / "users.txt"
+    users.write_text(f"ada approver {hashed.stdout.strip()}\n")
+    loaded = load_users(DashboardSettings(database_url=books, users_file=users))
+    assert loaded["ada"].check("correct horse") and not loaded["ada"].check("wrong")
