@@ -679,23 +679,23 @@ class PaywallMiddleware:
             raise
         crash_point("paywall.after_receipt")
         record = self._record(key, priced, payload)
-        if (
-            not settled.success
-            and not settled.pending
-            and isinstance(self.facilitator, ResolvingFacilitator)
-        ):
+        if not settled.success and not settled.pending:
             # Refused or reverted: perhaps because an earlier owner's transaction,
             # still in flight when we resubmitted, used the nonce first (even in
             # the same block). The chain decides: if it paid us, this is settled.
-            try:
-                resolved = await self.facilitator.resolve(
-                    priced.requirements, payload.payer, payload.authorization.nonce, None
-                )
-            except FacilitatorUnavailableError:
-                resolved = None
+            resolved = None
+            if isinstance(self.facilitator, ResolvingFacilitator):
+                try:
+                    resolved = await self.facilitator.resolve(
+                        priced.requirements, payload.payer, payload.authorization.nonce, None
+                    )
+                except FacilitatorUnavailableError:
+                    resolved = None
             if resolved is not None:
                 settled = resolved
             elif settled.reason == "nonce_already_used":
+                # Used, by whom is not known here (a remote facilitator, or an
+                # unmined transaction): pending, for the sweep to read the chain.
                 settled = _unknown(settled)
         await self._settled(scope, receive, send, priced, payload, record, owner, settled, buffered)
 
