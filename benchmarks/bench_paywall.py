@@ -199,7 +199,7 @@ def _headers(accepts: dict[str, Any], payer: Any, count: int) -> list[str]:
             from_address=payer.address,
             to=requirements.pay_to,
             value=requirements.amount,
-            valid_for_s=600,
+            valid_for_s=requirements.max_timeout_seconds,  # the longest the paywall accepts
         )
         signed = sign_authorization(payer, auth, requirements.domain())
         payload = PaymentPayload(
