@@ -248,7 +248,8 @@ class PaywallMiddleware:
 
         ``HEAD`` on a path sold by ``GET`` gets the ``GET`` challenge without a
         body (it can learn the price, never pay or read); ``OPTIONS`` reaches
-        the app (CORS preflights) but only its status and headers come back;
+        the app (CORS preflights) but only its status and its ``Allow``,
+        ``Vary`` and ``Access-Control-*`` headers come back;
         any other method is refused with 405 before the app sees it.
         """
         charged = self.routes.methods_at(path)
@@ -269,7 +270,9 @@ class PaywallMiddleware:
                 buffered = await self._run_buffered(scope, receive)
             except _BodyTooLarge:
                 buffered = _Buffered(status=204)
-            headers = [(k, v) for k, v in buffered.headers if k.lower() != b"content-length"]
+            # Only what a preflight needs goes back: a careless upstream that
+            # answers OPTIONS like GET must not leak the page in a header.
+            headers = [(k, v) for k, v in buffered.headers if _preflight_header(k)]
             headers.append((b"content-length", b"0"))
             start = {"type": "http.response.start", "status": buffered.status, "headers": headers}
             await send(start)
@@ -947,6 +950,12 @@ async def _send_asset(send: Send, path: str, *, head: bool) -> None:
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else data, "more_body": False})
+
+
+def _preflight_header(name: bytes) -> bool:
+    """Whether an app's answer to ``OPTIONS`` on a paid path may carry this header on."""
+    lowered = name.lower()
+    return lowered in (b"allow", b"vary", b"date") or lowered.startswith(b"access-control-")
 
 
 def _without_body(send: Send) -> Send:

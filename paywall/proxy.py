@@ -86,6 +86,11 @@ class ReverseProxy:
             request = self._client.build_request(
                 scope["method"], url, headers=headers, content=bytes(body)
             )
+        except httpx.InvalidURL:
+            # A path no URL can carry (a tab, a NUL): the client's request, not the upstream.
+            await _plain(send, 400, b'{"error":"invalid_path"}')
+            return
+        try:
             response = await self._client.send(request, stream=True)
             try:
                 raw = b"".join([chunk async for chunk in response.aiter_raw()])

@@ -132,13 +132,21 @@ def test_the_canonical_path_is_a_fixed_point_without_dot_or_empty_segments(
 
 
 async def _echo(request: Request) -> Response:
-    return PlainTextResponse(f"{SECRET} {request.method} {request.url.path}")
+    """A careless upstream: every method gets the page, and the page leaks into a header too."""
+    return PlainTextResponse(
+        f"{SECRET} {request.method} {request.url.path}",
+        headers={"x-page": SECRET, "access-control-allow-origin": "https://reader.example"},
+    )
 
 
 def _paywalled(env: ChainEnv, store: PaymentStore) -> PaywallMiddleware:
     upstream = Starlette(
         routes=[
-            Route("/{rest:path}", _echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
+            Route(
+                "/{rest:path}",
+                _echo,
+                methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+            )
         ]
     )
     return PaywallMiddleware(
@@ -169,6 +177,7 @@ def test_no_spelling_of_a_paid_path_reaches_the_app_unpaid(
             status, headers, body = await raw_asgi_request(app, "GET", raw.encode())
             assert status == 402, (raw, status, body)
             assert SECRET.encode() not in body, raw
+            assert SECRET not in "".join(headers.values()), raw
             url = unb64_json(headers["payment-required"])["resource"]["url"]
             assert urlsplit(url).path in ("/posts/a", "/posts/a/"), (raw, url)
         for raw in ENCODED:
@@ -205,6 +214,8 @@ def test_no_method_reaches_a_paid_path_unpaid(chain_env: ChainEnv, store: Paymen
         # OPTIONS reaches the app (CORS preflights) but no body comes back.
         status, headers, body = await raw_asgi_request(app, "OPTIONS", b"/posts/a")
         assert body == b"" and headers["content-length"] == "0"
+        assert headers["access-control-allow-origin"] == "https://reader.example"
+        assert SECRET not in "".join(headers.values()), headers
         # Methods on a free path are the app's business.
         status, _, body = await raw_asgi_request(app, "POST", b"/free")
         assert status == 200 and body.endswith(b"POST /free")
@@ -291,3 +302,12 @@ def test_paywall_serve_forwards_only_canonical_paths_and_never_unpaid_content(
     status, body = _raw_request(base, "GET", "/posts/../free//x%3Fy")
     assert status == 200 and body.startswith(SECRET.encode())
     assert seen == ["/free/x%3Fy"]
+
+
+def test_the_proxy_alone_answers_a_path_no_url_can_carry_with_400() -> None:
+    from farthing.paywall.proxy import ReverseProxy
+
+    proxy = ReverseProxy("http://127.0.0.1:9")  # never reached
+    for target in (b"/a\tb", b"/a\x00b"):
+        status, _, body = asyncio.run(raw_asgi_request(proxy, "GET", target))
+        assert status == 400 and json.loads(body)["error"] == "invalid_path", (target, status)
