@@ -82,7 +82,7 @@ SIGNATURE_SIZE: Final = 65
 # Bounds on untrusted wire text, checked before any parsing work.
 _NAME_LENGTH_MAX: Final = 256
 _DECIMAL_DIGITS_MAX: Final = 78  # len(str(2**256 - 1))
-_DECIMAL_RE: Final = re.compile(r"^[0-9]{1,78}$")
+_DECIMAL_RE: Final = re.compile(r"[0-9]{1,78}")
 _HEX_RE: Final = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
 
 
@@ -344,7 +344,7 @@ def _wire_str(data: Mapping[Any, Any], key: str) -> str:
 
 def _wire_decimal(data: Mapping[Any, Any], key: str) -> int:
     text = _wire_str(data, key)
-    if len(text) > _DECIMAL_DIGITS_MAX or not _DECIMAL_RE.match(text):
+    if len(text) > _DECIMAL_DIGITS_MAX or not _DECIMAL_RE.fullmatch(text):
         raise AuthorizationError(f"{key} must be a decimal string of at most 78 digits")
     return int(text)
 

@@ -368,6 +368,8 @@ def test_wire_matches_the_vector_messages() -> None:
         (("authorization", "value"), "1e3"),
         (("authorization", "value"), "0x10"),
         (("authorization", "value"), " 1"),
+        (("authorization", "value"), "1\n"),  # a trailing newline passes a `$` regex
+        (("authorization", "validBefore"), "99\n"),
         (("authorization", "value"), "1" * 79),
         (("authorization", "value"), str(2**256)),
         (("authorization", "validBefore"), "１２"),  # full-width digits
