@@ -16,6 +16,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "==> installing Python packages (.[dev])"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The x402 SDK's sign-in-with-x needs signinwithethereum, whose pins (web3<8,
+# eth-account<0.14) pip cannot resolve with ours; its code runs on them, so
+# it goes in without its pins (its other needs are in .[dev]).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps 'signinwithethereum==5.0.2'
 
 # The dashboard's browser tests drive Debian's chromium through Playwright
 # (installed with .[dev]); no browser is ever downloaded by Playwright.
