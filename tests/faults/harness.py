@@ -36,6 +36,7 @@ from farthing.agents.books import AgentBooks
 from farthing.agents.integrity import ledger_balanced, reconcile_books
 from farthing.agents.payer import Payer
 from farthing.agents.reservations import booked_payments, open_payments
+from farthing.agents.resolve import resolve_possible_spend
 from farthing.agents.settings import AgentSettings
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.ledger.chainview import TokenChainView
@@ -48,7 +49,7 @@ from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import AUTHORIZATION_USED_TOPIC, Stablecoin
-from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env, run_farthing
+from tests.conftest import TEST_PASSPHRASE, cli_env, run_farthing
 from tests.faults.pay_once import buy
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -402,49 +403,19 @@ def paywall_resolve(fc: FaultChain, site: Site) -> dict[str, Any]:
     return parsed
 
 
-def recover_both(fc: FaultChain, site: Site, agent: Agent) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``farthing paywall resolve`` and ``farthing agent resolve`` side by side (separate books)."""
-    commands = {
-        "paywall": (
-            [
-                "paywall", "resolve", "--json", "--rpc-url", fc.chain.rpc_url,
-                "--database-url", site.store_url, "--ledger-database-url", site.revenue_url,
-            ],
-            cli_env(site.data_dir / "cli"),
-        ),
-        "agent": (
-            [
-                "agent", "resolve", "--json", "--data-dir", str(agent.data_dir),
-                "--rpc-url", fc.chain.rpc_url, "--token", fc.asset.address,
-                "--database-url", agent.database_url,
-            ],
-            cli_env(agent.data_dir),
-        ),
-    }  # fmt: skip
-    started = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "farthing", *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=REPO,
-        )
-        for name, (argv, env) in commands.items()
+def agent_resolve_here(fc: FaultChain, agent: Agent) -> dict[str, Any]:
+    """What ``farthing agent resolve --json`` does and says, done in this process.
+
+    For tests whose subject is the paywall: the command itself runs in the
+    agent-side tests, and a process start here would only cost time.
+    """
+    resolutions = resolve_possible_spend(agent.books, fc.chain, payer=agent.address)
+    report = reconcile_books(agent.books, fc.chain, from_block=agent.start_block)
+    return {
+        "resolutions": [{"action": r.action, "result": r.result} for r in resolutions],
+        "reconciliation_breaks": len(report.unresolved_breaks),
+        "ledger_balanced": ledger_balanced(agent.database),
     }
-    results: dict[str, CliResult] = {}
-    try:
-        for name, process in started.items():
-            out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
-            results[name] = CliResult(process.returncode, out, err)
-    finally:
-        for process in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate(timeout=15)
-    assert results["paywall"].code == 0, results["paywall"].stderr[-2000:]
-    assert results["agent"].code in (0, 1), results["agent"].stderr[-2000:]
-    return results["paywall"].json(), results["agent"].json()
 
 
 # ------------------------------------------------------------------ the invariants
