@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.keys import load_token_file
 
 __all__ = [
+    "NONCES_USED_MAX_DEFAULT",
     "RECEIPT_COOKIE_PREFIX",
     "RECEIPT_LIFETIME_S_DEFAULT",
     "RECEIPT_SECRET_BYTES_MIN",
@@ -42,6 +44,7 @@ __all__ = [
 RECEIPT_COOKIE_PREFIX: Final = "farthing_receipt_"
 RECEIPT_LIFETIME_S_DEFAULT: Final = 30 * 24 * 3600
 RECEIPT_SECRET_BYTES_MIN: Final = 32
+NONCES_USED_MAX_DEFAULT: Final = 100_000
 _TOKEN_CHARS_MAX: Final = 4096
 # Secrets that appear in examples and tutorials: never good outside a test.
 _PLACEHOLDERS: Final = frozenset({"changeme", "change-me", "secret", "development", "password"})
@@ -74,7 +77,13 @@ def _unb64(text: str) -> bytes:
 class Receipts:
     """Issues and checks signed, expiring receipts bound to a path and a payer."""
 
-    def __init__(self, secret: SecretStr, *, lifetime_s: int = RECEIPT_LIFETIME_S_DEFAULT) -> None:
+    def __init__(
+        self,
+        secret: SecretStr,
+        *,
+        lifetime_s: int = RECEIPT_LIFETIME_S_DEFAULT,
+        nonces_used_max: int = NONCES_USED_MAX_DEFAULT,
+    ) -> None:
         value = secret.get_secret_value()
         if len(value.encode()) < RECEIPT_SECRET_BYTES_MIN:
             raise PaywallConfigError(
@@ -86,6 +95,9 @@ class Receipts:
             raise PaywallConfigError("receipt_lifetime_s must be between 60 s and a year")
         self._key = hashlib.sha256(b"farthing receipt\x00" + value.encode()).digest()
         self.lifetime_s = lifetime_s
+        self.nonces_used_max = nonces_used_max
+        self._nonces_used: dict[str, int] = {}  # sign-in nonce -> last second it could be fresh
+        self._nonces_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Receipts(lifetime_s={self.lifetime_s})"  # never the secret
@@ -152,6 +164,20 @@ class Receipts:
         return hmac.new(self._key, "\x00".join(("siwx", *parts)).encode(), "sha256").hexdigest()[
             :32
         ]
+
+    def first_use(self, nonce: str, until_s: int, *, now_s: int | None = None) -> bool:
+        """Remember a sign-in nonce until ``until_s``; False if it was seen (or memory is full)."""
+        now = int(time.time()) if now_s is None else now_s
+        with self._nonces_lock:
+            if nonce in self._nonces_used:
+                return False
+            if len(self._nonces_used) >= self.nonces_used_max:
+                self._nonces_used = {n: u for n, u in self._nonces_used.items() if u >= now}
+                if len(self._nonces_used) >= self.nonces_used_max:
+                    # Forgetting a live nonce would allow a replay: refuse instead.
+                    return False
+            self._nonces_used[nonce] = until_s
+            return True
 
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()

@@ -11,17 +11,34 @@ as the x402 SDK builds it, so its clients and ours are interchangeable.
 
 The server checks, in this order: the header decodes; the domain and the
 URI's origin are this site's; the chain is the route's network; the nonce is
-one this server issued for that ``issuedAt`` (an HMAC, so nothing is stored);
-the message is fresh; the signature recovers to the address. The middleware
-then grants the article only if that address has a settled payment for its
-path. Only EOA signatures are checked (no EIP-1271 smart wallets yet).
+one this server issued for that ``issuedAt``; the message is fresh
+(``issuedAt`` under five minutes old, as the spec and the SDK default;
+``expirationTime`` and ``notBefore`` respected); the signature recovers to
+the address; the nonce was not used before. The middleware then grants the
+article only if that address has a settled payment for its path (an indexed
+query by payer). Only EOA signatures are checked (no EIP-1271 smart wallets yet).
+
+Nonces: each challenge gets its own (the spec's MUST): 16 random hex digits
+and a 16-hex-digit HMAC over them, the origin and ``issuedAt``, so checking one
+needs no storage. Used nonces are remembered by the process until the message
+could no longer be fresh (the spec's SHOULD); replicas behind one URL each keep
+their own memory, so a captured header could be replayed once per replica
+within those five minutes.
+
+Addresses: the spec asks clients for the EIP-55 checksum form and our clients
+(the page and the agents) send it. EIP-4361 says SHOULD, and the SDK's verifier
+accepts an all-lowercase address, so we accept one too (the signature covers the
+text exactly as sent, so the case cannot be changed in flight); a mixed-case
+address with a wrong checksum is refused, as the SDK refuses it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,12 +49,13 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from farthing.paywall.receipts import Receipts
-from farthing.paywall.store import PaymentState, PaymentStore
+from farthing.paywall.store import PaymentStore
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import AddressError
 
 __all__ = [
     "SIGN_IN_WITH_X",
+    "SIWX_CLOCK_SKEW_S",
     "SIWX_HEADER_BYTES_MAX",
     "SIWX_MESSAGE_AGE_S_MAX",
     "SignIn",
@@ -50,8 +68,11 @@ __all__ = [
 
 SIGN_IN_WITH_X: Final = "sign-in-with-x"  # the extension key and the header name
 SIWX_HEADER_BYTES_MAX: Final = 8 * 1024
-SIWX_MESSAGE_AGE_S_MAX: Final = 600
+SIWX_MESSAGE_AGE_S_MAX: Final = 300  # the spec's and the SDK's default
+# Only replicas' clocks differ here (this server wrote issuedAt), so a little slack.
+SIWX_CLOCK_SKEW_S: Final = 5
 _CHALLENGE_LIFETIME_S: Final = 300
+_NONCE_SALT_HEX: Final = 16
 _STATEMENT: Final = "Sign in to read what this wallet already paid for."
 
 
@@ -79,6 +100,18 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _nonce(receipts: Receipts, salt: str, origin: str, issued_at: str) -> str:
+    tag = receipts.nonce(salt, origin, issued_at)[: 32 - _NONCE_SALT_HEX]
+    return salt + tag
+
+
+def _nonce_is_ours(receipts: Receipts, nonce: str, origin: str, issued_at: str) -> bool:
+    if len(nonce) != 32:
+        return False
+    expected = _nonce(receipts, nonce[:_NONCE_SALT_HEX], origin, issued_at)
+    return hmac.compare_digest(nonce.encode(), expected.encode())
+
+
 def declare_sign_in(
     resource_url: str, network: str, receipts: Receipts, *, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -90,7 +123,9 @@ def declare_sign_in(
         "uri": resource_url,
         "statement": _STATEMENT,
         "version": "1",
-        "nonce": receipts.nonce(_origin(resource_url), issued_at),
+        "nonce": _nonce(
+            receipts, secrets.token_hex(_NONCE_SALT_HEX // 2), _origin(resource_url), issued_at
+        ),
         "issuedAt": issued_at,
         "expirationTime": _iso(issued + timedelta(seconds=_CHALLENGE_LIFETIME_S)),
         "resources": [resource_url],
@@ -196,21 +231,30 @@ def verify_sign_in(
         return SignInRefusal("invalid_siwx_uri_mismatch", "the message's URI is another site's")
     if data["chainId"] != network or data["type"] != "eip191":
         return SignInRefusal("invalid_siwx_unsupported_chain", f"sign in on {network} (eip191)")
-    if data["nonce"] != receipts.nonce(origin, data["issuedAt"]):
+    if not _nonce_is_ours(receipts, data["nonce"], origin, data["issuedAt"]):
         return SignInRefusal("invalid_siwx_nonce", "this server did not issue that nonce")
     moment = now or datetime.now(UTC)
     issued = _time(data["issuedAt"])
     if issued is None:
         return SignInRefusal("invalid_siwx_issued_at", "issuedAt is not a timestamp")
-    if issued > moment + timedelta(seconds=30):
+    if issued > moment + timedelta(seconds=SIWX_CLOCK_SKEW_S):
         return SignInRefusal("invalid_siwx_issued_at_in_future", "issuedAt is in the future")
     if (moment - issued).total_seconds() > SIWX_MESSAGE_AGE_S_MAX:
         return SignInRefusal("invalid_siwx_issued_at_too_old", "the message is too old")
     expires = data.get("expirationTime")
     if expires is not None:
         expiry = _time(expires)
-        if expiry is None or expiry < moment:
+        if expiry is None:
+            return SignInRefusal("invalid_siwx_expiration_time", "expirationTime is not a time")
+        if expiry < moment:
             return SignInRefusal("invalid_siwx_expired", "the message has expired")
+    not_before = data.get("notBefore")
+    if not_before is not None:
+        start = _time(not_before)
+        if start is None:
+            return SignInRefusal("invalid_siwx_not_before", "notBefore is not a timestamp")
+        if moment < start:
+            return SignInRefusal("invalid_siwx_not_yet_valid", "the message is not valid yet")
     try:
         address = checksum(data["address"])
     except AddressError:
@@ -223,16 +267,18 @@ def verify_sign_in(
         return SignInRefusal("invalid_siwx_signature", "the signature cannot be recovered")
     if signer.lower() != address.lower():
         return SignInRefusal("invalid_siwx_signature", "the signature is not the address's")
+    # Spent once it verifies, whatever the payment history says: a header is single-use.
+    fresh_until_s = int(issued.timestamp()) + SIWX_MESSAGE_AGE_S_MAX + SIWX_CLOCK_SKEW_S
+    if not receipts.first_use(data["nonce"], fresh_until_s, now_s=int(moment.timestamp())):
+        return SignInRefusal("invalid_siwx_nonce_reused", "this sign-in was already used")
     return SignIn(address=address)
 
 
 def has_paid(store: PaymentStore, path: str, payer: str) -> bool:
     """Whether ``payer`` has a settled payment for the resource at ``path``."""
     wanted = path.rstrip("/") or "/"
-    payer = payer.lower()
-    for record in store.records(state=PaymentState.SETTLED):
-        if record.key.payer != payer:
-            continue
-        if (urlsplit(record.resource).path.rstrip("/") or "/") == wanted:
-            return True
-    return False
+    # The store finds the payer's settled rows by index; a reader owns few of them.
+    return any(
+        (urlsplit(record.resource).path.rstrip("/") or "/") == wanted
+        for record in store.settled_by(payer)
+    )

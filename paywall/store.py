@@ -252,6 +252,13 @@ class PaymentStore:
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
             self._add_missing_columns()
+            # Sign-in and receipts ask "what did this payer buy?": without this
+            # index that is a scan of every payment (payer is not the key's first column).
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    f"CREATE INDEX IF NOT EXISTS ix_{PAYMENTS.name}_payer_state"
+                    f" ON {PAYMENTS.name} (payer, state)"
+                )
 
     @classmethod
     def sqlite(cls, path: Path | str) -> PaymentStore:
@@ -519,6 +526,14 @@ class PaymentStore:
         query = select(PAYMENTS).order_by(PAYMENTS.c.claimed_at_ns)
         if state is not None:
             query = query.where(PAYMENTS.c.state == state)
+        with self._begin() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    def settled_by(self, payer: str) -> list[PaymentRecord]:
+        """The settled payments of one payer (indexed by payer and state)."""
+        query = select(PAYMENTS).where(
+            (PAYMENTS.c.payer == payer.lower()) & (PAYMENTS.c.state == PaymentState.SETTLED)
+        )
         with self._begin() as connection:
             return [_record(row) for row in connection.execute(query)]
 
