@@ -99,6 +99,19 @@ class PaymentAuth(httpx.Auth):
             )
             return
         yield _Read(response)
+        # Already bought (our books say so) and the seller offers sign-in-with-x:
+        # prove the wallet instead of paying again (farthing.agents.sign_in).
+        signed_in = yield _Call(partial(self.payer.sign_in_header, url, response))
+        if signed_in is not None:
+            again: httpx.Response = yield _with_header(request, signed_in)
+            if again.status_code != 402:
+                again.extensions[OUTCOME_EXTENSION] = PaymentOutcome(
+                    status="free", url=url, reason="already_owned",
+                    task_id=self.intent.task_id, purpose=self.intent.purpose,
+                )  # fmt: skip
+                return
+            yield _Read(again)
+            response = again  # not owned after all: pay from this fresh 402
         challenge = read_challenge(response)
         prepared = yield _Call(partial(self.payer.prepare, url, challenge, self.intent))
         if isinstance(prepared, PaymentOutcome):
@@ -190,6 +203,18 @@ def _with_payment(request: httpx.Request, prepared: Prepared) -> httpx.Request:
     )
     paid.extensions[PREPARED_EXTENSION] = prepared
     return paid
+
+
+def _with_header(request: httpx.Request, header: tuple[str, str]) -> httpx.Request:
+    headers = request.headers.copy()
+    headers[header[0]] = header[1]
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=request.content,
+        extensions=dict(request.extensions),
+    )
 
 
 def _settlement_pending(response: httpx.Response) -> bool:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from farthing.agents.books import AgentBooks
 from farthing.agents.reservations import booked_payments

@@ -101,7 +101,7 @@ def _origin(url: str) -> str:
 
 
 def _nonce(receipts: Receipts, salt: str, origin: str, issued_at: str) -> str:
-    tag = receipts.nonce(salt, origin, issued_at)[: 32 - _NONCE_SALT_HEX]
+    tag: str = receipts.nonce(salt, origin, issued_at)[: 32 - _NONCE_SALT_HEX]
     return salt + tag
 
 
