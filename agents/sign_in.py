@@ -40,9 +40,11 @@ from farthing.paywall.wire import PAYMENT_REQUIRED_HEADER
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import AddressError
 
-__all__ = ["SIGN_IN_HEADER_BYTES_MAX", "owned", "sign_in_header"]
+__all__ = ["SIGN_IN_HEADER_BYTES_MAX", "owned", "sign_challenge", "sign_in_header"]
 
 SIGN_IN_HEADER_BYTES_MAX: Final = 8 * 1024  # the seller's 402 header we are willing to parse
+_TEXT_FIELDS: Final = ("domain", "uri", "version", "nonce", "issuedAt")
+_OPTIONAL_FIELDS: Final = ("statement", "expirationTime", "notBefore", "requestId", "resources")
 
 
 def owned(books: AgentBooks, url: str) -> bool:
@@ -101,19 +103,28 @@ def sign_in_header(
         for c in chains
     ):
         return None
-    text_fields = ("domain", "uri", "version", "nonce", "issuedAt")
-    if not all(isinstance(info.get(k), str) for k in text_fields):
+    if not all(isinstance(info.get(k), str) for k in _TEXT_FIELDS):
         return None
     # Bound to the origin we asked: never sign in to one site on another's behalf.
     if info["domain"] != urlsplit(url).netloc or _origin(info["uri"]) != _origin(url):
+        return None
+    payload = sign_challenge(signer, info, network)
+    if payload is None:
+        return None
+    encoded = base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+    return SIGN_IN_WITH_X.upper(), encoded
+
+
+def sign_challenge(signer: Any, info: Mapping[str, Any], network: str) -> dict[str, Any] | None:
+    """The signed ``SIGN-IN-WITH-X`` payload for a challenge's ``info`` on ``network``, or None."""
+    if not all(isinstance(info.get(k), str) for k in _TEXT_FIELDS):
         return None
     try:
         address = checksum(signer.address)
     except AddressError:
         return None
-    optional = ("statement", "expirationTime", "notBefore", "requestId", "resources")
-    payload: dict[str, Any] = {k: info[k] for k in text_fields}
-    payload.update({k: info[k] for k in optional if info.get(k) is not None})
+    payload: dict[str, Any] = {k: info[k] for k in _TEXT_FIELDS}
+    payload.update({k: info[k] for k in _OPTIONAL_FIELDS if info.get(k) is not None})
     payload.update({"address": address, "chainId": network, "type": "eip191"})
     try:
         signature = _sign(signer, siwe_message(payload))
@@ -122,5 +133,4 @@ def sign_in_header(
     if signature is None:
         return None
     payload["signature"] = signature
-    encoded = base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
-    return SIGN_IN_WITH_X.upper(), encoded
+    return payload
