@@ -40,6 +40,7 @@ import anyio.to_thread
 import httpx
 
 from farthing.agents.challenge import read_challenge, read_settlement
+from farthing.agents.channels import ChannelPrepared
 from farthing.agents.outcome import OUTCOME_EXTENSION, PaymentOutcome, outcome_of
 from farthing.agents.payer import Intent, Payer, Prepared
 from farthing.faults import crash_point
@@ -118,6 +119,7 @@ class PaymentAuth(httpx.Auth):
             response.extensions[OUTCOME_EXTENSION] = prepared
             return
         retries = 0
+        resynced = False
         while True:
             paid_request = _with_payment(request, prepared)
             paid: httpx.Response = yield paid_request
@@ -129,11 +131,23 @@ class PaymentAuth(httpx.Auth):
                 yield _Read(paid)
                 yield _Sleep(self.payer.settings.settle_retry_delay_s)
                 continue
+            if paid.status_code == 402:
+                yield _Read(paid)
+            crash_point("agent.after_response")
+            outcome = yield _Call(partial(self.payer.finish, prepared, paid))
+            if outcome.reason == "channel_resynced" and not resynced:
+                # A corrective 402 on a channel: the state was resynced as far
+                # as it could be verified; sign once more, from that state.
+                resynced, retries = True, 0
+                resigned = yield _Call(
+                    partial(self.payer.prepare, url, read_challenge(paid), self.intent)
+                )
+                if isinstance(resigned, PaymentOutcome):
+                    paid.extensions[OUTCOME_EXTENSION] = resigned
+                    return
+                prepared = resigned
+                continue
             break
-        if paid.status_code == 402:
-            yield _Read(paid)
-        crash_point("agent.after_response")
-        outcome = yield _Call(partial(self.payer.finish, prepared, paid))
         crash_point("agent.after_post")
         paid.extensions[OUTCOME_EXTENSION] = outcome
 
@@ -186,7 +200,7 @@ class PaymentAuth(httpx.Auth):
             steps.close()
 
 
-def _with_payment(request: httpx.Request, prepared: Prepared) -> httpx.Request:
+def _with_payment(request: httpx.Request, prepared: Prepared | ChannelPrepared) -> httpx.Request:
     headers = request.headers.copy()
     name, value = prepared.header
     headers[name] = value
@@ -228,7 +242,7 @@ def settle_after_error(payer: Payer, error: httpx.HTTPError) -> PaymentOutcome |
     """After a transport error: the payment's outcome, asking the chain; None if nothing was signed."""
     request = _request_of(error)
     prepared = request.extensions.get(PREPARED_EXTENSION) if request is not None else None
-    if not isinstance(prepared, Prepared):
+    if not isinstance(prepared, Prepared | ChannelPrepared):
         return outcome_of(request) if request is not None else None
     return payer.after_error(prepared, error)
 

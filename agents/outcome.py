@@ -71,6 +71,16 @@ REASONS: Final[dict[str, str]] = {
     "payment_not_accepted": "the seller answered 402 again after payment without a reason",
     "settlement_unknown": "the seller did not confirm the payment; it may have been spent",
     "timeout": "the seller did not answer in time after the payment was sent",
+    "channel_busy": "every payment channel to this seller is busy or stopped",
+    "channel_resynced": "the seller corrected the channel's state; the request is signed again",
+    "charge_above_ceiling": (
+        "the seller charged more than the request's price; the channel is stopped and withdrawn"
+    ),
+    "cumulative_inconsistent": (
+        "the seller's running total does not match what was signed; the channel is stopped"
+    ),
+    "channel_id_mismatch": "the seller answered for another channel; the channel is stopped",
+    "channel_response_malformed": "the seller's channel receipt could not be read; channel stopped",
     "content_not_delivered": (
         "the payment was settled on-chain but the seller's answer never came; "
         "retry the same purchase to collect it without paying again"

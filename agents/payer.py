@@ -38,6 +38,8 @@ from farthing.agents.challenge import (
     read_challenge,
     read_settlement,
 )
+from farthing.agents.channel_store import list_channels
+from farthing.agents.channels import ChannelPayer, ChannelPrepared
 from farthing.agents.outcome import OutcomeStatus, PaymentOutcome
 from farthing.agents.policy import check_terms, needs_approval
 from farthing.agents.reservations import (
@@ -53,6 +55,7 @@ from farthing.agents.settings import AgentSettings
 from farthing.agents.sign_in import sign_in_header
 from farthing.faults import crash_point
 from farthing.ledger import new_id
+from farthing.paywall.channel_wire import SCHEME as CHANNEL_SCHEME
 from farthing.paywall.wire import PAYMENT_SIGNATURE_HEADER, X402_VERSION, b64_json
 from farthing.wallet.chain import Chain
 from farthing.wallet.eip3009 import (
@@ -92,6 +95,9 @@ class Intent:
     task_id: str | None = None
     purpose: str | None = None
     max_price: int | None = None  # atomic units; None: only the policy limits
+    # How many buys from this seller the caller expects; at least
+    # ``AgentSettings.channel_buys_min`` prefers a batch-settlement channel.
+    expected_buys: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +159,7 @@ class Payer:
         self.settings = settings or AgentSettings()
         self.domain = TokenDomain.for_asset(asset)
         self._token = Stablecoin(chain, asset)
+        self.channels = ChannelPayer(self)
 
     def __repr__(self) -> str:
         return f"Payer({self.address} paying {self.asset.symbol} on {self.asset.network})"
@@ -171,11 +178,32 @@ class Payer:
         task_id: str | None = None,
         purpose: str | None = None,
         max_price: int | None = None,
+        expected_buys: int | None = None,
     ) -> httpx.Auth:
         """An ``httpx.Auth`` that pays 402s for one purchase intent (see ``farthing.agents.client``)."""
         from farthing.agents.client import PaymentAuth
 
-        return PaymentAuth(self, Intent(task_id=task_id, purpose=purpose, max_price=max_price))
+        intent = Intent(
+            task_id=task_id, purpose=purpose, max_price=max_price, expected_buys=expected_buys
+        )
+        return PaymentAuth(self, intent)
+
+    def prefers_channel(self, challenge: Challenge, intent: Intent) -> bool:
+        """The rule for repeated buys: a channel when one to this payee is open, or many buys are expected."""
+        if intent.expected_buys is not None:
+            if intent.expected_buys >= self.settings.channel_buys_min:
+                return True
+        payees = {
+            o.requirements.pay_to.lower()
+            for o in challenge.offers
+            if o.requirements.scheme == CHANNEL_SCHEME
+        }
+        if not payees:
+            return False
+        return any(
+            row.status == "open" and row.config.receiver.lower() in payees and row.balance > 0
+            for row in list_channels(self.books)
+        )
 
     def sign_in_header(self, url: str, response: httpx.Response) -> tuple[str, str] | None:
         """A sign-in that answers this 402 if our books own ``url`` (``farthing.agents.sign_in``)."""
@@ -189,7 +217,16 @@ class Payer:
         """Decide about a 402 and, if every check passes, reserve and sign; see the module doc."""
         if isinstance(challenge, MalformedChallenge):
             return _not_paid(url, intent, challenge.reason, challenge.message)
-        chosen = choose_offer(challenge, self.asset)
+        policy = self.books.policy()
+        # Channels book charges without a token (they are not token
+        # transfers), and an approval per voucher would defeat them.
+        allow_channel = policy.asset_allowlist is None and policy.approval_above is None
+        chosen = choose_offer(
+            challenge,
+            self.asset,
+            prefer_channel=allow_channel and self.prefers_channel(challenge, intent),
+            allow_channel=allow_channel,
+        )
         if isinstance(chosen, str):
             offered = ", ".join(
                 f"{o.requirements.amount} of {o.requirements.asset} on {o.requirements.network}"
@@ -207,12 +244,13 @@ class Payer:
                 f"{self.asset.format(intent.max_price)}",
                 terms,
             )
-        policy = self.books.policy()
         host = urlsplit(url).hostname or ""
         refusal = check_terms(policy, host=host, pay_to=requirements.pay_to)
         if refusal is not None:
             detail = f"host {host}, payee {requirements.pay_to}"
             return _not_paid(url, intent, refusal, detail, terms)
+        if requirements.scheme == CHANNEL_SCHEME:
+            return self.channels.prepare(url, challenge, chosen, intent)
 
         earlier = find_open_payment(
             self.books,
@@ -379,8 +417,12 @@ class Payer:
 
     # ------------------------------------------------------------ after sending
 
-    def finish(self, prepared: Prepared, response: httpx.Response) -> PaymentOutcome:
+    def finish(
+        self, prepared: Prepared | ChannelPrepared, response: httpx.Response
+    ) -> PaymentOutcome:
         """Book what the seller's answer to a signed payment means; see the module doc."""
+        if isinstance(prepared, ChannelPrepared):
+            return self.channels.finish(prepared, response)
         settlement = read_settlement(response)
         if response.is_success and settlement is not None and settlement.success:
             if settlement.network not in ("", self.asset.network) or (
@@ -411,7 +453,9 @@ class Payer:
             detail += f" ({settlement.reason})"
         return self._unknown(prepared, "settlement_unknown", detail)
 
-    def after_error(self, prepared: Prepared, error: BaseException) -> PaymentOutcome:
+    def after_error(
+        self, prepared: Prepared | ChannelPrepared, error: BaseException
+    ) -> PaymentOutcome:
         """The outcome when the signed request got no answer: possible spend, and the reservation stays open.
 
         It stays open even when the chain shows the authorization used: the
@@ -420,6 +464,8 @@ class Payer:
         deliver what was paid for instead of being paid a second time. If no
         retry comes, ``farthing agent resolve`` posts it from the chain.
         """
+        if isinstance(prepared, ChannelPrepared):
+            return self.channels.after_error(prepared, error)
         detail = f"{type(error).__name__} after the payment was sent"
         state, tx_hash = self._chain_state(prepared)
         if state == "used":

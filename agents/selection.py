@@ -1,23 +1,36 @@
 """Choosing what to pay from a seller's offers: a known network and asset, then the cheapest.
 
 The wallet can sign for one token on one network. An offer is acceptable when
-it uses the ``exact`` scheme, that network, that token, and the token's
-EIP-712 domain as the wallet knows it (read from the chain, never taken from
-the seller). Among acceptable offers the cheapest wins; ties keep the seller's
-order. When nothing fits, the reason says the most useful thing first: the
-network, then the token, then the scheme.
+it uses the ``exact`` or ``batch-settlement`` scheme, that network, that
+token, and the token's EIP-712 domain as the wallet knows it (read from the
+chain, never taken from the seller). Among acceptable offers the cheapest
+wins; ties keep the seller's order. When nothing fits, the reason says the
+most useful thing first: the network, then the token, then the scheme.
+
+The scheme: ``exact`` unless the caller prefers a channel (``prefer_channel``,
+decided by :meth:`farthing.agents.payer.Payer.prefers_channel`: repeated buys
+from one payee) or ``batch-settlement`` is all the seller offers;
+``allow_channel=False`` (an approval threshold or an asset allowlist is set)
+leaves only ``exact``.
 """
 
 from __future__ import annotations
 
 from farthing.agents.challenge import Challenge, Offer
+from farthing.paywall.channel_wire import SCHEME as SCHEME_CHANNEL
 from farthing.paywall.wire import SCHEME_EXACT
 from farthing.wallet.money import Asset
 
 __all__ = ["choose_offer"]
 
 
-def choose_offer(challenge: Challenge, asset: Asset) -> Offer | str:
+def choose_offer(
+    challenge: Challenge,
+    asset: Asset,
+    *,
+    prefer_channel: bool = False,
+    allow_channel: bool = True,
+) -> Offer | str:
     """The cheapest offer this wallet can pay, or the snake_case reason none fits."""
     on_network = [o for o in challenge.offers if o.requirements.network == asset.network]
     if not on_network:
@@ -28,14 +41,18 @@ def choose_offer(challenge: Challenge, asset: Asset) -> Offer | str:
     in_asset = [o for o in on_network if o.requirements.asset.lower() == asset.address.lower()]
     if not in_asset:
         return "unsupported_asset"
-    exact = [o for o in in_asset if o.requirements.scheme == SCHEME_EXACT]
-    if not exact:
+    schemes = (SCHEME_EXACT, SCHEME_CHANNEL) if allow_channel else (SCHEME_EXACT,)
+    usable = [o for o in in_asset if o.requirements.scheme in schemes]
+    if not usable:
         return "unsupported_scheme"
     same_domain = [
         o
-        for o in exact
+        for o in usable
         if (o.requirements.token_name, o.requirements.token_version) == (asset.name, asset.version)
     ]
     if not same_domain:
         return "asset_domain_mismatch"
-    return min(same_domain, key=lambda o: o.amount)
+    channel = [o for o in same_domain if o.requirements.scheme == SCHEME_CHANNEL]
+    exact = [o for o in same_domain if o.requirements.scheme == SCHEME_EXACT]
+    pool = channel if (prefer_channel and channel) or not exact else exact
+    return min(pool, key=lambda o: o.amount)

@@ -65,6 +65,34 @@ class AgentSettings(BaseSettings):
     settle_retry_delay_s: float = Field(default=1.0, ge=0, le=60)
     approval_poll_s: float = Field(default=0.2, gt=0, le=10)
 
+    # ------------------------------------------------------------ channels (batch-settlement)
+    channel_buys_min: int = Field(
+        default=3,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Take a batch-settlement offer over exact when this many buys from the payee "
+            "are expected (Intent.expected_buys) or already booked, or a channel to it is open."
+        ),
+    )
+    channel_deposit_multiple: int = Field(
+        default=20, ge=1, le=10_000, description="A new deposit is this many times the price."
+    )
+    channel_deposit_max: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="The largest deposit, in atomic units; the budget's room caps it too.",
+    )
+    channel_slots_max: int = Field(
+        default=8, ge=1, le=64, description="Channels to one seller, for concurrent buyers."
+    )
+    channel_lease_s: float = Field(
+        default=120.0, gt=0, le=3600, description="How long one request holds its channel."
+    )
+    channel_wait_s: float = Field(
+        default=30.0, ge=0, le=600, description="How long to wait for a busy channel."
+    )
+
     # ------------------------------------------------------------ the autonomous agent
     candidates_max: int = Field(default=20, ge=1, le=200, description="Links considered per run.")
     relevance_min: int = Field(

@@ -9,7 +9,11 @@ reservation's database transaction. What it lacks lives here:
 * ``agent_task``: each task's budget, so every process working on a task
   enforces the same one;
 * ``agent_approval``: payments waiting for a person (``farthing agent approvals``);
-* ``agent_cursor``: how far deposits to the agent's wallet have been booked.
+* ``agent_cursor``: how far deposits to the agent's wallet have been booked;
+* ``agent_channel``: each x402 ``batch-settlement`` channel the agent pays
+  through: its config, what the agent believes is deposited, charged and
+  signed, its status, and a lease so one process at a time signs on it
+  (``farthing.agents.channel_store``).
 
 The tables are **created on first use** (``ensure_tables``), like the
 paywall's payment store, not by Alembic: they are few and new. Creation runs
@@ -32,6 +36,7 @@ from farthing.ledger.database import LedgerDatabase
 __all__ = [
     "AGENT_TABLES",
     "agent_approval",
+    "agent_channel",
     "agent_cursor",
     "agent_policy",
     "agent_task",
@@ -94,7 +99,34 @@ agent_cursor = Table(
     Column("next_block", BigInteger, nullable=False),
 )
 
-AGENT_TABLES: Final = (agent_policy, agent_task, agent_approval, agent_cursor)
+agent_channel = Table(
+    "agent_channel",
+    metadata,
+    Column("channel_id", String(66), primary_key=True),  # 0x + 64 hex, lowercase
+    Column("agent_id", String(256), nullable=False),
+    Column("network", String(64), nullable=False),
+    Column("escrow", String(42), nullable=False),
+    Column("config", Text, nullable=False),  # the spec's channelConfig JSON
+    Column("receiver", String(42), nullable=False),  # lowercase, for lookups
+    Column("slot", Integer, nullable=False),  # the salt is derived from it
+    Column("resource", Text, nullable=True),  # the last URL paid through it (for refunds)
+    Column("offer", Text, nullable=True),  # that URL's accepts entry, echoed by a refund
+    # Amounts in atomic units (BIGINT, like the ledger's): what the agent believes.
+    Column("balance", BigInteger, nullable=False),  # deposited minus refunded or withdrawn
+    Column("charged", BigInteger, nullable=False),  # chargedCumulativeAmount
+    Column("signed_max", BigInteger, nullable=False),  # highest voucher ever signed
+    Column("total_claimed", BigInteger, nullable=False),  # as last read from the chain
+    Column("status", String(16), nullable=False),  # open | stopped | withdrawing | closed
+    Column("reason", Text, nullable=True),  # why it stopped
+    Column("withdraw_after", BigInteger, nullable=True),  # unix s: finalizeWithdraw from then
+    Column("inflight_id", String(32), nullable=True),  # the charge or deposit awaiting an answer
+    Column("lease_until_ns", BigInteger, nullable=False),  # 0: free
+    Column("lease_owner", String(64), nullable=True),
+    Column("updated_ns", BigInteger, nullable=False),
+    Index("ix_agent_channel_receiver", "agent_id", "receiver", "slot"),
+)
+
+AGENT_TABLES: Final = (agent_policy, agent_task, agent_approval, agent_cursor, agent_channel)
 
 # Engines whose tables are known to exist; weak, so a disposed database is forgotten.
 _ENSURED: weakref.WeakSet[Engine] = weakref.WeakSet()

@@ -1,0 +1,621 @@
+"""Paying through x402 ``batch-settlement`` channels: deposit once, then one cumulative voucher per request.
+
+:class:`ChannelPayer` is the channel half of :class:`~farthing.agents.payer.Payer`
+(which calls it when :func:`~farthing.agents.selection.choose_offer` picks a
+``batch-settlement`` offer). For one request, :meth:`ChannelPayer.prepare`:
+
+1. builds the channel config from the offer (receiver, its authorizer, token,
+   withdraw delay) with this wallet as payer and voucher signer, and leases a
+   channel slot (``farthing.agents.channel_store``); a slot the books do not
+   know is looked up on chain first (**cold start**: its balance and
+   ``totalClaimed`` come from the escrow's ``channels`` view);
+2. reserves the charge (the price, the voucher's ceiling) against every
+   budget, before anything is signed;
+3. when the channel cannot cover ``charged + price``, reserves a deposit:
+   ``channel_deposit_multiple`` × price, at least what is missing, at most
+   ``channel_deposit_max`` and what the budget has left less what is already
+   locked (``farthing.agents.channel_books.deposit_room``), and signs its
+   ERC-3009 ``ReceiveWithAuthorization`` to the deposit collector;
+4. signs the voucher ``charged + price``.
+
+:meth:`ChannelPayer.finish` applies the spec's **client checks** to the
+seller's ``PAYMENT-RESPONSE``: ``chargedAmount`` at most the ceiling, and
+``channelState.chargedCumulativeAmount`` (when sent) equal to the cumulative
+the agent has checked plus this charge. A failed check books the charge at
+the ceiling (all the seller can claim), **stops** the channel (no voucher is
+signed on it again) and starts a timed withdrawal (``initiateWithdraw``).
+
+A **corrective 402** (``cumulative_amount_mismatch`` or
+``cumulative_below_claimed``) is resynced only to what the agent can verify
+it owes (:meth:`ChannelPayer._resync`): the seller's ``chargedCumulativeAmount``
+is adopted only with a ``voucherState`` whose signature recovers to this
+wallet, at least the chain's ``totalClaimed`` and at most the voucher signed;
+without it, the chain's ``totalClaimed``. The paying client then retries the
+request once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import httpx
+from eth_abi.abi import decode as abi_decode
+
+from farthing.agents.challenge import Challenge, Offer, read_challenge
+from farthing.agents.channel_books import (
+    ChargeIntent,
+    book_extra_charge,
+    book_refund,
+    post_charge,
+    post_deposit,
+    reserve_charge,
+    reserve_deposit,
+    void_pending,
+)
+from farthing.agents.channel_store import (
+    ChannelRow,
+    Lease,
+    acquire,
+    get_channel,
+    release,
+    slot_salt,
+    update_channel,
+)
+from farthing.agents.outcome import OutcomeStatus, PaymentOutcome
+from farthing.ledger import new_id
+from farthing.paywall import channel_wire as wire
+from farthing.paywall.wire import (
+    PAYMENT_RESPONSE_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
+    X402_VERSION,
+    b64_json,
+    unb64_json,
+)
+from farthing.wallet.channels import (
+    ChannelConfig,
+    ChannelDomain,
+    SignedVoucher,
+    deposit_nonce,
+    sign_voucher,
+)
+from farthing.wallet.eip712 import recover_digest
+from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
+from farthing.wallet.errors import ChainError
+from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ChannelEscrow
+from farthing.wallet.money import Asset
+from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
+from farthing.wallet.signer import TxSigner
+
+if TYPE_CHECKING:
+    from farthing.agents.payer import Intent, Payer
+
+__all__ = ["CORRECTIVE_ERRORS", "ChannelPayer", "ChannelPrepared"]
+
+log = logging.getLogger("farthing.agents")
+
+CORRECTIVE_ERRORS: Final = frozenset(
+    {wire.ERR_CUMULATIVE_AMOUNT_MISMATCH, wire.ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED}
+)
+_ZERO_SALT: Final = b"\x00" * 32
+_WAIT_POLL_S: Final = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPrepared:
+    """A reserved charge (and maybe a deposit) with its signed voucher, ready to send."""
+
+    url: str
+    offer: Offer
+    intent: Intent
+    payment_id: int
+    lease: Lease
+    voucher: SignedVoucher
+    ceiling: int
+    charged_before: int
+    balance_before: int
+    header: tuple[str, str]
+    asset: Asset
+    deposit_id: int | None = None
+    deposit_amount: int = 0
+    approval_id: int | None = None
+
+    @property
+    def channel_id(self) -> str:
+        return self.lease.channel_id
+
+    def outcome(
+        self,
+        status: OutcomeStatus,
+        reason: str | None = None,
+        *,
+        message: str | None = None,
+        tx_hash: str | None = None,
+        amount: int | None = None,
+    ) -> PaymentOutcome:
+        return PaymentOutcome(
+            status=status,
+            url=self.url,
+            reason=reason,
+            message=message,
+            amount=self.ceiling if amount is None else amount,
+            asset=self.asset,
+            pay_to=self.offer.requirements.pay_to,
+            payment_id=self.payment_id,
+            tx_hash=tx_hash,
+            task_id=self.intent.task_id,
+            purpose=self.intent.purpose,
+            approval_id=self.approval_id,
+        )
+
+
+def _cid(channel_id: str) -> bytes:
+    return bytes.fromhex(channel_id[2:])
+
+
+class ChannelPayer:
+    """The channel side of one :class:`Payer`: same signer, chain, asset and books."""
+
+    def __init__(self, payer: Payer) -> None:
+        self.payer = payer
+        self.settlement = CANONICAL_CHANNEL_CONTRACTS.settlement
+        self.collector = CANONICAL_CHANNEL_CONTRACTS.erc3009_collector
+        self.escrow = ChannelEscrow(payer.chain, self.settlement)
+        self.domain = ChannelDomain(payer.chain.chain_id, self.settlement)
+        self._owner_prefix = secrets.token_hex(8)
+
+    @property
+    def books(self) -> Any:
+        return self.payer.books
+
+    # ------------------------------------------------------------ configs
+
+    def configs(self, offer: Offer, extra: wire.BatchExtra) -> list[ChannelConfig]:
+        me = self.payer.address
+        base = ChannelConfig(
+            payer=me,
+            payer_authorizer=me,
+            receiver=offer.requirements.pay_to,
+            receiver_authorizer=extra.receiver_authorizer,
+            token=offer.requirements.asset,
+            withdraw_delay_s=extra.withdraw_delay_s,
+            salt=_ZERO_SALT,
+        )
+        agent = self.books.agent_id
+        return [
+            replace(base, salt=slot_salt(agent, base, slot))
+            for slot in range(self.payer.settings.channel_slots_max)
+        ]
+
+    def channel_id(self, config: ChannelConfig) -> str:
+        return "0x" + self.domain.channel_id(config).hex()
+
+    # ------------------------------------------------------------ before sending
+
+    def prepare(
+        self, url: str, challenge: Challenge, offer: Offer, intent: Intent
+    ) -> ChannelPrepared | PaymentOutcome:
+        """Lease a channel, reserve the charge (and a deposit if needed), sign; see the module doc."""
+        from farthing.agents.payer import _not_paid, _Terms
+
+        price = offer.requirements.amount
+        terms = _Terms(price, self.payer.asset, offer.requirements.pay_to)
+        extra = wire.parse_extra(offer.raw.get("extra"))
+        if isinstance(extra, wire.WireRefusal):
+            return _not_paid(url, intent, "malformed_payment_required", extra.reason, terms)
+        if extra.asset_transfer_method not in (None, "eip3009"):
+            return _not_paid(url, intent, "unsupported_scheme", "permit2 deposits", terms)
+        configs = self.configs(offer, extra)
+        ids = [self.channel_id(c) for c in configs]
+        owner = f"{self._owner_prefix}:{new_id():x}"
+        deadline = time.monotonic() + self.payer.settings.channel_wait_s
+        while True:
+            lease = acquire(
+                self.books,
+                configs=configs,
+                channel_ids=ids,
+                network=self.payer.asset.network,
+                escrow=self.settlement,
+                price=price,
+                owner=owner,
+                lease_s=self.payer.settings.channel_lease_s,
+            )
+            if lease is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(_WAIT_POLL_S)
+        if lease is None:
+            detail = "every channel to this seller is busy or stopped"
+            return _not_paid(url, intent, "channel_busy", detail, terms)
+        try:
+            row = lease.row if lease.row is not None else self._cold_start(lease)
+        except ChainError as exc:
+            release(self.books, lease)
+            return _not_paid(url, intent, "chain_unavailable", str(exc), terms)
+        payment_id = new_id()
+        reserved = reserve_charge(
+            self.books,
+            ChargeIntent(
+                payment_id=payment_id,
+                channel_id=lease.channel_id,
+                pay_to=offer.requirements.pay_to,
+                ceiling=price,
+                resource=url,
+                task_id=intent.task_id,
+                purpose=intent.purpose,
+            ),
+        )
+        if reserved != "ok":
+            release(self.books, lease)
+            return _not_paid(url, intent, reserved, None, terms)
+        needed = row.charged + price
+        deposit_id: int | None = None
+        deposit_amount = 0
+        deposit_wire: wire.Erc3009Deposit | None = None
+        if needed > row.balance:
+            refused = self._reserve_deposit(row, price, needed, extra, intent)
+            if isinstance(refused, str):
+                void_pending(self.books, payment_id)
+                release(self.books, lease)
+                return _not_paid(url, intent, refused, None, terms)
+            deposit_id, deposit_amount = refused
+            try:
+                deposit_wire = self._sign_deposit(lease, deposit_amount, offer)
+            except BaseException:
+                void_pending(self.books, deposit_id)
+                void_pending(self.books, payment_id)
+                release(self.books, lease)
+                raise
+        voucher = sign_voucher(self.payer.signer, self.domain, _cid(lease.channel_id), needed)
+        payload: Any
+        if deposit_wire is not None:
+            payload = wire.DepositPayload(lease.config, voucher, deposit_amount, deposit_wire)
+        else:
+            payload = wire.VoucherPayload(lease.config, voucher)
+        update_channel(
+            self.books,
+            lease.channel_id,
+            signed_max=max(row.signed_max, needed),
+            inflight_id=payment_id,
+            resource=url[:2048],
+            offer=dict(offer.raw),
+        )
+        body = {
+            "x402Version": X402_VERSION,
+            "payload": payload.to_wire(),
+            "accepted": dict(offer.raw),
+            "resource": dict(challenge.resource) if challenge.resource else {"url": url},
+        }
+        return ChannelPrepared(
+            url=url,
+            offer=offer,
+            intent=intent,
+            payment_id=payment_id,
+            lease=lease,
+            voucher=voucher,
+            ceiling=price,
+            charged_before=row.charged,
+            balance_before=row.balance,
+            header=(PAYMENT_SIGNATURE_HEADER, b64_json(body)),
+            asset=self.payer.asset,
+            deposit_id=deposit_id,
+            deposit_amount=deposit_amount,
+        )
+
+    def _cold_start(self, lease: Lease) -> ChannelRow:
+        """A slot the books do not know: whatever the chain holds for it is ours (a lost database)."""
+        snapshot = self.escrow.snapshot(_cid(lease.channel_id))
+        values = {
+            "balance": snapshot.balance,
+            "charged": snapshot.total_claimed,
+            "signed_max": snapshot.total_claimed,
+            "total_claimed": snapshot.total_claimed,
+        }
+        if snapshot.balance:
+            log.info("channel %s recovered from the chain", lease.channel_id)
+        update_channel(self.books, lease.channel_id, **values)
+        row = get_channel(self.books, lease.channel_id)
+        assert row is not None  # the lease inserted it
+        return row
+
+    def _reserve_deposit(
+        self, row: ChannelRow, price: int, needed: int, extra: wire.BatchExtra, intent: Intent
+    ) -> tuple[int, int] | str:
+        settings = self.payer.settings
+        missing = needed - row.balance
+        wanted = max(missing, price * settings.channel_deposit_multiple, extra.min_deposit or 0)
+        wanted = max(missing, min(wanted, settings.channel_deposit_max))
+        deposit_id = new_id()
+        locked = reserve_deposit(
+            self.books,
+            deposit_id=deposit_id,
+            channel_id=row.channel_id,
+            amount=wanted,
+            wanted_min=missing,
+            task_id=intent.task_id,
+        )
+        if isinstance(locked, str):
+            return locked
+        try:
+            balance = self.payer.balance()
+        except ChainError:
+            void_pending(self.books, deposit_id)
+            return "chain_unavailable"
+        if balance < locked:
+            void_pending(self.books, deposit_id)
+            return "insufficient_balance"
+        return deposit_id, locked
+
+    def _sign_deposit(self, lease: Lease, amount: int, offer: Offer) -> wire.Erc3009Deposit:
+        salt = secrets.randbits(256)
+        authorization = build_authorization(
+            from_address=self.payer.address,
+            to=self.collector,
+            value=amount,
+            valid_for_s=min(self.payer.settings.valid_for_s, offer.requirements.max_timeout_seconds),
+            now=self.payer.chain.timestamp(),
+            nonce=deposit_nonce(_cid(lease.channel_id), salt),
+        )
+        signed = sign_receive_authorization(
+            self.payer.signer, authorization, TokenDomain.for_asset(self.payer.asset)
+        )
+        return wire.Erc3009Deposit(
+            valid_after=authorization.valid_after,
+            valid_before=authorization.valid_before,
+            salt=salt,
+            signature=signed.signature,
+        )
+
+    # ------------------------------------------------------------ after sending
+
+    def finish(self, prepared: ChannelPrepared, response: httpx.Response) -> PaymentOutcome:
+        """Check and book the seller's answer to a voucher; see the module doc."""
+        data = _response_data(response)
+        if response.is_success and data is not None and data.get("success") is True:
+            return self._charged(prepared, data)
+        if response.status_code == 402:
+            challenge = read_challenge(response)
+            error = challenge.error if isinstance(challenge, Challenge) else None
+            seller_reason = (data or {}).get("errorReason") or error or "payment_not_accepted"
+            void_pending(self.books, prepared.payment_id)
+            balance = self._settle_deposit_from_chain(prepared)
+            resynced = False
+            if isinstance(challenge, Challenge) and error in CORRECTIVE_ERRORS:
+                resynced = self._resync(prepared, challenge)
+            if not resynced:
+                release(self.books, prepared.lease, inflight_id=None, balance=balance)
+            if resynced:
+                return prepared.outcome("refused", "channel_resynced", message=seller_reason)
+            return prepared.outcome("refused", str(seller_reason))
+        # No readable answer: the seller may have charged. The charge stays
+        # reserved and in flight; the next corrective 402 or reconciliation
+        # settles it.
+        release(self.books, prepared.lease)
+        detail = f"the seller answered {response.status_code}"
+        return prepared.outcome("possible_spend", "settlement_unknown", message=detail)
+
+    def after_error(self, prepared: ChannelPrepared, error: BaseException) -> PaymentOutcome:
+        release(self.books, prepared.lease)
+        detail = f"{type(error).__name__} after the voucher was sent"
+        return prepared.outcome("possible_spend", "timeout", message=detail)
+
+    def _charged(self, prepared: ChannelPrepared, data: dict[str, Any]) -> PaymentOutcome:
+        extra = wire.parse_response_extra(data.get("extra") or {})
+        violation: str | None = None
+        charged = prepared.ceiling
+        if isinstance(extra, wire.WireRefusal):
+            violation = "channel_response_malformed"
+        else:
+            if extra.charged_amount is not None:
+                charged = extra.charged_amount
+            state = extra.channel_state
+            if charged > prepared.ceiling:
+                violation = "charge_above_ceiling"
+            elif state is not None and "0x" + state.channel_id.hex() != prepared.channel_id:
+                violation = "channel_id_mismatch"
+            elif (
+                state is not None
+                and state.charged_cumulative_amount is not None
+                and state.charged_cumulative_amount != prepared.charged_before + charged
+            ):
+                violation = "cumulative_inconsistent"
+        tx_hash = data.get("transaction") if isinstance(data.get("transaction"), str) else None
+        balance = prepared.balance_before
+        if prepared.deposit_id is not None:
+            post_deposit(
+                self.books,
+                prepared.deposit_id,
+                tx_hash=tx_hash or None,
+                block_number=None,
+                payer=self.payer.address,
+                collector=self.collector,
+            )
+            balance += prepared.deposit_amount
+        # A failed check books the most the seller can claim with our voucher.
+        booked = prepared.ceiling if violation else charged
+        result = post_charge(self.books, prepared.payment_id, prepared.channel_id, booked)
+        if result not in ("ok", "exists"):
+            log.warning("posting channel charge %d failed: %s", prepared.payment_id, result)
+        release(
+            self.books,
+            prepared.lease,
+            charged=prepared.charged_before + booked,
+            balance=balance,
+            inflight_id=None,
+        )
+        if violation is None:
+            return prepared.outcome(
+                "paid", None, tx_hash=tx_hash if prepared.deposit_id else None, amount=booked
+            )
+        started = self.stop(prepared.channel_id, violation)
+        message = f"the seller failed the channel check ({violation}); {started}"
+        log.warning("channel %s: %s", prepared.channel_id, message)
+        return prepared.outcome("paid", violation, message=message, amount=booked)
+
+    def _settle_deposit_from_chain(self, prepared: ChannelPrepared) -> int:
+        """A refused request's deposit: posted if the chain shows it, voided if not. Returns the balance."""
+        if prepared.deposit_id is None:
+            return prepared.balance_before
+        try:
+            balance, _ = self.escrow.channel(_cid(prepared.channel_id))
+        except ChainError:
+            return prepared.balance_before  # left pending: its hold expires, reconciliation decides
+        if balance >= prepared.balance_before + prepared.deposit_amount:
+            tx = self._last_event_tx("Deposited", prepared.channel_id)
+            post_deposit(
+                self.books,
+                prepared.deposit_id,
+                tx_hash=tx,
+                block_number=None,
+                payer=self.payer.address,
+                collector=self.collector,
+            )
+            return balance
+        void_pending(self.books, prepared.deposit_id)
+        return prepared.balance_before
+
+    def _last_event_tx(self, name: str, channel_id: str) -> str | None:
+        logs = self.payer.chain.logs(
+            self.settlement, [ESCROW_EVENT_TOPICS[name], _cid(channel_id)], 0
+        )
+        return logs[-1].tx_hash if logs else None
+
+    # ------------------------------------------------------------ corrective 402
+
+    def _resync(self, prepared: ChannelPrepared, challenge: Challenge) -> bool:
+        """Adopt the seller's channel state only as far as the agent can verify it owes it."""
+        offer = next((o for o in challenge.offers if o.requirements.scheme == wire.SCHEME), None)
+        extra = wire.parse_extra(offer.raw.get("extra")) if offer is not None else None
+        if not isinstance(extra, wire.BatchExtra) or extra.channel_state is None:
+            return False
+        state, voucher_state = extra.channel_state, extra.voucher_state
+        if "0x" + state.channel_id.hex() != prepared.channel_id:
+            return False
+        try:
+            balance, claimed = self.escrow.channel(_cid(prepared.channel_id))
+        except ChainError:
+            return False
+        row = get_channel(self.books, prepared.channel_id)
+        if row is None:
+            return False
+        charged = claimed  # what the chain proves
+        seller = state.charged_cumulative_amount
+        if seller is not None and voucher_state is not None:
+            signed = voucher_state.signed_max_claimable
+            digest = self.domain.voucher_digest(_cid(prepared.channel_id), signed)
+            try:
+                signer = recover_digest(digest, voucher_state.signature)
+            except Exception:  # a malformed signature proves nothing
+                signer = None
+            if (
+                signer == self.payer.address
+                and claimed <= seller <= signed
+                and signed <= max(row.signed_max, claimed)
+            ):
+                charged = seller
+        if charged > balance:
+            return False
+        if charged > row.charged:
+            # We signed for it (or the chain claimed it) but never booked it:
+            # the answer that would have told us was lost.
+            result = book_extra_charge(
+                self.books,
+                transfer_id=new_id(),
+                channel_id=prepared.channel_id,
+                pay_to=row.config.receiver,
+                amount=charged - row.charged,
+            )
+            if result not in ("ok", "exists"):
+                log.warning("booking a resynced charge failed: %s", result)
+        release(
+            self.books,
+            prepared.lease,
+            charged=charged,
+            balance=balance,
+            total_claimed=claimed,
+            inflight_id=None,
+        )
+        return True
+
+    # ------------------------------------------------------------ stopping, withdrawing
+
+    def stop(self, channel_id: str, reason: str) -> str:
+        """Never sign on this channel again and start the timed withdrawal; says what happened."""
+        update_channel(self.books, channel_id, status="stopped", reason=reason)
+        started = self.withdraw(channel_id)
+        return "withdrawal started" if started == "ok" else f"withdrawal not started: {started}"
+
+    def withdraw(self, channel_id: str) -> str:
+        """``initiateWithdraw`` for everything unclaimed: ``"ok"`` or a snake_case reason."""
+        row = get_channel(self.books, channel_id)
+        if row is None:
+            return "channel_not_found"
+        try:
+            balance, claimed = self.escrow.channel(_cid(channel_id))
+        except ChainError:
+            return "chain_unavailable"
+        amount = balance - claimed
+        if amount <= 0:
+            return "nothing_to_withdraw"
+        result = self.escrow.initiate_withdraw(
+            row.config, amount, sender=cast(TxSigner, self.payer.signer)
+        )
+        if not result.ok:
+            return result.reason or "transaction_failed"
+        after = self.payer.chain.timestamp() + row.config.withdraw_delay_s
+        update_channel(
+            self.books,
+            channel_id,
+            status="withdrawing",
+            withdraw_after=after,
+            reason=row.reason or "withdraw",
+        )
+        return "ok"
+
+    def finalize(self, channel_id: str) -> tuple[str, int]:
+        """``finalizeWithdraw`` after the delay: (``"ok"`` or a reason, the amount returned)."""
+        row = get_channel(self.books, channel_id)
+        if row is None:
+            return "channel_not_found", 0
+        result = self.escrow.finalize_withdraw(row.config, sender=cast(TxSigner, self.payer.signer))
+        if not result.ok or result.tx_hash is None:
+            return result.reason or "transaction_failed", 0
+        amount = sum(
+            int(abi_decode(["uint128"], entry.data)[0])
+            for entry in result.logs
+            if entry.topics and entry.topics[0] == ESCROW_EVENT_TOPICS["WithdrawFinalized"]
+        )
+        if amount:
+            book_refund(
+                self.books,
+                channel_id=channel_id,
+                amount=amount,
+                tx_hash=result.tx_hash,
+                block_number=result.block_number,
+                escrow=self.settlement,
+                wallet=self.payer.address,
+            )
+        balance, claimed = self.escrow.channel(_cid(channel_id))
+        update_channel(
+            self.books,
+            channel_id,
+            status="closed",
+            balance=balance,
+            total_claimed=claimed,
+            charged=max(row.charged, claimed),
+            withdraw_after=None,
+        )
+        return "ok", amount
+
+
+def _response_data(response: httpx.Response) -> dict[str, Any] | None:
+    header = response.headers.get(PAYMENT_RESPONSE_HEADER)
+    if header is None or len(header) > 64 * 1024:
+        return None
+    try:
+        data = unb64_json(header)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # binascii.Error is a ValueError
+        return None
+    return data if isinstance(data, dict) else None
