@@ -49,7 +49,7 @@ from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import AUTHORIZATION_USED_TOPIC, Stablecoin
-from tests.conftest import TEST_PASSPHRASE, cli_env, run_farthing
+from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env, run_farthing
 from tests.faults.pay_once import buy
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -291,6 +291,18 @@ def pay(
     task_id: str = "buy-one",
 ) -> PayResult:
     """One agent process buying ``url``; armed with ``crash_at`` if given."""
+    return pay_result(spawn_pay(fc, agent, url, crash_at=crash_at, task_id=task_id))
+
+
+def spawn_pay(
+    fc: FaultChain,
+    agent: Agent,
+    url: str,
+    *,
+    crash_at: str | None = None,
+    task_id: str = "buy-one",
+) -> subprocess.Popen[str]:
+    """Start :func:`pay`'s process; several may run at once (one per agent)."""
     config = {
         "database_url": agent.database_url,
         "rpc_url": fc.chain.rpc_url,
@@ -305,7 +317,7 @@ def pay(
     env = cli_env(agent.data_dir, FARTHING_TEST_AGENT_KEY=agent.key.private_key.get_secret_value())
     if crash_at:
         env["FARTHING_CRASH_AT"] = crash_at
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, str(PAY_ONCE), json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -313,14 +325,23 @@ def pay(
         env=env,
         cwd=REPO,
     )
+
+
+def finish(process: subprocess.Popen[str]) -> CliResult:
+    """Wait (bounded) for a child to end; one that hangs is killed and reported."""
     try:
         out, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate(timeout=15)
-        raise AssertionError(f"pay_once.py hung: {err[-2000:]}") from None
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    return PayResult(process.returncode, json.loads(lines[-1]) if lines else None, err)
+        raise AssertionError(f"{process.args!r} hung: {err[-2000:]}") from None
+    return CliResult(process.returncode, out, err)
+
+
+def pay_result(process: subprocess.Popen[str]) -> PayResult:
+    done = finish(process)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return PayResult(done.code, json.loads(lines[-1]) if lines else None, done.stderr)
 
 
 class ToPort(httpx.AsyncBaseTransport):
@@ -374,17 +395,30 @@ def pay_here(
 
 def agent_resolve(fc: FaultChain, agent: Agent) -> dict[str, Any]:
     """``farthing agent resolve --json``: possible spend from the chain, then reconciliation."""
-    result = run_farthing(
-        [
-            "agent", "resolve", "--json", "--data-dir", str(agent.data_dir),
-            "--rpc-url", fc.chain.rpc_url, "--token", fc.asset.address,
-            "--database-url", agent.database_url,
-        ],
+    return agent_resolve_result(spawn_agent_resolve(fc, agent))
+
+
+def spawn_agent_resolve(fc: FaultChain, agent: Agent) -> subprocess.Popen[str]:
+    """Start :func:`agent_resolve`'s process; several may run at once (one per agent)."""
+    argv = [
+        "agent", "resolve", "--json", "--data-dir", str(agent.data_dir),
+        "--rpc-url", fc.chain.rpc_url, "--token", fc.asset.address,
+        "--database-url", agent.database_url,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "farthing", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=cli_env(agent.data_dir),
-        timeout_s=PROCESS_TIMEOUT_S,
-    )  # fmt: skip
-    assert result.code in (0, 1), result.stderr[-2000:]
-    parsed: dict[str, Any] = result.json()
+        cwd=REPO,
+    )
+
+
+def agent_resolve_result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    done = finish(process)
+    assert done.code in (0, 1), done.stderr[-2000:]  # 1: breaks found, reported in the JSON
+    parsed: dict[str, Any] = done.json()
     return parsed
 
 

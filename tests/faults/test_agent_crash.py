@@ -8,12 +8,18 @@ spend resolved from the chain, then reconciliation), and the agent's retry of
 the purchase if its books do not show it paid. Afterwards both ledgers
 balance, both agree with the chain, the purchase settled at most once, the
 payer got the content or kept the money, and nothing is left reserved.
+
+The points are independent (one fresh agent each, one shared paywall), so the
+module runs each phase for all of them at once, to use both cores: every
+agent is killed, then every resolve runs, then every retry; each test then
+checks its own point.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -22,14 +28,17 @@ from farthing.paywall.store import PaymentState, PaymentStore
 from tests.faults.harness import (
     PRICE_ATOMIC,
     SIGKILLED,
+    Agent,
     FaultChain,
     PayResult,
     Site,
-    agent_resolve,
+    agent_resolve_result,
     assert_invariants,
     new_agent,
     new_site,
-    pay,
+    pay_result,
+    spawn_agent_resolve,
+    spawn_pay,
     start_paywall,
     stopping,
 )
@@ -47,6 +56,17 @@ POINTS = {
 }
 
 
+@dataclass
+class Recovery:
+    """One point's story: the crash, the books it left, the resolution, the retry if any."""
+
+    agent: Agent
+    crashed: PayResult
+    states_after_crash: list[str]
+    resolved: dict[str, Any]
+    retry: PayResult | None
+
+
 @pytest.fixture(scope="module")
 def shop(fault_chain: FaultChain) -> Iterator[tuple[Site, str]]:
     """One paywall process for the module: on this side only the agent dies."""
@@ -56,7 +76,26 @@ def shop(fault_chain: FaultChain) -> Iterator[tuple[Site, str]]:
         yield site, f"{paywall.url}/api/data"
 
 
-def settled_for(site: Site, payer: str) -> list[PaymentState]:
+@pytest.fixture(scope="module")
+def recoveries(fault_chain: FaultChain, shop: tuple[Site, str]) -> dict[str, Recovery]:
+    _, url = shop
+    agents = {p: new_agent(fault_chain, fault_chain.work / p) for p in POINTS}
+    crashing = {p: spawn_pay(fault_chain, agents[p], url, crash_at=p) for p in POINTS}
+    crashed = {p: pay_result(process) for p, process in crashing.items()}
+    states = {p: [b.state for b in booked_payments(agents[p].books)] for p in POINTS}
+    resolving = {p: spawn_agent_resolve(fault_chain, agents[p]) for p in POINTS}
+    resolved = {p: agent_resolve_result(process) for p, process in resolving.items()}
+    # Nothing was sent before these crashes, so the purchase is still to be made.
+    retrying = {
+        p: spawn_pay(fault_chain, agents[p], url) for p, answered in POINTS.items() if not answered
+    }
+    retried = {p: pay_result(process) for p, process in retrying.items()}
+    return {
+        p: Recovery(agents[p], crashed[p], states[p], resolved[p], retried.get(p)) for p in POINTS
+    }
+
+
+def states_in_store(site: Site, payer: str) -> list[PaymentState]:
     store = PaymentStore(site.store_url)
     try:
         return [r.state for r in store.records() if r.key.payer == payer.lower()]
@@ -66,19 +105,22 @@ def settled_for(site: Site, payer: str) -> list[PaymentState]:
 
 @pytest.mark.parametrize("point", list(POINTS))
 def test_agent_killed_at_a_crash_point_recovers(
-    point: str, fault_chain: FaultChain, shop: tuple[Site, str], tmp_path: Path
+    point: str,
+    fault_chain: FaultChain,
+    shop: tuple[Site, str],
+    recoveries: dict[str, Recovery],
 ) -> None:
-    site, url = shop
-    agent = new_agent(fault_chain, tmp_path / "agent")
-    crashed = pay(fault_chain, agent, url, crash_at=point)
+    site, _ = shop
+    story = recoveries[point]
+    agent, crashed = story.agent, story.crashed
     assert crashed.code == SIGKILLED, f"the agent did not die at {point}: {crashed.stderr[-2000:]}"
     assert crashed.result is None
-    # The crash left the reservation open: committed before signing, never voided or posted
-    # (after_post excepted: there the books were done).
-    states = [p.state for p in booked_payments(agent.books)]
-    assert states == (["posted"] if point == "agent.after_post" else ["reserved"])
+    # The crash left the reservation open: committed before signing, never
+    # voided or posted (after_post excepted: there the books were done).
+    expected = ["posted"] if point == "agent.after_post" else ["reserved"]
+    assert story.states_after_crash == expected
 
-    resolved = agent_resolve(fault_chain, agent)
+    resolved = story.resolved
     assert resolved["ledger_balanced"], resolved
     assert resolved["reconciliation_breaks"] == 0, resolved
     answered = POINTS[point]
@@ -86,25 +128,20 @@ def test_agent_killed_at_a_crash_point_recovers(
     if answered:
         # The seller settled and sent the content before the agent died: the
         # chain shows the authorization used, so resolve posts it at once.
+        assert story.retry is None
         assert [r["action"] for r in resolved["resolutions"]] in ([], ["posted"])
-        assert settled_for(site, agent.address) == [PaymentState.SETTLED]
+        assert states_in_store(site, agent.address) == [PaymentState.SETTLED]
     else:
         # Nothing was sent and the window is open: resolve leaves it reserved
         # (someone might hold the authorization), and the agent's retry
         # re-signs the same one, byte for byte, and pays with it.
         assert [r["action"] for r in resolved["resolutions"]] == ["pending"]
-        retry = pay(fault_chain, agent, url)
-        assert retry.code == 0, retry.stderr[-2000:]
+        retry = story.retry
+        assert retry is not None and retry.code == 0, retry and retry.stderr[-2000:]
         assert retry.result is not None and retry.result["outcome"] == "paid", retry.result
         assert retry.result["payment_id"] == str(booked_payments(agent.books)[0].payment_id)
         runs.append(retry)
     assert len(booked_payments(agent.books)) == 1
-    delivered_to_the_dead = answered  # the seller wrote 200 + content to the process it saw
-    assert_invariants(
-        fault_chain,
-        site,
-        agent,
-        runs,
-        delivered_before_crash=delivered_to_the_dead,
-    )
+    # Where the seller answered, it wrote 200 and the content to the process it saw.
+    assert_invariants(fault_chain, site, agent, runs, delivered_before_crash=answered)
     assert fault_chain.token.balance_of(site.merchant) >= PRICE_ATOMIC
