@@ -55,6 +55,66 @@
     for (var i = 0; i < bytes.length; i += 1) { out += ("0" + bytes[i].toString(16)).slice(-2); }
     return out;
   }
+  // EIP-55 needs keccak-256, which browsers do not have: a small one, on BigInt lanes.
+  var KECCAK_ROUNDS = (function () {
+    var out = [], r = 1n;
+    for (var i = 0; i < 24; i += 1) {
+      var c = 0n;
+      for (var j = 0; j < 7; j += 1) {
+        r = ((r << 1n) ^ ((r >> 7n) * 0x71n)) % 256n;
+        if (r & 2n) { c ^= 1n << ((1n << BigInt(j)) - 1n); }
+      }
+      out.push(c);
+    }
+    return out;
+  }());
+  var KECCAK_RHO = [1, 3, 6, 10, 15, 21, 28, 36, 45, 55, 2, 14, 27, 41, 56, 8, 25, 43, 62, 18, 39, 61, 20, 44];
+  var KECCAK_PI = [10, 7, 11, 17, 18, 3, 5, 16, 8, 21, 24, 4, 15, 23, 19, 13, 12, 2, 20, 14, 22, 9, 6, 1];
+  var MASK64 = (1n << 64n) - 1n;
+  function rotl(x, n) { return ((x << BigInt(n)) | (x >> BigInt(64 - n))) & MASK64; }
+  function keccakF(a) {
+    for (var round = 0; round < 24; round += 1) {
+      var c = [], x, y;
+      for (x = 0; x < 5; x += 1) { c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20]; }
+      for (x = 0; x < 5; x += 1) {
+        var d = c[(x + 4) % 5] ^ rotl(c[(x + 1) % 5], 1);
+        for (y = 0; y < 25; y += 5) { a[y + x] ^= d; }
+      }
+      var t = a[1];
+      for (var i = 0; i < 24; i += 1) { var j = KECCAK_PI[i], keep = a[j]; a[j] = rotl(t, KECCAK_RHO[i]); t = keep; }
+      for (y = 0; y < 25; y += 5) {
+        var row = a.slice(y, y + 5);
+        for (x = 0; x < 5; x += 1) { a[y + x] = row[x] ^ (~row[(x + 1) % 5] & MASK64 & row[(x + 2) % 5]); }
+      }
+      a[0] ^= KECCAK_ROUNDS[round];
+    }
+  }
+  function keccak256(bytes) {
+    var rate = 136, padded = new Uint8Array((Math.floor(bytes.length / rate) + 1) * rate);
+    padded.set(bytes);
+    padded[bytes.length] ^= 0x01;
+    padded[padded.length - 1] ^= 0x80;
+    var a = [], i, k;
+    for (i = 0; i < 25; i += 1) { a.push(0n); }
+    for (var off = 0; off < padded.length; off += rate) {
+      for (i = 0; i < rate / 8; i += 1) {
+        var lane = 0n;
+        for (k = 7; k >= 0; k -= 1) { lane = (lane << 8n) | BigInt(padded[off + i * 8 + k]); }
+        a[i] ^= lane;
+      }
+      keccakF(a);
+    }
+    var out = new Uint8Array(32);
+    for (i = 0; i < 32; i += 1) { out[i] = Number((a[i >> 3] >> BigInt(8 * (i & 7))) & 0xffn); }
+    return out;
+  }
+  function checksummed(address) {
+    var lower = address.toLowerCase().replace(/^0x/, "");
+    var digest = hex(keccak256(new TextEncoder().encode(lower))).slice(2);
+    var out = "0x";
+    for (var i = 0; i < 40; i += 1) { out += parseInt(digest[i], 16) >= 8 ? lower[i].toUpperCase() : lower[i]; }
+    return out;
+  }
   function wallet() {
     if (!window.ethereum || typeof window.ethereum.request !== "function") { throw { sentence: "no_wallet" }; }
     return window.ethereum;
@@ -204,9 +264,9 @@
       if (step.done) { return retry({}, 0); }
       var info = step.info;
       var payload = {
-        // The address as the wallet gives it (browsers have no keccak for EIP-55);
-        // the server rebuilds the message from these same fields.
-        domain: info.domain, address: address, statement: info.statement, uri: info.uri,
+        // EIP-55, as the x402 spec asks (wallets often give lowercase); the server
+        // rebuilds the message from these same fields.
+        domain: info.domain, address: checksummed(address), statement: info.statement, uri: info.uri,
         version: info.version, chainId: terms.network, type: "eip191", nonce: info.nonce,
         issuedAt: info.issuedAt, expirationTime: info.expirationTime, resources: info.resources
       };

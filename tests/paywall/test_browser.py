@@ -13,6 +13,7 @@ chain did; a screenshot of each state lands in the test's temp folder.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -39,9 +40,20 @@ SITE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; object-src 
 FAKE_WALLET_EXTENSION = """
 window.ethereum = {
   isFakeWalletExtension: true,
-  request: function (args) { return window.__fakeWallet(args.method, args.params || []); }
+  request: function (args) {
+    return window.__fakeWallet(args.method, args.params || []).then(function (answer) {
+      // An EIP-1193 refusal is an error with a code (4001: the user said no).
+      if (answer && answer.fakeWalletError) {
+        var error = new Error(answer.message);
+        error.code = answer.fakeWalletError;
+        throw error;
+      }
+      return answer;
+    });
+  }
 };
 """
+USER_REJECTED = {"fakeWalletError": 4001, "message": "User rejected the request."}
 
 
 def _strict_csp(app: Any) -> Any:
@@ -112,16 +124,34 @@ def blog(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             process.communicate(timeout=15)
 
 
-def _reader(browser: Any, chain_env: ChainEnv, account: str | None) -> Any:
-    """A fresh browser profile, with the fake wallet extension holding ``account``."""
+def _reader(
+    browser: Any,
+    chain_env: ChainEnv,
+    account: str | None,
+    *,
+    refuse: frozenset[str] = frozenset(),
+    chain_id: str | None = None,
+    asked: list[str] | None = None,
+) -> Any:
+    """A fresh browser profile, with the fake wallet extension holding ``account``.
+
+    ``refuse`` names the methods its user declines; ``chain_id`` is the network
+    it claims to be on instead of anvil's; ``asked`` collects every method called.
+    """
     context = browser.new_context(viewport={"width": 900, "height": 900})
     if account is None:
         return context
     rpc = httpx.Client(base_url=chain_env.chain.rpc_url, timeout=30.0)
 
     def wallet(source: Any, method: str, params: list[Any]) -> Any:
+        if asked is not None:
+            asked.append(method)
+        if method in refuse:
+            return USER_REJECTED
         if method in ("eth_requestAccounts", "eth_accounts"):
             return [account]
+        if method == "eth_chainId" and chain_id is not None:
+            return chain_id
         if method == "wallet_switchEthereumChain":
             return None  # anvil is the only chain this fake knows
         if method not in ("eth_chainId", "eth_signTypedData_v4", "personal_sign"):
@@ -184,9 +214,13 @@ def test_a_reader_pays_in_the_browser_and_reads_again_without_paying(
     # 4. Another browser, the same wallet: sign in with x402 sign-in-with-x, read for free.
     second = _reader(browser, chain_env, buyer)
     page = second.new_page()
+    sign_ins: list[str] = []
+    page.on("request", lambda r: sign_ins.extend(filter(None, [r.headers.get("sign-in-with-x")])))
     assert page.goto(url).status == 402
     page.get_by_role("button", name="Already paid? Sign in with your wallet").click()
     page.get_by_text("its name comes from the Old English").wait_for(timeout=30_000)
+    # The page sends the address in its EIP-55 form, as the x402 spec asks.
+    assert json.loads(base64.b64decode(sign_ins[-1]))["address"] == buyer
     assert balance(buyer) == before[0] - PRICE_ATOMIC
     page.screenshot(path=tmp_path / "4-signed-in.png", full_page=True)
     second.close()
@@ -210,3 +244,54 @@ def test_a_reader_pays_in_the_browser_and_reads_again_without_paying(
     page.get_by_text("No wallet was found in this browser").wait_for(timeout=10_000)
     page.screenshot(path=tmp_path / "6-no-wallet.png", full_page=True)
     fourth.close()
+
+
+def test_each_failure_reads_as_one_sentence_and_pays_nothing(
+    browser: Any, blog: str, chain_env: ChainEnv, tmp_path: Path
+) -> None:
+    accounts = [a.address for a in chain_env.chain.dev_accounts()]
+    reader, poor = accounts[3], accounts[4]
+    assert chain_env.token.mint(reader, 1_000_000, sender=chain_env.owner).ok
+    assert chain_env.token.balance_of(poor) < PRICE_ATOMIC
+    url = blog + ARTICLE
+    balance = chain_env.token.balance_of
+    merchant = balance(chain_env.merchant)
+
+    def attempt(name: str, account: str, sentence: str, **wallet: Any) -> list[str]:
+        asked: list[str] = []
+        context = _reader(browser, chain_env, account, asked=asked, **wallet)
+        page = context.new_page()
+        page.goto(url)
+        page.get_by_role("button", name="Pay with wallet").click()
+        status = page.locator("#farthing-status")
+        status.get_by_text(sentence).wait_for(timeout=30_000)
+        assert status.inner_text().strip() == sentence  # one sentence, nothing else
+        assert "PAID-PART" not in page.content()
+        assert page.get_by_role("button", name="Pay with wallet").is_enabled()  # try again
+        page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
+        context.close()
+        return asked
+
+    asked = attempt(
+        "1-signature-refused",
+        reader,
+        "You declined to sign the payment, so nothing was paid.",
+        refuse=frozenset({"eth_signTypedData_v4"}),
+    )
+    assert "eth_signTypedData_v4" in asked
+    asked = attempt(
+        "2-wrong-network",
+        reader,
+        "Your wallet is on the wrong network: switch it to the local development chain"
+        " and try again.",
+        chain_id="0x1",
+        refuse=frozenset({"wallet_switchEthereumChain"}),
+    )
+    assert "wallet_switchEthereumChain" in asked and "eth_signTypedData_v4" not in asked
+    attempt(
+        "3-not-enough-balance",
+        poor,
+        "Your wallet does not hold enough USDC to pay for this article.",
+    )
+    assert balance(reader) == 1_000_000 and balance(poor) < PRICE_ATOMIC
+    assert balance(chain_env.merchant) == merchant  # nothing was paid by anyone
