@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farthing.agents.books import AgentBooks, derived_id
@@ -55,12 +55,14 @@ from farthing.ledger import (
     NewAccount,
     NewTransfer,
     PaymentDetails,
+    Transfer,
     TransferFlags,
     create_accounts,
     create_transfers,
     lookup_accounts,
 )
 from farthing.ledger.payments import reservation, resolution_id
+from farthing.ledger.tables import table_of
 
 __all__ = [
     "ChannelAccountCode",
@@ -68,6 +70,7 @@ __all__ = [
     "ChargeIntent",
     "book_extra_charge",
     "book_refund",
+    "booked_charges",
     "deposit_room",
     "escrow_account_id",
     "escrow_balance",
@@ -79,6 +82,8 @@ __all__ = [
     "void_pending",
     "wallet_account_id",
 ]
+
+_transfers = table_of(Transfer)
 
 # A charge or deposit waits at most this long for the seller's answer before
 # its reservation may expire; the lease on the channel is shorter.
@@ -143,7 +148,10 @@ def locked_total(session: Session, books: AgentBooks) -> int:
         return 0
     (wallet,) = found
     return (
-        wallet.debits_posted + wallet.debits_pending - wallet.credits_posted - wallet.credits_pending
+        wallet.debits_posted
+        + wallet.debits_pending
+        - wallet.credits_posted
+        - wallet.credits_pending
     )
 
 
@@ -154,6 +162,19 @@ def escrow_balance(books: AgentBooks, channel_id: str) -> int:
     if not found:
         return 0
     return found[0].credits_posted - found[0].debits_posted
+
+
+def booked_charges(books: AgentBooks, channel_id: str) -> int:
+    """What the books have charged on one channel: its releases from escrow."""
+    t = _transfers.c
+    with books.database.read() as session:
+        total = session.execute(
+            select(func.coalesce(func.sum(t.amount), 0)).where(
+                t.debit_account_id == escrow_account_id(books, channel_id),
+                t.code == int(ChannelTransferCode.CHANNEL_RELEASE),
+            )
+        ).scalar()
+    return int(total or 0)
 
 
 def deposit_room(session: Session, books: AgentBooks, task_id: str | None) -> int:

@@ -50,6 +50,7 @@ from farthing.agents.channel_books import (
     ChargeIntent,
     book_extra_charge,
     book_refund,
+    booked_charges,
     post_charge,
     post_deposit,
     reserve_charge,
@@ -307,10 +308,16 @@ class ChannelPayer:
     def _cold_start(self, lease: Lease) -> ChannelRow:
         """A slot the books do not know: whatever the chain holds for it is ours (a lost database)."""
         snapshot = self.escrow.snapshot(_cid(lease.channel_id))
+        # The ledger may have outlived the channel records: what it booked was
+        # charged. The seller's corrective 402 settles any difference.
+        charged = min(
+            snapshot.balance,
+            max(snapshot.total_claimed, booked_charges(self.books, lease.channel_id)),
+        )
         values = {
             "balance": snapshot.balance,
-            "charged": snapshot.total_claimed,
-            "signed_max": snapshot.total_claimed,
+            "charged": charged,
+            "signed_max": charged,
             "total_claimed": snapshot.total_claimed,
         }
         if snapshot.balance:
@@ -354,7 +361,9 @@ class ChannelPayer:
             from_address=self.payer.address,
             to=self.collector,
             value=amount,
-            valid_for_s=min(self.payer.settings.valid_for_s, offer.requirements.max_timeout_seconds),
+            valid_for_s=min(
+                self.payer.settings.valid_for_s, offer.requirements.max_timeout_seconds
+            ),
             now=self.payer.chain.timestamp(),
             nonce=deposit_nonce(_cid(lease.channel_id), salt),
         )
@@ -501,23 +510,21 @@ class ChannelPayer:
         if row is None:
             return False
         charged = claimed  # what the chain proves
+        signed_max = max(row.signed_max, claimed)
         seller = state.charged_cumulative_amount
         if seller is not None and voucher_state is not None:
             signed = voucher_state.signed_max_claimable
             digest = self.domain.voucher_digest(_cid(prepared.channel_id), signed)
-            try:
-                signer = recover_digest(digest, voucher_state.signature)
-            except Exception:  # a malformed signature proves nothing
-                signer = None
-            if (
-                signer == self.payer.address
-                and claimed <= seller <= signed
-                and signed <= max(row.signed_max, claimed)
-            ):
+            signer = recover_digest(digest, voucher_state.signature)  # None when refused
+            # Our own signature over ``signed`` is the proof we committed to
+            # it, even when our records of it were lost (a cold start).
+            if signer == self.payer.address and claimed <= seller <= signed:
                 charged = seller
+                signed_max = max(signed_max, signed)
         if charged > balance:
             return False
-        if charged > row.charged:
+        booked = booked_charges(self.books, prepared.channel_id)
+        if charged > booked:
             # We signed for it (or the chain claimed it) but never booked it:
             # the answer that would have told us was lost.
             result = book_extra_charge(
@@ -525,7 +532,7 @@ class ChannelPayer:
                 transfer_id=new_id(),
                 channel_id=prepared.channel_id,
                 pay_to=row.config.receiver,
-                amount=charged - row.charged,
+                amount=charged - booked,
             )
             if result not in ("ok", "exists"):
                 log.warning("booking a resynced charge failed: %s", result)
@@ -535,6 +542,7 @@ class ChannelPayer:
             charged=charged,
             balance=balance,
             total_claimed=claimed,
+            signed_max=signed_max,
             inflight_id=None,
         )
         return True

@@ -190,9 +190,9 @@ class Payer:
 
     def prefers_channel(self, challenge: Challenge, intent: Intent) -> bool:
         """The rule for repeated buys: a channel when one to this payee is open, or many buys are expected."""
-        if intent.expected_buys is not None:
-            if intent.expected_buys >= self.settings.channel_buys_min:
-                return True
+        expected = intent.expected_buys
+        if expected is not None and expected >= self.settings.channel_buys_min:
+            return True
         payees = {
             o.requirements.pay_to.lower()
             for o in challenge.offers

@@ -202,7 +202,9 @@ async def test_a_seller_that_overcharges_stops_the_channel_and_starts_a_withdraw
         # The charge is booked at the ceiling: all our voucher lets the seller claim.
         assert world.books.status().spent == 2 * PRICE
         # No voucher is signed on a stopped channel: with one slot, nothing more is paid.
-        world.payer.settings = SETTINGS.model_copy(update={"channel_slots_max": 1, "channel_wait_s": 0})
+        world.payer.settings = SETTINGS.model_copy(
+            update={"channel_slots_max": 1, "channel_wait_s": 0}
+        )
         third = await http.get("http://sdk.test/articles/c")
         assert outcome_of(third).reason == "channel_busy"  # type: ignore[union-attr]
     escrow = ChannelEscrow(world.chain)
@@ -223,7 +225,7 @@ async def test_the_agent_recovers_its_channel_from_the_chain_after_losing_its_re
         session.execute(delete(agent_channel))
     async with client(world, app) as http:
         response = await http.get("http://sdk.test/articles/after")
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200, (outcome_of(response), response.headers)
         assert outcome_of(response).status == "paid"  # type: ignore[union-attr]
     (after,) = list_channels(world.books)
     assert after.channel_id == before.channel_id  # the same slot, found on chain
