@@ -9,6 +9,12 @@ puts an EIP-1193 ``window.ethereum`` in the page whose requests
 ``eth_signTypedData_v4``, ``personal_sign``) go to anvil, which signs for its
 unlocked dev accounts. The test checks what the reader sees and what the
 chain did; a screenshot of each state lands in the test's temp folder.
+
+The same fake can decline a signature, claim another network and decline the
+switch, or hold a wallet without enough USDC: each shows its one sentence and
+nothing is paid. With anvil's mining stopped, a paywall whose settlement waits
+past its receipt timeout answers 503, and the page retries the very same
+payment (one signature, one settlement transaction) until it is settled.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,7 @@ from starlette.applications import Starlette
 from starlette.staticfiles import StaticFiles
 
 from tests.conftest import cli_env
+from tests.paywall.conftest import PRICE_ATOMIC as PRICE_ATOMIC_DEFAULT
 from tests.paywall.conftest import ChainEnv, serve_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.anvil]
@@ -295,3 +303,59 @@ def test_each_failure_reads_as_one_sentence_and_pays_nothing(
     )
     assert balance(reader) == 1_000_000 and balance(poor) < PRICE_ATOMIC
     assert balance(chain_env.merchant) == merchant  # nothing was paid by anyone
+
+
+def test_a_settlement_still_pending_is_retried_with_the_same_payment(
+    browser: Any, chain_env: ChainEnv, tmp_path: Path
+) -> None:
+    """Anvil stops mining, so the paywall's settlement waits past its receipt timeout (503)."""
+    from pydantic import SecretStr
+
+    from farthing.paywall import LocalFacilitator, PaymentStore
+    from farthing.paywall.receipts import Receipts
+    from farthing.wallet.chain import RpcChain
+    from tests.paywall.conftest import paywalled
+
+    reader = chain_env.chain.dev_accounts()[6].address
+    assert chain_env.token.mint(reader, 1_000_000, sender=chain_env.owner).ok
+    chain = RpcChain(chain_env.chain.rpc_url or "", timeout_s=5.0, receipt_timeout_s=1.0)
+    store = PaymentStore.sqlite(tmp_path / "paywall.sqlite")
+    app = paywalled(
+        chain_env, store, facilitator=LocalFacilitator(chain, chain_env.relayer),
+        receipts=Receipts(SecretStr("Pq4-Wm7xRk1Lt8Yz3Nc6Hd0Jf5Gv2Bs9Ea-Uo")),
+    )  # fmt: skip
+    relayer = chain_env.relayer.address
+    sent_before = chain_env.chain.w3.eth.get_transaction_count(relayer)
+    provider = chain_env.chain.w3.provider
+    asked: list[str] = []
+    payments: list[str] = []
+    with serve_in_thread(app) as url:
+        context = _reader(browser, chain_env, reader, asked=asked)
+        page = context.new_page()
+        page.on(
+            "request", lambda r: payments.extend(filter(None, [r.headers.get("payment-signature")]))
+        )
+        page.goto(url + "/articles/farthing")
+        provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+        try:
+            page.get_by_role("button", name="Pay with wallet").click()
+            # The 503 came back: the page says so, then asks again with the same payment.
+            page.wait_for_function("document.querySelector('#farthing-status')"
+                                   ".getAttribute('data-state') === 'pending'")  # fmt: skip
+            deadline = time.monotonic() + 30
+            while len(payments) < 2 and time.monotonic() < deadline:
+                page.wait_for_timeout(250)
+            status = page.locator("#farthing-status").inner_text()
+            assert status.startswith("Your payment is being settled on the chain")
+            page.screenshot(path=tmp_path / "pending.png", full_page=True)
+        finally:
+            provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+            provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        page.get_by_text("PAID-PART").first.wait_for(timeout=60_000)
+        page.screenshot(path=tmp_path / "settled.png", full_page=True)
+        context.close()
+    store.dispose()
+    assert len(payments) >= 2 and len(set(payments)) == 1  # retried, never a second payment
+    assert asked.count("eth_signTypedData_v4") == 1  # the reader was asked to sign once
+    assert chain_env.chain.w3.eth.get_transaction_count(relayer) == sent_before + 1
+    assert chain_env.token.balance_of(reader) == 1_000_000 - PRICE_ATOMIC_DEFAULT
