@@ -10,6 +10,10 @@ The secret is a setting, read from a file that only its owner can read
 paywall started without one makes a random secret for its own lifetime, so
 its receipts stop working at restart, which is safe (the reader can still sign
 in with the paying wallet, see ``farthing.paywall.siwx``).
+
+The same object makes and remembers sign-in nonces: :meth:`Receipts.nonce`
+is an HMAC under the same key, and :meth:`Receipts.first_use` keeps the used
+ones (at most ``nonces_used_max``) until they could no longer be fresh.
 """
 
 from __future__ import annotations
