@@ -71,6 +71,7 @@ __all__ = [
     "book_extra_charge",
     "book_refund",
     "booked_charges",
+    "booked_sums",
     "deposit_room",
     "escrow_account_id",
     "escrow_balance",
@@ -175,6 +176,42 @@ def booked_charges(books: AgentBooks, channel_id: str) -> int:
             )
         ).scalar()
     return int(total or 0)
+
+
+def booked_sums(books: AgentBooks, channel_id: str) -> tuple[int, int, int]:
+    """(deposited, returned, charged) on one channel, posted, as the books say."""
+    t = _transfers.c
+    escrow = escrow_account_id(books, channel_id)
+    sums = {}
+    with books.database.read() as session:
+        for code, side in (
+            (ChannelTransferCode.CHANNEL_DEPOSIT, t.credit_account_id),
+            (ChannelTransferCode.CHANNEL_REFUND, t.debit_account_id),
+            (ChannelTransferCode.CHANNEL_RELEASE, t.debit_account_id),
+        ):
+            posted = (
+                t.flags.op("&")(
+                    int(
+                        TransferFlags.PENDING
+                        | TransferFlags.VOID_PENDING_TRANSFER
+                        | TransferFlags.EXPIRE_PENDING_TRANSFER
+                    )
+                )
+                == 0
+            )
+            sums[code] = int(
+                session.execute(
+                    select(func.coalesce(func.sum(t.amount), 0)).where(
+                        side == escrow, t.code == int(code), posted
+                    )
+                ).scalar()
+                or 0
+            )
+    return (
+        sums[ChannelTransferCode.CHANNEL_DEPOSIT],
+        sums[ChannelTransferCode.CHANNEL_REFUND],
+        sums[ChannelTransferCode.CHANNEL_RELEASE],
+    )
 
 
 def deposit_room(session: Session, books: AgentBooks, task_id: str | None) -> int:

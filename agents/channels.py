@@ -94,7 +94,13 @@ from farthing.wallet.signer import TxSigner
 if TYPE_CHECKING:
     from farthing.agents.payer import Intent, Payer
 
-__all__ = ["CORRECTIVE_ERRORS", "ChannelPayer", "ChannelPrepared"]
+__all__ = [
+    "CORRECTIVE_ERRORS",
+    "ChannelBreak",
+    "ChannelPayer",
+    "ChannelPrepared",
+    "reconcile_channels",
+]
 
 log = logging.getLogger("farthing.agents")
 
@@ -616,6 +622,50 @@ class ChannelPayer:
             withdraw_after=None,
         )
         return "ok", amount
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelBreak:
+    """A disagreement between the escrow's events and the agent's books, for one channel."""
+
+    channel_id: str
+    kind: str  # deposits_differ | returns_differ | claimed_above_charged
+    chain_amount: int
+    books_amount: int
+
+
+def reconcile_channels(payer: Payer, *, from_block: int = 0) -> list[ChannelBreak]:
+    """Match the escrow's ``Deposited``, ``Refunded``, ``WithdrawFinalized`` and ``Claimed`` events to the books.
+
+    Deposits must equal the posted ``CHANNEL_DEPOSIT`` transfers, money back
+    the ``CHANNEL_REFUND`` ones, and the chain's ``totalClaimed`` must not be
+    above what the books charged (the seller may claim less, never more).
+    """
+    from farthing.agents.channel_books import booked_sums
+    from farthing.agents.channel_store import list_channels
+
+    channels = ChannelPayer(payer)
+    breaks: list[ChannelBreak] = []
+    for row in list_channels(payer.books):
+        cid = _cid(row.channel_id)
+
+        def total(name: str, cid: bytes = cid) -> int:
+            logs = payer.chain.logs(
+                channels.settlement, [ESCROW_EVENT_TOPICS[name], cid], from_block
+            )
+            return sum(int(abi_decode(["uint128"], entry.data[:32])[0]) for entry in logs)
+
+        deposited, returned, charged = booked_sums(payer.books, row.channel_id)
+        on_chain = total("Deposited")
+        back = total("Refunded") + total("WithdrawFinalized")
+        _, claimed = channels.escrow.channel(cid)
+        if on_chain != deposited:
+            breaks.append(ChannelBreak(row.channel_id, "deposits_differ", on_chain, deposited))
+        if back != returned:
+            breaks.append(ChannelBreak(row.channel_id, "returns_differ", back, returned))
+        if claimed > charged:
+            breaks.append(ChannelBreak(row.channel_id, "claimed_above_charged", claimed, charged))
+    return breaks
 
 
 def _response_data(response: httpx.Response) -> dict[str, Any] | None:

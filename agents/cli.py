@@ -37,6 +37,7 @@ from farthing.agents.admin_cli import (
     approvals_app,
     policy_app,
 )
+from farthing.agents.channel_cli import channels_app
 from farthing.agents.settings import AgentSettings
 from farthing.agents.workspace import Workspace, open_workspace
 from farthing.console import emit_json, fail, out_console
@@ -50,6 +51,7 @@ app = typer.Typer(
 )
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
+app.add_typer(channels_app, name="channels")
 
 DataDirOpt = Annotated[
     Path | None,

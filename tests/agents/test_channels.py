@@ -27,6 +27,7 @@ from sqlalchemy import delete
 
 from farthing.agents.channel_books import escrow_balance, locked_total
 from farthing.agents.channel_store import list_channels
+from farthing.agents.channels import reconcile_channels
 from farthing.agents.outcome import outcome_of
 from farthing.agents.settings import AgentSettings
 from farthing.agents.tables import agent_channel
@@ -177,8 +178,10 @@ async def test_many_buys_one_deposit_and_the_books_equal_the_chain(anvil_world: 
     assert escrow_balance(world.books, channel.channel_id) == deposit - buys * PRICE
     with world.database.read() as session:
         assert locked_total(session, world.books) == deposit - buys * PRICE
-    # The token reconciliation matches the deposit's wallet → collector transfer.
+    # The token reconciliation matches the deposit's wallet → collector transfer,
+    # and the escrow's events match the channel's books.
     assert world.reconcile().breaks == ()
+    assert reconcile_channels(world.payer) == []
 
 
 async def test_a_seller_that_overcharges_stops_the_channel_and_starts_a_withdrawal(

@@ -1,0 +1,155 @@
+"""``farthing agent channels``: list the agent's batch-settlement channels, withdraw what is unspent, reconcile.
+
+``list`` shows each channel's balance, charged total, signed ceiling and
+status (``--json`` for scripts). ``withdraw CHANNEL_ID`` starts the timed
+withdrawal (``initiateWithdraw``) of everything not yet claimed and stops the
+channel; ``finalize CHANNEL_ID`` takes the money back once the delay has
+passed and books it. ``reconcile`` matches the escrow's events with the books.
+Both writes are on-chain transactions from the agent's wallet, which pays
+their gas. A refusal is one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from farthing.agents.admin_cli import DatabaseOpt, JsonOpt, NetworkOpt, RpcOpt, TokenOpt
+from farthing.agents.channel_store import get_channel, list_channels, update_channel
+from farthing.agents.channels import ChannelPayer, reconcile_channels
+from farthing.console import emit_json, fail, out_console
+
+__all__ = ["channels_app"]
+
+channels_app = typer.Typer(
+    help="The agent's batch-settlement channels: list, withdraw, finalize, reconcile.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ChannelArg = Annotated[str, typer.Argument(help="The channel id (0x and 64 hex digits).")]
+
+
+@channels_app.command("list")
+def list_command(
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every channel with its balance, charged total and status."""
+    from farthing.agents.cli import _open
+
+    workspace = _open(None, None, None, network, rpc_url, token, database_url, with_wallet=False)
+    try:
+        rows = list_channels(workspace.books)
+        asset = workspace.books.asset
+    finally:
+        workspace.close()
+    if as_json:
+        emit_json({"channels": [r.to_json() for r in rows]})
+        return
+    if not rows:
+        out_console.print("no channels")
+    for r in rows:
+        out_console.print(
+            f"{r.channel_id} to {r.config.receiver}: {r.status}"
+            f"{' (' + r.reason + ')' if r.reason else ''}, balance {asset.format(r.balance)}, "
+            f"charged {asset.format(r.charged)}, unspent {asset.format(r.available)}"
+        )
+
+
+def _act(channel_id: str, action: str, network, rpc_url, token, database_url, as_json):  # type: ignore[no-untyped-def]
+    from farthing.agents.cli import _open
+
+    workspace = _open(None, None, None, network, rpc_url, token, database_url)
+    try:
+        if get_channel(workspace.books, channel_id) is None:
+            fail(f"no channel {channel_id} in this agent's books")
+        channels = ChannelPayer(workspace.payer)
+        amount = 0
+        if action == "withdraw":
+            result = channels.withdraw(channel_id.lower())
+            if result == "ok":
+                update_channel(workspace.books, channel_id, reason="withdrawn by the operator")
+        else:
+            result, amount = channels.finalize(channel_id.lower())
+        row = get_channel(workspace.books, channel_id)
+    finally:
+        workspace.close()
+    if result != "ok":
+        fail(f"{action} refused: {result}")
+    if as_json:
+        emit_json(
+            {"result": result, "amount": str(amount), "channel": row.to_json() if row else None}
+        )
+        return
+    out_console.print(f"{action}: ok" + (f", {amount} returned" if amount else ""))
+
+
+@channels_app.command()
+def withdraw(
+    channel_id: ChannelArg,
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the timed withdrawal of what the seller has not claimed; the channel signs no more."""
+    _act(channel_id, "withdraw", network, rpc_url, token, database_url, as_json)
+
+
+@channels_app.command()
+def finalize(
+    channel_id: ChannelArg,
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """After the withdraw delay: take the unclaimed money back to the wallet and book it."""
+    _act(channel_id, "finalize", network, rpc_url, token, database_url, as_json)
+
+
+@channels_app.command()
+def reconcile(
+    network: NetworkOpt = None,
+    rpc_url: RpcOpt = None,
+    token: TokenOpt = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Match the escrow's events (deposits, refunds, withdrawals, claims) with the books."""
+    from farthing.agents.cli import _open
+
+    workspace = _open(None, None, None, network, rpc_url, token, database_url)
+    try:
+        breaks = reconcile_channels(workspace.payer)
+    finally:
+        workspace.close()
+    if as_json:
+        emit_json(
+            {
+                "breaks": [
+                    {
+                        "channel_id": b.channel_id,
+                        "kind": b.kind,
+                        "chain_amount": str(b.chain_amount),
+                        "books_amount": str(b.books_amount),
+                    }
+                    for b in breaks
+                ]
+            }
+        )
+    else:
+        for b in breaks:
+            out_console.print(
+                f"[red]break[/red] {b.channel_id} {b.kind}: chain {b.chain_amount}, books {b.books_amount}"
+            )
+        out_console.print(f"{len(breaks)} channel break(s)")
+    if breaks:
+        raise typer.Exit(1)
