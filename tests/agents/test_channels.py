@@ -235,3 +235,37 @@ async def test_the_agent_recovers_its_channel_from_the_chain_after_losing_its_re
     assert after.charged == 4 * PRICE and after.balance == before.balance
     assert len(deposits(world, after.channel_id)) == 1  # no second deposit
     assert world.books.status().spent == 4 * PRICE
+
+
+async def test_concurrent_buyers_sharing_one_budget_never_overspend(anvil_world: World) -> None:
+    # Eight buyers at once on one agent's books (threads here; the lease and
+    # the deposit cap are taken under the ledger's write lock either way).
+    import anyio
+
+    world = anvil_world
+    app, _scheme = sdk_channel_server(world)
+    budget = 12 * PRICE
+    world.books.start_task("t", budget)
+    outcomes: list[Any] = []
+
+    async def buyer(n: int) -> None:
+        async with client(world, app) as http:
+            for k in range(4):
+                response = await http.get(f"http://sdk.test/articles/{n}-{k}")
+                outcomes.append(outcome_of(response))
+
+    async with anyio.create_task_group() as group:
+        for n in range(8):
+            group.start_soon(buyer, n)
+    paid = [o for o in outcomes if o is not None and o.status == "paid"]
+    status = world.books.status(task_id="t")
+    assert status.task_spent == len(paid) * PRICE <= budget
+    with world.database.read() as session:
+        locked = locked_total(session, world.books)
+    assert status.task_spent + locked <= budget
+    escrow = ChannelEscrow(world.chain)
+    on_chain = sum(
+        escrow.channel(bytes.fromhex(c.channel_id[2:]))[0] for c in list_channels(world.books)
+    )
+    assert on_chain == status.task_spent + locked
+    assert reconcile_channels(world.payer) == []
