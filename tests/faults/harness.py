@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import selectors
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import AUTHORIZATION_USED_TOPIC, Stablecoin
-from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env, run_farthing
+from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env
 from tests.faults.pay_once import buy
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -58,8 +59,8 @@ PRICE: Final = "0.01 USDC"
 PRICE_ATOMIC: Final = 10_000
 AGENT_FUNDS: Final = 1_000_000
 MARKER: Final = "paid-data"  # in the upstream's /api/data answer: the paid content arrived
-PROCESS_TIMEOUT_S: Final = 90
-READY_TIMEOUT_S: Final = 60
+PROCESS_TIMEOUT_S: Final = 120
+READY_TIMEOUT_S: Final = 120  # generous: a phase starts several at once on 2 cores
 PAYER_READ_TIMEOUT_S: Final = 20
 SIGKILLED: Final = -signal.SIGKILL
 # States a payment record may rest in once recovery is done: nothing claimed, nothing pending.
@@ -91,6 +92,7 @@ class Site:
     revenue_url: str
     data_dir: Path
     start_block: int
+    key_file: Path  # the key its facilitator settles with
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
 
@@ -123,14 +125,26 @@ class PayResult:
         return bool(self.result and self.result["content"])
 
 
-def new_site(fc: FaultChain, directory: Path) -> Site:
+def new_site(fc: FaultChain, directory: Path, *, relayer_index: int | None = None) -> Site:
+    """A fresh payee and database files; ``relayer_index`` gives it anvil dev account N to settle with.
+
+    Sites that settle at the same time need keys of their own: each site's
+    processes share relayer nonces through its own store only.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    key_file = fc.relayer_key_file
+    if relayer_index is not None:
+        key_file = directory / "relayer.key"
+        account = fc.chain.dev_accounts()[relayer_index]
+        key_file.write_text(account.private_key.get_secret_value())
+        os.chmod(key_file, 0o600)
     return Site(
         merchant=LocalSigner.generate().address,
         store_url=f"sqlite:///{directory / 'payments.sqlite'}",
         revenue_url=f"sqlite:///{directory / 'revenue.sqlite'}",
         data_dir=directory,
         start_block=fc.chain.block_number(),
+        key_file=key_file,
     )
 
 
@@ -200,7 +214,7 @@ def spawn_paywall(
         sys.executable, "-m", "farthing", "paywall", "serve", "--json",
         "--upstream", fc.upstream_url, "--route", f"GET /api/** {PRICE}",
         "--pay-to", site.merchant, "--token", fc.asset.address, "--rpc-url", fc.chain.rpc_url,
-        "--key-file", str(fc.relayer_key_file), "--database-url", site.store_url,
+        "--key-file", str(site.key_file), "--database-url", site.store_url,
         "--ledger-database-url", site.revenue_url, "--port", "0",
     ]  # fmt: skip
     if lease_s is not None:
@@ -377,17 +391,43 @@ def pay_here(
     With ``port``, the request goes to the paywall process listening there
     (:class:`ToPort`), whatever port ``url`` names.
     """
-    payer = Payer(
-        signer=agent.key,
-        chain=fc.chain,
-        asset=fc.asset,
-        books=agent.books,
-        settings=AgentSettings(settle_retry_delay_s=0.2, read_timeout_s=PAYER_READ_TIMEOUT_S),
-    )
-    config = {"task_id": task_id, "url": url, "marker": MARKER}
-    agent.books.start_task(task_id, 10 * PRICE_ATOMIC)
-    transport = ToPort(port) if port is not None else None
-    return PayResult(0, asyncio.run(buy(payer, config, transport=transport)), "")
+    (result,) = pay_many_here(fc, [(agent, url, port)], task_id=task_id)
+    return result
+
+
+def pay_many_here(
+    fc: FaultChain,
+    purchases: Sequence[tuple[Agent, str, int | None]],
+    *,
+    task_id: str = "buy-one",
+) -> list[PayResult]:
+    """Several agents' purchases (agent, URL, port or None) at once, as :func:`pay_here` makes one."""
+
+    async def everyone() -> list[dict[str, Any]]:
+        return list(
+            await asyncio.gather(
+                *(
+                    buy(
+                        Payer(
+                            signer=agent.key,
+                            chain=fc.chain,
+                            asset=fc.asset,
+                            books=agent.books,
+                            settings=AgentSettings(
+                                settle_retry_delay_s=0.2, read_timeout_s=PAYER_READ_TIMEOUT_S
+                            ),
+                        ),
+                        {"task_id": task_id, "url": url, "marker": MARKER},
+                        transport=ToPort(port) if port is not None else None,
+                    )
+                    for agent, url, port in purchases
+                )
+            )
+        )
+
+    for agent, _, _ in purchases:
+        agent.books.start_task(task_id, 10 * PRICE_ATOMIC)
+    return [PayResult(0, result, "") for result in asyncio.run(everyone())]
 
 
 # ------------------------------------------------------------------ the recoveries
@@ -424,16 +464,29 @@ def agent_resolve_result(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 def paywall_resolve(fc: FaultChain, site: Site) -> dict[str, Any]:
     """``farthing paywall resolve --json``: the sweep of pending payments and unbooked revenue."""
-    result = run_farthing(
-        [
-            "paywall", "resolve", "--json", "--rpc-url", fc.chain.rpc_url,
-            "--database-url", site.store_url, "--ledger-database-url", site.revenue_url,
-        ],
+    return paywall_resolve_result(spawn_paywall_resolve(fc, site))
+
+
+def spawn_paywall_resolve(fc: FaultChain, site: Site) -> subprocess.Popen[str]:
+    """Start :func:`paywall_resolve`'s process; several may run at once (one per site)."""
+    argv = [
+        "paywall", "resolve", "--json", "--rpc-url", fc.chain.rpc_url,
+        "--database-url", site.store_url, "--ledger-database-url", site.revenue_url,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "farthing", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=cli_env(site.data_dir / "cli"),
-        timeout_s=PROCESS_TIMEOUT_S,
-    )  # fmt: skip
-    assert result.code == 0, result.stderr[-2000:]
-    parsed: dict[str, Any] = result.json()
+        cwd=REPO,
+    )
+
+
+def paywall_resolve_result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    done = finish(process)
+    assert done.code == 0, done.stderr[-2000:]
+    parsed: dict[str, Any] = done.json()
     return parsed
 
 
