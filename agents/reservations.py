@@ -252,6 +252,9 @@ def find_open_payment(
             t.c.resource == resource[:2048],
             t.c.payee_address == pay_to.lower(),
             t.c.amount == amount,
+            # Only a reservation with an authorization can have one "out there"
+            # (a channel charge has none; its voucher lives with its channel).
+            t.c.authorization_nonce.is_not(None),
         )
     )
     query = query.where(t.c.task_id.is_(None) if task_id is None else t.c.task_id == task_id)
