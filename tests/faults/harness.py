@@ -4,14 +4,17 @@
   module's upstream, with its payment store and revenue books in SQLite files
   of one :class:`Site`, optionally armed with ``FARTHING_CRASH_AT``;
 * :func:`pay` runs ``tests/faults/pay_once.py``, one agent buying one URL,
-  optionally armed;
+  optionally armed; :func:`pay_here` and :func:`pay_many_here` make the same
+  purchases in this process, for tests where only the paywall dies;
 * :func:`agent_resolve` and :func:`paywall_resolve` run the documented
   recoveries, ``farthing agent resolve`` and ``farthing paywall resolve``;
 * :func:`assert_invariants` checks what must hold after any crash and its
   recovery (``docs/reliability.md`` lists them).
 
-Every wait is bounded, every port comes from the OS, and every process is
-killed by its own id if a test leaves it running.
+The ``spawn_…`` variants start a process without waiting for it, so a test
+module can run one phase for all its points at once. Every wait is bounded,
+every port comes from the OS, and every process is ended by its own id if a
+test leaves it running.
 """
 
 from __future__ import annotations
