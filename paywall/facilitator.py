@@ -40,6 +40,13 @@ import requests
 from eth_utils.crypto import keccak
 from web3.exceptions import TransactionNotFound
 
+from farthing.paywall.channel_facilitator import ChannelFacilitator
+from farthing.paywall.channel_types import (
+    ChannelPayment,
+    ChannelRequirements,
+    ChannelSettleResult,
+    ChannelVerifyResult,
+)
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.submit import SharedNonces, Submitter
 from farthing.paywall.wire import (
@@ -53,7 +60,7 @@ from farthing.wallet.chain import TRANSFER_TOPIC, Chain, LogEntry, TxResult
 from farthing.wallet.eip712 import verify_authorization_signature
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.money import Asset
-from farthing.wallet.signer import TxSigner
+from farthing.wallet.signer import Signer, TxSigner
 from farthing.wallet.token import Stablecoin
 
 __all__ = [
@@ -89,17 +96,27 @@ _SETTLE_REASONS: Final = {
 
 @dataclass(frozen=True, slots=True)
 class Supported:
-    """What ``GET /supported`` lists: the exact scheme on these networks."""
+    """What ``GET /supported`` lists: the exact scheme on ``networks``, and
+    ``batch-settlement`` on ``channel_networks`` (with ``channel_extra``, the
+    receiver authorizer the facilitator signs for, when it holds one)."""
 
     networks: tuple[str, ...]
     signers: tuple[str, ...] = ()
+    channel_networks: tuple[str, ...] = ()
+    channel_extra: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
+        channel_kinds = [
+            {"x402Version": 2, "scheme": "batch-settlement", "network": network}
+            | ({"extra": dict(self.channel_extra)} if self.channel_extra else {})
+            for network in self.channel_networks
+        ]
         return {
             "kinds": [
                 {"x402Version": 2, "scheme": SCHEME_EXACT, "network": network}
                 for network in self.networks
-            ],
+            ]
+            + channel_kinds,
             "extensions": [],
             "signers": {"eip155:*": list(self.signers)} if self.signers else {},
         }
@@ -224,6 +241,7 @@ class LocalFacilitator:
         log_lookback_blocks: int = 10_000,
         clock: Callable[[], float] = time.time,
         nonce_store: SharedNonces | None = None,
+        channel_authorizer: Signer | None = None,
     ) -> None:
         if not 0 <= valid_before_margin_s <= 3600:
             raise ValueError("valid_before_margin_s must be between 0 and 3600")
@@ -241,9 +259,28 @@ class LocalFacilitator:
             Submitter(chain, signer, shared=nonce_store) if chain.backend == "rpc" else None
         )
         self._lock = threading.Lock()
+        # batch-settlement (farthing.paywall.channel_facilitator), on the same
+        # key and, over RPC, the same nonce sequence.
+        self.channels = ChannelFacilitator(
+            chain,
+            signer,
+            authorizer=channel_authorizer,
+            send=self._submitter.send if self._submitter is not None else None,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return f"LocalFacilitator({self.chain!r}, signer={self._signer.address})"
+
+    async def verify_channel(
+        self, payment: ChannelPayment, requirements: ChannelRequirements
+    ) -> ChannelVerifyResult:
+        return await self.channels.verify_channel(payment, requirements)
+
+    async def settle_channel(
+        self, payment: ChannelPayment, requirements: ChannelRequirements
+    ) -> ChannelSettleResult:
+        return await self.channels.settle_channel(payment, requirements)
 
     # ------------------------------------------------------------ async API
 
@@ -258,7 +295,12 @@ class LocalFacilitator:
         return await anyio.to_thread.run_sync(self.settle_sync, payload, requirements)
 
     async def supported(self) -> Supported:
-        return Supported((self.network,), (self._signer.address,))
+        return Supported(
+            (self.network,),
+            (self._signer.address,),
+            (self.network,),
+            self.channels.supported_extra(),
+        )
 
     async def resolve(
         self, requirements: PaymentRequirements, payer: str, nonce: bytes, tx_hash: str | None

@@ -20,6 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from farthing.paywall.channel_facilitator import ChannelSettling
+from farthing.paywall.channel_types import (
+    ChannelSettleResult,
+    ChannelVerifyResult,
+    parse_channel_payment,
+    parse_channel_requirements,
+)
+from farthing.paywall.channel_wire import ERR_INVALID_SCHEME, SCHEME, WireRefusal
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.facilitator import Facilitator
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
@@ -78,6 +86,45 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             return str(exc)
         return payload, requirements
 
+    def channel_request(data: dict[str, Any]) -> bool:
+        """A batch-settlement request (requirements or accepted say so), not an exact one."""
+        raw = data.get("paymentRequirements")
+        payment = data.get("paymentPayload")
+        accepted = payment.get("accepted") if isinstance(payment, dict) else None
+        return any(isinstance(x, dict) and x.get("scheme") == SCHEME for x in (raw, accepted))
+
+    async def channel_call(data: dict[str, Any], settle: bool) -> JSONResponse:
+        raw = data.get("paymentRequirements")
+        network = raw.get("network") if isinstance(raw, dict) else None
+        network = network if isinstance(network, str) else ""
+        requirements = parse_channel_requirements(raw)
+        payment = parse_channel_payment(data.get("paymentPayload"))
+        refused: WireRefusal | None = None
+        if not isinstance(facilitator, ChannelSettling):
+            refused = WireRefusal(ERR_INVALID_SCHEME, "this facilitator has no batch-settlement")
+        elif isinstance(requirements, WireRefusal):
+            refused = requirements
+        elif isinstance(payment, WireRefusal):
+            refused = payment
+        if refused is not None or not isinstance(facilitator, ChannelSettling):
+            assert refused is not None
+            if settle:
+                answer = ChannelSettleResult(False, network, reason=refused.reason,
+                                             message=refused.detail)  # fmt: skip
+                return JSONResponse(answer.to_wire())
+            return JSONResponse(
+                ChannelVerifyResult(False, refused.reason, None, refused.detail).to_wire()
+            )
+        assert not isinstance(requirements, WireRefusal) and not isinstance(payment, WireRefusal)
+        try:
+            if settle:
+                settled = await facilitator.settle_channel(payment, requirements)
+                return JSONResponse(settled.to_wire())
+            verified = await facilitator.verify_channel(payment, requirements)
+            return JSONResponse(verified.to_wire())
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+
     async def supported(request: Request) -> JSONResponse:
         if not authorized(request):
             return unauthorized()
@@ -93,6 +140,8 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         data, problem = await read(request)
         if problem is not None:
             return problem
+        if channel_request(data):
+            return await channel_call(data, settle=False)
         parsed = parse(data)
         if isinstance(parsed, str):
             return JSONResponse(VerifyResult(False, "invalid_payload", None, parsed).to_wire())
@@ -108,6 +157,8 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         data, problem = await read(request)
         if problem is not None:
             return problem
+        if channel_request(data):
+            return await channel_call(data, settle=True)
         parsed = parse(data)
         if isinstance(parsed, str):
             raw = data.get("paymentRequirements")

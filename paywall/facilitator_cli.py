@@ -98,9 +98,17 @@ def serve(
             help="Share the key with other processes: allocate its nonces in this database.",
         ),
     ] = None,
+    channel_authorizer_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--channel-authorizer-key-file",
+            help="batch-settlement: sign claims and refunds as this receiver authorizer "
+            "(listed in /supported) for servers that send no signature of their own.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
-    """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON)."""
+    """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON; exact and batch-settlement)."""
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.facilitator_api import facilitator_app
     from farthing.paywall.keys import load_key_file, load_token_file
@@ -113,8 +121,17 @@ def serve(
     token = load_token_file(token_file) if token_file is not None else None
     chain = open_chain(rpc_url, timeout_s=rpc_timeout_s, receipt_timeout_s=receipt_timeout_s)
     nonces = PaymentStore(database_url) if database_url else None
+    authorizer = (
+        load_key_file(channel_authorizer_key_file, passphrase_file=passphrase_file)
+        if channel_authorizer_key_file is not None
+        else None
+    )
     facilitator = LocalFacilitator(
-        chain, signer, valid_before_margin_s=margin_s, nonce_store=nonces
+        chain,
+        signer,
+        valid_before_margin_s=margin_s,
+        nonce_store=nonces,
+        channel_authorizer=authorizer,
     )
     asgi = facilitator_app(facilitator, token=token.get_secret_value() if token else None)
     sock = bind_socket(host, port)

@@ -15,6 +15,13 @@ from typing import Any, Final
 
 import httpx
 
+from farthing.paywall.channel_types import (
+    ChannelPayment,
+    ChannelRequirements,
+    ChannelSettleResult,
+    ChannelVerifyResult,
+)
+from farthing.paywall.channel_wire import SCHEME as CHANNEL_SCHEME
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.facilitator import Supported
 from farthing.paywall.wire import (
@@ -138,14 +145,47 @@ class RemoteFacilitator:
             )
         return result
 
+    async def verify_channel(
+        self, payment: ChannelPayment, requirements: ChannelRequirements
+    ) -> ChannelVerifyResult:
+        """``/verify`` of a batch-settlement payload (deposit, voucher or refund)."""
+        body = {
+            "x402Version": X402_VERSION,
+            "paymentPayload": payment.to_wire(),
+            "paymentRequirements": requirements.to_wire(),
+        }
+        result = ChannelVerifyResult.from_wire(await self._call("POST", "/verify", body))
+        if result is None:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} sent a malformed verify response"
+            )
+        return result
+
+    async def settle_channel(
+        self, payment: ChannelPayment, requirements: ChannelRequirements
+    ) -> ChannelSettleResult:
+        """``/settle`` of a deposit, claim, settle or refund payload."""
+        body = {
+            "x402Version": X402_VERSION,
+            "paymentPayload": payment.to_wire(),
+            "paymentRequirements": requirements.to_wire(),
+        }
+        result = ChannelSettleResult.from_wire(await self._call("POST", "/settle", body))
+        if result is None:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} sent a malformed settle response"
+            )
+        return result
+
     async def supported(self) -> Supported:
         data = await self._call("GET", "/supported")
         kinds = data.get("kinds") if isinstance(data, dict) else None
         if not isinstance(kinds, list):
             raise FacilitatorUnavailableError(f"the facilitator at {self.url} lists no kinds")
-        networks = tuple(
-            k["network"] for k in kinds if isinstance(k, dict) and isinstance(k.get("network"), str)
-        )
+        listed = [k for k in kinds if isinstance(k, dict) and isinstance(k.get("network"), str)]
+        networks = tuple(k["network"] for k in listed if k.get("scheme", "exact") == "exact")
+        channels = [k for k in listed if k.get("scheme") == CHANNEL_SCHEME]
+        extra = next((k["extra"] for k in channels if isinstance(k.get("extra"), dict)), None)
         signers = data.get("signers") if isinstance(data.get("signers"), dict) else {}
         addresses = tuple(a for group in signers.values() if isinstance(group, list) for a in group)
-        return Supported(networks, addresses)
+        return Supported(networks, addresses, tuple(k["network"] for k in channels), extra)

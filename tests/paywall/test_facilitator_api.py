@@ -64,7 +64,10 @@ def test_supported_lists_the_connected_chain(chain_env: ChainEnv) -> None:
     response = _call(chain_env, "GET", "/supported", headers=AUTH)
     assert response.status_code == 200
     assert response.json() == {
-        "kinds": [{"x402Version": 2, "scheme": "exact", "network": chain_env.chain.network}],
+        "kinds": [
+            {"x402Version": 2, "scheme": "exact", "network": chain_env.chain.network},
+            {"x402Version": 2, "scheme": "batch-settlement", "network": chain_env.chain.network},
+        ],
         "extensions": [],
         "signers": {"eip155:*": [chain_env.relayer.address]},
     }
