@@ -213,7 +213,7 @@ class Payer:
 
     def prepare(
         self, url: str, challenge: Challenge | MalformedChallenge, intent: Intent
-    ) -> Prepared | PaymentOutcome:
+    ) -> Prepared | ChannelPrepared | PaymentOutcome:
         """Decide about a 402 and, if every check passes, reserve and sign; see the module doc."""
         if isinstance(challenge, MalformedChallenge):
             return _not_paid(url, intent, challenge.reason, challenge.message)

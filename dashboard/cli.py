@@ -15,7 +15,7 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -96,7 +96,9 @@ def dashboard(
     }  # fmt: skip
     if users_file is not None:
         overrides["users_file"] = users_file
-    settings = DashboardSettings(**{k: v for k, v in overrides.items() if v is not None})
+    # The constructor, not model_validate: only __init__ reads the environment.
+    chosen: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    settings = DashboardSettings(**chosen)
     application = create_app(settings)
     shown_host = f"[{host}]" if ":" in host else host
     out_console.print(f"dashboard on http://{shown_host}:{port}/ (Ctrl-C stops it)")
