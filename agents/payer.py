@@ -451,28 +451,34 @@ class Payer:
         detail = f"the seller answered {response.status_code}"
         if settlement is not None and settlement.reason:
             detail += f" ({settlement.reason})"
-        return self._unknown(prepared, "settlement_unknown", detail)
+        if response.is_success:  # the content came, with a receipt we cannot match
+            return self._unknown(prepared, "settlement_unknown", detail)
+        return self._undelivered(prepared, "settlement_unknown", detail)
 
     def after_error(
         self, prepared: Prepared | ChannelPrepared, error: BaseException
     ) -> PaymentOutcome:
-        """The outcome when the signed request got no answer: possible spend, and the reservation stays open.
-
-        It stays open even when the chain shows the authorization used: the
-        content never arrived, and a retry of the same purchase re-presents
-        this same authorization (see :meth:`prepare`), so the seller can
-        deliver what was paid for instead of being paid a second time. If no
-        retry comes, ``farthing agent resolve`` posts it from the chain.
-        """
+        """The outcome when the signed request got no answer: possible spend; see :meth:`_undelivered`."""
         if isinstance(prepared, ChannelPrepared):
             return self.channels.after_error(prepared, error)
         detail = f"{type(error).__name__} after the payment was sent"
+        return self._undelivered(prepared, "timeout", detail)
+
+    def _undelivered(self, prepared: Prepared, reason: str, detail: str) -> PaymentOutcome:
+        """No content came back: possible spend, and the reservation stays open.
+
+        It stays open even when the chain shows the authorization used: a
+        retry of the same purchase re-presents this same authorization (see
+        :meth:`prepare`), so the seller can deliver what was paid for instead
+        of being paid a second time. If no retry comes, ``farthing agent
+        resolve`` posts it from the chain.
+        """
         state, tx_hash = self._chain_state(prepared)
         if state == "used":
             return prepared.outcome(
                 "possible_spend", "content_not_delivered", message=detail, tx_hash=tx_hash
             )
-        return prepared.outcome("possible_spend", "timeout", message=detail)
+        return prepared.outcome("possible_spend", reason, message=detail)
 
     def _unknown(self, prepared: Prepared, reason: str, detail: str) -> PaymentOutcome:
         state, tx_hash = self._chain_state(prepared)
