@@ -1,5 +1,7 @@
 """One agent's page: its payments, its limits and what is left of each, its open reservations.
 
+Its channels (``farthing.dashboard.channels``) are added by the app.
+
 A payment is the pending transfer that reserved it (its id is the payment
 id) together with whatever resolved it: the post that settled it (with the
 on-chain transaction), the void or the expiry. Single-phase transfers out of
@@ -40,6 +42,12 @@ class AgentPage:
     unresolved: Listing
     unresolved_total: int
     tasks: Listing
+    # Filled by ``farthing.dashboard.channels`` after this page's session closes.
+    channels: Listing = Listing("channels", "Channels and their deposits", ())
+    channel_transactions: Listing = Listing(
+        "channel_transactions", "Channel deposits and refunds on chain", ()
+    )
+    in_escrow_total: int = 0
 
 
 def _state(row: Any, resolution: Any) -> str:

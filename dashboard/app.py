@@ -20,6 +20,7 @@ or queries, and password hashes are never shown at all.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import time
@@ -49,6 +50,7 @@ from farthing.agents.tables import ensure_tables
 from farthing.dashboard.actions import decide, record_action
 from farthing.dashboard.agent import agent_page
 from farthing.dashboard.auth import Session, SessionStore, authenticate, csrf_ok, load_users
+from farthing.dashboard.channels import channel_tables
 from farthing.dashboard.charts import bar_chart, burn_down_chart
 from farthing.dashboard.errors import DashboardConfigError
 from farthing.dashboard.integrity import Verifier
@@ -381,7 +383,8 @@ def create_app(
             if found is None:
                 return problem(session, 404, "there is no such agent in these books")
             listings = {f"agent-{l.name}": l for l in (found.payments, found.limits,
-                        found.unresolved, found.tasks)}  # fmt: skip
+                        found.unresolved, found.tasks, found.channels,
+                        found.channel_transactions)}  # fmt: skip
             if table not in listings:
                 return problem(session, 404, f"there is no table {table!r}")
             return export(listings[table], fmt)
@@ -412,8 +415,16 @@ def create_app(
 
     def agent_data(agent_id: str) -> Any:
         with database.read() as session:
-            return agent_page(session, agent_id=agent_id, now_ns=clock(), money=money_of(session),
-                              limit=settings.table_rows_max)  # fmt: skip
+            found = agent_page(session, agent_id=agent_id, now_ns=clock(), money=money_of(session),
+                               limit=settings.table_rows_max)  # fmt: skip
+        if found is None:
+            return None
+        # The agents package's own query functions open their own sessions.
+        tables = channel_tables(database, agent_id=agent_id, ledger=found.spend.ledger,
+                                money=found.money, limit=settings.table_rows_max)  # fmt: skip
+        return dataclasses.replace(found, channels=tables.channels,
+                                   channel_transactions=tables.transactions,
+                                   in_escrow_total=tables.in_escrow_total)  # fmt: skip
 
     async def agent(request: Request, session: Session) -> Response:
         agent_id = request.path_params["agent_id"]
