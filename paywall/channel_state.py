@@ -556,6 +556,31 @@ class ChannelStore:
         invariant(after.charged == record.charged + actual, "the charge was recorded once")
         return ChargeAccepted(after, actual)
 
+    def release(self, channel_id: bytes, amount: int) -> ChannelRecord | None:
+        """Give back ``amount`` of a reserved charge (the handler charged less, or failed).
+
+        The paywall reserves a request's ceiling with :meth:`charge` before the
+        handler runs, so a replay can never reach it; afterwards it releases
+        what was not earned. ``charged`` never drops below ``totalClaimed``:
+        what was claimed meanwhile stays claimed.
+        """
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise PaywallConfigError("amount must be a non-negative int of atomic units")
+        with self._begin() as connection:
+            record = self._locked(connection, channel_id)
+            if record is None or amount == 0:
+                return record
+            back = min(amount, record.charged - record.total_claimed)
+            connection.execute(
+                update(CHANNELS)
+                .where(CHANNELS.c.channel_id == self._key(channel_id))
+                .values(charged=str(record.charged - back), updated_at_ns=_now_ns())
+            )
+            after = self._locked(connection, channel_id)
+        assert after is not None
+        invariant(after.charged >= after.total_claimed, "a release never undoes a claim")
+        return after
+
     def check_refund(
         self,
         terms: ChannelTerms,

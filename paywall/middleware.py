@@ -36,12 +36,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import anyio
 import anyio.to_thread
 
 from farthing.faults import crash_point
+from farthing.invariant import invariant
 from farthing.paywall.books import RevenueBook, SettledPayment
+from farthing.paywall.channel_paywall import CHARGE_HEADER, ChannelOptions, ChannelPaywall
+from farthing.paywall.channel_types import (
+    ChannelPayment,
+    ChannelRequirements,
+    decode_channel_payment,
+)
 from farthing.paywall.errors import (
     FacilitatorUnavailableError,
     PaymentStoreError,
@@ -135,6 +143,9 @@ class PaywallOptions:
     # cover the handler, and (renewed before settling) the facilitator's
     # receipt wait. After it, a retry or the sweep may take the payment over.
     claim_lease_s: float = CLAIM_LEASE_S_DEFAULT
+    # x402 batch-settlement (farthing.paywall.channel_paywall): routes whose
+    # schemes include it need these.
+    channels: ChannelOptions | None = None
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.claim_lease_s <= 24 * 3600:
@@ -146,6 +157,7 @@ class _Buffered:
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
+    charge: str | None = None  # the handler's Farthing-Charge header, stripped
 
 
 class _BodyTooLarge(Exception):
@@ -158,9 +170,14 @@ class _Priced:
     quote: Quote
     requirements: PaymentRequirements
     resource: ResourceInfo
+    channel: ChannelRequirements | None = None
 
     def challenge(self, error: str | None) -> PaymentRequired:
-        return PaymentRequired(self.resource, (self.requirements,), error)
+        offers: dict[str, Any] = {"exact": self.requirements, "batch-settlement": self.channel}
+        accepts = tuple(
+            offers[s] for s in self.route.schemes if offers.get(s) is not None
+        )  # a ChannelRequirements serializes like an exact entry: only to_wire() is used
+        return PaymentRequired(self.resource, cast(Any, accepts), error)
 
 
 class PaywallMiddleware:
@@ -197,8 +214,18 @@ class PaywallMiddleware:
         self.facilitator = options.facilitator
         self.store = options.store
         self.books = options.books
+        self.channels = (
+            ChannelPaywall(options.channels, options.facilitator)
+            if options.channels is not None
+            else None
+        )
+        if self.channels is None and any("batch-settlement" in r.schemes for r in self.routes):
+            raise PaywallConfigError("a batch-settlement route needs PaywallOptions.channels")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] == "lifespan" and self._claims_in_background():
+            await self._lifespan(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -226,7 +253,31 @@ class PaywallMiddleware:
         if header is None:
             await self._challenge(scope, receive, send, priced)
             return
+        if self.channels is not None and "batch-settlement" in route.schemes:
+            channel = decode_channel_payment(
+                header, bytes_max=self.options.payment_header_bytes_max
+            )
+            if isinstance(channel, MalformedPayment):
+                await _send_json(
+                    send,
+                    400,
+                    {"x402Version": 2, "error": channel.reason, "message": channel.message},
+                )
+                return
+            if channel is not None:
+                try:
+                    await self._paid_channel(scope, receive, send, priced, channel)
+                except FacilitatorUnavailableError as exc:
+                    await _send_unavailable(send, "facilitator_unavailable", str(exc))
+                except PaymentStoreError as exc:
+                    await _send_unavailable(send, "payment_database_unavailable", str(exc))
+                return
         decoded = decode_payment_signature(header, bytes_max=self.options.payment_header_bytes_max)
+        if not isinstance(decoded, MalformedPayment) and "exact" not in route.schemes:
+            await self._send_402(
+                send, priced, "unsupported_scheme", "This route is paid through a channel only."
+            )
+            return
         if isinstance(decoded, MalformedPayment):
             await _send_json(
                 send,
@@ -240,6 +291,20 @@ class PaywallMiddleware:
             await _send_unavailable(send, "facilitator_unavailable", str(exc))
         except PaymentStoreError as exc:
             await _send_unavailable(send, "payment_database_unavailable", str(exc))
+
+    def _claims_in_background(self) -> bool:
+        options = self.options.channels
+        return self.channels is not None and options is not None and options.claim_in_background
+
+    async def _lifespan(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        """The app's lifespan, with the channel claimer running for as long as it does."""
+        assert self.channels is not None
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.channels.claimer.run)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                group.cancel_scope.cancel()
 
     async def _unpriced_method(
         self, scope: dict[str, Any], receive: Any, send: Send, path: str
@@ -305,7 +370,18 @@ class PaywallMiddleware:
             description=route.route.description,
             mime_type=route.route.mime_type,
         )
-        return _Priced(route, quote, requirements, resource)
+        channel = None
+        if self.channels is not None and "batch-settlement" in route.schemes:
+            channel = self.channels.offer(
+                network=requirements.network,
+                asset=requirements.asset,
+                amount=requirements.amount,
+                pay_to=requirements.pay_to,
+                max_timeout_seconds=requirements.max_timeout_seconds,
+                name=requirements.token_name,
+                version=requirements.token_version,
+            )
+        return _Priced(route, quote, requirements, resource, channel)
 
     def _resource_url(self, scope: dict[str, Any]) -> str:
         path = str(scope["path"])  # ASGI: the full path, root_path included
@@ -503,6 +579,47 @@ class PaywallMiddleware:
         if settlement is not None:
             headers.append((PAYMENT_RESPONSE_HEADER.encode(), settlement.header().encode()))
         await _send_json(send, 402, body, headers)
+
+    # ------------------------------------------------------------ batch-settlement
+
+    async def _paid_channel(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Send,
+        priced: _Priced,
+        payment: ChannelPayment,
+    ) -> None:
+        """A channel payment (farthing.paywall.channel_paywall decides; this sends)."""
+        channels, offer = self.channels, priced.channel
+        invariant(channels is not None and offer is not None, "the route offers a channel")
+        assert channels is not None and offer is not None
+
+        async def run() -> _Buffered:
+            try:
+                return await self._run_buffered(scope, receive)
+            except _BodyTooLarge:
+                return _Buffered(status=500, body=bytearray(b'{"error":"response_too_large"}'))
+
+        reply, buffered = await channels.handle(offer, payment, run)
+        if reply.status == 402:
+            if reply.corrective is not None:
+                corrected = replace(offer, extra={**offer.extra, **reply.corrective})
+                priced = replace(priced, channel=corrected)
+            reason = reply.reason or "invalid_payment"
+            detail = f"The payment was refused: {reply.detail or reason}."
+            await self._send_402(send, priced, reason, detail)
+            return
+        header = (
+            [(PAYMENT_RESPONSE_HEADER.encode(), reply.payment_response.encode())]
+            if reply.payment_response is not None
+            else []
+        )
+        if reply.body is not None:
+            await _send_json(send, reply.status, reply.body, header)
+            return
+        assert buffered is not None
+        await _send_buffered(send, buffered, header)
 
     # ------------------------------------------------------------ the paid path
 
@@ -869,7 +986,11 @@ class PaywallMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 buffered.status = int(message["status"])
-                buffered.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+                headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+                # The handler's own charge (dynamic price) is for us, never the client.
+                charge = CHARGE_HEADER.encode()
+                buffered.charge = _header_of(headers, charge)
+                buffered.headers = [(k, v) for k, v in headers if k.lower() != charge]
             elif kind == "http.response.body":
                 buffered.body += message.get("body", b"")
                 if len(buffered.body) > limit:

@@ -32,6 +32,7 @@ from farthing.wallet.money import Asset
 
 __all__ = [
     "MAX_TIMEOUT_SECONDS_DEFAULT",
+    "SCHEMES",
     "PaidRoute",
     "PriceFunction",
     "PriceRequest",
@@ -71,6 +72,12 @@ class PaidRoute:
     description: str = ""
     mime_type: str = ""
     preview_fraction: Decimal | None = None  # set for article routes: the free share
+    # x402 schemes offered, in ``accepts`` order: "exact", "batch-settlement"
+    # (the latter needs ``PaywallOptions.channels``).
+    schemes: tuple[str, ...] = ("exact",)
+
+
+SCHEMES: Final = frozenset({"exact", "batch-settlement"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,7 @@ class ResolvedRoute:
     preview_fraction: Decimal | None
     rates: Mapping[str, Decimal] = field(default_factory=dict)
     rounding: Rounding = "exact"
+    schemes: tuple[str, ...] = ("exact",)
 
     @property
     def is_article(self) -> bool:
@@ -234,6 +242,11 @@ class RouteTable:
             fraction = Decimal(fraction)
             if not 0 <= fraction < 1:
                 raise PaywallConfigError(f"route {route.path}: preview_fraction must be in [0, 1)")
+        schemes = tuple(route.schemes)
+        if not schemes or len(set(schemes)) != len(schemes) or not set(schemes) <= SCHEMES:
+            raise PaywallConfigError(
+                f"route {route.path}: schemes must be distinct, from {sorted(SCHEMES)}"
+            )
         static: Quote | None = None
         if callable(route.price):
             static = None
@@ -253,4 +266,5 @@ class RouteTable:
             preview_fraction=fraction,
             rates=self.rates,
             rounding=self.rounding,
+            schemes=schemes,
         )

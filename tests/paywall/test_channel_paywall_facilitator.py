@@ -29,7 +29,6 @@ from farthing.wallet.signer import LocalSigner
 from tests.chain.test_batch_settlement import FUNDS, Setup, _setup
 from tests.chain.test_batch_settlement_x402 import (
     PRICE,
-    _deposit,
     _payment,
     _requirements,
     _voucher,

@@ -1,0 +1,198 @@
+"""Claim and settle what channels earned: a strategy, a background task and ``farthing paywall claim``.
+
+:class:`ChannelClaimer` reads the channel rows (``ChannelStore``) and, each
+``tick()``:
+
+1. refreshes from the chain every channel with unclaimed earnings (so a
+   payer's ``initiateWithdraw`` is seen within one interval);
+2. claims, in one ``claimWithSignature`` batch signed by our receiver
+   authorizer, every channel that is **due**: a timed withdrawal is pending
+   (the withdraw delay is the only window left to claim, and the
+   interval is far shorter than the 900 s minimum delay), its unclaimed
+   amount reached ``threshold``, or it has waited ``claim_every_s``;
+3. settles (sweeps the claimed total to the receiver) after any claim.
+
+Claims carry ``totalClaimed = charged`` and the payer's highest voucher; the
+contract makes a repeat a no-op, so a claim that is retried after a crash can
+never take more than was earned. :meth:`run` is the loop the middleware
+starts with the app (ASGI lifespan); :meth:`tick` with ``force=True`` is what
+``farthing paywall claim`` runs once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+
+from farthing.paywall.channel_facilitator import ChannelSettling
+from farthing.paywall.channel_state import ChannelRecord, ChannelStore
+from farthing.paywall.channel_types import ChannelPayment, ChannelRequirements
+from farthing.paywall.channel_wire import ClaimPayload, SettlePayload
+from farthing.paywall.errors import (
+    FacilitatorUnavailableError,
+    PaymentStoreError,
+    PaywallConfigError,
+)
+from farthing.wallet.channels import ClaimEntry, sign_claim_batch
+from farthing.wallet.errors import WalletError
+from farthing.wallet.escrow import VoucherClaim
+from farthing.wallet.signer import Signer
+
+__all__ = ["CLAIMS_PER_BATCH_MAX", "ChannelClaimer", "ClaimReport"]
+
+CLAIMS_PER_BATCH_MAX: Final = 100
+
+log = logging.getLogger("farthing.paywall")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReport:
+    """One tick: what was claimed (atomic units per channel id) and the transactions."""
+
+    claimed: dict[str, int] = field(default_factory=dict)
+    transactions: tuple[str, ...] = ()
+    settled: int = 0
+    failures: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "claimed": {k: str(v) for k, v in self.claimed.items()},
+            "transactions": list(self.transactions),
+            "settled": str(self.settled),
+            "failures": list(self.failures),
+        }
+
+
+class ChannelClaimer:
+    """Claims and settles a receiver's channels through a facilitator."""
+
+    def __init__(
+        self,
+        store: ChannelStore,
+        facilitator: object,
+        authorizer: Signer,
+        *,
+        interval_s: float = 30.0,
+        claim_every_s: float = 3600.0,
+        threshold: int | None = None,
+    ) -> None:
+        if not isinstance(facilitator, ChannelSettling):
+            raise PaywallConfigError("the claimer needs a facilitator with settle_channel")
+        if not 0.05 <= interval_s <= 600:
+            raise PaywallConfigError("interval_s must be between 0.05 s and 600 s")
+        if claim_every_s < interval_s:
+            raise PaywallConfigError("claim_every_s must be at least interval_s")
+        self.store = store
+        self.facilitator: ChannelSettling = facilitator
+        self.authorizer = authorizer
+        self.interval_s = interval_s
+        self.claim_every_s = claim_every_s
+        self.threshold = threshold
+
+    def __repr__(self) -> str:
+        return f"ChannelClaimer({self.store!r}, every {self.interval_s} s)"
+
+    def _due(self, record: ChannelRecord, now_ns: int, force: bool) -> bool:
+        if record.unclaimed <= 0 or record.signature is None:
+            return False
+        if record.config.receiver_authorizer != self.authorizer.address:
+            return False  # another authorizer's channel: not ours to sign
+        if force or record.withdraw_requested_at > 0:
+            return True
+        if self.threshold is not None and record.unclaimed >= self.threshold:
+            return True
+        since = record.last_request_at_ns or record.onchain_synced_at_ns
+        return now_ns - since >= int(self.claim_every_s * 1e9)
+
+    def _refresh(self) -> list[ChannelRecord]:
+        """Re-read the chain for every channel with unclaimed earnings (withdrawals show here)."""
+        escrow = self.store.escrow
+        records = self.store.records()
+        if escrow is None:
+            return records
+        out = []
+        for record in records:
+            if record.unclaimed > 0:
+                try:
+                    record = self.store.mirror(record.config, escrow.snapshot(record.channel_id))
+                except WalletError as exc:
+                    log.warning("could not read channel %s: %s", record.channel_id.hex(), exc)
+            out.append(record)
+        return out
+
+    async def tick(self, *, force: bool = False) -> ClaimReport:
+        """Claim what is due, then settle; failures are reported, never raised."""
+        try:
+            records = await anyio.to_thread.run_sync(self._refresh)
+        except (PaymentStoreError, WalletError) as exc:
+            return ClaimReport(failures=(str(exc),))
+        now_ns = time.time_ns()
+        due = [r for r in records if self._due(r, now_ns, force)]
+        claimed: dict[str, int] = {}
+        transactions: list[str] = []
+        failures: list[str] = []
+        swept = 0
+        groups: dict[tuple[str, str], list[ChannelRecord]] = {}
+        for record in due:
+            groups.setdefault((record.config.receiver, record.config.token), []).append(record)
+        for (receiver, token), rows in groups.items():
+            requirements = ChannelRequirements(self.store.network, token, 0, receiver, 0, {})
+            for start in range(0, len(rows), CLAIMS_PER_BATCH_MAX):
+                batch = rows[start : start + CLAIMS_PER_BATCH_MAX]
+                ok, outcome = await self._claim(requirements, batch)
+                if not ok:
+                    failures.append(outcome)
+                    continue
+                transactions.append(outcome)
+                for r in batch:
+                    claimed["0x" + r.channel_id.hex()] = r.unclaimed
+            if claimed:
+                payload = SettlePayload(receiver, token).to_wire()
+                try:
+                    settled = await self.facilitator.settle_channel(
+                        ChannelPayment(requirements, payload), requirements
+                    )
+                except FacilitatorUnavailableError as exc:
+                    failures.append(str(exc))
+                    continue
+                if settled.success:
+                    transactions.append(settled.transaction)
+                    swept += settled.amount or 0
+                else:
+                    failures.append(settled.reason or "settle_failed")
+        if claimed:
+            await anyio.to_thread.run_sync(self._refresh)
+        return ClaimReport(claimed, tuple(transactions), swept, tuple(failures))
+
+    async def _claim(
+        self, requirements: ChannelRequirements, rows: list[ChannelRecord]
+    ) -> tuple[bool, str]:
+        """``(True, transaction)`` or ``(False, why)``."""
+        claims = tuple(
+            VoucherClaim(r.config, r.signed_max, r.signature or b"", r.charged) for r in rows
+        )
+        entries = [ClaimEntry(r.channel_id, r.signed_max, r.charged) for r in rows]
+        signature = sign_claim_batch(self.authorizer, self.store.domain, entries)
+        payload = ClaimPayload(claims, signature).to_wire()
+        try:
+            result = await self.facilitator.settle_channel(
+                ChannelPayment(requirements, payload), requirements
+            )
+        except FacilitatorUnavailableError as exc:
+            return False, f"claim: {exc}"
+        if not result.success:
+            return False, f"claim: {result.reason or 'failed'} {result.message or ''}".strip()
+        return True, result.transaction
+
+    async def run(self) -> None:
+        """Tick every ``interval_s`` until cancelled (the app's lifespan)."""
+        while True:
+            report = await self.tick()
+            for failure in report.failures:
+                log.warning("channel claim failed: %s", failure)
+            await anyio.sleep(self.interval_s)

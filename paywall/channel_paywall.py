@@ -1,0 +1,401 @@
+"""The paywall's ``batch-settlement`` path: offer a channel, take vouchers, deposits and refunds.
+
+:class:`ChannelOptions` turns it on (``PaywallOptions.channels``); a route
+offers it with ``PaidRoute(schemes=("batch-settlement",))`` or beside exact
+(``("exact", "batch-settlement")``, in that order in ``accepts``). The offer's
+``extra`` names our receiver authorizer and the withdraw delay. The
+middleware hands every payment whose ``accepted.scheme`` is
+``batch-settlement`` to :meth:`ChannelPaywall.handle`:
+
+- **voucher**: checked locally (id, terms, a plain EOA signature recovered
+  here, no chain call while the mirror is fresh; a zero ``payerAuthorizer``
+  goes to the facilitator's ``/verify`` first), then the request's ceiling is
+  **reserved** with ``ChannelStore.charge`` (atomic per channel, across
+  processes), so a replayed or concurrent copy of the voucher never reaches
+  the handler. The handler runs buffered; a failure or a non-2xx answer
+  releases the reservation. The answer carries ``PAYMENT-RESPONSE`` with
+  ``extra.chargedAmount`` and ``extra.channelState``.
+- **dynamic price**: a handler charges less than the ceiling with the
+  response header ``Farthing-Charge: <atomic units>`` (:data:`CHARGE_HEADER`),
+  which the middleware always strips; the unearned rest is released. A
+  missing or unreadable value charges the ceiling; a value above it is capped.
+- **stale client**: a cumulative amount that is not ``charged + price`` (or
+  an old voucher replayed) gets the corrective 402: the offer's ``extra``
+  carries ``channelState`` and ``voucherState``.
+- **deposit**: the facilitator settles it on chain first (its simulation
+  checks the ERC-3009 authorization), the mirror is updated, then the
+  voucher path runs. A deposit that lands but whose voucher is refused stays
+  in escrow: the payer's money, refundable.
+- **claims**: :class:`~farthing.paywall.channel_claims.ChannelClaimer` runs
+  in the background while the app runs (the middleware starts it on the ASGI
+  lifespan), unless ``claim_in_background`` is off.
+- **refund**: the zero-charge voucher must equal ``charged``; we sign the
+  ``Refund`` and ``ClaimBatch`` as receiver authorizer and the facilitator
+  claims what was earned and refunds the rest in one ``multicall``. The
+  handler is not run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio.to_thread
+
+from farthing.paywall.channel_claims import ChannelClaimer
+from farthing.paywall.channel_facilitator import ChannelSettling
+from farthing.paywall.channel_state import (
+    ChannelRecord,
+    ChannelStore,
+    ChannelTerms,
+    ChargeAccepted,
+    ChargeRefused,
+)
+from farthing.paywall.channel_types import ChannelPayment, ChannelRequirements
+from farthing.paywall.channel_wire import (
+    ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED,
+    ERR_CUMULATIVE_AMOUNT_MISMATCH,
+    ERR_NETWORK_MISMATCH,
+    ERR_RECEIVER_MISMATCH,
+    ERR_TOKEN_MISMATCH,
+    PAYLOAD_REFUND,
+    BatchExtra,
+    DepositPayload,
+    RefundPayload,
+    WireRefusal,
+    parse_client_payload,
+)
+from farthing.paywall.errors import PaywallConfigError
+from farthing.paywall.wire import b64_json
+from farthing.wallet.address import checksum
+from farthing.wallet.channels import (
+    WITHDRAW_DELAY_MAX_S,
+    WITHDRAW_DELAY_MIN_S,
+    ClaimEntry,
+    sign_claim_batch,
+    sign_refund,
+)
+from farthing.wallet.escrow import VoucherClaim
+from farthing.wallet.signer import Signer
+
+__all__ = [
+    "CHARGE_HEADER",
+    "ChannelOptions",
+    "ChannelPaywall",
+    "ChannelReply",
+    "parse_charge",
+]
+
+CHARGE_HEADER: Final = "farthing-charge"
+_ZERO: Final = "0x" + "00" * 20
+_ERR_REFUND_NO_BALANCE: Final = "invalid_batch_settlement_evm_refund_no_balance"
+
+log = logging.getLogger("farthing.paywall")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """What the paywall needs to sell through channels, built and passed in.
+
+    ``receiver_authorizer`` signs claims and refunds (its address is the
+    offer's ``receiverAuthorizer``); it is never logged. ``min_deposit`` is
+    advertised as ``extra.minDeposit`` when set.
+    """
+
+    store: ChannelStore
+    receiver_authorizer: Signer
+    withdraw_delay_s: int = WITHDRAW_DELAY_MIN_S
+    min_deposit: int | None = None
+    # Claim and settle in the background while the app runs (ASGI lifespan);
+    # see farthing.paywall.channel_claims for the strategy.
+    claim_in_background: bool = True
+    claim_interval_s: float = 30.0
+    claim_every_s: float = 3600.0
+    claim_threshold: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.store, ChannelStore):
+            raise PaywallConfigError("channels.store must be a ChannelStore")
+        if not WITHDRAW_DELAY_MIN_S <= self.withdraw_delay_s <= WITHDRAW_DELAY_MAX_S:
+            raise PaywallConfigError(
+                f"withdraw_delay_s must be {WITHDRAW_DELAY_MIN_S} to {WITHDRAW_DELAY_MAX_S} s"
+            )
+
+
+def parse_charge(value: str | None, ceiling: int) -> int:
+    """What a handler's ``Farthing-Charge`` header charges: at most ``ceiling``, else the ceiling."""
+    if value is None:
+        return ceiling
+    text = value.strip()
+    if not text.isdigit() or len(text) > 39:
+        log.warning("ignored a malformed %s header; charging the ceiling", CHARGE_HEADER)
+        return ceiling
+    return min(int(text), ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReply:
+    """What the middleware sends: a 402 (with ``reason`` and maybe corrective ``extra``),
+    or the buffered answer with ``payment_response`` (a base64 header value)."""
+
+    status: int
+    reason: str | None = None
+    detail: str = ""
+    corrective: dict[str, Any] | None = None
+    payment_response: str | None = None
+    body: dict[str, Any] | None = None
+
+
+Buffered = Any  # the middleware's buffered answer: .status, .headers, .body, .charge
+RunHandler = Callable[[], Awaitable[Buffered]]
+
+
+class ChannelPaywall:
+    """The batch-settlement side of one :class:`PaywallMiddleware`."""
+
+    def __init__(self, options: ChannelOptions, facilitator: object) -> None:
+        if not isinstance(facilitator, ChannelSettling):
+            raise PaywallConfigError(
+                "a batch-settlement route needs a facilitator with verify_channel/settle_channel"
+            )
+        self.options = options
+        self.store = options.store
+        self.facilitator: ChannelSettling = facilitator
+        self.authorizer = options.receiver_authorizer
+        self.claimer = ChannelClaimer(
+            options.store,
+            facilitator,
+            options.receiver_authorizer,
+            interval_s=options.claim_interval_s,
+            claim_every_s=options.claim_every_s,
+            threshold=options.claim_threshold,
+        )
+
+    def offer(
+        self,
+        *,
+        network: str,
+        asset: str,
+        amount: int,
+        pay_to: str,
+        max_timeout_seconds: int,
+        name: str,
+        version: str,
+        record: ChannelRecord | None = None,
+    ) -> ChannelRequirements:
+        """The ``accepts`` entry; with ``record``, the corrective 402's channel and voucher state."""
+        extra = BatchExtra(
+            receiver_authorizer=self.authorizer.address,
+            withdraw_delay_s=self.options.withdraw_delay_s,
+            name=name,
+            version=version,
+            min_deposit=self.options.min_deposit,
+            channel_state=record.channel_state() if record is not None else None,
+            voucher_state=record.voucher_state() if record is not None else None,
+        )
+        return ChannelRequirements(
+            network, asset, amount, pay_to, max_timeout_seconds, extra.to_wire()
+        )
+
+    def _terms(self, offer: ChannelRequirements) -> ChannelTerms:
+        return ChannelTerms(
+            receiver=offer.pay_to,
+            receiver_authorizer=self.authorizer.address,
+            token=offer.asset,
+            withdraw_delay_s=self.options.withdraw_delay_s,
+        )
+
+    async def _thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
+
+    async def handle(
+        self, offer: ChannelRequirements, payment: ChannelPayment, run: RunHandler
+    ) -> tuple[ChannelReply, Buffered | None]:
+        """Take one channel payment; the reply, and the buffered answer when it is to be sent."""
+        accepted = payment.accepted
+        if accepted.network != offer.network:
+            return ChannelReply(402, ERR_NETWORK_MISMATCH, "paid on another network"), None
+        if accepted.asset != offer.asset:
+            return ChannelReply(402, ERR_TOKEN_MISMATCH, "paid in another token"), None
+        if accepted.pay_to != offer.pay_to:
+            return ChannelReply(402, ERR_RECEIVER_MISMATCH, "paid to another receiver"), None
+        parsed = parse_client_payload(payment.payload)
+        if isinstance(parsed, WireRefusal):
+            return ChannelReply(402, parsed.reason, parsed.detail), None
+        terms = self._terms(offer)
+        # Checked before anything reaches the chain: a config that is not ours
+        # is refused without spending the payer's deposit authorization.
+        refused = self.store.check_voucher(
+            terms, parsed.config, parsed.voucher, signature_verified=True
+        )
+        if refused is not None:
+            return ChannelReply(402, refused.reason, refused.detail), None
+        verified = False
+        if parsed.config.payer_authorizer == checksum(_ZERO):
+            check = await self.facilitator.verify_channel(self._ours(payment, offer), offer)
+            if not check.valid:
+                return ChannelReply(402, check.reason, check.message or ""), None
+            verified = True
+        if isinstance(parsed, RefundPayload):
+            return await self._refund(offer, payment, parsed, terms, verified), None
+        deposit_tx = ""
+        if isinstance(parsed, DepositPayload):
+            settled = await self.facilitator.settle_channel(self._ours(payment, offer), offer)
+            if not settled.success:
+                return ChannelReply(402, settled.reason, settled.message or ""), None
+            deposit_tx = settled.transaction
+            await self._refresh(parsed.config, parsed.voucher.channel_id)
+        return await self._voucher(offer, parsed, terms, verified, deposit_tx, run)
+
+    def _ours(self, payment: ChannelPayment, offer: ChannelRequirements) -> ChannelPayment:
+        """The payment as the facilitator should judge it: against our offer, not the client's."""
+        return ChannelPayment(offer, payment.payload, payment.resource_url)
+
+    async def _refresh(self, config: Any, channel_id: bytes) -> ChannelRecord | None:
+        escrow = self.store.escrow
+        if escrow is None:
+            return None
+        snapshot = await self._thread(escrow.snapshot, channel_id)
+        record: ChannelRecord = await self._thread(self.store.mirror, config, snapshot)
+        return record
+
+    def _refusal(self, refused: ChargeRefused, offer: ChannelRequirements) -> ChannelReply:
+        corrective = None
+        if refused.record is not None and refused.reason in (
+            ERR_CUMULATIVE_AMOUNT_MISMATCH,
+            ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED,
+        ):
+            corrective = dict(refused.record.channel_state().to_wire())
+        reply = ChannelReply(402, refused.reason, refused.detail)
+        if corrective is not None and refused.record is not None:
+            voucher = refused.record.voucher_state()
+            return ChannelReply(
+                402,
+                refused.reason,
+                refused.detail,
+                {
+                    "channelState": corrective,
+                    **({"voucherState": voucher.to_wire()} if voucher is not None else {}),
+                },
+            )
+        return reply
+
+    async def _voucher(
+        self,
+        offer: ChannelRequirements,
+        parsed: Any,
+        terms: ChannelTerms,
+        verified: bool,
+        deposit_tx: str,
+        run: RunHandler,
+    ) -> tuple[ChannelReply, Buffered | None]:
+        price = offer.amount
+        voucher = parsed.voucher
+        charged = await self._thread(
+            self.store.charge,
+            terms,
+            parsed.config,
+            voucher,
+            price=price,
+            actual=price,
+            signature_verified=verified,
+        )
+        if isinstance(charged, ChargeRefused):
+            return self._refusal(charged, offer), None
+        assert isinstance(charged, ChargeAccepted)
+        try:
+            buffered = await run()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._thread(self.store.release, voucher.channel_id, price)
+            raise
+        if not 200 <= buffered.status < 300:
+            await self._thread(self.store.release, voucher.channel_id, price)
+            return ChannelReply(buffered.status), buffered
+        actual = parse_charge(buffered.charge, price)
+        record = charged.record
+        if actual < price:
+            released = await self._thread(self.store.release, voucher.channel_id, price - actual)
+            record = released or record
+        state = record.channel_state().to_wire()
+        response = {
+            "success": True,
+            "transaction": deposit_tx,
+            "network": offer.network,
+            "payer": parsed.config.payer,
+            "amount": str(actual),
+            "extra": {"chargedAmount": str(actual), "channelState": state},
+        }
+        return ChannelReply(200, payment_response=b64_json(response)), buffered
+
+    async def _refund(
+        self,
+        offer: ChannelRequirements,
+        payment: ChannelPayment,
+        parsed: RefundPayload,
+        terms: ChannelTerms,
+        verified: bool,
+    ) -> ChannelReply:
+        config, voucher = parsed.config, parsed.voucher
+        await self._refresh(config, voucher.channel_id)
+        checked = await self._thread(
+            self.store.check_refund, terms, config, voucher, signature_verified=verified
+        )
+        if isinstance(checked, ChargeRefused):
+            return self._refusal(checked, offer)
+        record: ChannelRecord = checked
+        remainder = record.balance - record.charged
+        amount = remainder if parsed.amount is None else parsed.amount
+        if remainder <= 0 or amount > remainder:
+            return ChannelReply(402, _ERR_REFUND_NO_BALANCE, "nothing (or less) is refundable")
+        domain = self.store.domain
+        claims: list[VoucherClaim] = []
+        claim_signature = None
+        if record.charged > record.total_claimed:
+            claims = [VoucherClaim(config, voucher.max_claimable_amount, voucher.signature,
+                                   record.charged)]  # fmt: skip
+            entry = ClaimEntry(voucher.channel_id, voucher.max_claimable_amount, record.charged)
+            claim_signature = sign_claim_batch(self.authorizer, domain, [entry])
+        refund_signature = sign_refund(
+            self.authorizer, domain, voucher.channel_id, record.refund_nonce, amount
+        )
+        enriched: dict[str, Any] = {
+            **parsed.to_wire(),
+            "type": PAYLOAD_REFUND,
+            "amount": str(amount),
+            "refundNonce": str(record.refund_nonce),
+            "claims": [
+                {
+                    "voucher": {
+                        "channel": c.config.to_wire(),
+                        "maxClaimableAmount": str(c.max_claimable_amount),
+                    },
+                    "signature": "0x" + c.signature.hex(),
+                    "totalClaimed": str(c.total_claimed),
+                }
+                for c in claims
+            ],
+            "refundAuthorizerSignature": "0x" + refund_signature.hex(),
+        }
+        if claim_signature is not None:
+            enriched["claimAuthorizerSignature"] = "0x" + claim_signature.hex()
+        request = ChannelPayment(offer, enriched, payment.resource_url)
+        settled = await self.facilitator.settle_channel(request, offer)
+        if not settled.success:
+            return ChannelReply(402, settled.reason, settled.message or "")
+        after = await self._refresh(config, voucher.channel_id) or record
+        response = {
+            "success": True,
+            "transaction": settled.transaction,
+            "network": offer.network,
+            "payer": config.payer,
+            "amount": str(settled.amount if settled.amount is not None else amount),
+            "extra": {"channelState": after.channel_state().to_wire()},
+        }
+        return ChannelReply(
+            200,
+            payment_response=b64_json(response),
+            body={"refunded": response["amount"], "transaction": settled.transaction},
+        )
