@@ -314,3 +314,41 @@ def test_refusals_corrective_402_dynamic_price_and_refund(
     assert env.token.balance_of(ch.payer.address) == 50_000_000 - earned_total
     (record,) = channel_store.records()
     assert record.charged == record.total_claimed == earned_total
+
+
+def test_twenty_concurrent_requests_on_one_channel_are_each_charged_once(
+    chain_env: ChainEnv, store: PaymentStore, channel_store: ChannelStore
+) -> None:
+    env, authorizer = chain_env, LocalSigner.generate()
+    ch = _Channel(env, authorizer)
+    app = _app(env, store, channel_store, authorizer)
+    p, n = PRICE_ATOMIC, 20
+
+    async def go() -> list[int]:
+        async with asgi_client(app) as http:
+            first = await http.get("/api/data", headers=ch.header(ch.deposit(100 * p, p)))
+            assert first.status_code == 200, first.text
+            replay = ch.header(ch.voucher(2 * p))
+
+            async def once() -> int:
+                return (await http.get("/api/data", headers=replay)).status_code
+
+            # The same voucher 20 times at once: exactly one is charged and served.
+            statuses = await asyncio.gather(*(once() for _ in range(n)))
+            assert sorted(statuses) == [200] + [402] * (n - 1)
+
+            # 20 distinct cumulative vouchers at once, each retried until it fits.
+            async def pay(k: int) -> int:
+                header = ch.header(ch.voucher((2 + k) * p))
+                for _ in range(200):
+                    status = (await http.get("/api/data", headers=header)).status_code
+                    if status == 200:
+                        return k
+                    await asyncio.sleep(0.01)
+                raise AssertionError(f"voucher {k} never fitted")
+
+            return list(await asyncio.gather(*(pay(k) for k in range(1, n + 1))))
+
+    assert sorted(asyncio.run(go())) == list(range(1, n + 1))
+    (record,) = channel_store.records()
+    assert record.charged == record.signed_max == (2 + n) * p
