@@ -66,7 +66,12 @@ from farthing.paywall.routes import PaidRoute, compile_glob
 PRICE_ATOMIC: Final = 10_000
 # The 503 reasons the paywall documents as "try again later": not a crash.
 UNAVAILABLE_REASONS: Final = frozenset(
-    {"facilitator_unavailable", "payment_database_unavailable", "settlement_pending"}
+    {
+        "facilitator_unavailable",
+        "payment_database_unavailable",
+        "settlement_pending",
+        "payment_in_progress",
+    }
 )
 PROGRESS_EVERY_S: Final = 5.0
 # Within the paywall's window (maxTimeoutSeconds 300 plus skew), minus verify's margin.

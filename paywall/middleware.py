@@ -16,8 +16,10 @@ For a request that matches a :class:`~farthing.paywall.routes.PaidRoute`:
 3. verify (the facilitator) → 402 with the reason on refusal, 503 when the
    chain or facilitator does not answer (the handler is not run);
 4. claim the authorization's nonce in the payment database: a second request
-   with the same payment, concurrent or later, in any process sharing the
-   database, gets 402 ``nonce_already_used`` and never reaches the handler;
+   with the same payment, in any process sharing the database, never reaches
+   the handler: while a live request is settling it, 503
+   ``payment_in_progress`` with ``Retry-After`` (retry the same header); once
+   it is done, 402 ``nonce_already_used``;
 5. run the handler with its response **buffered**: nothing of it reaches the
    client yet. An exception or a non-2xx answer releases the claim unsettled;
 6. settle; only on success is the buffered response sent, with
@@ -642,6 +644,9 @@ class PaywallMiddleware:
             # finish it from the chain instead of refusing the payer.
             await self._resume_pending(scope, receive, send, priced, payload, key)
             return
+        if known is not None and _in_progress(known):
+            await self._send_in_progress(send, known)
+            return
         if known is not None and known.state != PaymentState.RELEASED:
             # A refused settlement keeps its reason; anything else was used.
             reason = (
@@ -665,12 +670,36 @@ class PaywallMiddleware:
             lease_s=self.options.claim_lease_s,
         )
         if not claim.won:
+            if claim.existing is not None and _in_progress(claim.existing):
+                await self._send_in_progress(send, claim.existing)
+                return
             await self._send_402(
                 send, priced, "nonce_already_used", "This payment was already used."
             )
             return
         crash_point("paywall.after_claim")
         await self._serve_and_settle(scope, receive, send, priced, payload, key, claim.owner)
+
+    async def _send_in_progress(self, send: Send, record: PaymentRecord) -> None:
+        """503 for a copy of a payment another live request is settling right now.
+
+        Not a 402: the payment is neither refused nor spent on something else,
+        and a payer told ``nonce_already_used`` might book it as paid without
+        the content. Retrying the same header after the lease gets the content
+        (or, once delivered elsewhere, a 402).
+        """
+        left_ns = (record.lease_until_ns or 0) - time.time_ns()
+        wait_s = max(1, min(int(self.options.claim_lease_s), -(-left_ns // 1_000_000_000)))
+        await _send_json(
+            send,
+            503,
+            {
+                "error": "payment_in_progress",
+                "message": "Another request is settling this payment. Retry with the same "
+                f"payment header in {wait_s} s; do not sign a new payment.",
+            },
+            [(b"retry-after", str(wait_s).encode())],
+        )
 
     async def _resume_pending(
         self,
@@ -706,6 +735,9 @@ class PaywallMiddleware:
             return
         claim = await self._store(self.store.take_over, key, lease_s=self.options.claim_lease_s)
         if not claim.won or claim.existing is None:
+            if claim.existing is not None and _in_progress(claim.existing):
+                await self._send_in_progress(send, claim.existing)
+                return
             await self._send_402(
                 send, priced, "nonce_already_used", "This payment is already being settled."
             )
@@ -1009,6 +1041,13 @@ def _unowned(record: PaymentRecord) -> bool:
     if record.state not in (PaymentState.CLAIMED, PaymentState.SETTLED) or record.delivered:
         return False
     return record.lease_until_ns is None or record.lease_until_ns < time.time_ns()
+
+
+def _in_progress(record: PaymentRecord) -> bool:
+    """A live owner is settling or delivering this payment now."""
+    if record.state not in (PaymentState.CLAIMED, PaymentState.SETTLED) or record.delivered:
+        return False
+    return not _unowned(record)
 
 
 def _unknown(refused: SettleResult) -> SettleResult:
