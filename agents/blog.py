@@ -5,6 +5,11 @@ article's first third is free (the paywall puts it in the 402 as a preview);
 the whole article costs ``0.1 CNY``, paid in the stablecoin at a stated rate
 (0.1385 USDC per CNY by default, so 0.01385 USDC). The index page ``/`` is
 free and links every article with its title, which is how an agent finds them.
+
+Given ``channels`` (the paywall's ``ChannelOptions``), every article is also
+offered through x402 ``batch-settlement``, after ``exact`` in ``accepts``:
+``exact`` stays the default, and a reader who buys many articles can pay with
+one deposit and a voucher per article instead of a transaction each.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from farthing.paywall import (
     PaywallOptions,
     RevenueBook,
 )
+from farthing.paywall.channel_paywall import ChannelOptions
 from farthing.wallet.money import Asset
 
 __all__ = [
@@ -180,8 +186,10 @@ def paywalled_blog(
     rates: Mapping[str, str] | None = None,
     articles: Sequence[Article] = ARTICLES,
     extra_pages: Mapping[str, str] | None = None,
+    channels: ChannelOptions | None = None,
 ) -> PaywallMiddleware:
     """The blog behind ``PaywallMiddleware``: every article at ``price``, its first third free."""
+    schemes = ("exact",) if channels is None else ("exact", "batch-settlement")
     return PaywallMiddleware(
         blog_site(articles, extra_pages=extra_pages),
         options=PaywallOptions(
@@ -192,6 +200,7 @@ def paywalled_blog(
                     description="a blog post",
                     mime_type="text/html",
                     preview_fraction=PREVIEW_FRACTION,
+                    schemes=schemes,
                 )
             ],
             facilitator=facilitator,
@@ -200,5 +209,6 @@ def paywalled_blog(
             pay_to=pay_to,
             asset=asset,
             rates=dict(rates) if rates is not None else {"CNY": CNY_RATE},
+            channels=channels,
         ),
     )

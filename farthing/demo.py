@@ -15,8 +15,17 @@ through ``httpx.ASGITransport``. The demo
 4. prints the purchases, what was skipped and why, and the reconciliation of
    the agent's books with the chain.
 
+``--scheme batch-settlement`` has the blog offer x402 ``batch-settlement``
+beside ``exact``; the agent, expecting several buys from the one blog, takes
+the channel: one deposit, a voucher per article (no transaction), then one
+claim and one settle by the merchant at the end. The agent's books are also
+reconciled with the escrow's events. ``exact`` (one transfer per article)
+stays the default.
+
 ``--chain-url URL`` runs the same against anvil (or any dev chain whose
-first two accounts are anvil's funded dev accounts). ``--json`` prints one line.
+first two accounts are anvil's funded dev accounts). ``--json`` prints one
+line; its ``onchain_tx`` counts the transactions the purchases and their
+settlement took (the setup's deploy and mint are not counted).
 """
 
 from __future__ import annotations
@@ -36,17 +45,21 @@ from farthing.console import emit_json, fail, out_console
 
 if TYPE_CHECKING:
     from farthing.agents.brain import Brain
+    from farthing.paywall.channel_claims import ClaimReport
+    from farthing.paywall.channel_paywall import ChannelOptions
+    from farthing.wallet.chain import Chain
     from farthing.agents.runner import RunReport
     from farthing.agents.settings import AgentSettings
     from farthing.ledger import LedgerDatabase
 
-__all__ = ["DEMO_BUDGET", "DEMO_TASK", "app", "run_demo"]
+__all__ = ["DEMO_BUDGET", "DEMO_SCHEMES", "DEMO_TASK", "app", "run_demo"]
 
 DEMO_TASK = (
     "How was the English farthing coin minted, in silver or copper, and why was it withdrawn?"
 )
 DEMO_BUDGET = "0.03"  # two articles at 0.01385 USDC; the blog has three on the subject
 _BLOG_URL = "http://blog.farthing.test"
+DEMO_SCHEMES = ("exact", "batch-settlement")
 
 app = typer.Typer(add_completion=False)
 
@@ -74,10 +87,20 @@ def demo(
     model: Annotated[
         str | None, typer.Option("--model", help="The model name the server serves.")
     ] = None,
+    scheme: Annotated[
+        str,
+        typer.Option(
+            "--scheme",
+            help="How articles are paid: exact (a transfer each) or batch-settlement "
+            "(one deposit, a voucher each).",
+        ),
+    ] = "exact",
 ) -> None:
     """Run the end-to-end demo: an agent pays a paywalled blog, then the books are reconciled."""
     if (llm_url is None) != (model is None):
         fail("pass --llm-url and --model together")
+    if scheme not in DEMO_SCHEMES:
+        fail(f"--scheme must be one of {', '.join(DEMO_SCHEMES)}")
     started = time.perf_counter()
 
     def step(message: str) -> None:
@@ -85,7 +108,13 @@ def demo(
             out_console.print(f"[dim]{time.perf_counter() - started:5.2f}s[/dim] {message}")
 
     result = run_demo(
-        step, chain_url=chain_url, budget=budget, llm_url=llm_url, model=model, started=started
+        step,
+        chain_url=chain_url,
+        budget=budget,
+        llm_url=llm_url,
+        model=model,
+        started=started,
+        scheme=scheme,
     )
     if as_json:
         emit_json(
@@ -97,6 +126,8 @@ def demo(
                 "ledger_balanced": result["balanced"],
                 "reconciliation_breaks": result["breaks"],
                 "chain": result["chain"],
+                "scheme": scheme,
+                "onchain_tx": result["onchain_tx"],
             }
         )
         return
@@ -104,9 +135,20 @@ def demo(
 
     render_report(out_console, result["report"], result["asset"])
     asset = result["asset"]
+    if scheme == "exact":
+        out_console.print(
+            f"Merchant revenue in its own books: {asset.format(result['revenue'])} "
+            f"from {result['revenue_count']} payment(s)."
+        )
+    else:
+        out_console.print(
+            f"Merchant earned {asset.format(result['revenue'])} through the channel "
+            f"({result['revenue_count']} voucher(s)); claimed and settled on chain: "
+            f"{asset.format(result['settled'])}. The unspent deposit stays in escrow, "
+            "the agent's to refund or withdraw."
+        )
     out_console.print(
-        f"Merchant revenue in its own books: {asset.format(result['revenue'])} "
-        f"from {result['revenue_count']} payment(s)."
+        f"On-chain transactions for the purchases and their settlement: {result['onchain_tx']}."
     )
     verdict = "balanced, audit log verified" if result["balanced"] else "[red]NOT balanced[/red]"
     out_console.print(
@@ -134,6 +176,7 @@ def run_demo(
     llm_url: str | None = None,
     model: str | None = None,
     started: float | None = None,
+    scheme: str = "exact",
 ) -> dict[str, Any]:
     """Set everything up, run the agent, check the books; return what the command prints.
 
@@ -203,17 +246,26 @@ def run_demo(
 
             merchant = LocalSigner.generate().address
             store = PaymentStore.sqlite(Path(tmp) / "paywall.sqlite")
+            facilitator = LocalFacilitator(chain, relayer)
+            channels = (
+                _channel_options(chain, Path(tmp) / "paywall.sqlite")
+                if scheme == "batch-settlement"
+                else None
+            )
             blog = paywalled_blog(
-                facilitator=LocalFacilitator(chain, relayer),
+                facilitator=facilitator,
                 store=store,
                 pay_to=merchant,
                 asset=asset,
                 books=LedgerRevenueBook(merchant_db),
+                channels=channels,
             )
             step(
                 f"serving {len(ARTICLES)} articles at {_BLOG_URL}: the first third free, "
-                f"the rest {PRICE} at {CNY_RATE} {asset.symbol}/CNY"
+                f"the rest {PRICE} at {CNY_RATE} {asset.symbol}/CNY, paid by {scheme}"
             )
+            # Purchases and their settlement start here; the setup above is not counted.
+            payments_block = chain.block_number() + 1
 
             task = Task(f"demo-{uuid.uuid4().hex[:8]}", DEMO_TASK, budget_atomic)
             books.start_task(task.task_id, task.budget, task.text)
@@ -232,7 +284,11 @@ def run_demo(
                 # PaywallMiddleware types its ASGI callables loosely; it is an ASGI app.
                 transport = httpx.ASGITransport(app=cast(Any, blog))
                 try:
-                    async with AgentToolkit(payer, task, transport=transport) as toolkit:
+                    # The agent expects to read several articles of the one blog,
+                    # so a channel is preferred wherever the blog offers one.
+                    async with AgentToolkit(
+                        payer, task, transport=transport, expected_buys=len(ARTICLES)
+                    ) as toolkit:
                         run = AgentRun(
                             toolkit, brain, start_urls=[f"{_BLOG_URL}/"], progress=progress
                         )
@@ -241,10 +297,33 @@ def run_demo(
                     await brain.aclose()
 
             report = asyncio.run(go())
+            settled = 0
+            channel_breaks = 0
+            if channels is not None:
+                claimed = asyncio.run(_claim_and_settle(channels, facilitator))
+                if claimed.failures:
+                    fail(f"claiming the channel failed: {claimed.failures[0]}")
+                settled = claimed.settled
+                step(
+                    f"the merchant claimed and settled {asset.format(settled)} in "
+                    f"{len(claimed.transactions)} transaction(s)"
+                )
             step("reconciling the agent's books with the chain")
             checked = check_books(books, chain, from_block=start_block)
-            with merchant_db.read() as session:
-                revenue = revenue_report(session=session, payee_address=merchant)
+            if channels is not None:
+                from farthing.agents.channels import reconcile_channels
+
+                channel_breaks = len(reconcile_channels(payer, from_block=start_block))
+                records = channels.store.records()
+                revenue_total = sum(r.charged for r in records)
+                revenue_count = sum(1 for _ in report.bought)
+                channels.store.dispose()
+            else:
+                with merchant_db.read() as session:
+                    revenue = revenue_report(session=session, payee_address=merchant)
+                revenue_total = sum(row.posted for row in revenue)
+                revenue_count = sum(row.payment_count for row in revenue)
+            onchain_tx = _transactions_since(chain, payments_block)
             store.dispose()
             agent_db.dispose()
             merchant_db.dispose()
@@ -256,14 +335,53 @@ def run_demo(
         "asset": asset,
         "chain": kind,
         "balanced": checked.balanced,
-        "breaks": checked.breaks,
+        "breaks": checked.breaks + channel_breaks,
         "payments_checked": recon.payments_checked,
         "blocks": f"{recon.from_block}..{recon.to_block}",
-        "revenue": sum(row.posted for row in revenue),
-        "revenue_count": sum(row.payment_count for row in revenue),
+        "revenue": revenue_total,
+        "revenue_count": revenue_count,
+        "settled": settled,
+        "onchain_tx": onchain_tx,
         "last_paid_s": paid_at[-1] if paid_at else None,
         "books_dir": tmp,
     }
+
+
+def _channel_options(chain: Chain, database: Path) -> ChannelOptions:
+    """The merchant's batch-settlement side: channel rows beside its payments, a fresh authorizer.
+
+    Claims are made once at the end of the demo (not in the background), so
+    the run shows exactly one claim and one settle.
+    """
+    from farthing.paywall.channel_paywall import ChannelOptions
+    from farthing.paywall.channel_state import ChannelStore
+    from farthing.wallet.channels import ChannelDomain
+    from farthing.wallet.escrow import ChannelEscrow
+    from farthing.wallet.signer import LocalSigner
+
+    store = ChannelStore(
+        f"sqlite:///{database}",
+        domain=ChannelDomain(chain.chain_id),
+        network=chain.network,
+        escrow=ChannelEscrow(chain),
+    )
+    return ChannelOptions(store, LocalSigner.generate(), claim_in_background=False)
+
+
+async def _claim_and_settle(channels: ChannelOptions, facilitator: object) -> ClaimReport:
+    from farthing.paywall.channel_claims import ChannelClaimer
+
+    claimer = ChannelClaimer(channels.store, facilitator, channels.receiver_authorizer)
+    return await claimer.tick(force=True)
+
+
+def _transactions_since(chain: Chain, from_block: int) -> int:
+    """On-chain transactions in the blocks ``from_block`` to the latest."""
+    eth = chain.w3.eth
+    return sum(
+        int(eth.get_block_transaction_count(n))
+        for n in range(from_block, chain.block_number() + 1)
+    )
 
 
 def _demo_dir() -> Path:

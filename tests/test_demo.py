@@ -2,8 +2,10 @@
 
 The in-process tests call the real command (`farthing.cli.main`) on the memory
 chain and read its output; the subprocess test runs `python -m farthing demo
---json` as a real process, and the anvil test points `--chain-url` at a
-throwaway anvil.
+--json` as a real process, and the anvil tests point `--chain-url` at a
+throwaway anvil. With `--scheme batch-settlement` the same purchases take one
+deposit, a voucher each, then one claim and one settle: three transactions,
+read from the chain by the command itself, against one transfer per article.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ FIELDS = [
     "ledger_balanced",
     "reconciliation_breaks",
     "chain",
+    "scheme",
+    "onchain_tx",
 ]
 
 
-def check_report(report: dict[str, object], chain: str) -> None:
+def check_report(report: dict[str, object], chain: str, scheme: str = "exact") -> None:
     assert list(report) == FIELDS
     assert report["chain"] == chain
+    assert report["scheme"] == scheme
+    # exact: one transfer per article; a channel: one deposit, one claim, one settle.
+    assert report["onchain_tx"] == (2 if scheme == "exact" else 3)
     # The budget (0.03 USDC) covers two 0.01385 USDC articles of the three on the subject.
     assert report["payments"] == 2
     assert report["skipped"] == 4
@@ -59,6 +66,29 @@ def test_demo_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Merchant revenue in its own books: 0.0277 USDC from 2 payment(s)" in out
 
 
+def test_demo_through_a_channel(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--json", "--scheme", "batch-settlement"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    check_report(json.loads(lines[0]), "memory", "batch-settlement")
+
+
+def test_demo_through_a_channel_human_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--scheme", "batch-settlement"]) == 0
+    out = capsys.readouterr().out
+    assert "paid by batch-settlement" in out
+    assert "claimed and settled 0.0277 USDC in 2 transaction(s)" in out
+    assert "Merchant earned 0.0277 USDC through the channel (2 voucher(s))" in out
+    assert "On-chain transactions for the purchases and their settlement: 3." in out
+    assert "0 break(s)" in out and "balanced, audit log verified" in out
+
+
+def test_demo_bad_scheme_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--scheme", "upto"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --scheme")
+
+
 def test_demo_bad_budget_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--budget", "0.0000001"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -77,3 +107,13 @@ def test_demo_on_anvil(anvil: AnvilNode, tmp_path: Path) -> None:
     result = run_farthing(["demo", "--json", "--chain-url", anvil.rpc_url], env=cli_env(tmp_path))
     assert result.code == 0, result.stderr
     check_report(result.json(), "anvil")
+
+
+@pytest.mark.anvil
+def test_demo_through_a_channel_on_anvil(anvil: AnvilNode, tmp_path: Path) -> None:
+    result = run_farthing(
+        ["demo", "--json", "--scheme", "batch-settlement", "--chain-url", anvil.rpc_url],
+        env=cli_env(tmp_path),
+    )
+    assert result.code == 0, result.stderr
+    check_report(result.json(), "anvil", "batch-settlement")
