@@ -10,7 +10,9 @@
    (the withdraw delay is the only window left to claim, and the
    interval is far shorter than the 900 s minimum delay), its unclaimed
    amount reached ``threshold``, or it has waited ``claim_every_s``;
-3. settles (sweeps the claimed total to the receiver) after any claim.
+3. settles (sweeps the claimed total to the receiver) after any claim;
+4. with a bookkeeper, books the ``Claimed`` and ``Settled`` events of the
+   blocks it sent them in (:mod:`farthing.paywall.channel_books`).
 
 Claims carry ``totalClaimed = charged`` and the payer's highest voucher; the
 contract makes a repeat a no-op, so a claim that is retried after a crash can
@@ -29,6 +31,8 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
+from farthing.ledger import LedgerError
+from farthing.paywall.channel_books import BookedEvents, ChannelBookkeeper
 from farthing.paywall.channel_facilitator import ChannelSettling
 from farthing.paywall.channel_state import ChannelRecord, ChannelStore
 from farthing.paywall.channel_types import ChannelPayment, ChannelRequirements
@@ -58,14 +62,18 @@ class ClaimReport:
     transactions: tuple[str, ...] = ()
     settled: int = 0
     failures: tuple[str, ...] = ()
+    booked: BookedEvents | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "claimed": {k: str(v) for k, v in self.claimed.items()},
             "transactions": list(self.transactions),
             "settled": str(self.settled),
             "failures": list(self.failures),
         }
+        if self.booked is not None:
+            out["booked"] = {"claims": self.booked.claims, "settles": self.booked.settles}
+        return out
 
 
 class ChannelClaimer:
@@ -80,6 +88,7 @@ class ChannelClaimer:
         interval_s: float = 30.0,
         claim_every_s: float = 3600.0,
         threshold: int | None = None,
+        bookkeeper: ChannelBookkeeper | None = None,
     ) -> None:
         if not isinstance(facilitator, ChannelSettling):
             raise PaywallConfigError("the claimer needs a facilitator with settle_channel")
@@ -93,6 +102,7 @@ class ChannelClaimer:
         self.interval_s = interval_s
         self.claim_every_s = claim_every_s
         self.threshold = threshold
+        self.bookkeeper = bookkeeper
 
     def __repr__(self) -> str:
         return f"ChannelClaimer({self.store!r}, every {self.interval_s} s)"
@@ -133,6 +143,7 @@ class ChannelClaimer:
             return ClaimReport(failures=(str(exc),))
         now_ns = time.time_ns()
         due = [r for r in records if self._due(r, now_ns, force)]
+        head = await self._head() if due else None
         claimed: dict[str, int] = {}
         transactions: list[str] = []
         failures: list[str] = []
@@ -167,7 +178,27 @@ class ChannelClaimer:
                     failures.append(settled.reason or "settle_failed")
         if claimed:
             await anyio.to_thread.run_sync(self._refresh)
-        return ClaimReport(claimed, tuple(transactions), swept, tuple(failures))
+        booked = None
+        if transactions and head is not None and self.bookkeeper is not None:
+            keeper = self.bookkeeper
+            try:
+                booked = await anyio.to_thread.run_sync(lambda: keeper.sync(from_block=head))
+            except (PaymentStoreError, WalletError, LedgerError) as exc:
+                failures.append(f"books: {exc}")
+            else:
+                failures.extend(booked.failures)
+        return ClaimReport(claimed, tuple(transactions), swept, tuple(failures), booked)
+
+    async def _head(self) -> int | None:
+        """The block to book events from: the head before our transactions."""
+        escrow = self.store.escrow
+        if escrow is None or self.bookkeeper is None:
+            return None
+        try:
+            head: int = await anyio.to_thread.run_sync(escrow.chain.block_number)
+        except WalletError:
+            return None
+        return head
 
     async def _claim(
         self, requirements: ChannelRequirements, rows: list[ChannelRecord]

@@ -29,6 +29,10 @@ middleware hands every payment whose ``accepted.scheme`` is
 - **claims**: :class:`~farthing.paywall.channel_claims.ChannelClaimer` runs
   in the background while the app runs (the middleware starts it on the ASGI
   lifespan), unless ``claim_in_background`` is off.
+- **books**: with a :class:`~farthing.paywall.books.ChannelRevenueBook`,
+  each request's charge is booked as earned (a receivable), and the
+  ``Claimed``/``Settled`` events of our claims, settles and refunds as they
+  land (:mod:`farthing.paywall.channel_books`).
 - **refund**: the zero-charge voucher must equal ``charged``; we sign the
   ``Refund`` and ``ClaimBatch`` as receiver authorizer and the facilitator
   claims what was earned and refunds the rest in one ``multicall``. The
@@ -44,6 +48,8 @@ from typing import Any, Final
 
 import anyio.to_thread
 
+from farthing.paywall.books import ChannelAsset, ChannelRevenueBook
+from farthing.paywall.channel_books import ChannelBookkeeper
 from farthing.paywall.channel_claims import ChannelClaimer
 from farthing.paywall.channel_facilitator import ChannelSettling
 from farthing.paywall.channel_state import (
@@ -155,7 +161,13 @@ RunHandler = Callable[[], Awaitable[Buffered]]
 class ChannelPaywall:
     """The batch-settlement side of one :class:`PaywallMiddleware`."""
 
-    def __init__(self, options: ChannelOptions, facilitator: object) -> None:
+    def __init__(
+        self,
+        options: ChannelOptions,
+        facilitator: object,
+        *,
+        books: ChannelRevenueBook | None = None,
+    ) -> None:
         if not isinstance(facilitator, ChannelSettling):
             raise PaywallConfigError(
                 "a batch-settlement route needs a facilitator with verify_channel/settle_channel"
@@ -164,6 +176,7 @@ class ChannelPaywall:
         self.store = options.store
         self.facilitator: ChannelSettling = facilitator
         self.authorizer = options.receiver_authorizer
+        self.bookkeeper = None if books is None else ChannelBookkeeper(books, options.store)
         self.claimer = ChannelClaimer(
             options.store,
             facilitator,
@@ -171,6 +184,7 @@ class ChannelPaywall:
             interval_s=options.claim_interval_s,
             claim_every_s=options.claim_every_s,
             threshold=options.claim_threshold,
+            bookkeeper=self.bookkeeper,
         )
 
     def offer(
@@ -211,9 +225,18 @@ class ChannelPaywall:
         return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
 
     async def handle(
-        self, offer: ChannelRequirements, payment: ChannelPayment, run: RunHandler
+        self,
+        offer: ChannelRequirements,
+        payment: ChannelPayment,
+        run: RunHandler,
+        *,
+        asset: ChannelAsset | None = None,
     ) -> tuple[ChannelReply, Buffered | None]:
-        """Take one channel payment; the reply, and the buffered answer when it is to be sent."""
+        """Take one channel payment; the reply, and the buffered answer when it is to be sent.
+
+        ``asset`` (decimals and symbol) lets the books register the token."""
+        if asset is not None and self.bookkeeper is not None:
+            self.bookkeeper.know(asset)
         accepted = payment.accepted
         if accepted.network != offer.network:
             return ChannelReply(402, ERR_NETWORK_MISMATCH, "paid on another network"), None
@@ -319,6 +342,7 @@ class ChannelPaywall:
         if actual < price:
             released = await self._thread(self.store.release, voucher.channel_id, price - actual)
             record = released or record
+        await self._book_earned(offer, charged.record, voucher.max_claimable_amount, actual)
         state = record.channel_state().to_wire()
         response = {
             "success": True,
@@ -329,6 +353,40 @@ class ChannelPaywall:
             "extra": {"chargedAmount": str(actual), "channelState": state},
         }
         return ChannelReply(200, payment_response=b64_json(response)), buffered
+
+    async def _book_earned(
+        self, offer: ChannelRequirements, record: ChannelRecord, cumulative: int, amount: int
+    ) -> None:
+        keeper = self.bookkeeper
+        if keeper is None:
+            return
+        asset = keeper.assets.get(checksum(offer.asset))
+        if asset is None:
+            log.warning("a channel charge was not booked: the token's decimals are not known")
+            return
+        try:
+            await self._thread(keeper.earned, asset, record, cumulative, amount, "")
+        except Exception as exc:  # noqa: BLE001 - the payer was served; reconciliation shows it
+            log.warning("a channel charge was not booked: %s", type(exc).__name__)
+
+    async def _sync_books(self, from_block: int | None) -> None:
+        keeper = self.bookkeeper
+        if keeper is None or from_block is None:
+            return
+        try:
+            await self._thread(keeper.sync, from_block=from_block)
+        except Exception as exc:  # noqa: BLE001 - booked later by the claimer or the CLI
+            log.warning("channel events were not booked: %s", type(exc).__name__)
+
+    async def _head(self) -> int | None:
+        escrow = self.store.escrow
+        if escrow is None or self.bookkeeper is None:
+            return None
+        try:
+            head: int = await self._thread(escrow.chain.block_number)
+        except Exception:  # noqa: BLE001 - only the bookkeeping's starting point
+            return None
+        return head
 
     async def _refund(
         self,
@@ -382,10 +440,12 @@ class ChannelPaywall:
         if claim_signature is not None:
             enriched["claimAuthorizerSignature"] = "0x" + claim_signature.hex()
         request = ChannelPayment(offer, enriched, payment.resource_url)
+        head = await self._head()
         settled = await self.facilitator.settle_channel(request, offer)
         if not settled.success:
             return ChannelReply(402, settled.reason, settled.message or "")
         after = await self._refresh(config, voucher.channel_id) or record
+        await self._sync_books(head)
         response = {
             "success": True,
             "transaction": settled.transaction,

@@ -45,7 +45,12 @@ import anyio.to_thread
 
 from farthing.faults import crash_point
 from farthing.invariant import invariant
-from farthing.paywall.books import RevenueBook, SettledPayment
+from farthing.paywall.books import (
+    ChannelAsset,
+    ChannelRevenueBook,
+    RevenueBook,
+    SettledPayment,
+)
 from farthing.paywall.channel_paywall import CHARGE_HEADER, ChannelOptions, ChannelPaywall
 from farthing.paywall.channel_types import (
     ChannelPayment,
@@ -217,7 +222,11 @@ class PaywallMiddleware:
         self.store = options.store
         self.books = options.books
         self.channels = (
-            ChannelPaywall(options.channels, options.facilitator)
+            ChannelPaywall(
+                options.channels,
+                options.facilitator,
+                books=options.books if isinstance(options.books, ChannelRevenueBook) else None,
+            )
             if options.channels is not None
             else None
         )
@@ -603,7 +612,9 @@ class PaywallMiddleware:
             except _BodyTooLarge:
                 return _Buffered(status=500, body=bytearray(b'{"error":"response_too_large"}'))
 
-        reply, buffered = await channels.handle(offer, payment, run)
+        quoted = priced.quote.asset
+        asset = ChannelAsset(offer.network, offer.asset, quoted.decimals, quoted.symbol)
+        reply, buffered = await channels.handle(offer, payment, run, asset=asset)
         if reply.status == 402:
             if reply.corrective is not None:
                 corrected = replace(offer, extra={**offer.extra, **reply.corrective})
