@@ -26,10 +26,20 @@ answer; the proxy answers 502 (``upstream_error``, ``upstream_failed``), 503
 down, dies mid-request or does not answer within ``upstream_timeout_s``, and
 the paywall releases the payment unsettled. Answers are JSON, never streamed:
 a paid answer is held until its payment settles.
+
+**Per-token metering.** With ``GatewayPayment.channels`` the route also
+offers x402 ``batch-settlement`` (after ``exact``). The quote (prompt plus
+``max_tokens``) is then the voucher's ceiling, and the answer's real
+``usage`` (prompt plus completion tokens, at the quote's price per 1k tokens,
+rounded up) is what is charged, through the paywall's ``Farthing-Charge``
+header; an answer without a readable ``usage`` is charged the ceiling. With
+``exact`` the amount is fixed before the call runs, so the quote is charged
+and the header is ignored (the paywall strips it either way).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -47,6 +57,7 @@ from farthing.inference.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from farthing.inference.pricing import call_price_atomic
 from farthing.inference.quoting import CallQuote, ChatPricer, Refusal
 from farthing.inference.settings import InferenceSettings
 from farthing.inference.upstream import Upstream
@@ -55,11 +66,22 @@ if TYPE_CHECKING:
     from farthing.paywall.routes import PriceRequest
     from farthing.wallet.money import Asset
 
-__all__ = ["CHAT_PATH", "QUOTE_HEADER", "Gateway", "GatewayPayment", "upstream_refusal"]
+__all__ = [
+    "CHAT_PATH",
+    "QUOTE_HEADER",
+    "Gateway",
+    "GatewayPayment",
+    "upstream_refusal",
+    "usage_charge",
+]
 
 CHAT_PATH: Final = "/v1/chat/completions"
 QUOTE_HEADER: Final = "x-farthing-quote"
 _QUOTE_HEADER_BYTES: Final = QUOTE_HEADER.encode()
+# farthing.paywall.channel_paywall.CHARGE_HEADER, spelled here so that the
+# free gateway does not import the paywall.
+_CHARGE_HEADER: Final = "farthing-charge"
+_USAGE_TOKENS_MAX: Final = 10**9  # far above any context; a larger count is not believed
 _DESCRIPTION: Final = (
     "One chat completion: prompt tokens plus max_tokens at the price per 1k tokens"
 )
@@ -80,6 +102,9 @@ class GatewayPayment:
     books: Any = None  # farthing.paywall.RevenueBook, to book revenue in the ledger
     public_url: str | None = None
     max_timeout_seconds: int | None = None
+    # farthing.paywall.channel_paywall.ChannelOptions: also sell through
+    # batch-settlement channels, charging each call's real usage.
+    channels: Any = None
 
 
 def _canonical(scope: Scope) -> str | None:
@@ -97,6 +122,26 @@ def upstream_refusal(exc: InferenceUpstreamError) -> Refusal:
     if isinstance(exc, UpstreamTimeoutError):
         return Refusal(504, "upstream_timeout", str(exc))
     return Refusal(502, "upstream_failed", str(exc))
+
+
+def usage_charge(body: bytes, quote: CallQuote) -> int | None:
+    """What an answer's ``usage`` costs at the quote's price, at most the quote; None if unreadable.
+
+    An answer whose usage is missing or malformed returns None, so the ceiling
+    (the quote) is charged: the seller never undercharges on a bad answer.
+    """
+    try:
+        usage = json.loads(body).get("usage")
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    counts = (prompt, completion)
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
+        return None
+    tokens = prompt + completion
+    if tokens <= 0 or tokens > _USAGE_TOKENS_MAX:
+        return None
+    return min(quote.amount, call_price_atomic(tokens, quote.per_1k_atomic))
 
 
 def _json(refusal: Refusal) -> JSONResponse:
@@ -149,6 +194,7 @@ class Gateway:
 
         if not payment.pay_to:
             raise InferenceConfigError("a paid gateway needs a pay_to address")
+        schemes = ("exact",) if payment.channels is None else ("exact", "batch-settlement")
         route = PaidRoute(
             CHAT_PATH,
             price=self.price,
@@ -156,6 +202,7 @@ class Gateway:
             description=_DESCRIPTION,
             mime_type="application/json",
             max_timeout_seconds=payment.max_timeout_seconds,
+            schemes=schemes,
         )
         options = PaywallOptions(
             routes=[route],
@@ -165,6 +212,7 @@ class Gateway:
             pay_to=payment.pay_to,
             asset=payment.asset,
             public_url=payment.public_url,
+            channels=payment.channels,
         )
         return PaywallMiddleware(proxy, options=options)
 
@@ -270,11 +318,17 @@ class Gateway:
             return _json(
                 Refusal(502, "upstream_error", f"the model server failed: {answer.error_message()}")
             )
+        headers = {k.decode(): v.decode() for k, v in quote.headers()}
+        if self.payment is not None and self.payment.channels is not None and answer.status < 300:
+            # The channel path charges the real usage; exact ignores this.
+            charge = usage_charge(answer.body, quote)
+            if charge is not None:
+                headers[_CHARGE_HEADER] = str(charge)
         return Response(
             answer.body,
             answer.status,
             media_type=answer.content_type or "application/json",
-            headers={k.decode(): v.decode() for k, v in quote.headers()},
+            headers=headers,
         )
 
     async def _price_sheet(self, request: Request) -> Response:
