@@ -135,14 +135,22 @@ class ChannelClaimer:
             out.append(record)
         return out
 
-    async def tick(self, *, force: bool = False) -> ClaimReport:
-        """Claim what is due, then settle; failures are reported, never raised."""
+    async def tick(
+        self, *, force: bool = False, only: frozenset[bytes] | None = None
+    ) -> ClaimReport:
+        """Claim what is due (of the ``only`` channel ids, when given), then settle.
+
+        Failures are reported, never raised."""
         try:
             records = await anyio.to_thread.run_sync(self._refresh)
         except (PaymentStoreError, WalletError) as exc:
             return ClaimReport(failures=(str(exc),))
         now_ns = time.time_ns()
-        due = [r for r in records if self._due(r, now_ns, force)]
+        due = [
+            r
+            for r in records
+            if (only is None or r.channel_id in only) and self._due(r, now_ns, force)
+        ]
         head = await self._head() if due else None
         claimed: dict[str, int] = {}
         transactions: list[str] = []

@@ -1,4 +1,4 @@
-"""``farthing paywall init|serve|resolve|revenue``: a paywalled reverse proxy and its tools.
+"""``farthing paywall init|serve|resolve|revenue|claim``: a paywalled reverse proxy and its tools.
 
 ``init`` writes a commented ``farthing.toml`` (``farthing.paywall.init_config``);
 ``revenue`` reports settled revenue per article, per day and in total
@@ -10,6 +10,11 @@ front of ``--upstream``, with routes from ``--config FILE`` and/or
 in-process facilitator (``--rpc-url`` and ``--key-file``) or by a remote one
 (``--facilitator-url``). Once it listens it prints one line (``--json``:
 ``{"url","upstream","network","routes"}``).
+
+``claim`` claims and settles now what batch-settlement channels earned
+(all channels with unclaimed earnings, or one ``--channel``), signed by
+``--authorizer-key-file`` and sent by the facilitator; with
+``--ledger-database-url`` the ``Claimed`` and ``Settled`` events are booked.
 
 ``resolve`` runs the sweep of ``farthing.paywall.resolve``: pending payments,
 and claims whose process died (their lease ran out), are settled, failed or
@@ -389,3 +394,104 @@ def resolve(
         emit_json(counts)
     else:
         out_console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+
+
+@app.command()
+def claim(
+    rpc_url: Annotated[str, typer.Option("--rpc-url", help="Chain JSON-RPC URL.")],
+    authorizer_key_file: Annotated[
+        Path,
+        typer.Option("--authorizer-key-file", help="The receiver authorizer that signs claims."),
+    ],
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="Key that pays gas (local facilitator).")
+    ] = None,
+    facilitator_url: Annotated[
+        str | None, typer.Option("--facilitator-url", help="A remote facilitator.")
+    ] = None,
+    facilitator_token_file: Annotated[Path | None, typer.Option("--facilitator-token-file")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Payment records and channel rows.")
+    ] = None,
+    ledger_database_url: Annotated[
+        str | None, typer.Option("--ledger-database-url", help="Book the claims in this ledger.")
+    ] = None,
+    channel: Annotated[
+        str | None, typer.Option("--channel", help="Only this channel id (0x + 64 hex).")
+    ] = None,
+    rpc_timeout_s: Annotated[
+        float, typer.Option("--rpc-timeout-s", min=0.5, max=120.0, help="Per RPC call.")
+    ] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Claim and settle now every channel with unclaimed earnings (or one ``--channel``)."""
+    import re
+
+    import anyio
+
+    from farthing.console import err_console
+    from farthing.paywall.books import ChannelAsset
+    from farthing.paywall.channel_books import ChannelBookkeeper
+    from farthing.paywall.channel_claims import ChannelClaimer
+    from farthing.paywall.channel_state import ChannelStore
+    from farthing.paywall.keys import load_key_file
+    from farthing.paywall.store import PaymentStore
+    from farthing.wallet.chain import open_chain
+    from farthing.wallet.channels import ChannelDomain
+    from farthing.wallet.errors import WalletError
+    from farthing.wallet.escrow import ChannelEscrow
+    from farthing.wallet.token import read_asset
+
+    only = None
+    if channel is not None:
+        if not re.fullmatch(r"0x[0-9a-fA-F]{64}", channel):
+            fail(f"--channel wants 0x and 64 hex digits, got {channel[:80]!r}")
+        only = frozenset({bytes.fromhex(channel[2:])})
+    authorizer = load_key_file(authorizer_key_file)
+    try:
+        chain = open_chain(rpc_url, timeout_s=rpc_timeout_s)
+        chain_id = chain.chain_id
+        chain.block_number()
+    except WalletError as exc:
+        fail(f"cannot reach the chain at {rpc_url}: {exc}")
+    url = database_url or default_database_url()
+    store = ChannelStore(
+        url, domain=ChannelDomain(chain_id), network=chain.network, escrow=ChannelEscrow(chain)
+    )
+    records = [r for r in store.records() if only is None or r.channel_id in only]
+    if only is not None and not records:
+        fail(f"no channel {channel} in {store.display_url}")
+    facilitator = settlement_facilitator(
+        chain,
+        facilitator_url=facilitator_url,
+        facilitator_token_file=facilitator_token_file,
+        key_file=key_file,
+        nonce_store=PaymentStore(url),
+    )
+    bookkeeper = None
+    books = revenue_books(ledger_database_url)
+    if books is not None:
+        assets = []
+        try:
+            for token in sorted({r.config.token for r in records}):
+                read = read_asset(chain, token)
+                assets.append(ChannelAsset(chain.network, token, read.decimals, read.symbol))
+        except WalletError as exc:
+            fail(f"cannot read the token at {rpc_url}: {exc}")
+        bookkeeper = ChannelBookkeeper(books, store, tuple(assets))
+    claimer = ChannelClaimer(store, facilitator, authorizer, bookkeeper=bookkeeper)
+    waiting = [r for r in records if r.unclaimed > 0]
+    if not as_json:
+        total = sum(r.unclaimed for r in waiting)
+        err_console.print(f"claiming {len(waiting)} channel(s), {total} atomic units unclaimed")
+    report = anyio.run(lambda: claimer.tick(force=True, only=only))
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for cid, amount in report.claimed.items():
+            out_console.print(f"claimed {amount} on {cid}")
+        for tx in report.transactions:
+            out_console.print(f"transaction {tx}")
+        out_console.print(f"settled {report.settled}")
+    if report.failures:
+        fail(f"claim failed: {report.failures[0]}")
