@@ -19,6 +19,11 @@ middleware hands every payment whose ``accepted.scheme`` is
   response header ``Farthing-Charge: <atomic units>`` (:data:`CHARGE_HEADER`),
   which the middleware always strips; the unearned rest is released. A
   missing or unreadable value charges the ceiling; a value above it is capped.
+- **lost state**: a voucher for a channel our row does not know (or knows
+  without a balance) re-reads that channel from the chain and is tried once
+  more. A rebuilt row starts at ``charged = totalClaimed`` (vouchers never
+  claimed are forfeited, as the spec says); a client whose cumulative
+  amount is ahead gets the corrective 402 and resyncs.
 - **stale client**: a cumulative amount that is not ``charged + price`` (or
   an old voucher replayed) gets the corrective 402: the offer's ``extra``
   carries ``channelState`` and ``voucherState``.
@@ -61,6 +66,7 @@ from farthing.paywall.channel_state import (
 )
 from farthing.paywall.channel_types import ChannelPayment, ChannelRequirements
 from farthing.paywall.channel_wire import (
+    ERR_CHANNEL_NOT_FOUND,
     ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED,
     ERR_CUMULATIVE_AMOUNT_MISMATCH,
     ERR_NETWORK_MISMATCH,
@@ -73,7 +79,7 @@ from farthing.paywall.channel_wire import (
     WireRefusal,
     parse_client_payload,
 )
-from farthing.paywall.errors import PaywallConfigError
+from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
 from farthing.paywall.wire import b64_json
 from farthing.wallet.address import checksum
 from farthing.wallet.channels import (
@@ -83,6 +89,7 @@ from farthing.wallet.channels import (
     sign_claim_batch,
     sign_refund,
 )
+from farthing.wallet.errors import WalletError
 from farthing.wallet.escrow import VoucherClaim
 from farthing.wallet.signer import Signer
 
@@ -284,6 +291,15 @@ class ChannelPaywall:
         record: ChannelRecord = await self._thread(self.store.mirror, config, snapshot)
         return record
 
+    async def _recover(self, config: Any, channel_id: bytes) -> bool:
+        """Re-read one channel from the chain into our row; whether it holds a balance there."""
+        try:
+            record = await self._refresh(config, channel_id)
+        except (WalletError, PaymentStoreError) as exc:
+            log.warning("could not recover channel %s: %s", channel_id.hex(), type(exc).__name__)
+            return False
+        return record is not None and record.balance > 0
+
     def _refusal(self, refused: ChargeRefused, offer: ChannelRequirements) -> ChannelReply:
         corrective = None
         if refused.record is not None and refused.reason in (
@@ -316,15 +332,30 @@ class ChannelPaywall:
     ) -> tuple[ChannelReply, Buffered | None]:
         price = offer.amount
         voucher = parsed.voucher
-        charged = await self._thread(
-            self.store.charge,
-            terms,
-            parsed.config,
-            voucher,
-            price=price,
-            actual=price,
-            signature_verified=verified,
-        )
+
+        async def reserve() -> ChargeAccepted | ChargeRefused:
+            result: ChargeAccepted | ChargeRefused = await self._thread(
+                self.store.charge,
+                terms,
+                parsed.config,
+                voucher,
+                price=price,
+                actual=price,
+                signature_verified=verified,
+            )
+            return result
+
+        charged = await reserve()
+        # Our row may be missing or out of date (state lost, or a deposit made
+        # elsewhere while our mirror was fresh): recover the channel from the
+        # chain, as the spec allows, and try once more. The config was already
+        # checked to hash to the voucher's channel id and to match our terms.
+        if (
+            isinstance(charged, ChargeRefused)
+            and charged.reason == ERR_CHANNEL_NOT_FOUND
+            and await self._recover(parsed.config, voucher.channel_id)
+        ):
+            charged = await reserve()
         if isinstance(charged, ChargeRefused):
             return self._refusal(charged, offer), None
         assert isinstance(charged, ChargeAccepted)
