@@ -214,8 +214,15 @@ def booked_sums(books: AgentBooks, channel_id: str) -> tuple[int, int, int]:
     )
 
 
-def deposit_room(session: Session, books: AgentBooks, task_id: str | None) -> int:
+def deposit_room(
+    session: Session, books: AgentBooks, task_id: str | None, uncovered: int = 0
+) -> int:
     """The most a new deposit may lock: what every budget has left, less what is already locked.
+
+    ``uncovered`` is the part of the caller's own charge, already reserved
+    against the budgets, that the escrow does not cover yet: funding it
+    commits nothing more, so it is added back (before the floor at zero, or a
+    concurrent buyer's deposit would be counted twice).
 
     Call it in the write session that reserves the deposit: the ledger's lock
     is then held, so another process's deposit is either counted or waits.
@@ -232,7 +239,7 @@ def deposit_room(session: Session, books: AgentBooks, task_id: str | None) -> in
         task_budget = books.task_budget(session, task_id)
         if task_budget is not None:
             room.append(task_budget - task_spend(session, books.budget_account_id, task_id))
-    return max(0, min(room) - locked_total(session, books))
+    return max(0, min(room) - locked_total(session, books) + uncovered)
 
 
 def reserve_deposit(
@@ -251,7 +258,8 @@ def reserve_deposit(
             _ensure_accounts(session, books, channel_id)
             # The write lock must be held before the room is read: a ledger
             # write claims it, so the accounts are created first.
-            amount = min(amount, deposit_room(session, books, task_id))
+            # ``wanted_min``: the part of this request's charge the escrow does not cover yet.
+            amount = min(amount, deposit_room(session, books, task_id, wanted_min))
             if amount < wanted_min:
                 raise _Refused("exceeds_budget")
             (result,) = create_transfers(

@@ -123,10 +123,18 @@ class AgentToolkit:
     """The three tools, bound to one payer and one task, sharing one HTTP client."""
 
     def __init__(
-        self, payer: Payer, task: Task, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        payer: Payer,
+        task: Task,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        expected_buys: int | None = None,
     ) -> None:
         self.payer = payer
         self.task = task
+        # The caller's estimate of buys from one seller for this task: enough
+        # of them prefers a batch-settlement channel (Payer.prefers_channel).
+        self.expected_buys = expected_buys
         self.settings = payer.settings
         self.http = httpx.AsyncClient(
             timeout=self.settings.http_timeout(),
@@ -295,6 +303,7 @@ class AgentToolkit:
             task_id=self.task.task_id or None,
             purpose=(purpose.strip() or self.task.text)[:200],
             max_price=cap,
+            expected_buys=self.expected_buys,
         )
         try:
             async with self.http.stream("GET", url, auth=auth) as response:
