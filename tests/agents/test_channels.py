@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -268,4 +271,131 @@ async def test_concurrent_buyers_sharing_one_budget_never_overspend(anvil_world:
         escrow.channel(bytes.fromhex(c.channel_id[2:]))[0] for c in list_channels(world.books)
     )
     assert on_chain == status.task_spent + locked
+    assert reconcile_channels(world.payer) == []
+
+
+# ------------------------------------------------------------------ eight real processes
+
+BUYER = Path(__file__).with_name("channel_buyer.py")
+BUYER_COUNT = 8
+BUYS_EACH = 3
+RACE_BUDGET = 10 * PRICE  # well under the 24 articles the buyers would buy
+RACE_DEPOSIT_MULTIPLE = 4  # small deposits, so several channels get funded before the budget runs out
+
+
+def start_buyer(world: World, url: str, barrier: Path, name: str) -> subprocess.Popen[str]:
+    assert isinstance(world.chain, RpcChain)
+    config = {
+        "database_url": world.database_url,
+        "rpc_url": world.chain.rpc_url,
+        "token": world.asset.address,
+        "seller_url": url,
+        "agent_id": "agent",
+        "task_id": "t",
+        "name": name,
+        "buys": BUYS_EACH,
+        "barrier": str(barrier),
+        "wait_s": 60,
+        "request_timeout_s": 30,
+        "settings": {
+            "channel_deposit_multiple": RACE_DEPOSIT_MULTIPLE,
+            "channel_wait_s": 3,
+            "settle_retry_delay_s": 0.05,
+        },
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FARTHING_")},
+        "FARTHING_TEST_AGENT_KEY": world.agent.private_key.get_secret_value(),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(BUYER), json.dumps(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def test_eight_processes_sharing_one_budget_through_channels_never_overspend(
+    anvil_world: World, tmp_path: Path
+) -> None:
+    # Eight OS processes, one SQLite file of books, one wallet, one task
+    # budget: the channel leases and the deposit cap hold across processes
+    # only if they are taken under the ledger's write lock, which is what
+    # this proves (the threads test above shares one process's objects).
+    import time
+    from collections import Counter
+
+    from sqlalchemy import func, select
+
+    from farthing.agents.integrity import ledger_balanced
+    from farthing.ledger.tables import PendingTransfer, table_of
+    from tests.paywall.conftest import serve_in_thread
+
+    world = anvil_world
+    world.books.start_task("t", RACE_BUDGET)
+    app, _scheme = sdk_channel_server(world)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    buyers: list[subprocess.Popen[str]] = []
+    with serve_in_thread(app) as url:
+        try:
+            buyers = [start_buyer(world, url, barrier, f"b{n}") for n in range(BUYER_COUNT)]
+            deadline = time.monotonic() + 60
+            while len(list(barrier.glob("ready-*"))) < BUYER_COUNT:
+                dead = [b.returncode for b in buyers if b.poll() is not None]
+                assert not dead, [b.communicate(timeout=5)[1][-2000:] for b in buyers if b.poll()]
+                assert time.monotonic() < deadline, "the buyers did not get ready in 60 s"
+                time.sleep(0.05)
+            (barrier / "go").touch()
+            # While they race, the task's spend (posted and reserved) never passes its budget.
+            most = 0
+            deadline = time.monotonic() + 90
+            while any(b.poll() is None for b in buyers):
+                assert time.monotonic() < deadline, "the buyers did not finish in 90 s"
+                most = max(most, world.books.status(task_id="t").task_spent)
+                time.sleep(0.1)
+            outputs = [b.communicate(timeout=10) for b in buyers]
+        finally:
+            for b in buyers:
+                if b.poll() is None:
+                    b.kill()
+                    b.wait(timeout=10)
+                for pipe in (b.stdout, b.stderr):
+                    if pipe is not None:
+                        pipe.close()
+    for buyer, (out, err) in zip(buyers, outputs, strict=True):
+        assert buyer.returncode == 0, err[-2000:]
+    results = [r for out, _ in outputs for r in json.loads(out.strip().splitlines()[-1])["results"]]
+    assert len(results) == BUYER_COUNT * BUYS_EACH
+    statuses = Counter((status, reason) for status, reason, _ in results)
+    paid = [r for r in results if r[0] == "paid"]
+    assert all(reason is None and amount == str(PRICE) for _, reason, amount in paid), statuses
+    # Every purchase not paid was refused by a budget or found its channels busy, never charged.
+    assert {s for s, _ in statuses} <= {"paid", "not_paid"}, statuses
+    assert paid, statuses
+
+    status = world.books.status(task_id="t")
+    assert most <= RACE_BUDGET
+    assert status.task_spent == len(paid) * PRICE <= RACE_BUDGET
+    assert status.reserved == 0 and world.open_reservations() == []
+    with world.database.read() as session:
+        locked = locked_total(session, world.books)
+        open_pending = session.execute(
+            select(func.count()).select_from(table_of(PendingTransfer))
+        ).scalar_one()
+    assert open_pending == 0  # no charge or deposit left reserved
+    # What left the wallet on chain is exactly spend plus what is still locked in escrow.
+    left_wallet = FUNDS - world.token.balance_of(world.agent.address)
+    escrow = ChannelEscrow(world.chain)
+    channels = list_channels(world.books)
+    on_chain = [escrow.channel(bytes.fromhex(c.channel_id[2:])) for c in channels]
+    assert left_wallet == sum(balance for balance, _ in on_chain) == status.task_spent + locked
+    assert sum(escrow_balance(world.books, c.channel_id) for c in channels) == locked
+    for c, (balance, _claimed) in zip(channels, on_chain, strict=True):
+        assert c.balance == balance and c.charged <= balance and c.lease_owner is None
+    assert sum(c.charged for c in channels) == status.task_spent
+    assert ledger_balanced(world.database)
+    assert world.reconcile().breaks == ()
     assert reconcile_channels(world.payer) == []

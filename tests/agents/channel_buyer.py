@@ -1,0 +1,80 @@
+"""A paying agent process for test_channels: buy through batch-settlement channels, print what happened.
+
+Run as ``python channel_buyer.py CONFIG_JSON``. The config names the books'
+database URL (shared by every buyer), the chain's RPC URL, the token, the
+seller's base URL, the agent and task ids, how many articles to buy, the
+channel settings, and a folder for the start barrier: the buyer writes
+``ready-<name>`` there once it is set up and waits (at most ``wait_s``) for
+``go``, so the test can start every buyer's purchases at once after the slow
+imports. The agent's key comes from the environment variable
+``FARTHING_TEST_AGENT_KEY`` and is never printed. It prints one JSON object:
+the status, reason and amount of each purchase, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from farthing.agents.books import AgentBooks
+from farthing.agents.outcome import outcome_of
+from farthing.agents.payer import Payer
+from farthing.agents.settings import AgentSettings
+from farthing.ledger import LedgerDatabase, LedgerSettings
+from farthing.wallet.chain import RpcChain
+from farthing.wallet.signer import LocalSigner
+from farthing.wallet.token import read_asset
+
+
+async def buy_all(payer: Payer, config: dict[str, Any]) -> list[list[Any]]:
+    results: list[list[Any]] = []
+    auth = payer.auth(task_id=config["task_id"], purpose="channel race", expected_buys=50)
+    timeout = httpx.Timeout(float(config["request_timeout_s"]))
+    async with httpx.AsyncClient(auth=auth, timeout=timeout) as http:
+        for n in range(int(config["buys"])):
+            response = await http.get(f"{config['seller_url']}/articles/{config['name']}-{n}")
+            outcome = outcome_of(response)
+            if outcome is None:
+                results.append(["none", str(response.status_code), None])
+            else:
+                amount = None if outcome.amount is None else str(outcome.amount)
+                results.append([outcome.status, outcome.reason, amount])
+    return results
+
+
+def wait_for_go(barrier: Path, name: str, wait_s: float) -> None:
+    (barrier / f"ready-{name}").touch()
+    deadline = time.monotonic() + wait_s
+    while not (barrier / "go").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"buyer {name}: no go within {wait_s} s")
+        time.sleep(0.02)
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    chain = RpcChain(config["rpc_url"], timeout_s=10.0, receipt_timeout_s=30.0)
+    asset = read_asset(chain, config["token"])
+    database = LedgerDatabase(LedgerSettings(database_url=config["database_url"]))
+    books = AgentBooks(database, agent_id=config["agent_id"], asset=asset).ensure()
+    settings = AgentSettings(**config["settings"])
+    signer = LocalSigner(os.environ["FARTHING_TEST_AGENT_KEY"])
+    payer = Payer(signer=signer, chain=chain, asset=asset, books=books, settings=settings)
+    wait_for_go(Path(config["barrier"]), config["name"], float(config["wait_s"]))
+    try:
+        results = asyncio.run(buy_all(payer, config))
+    finally:
+        database.dispose()
+        chain.close()
+    print(json.dumps({"results": results}))
+
+
+if __name__ == "__main__":
+    main()
