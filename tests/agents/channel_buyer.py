@@ -1,14 +1,17 @@
-"""A paying agent process for test_channels: buy through batch-settlement channels, print what happened.
+"""Paying agent processes for test_channels: buy through batch-settlement channels, write what happened.
 
 Run as ``python channel_buyer.py CONFIG_JSON``. The config names the books'
 database URL (shared by every buyer), the chain's RPC URL, the token, the
-seller's base URL, the agent and task ids, how many articles to buy, the
-channel settings, and a folder for the start barrier: the buyer writes
-``ready-<name>`` there once it is set up and waits (at most ``wait_s``) for
-``go``, so the test can start every buyer's purchases at once after the slow
-imports. The agent's key comes from the environment variable
-``FARTHING_TEST_AGENT_KEY`` and is never printed. It prints one JSON object:
-the status, reason and amount of each purchase, in order.
+seller's base URL, the agent and task ids, how many buyers and how many
+articles each buys, the channel settings, and a folder. The process imports
+once, then forks ``buyers`` child processes (importing in each would take
+most of the test's time on a busy 2-core machine); each child opens its own
+chain client and database engine, writes ``ready-<name>`` to the folder,
+waits (at most ``wait_s``) for ``go`` so that every buyer starts at once,
+buys, and writes ``result-<name>.json``: the status, reason and amount of
+each purchase, in order. The parent waits for its children and exits 1 if
+any failed. The agent's key comes from the environment variable
+``FARTHING_TEST_AGENT_KEY`` and is never printed.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ def wait_for_go(barrier: Path, name: str, wait_s: float) -> None:
         time.sleep(0.02)
 
 
-def main() -> None:
-    config = json.loads(sys.argv[1])
+def buyer(config: dict[str, Any], name: str) -> None:
+    """One buyer, in a child process: nothing is shared with the parent but the imports."""
     chain = RpcChain(config["rpc_url"], timeout_s=10.0, receipt_timeout_s=30.0)
     asset = read_asset(chain, config["token"])
     database = LedgerDatabase(LedgerSettings(database_url=config["database_url"]))
@@ -67,13 +70,39 @@ def main() -> None:
     settings = AgentSettings(**config["settings"])
     signer = LocalSigner(os.environ["FARTHING_TEST_AGENT_KEY"])
     payer = Payer(signer=signer, chain=chain, asset=asset, books=books, settings=settings)
-    wait_for_go(Path(config["barrier"]), config["name"], float(config["wait_s"]))
+    folder = Path(config["barrier"])
+    wait_for_go(folder, name, float(config["wait_s"]))
     try:
-        results = asyncio.run(buy_all(payer, config))
+        results = asyncio.run(buy_all(payer, {**config, "name": name}))
     finally:
         database.dispose()
         chain.close()
-    print(json.dumps({"results": results}))
+    (folder / f"result-{name}.json").write_text(json.dumps({"results": results}))
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    children: dict[int, str] = {}
+    for n in range(int(config["buyers"])):
+        name = f"b{n}"
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                buyer(config, name)
+                code = 0
+            except BaseException as exc:  # the child reports and ends; the parent counts it
+                print(f"buyer {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            finally:
+                os._exit(code)
+        children[pid] = name
+    failed = []
+    for pid, name in children.items():
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            failed.append(name)
+    if failed:
+        raise SystemExit(f"buyers failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

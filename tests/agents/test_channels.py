@@ -9,14 +9,19 @@ SDK server's channel record agree to the unit. A fake seller built from the
 same SDK app but rewriting ``chargedAmount`` upward makes the agent stop
 signing and start a withdrawal. Losing the agent's channel records, the agent
 finds its channel again on chain (cold start) and resyncs from the seller's
-corrective 402.
+corrective 402. Eight real OS processes (``channel_buyer.py``, forked after
+one import) share one SQLite book, one wallet and one task budget and buy
+through channels at once: spend never passes the budget and spend plus what
+is locked in escrow equals what left the wallet on chain.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -283,7 +288,8 @@ RACE_BUDGET = 10 * PRICE  # well under the 24 articles the buyers would buy
 RACE_DEPOSIT_MULTIPLE = 4  # small deposits, so several channels get funded before the budget runs out
 
 
-def start_buyer(world: World, url: str, barrier: Path, name: str) -> subprocess.Popen[str]:
+def start_buyers(world: World, url: str, barrier: Path) -> subprocess.Popen[str]:
+    """One launcher that imports once and forks ``BUYER_COUNT`` buyer processes (its own session)."""
     assert isinstance(world.chain, RpcChain)
     config = {
         "database_url": world.database_url,
@@ -292,7 +298,7 @@ def start_buyer(world: World, url: str, barrier: Path, name: str) -> subprocess.
         "seller_url": url,
         "agent_id": "agent",
         "task_id": "t",
-        "name": name,
+        "buyers": BUYER_COUNT,
         "buys": BUYS_EACH,
         "barrier": str(barrier),
         "wait_s": 60,
@@ -314,6 +320,7 @@ def start_buyer(world: World, url: str, barrier: Path, name: str) -> subprocess.
         text=True,
         env=env,
         cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,  # the buyers share its process group, so teardown can end them all
     )
 
 
@@ -338,36 +345,36 @@ def test_eight_processes_sharing_one_budget_through_channels_never_overspend(
     app, _scheme = sdk_channel_server(world)
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    buyers: list[subprocess.Popen[str]] = []
+    launcher: subprocess.Popen[str] | None = None
     with serve_in_thread(app) as url:
         try:
-            buyers = [start_buyer(world, url, barrier, f"b{n}") for n in range(BUYER_COUNT)]
+            launcher = start_buyers(world, url, barrier)
             deadline = time.monotonic() + 60
             while len(list(barrier.glob("ready-*"))) < BUYER_COUNT:
-                dead = [b.returncode for b in buyers if b.poll() is not None]
-                assert not dead, [b.communicate(timeout=5)[1][-2000:] for b in buyers if b.poll()]
+                assert launcher.poll() is None, launcher.communicate(timeout=5)[1][-2000:]
                 assert time.monotonic() < deadline, "the buyers did not get ready in 60 s"
                 time.sleep(0.05)
             (barrier / "go").touch()
             # While they race, the task's spend (posted and reserved) never passes its budget.
             most = 0
             deadline = time.monotonic() + 90
-            while any(b.poll() is None for b in buyers):
+            while launcher.poll() is None:
                 assert time.monotonic() < deadline, "the buyers did not finish in 90 s"
                 most = max(most, world.books.status(task_id="t").task_spent)
                 time.sleep(0.1)
-            outputs = [b.communicate(timeout=10) for b in buyers]
+            _out, err = launcher.communicate(timeout=10)
+            assert launcher.returncode == 0, err[-2000:]
         finally:
-            for b in buyers:
-                if b.poll() is None:
-                    b.kill()
-                    b.wait(timeout=10)
-                for pipe in (b.stdout, b.stderr):
+            if launcher is not None:
+                # The launcher and any buyer still alive (even one whose launcher died).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait(timeout=10)
+                for pipe in (launcher.stdout, launcher.stderr):
                     if pipe is not None:
                         pipe.close()
-    for buyer, (out, err) in zip(buyers, outputs, strict=True):
-        assert buyer.returncode == 0, err[-2000:]
-    results = [r for out, _ in outputs for r in json.loads(out.strip().splitlines()[-1])["results"]]
+    outputs = [json.loads(f.read_text()) for f in sorted(barrier.glob("result-*.json"))]
+    results = [r for out in outputs for r in out["results"]]
     assert len(results) == BUYER_COUNT * BUYS_EACH
     statuses = Counter((status, reason) for status, reason, _ in results)
     paid = [r for r in results if r[0] == "paid"]
