@@ -139,9 +139,9 @@ def reconcile_channel_books(
         if record.channel_id in finalized and earned > total_claimed:
             breaks.append(ChannelBreak(cid, "unclaimed_past_withdrawal", total_claimed, earned))
         receivables[cid] = earned - claimed_books
-    for (receiver, token), account in cash_ids.items():
+    for pair, account in cash_ids.items():
         cash, _ = balances[account]
-        swept = settled_on_chain.get((receiver, token), 0)
+        swept = settled_on_chain.get(pair, 0)
         if swept != cash:
-            breaks.append(ChannelBreak(f"{receiver}/{token}", "settles_differ", swept, cash))
+            breaks.append(ChannelBreak("/".join(pair), "settles_differ", swept, cash))
     return ChannelReconciliation(tuple(breaks), receivables)

@@ -1,4 +1,4 @@
-"""``farthing paywall init|serve|resolve|revenue|claim``: a paywalled reverse proxy and its tools.
+"""``farthing paywall init|serve|resolve|revenue|claim|reconcile-channels``: a paywalled reverse proxy and its tools.
 
 ``init`` writes a commented ``farthing.toml`` (``farthing.paywall.init_config``);
 ``revenue`` reports settled revenue per article, per day and in total
@@ -15,6 +15,8 @@ in-process facilitator (``--rpc-url`` and ``--key-file``) or by a remote one
 (all channels with unclaimed earnings, or one ``--channel``), signed by
 ``--authorizer-key-file`` and sent by the facilitator; with
 ``--ledger-database-url`` the ``Claimed`` and ``Settled`` events are booked.
+``reconcile-channels`` matches the escrow's channel events with those books
+(``farthing.paywall.channel_reconcile``) and exits 1 when breaks remain.
 
 ``resolve`` runs the sweep of ``farthing.paywall.resolve``: pending payments,
 and claims whose process died (their lease ran out), are settled, failed or
@@ -223,6 +225,8 @@ def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> tuple
     page: dict[str, Any] = {}
     if settings.preview_selectors:
         page["preview_selectors"] = tuple(settings.preview_selectors)
+    if claim_lease_s is not None:
+        page["claim_lease_s"] = claim_lease_s
     options = PaywallOptions(
         routes=list(settings.routes),
         facilitator=facilitator,
@@ -235,7 +239,6 @@ def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> tuple
         public_url=settings.public_url,
         receipts=receipts,
         **page,
-        **({} if claim_lease_s is None else {"claim_lease_s": claim_lease_s}),
     )
     return PaywallMiddleware(ReverseProxy(settings.upstream), options=options), chain.network
 
@@ -495,3 +498,58 @@ def claim(
         out_console.print(f"settled {report.settled}")
     if report.failures:
         fail(f"claim failed: {report.failures[0]}")
+
+
+@app.command("reconcile-channels")
+def reconcile_channels(
+    rpc_url: Annotated[str, typer.Option("--rpc-url", help="Chain JSON-RPC URL.")],
+    ledger_database_url: Annotated[
+        str, typer.Option("--ledger-database-url", help="The ledger the channels are booked in.")
+    ],
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Payment records and channel rows.")
+    ] = None,
+    from_block: Annotated[int, typer.Option("--from-block", min=0, help="First block.")] = 0,
+    rpc_timeout_s: Annotated[
+        float, typer.Option("--rpc-timeout-s", min=0.5, max=120.0, help="Per RPC call.")
+    ] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Match the escrow's channel events with the channel books; exit 1 when breaks remain."""
+    from farthing.paywall.channel_reconcile import reconcile_channel_books
+    from farthing.paywall.channel_state import ChannelStore
+    from farthing.wallet.chain import open_chain
+    from farthing.wallet.channels import ChannelDomain
+    from farthing.wallet.errors import WalletError
+    from farthing.wallet.escrow import ChannelEscrow
+
+    try:
+        chain = open_chain(rpc_url, timeout_s=rpc_timeout_s)
+        chain_id = chain.chain_id
+        chain.block_number()
+    except WalletError as exc:
+        fail(f"cannot reach the chain at {rpc_url}: {exc}")
+    store = ChannelStore(
+        database_url or default_database_url(),
+        domain=ChannelDomain(chain_id),
+        network=chain.network,
+        escrow=ChannelEscrow(chain),
+    )
+    try:
+        report = reconcile_channel_books(
+            store, revenue_books(ledger_database_url), from_block=from_block
+        )
+    except WalletError as exc:
+        fail(f"cannot read the escrow at {rpc_url}: {exc}")
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for cid, amount in report.receivables.items():
+            out_console.print(f"receivable {amount} on {cid}")
+        for found in report.breaks:
+            out_console.print(
+                f"break {found.kind} on {found.subject}: chain {found.chain}, books {found.books}"
+            )
+        out_console.print(f"{len(report.breaks)} break(s)")
+    if report.breaks:
+        raise typer.Exit(1)

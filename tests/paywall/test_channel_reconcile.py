@@ -7,6 +7,8 @@ and a settle sent behind the books' back (our own signing, no sync) are
 ``claims_differ`` and ``settles_differ`` until the books sync the events. A
 second payer withdraws (initiate, anvil time travel past the delay,
 finalize) while its vouchers are unclaimed: ``unclaimed_past_withdrawal``.
+``farthing paywall reconcile-channels --json``, as a real process, reports
+the same and exits 1.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from farthing.wallet.chain import Call
 from farthing.wallet.channels import ClaimEntry, sign_claim_batch
 from farthing.wallet.escrow import ChannelEscrow, VoucherClaim
 from farthing.wallet.signer import LocalSigner
+from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client
 from tests.paywall.test_channel_books import channel_app
 from tests.paywall.test_channel_paywall import DELAY_S, _Channel, channel_store_fixture
@@ -45,7 +48,11 @@ def books_fixture(tmp_path: Path) -> Iterator[LedgerRevenueBook]:
 
 
 def test_channel_reconciliation_matches_events_and_finds_breaks(
-    chain_env: ChainEnv, store: PaymentStore, channel_store: ChannelStore, books: LedgerRevenueBook
+    chain_env: ChainEnv,
+    store: PaymentStore,
+    channel_store: ChannelStore,
+    books: LedgerRevenueBook,
+    tmp_path: Path,
 ) -> None:
     env, authorizer = chain_env, LocalSigner.generate()
     app = channel_app(env, store, channel_store, authorizer, books)
@@ -99,3 +106,24 @@ def test_channel_reconciliation_matches_events_and_finds_breaks(
     lost = reconcile_channel_books(channel_store, books)
     assert lost.breaks == (ChannelBreak(cid_b, "unclaimed_past_withdrawal", 0, 2 * p),)
     assert lost.receivables == {cid_a: 0, cid_b: 2 * p}
+
+    result = run_farthing(
+        [
+            "paywall", "reconcile-channels", "--json", "--rpc-url", env.chain.rpc_url or "",
+            "--database-url", channel_store.display_url,
+            "--ledger-database-url", f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        ],
+        env=cli_env(tmp_path / "data"),
+    )  # fmt: skip
+    assert result.code == 1, result.stderr
+    assert result.json() == {
+        "breaks": [
+            {
+                "subject": cid_b,
+                "kind": "unclaimed_past_withdrawal",
+                "chain": "0",
+                "books": str(2 * p),
+            }
+        ],
+        "receivables": {cid_a: "0", cid_b: str(2 * p)},
+    }
