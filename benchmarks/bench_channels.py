@@ -280,7 +280,7 @@ def _channel_headers(
                     "erc3009Authorization": {
                         "validAfter": str(auth.valid_after),
                         "validBefore": str(auth.valid_before),
-                        "salt": hex(salt),
+                        "salt": "0x" + salt.to_bytes(32, "big").hex(),
                         "signature": "0x" + signed.signature.hex(),
                     }
                 },
