@@ -8,16 +8,31 @@ part of an article), ``wire`` (the x402 v2 headers and JSON), ``facilitator``
 ``facilitator_api`` and ``facilitator_cli`` (``farthing facilitator serve``),
 ``store`` (nonce claims and payment records), ``books`` (revenue in the
 ledger), ``resolve`` (pending settlements and unbooked revenue), ``proxy``,
-``config`` and ``cli`` (``farthing paywall serve``). Start with ``docs/paywall.md``.
+``config`` and ``cli`` (``farthing paywall serve``). x402 ``batch-settlement``
+lives in the ``channel_*`` modules: ``channel_paywall`` (offers, vouchers,
+deposits, refunds), ``channel_state`` (per-channel rows), ``channel_claims``
+(claim and settle), ``channel_books`` and ``channel_reconcile`` (the merchant's
+books and their reconciliation), ``channel_facilitator``, ``channel_wire`` and
+``channel_types``. Start with ``docs/paywall.md`` and ``docs/channels.md``.
 """
 
 from farthing.paywall.books import (
     BookingResult,
+    ChannelRevenueBook,
     LedgerRevenueBook,
     RevenueBook,
     SettledPayment,
     revenue_transfer_id,
 )
+from farthing.paywall.channel_books import ChannelBookkeeper
+from farthing.paywall.channel_claims import ChannelClaimer, ClaimReport
+from farthing.paywall.channel_paywall import CHARGE_HEADER, ChannelOptions
+from farthing.paywall.channel_reconcile import (
+    ChannelBreak,
+    ChannelReconciliation,
+    reconcile_channel_books,
+)
+from farthing.paywall.channel_state import ChannelRecord, ChannelStore
 from farthing.paywall.errors import (
     FacilitatorUnavailableError,
     PaymentStoreError,
@@ -53,10 +68,20 @@ from farthing.paywall.wire import (
 )
 
 __all__ = [
+    "CHARGE_HEADER",
     "PAYMENT_REQUIRED_HEADER",
     "PAYMENT_RESPONSE_HEADER",
     "PAYMENT_SIGNATURE_HEADER",
     "BookingResult",
+    "ChannelBookkeeper",
+    "ChannelBreak",
+    "ChannelClaimer",
+    "ChannelOptions",
+    "ChannelReconciliation",
+    "ChannelRecord",
+    "ChannelRevenueBook",
+    "ChannelStore",
+    "ClaimReport",
     "Facilitator",
     "FacilitatorUnavailableError",
     "LedgerRevenueBook",
@@ -89,6 +114,7 @@ __all__ = [
     "encode_payment_signature",
     "facilitator_app",
     "parse_price",
+    "reconcile_channel_books",
     "revenue_transfer_id",
     "split_preview",
 ]
