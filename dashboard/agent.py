@@ -32,6 +32,12 @@ _pending = table_of(PendingTransfer)
 _budgets = table_of(Budget)
 
 
+_NO_CHANNELS = Listing("channels", "Channels and their deposits", ())
+_NO_CHANNEL_TRANSACTIONS = Listing(
+    "channel_transactions", "Channel deposits and refunds on chain", ()
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentPage:
     agent_id: str
@@ -43,10 +49,8 @@ class AgentPage:
     unresolved_total: int
     tasks: Listing
     # Filled by ``farthing.dashboard.channels`` after this page's session closes.
-    channels: Listing = Listing("channels", "Channels and their deposits", ())
-    channel_transactions: Listing = Listing(
-        "channel_transactions", "Channel deposits and refunds on chain", ()
-    )
+    channels: Listing = _NO_CHANNELS
+    channel_transactions: Listing = _NO_CHANNEL_TRANSACTIONS
     in_escrow_total: int = 0
 
 

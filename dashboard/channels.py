@@ -44,7 +44,9 @@ _assets = table_of(LedgerAssetRow)
 
 # Posted transfers only: not a reservation, nor the void or expiry of one.
 _NOT_POSTED = int(
-    TransferFlags.PENDING | TransferFlags.VOID_PENDING_TRANSFER | TransferFlags.EXPIRE_PENDING_TRANSFER
+    TransferFlags.PENDING
+    | TransferFlags.VOID_PENDING_TRANSFER
+    | TransferFlags.EXPIRE_PENDING_TRANSFER
 )
 _CHANNEL_COLUMNS = (
     "payee", "channel", "deposited", "charged", "returned", "in_escrow", "state", "reason",
@@ -98,8 +100,13 @@ def _books_for(database: LedgerDatabase, agent_id: str, ledger: int) -> AgentBoo
 def _empty() -> ChannelTables:
     return ChannelTables(
         Listing("channels", "Channels and their deposits", _CHANNEL_COLUMNS, [], _CHANNEL_HIDDEN),
-        Listing("channel_transactions", "Channel deposits and refunds on chain", _TX_COLUMNS, [],
-                _TX_HIDDEN),  # fmt: skip
+        Listing(
+            "channel_transactions",
+            "Channel deposits and refunds on chain",
+            _TX_COLUMNS,
+            [],
+            _TX_HIDDEN,
+        ),
         0,
     )
 
@@ -176,7 +183,12 @@ def channel_tables(
         )  # fmt: skip
     return ChannelTables(
         Listing("channels", "Channels and their deposits", _CHANNEL_COLUMNS, rows, _CHANNEL_HIDDEN),
-        Listing("channel_transactions", "Channel deposits and refunds on chain", _TX_COLUMNS,
-                tx_rows, _TX_HIDDEN),  # fmt: skip
+        Listing(
+            "channel_transactions",
+            "Channel deposits and refunds on chain",
+            _TX_COLUMNS,
+            tx_rows,
+            _TX_HIDDEN,
+        ),
         total,
     )

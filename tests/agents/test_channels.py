@@ -285,7 +285,9 @@ BUYER = Path(__file__).with_name("channel_buyer.py")
 BUYER_COUNT = 8
 BUYS_EACH = 3
 RACE_BUDGET = 10 * PRICE  # well under the 24 articles the buyers would buy
-RACE_DEPOSIT_MULTIPLE = 4  # small deposits, so several channels get funded before the budget runs out
+RACE_DEPOSIT_MULTIPLE = (
+    4  # small deposits, so several channels get funded before the budget runs out
+)
 
 
 def start_buyers(world: World, url: str, barrier: Path) -> subprocess.Popen[str]:

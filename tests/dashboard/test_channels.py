@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,14 @@ def test_the_agent_page_shows_the_channel_as_the_chain_and_books_hold_it(
         assert row["channel_id"] == cid and row["payee"] == world.merchant.lower()
         assert row["state"] == "open" and row["withdraw_requested"] == "-"
         assert (row["deposited_atomic"], row["charged_atomic"]) == (str(DEPOSIT), str(BUYS * PRICE))
-        assert (row["returned_atomic"], row["in_escrow_atomic"]) == ("0", str(DEPOSIT - BUYS * PRICE))
-        assert (row["deposited"], row["charged"]) == (MONEY.format(DEPOSIT), MONEY.format(BUYS * PRICE))
+        assert (row["returned_atomic"], row["in_escrow_atomic"]) == (
+            "0",
+            str(DEPOSIT - BUYS * PRICE),
+        )
+        assert (row["deposited"], row["charged"]) == (
+            MONEY.format(DEPOSIT),
+            MONEY.format(BUYS * PRICE),
+        )
         txs = http.get("/export/agent-channel_transactions.json", params={"agent": "agent"}).json()
         assert [(r["kind"], r["amount_atomic"], r["transaction"]) for r in txs["rows"]] == [
             ("deposit", str(DEPOSIT), deposit_log.tx_hash)
@@ -137,7 +143,9 @@ def test_the_agent_page_shows_the_channel_as_the_chain_and_books_hold_it(
         # Money is still in escrow until the withdrawal is finalized.
         assert row["in_escrow_atomic"] == str(DEPOSIT - BUYS * PRICE)
 
-        assert http.get("/export/agent-channels.json", params={"agent": "nobody"}).status_code == 404
+        assert (
+            http.get("/export/agent-channels.json", params={"agent": "nobody"}).status_code == 404
+        )
 
 
 @pytest.mark.browser
