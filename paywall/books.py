@@ -14,15 +14,15 @@ same ids, and the ledger answers ``exists``: a payment is never booked twice.
 Channels (x402 ``batch-settlement``) earn before the chain moves, so their
 revenue is booked in three steps (:class:`ChannelRevenueBook`):
 
-==================  ======================================  ======================
-when                transfer (debit → credit)               id from
-==================  ======================================  ======================
-a voucher earns     receivable(channel) → revenue           channel, cumulative
-                                                            amount, reservation
-a claim lands       claimed(receiver, token) ← receivable   channel, new
-                                                            ``totalClaimed``
-a settle lands      cash(receiver, token) ← claimed         tx hash, log index
-==================  ======================================  ======================
+==================  ==========================================  =====================
+when                transfer (debit → credit)                   id from
+==================  ==========================================  =====================
+a voucher earns     receivable(channel) → revenue               channel, cumulative
+                                                                amount, reservation
+a claim lands       claimed(receiver, token) → receivable       channel, new
+                                                                ``totalClaimed``
+a settle lands      cash(receiver, token) → claimed             tx hash, log index
+==================  ==========================================  =====================
 
 A receivable's balance (debits − credits) is earned but not yet claimed;
 ``claimed`` holds what sits claimed in the escrow, not yet swept; ``cash``

@@ -7,8 +7,9 @@ a :class:`~farthing.paywall.books.ChannelRevenueBook`:
   revenue) after the handler answered and the unearned rest was released;
 - :meth:`ChannelBookkeeper.sync` reads the escrow's ``Claimed`` events for
   the channels in the store and the ``Settled`` events for their receivers,
-  and books each (receivable → claimed, claimed → cash). Booking from the
-  events, not from what we asked for, makes the books follow what landed:
+  and books each (debit → credit: claimed → receivable, cash → claimed).
+  Booking from the events, not from what we asked for, makes the books
+  follow what landed:
   a claim the chain made a no-op books nothing, and a claim sent by anyone
   else (the SDK's facilitator, a cooperative refund) is booked too.
 
