@@ -20,6 +20,11 @@ total is not the cash the books received.
 
 Earned but unclaimed money is not a break: it is the receivable, reported
 per channel in :attr:`ChannelReconciliation.receivables`.
+
+A request in flight holds its ceiling reserved on the channel row until its
+handler answers, so ``earned_differs`` is only meaningful at rest: run it
+when the paywall is idle, or read a difference that vanishes on a rerun as
+a request that was in flight.
 """
 
 from __future__ import annotations
