@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,3 +63,20 @@ def running_paywall(
         yield server
     finally:
         server.stop()
+
+
+def copy_after_delivery(client: Any, url: str, header: str, *, wait_s: float = 10.0) -> Any:
+    """A copy of ``header``'s request once its first delivery is recorded (bounded wait).
+
+    A real server marks a payment delivered just after the answer went out; a
+    copy that beats that write is told to retry (503 ``payment_in_progress``),
+    never served, and this keeps asking until the answer is final.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        answer = client.get(url, headers={"PAYMENT-SIGNATURE": header})
+        busy = answer.status_code == 503 and answer.json().get("error") == "payment_in_progress"
+        if not busy or time.monotonic() > deadline:
+            return answer
+        assert "paid-data" not in answer.text
+        time.sleep(0.1)

@@ -27,7 +27,7 @@ from farthing.paywall import PaymentState, PaymentStore
 from farthing.paywall.wire import unb64_json
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import PAYER_FUNDS, PRICE_ATOMIC, ChainEnv, challenge_of, sign_for
-from tests.paywall.processes import running_paywall, start_paywall
+from tests.paywall.processes import copy_after_delivery, running_paywall, start_paywall
 
 pytestmark = pytest.mark.anvil
 
@@ -97,7 +97,7 @@ def test_the_payers_retry_after_a_crash_gets_the_content_and_books_once(
         assert retry.json()["secret"] == "paid-data"
         receipt = unb64_json(retry.headers["payment-response"])
         assert receipt["success"] is True and receipt["transaction"].startswith("0x")
-        again = client.get(f"{server.url}/api/data", headers={"PAYMENT-SIGNATURE": header})
+        again = copy_after_delivery(client, f"{server.url}/api/data", header)
         assert again.status_code == 402 and again.json()["error"] == "nonce_already_used"
     assert chain_env.token.balance_of(payer.address) == PAYER_FUNDS - PRICE_ATOMIC
     assert _revenue(ledger, chain_env.merchant) == (PRICE_ATOMIC, 1)
@@ -145,7 +145,7 @@ def test_resolve_books_a_crashed_settlement_without_a_retry(
         assert retry.status_code == 200, retry.text
         assert retry.json()["secret"] == "paid-data"
         assert unb64_json(retry.headers["payment-response"])["success"] is True
-        replay = client.get(f"{server.url}/api/data", headers={"PAYMENT-SIGNATURE": header})
+        replay = copy_after_delivery(client, f"{server.url}/api/data", header)
         assert replay.status_code == 402 and replay.json()["error"] == "nonce_already_used"
     assert chain_env.token.balance_of(payer.address) == PAYER_FUNDS - PRICE_ATOMIC
     assert _revenue(ledger, chain_env.merchant) == (PRICE_ATOMIC, 1)

@@ -98,7 +98,9 @@ def test_a_live_claim_is_not_taken_over(chain_env: ChainEnv, store: PaymentStore
     header = sign_for(accepts, chain_env.new_payer())
     _claim_as_dead_owner(store, accepts, header, lease_s=60.0)
     response = _get(app, header)
-    assert response.status_code == 402 and response.json()["error"] == "nonce_already_used"
+    # Its owner may be alive and settling: retry later, not "spent".
+    assert response.status_code == 503 and response.json()["error"] == "payment_in_progress"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
     assert "paid-data" not in response.text
 
 
