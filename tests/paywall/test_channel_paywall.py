@@ -224,7 +224,7 @@ class _Channel:
                 "erc3009Authorization": {
                     "validAfter": str(auth.valid_after),
                     "validBefore": str(auth.valid_before),
-                    "salt": hex(salt),
+                    "salt": "0x" + salt.to_bytes(32, "big").hex(),  # 32 bytes, as the wire wants
                     "signature": "0x" + signed.signature.hex(),
                 }
             },
