@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
@@ -29,6 +30,14 @@ def checksum(text: str) -> ChecksumAddress:
     """
     if not is_address(text):
         raise AddressError(f"not an address (want 0x followed by 40 hex digits): {text!r}")
+    return _checksum(text)
+
+
+# Pure and hot: the channel voucher path checksums the same few addresses
+# dozens of times a request, and each costs a keccak (about 50 us). Only
+# strings that passed is_address get here, so the cache key is hashable.
+@lru_cache(maxsize=4096)
+def _checksum(text: str) -> ChecksumAddress:
     normalized = to_checksum_address(text)
     has_upper = any(c.isupper() for c in text[2:])
     has_lower = any(c.islower() for c in text[2:])
