@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
 
@@ -40,9 +40,27 @@ from farthing.paywall.errors import PaywallConfigError
 from farthing.wallet.address import checksum
 from farthing.wallet.escrow import ESCROW_EVENT_TOPICS
 
-__all__ = ["BookedEvents", "ChannelBookkeeper", "address_topic"]
+__all__ = [
+    "TOPICS_PER_FILTER_MAX",
+    "BookedEvents",
+    "ChannelBookkeeper",
+    "address_topic",
+    "chunked",
+]
 
 log = logging.getLogger("farthing.paywall")
+
+
+# How many channel ids one eth_getLogs filter names: public RPCs limit the
+# size of a topic list, and a receiver may have thousands of channels.
+TOPICS_PER_FILTER_MAX: Final = 100
+
+
+def chunked(items: list[bytes]) -> list[list[bytes]]:
+    """``items`` in lists of at most :data:`TOPICS_PER_FILTER_MAX`, for log filters."""
+    return [
+        items[i : i + TOPICS_PER_FILTER_MAX] for i in range(0, len(items), TOPICS_PER_FILTER_MAX)
+    ]
 
 
 def address_topic(address: str) -> bytes:
@@ -117,12 +135,13 @@ class ChannelBookkeeper:
             return BookedEvents()
         failures: list[str] = []
         claims = settles = 0
-        claimed_logs = escrow.chain.logs(
-            escrow.address,
-            [ESCROW_EVENT_TOPICS["Claimed"], list(records)],
-            from_block,
-            to_block,
-        )
+        claimed_logs = [
+            entry
+            for chunk in chunked(list(records))
+            for entry in escrow.chain.logs(
+                escrow.address, [ESCROW_EVENT_TOPICS["Claimed"], chunk], from_block, to_block
+            )
+        ]
         for entry in claimed_logs:
             record = records[entry.topics[1]]
             asset = self.assets.get(record.config.token)

@@ -37,7 +37,7 @@ from eth_abi.abi import decode as abi_decode
 
 from farthing.ledger import lookup_accounts
 from farthing.paywall.books import ChannelAsset, LedgerRevenueBook, account_id
-from farthing.paywall.channel_books import address_topic
+from farthing.paywall.channel_books import address_topic, chunked
 from farthing.paywall.channel_state import ChannelStore
 from farthing.paywall.errors import PaywallConfigError
 from farthing.wallet.address import checksum
@@ -101,7 +101,12 @@ def reconcile_channel_books(
     ids = [r.channel_id for r in records]
 
     def events(name: str, second: list[bytes]) -> list[Any]:
-        return escrow.chain.logs(escrow.address, [ESCROW_EVENT_TOPICS[name], second], from_block)
+        topic = ESCROW_EVENT_TOPICS[name]
+        return [
+            entry
+            for chunk in chunked(second)
+            for entry in escrow.chain.logs(escrow.address, [topic, chunk], from_block)
+        ]
 
     claimed_on_chain: dict[bytes, int] = defaultdict(int)
     for entry in events("Claimed", ids):
