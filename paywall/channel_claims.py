@@ -10,7 +10,9 @@
    (the withdraw delay is the only window left to claim, and the
    interval is far shorter than the 900 s minimum delay), its unclaimed
    amount reached ``threshold``, or it has waited ``claim_every_s``;
-3. settles (sweeps the claimed total to the receiver) after any claim;
+3. settles (sweeps the claimed total to the receiver) after any claim, and
+   whenever the escrow holds claimed money not yet swept (a cooperative
+   refund claims without settling);
 4. with a bookkeeper, books the ``Claimed`` and ``Settled`` events of the
    blocks it sent them in (:mod:`farthing.paywall.channel_books`).
 
@@ -146,21 +148,29 @@ class ChannelClaimer:
         except (PaymentStoreError, WalletError) as exc:
             return ClaimReport(failures=(str(exc),))
         now_ns = time.time_ns()
-        due = [
+        ours = [
             r
             for r in records
-            if (only is None or r.channel_id in only) and self._due(r, now_ns, force)
+            if (only is None or r.channel_id in only)
+            and r.config.receiver_authorizer == self.authorizer.address
         ]
-        head = await self._head() if due else None
+        due = [r for r in ours if self._due(r, now_ns, force)]
+        groups: dict[tuple[str, str], list[ChannelRecord]] = {}
+        for record in due:
+            groups.setdefault((record.config.receiver, record.config.token), []).append(record)
+        # Claimed but never swept (a cooperative refund claims without settling,
+        # or an earlier settle failed): settle those too.
+        pairs = {(r.config.receiver, r.config.token) for r in ours} - set(groups)
+        unsettled = await anyio.to_thread.run_sync(self._unsettled, pairs)
+        head = await self._head() if groups or unsettled else None
         claimed: dict[str, int] = {}
         transactions: list[str] = []
         failures: list[str] = []
         swept = 0
-        groups: dict[tuple[str, str], list[ChannelRecord]] = {}
-        for record in due:
-            groups.setdefault((record.config.receiver, record.config.token), []).append(record)
-        for (receiver, token), rows in groups.items():
+        for receiver, token in sorted({*groups, *unsettled}):
             requirements = ChannelRequirements(self.store.network, token, 0, receiver, 0, {})
+            rows = groups.get((receiver, token), [])
+            claimed_here = False
             for start in range(0, len(rows), CLAIMS_PER_BATCH_MAX):
                 batch = rows[start : start + CLAIMS_PER_BATCH_MAX]
                 ok, outcome = await self._claim(requirements, batch)
@@ -168,9 +178,10 @@ class ChannelClaimer:
                     failures.append(outcome)
                     continue
                 transactions.append(outcome)
+                claimed_here = True
                 for r in batch:
                     claimed["0x" + r.channel_id.hex()] = r.unclaimed
-            if claimed:
+            if claimed_here or (receiver, token) in unsettled:
                 payload = SettlePayload(receiver, token).to_wire()
                 try:
                     settled = await self.facilitator.settle_channel(
@@ -196,6 +207,22 @@ class ChannelClaimer:
             else:
                 failures.extend(booked.failures)
         return ClaimReport(claimed, tuple(transactions), swept, tuple(failures), booked)
+
+    def _unsettled(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (receiver, token) pairs whose claimed total on chain is above the settled one."""
+        escrow = self.store.escrow
+        if escrow is None:
+            return set()
+        out = set()
+        for receiver, token in pairs:
+            try:
+                total_claimed, total_settled = escrow.receiver(receiver, token)
+            except WalletError as exc:
+                log.warning("could not read the receiver's totals: %s", type(exc).__name__)
+                continue
+            if total_claimed > total_settled:
+                out.add((receiver, token))
+        return out
 
     async def _head(self) -> int | None:
         """The block to book events from: the head before our transactions."""

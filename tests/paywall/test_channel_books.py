@@ -7,7 +7,10 @@ ceiling); the receivables then hold exactly what the channel rows say was
 earned. The claimer claims and settles; the books follow the escrow's
 ``Claimed`` and ``Settled`` events, a second sync books nothing twice, and
 every account equals the chain: receivable 0, claimed-in-escrow 0, cash =
-the merchant's token balance = revenue.
+the merchant's token balance = revenue. Then two more requests and a
+cooperative refund: the refund's claim is booked as it lands, and the next
+(unforced) claimer tick settles that claimed money, so the books equal the
+chain again.
 """
 
 from __future__ import annotations
@@ -140,3 +143,33 @@ def test_books_follow_vouchers_claims_and_settles_exactly(
     again = app.channels.bookkeeper.sync(from_block=0)
     assert (again.claims, again.settles, again.failures) == (1, 1, ())
     assert balances(books, env, cid) == after
+
+    # Two more requests, then a cooperative refund: it claims what was earned
+    # (booked from its Claimed event) and the claimer sweeps it next tick.
+    earned = record.charged
+
+    async def refund() -> None:
+        async with asgi_client(app) as http:
+            for n in (1, 2):
+                r = await http.get("/api/data", headers=ch.header(ch.voucher(earned + n * p)))
+                assert r.status_code == 200, r.text
+            back = ch.voucher(earned + 2 * p)
+            back["type"] = "refund"
+            done = await http.get("/api/data", headers=ch.header(back))
+            assert done.status_code == 200, done.text
+        claimed_now = balances(books, env, cid)
+        assert claimed_now["receivable"] == 0 and claimed_now["claimed"] == 2 * p
+        assert app.channels is not None
+        swept = await app.channels.claimer.tick()
+        assert swept.failures == () and swept.claimed == {} and swept.settled == 2 * p
+
+    asyncio.run(refund())
+    total = earned + 2 * p
+    assert ChannelEscrow(env.chain).channel(ch.id) == (total, total)
+    assert env.token.balance_of(env.merchant) - merchant_before == total
+    assert balances(books, env, cid) == {
+        "receivable": 0,
+        "claimed": 0,
+        "cash": total,
+        "revenue": total,
+    }
