@@ -1,13 +1,14 @@
 """``@x402/fetch`` with ``@x402/evm``'s batch-settlement client, in a real Node process, pays our channel route.
 
 Our middleware runs under a real uvicorn on 127.0.0.1 in front of anvil, with
-a route that offers ``exact`` and ``batch-settlement``; the payer's key
+a ``batch-settlement`` route and a migrated SQLite ledger; the payer's key
 reaches Node on stdin. The Node script (``pay_with_x402_fetch_channel.mjs``)
 uses only the SDK's public API (plus a spend-control entry for our token):
 it opens a channel with one deposit and pays every request with a voucher.
 Each answer must carry the content and a ``PAYMENT-RESPONSE`` whose
 ``channelState`` counts up by the price; then our claimer claims and settles
-and the merchant's balance equals what our channel row says was earned.
+and the merchant's balance equals what our channel row and our books say
+was earned.
 """
 
 from __future__ import annotations
@@ -19,26 +20,30 @@ from pathlib import Path
 
 import pytest
 
+from farthing.ledger import LedgerDatabase
 from farthing.paywall import PaymentStore
+from farthing.paywall.books import LedgerRevenueBook
 from farthing.paywall.channel_state import ChannelStore
 from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, serve_in_thread
-from tests.paywall.test_channel_paywall import _app, channel_store_fixture
+from tests.paywall.test_channel_books import balances, channel_app, ledger_fixture
+from tests.paywall.test_channel_paywall import channel_store_fixture
 from tests.paywall.test_x402_fetch import REPO, _node_missing
 
 pytestmark = pytest.mark.anvil
-__all__ = ["channel_store_fixture"]  # the fixture, shared with test_channel_paywall
+__all__ = ["channel_store_fixture", "ledger_fixture"]  # fixtures shared with other modules
 
 SCRIPT = Path(__file__).with_name("pay_with_x402_fetch_channel.mjs")
 
 
 @pytest.mark.skipif(_node_missing() is not None, reason=str(_node_missing()))
 def test_x402_fetch_in_node_pays_our_channel_route(
-    chain_env: ChainEnv, store: PaymentStore, channel_store: ChannelStore
+    chain_env: ChainEnv, store: PaymentStore, channel_store: ChannelStore, ledger: LedgerDatabase
 ) -> None:
     env, payer, authorizer = chain_env, chain_env.new_payer(), LocalSigner.generate()
-    app = _app(env, store, channel_store, authorizer)
+    books = LedgerRevenueBook(ledger)
+    app = channel_app(env, store, channel_store, authorizer, books)
     requests_n = 6
     block_before = env.chain.block_number()
     merchant_before = env.token.balance_of(env.merchant)
@@ -78,3 +83,10 @@ def test_x402_fetch_in_node_pays_our_channel_route(
     assert report.failures == ()
     assert ChannelEscrow(env.chain).channel(record.channel_id) == (deposit, record.charged)
     assert env.token.balance_of(env.merchant) - merchant_before == requests_n * PRICE_ATOMIC
+    earned = requests_n * PRICE_ATOMIC
+    assert balances(books, env, "0x" + record.channel_id.hex()) == {
+        "receivable": 0,
+        "claimed": 0,
+        "cash": earned,
+        "revenue": earned,
+    }
