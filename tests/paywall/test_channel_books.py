@@ -10,7 +10,8 @@ every account equals the chain: receivable 0, claimed-in-escrow 0, cash =
 the merchant's token balance = revenue. Then two more requests and a
 cooperative refund: the refund's claim is booked as it lands, and the next
 (unforced) claimer tick settles that claimed money, so the books equal the
-chain again.
+chain again. A charge is booked once per reservation: a retry is
+``exists``, and two reservations that share a cumulative amount are two.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from starlette.routing import Route
 
 from farthing.ledger import LedgerDatabase, LedgerSettings, lookup_accounts, upgrade_database
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.books import ChannelAsset, LedgerRevenueBook, account_id
+from farthing.paywall.books import ChannelAsset, ChannelCharge, LedgerRevenueBook, account_id
 from farthing.paywall.channel_paywall import ChannelOptions
 from farthing.paywall.channel_state import ChannelStore
 from farthing.wallet.escrow import ChannelEscrow
@@ -173,3 +174,25 @@ def test_books_follow_vouchers_claims_and_settles_exactly(
         "cash": total,
         "revenue": total,
     }
+
+
+def test_a_charge_is_booked_once_per_reservation(ledger: LedgerDatabase) -> None:
+    # Two reservations may share a cumulative amount when a concurrent request
+    # released its ceiling in between; the reservation stamp keeps them apart,
+    # while a retry of one booking (same stamp) is "exists", never a second one.
+    books = LedgerRevenueBook(ledger)
+    asset = ChannelAsset("eip155:31337", "0x" + "aa" * 20, 6, "USDC")
+    cid = "0x" + "cd" * 32
+
+    def charge(stamp: int) -> ChannelCharge:
+        return ChannelCharge(asset, "0x" + "bb" * 20, "0x" + "cc" * 20, cid, 20, stamp, 10, "")
+
+    assert books.record_channel_charge(charge(1)).reason == "ok"
+    assert books.record_channel_charge(charge(1)).reason == "exists"
+    assert books.record_channel_charge(charge(2)).reason == "ok"
+    ledger_id = books.ledger_of(asset)
+    with books.database.read() as session:
+        (receivable,) = lookup_accounts(
+            session=session, ids=[account_id("receivable", ledger_id, cid)]
+        )
+    assert receivable.debits_posted == 20
