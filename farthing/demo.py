@@ -45,12 +45,12 @@ from farthing.console import emit_json, fail, out_console
 
 if TYPE_CHECKING:
     from farthing.agents.brain import Brain
-    from farthing.paywall.channel_claims import ClaimReport
-    from farthing.paywall.channel_paywall import ChannelOptions
-    from farthing.wallet.chain import Chain
     from farthing.agents.runner import RunReport
     from farthing.agents.settings import AgentSettings
     from farthing.ledger import LedgerDatabase
+    from farthing.paywall.channel_claims import ClaimReport
+    from farthing.paywall.channel_paywall import ChannelOptions
+    from farthing.wallet.chain import Chain
 
 __all__ = ["DEMO_BUDGET", "DEMO_SCHEMES", "DEMO_TASK", "app", "run_demo"]
 
@@ -195,7 +195,7 @@ def run_demo(
     from farthing.agents.tools import AgentToolkit, Task
     from farthing.ledger.report import revenue_report
     from farthing.paywall import LedgerRevenueBook, LocalFacilitator, PaymentStore
-    from farthing.wallet.chain import Chain, MemoryChain, open_chain
+    from farthing.wallet.chain import MemoryChain, open_chain
     from farthing.wallet.errors import AmountError
     from farthing.wallet.signer import LocalSigner
     from farthing.wallet.token import Stablecoin, deploy_stablecoin
@@ -379,8 +379,7 @@ def _transactions_since(chain: Chain, from_block: int) -> int:
     """On-chain transactions in the blocks ``from_block`` to the latest."""
     eth = chain.w3.eth
     return sum(
-        int(eth.get_block_transaction_count(n))
-        for n in range(from_block, chain.block_number() + 1)
+        int(eth.get_block_transaction_count(n)) for n in range(from_block, chain.block_number() + 1)
     )
 
 
