@@ -18,8 +18,10 @@ through ``httpx.ASGITransport``. The demo
 ``--scheme batch-settlement`` has the blog offer x402 ``batch-settlement``
 beside ``exact``; the agent, expecting several buys from the one blog, takes
 the channel: one deposit, a voucher per article (no transaction), then one
-claim and one settle by the merchant at the end. The agent's books are also
-reconciled with the escrow's events. ``exact`` (one transfer per article)
+claim and one settle by the merchant's own claimer at the end. Both sides'
+channel books are also reconciled with the escrow's events (the agent's
+deposits and charges, the merchant's claims and settles), and the breaks
+reported are the sum. ``exact`` (one transfer per article)
 stays the default.
 
 ``--chain-url URL`` runs the same against anvil (or any dev chain whose
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from farthing.agents.runner import RunReport
     from farthing.agents.settings import AgentSettings
     from farthing.ledger import LedgerDatabase
+    from farthing.paywall import PaywallMiddleware
     from farthing.paywall.channel_claims import ClaimReport
     from farthing.paywall.channel_paywall import ChannelOptions
     from farthing.wallet.chain import Chain
@@ -247,6 +250,7 @@ def run_demo(
             merchant = LocalSigner.generate().address
             store = PaymentStore.sqlite(Path(tmp) / "paywall.sqlite")
             facilitator = LocalFacilitator(chain, relayer)
+            merchant_books = LedgerRevenueBook(merchant_db)
             channels = (
                 _channel_options(chain, Path(tmp) / "paywall.sqlite")
                 if scheme == "batch-settlement"
@@ -257,7 +261,7 @@ def run_demo(
                 store=store,
                 pay_to=merchant,
                 asset=asset,
-                books=LedgerRevenueBook(merchant_db),
+                books=merchant_books,
                 channels=channels,
             )
             step(
@@ -300,7 +304,7 @@ def run_demo(
             settled = 0
             channel_breaks = 0
             if channels is not None:
-                claimed = asyncio.run(_claim_and_settle(channels, facilitator))
+                claimed = asyncio.run(_claim_and_settle(blog))
                 if claimed.failures:
                     fail(f"claiming the channel failed: {claimed.failures[0]}")
                 settled = claimed.settled
@@ -312,8 +316,15 @@ def run_demo(
             checked = check_books(books, chain, from_block=start_block)
             if channels is not None:
                 from farthing.agents.channels import reconcile_channels
+                from farthing.paywall.channel_reconcile import reconcile_channel_books
 
                 channel_breaks = len(reconcile_channels(payer, from_block=start_block))
+                # The merchant's side: the escrow's Claimed and Settled events
+                # against the channel revenue booked in its own ledger.
+                merchant_recon = reconcile_channel_books(
+                    channels.store, merchant_books, from_block=start_block
+                )
+                channel_breaks += len(merchant_recon.breaks)
                 records = channels.store.records()
                 revenue_total = sum(r.charged for r in records)
                 revenue_count = sum(1 for _ in report.bought)
@@ -368,11 +379,13 @@ def _channel_options(chain: Chain, database: Path) -> ChannelOptions:
     return ChannelOptions(store, LocalSigner.generate(), claim_in_background=False)
 
 
-async def _claim_and_settle(channels: ChannelOptions, facilitator: object) -> ClaimReport:
-    from farthing.paywall.channel_claims import ChannelClaimer
+async def _claim_and_settle(blog: PaywallMiddleware) -> ClaimReport:
+    """The merchant's claimer (the one the app runs), once: claim, settle, book both."""
+    from farthing.errors import InvariantError
 
-    claimer = ChannelClaimer(channels.store, facilitator, channels.receiver_authorizer)
-    return await claimer.tick(force=True)
+    if blog.channels is None:
+        raise InvariantError("the blog sells through channels")
+    return await blog.channels.claimer.tick(force=True)
 
 
 def _transactions_since(chain: Chain, from_block: int) -> int:
