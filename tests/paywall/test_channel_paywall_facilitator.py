@@ -58,7 +58,7 @@ def _deposit(s: Setup, amount: int, ceiling: int) -> dict[str, Any]:
             "erc3009Authorization": {
                 "validAfter": str(auth.valid_after),
                 "validBefore": str(auth.valid_before),
-                "salt": hex(salt),
+                "salt": "0x" + salt.to_bytes(32, "big").hex(),  # bytes32: leading zeros kept
                 "signature": "0x" + signed.signature.hex(),
             }
         },
