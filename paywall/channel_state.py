@@ -40,27 +40,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
 from sqlalchemy import (
     BigInteger,
     Column,
-    Engine,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
-    event,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.engine import Connection
 
 from farthing.invariant import invariant
 from farthing.paywall.channel_wire import (
@@ -79,7 +74,12 @@ from farthing.paywall.channel_wire import (
     ChannelStateWire,
     VoucherStateWire,
 )
-from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
+from farthing.paywall.database import (
+    READ_ONLY_OPTION,
+    database_errors,
+    open_paywall_database,
+)
+from farthing.paywall.errors import PaywallConfigError
 from farthing.wallet.address import checksum
 from farthing.wallet.channels import ChannelConfig, ChannelDomain, SignedVoucher
 from farthing.wallet.eip712 import recover_digest
@@ -98,7 +98,6 @@ __all__ = [
 
 _METADATA: Final = MetaData()
 _ZERO_ADDRESS: Final = "0x" + "00" * 20
-_READ_ONLY: Final = "farthing_read_only"
 _CONFIG_ABI: Final = ["(address,address,address,address,address,uint40,bytes32)"]
 
 # How old the chain mirror may be before a charge re-reads it (the spec's
@@ -279,62 +278,18 @@ class ChannelStore:
         state_ttl_s: float = STATE_TTL_S_DEFAULT,
         busy_timeout_s: float = 10.0,
     ) -> None:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise PaywallConfigError(f"cannot parse the paywall database URL {url!r}") from None
-        backend, _, _ = parsed.drivername.partition("+")
-        if backend == "sqlite":
-            if parsed.database in (None, "", ":memory:"):
-                raise PaywallConfigError(
-                    "the paywall database must be a file (sqlite:///PATH) so processes share it"
-                )
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.engine = self._sqlite(parsed, busy_timeout_s)
-        elif backend in ("postgresql", "postgres"):
-            self.engine = create_engine(
-                parsed.set(drivername="postgresql+psycopg"),
-                pool_pre_ping=True,
-                connect_args={"connect_timeout": 5},
-            )
-        else:
-            raise PaywallConfigError(f"unsupported paywall database {backend!r}")
+        database = open_paywall_database(url, busy_timeout_s=busy_timeout_s, immediate_writes=True)
+        self.engine = database.engine
         if state_ttl_s < 0:
             raise PaywallConfigError("state_ttl_s must not be negative")
-        self.dialect = "sqlite" if backend == "sqlite" else "postgresql"
-        self.display_url = parsed.render_as_string(hide_password=True)
+        self.dialect = database.dialect
+        self.display_url = database.display_url
         self.domain = domain
         self.network = network
         self.escrow = escrow
         self.state_ttl_ns = int(state_ttl_s * 1e9)
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
-
-    @staticmethod
-    def _sqlite(url: Any, busy_timeout_s: float) -> Engine:
-        engine = create_engine(
-            url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            # The driver's own BEGIN is deferred; take control so ours is IMMEDIATE.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(connection: Connection) -> None:
-            # The write lock at BEGIN: two requests on one channel can never both
-            # read the old state (a deferred BEGIN would let them, then fail one).
-            # Plain reads (get, records) stay deferred, so they never wait on it.
-            reading = connection.get_execution_options().get(_READ_ONLY, False)
-            connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
-
-        return engine
 
     def __repr__(self) -> str:
         return f"ChannelStore({self.display_url!r})"
@@ -344,13 +299,8 @@ class ChannelStore:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        try:
+        with database_errors("channel database", self.display_url):
             yield
-        except DBAPIError as exc:
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise PaymentStoreError(
-                f"the channel database at {self.display_url} failed: {detail}"
-            ) from None
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -362,7 +312,7 @@ class ChannelStore:
     @contextmanager
     def _reader(self) -> Iterator[Connection]:
         with self.engine.connect() as connection:
-            yield connection.execution_options(**{_READ_ONLY: True})
+            yield connection.execution_options(**{READ_ONLY_OPTION: True})
 
     @staticmethod
     def _key(channel_id: bytes) -> str:

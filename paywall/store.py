@@ -52,12 +52,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Engine,
     MetaData,
     String,
     Table,
-    create_engine,
-    event,
     inspect,
     or_,
     select,
@@ -65,10 +62,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, ProgrammingError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
+from farthing.paywall.database import database_errors, open_paywall_database
+from farthing.paywall.errors import PaywallConfigError
 
 __all__ = [
     "CLAIM_LEASE_S_DEFAULT",
@@ -227,28 +225,10 @@ class PaymentStore:
     """Payment records in SQLite (a file shared by processes) or PostgreSQL."""
 
     def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise PaywallConfigError(f"cannot parse the paywall database URL {url!r}") from None
-        backend, _, _ = parsed.drivername.partition("+")
-        if backend == "sqlite":
-            if parsed.database in (None, "", ":memory:"):
-                raise PaywallConfigError(
-                    "the paywall database must be a file (sqlite:///PATH) so processes share it"
-                )
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.engine = self._sqlite(parsed, busy_timeout_s)
-        elif backend in ("postgresql", "postgres"):
-            self.engine = create_engine(
-                parsed.set(drivername="postgresql+psycopg"),
-                pool_pre_ping=True,
-                connect_args={"connect_timeout": 5},
-            )
-        else:
-            raise PaywallConfigError(f"unsupported paywall database {backend!r}")
-        self.display_url = parsed.render_as_string(hide_password=True)
-        self.dialect = backend if backend == "sqlite" else "postgresql"
+        database = open_paywall_database(url, busy_timeout_s=busy_timeout_s)
+        self.engine = database.engine
+        self.display_url = database.display_url
+        self.dialect = database.dialect
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
             self._add_missing_columns()
@@ -263,23 +243,6 @@ class PaymentStore:
     @classmethod
     def sqlite(cls, path: Path | str) -> PaymentStore:
         return cls(f"sqlite:///{Path(path).expanduser()}")
-
-    @staticmethod
-    def _sqlite(url: Any, busy_timeout_s: float) -> Engine:
-        engine = create_engine(
-            url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            # WAL: readers never block the writer; other processes see commits at once.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-
-        return engine
 
     def __repr__(self) -> str:
         return f"PaymentStore({self.display_url!r})"
@@ -311,13 +274,8 @@ class PaymentStore:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        try:
+        with database_errors("paywall database", self.display_url):
             yield
-        except DBAPIError as exc:
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise PaymentStoreError(
-                f"the paywall database at {self.display_url} failed: {detail}"
-            ) from None
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
