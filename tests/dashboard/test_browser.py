@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -185,8 +186,10 @@ def test_the_overview_equals_the_ledgers_report(world: World, browser: Any, tmp_
         # Live: a third purchase shows up without a reload.
         buy_now(world, "withdrawn-1960")
         page.goto(f"{base}/")
-        page.wait_for_function(
-            "document.querySelector('#payments-last-hour').textContent === '3'", timeout=10_000
+        # A locator, not wait_for_function: its polling evaluates a string,
+        # which the dashboard's strict CSP (no unsafe-eval) refuses.
+        page.locator("#payments-last-hour").filter(has_text=re.compile(r"^3$")).wait_for(
+            timeout=10_000
         )
         page.close()
 

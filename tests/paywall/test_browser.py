@@ -340,8 +340,9 @@ def test_a_settlement_still_pending_is_retried_with_the_same_payment(
         try:
             page.get_by_role("button", name="Pay with wallet").click()
             # The 503 came back: the page says so, then asks again with the same payment.
-            page.wait_for_function("document.querySelector('#farthing-status')"
-                                   ".getAttribute('data-state') === 'pending'")  # fmt: skip
+            # A locator, not wait_for_function: its polling evaluates a string,
+            # which the page's strict CSP (no unsafe-eval) refuses.
+            page.locator("#farthing-status[data-state='pending']").wait_for()
             deadline = time.monotonic() + 30
             while len(payments) < 2 and time.monotonic() < deadline:
                 page.wait_for_timeout(250)
