@@ -19,10 +19,13 @@ from typing import Any
 __all__ = ["ARTIFACT_NAMES", "Artifact", "load_artifact"]
 
 ARTIFACT_NAMES: tuple[str, ...] = (
+    "AuthCaptureEscrow",
     "BatchSettlement",
     "BatchSettler",
     "ERC3009DepositCollector",
+    "ERC3009PaymentCollector",
     "Multicall3",
+    "OperatorRefundCollector",
     "Stablecoin",
 )
 

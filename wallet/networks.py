@@ -14,8 +14,11 @@ from farthing.wallet.errors import NetworkError
 from farthing.wallet.money import Asset
 
 __all__ = [
+    "AUTH_CAPTURE_CONTRACTS_V1_0",
+    "CANONICAL_AUTH_CAPTURE_CONTRACTS",
     "CANONICAL_CHANNEL_CONTRACTS",
     "NETWORKS",
+    "AuthCaptureContracts",
     "ChannelContracts",
     "Network",
     "caip2",
@@ -47,6 +50,39 @@ CANONICAL_CHANNEL_CONTRACTS = ChannelContracts(
 
 
 @dataclass(frozen=True, slots=True)
+class AuthCaptureContracts:
+    """Where the commerce-payments contracts of the x402 ``auth-capture`` scheme sit.
+
+    One CREATE2 set serves every chain. The local chains get our own contracts
+    (the v1.1 ABI) placed at the v1.1 addresses
+    (``farthing.wallet.authcapture.place_auth_capture_contracts``).
+    """
+
+    escrow: str  # AuthCaptureEscrow: holds, captures, voids, refunds, reclaims
+    erc3009_collector: str  # ERC3009PaymentCollector: collects with receiveWithAuthorization
+    permit2_collector: str  # Permit2PaymentCollector (not placed on local chains)
+    operator_refund_collector: str  # OperatorRefundCollector: refund liquidity from the operator
+
+
+# The canonical addresses, from the x402 auth-capture EVM spec ("Commerce-payments
+# deployments"). v1.1 is the default: `capture` and `charge` take a `feeAmount`.
+CANONICAL_AUTH_CAPTURE_CONTRACTS = AuthCaptureContracts(
+    escrow="0x13AC3b34322D12FE27D5e192D0c2b2266d4F29CB",
+    erc3009_collector="0xEA902B37036bcb4944577ec2101ABdEDF56EbD28",
+    permit2_collector="0x1aacb38b16a1a8709e80746825E53A0C9Cae9b70",
+    operator_refund_collector="0x6a1ADdEEb4bD9c5811a613e20c172b6CE61A4aaB",
+)
+# The older set, whose `capture` and `charge` take a `uint16 feeBps`. Named for
+# recognising it on the wire only: Farthing's binding speaks the v1.1 ABI.
+AUTH_CAPTURE_CONTRACTS_V1_0 = AuthCaptureContracts(
+    escrow="0xBdEA0D1bcC5966192B070Fdf62aB4EF5b4420cff",
+    erc3009_collector="0x0E3dF9510de65469C4518D7843919c0b8C7A7757",
+    permit2_collector="0x992476B9Ee81d52a5BdA0622C333938D0Af0aB26",
+    operator_refund_collector="0x934907bffd0901b6A21e398B9C53A4A38F02fa5d",
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Network:
     """A named chain: its CAIP-2 id, a default RPC URL and its stablecoin."""
 
@@ -56,6 +92,7 @@ class Network:
     usdc: Asset | None  # None when the token is deployed at run time (local)
     is_local: bool  # minting and printing dev keys are allowed only here
     channels: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS  # batch-settlement contracts
+    auth_capture: AuthCaptureContracts = CANONICAL_AUTH_CAPTURE_CONTRACTS  # auth-capture escrow
 
     @property
     def caip2(self) -> str:
