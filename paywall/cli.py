@@ -9,7 +9,12 @@ front of ``--upstream``, with routes from ``--config FILE`` and/or
 ``--route "GET /api/** 0.01 USDC"``. Payments are verified and settled by the
 in-process facilitator (``--rpc-url`` and ``--key-file``) or by a remote one
 (``--facilitator-url``). Once it listens it prints one line (``--json``:
-``{"url","upstream","network","routes"}``).
+``{"url","upstream","network","routes","channels"}``). With a ``[channels]``
+table (or ``--channel-authorizer-key-file``), routes whose ``schemes`` list
+``batch-settlement`` also sell through channels
+(``farthing.paywall.channel_setup``): the channel rows live in the payment
+database, claims run in the background while it serves, and the ready line
+names the receiver authorizer's address (never its key).
 
 ``claim`` claims and settles now what batch-settlement channels earned
 (all channels with unclaimed earnings, or one ``--channel``), signed by
@@ -30,14 +35,16 @@ database may settle with the same key.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 
 from farthing.console import emit_json, fail, out_console
 
 __all__ = [
+    "BuiltPaywall",
     "app",
     "build_paywall",
     "default_database_url",
@@ -114,6 +121,29 @@ def serve(
             help="How long a payment is one request's without renewal (handler + settlement).",
         ),
     ] = 180.0,
+    channel_authorizer_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--channel-authorizer-key-file",
+            help="batch-settlement: the receiver authorizer's key file (signs claims, refunds).",
+        ),
+    ] = None,
+    channel_withdraw_delay_s: Annotated[
+        int | None,
+        typer.Option(
+            "--channel-withdraw-delay-s", min=900, max=2_592_000, help="The payer's withdraw delay."
+        ),
+    ] = None,
+    channel_min_deposit: Annotated[
+        str | None,
+        typer.Option("--channel-min-deposit", help="Smallest deposit, e.g. '0.5 USDC'."),
+    ] = None,
+    channel_claim_interval_s: Annotated[
+        float | None,
+        typer.Option(
+            "--channel-claim-interval-s", min=0.05, max=600.0, help="How often claims are checked."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve UPSTREAM behind the paywall."""
@@ -134,19 +164,75 @@ def serve(
         public_url=public_url,
         rates=_rates(rate or []),
         routes=[parse_route_flag(text) for text in route or []],
+        channels={
+            "receiver_authorizer_key_file": channel_authorizer_key_file,
+            "withdraw_delay_s": channel_withdraw_delay_s,
+            "min_deposit": channel_min_deposit,
+            "claim_interval_s": channel_claim_interval_s,
+        },
     )
-    paywall, network = build_paywall(settings, claim_lease_s=claim_lease_s)
+    built = build_paywall(settings, claim_lease_s=claim_lease_s)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
     routes = [f"{','.join(r.methods)} {r.path}" for r in settings.routes]
+    channel_routes = [
+        f"{','.join(r.methods)} {r.path}" for r in settings.routes if CHANNEL in r.schemes
+    ]
+    channels = None
+    if built.receiver_authorizer is not None:
+        channels = {
+            "receiver_authorizer": built.receiver_authorizer,
+            "withdraw_delay_s": built.withdraw_delay_s,
+            "routes": channel_routes,
+        }
     if as_json:
-        emit_json({"url": url, "upstream": settings.upstream, "network": network, "routes": routes})
+        emit_json(
+            {"url": url, "upstream": settings.upstream, "network": built.network, "routes": routes,
+             "channels": channels}
+        )  # fmt: skip
     else:
         out_console.print(
-            f"paywall on {url} in front of {settings.upstream} ({network}): {', '.join(routes)}"
+            f"paywall on {url} in front of {settings.upstream} ({built.network}): "
+            f"{', '.join(routes)}"
         )
-    serve_app(paywall, sock)
+        if channels is not None:
+            offered = ", ".join(channel_routes) or "no route (claims only)"
+            out_console.print(
+                f"channels (batch-settlement) on {offered}; receiver authorizer "
+                f"{built.receiver_authorizer}, withdraw delay {built.withdraw_delay_s} s"
+            )
+    if channels is None:
+        serve_app(built.app, sock)
+    else:
+        _serve_with_lifespan(built.app, sock)
+
+
+CHANNEL: Final = "batch-settlement"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltPaywall:
+    """What :func:`build_paywall` returns: the app, its network, and the channel terms if on."""
+
+    app: Any
+    network: str
+    receiver_authorizer: str | None = None  # the address only: the key stays in the signer
+    withdraw_delay_s: int | None = None
+
+
+def _serve_with_lifespan(asgi_app: Any, sock: Any) -> None:
+    """Serve with the ASGI lifespan on: the channel claimer runs for as long as the app does."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        asgi_app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def settlement_facilitator(
@@ -190,8 +276,14 @@ def revenue_books(ledger_database_url: str | None) -> Any:
     return LedgerRevenueBook(database)
 
 
-def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> tuple[Any, str]:
-    """The proxy behind the middleware, from checked settings; returns it and its network."""
+def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> BuiltPaywall:
+    """The proxy behind the middleware, from checked settings, with its network and channels."""
+    from farthing.paywall.channel_setup import (
+        build_channel_options,
+        load_receiver_authorizer,
+        require_channel_facilitator,
+    )
+    from farthing.paywall.keys import load_token_file
     from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
     from farthing.paywall.proxy import ReverseProxy
     from farthing.paywall.store import PaymentStore
@@ -208,9 +300,16 @@ def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> tuple
         fail("no payee: pass --pay-to ADDRESS or set pay_to in the config file")
     if not settings.rpc_url or not settings.token:
         fail("the token is described by the chain: pass --rpc-url and --token")
+    channel_settings = settings.channels
+    offered = [r.path for r in settings.routes if CHANNEL in r.schemes]
+    if offered and channel_settings is None:
+        fail(f"the route {offered[0]} offers batch-settlement: add a [channels] table")
+    # Read before the chain is opened, so a bad key file is the first thing said.
+    authorizer = None if channel_settings is None else load_receiver_authorizer(channel_settings)
     chain = open_chain(settings.rpc_url)
     asset = read_asset(chain, settings.token)
-    store = PaymentStore(settings.database_url or default_database_url())
+    database_url = settings.database_url or default_database_url()
+    store = PaymentStore(database_url)
     facilitator = settlement_facilitator(
         chain,
         facilitator_url=settings.facilitator_url,
@@ -218,9 +317,30 @@ def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> tuple
         key_file=settings.key_file,
         nonce_store=store,  # processes sharing the database may share the relayer key
     )
-    books = revenue_books(settings.ledger_database_url)
     if settings.rounding not in ("exact", "up"):
         fail(f"rounding must be 'exact' or 'up', got {settings.rounding!r}")
+    channels = None
+    if channel_settings is not None and authorizer is not None:
+        token_file = settings.facilitator_token_file
+        require_channel_facilitator(
+            facilitator,
+            chain.network,
+            probe_token=(
+                load_token_file(token_file).get_secret_value()
+                if settings.facilitator_url and token_file
+                else None
+            ),
+        )
+        channels = build_channel_options(
+            channel_settings,
+            chain=chain,
+            asset=asset,
+            database_url=database_url,
+            authorizer=authorizer,
+            rates=settings.rates,
+            rounding=settings.rounding,
+        )
+    books = revenue_books(settings.ledger_database_url)
     receipts = _receipts(settings)
     page: dict[str, Any] = {}
     if settings.preview_selectors:
@@ -238,9 +358,15 @@ def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> tuple
         rounding=settings.rounding,
         public_url=settings.public_url,
         receipts=receipts,
+        channels=channels,
         **page,
     )
-    return PaywallMiddleware(ReverseProxy(settings.upstream), options=options), chain.network
+    app = PaywallMiddleware(ReverseProxy(settings.upstream), options=options)
+    if channels is None:
+        return BuiltPaywall(app, chain.network)
+    return BuiltPaywall(
+        app, chain.network, channels.receiver_authorizer.address, channels.withdraw_delay_s
+    )
 
 
 @app.command()
@@ -268,10 +394,28 @@ def init(
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="Payment records.")
     ] = None,
+    channels: Annotated[
+        bool,
+        typer.Option(
+            "--channels",
+            help="Also sell through batch-settlement channels (writes [channels] and a "
+            "receiver-authorizer key, mode 600).",
+        ),
+    ] = False,
+    withdraw_delay_s: Annotated[
+        int,
+        typer.Option(
+            "--withdraw-delay-s", min=900, max=2_592_000, help="With --channels: the payer's delay."
+        ),
+    ] = 900,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was written as JSON.")
+    ] = False,
 ) -> None:
     """Write a commented farthing.toml (and a receipt secret) for `serve --config`."""
-    from farthing.paywall.init_config import InitChoices, write_config
+    from farthing.paywall.init_config import AUTHORIZER_KEY_NAME, InitChoices, write_config
+    from farthing.paywall.keys import load_key_file
 
     currency, rate_value = next(iter(_rates([rate]).items()))
     if key_file is None and facilitator_url is None:
@@ -290,9 +434,21 @@ def init(
         key_file=key_file,
         facilitator_url=facilitator_url,
         database_url=database_url or f"sqlite:///{(output.parent / 'paywall.sqlite').resolve()}",
+        channels=channels,
+        withdraw_delay_s=withdraw_delay_s,
     )
     written = write_config(output, choices, force=force)
+    # Only the address is shown; the key stays in its file.
+    authorizer = load_key_file(output.parent / AUTHORIZER_KEY_NAME).address if channels else None
+    if as_json:
+        emit_json(
+            {"written": [str(p) for p in written], "receiver_authorizer": authorizer,
+             "next": f"farthing paywall serve --config {output}"}
+        )  # fmt: skip
+        return
     out_console.print(f"wrote {', '.join(str(p) for p in written)}")
+    if authorizer is not None:
+        out_console.print(f"channels: receiver authorizer {authorizer}")
     out_console.print(f"next: farthing paywall serve --config {output}")
 
 

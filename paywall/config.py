@@ -27,9 +27,19 @@
     path = "/api/**"
     methods = ["GET", "POST"]
     price = "0.1 CNY"
+    schemes = ["exact", "batch-settlement"]  # also sell through channels (default ["exact"])
+
+    [channels]                               # needed when a route offers batch-settlement
+    receiver_authorizer_key_file = "authorizer.key"   # signs claims and refunds (mode 600)
+    withdraw_delay_s = 900                   # the payer's withdraw delay, 900 s to 30 days
+    min_deposit = "0.5 USDC"                 # optional: advertised as extra.minDeposit
+    claim_interval_s = 30                    # how often the background claimer looks
+    claim_every_s = 3600                     # claim a channel idle this long
+    claim_threshold = "1 USDC"               # optional: claim once this much is unclaimed
 
 Paths in the file are relative to the file. Every value is checked here, so a
-mistake is one clear line at start-up.
+mistake is one clear line at start-up; prices in ``[channels]`` are converted
+with the asset read from the chain (``farthing.paywall.channel_setup``).
 """
 
 from __future__ import annotations
@@ -41,8 +51,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from farthing.paywall.channel_setup import CHANNEL_KEYS, ChannelSettings
 from farthing.paywall.errors import PaywallConfigError
-from farthing.paywall.routes import PaidRoute
+from farthing.paywall.routes import SCHEMES, PaidRoute
+from farthing.wallet.channels import WITHDRAW_DELAY_MAX_S, WITHDRAW_DELAY_MIN_S
 
 __all__ = ["ServeConfig", "load_config", "parse_route_flag"]
 
@@ -54,7 +66,7 @@ _KNOWN_KEYS: Final = frozenset(
         "upstream", "pay_to", "token", "rpc_url", "key_file", "facilitator_url",
         "facilitator_token_file", "database_url", "ledger_database_url", "rounding",
         "rates", "routes", "public_url", "receipt_secret_file", "receipt_lifetime_s",
-        "preview_selectors",
+        "preview_selectors", "channels",
     }
 )  # fmt: skip
 
@@ -79,13 +91,26 @@ class ServeConfig:
     receipt_secret_file: Path | None = None  # None: a random secret for this process only
     receipt_lifetime_s: int | None = None
     preview_selectors: tuple[str, ...] | None = None  # the article element, tried in order
+    channels: ChannelSettings | None = None  # the [channels] table: batch-settlement is on
 
     def with_flags(self, **flags: Any) -> ServeConfig:
-        """Flags win over the file; routes given as flags are added after the file's."""
+        """Flags win over the file; routes given as flags are added after the file's.
+
+        ``channels`` (a dict of :class:`ChannelSettings` fields) is laid over
+        the file's ``[channels]`` table; any channel flag alone turns channels on.
+        """
         extra_routes = tuple(flags.pop("routes", ()) or ())
         rates = {**self.rates, **(flags.pop("rates", None) or {})}
+        channel_flags = {
+            k: v for k, v in (flags.pop("channels", None) or {}).items() if v is not None
+        }
+        channels = self.channels
+        if channel_flags:
+            channels = (channels or ChannelSettings()).with_flags(**channel_flags)
         chosen = {k: v for k, v in flags.items() if v is not None}
-        return replace(self, **chosen, rates=rates, routes=self.routes + extra_routes)
+        return replace(
+            self, **chosen, rates=rates, routes=self.routes + extra_routes, channels=channels
+        )
 
 
 def parse_route_flag(text: str) -> PaidRoute:
@@ -119,6 +144,7 @@ def _route(data: object, index: int) -> PaidRoute:
         "mime_type",
         "preview_fraction",
         "max_timeout_seconds",
+        "schemes",
     }
     if unknown:
         raise PaywallConfigError(f"{where}: unknown keys {sorted(unknown)}")
@@ -154,6 +180,66 @@ def _route(data: object, index: int) -> PaidRoute:
         mime_type=_text(data, "mime_type", where) or "",
         preview_fraction=fraction,
         max_timeout_seconds=timeout,
+        schemes=_schemes(data.get("schemes", ["exact"]), where),
+    )
+
+
+def _schemes(value: object, where: str) -> tuple[str, ...]:
+    known = ", ".join(sorted(SCHEMES))
+    if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+        raise PaywallConfigError(f'{where}: schemes must be a list such as ["exact"] (of {known})')
+    unknown = [s for s in value if s not in SCHEMES]
+    if unknown:
+        raise PaywallConfigError(f"{where}: unknown scheme {unknown[0][:40]!r} (want {known})")
+    if len(set(value)) != len(value):
+        raise PaywallConfigError(f"{where}: schemes lists a scheme twice")
+    return tuple(value)
+
+
+def _seconds(data: dict[str, Any], key: str, *, integer: bool = False) -> Any:
+    value = data.get(key)
+    if value is None:
+        return None
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        what = "an integer" if integer else "a number"
+        raise PaywallConfigError(f"channels.{key} must be {what} of seconds")
+    if value <= 0:
+        raise PaywallConfigError(f"channels.{key} must be positive")
+    return value
+
+
+def _channel_price(data: dict[str, Any], key: str) -> str | int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise PaywallConfigError(
+            f'channels.{key} must be text such as "0.5 USDC" or atomic units (no floats)'
+        )
+    return value
+
+
+def _channels(data: object, path: Path) -> ChannelSettings:
+    if not isinstance(data, dict):
+        raise PaywallConfigError(f"{path}: channels must be a table ([channels])")
+    unknown = set(data) - CHANNEL_KEYS
+    if unknown:
+        raise PaywallConfigError(f"{path}: [channels] has unknown keys {sorted(unknown)}")
+    key_file = _text(data, "receiver_authorizer_key_file", "[channels]")
+    delay_s = _seconds(data, "withdraw_delay_s", integer=True)
+    if delay_s is not None and not WITHDRAW_DELAY_MIN_S <= delay_s <= WITHDRAW_DELAY_MAX_S:
+        raise PaywallConfigError(
+            f"channels.withdraw_delay_s must be {WITHDRAW_DELAY_MIN_S} to {WITHDRAW_DELAY_MAX_S} s "
+            f"(the escrow's bounds), got {delay_s}"
+        )
+    return ChannelSettings(
+        receiver_authorizer_key_file=(path.parent / key_file).resolve() if key_file else None,
+        withdraw_delay_s=delay_s,
+        min_deposit=_channel_price(data, "min_deposit"),
+        claim_interval_s=_seconds(data, "claim_interval_s"),
+        claim_every_s=_seconds(data, "claim_every_s"),
+        claim_threshold=_channel_price(data, "claim_threshold"),
     )
 
 
@@ -193,6 +279,15 @@ def load_config(path: Path) -> ServeConfig:
             f'{path}: preview_selectors must be a list of CSS selectors, e.g. ["article", "main"]'
         )
 
+    channels = _channels(data["channels"], path) if "channels" in data else None
+    parsed_routes = tuple(_route(route, i) for i, route in enumerate(routes))
+    for index, route in enumerate(parsed_routes):
+        if "batch-settlement" in route.schemes and channels is None:
+            raise PaywallConfigError(
+                f"{path}: routes[{index}] offers batch-settlement but there is no [channels] "
+                "table (add one with receiver_authorizer_key_file)"
+            )
+
     def local(key: str) -> Path | None:
         text = _text(data, key, where)
         return None if text is None else (path.parent / text).resolve()
@@ -210,8 +305,9 @@ def load_config(path: Path) -> ServeConfig:
         public_url=_text(data, "public_url", where),
         rounding=_text(data, "rounding", where) or "exact",
         rates=dict(rates),
-        routes=tuple(_route(route, i) for i, route in enumerate(routes)),
+        routes=parsed_routes,
         receipt_secret_file=local("receipt_secret_file"),
         receipt_lifetime_s=lifetime,
         preview_selectors=tuple(selectors) if selectors is not None else None,
+        channels=channels,
     )

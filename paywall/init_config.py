@@ -2,21 +2,28 @@
 
 The file names every setting ``farthing paywall serve --config`` reads
 (``farthing.paywall.config``), with a comment on what it does. A fresh random
-receipt secret is written next to it, readable by its owner only.
+receipt secret is written next to it, readable by its owner only. With
+``channels`` (``init --channels``) the route also sells through x402
+``batch-settlement`` channels: the file gets a ``[channels]`` table and a
+fresh receiver-authorizer key is written beside it, mode 600 (only its
+address is ever shown).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.receipts import write_receipt_secret
+from farthing.wallet.signer import LocalSigner
 
-__all__ = ["InitChoices", "render_config", "write_config"]
+__all__ = ["InitChoices", "render_config", "write_authorizer_key", "write_config"]
 
 RECEIPT_SECRET_NAME = "receipt.secret"
+AUTHORIZER_KEY_NAME = "authorizer.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,8 @@ class InitChoices:
     key_file: str | None = "relayer.key"
     facilitator_url: str | None = None
     database_url: str = "sqlite:///paywall.sqlite"
+    channels: bool = False  # also sell through batch-settlement channels
+    withdraw_delay_s: int = 900  # the payer's withdraw delay (the escrow's floor)
 
 
 def _q(text: str) -> str:
@@ -62,6 +71,25 @@ def render_config(choices: InitChoices) -> str:
             '# facilitator_url = "https://facilitator.example"\n'
         )
     network = f" ({choices.network})" if choices.network else ""
+    schemes = ""
+    channels = ""
+    if choices.channels:
+        schemes = (
+            '\nschemes = ["exact", "batch-settlement"]   # browsers pay once; agents use a channel'
+        )
+        channels = f"""
+# Channels (x402 batch-settlement): a reader or agent deposits once and pays each
+# article with a signed voucher, no transaction; earnings are claimed in batches.
+[channels]
+# This key signs claims and refunds (never funds: it needs no ETH or USDC); mode 600.
+receiver_authorizer_key_file = {_q(AUTHORIZER_KEY_NAME)}
+# How long a payer waits to withdraw unspent money: your window to claim (900 s to 30 days).
+withdraw_delay_s = {choices.withdraw_delay_s}
+# min_deposit = "0.5 USDC"       # the smallest deposit you accept
+# claim_interval_s = 30          # how often earnings are checked for claiming
+# claim_every_s = 3600           # claim a channel idle this long
+# claim_threshold = "1 USDC"     # claim once this much is unclaimed
+"""
     return f"""\
 # farthing.toml: your site behind an x402 paywall. Serve it with
 #   farthing paywall serve --config farthing.toml
@@ -107,8 +135,8 @@ preview_selectors = ["article", "main"]
 path = {_q(choices.path)}
 price = {_q(choices.price)}
 preview_fraction = {_q(choices.preview_fraction)}    # the first third is free
-description = "an article"
-"""
+description = "an article"{schemes}
+{channels}"""
 
 
 def write_config(path: Path, choices: InitChoices, *, force: bool = False) -> list[Path]:
@@ -122,4 +150,20 @@ def write_config(path: Path, choices: InitChoices, *, force: bool = False) -> li
     if force or not secret.exists():
         write_receipt_secret(secret)
         written.append(secret)
+    if choices.channels:
+        key = path.parent / AUTHORIZER_KEY_NAME
+        if force or not key.exists():
+            write_authorizer_key(key)
+            written.append(key)
     return written
+
+
+def write_authorizer_key(path: Path) -> str:
+    """A new receiver-authorizer key, readable by its owner only; returns its address."""
+    signer = LocalSigner.generate()
+    # Created 600 (no moment where others could read it), then written.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(signer.private_key.get_secret_value() + "\n")
+    path.chmod(0o600)  # an existing file keeps its old mode through O_CREAT
+    return signer.address
