@@ -55,6 +55,7 @@ from farthing.ledger import (
     NewAccount,
     NewTransfer,
     PaymentDetails,
+    PendingTransfer,
     Transfer,
     TransferFlags,
     create_accounts,
@@ -68,6 +69,8 @@ __all__ = [
     "ChannelAccountCode",
     "ChannelTransferCode",
     "ChargeIntent",
+    "DepositAuthorization",
+    "OpenDeposit",
     "book_extra_charge",
     "book_refund",
     "booked_charges",
@@ -76,6 +79,8 @@ __all__ = [
     "escrow_account_id",
     "escrow_balance",
     "locked_total",
+    "open_charge",
+    "open_deposits",
     "post_charge",
     "post_deposit",
     "reserve_charge",
@@ -85,6 +90,7 @@ __all__ = [
 ]
 
 _transfers = table_of(Transfer)
+_open = table_of(PendingTransfer)
 
 # A charge or deposit waits at most this long for the seller's answer before
 # its reservation may expire; the lease on the channel is shorter.
@@ -242,6 +248,69 @@ def deposit_room(
     return max(0, min(room) - locked_total(session, books) + uncovered)
 
 
+@dataclass(frozen=True, slots=True)
+class DepositAuthorization:
+    """The ERC-3009 terms a deposit is signed with, stored with its reservation."""
+
+    nonce: str  # 0x + 32 bytes of hex: deposit_nonce(channel id, salt)
+    payer: str
+    valid_after: int
+    valid_before: int
+
+
+def _deposit_details(books: AgentBooks, auth: DepositAuthorization | None) -> PaymentDetails:
+    # No network or token while pending: the token reconciliation looks at a
+    # deposit once it is posted with its transaction, as before.
+    if auth is None:
+        return PaymentDetails(purpose="channel deposit")
+    return PaymentDetails(
+        authorization_nonce=auth.nonce,
+        payer_address=auth.payer,
+        valid_after=auth.valid_after,
+        valid_before=auth.valid_before,
+        purpose="channel deposit",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenDeposit:
+    """A deposit reserved and not yet posted or voided: its money may be on its way to escrow."""
+
+    deposit_id: int
+    amount: int
+    nonce: str | None
+    valid_after: int | None
+    valid_before: int | None
+
+
+def open_deposits(books: AgentBooks, channel_id: str) -> list[OpenDeposit]:
+    """The channel's deposits still reserved, oldest first."""
+    t = _transfers.c
+    with books.database.read() as session:
+        rows = session.execute(
+            select(t.id, t.amount, t.authorization_nonce, t.valid_after, t.valid_before)
+            .join(_open, _open.c.transfer_id == t.id)
+            .where(
+                t.credit_account_id == escrow_account_id(books, channel_id),
+                t.code == int(ChannelTransferCode.CHANNEL_DEPOSIT),
+            )
+            .order_by(t.timestamp_ns)
+        ).all()
+    return [OpenDeposit(int(r[0]), int(r[1]), r[2], r[3], r[4]) for r in rows]
+
+
+def open_charge(books: AgentBooks, payment_id: int) -> int | None:
+    """A charge's reserved ceiling while it is still reserved; None once posted, voided or expired."""
+    t = _transfers.c
+    with books.database.read() as session:
+        amount = session.execute(
+            select(t.amount)
+            .join(_open, _open.c.transfer_id == t.id)
+            .where(t.id == payment_id, t.code == int(ChannelTransferCode.CHANNEL_CHARGE))
+        ).scalar()
+    return None if amount is None else int(amount)
+
+
 def reserve_deposit(
     books: AgentBooks,
     *,
@@ -250,8 +319,15 @@ def reserve_deposit(
     amount: int,
     wanted_min: int,
     task_id: str | None,
+    authorization: DepositAuthorization | None = None,
 ) -> int | str:
-    """Lock up to ``amount`` (at least ``wanted_min``) for a deposit: the amount locked, or a reason."""
+    """Lock up to ``amount`` (at least ``wanted_min``) for a deposit: the amount locked, or a reason.
+
+    ``authorization`` (the ERC-3009 nonce and window the deposit will be
+    signed with, chosen before anything is signed) is stored with the
+    reservation, so a deposit whose process died can be resolved from the
+    token's ``AuthorizationUsed`` log, or signed again, byte for byte.
+    """
     books.ensure()
     try:
         with books.database.write() as session:
@@ -274,7 +350,7 @@ def reserve_deposit(
                         code=ChannelTransferCode.CHANNEL_DEPOSIT,
                         flags=TransferFlags.PENDING,
                         timeout_s=_HOLD_S,
-                        payment=PaymentDetails(purpose="channel deposit"),
+                        payment=_deposit_details(books, authorization),
                     )
                 ],
             )

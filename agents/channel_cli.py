@@ -4,7 +4,9 @@
 status (``--json`` for scripts). ``withdraw CHANNEL_ID`` starts the timed
 withdrawal (``initiateWithdraw``) of everything not yet claimed and stops the
 channel; ``finalize CHANNEL_ID`` takes the money back once the delay has
-passed and books it. ``reconcile`` matches the escrow's events with the books.
+passed and books it. ``reconcile`` matches the escrow's events with the books;
+with ``--resolve`` it first settles from the chain what a process that died
+left behind (``farthing.agents.channels.resolve_channels``).
 Both writes are on-chain transactions from the agent's wallet, which pays
 their gas. A refusal is one line and exit status 1.
 """
@@ -17,7 +19,7 @@ import typer
 
 from farthing.agents.admin_cli import DatabaseOpt, JsonOpt, NetworkOpt, RpcOpt, TokenOpt
 from farthing.agents.channel_store import get_channel, list_channels, update_channel
-from farthing.agents.channels import ChannelPayer, reconcile_channels
+from farthing.agents.channels import ChannelPayer, reconcile_channels, resolve_channels
 from farthing.console import emit_json, fail, out_console
 
 __all__ = ["channels_app"]
@@ -121,6 +123,14 @@ def reconcile(
     rpc_url: RpcOpt = None,
     token: TokenOpt = None,
     database_url: DatabaseOpt = None,
+    resolve: Annotated[
+        bool,
+        typer.Option(
+            "--resolve",
+            help="First settle from the chain what a dead process left: deposits, refunds, "
+            "withdrawals, charges the chain proves.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Match the escrow's events (deposits, refunds, withdrawals, claims) with the books."""
@@ -128,12 +138,17 @@ def reconcile(
 
     workspace = _open(None, None, None, network, rpc_url, token, database_url)
     try:
+        resolutions = resolve_channels(workspace.payer) if resolve else []
         breaks = reconcile_channels(workspace.payer)
     finally:
         workspace.close()
     if as_json:
         emit_json(
             {
+                "resolutions": [
+                    {"channel_id": r.channel_id, "action": r.action, "amount": str(r.amount)}
+                    for r in resolutions
+                ],
                 "breaks": [
                     {
                         "channel_id": b.channel_id,
@@ -142,10 +157,12 @@ def reconcile(
                         "books_amount": str(b.books_amount),
                     }
                     for b in breaks
-                ]
+                ],
             }
         )
     else:
+        for r in resolutions:
+            out_console.print(f"resolved {r.channel_id}: {r.action} {r.amount or ''}".rstrip())
         for b in breaks:
             out_console.print(
                 f"[red]break[/red] {b.channel_id} {b.kind}: chain {b.chain_amount}, books {b.books_amount}"

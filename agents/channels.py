@@ -36,6 +36,7 @@ request once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -48,9 +49,13 @@ from eth_abi.abi import decode as abi_decode
 from farthing.agents.challenge import Challenge, Offer, read_challenge
 from farthing.agents.channel_books import (
     ChargeIntent,
+    DepositAuthorization,
+    OpenDeposit,
     book_extra_charge,
     book_refund,
     booked_charges,
+    open_charge,
+    open_deposits,
     post_charge,
     post_deposit,
     reserve_charge,
@@ -62,11 +67,13 @@ from farthing.agents.channel_store import (
     Lease,
     acquire,
     get_channel,
+    list_channels,
     release,
     slot_salt,
     update_channel,
 )
 from farthing.agents.outcome import OutcomeStatus, PaymentOutcome
+from farthing.faults import crash_point
 from farthing.ledger import new_id
 from farthing.paywall import channel_wire as wire
 from farthing.paywall.wire import (
@@ -84,12 +91,18 @@ from farthing.wallet.channels import (
     sign_voucher,
 )
 from farthing.wallet.eip712 import recover_digest
-from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
+from farthing.wallet.eip3009 import (
+    Authorization,
+    TokenDomain,
+    build_authorization,
+    sign_receive_authorization,
+)
 from farthing.wallet.errors import ChainError
 from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ChannelEscrow
 from farthing.wallet.money import Asset
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import TxSigner
+from farthing.wallet.token import Stablecoin
 
 if TYPE_CHECKING:
     from farthing.agents.payer import Intent, Payer
@@ -99,7 +112,9 @@ __all__ = [
     "ChannelBreak",
     "ChannelPayer",
     "ChannelPrepared",
+    "ChannelResolution",
     "reconcile_channels",
+    "resolve_channels",
 ]
 
 log = logging.getLogger("farthing.agents")
@@ -161,6 +176,22 @@ class ChannelPrepared:
 
 def _cid(channel_id: str) -> bytes:
     return bytes.fromhex(channel_id[2:])
+
+
+def _deposit_salt(deposit_id: int) -> int:
+    """A deposit's salt, derived from its id (saved before signing), so a retry signs the same bytes."""
+    digest = hashlib.sha256(b"farthing.agents.channel-deposit\x1f" + deposit_id.to_bytes(16, "big"))
+    return int.from_bytes(digest.digest(), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class _Adopted:
+    """What :meth:`ChannelPayer._adopt` learned about a channel whose last request died."""
+
+    row: ChannelRow
+    orphan_id: int | None  # the dead request's charge, still reserved
+    orphan_ceiling: int
+    resend: OpenDeposit | None  # its deposit, unused on chain and still inside its window
 
 
 class ChannelPayer:
@@ -236,40 +267,75 @@ class ChannelPayer:
         if lease is None:
             detail = "every channel to this seller is busy or stopped"
             return _not_paid(url, intent, "channel_busy", detail, terms)
+        adopted: _Adopted | None = None
         try:
             row = lease.row if lease.row is not None else self._cold_start(lease)
+            if row.inflight_id is not None:
+                adopted = self._adopt(row)
+                row = adopted.row
         except ChainError as exc:
             release(self.books, lease)
             return _not_paid(url, intent, "chain_unavailable", str(exc), terms)
-        payment_id = new_id()
-        reserved = reserve_charge(
-            self.books,
-            ChargeIntent(
-                payment_id=payment_id,
-                channel_id=lease.channel_id,
-                pay_to=offer.requirements.pay_to,
-                ceiling=price,
-                resource=url,
-                task_id=intent.task_id,
-                purpose=intent.purpose,
-            ),
-        )
-        if reserved != "ok":
-            release(self.books, lease)
-            return _not_paid(url, intent, reserved, None, terms)
+        if (
+            adopted is not None
+            and adopted.orphan_id is not None
+            and adopted.orphan_ceiling >= price
+        ):
+            # The dead request's charge is re-presented as this one: its voucher
+            # (charged + price) is the same, so the seller charges it once.
+            payment_id = adopted.orphan_id
+        else:
+            if adopted is not None and adopted.orphan_id is not None:
+                # Too small to cover this request. If the seller did charge it,
+                # its corrective 402 proves it and the resync books it.
+                void_pending(self.books, adopted.orphan_id)
+            payment_id = new_id()
+            reserved = reserve_charge(
+                self.books,
+                ChargeIntent(
+                    payment_id=payment_id,
+                    channel_id=lease.channel_id,
+                    pay_to=offer.requirements.pay_to,
+                    ceiling=price,
+                    resource=url,
+                    task_id=intent.task_id,
+                    purpose=intent.purpose,
+                ),
+            )
+            if reserved != "ok":
+                release(self.books, lease)
+                return _not_paid(url, intent, reserved, None, terms)
         needed = row.charged + price
         deposit_id: int | None = None
         deposit_amount = 0
         deposit_wire: wire.Erc3009Deposit | None = None
-        if needed > row.balance:
-            refused = self._reserve_deposit(row, price, needed, extra, intent)
+        resend = adopted.resend if adopted is not None else None
+        if needed > row.balance and resend is not None and row.balance + resend.amount >= needed:
+            # The dead request's deposit never reached the chain and is still
+            # valid: sign it again, byte for byte, so it can land only once.
+            deposit_id, deposit_amount = resend.deposit_id, resend.amount
+            assert resend.valid_after is not None and resend.valid_before is not None
+            deposit_wire = self._sign_deposit(
+                lease,
+                Authorization(
+                    from_address=self.payer.address,
+                    to=self.collector,
+                    value=resend.amount,
+                    valid_after=resend.valid_after,
+                    valid_before=resend.valid_before,
+                    nonce=deposit_nonce(_cid(lease.channel_id), _deposit_salt(resend.deposit_id)),
+                ),
+                _deposit_salt(resend.deposit_id),
+            )
+        elif needed > row.balance:
+            refused = self._reserve_deposit(row, price, needed, extra, intent, offer)
             if isinstance(refused, str):
                 void_pending(self.books, payment_id)
                 release(self.books, lease)
                 return _not_paid(url, intent, refused, None, terms)
-            deposit_id, deposit_amount = refused
+            deposit_id, deposit_amount, authorization = refused
             try:
-                deposit_wire = self._sign_deposit(lease, deposit_amount, offer)
+                deposit_wire = self._sign_deposit(lease, authorization, _deposit_salt(deposit_id))
             except BaseException:
                 void_pending(self.books, deposit_id)
                 void_pending(self.books, payment_id)
@@ -295,6 +361,11 @@ class ChannelPayer:
             "accepted": dict(offer.raw),
             "resource": dict(challenge.resource) if challenge.resource else {"url": url},
         }
+        # Reserved, signed and recorded as in flight; nothing sent yet.
+        if deposit_wire is not None:
+            crash_point("agent.channel_after_deposit_signed")
+        else:
+            crash_point("agent.channel_after_voucher_signed")
         return ChannelPrepared(
             url=url,
             offer=offer,
@@ -334,13 +405,32 @@ class ChannelPayer:
         return row
 
     def _reserve_deposit(
-        self, row: ChannelRow, price: int, needed: int, extra: wire.BatchExtra, intent: Intent
-    ) -> tuple[int, int] | str:
+        self,
+        row: ChannelRow,
+        price: int,
+        needed: int,
+        extra: wire.BatchExtra,
+        intent: Intent,
+        offer: Offer,
+    ) -> tuple[int, int, Authorization] | str:
+        """Lock a deposit and fix its authorization (nonce from the id, window from the chain's clock)."""
         settings = self.payer.settings
         missing = needed - row.balance
         wanted = max(missing, price * settings.channel_deposit_multiple, extra.min_deposit or 0)
         wanted = max(missing, min(wanted, settings.channel_deposit_max))
         deposit_id = new_id()
+        try:
+            now = self.payer.chain.timestamp()
+        except ChainError:
+            return "chain_unavailable"
+        terms = build_authorization(
+            from_address=self.payer.address,
+            to=self.collector,
+            value=wanted,
+            valid_for_s=min(settings.valid_for_s, offer.requirements.max_timeout_seconds),
+            now=now,
+            nonce=deposit_nonce(_cid(row.channel_id), _deposit_salt(deposit_id)),
+        )
         locked = reserve_deposit(
             self.books,
             deposit_id=deposit_id,
@@ -348,6 +438,12 @@ class ChannelPayer:
             amount=wanted,
             wanted_min=missing,
             task_id=intent.task_id,
+            authorization=DepositAuthorization(
+                nonce="0x" + terms.nonce.hex(),
+                payer=self.payer.address,
+                valid_after=terms.valid_after,
+                valid_before=terms.valid_before,
+            ),
         )
         if isinstance(locked, str):
             return locked
@@ -359,20 +455,13 @@ class ChannelPayer:
         if balance < locked:
             void_pending(self.books, deposit_id)
             return "insufficient_balance"
-        return deposit_id, locked
+        return deposit_id, locked, replace(terms, value=locked)
 
-    def _sign_deposit(self, lease: Lease, amount: int, offer: Offer) -> wire.Erc3009Deposit:
-        salt = secrets.randbits(256)
-        authorization = build_authorization(
-            from_address=self.payer.address,
-            to=self.collector,
-            value=amount,
-            valid_for_s=min(
-                self.payer.settings.valid_for_s, offer.requirements.max_timeout_seconds
-            ),
-            now=self.payer.chain.timestamp(),
-            nonce=deposit_nonce(_cid(lease.channel_id), salt),
-        )
+    def _sign_deposit(
+        self, lease: Lease, authorization: Authorization, salt: int
+    ) -> wire.Erc3009Deposit:
+        if authorization.nonce != deposit_nonce(_cid(lease.channel_id), salt):
+            raise AssertionError("a deposit's nonce must be the channel's nonce for its salt")
         signed = sign_receive_authorization(
             self.payer.signer, authorization, TokenDomain.for_asset(self.payer.asset)
         )
@@ -383,10 +472,98 @@ class ChannelPayer:
             signature=signed.signature,
         )
 
+    # ------------------------------------------------------------ a request that died
+
+    def _adopt(self, row: ChannelRow) -> _Adopted:
+        """The channel's last request never had its answer booked (its process died, or the answer was lost).
+
+        Our lease on the row means that request's lease ran out. What the
+        chain can tell is settled now: its deposit is posted if the token
+        used the authorization, voided once unusable, and offered again when
+        still valid; the row's balance is read from the escrow. Its charge
+        is posted when the chain's ``totalClaimed`` proves it; otherwise it
+        stays reserved for this request to re-present (the seller's answer
+        then decides it).
+        """
+        cid = row.channel_id
+        snapshot = self.escrow.snapshot(_cid(cid))
+        resend, _ = self._resolve_deposits(cid)
+        orphan = row.inflight_id
+        ceiling = open_charge(self.books, orphan) if orphan is not None else None
+        booked = booked_charges(self.books, cid)
+        if ceiling is not None and orphan is not None and snapshot.total_claimed > booked:
+            # The seller claimed more than we booked: the dead request was charged.
+            post_charge(self.books, orphan, cid, min(snapshot.total_claimed - booked, ceiling))
+            ceiling = None
+        update_channel(
+            self.books,
+            cid,
+            balance=snapshot.balance,
+            total_claimed=snapshot.total_claimed,
+            charged=max(row.charged, snapshot.total_claimed),
+            inflight_id=None,
+        )
+        fresh = get_channel(self.books, cid)
+        assert fresh is not None
+        log.info("channel %s: resolved a request whose process died", cid)
+        if ceiling is None:
+            return _Adopted(fresh, None, 0, resend)
+        return _Adopted(fresh, orphan, ceiling, resend)
+
+    def _resolve_deposits(
+        self, channel_id: str
+    ) -> tuple[OpenDeposit | None, list[tuple[str, int]]]:
+        """Post or void the channel's reserved deposits from the chain.
+
+        Returns the first one still usable (unused, inside its window, signed
+        with a derived salt) and what was done: ``(deposit_posted |
+        deposit_voided, amount)``.
+        """
+        token = Stablecoin(self.payer.chain, self.payer.asset)
+        now = self.payer.chain.timestamp()
+        usable: OpenDeposit | None = None
+        done: list[tuple[str, int]] = []
+        for deposit in open_deposits(self.books, channel_id):
+            if deposit.nonce is None:
+                continue  # made before deposits kept their nonce: reconciliation decides
+            outcome = token.authorization_outcome(self.payer.address, deposit.nonce)
+            if outcome.state == "used":
+                post_deposit(
+                    self.books,
+                    deposit.deposit_id,
+                    tx_hash=outcome.tx_hash,
+                    block_number=outcome.block_number,
+                    payer=self.payer.address,
+                    collector=self.collector,
+                )
+                done.append(("deposit_posted", deposit.amount))
+            elif outcome.state == "canceled" or (
+                outcome.state == "unused"
+                and deposit.valid_before is not None
+                and deposit.valid_before <= now
+            ):
+                void_pending(self.books, deposit.deposit_id)
+                done.append(("deposit_voided", deposit.amount))
+            elif (
+                outcome.state == "unused"
+                and usable is None
+                and deposit.valid_after is not None
+                and deposit.valid_before is not None
+                and deposit.nonce
+                == "0x" + deposit_nonce(_cid(channel_id), _deposit_salt(deposit.deposit_id)).hex()
+            ):
+                usable = deposit
+        return usable, done
+
     # ------------------------------------------------------------ after sending
 
     def finish(self, prepared: ChannelPrepared, response: httpx.Response) -> PaymentOutcome:
         """Check and book the seller's answer to a voucher; see the module doc."""
+        # The seller answered; nothing of its answer is booked yet.
+        if prepared.deposit_id is not None:
+            crash_point("agent.channel_after_deposit_sent")
+        else:
+            crash_point("agent.channel_after_voucher_sent")
         data = _response_data(response)
         if response.is_success and data is not None and data.get("success") is True:
             return self._charged(prepared, data)
@@ -578,6 +755,7 @@ class ChannelPayer:
         )
         if not result.ok:
             return result.reason or "transaction_failed"
+        crash_point("agent.channel_after_withdraw_sent")
         after = self.payer.chain.timestamp() + row.config.withdraw_delay_s
         update_channel(
             self.books,
@@ -596,6 +774,7 @@ class ChannelPayer:
         result = self.escrow.finalize_withdraw(row.config, sender=cast(TxSigner, self.payer.signer))
         if not result.ok or result.tx_hash is None:
             return result.reason or "transaction_failed", 0
+        crash_point("agent.channel_after_finalize_sent")
         amount = sum(
             int(abi_decode(["uint128"], entry.data)[0])
             for entry in result.logs
@@ -634,16 +813,114 @@ class ChannelBreak:
     books_amount: int
 
 
-def reconcile_channels(payer: Payer, *, from_block: int = 0) -> list[ChannelBreak]:
+@dataclass(frozen=True, slots=True)
+class ChannelResolution:
+    """What :func:`resolve_channels` did on one channel (``action``: a short snake_case word)."""
+
+    channel_id: str
+    action: str  # deposit_posted | deposit_voided | refund_booked | withdrawing | closed | charge_posted | charge_voided | charge_unconfirmed
+    amount: int = 0
+
+
+def resolve_channels(payer: Payer, *, from_block: int = 0) -> list[ChannelResolution]:
+    """Settle from the chain what a dead process left on the agent's channels (not leased now).
+
+    * a reserved deposit: posted when the token used its authorization,
+      voided when it was cancelled or its window closed unused (left while
+      it could still land);
+    * a ``Refunded`` or ``WithdrawFinalized`` event the books lack (the
+      process died after the transaction): booked, with the id ``finalize``
+      would have used, so it is never booked twice;
+    * a timed withdrawal pending on chain: the channel is marked
+      ``withdrawing`` (no voucher is signed on it again); finalized: ``closed``;
+    * a charge left in flight: posted when the chain's ``totalClaimed``
+      proves it, voided once the channel is closed with nothing more
+      claimable; otherwise ``charge_unconfirmed`` (only the seller knows:
+      the next request on the channel settles it).
+
+    The row's balance and ``totalClaimed`` are refreshed from the escrow.
+    """
+    channels = ChannelPayer(payer)
+    books = payer.books
+    out: list[ChannelResolution] = []
+    now_ns = time.time_ns()
+    for row in list_channels(books):
+        if row.lease_until_ns > now_ns:
+            continue  # a live request holds it
+        cid = row.channel_id
+        _, settled = channels._resolve_deposits(cid)
+        out.extend(ChannelResolution(cid, action, amount) for action, amount in settled)
+        for name in ("Refunded", "WithdrawFinalized"):
+            for entry in payer.chain.logs(
+                channels.settlement, [ESCROW_EVENT_TOPICS[name], _cid(cid)], from_block
+            ):
+                amount = int(abi_decode(["uint128"], entry.data[:32])[0])
+                if amount and entry.tx_hash:
+                    result = book_refund(
+                        books,
+                        channel_id=cid,
+                        amount=amount,
+                        tx_hash=entry.tx_hash,
+                        block_number=entry.block_number,
+                        escrow=channels.settlement,
+                        wallet=payer.address,
+                    )
+                    if result == "ok":
+                        out.append(ChannelResolution(cid, "refund_booked", amount))
+        snapshot = channels.escrow.snapshot(_cid(cid))
+        values: dict[str, Any] = {
+            "balance": snapshot.balance,
+            "total_claimed": snapshot.total_claimed,
+            "charged": max(row.charged, snapshot.total_claimed),
+        }
+        if snapshot.withdraw_requested_at and row.status in ("open", "stopped"):
+            values.update(
+                status="withdrawing",
+                withdraw_after=snapshot.withdraw_requested_at + row.config.withdraw_delay_s,
+                reason=row.reason or "withdraw",
+            )
+            out.append(ChannelResolution(cid, "withdrawing", snapshot.withdraw_amount))
+        finalized = payer.chain.logs(
+            channels.settlement, [ESCROW_EVENT_TOPICS["WithdrawFinalized"], _cid(cid)], from_block
+        )
+        if not snapshot.withdraw_requested_at and row.status == "withdrawing" and finalized:
+            values.update(status="closed", withdraw_after=None)
+            out.append(ChannelResolution(cid, "closed"))
+        closed = values.get("status", row.status) == "closed"
+        if row.inflight_id is not None:
+            ceiling = open_charge(books, row.inflight_id)
+            booked = booked_charges(books, cid)
+            if ceiling is None:
+                values["inflight_id"] = None
+            elif snapshot.total_claimed > booked:
+                amount = min(snapshot.total_claimed - booked, ceiling)
+                post_charge(books, row.inflight_id, cid, amount)
+                values["inflight_id"] = None
+                out.append(ChannelResolution(cid, "charge_posted", amount))
+            elif closed and snapshot.balance <= snapshot.total_claimed:
+                void_pending(books, row.inflight_id)
+                values["inflight_id"] = None
+                out.append(ChannelResolution(cid, "charge_voided", ceiling))
+            else:
+                out.append(ChannelResolution(cid, "charge_unconfirmed", ceiling))
+        update_channel(books, cid, **values)
+    return out
+
+
+def reconcile_channels(
+    payer: Payer, *, from_block: int = 0, resolve: bool = False
+) -> list[ChannelBreak]:
     """Match the escrow's ``Deposited``, ``Refunded``, ``WithdrawFinalized`` and ``Claimed`` events to the books.
 
     Deposits must equal the posted ``CHANNEL_DEPOSIT`` transfers, money back
     the ``CHANNEL_REFUND`` ones, and the chain's ``totalClaimed`` must not be
     above what the books charged (the seller may claim less, never more).
+    With ``resolve``, :func:`resolve_channels` runs first.
     """
     from farthing.agents.channel_books import booked_sums
-    from farthing.agents.channel_store import list_channels
 
+    if resolve:
+        resolve_channels(payer, from_block=from_block)
     channels = ChannelPayer(payer)
     breaks: list[ChannelBreak] = []
     for row in list_channels(payer.books):

@@ -21,6 +21,20 @@ contract makes a repeat a no-op, so a claim that is retried after a crash can
 never take more than was earned. :meth:`run` is the loop the middleware
 starts with the app (ASGI lifespan); :meth:`tick` with ``force=True`` is what
 ``farthing paywall claim`` runs once.
+
+**After a crash.** A process can die after its claim or settle transaction
+landed and before it booked the events (``paywall.channel_after_claim``,
+``paywall.channel_after_settle``), or after a voucher's charge was recorded
+on the channel row and before it was booked as earned. So a claimer's first
+tick in a process, and every forced tick, **catches up**: it books the
+``Claimed`` and ``Settled`` events of the last ``book_lookback_blocks`` blocks
+(booking ids are derived from the events, so a second booking answers
+``exists``), and books as earned what a channel row charged beyond its
+receivable, for channels idle for ``earned_quiet_s``. The missed charge is
+booked under the id the request itself would have used (the row's last
+voucher and request time), so a request that was only slow, not dead, finds
+it booked and adds nothing. Then a claimed-but-unsettled total is settled as
+usual.
 """
 
 from __future__ import annotations
@@ -33,7 +47,9 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from farthing.ledger import LedgerError
+from farthing.faults import crash_point
+from farthing.ledger import LedgerError, lookup_accounts
+from farthing.paywall.books import ChannelAsset, LedgerRevenueBook, account_id
 from farthing.paywall.channel_books import BookedEvents, ChannelBookkeeper
 from farthing.paywall.channel_facilitator import ChannelSettling
 from farthing.paywall.channel_state import ChannelRecord, ChannelStore
@@ -44,14 +60,25 @@ from farthing.paywall.errors import (
     PaymentStoreError,
     PaywallConfigError,
 )
+from farthing.wallet.address import checksum
 from farthing.wallet.channels import ClaimEntry, sign_claim_batch
 from farthing.wallet.errors import WalletError
 from farthing.wallet.escrow import VoucherClaim
 from farthing.wallet.signer import Signer
 
-__all__ = ["CLAIMS_PER_BATCH_MAX", "ChannelClaimer", "ClaimReport"]
+__all__ = [
+    "BOOK_LOOKBACK_BLOCKS",
+    "CLAIMS_PER_BATCH_MAX",
+    "EARNED_QUIET_S",
+    "ChannelClaimer",
+    "ClaimReport",
+]
 
 CLAIMS_PER_BATCH_MAX: Final = 100
+# How far back a catching-up tick books escrow events: about 2.3 days of Base blocks.
+BOOK_LOOKBACK_BLOCKS: Final = 100_000
+# A channel idle this long has no request between its charge and its booking.
+EARNED_QUIET_S: Final = 5.0
 
 log = logging.getLogger("farthing.paywall")
 
@@ -65,6 +92,7 @@ class ClaimReport:
     settled: int = 0
     failures: tuple[str, ...] = ()
     booked: BookedEvents | None = None
+    earned_caught_up: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -73,6 +101,8 @@ class ClaimReport:
             "settled": str(self.settled),
             "failures": list(self.failures),
         }
+        if self.earned_caught_up:
+            out["earned_caught_up"] = {k: str(v) for k, v in self.earned_caught_up.items()}
         if self.booked is not None:
             out["booked"] = {"claims": self.booked.claims, "settles": self.booked.settles}
         return out
@@ -91,6 +121,8 @@ class ChannelClaimer:
         claim_every_s: float = 3600.0,
         threshold: int | None = None,
         bookkeeper: ChannelBookkeeper | None = None,
+        book_lookback_blocks: int = BOOK_LOOKBACK_BLOCKS,
+        earned_quiet_s: float = EARNED_QUIET_S,
     ) -> None:
         if not isinstance(facilitator, ChannelSettling):
             raise PaywallConfigError("the claimer needs a facilitator with settle_channel")
@@ -105,6 +137,11 @@ class ChannelClaimer:
         self.claim_every_s = claim_every_s
         self.threshold = threshold
         self.bookkeeper = bookkeeper
+        if book_lookback_blocks < 0 or earned_quiet_s < 0:
+            raise PaywallConfigError("book_lookback_blocks and earned_quiet_s must not be negative")
+        self.book_lookback_blocks = book_lookback_blocks
+        self.earned_quiet_s = earned_quiet_s
+        self._caught_up = False  # this process has not yet booked what a dead one may have left
 
     def __repr__(self) -> str:
         return f"ChannelClaimer({self.store!r}, every {self.interval_s} s)"
@@ -178,6 +215,7 @@ class ChannelClaimer:
                     failures.append(outcome)
                     continue
                 transactions.append(outcome)
+                crash_point("paywall.channel_after_claim")
                 claimed_here = True
                 for r in batch:
                     claimed["0x" + r.channel_id.hex()] = r.unclaimed
@@ -192,21 +230,61 @@ class ChannelClaimer:
                     continue
                 if settled.success:
                     transactions.append(settled.transaction)
+                    crash_point("paywall.channel_after_settle")
                     swept += settled.amount or 0
                 else:
                     failures.append(settled.reason or "settle_failed")
         if claimed:
             await anyio.to_thread.run_sync(self._refresh)
         booked = None
-        if transactions and head is not None and self.bookkeeper is not None:
+        earned: dict[str, int] = {}
+        catch_up = self.bookkeeper is not None and (force or not self._caught_up)
+        if catch_up:
+            now = await self._head(always=True)
+            head = None if now is None else max(0, now - self.book_lookback_blocks)
+        if (transactions or catch_up) and head is not None and self.bookkeeper is not None:
             keeper = self.bookkeeper
+            start = head
             try:
-                booked = await anyio.to_thread.run_sync(lambda: keeper.sync(from_block=head))
+                booked = await anyio.to_thread.run_sync(lambda: keeper.sync(from_block=start))
+                if catch_up:
+                    earned = await anyio.to_thread.run_sync(self._book_missed_earnings)
             except (PaymentStoreError, WalletError, LedgerError) as exc:
                 failures.append(f"books: {exc}")
             else:
                 failures.extend(booked.failures)
-        return ClaimReport(claimed, tuple(transactions), swept, tuple(failures), booked)
+                self._caught_up = self._caught_up or not booked.failures
+        return ClaimReport(claimed, tuple(transactions), swept, tuple(failures), booked, earned)
+
+    def _book_missed_earnings(self) -> dict[str, int]:
+        """Book as earned what idle channel rows charged beyond their receivable (a request died unbooked)."""
+        keeper = self.bookkeeper
+        if keeper is None or not isinstance(keeper.book, LedgerRevenueBook):
+            return {}
+        book = keeper.book
+        quiet_ns = int(self.earned_quiet_s * 1e9)
+        now_ns = time.time_ns()
+        out: dict[str, int] = {}
+        for record in self.store.records():
+            if record.last_request_at_ns is None or now_ns - record.last_request_at_ns < quiet_ns:
+                continue
+            asset: ChannelAsset | None = keeper.assets.get(checksum(record.config.token))
+            if asset is None:
+                continue
+            cid = "0x" + record.channel_id.hex()
+            receivable = account_id("receivable", book.ledger_of(asset), cid)
+            with book.database.read() as session:
+                found = lookup_accounts(session=session, ids=[receivable])
+            earned = found[0].debits_posted if found else 0
+            missing = record.charged - earned
+            if missing <= 0:
+                continue
+            # The id the request itself would have booked under: its voucher and its time.
+            result = keeper.earned(asset, record, record.signed_max, missing, "")
+            if result is not None and result.booked:
+                out[cid] = missing
+                log.info("booked %d earned on channel %s that a dead request left", missing, cid)
+        return out
 
     def _unsettled(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (receiver, token) pairs whose claimed total on chain is above the settled one."""
@@ -224,10 +302,10 @@ class ChannelClaimer:
                 out.add((receiver, token))
         return out
 
-    async def _head(self) -> int | None:
+    async def _head(self, *, always: bool = False) -> int | None:
         """The block to book events from: the head before our transactions."""
         escrow = self.store.escrow
-        if escrow is None or self.bookkeeper is None:
+        if escrow is None or (self.bookkeeper is None and not always):
             return None
         try:
             head: int = await anyio.to_thread.run_sync(escrow.chain.block_number)
