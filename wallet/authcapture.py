@@ -44,6 +44,7 @@ from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
 
 from farthing.contracts import load_artifact
 from farthing.invariant import invariant
@@ -72,8 +73,8 @@ __all__ = [
     "PAYMENT_INFO_TYPE",
     "PAYMENT_INFO_TYPEHASH",
     "SALT_BINDING_TYPEHASH",
-    "UINT48_MAX",
     "UINT120_MAX",
+    "UINT48_MAX",
     "AuthCaptureEscrow",
     "EscrowEvent",
     "PaymentInfo",
@@ -104,7 +105,9 @@ SALT_BINDING_TYPEHASH: Final = bytes(
     )
 )
 
-_INFO = "(address,address,address,address,uint120,uint48,uint48,uint48,uint16,uint16,address,uint256)"
+_INFO = (
+    "(address,address,address,address,uint120,uint48,uint48,uint48,uint16,uint16,address,uint256)"
+)
 
 # Every escrow call this module encodes, checked against the ABI by a test.
 AUTH_CAPTURE_SIGNATURES: Final[dict[str, str]] = {
@@ -537,9 +540,7 @@ class AuthCaptureEscrow:
         ERC-3009 collector of this escrow's contract set.
         """
         target = self.contracts.erc3009_collector if collector is None else collector
-        return self.send(
-            self.encode_authorize(info, amount, target, collector_data), sender=sender
-        )
+        return self.send(self.encode_authorize(info, amount, target, collector_data), sender=sender)
 
     def charge(
         self,
@@ -596,9 +597,7 @@ class AuthCaptureEscrow:
         operator, who must have approved that collector for the token first.
         """
         target = self.contracts.operator_refund_collector if collector is None else collector
-        return self.send(
-            self.encode_refund(info, amount, target, collector_data), sender=sender
-        )
+        return self.send(self.encode_refund(info, amount, target, collector_data), sender=sender)
 
     # ------------------------------------------------------------ reads
 
@@ -606,7 +605,12 @@ class AuthCaptureEscrow:
         result = self.chain.call(Call(self.address, _encode(key, args)))
         if not result.ok:
             raise ChainError(f"{self!r} refused {key}: {result.revert_message}")
-        return abi_decode(out, result.return_data)
+        try:
+            return abi_decode(out, result.return_data)
+        except DecodingError:
+            raise ChainError(
+                f"no AuthCaptureEscrow answers at {self.address} on {self.chain.network}"
+            ) from None
 
     def get_hash(self, info: PaymentInfo) -> bytes:
         """The contract's own ``getHash`` (equal to ``info.hash(chain_id, escrow)``)."""
@@ -618,7 +622,11 @@ class AuthCaptureEscrow:
 
     def payment_state(self, payment: PaymentInfo | bytes) -> PaymentState:
         """``paymentState`` of a payment, given its info or its hash."""
-        key = payment.hash(self.chain.chain_id, self.address) if isinstance(payment, PaymentInfo) else payment
+        key = (
+            payment.hash(self.chain.chain_id, self.address)
+            if isinstance(payment, PaymentInfo)
+            else payment
+        )
         collected, capturable, refundable = self._read(
             "paymentState", [_bytes32("payment hash", key)], ["bool", "uint120", "uint120"]
         )
@@ -636,8 +644,7 @@ class AuthCaptureEscrow:
         if payment_hash is not None:
             topics.append("0x" + _bytes32("payment_hash", payment_hash).hex())
         return [
-            decode_event(log)
-            for log in self.chain.logs(self.address, topics, from_block, to_block)
+            decode_event(log) for log in self.chain.logs(self.address, topics, from_block, to_block)
         ]
 
 

@@ -6,7 +6,9 @@ stops it cleanly, so ``--state FILE`` is written on the way out.
 :func:`ensure_deployment` deploys the contracts, or reuses them when the saved
 state still holds their code, and funds anvil's public dev accounts. It also
 places the x402 ``batch-settlement`` escrow and ERC-3009 deposit collector at
-their canonical addresses (:func:`farthing.wallet.channels.place_channel_contracts`).
+their canonical addresses (:func:`farthing.wallet.channels.place_channel_contracts`),
+and the x402 ``auth-capture`` escrow and its collectors at theirs
+(:func:`farthing.wallet.authcapture.place_auth_capture_contracts`).
 The deployment record (``deployment.json`` beside the state file) is how other
 commands find the local token: :func:`load_dev_deployment`.
 
@@ -38,6 +40,7 @@ import requests
 import farthing.wallet as wallet_package
 from farthing.invariant import invariant
 from farthing.wallet.address import checksum
+from farthing.wallet.authcapture import place_auth_capture_contracts
 from farthing.wallet.chain import DevAccount, RpcChain, anvil_dev_accounts
 from farthing.wallet.channels import place_channel_contracts
 from farthing.wallet.errors import ChainError, ChainUnavailableError, DeploymentError
@@ -440,6 +443,7 @@ def ensure_deployment(
     dev = accounts or chain.dev_accounts()
     # Idempotent: a saved state keeps them; an older one gets them now.
     channels = place_channel_contracts(chain)
+    place_auth_capture_contracts(chain)  # at the canonical addresses: nothing to record
     if record is not None and _reusable(chain, record, config):
         deployment = DevDeployment(
             chain.rpc_url or "",
