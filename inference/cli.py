@@ -7,7 +7,10 @@
   of grace, then SIGKILL, so it exits within ``STOP_BOUND_S`` with one line
   saying which it took. A second Ctrl-C kills at once.
 - ``build-model`` builds the tiny random Llama the tests serve.
-- ``gateway`` sells a vLLM server per call behind the x402 paywall.
+- ``gateway`` sells a vLLM server per call behind the x402 paywall; with
+  ``--channel-authorizer-key-file`` it also sells per token through x402
+  ``batch-settlement`` channels (``farthing.paywall.channel_setup``), and
+  claims what they earn in the background while it serves.
 - ``price`` reports the price per 1k tokens and every input behind it.
 
 Every option falls back to ``FARTHING_INFERENCE_*`` (see
@@ -269,6 +272,37 @@ def gateway(
         str | None, typer.Option("--public-url", help="Base of resource URLs.")
     ] = None,
     max_tokens_max: Annotated[int | None, typer.Option("--max-tokens-max", min=1)] = None,
+    channel_authorizer_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--channel-authorizer-key-file",
+            help="Also sell per token through batch-settlement channels; this key signs claims.",
+        ),
+    ] = None,
+    channel_withdraw_delay_s: Annotated[
+        int | None,
+        typer.Option(
+            "--channel-withdraw-delay-s", min=900, max=2_592_000, help="The payer's withdraw delay."
+        ),
+    ] = None,
+    channel_min_deposit: Annotated[
+        str | None,
+        typer.Option("--channel-min-deposit", help="Smallest deposit, e.g. '0.5 USDC'."),
+    ] = None,
+    channel_claim_interval_s: Annotated[
+        float | None,
+        typer.Option(
+            "--channel-claim-interval-s", min=0.05, max=600.0, help="How often claims are checked."
+        ),
+    ] = None,
+    channel_claim_every_s: Annotated[
+        float | None,
+        typer.Option("--channel-claim-every-s", min=0.05, help="Claim a channel idle this long."),
+    ] = None,
+    channel_claim_threshold: Annotated[
+        str | None,
+        typer.Option("--channel-claim-threshold", help="Claim once this much is unclaimed."),
+    ] = None,
     free: Annotated[
         bool, typer.Option("--free", help="Serve without charging (a private node).")
     ] = False,
@@ -292,11 +326,23 @@ def gateway(
         fail("the token is described by the chain: pass --rpc-url and --token")
 
     from farthing.inference.gateway import Gateway
+    from farthing.paywall.channel_setup import BackgroundClaims, ChannelSettings
     from farthing.paywall.facilitator_cli import bind_socket
 
+    channel_settings = ChannelSettings().with_flags(
+        receiver_authorizer_key_file=channel_authorizer_key_file,
+        withdraw_delay_s=channel_withdraw_delay_s,
+        min_deposit=channel_min_deposit,
+        claim_interval_s=channel_claim_interval_s,
+        claim_every_s=channel_claim_every_s,
+        claim_threshold=channel_claim_threshold,
+    )
+    if free and channel_settings.given:
+        fail("--free charges nothing: leave out the --channel-* options")
     payment = None
+    claimer = None
     if not free:
-        payment = _payment(
+        payment, claimer = _payment(
             settings,
             token=token,
             rpc_url=rpc_url,
@@ -306,16 +352,23 @@ def gateway(
             database_url=database_url,
             ledger_database_url=ledger_database_url,
             public_url=public_url,
+            channels=channel_settings if channel_settings.given else None,
         )
     app_ = Gateway(settings, payment=payment)
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
     network = payment.asset.network if payment is not None else None
+    channels = None
+    if payment is not None and payment.channels is not None:
+        channels = {
+            "receiver_authorizer": payment.channels.receiver_authorizer.address,
+            "withdraw_delay_s": payment.channels.withdraw_delay_s,
+        }
     if as_json:
         emit_json(
             {"url": url, "upstream": app_.upstream.url, "paid": payment is not None, "network": network,
-             "pay_to": payment.pay_to if payment is not None else None}
+             "pay_to": payment.pay_to if payment is not None else None, "channels": channels}
         )  # fmt: skip
     elif payment is None:
         out_console.print(
@@ -326,20 +379,37 @@ def gateway(
             f"gateway on {url} in front of {app_.upstream.url}, paid to {payment.pay_to} on {network}; "
             f"price: GET {url}/v1/price"
         )
-    _serve(app_, sock)
+        if channels is not None:
+            out_console.print(
+                "per-token metering through batch-settlement channels; receiver authorizer "
+                f"{channels['receiver_authorizer']}, withdraw delay {channels['withdraw_delay_s']} s"
+            )
+    # The gateway answers the lifespan itself, so the channel claimer runs beside it.
+    _serve(app_ if claimer is None else BackgroundClaims(app_, claimer), sock)
     if not as_json:
         out_console.print("gateway stopped")
 
 
-def _payment(settings: InferenceSettings, **flags: Any) -> Any:
+def _payment(settings: InferenceSettings, **flags: Any) -> tuple[Any, Any]:
+    """The gateway's payment, and the channel claimer to run beside it (or None)."""
     from farthing.inference.gateway import GatewayPayment
+    from farthing.paywall.channel_setup import (
+        background_claimer,
+        build_channel_options,
+        load_receiver_authorizer,
+        require_channel_facilitator,
+    )
     from farthing.paywall.cli import default_database_url, revenue_books, settlement_facilitator
+    from farthing.paywall.keys import load_token_file
     from farthing.paywall.store import PaymentStore
     from farthing.wallet.chain import open_chain
     from farthing.wallet.token import read_asset
 
     if not settings.pay_to or not flags["rpc_url"] or not flags["token"]:  # gateway() checked
         fail("a paid gateway needs --pay-to, --rpc-url and --token")
+    channel_settings = flags["channels"]
+    # Read before the chain is opened, so a bad key file is the first thing said.
+    authorizer = None if channel_settings is None else load_receiver_authorizer(channel_settings)
     chain = open_chain(flags["rpc_url"])
     asset = read_asset(chain, flags["token"])
     facilitator = settlement_facilitator(
@@ -349,15 +419,39 @@ def _payment(settings: InferenceSettings, **flags: Any) -> Any:
         key_file=flags["key_file"],
     )
     books = revenue_books(flags["ledger_database_url"])
-    store = PaymentStore(flags["database_url"] or default_database_url())
-    return GatewayPayment(
+    database_url = flags["database_url"] or default_database_url()
+    store = PaymentStore(database_url)
+    channels = claimer = None
+    if channel_settings is not None and authorizer is not None:
+        token_file = flags["facilitator_token_file"]
+        require_channel_facilitator(
+            facilitator,
+            chain.network,
+            probe_token=(
+                load_token_file(token_file).get_secret_value()
+                if flags["facilitator_url"] and token_file
+                else None
+            ),
+        )
+        channels = build_channel_options(
+            channel_settings,
+            chain=chain,
+            asset=asset,
+            database_url=database_url,
+            authorizer=authorizer,
+            claim_in_background=False,  # run by BackgroundClaims: see gateway()
+        )
+        claimer = background_claimer(channels, facilitator, books)
+    payment = GatewayPayment(
         facilitator=facilitator,
         store=store,
         asset=asset,
         pay_to=settings.pay_to,
         books=books,
         public_url=flags["public_url"],
+        channels=channels,
     )
+    return payment, claimer
 
 
 def _serve(asgi_app: Any, sock: Any) -> None:

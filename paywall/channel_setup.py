@@ -17,7 +17,10 @@ way:
   from the chain;
 - :func:`require_channel_facilitator` refuses, at start-up, a facilitator
   that cannot settle channel payloads on this network (a remote one is asked
-  ``GET /supported``).
+  ``GET /supported``);
+- :func:`background_claimer` and :class:`BackgroundClaims` run the
+  claimer beside an app whose lifespan does not reach the paywall (the
+  inference gateway).
 
 Every mistake is a :class:`~farthing.paywall.errors.PaywallConfigError` with
 one line naming the setting.
@@ -41,7 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNEL_KEYS",
+    "BackgroundClaims",
     "ChannelSettings",
+    "background_claimer",
     "build_channel_options",
     "load_receiver_authorizer",
     "require_channel_facilitator",
@@ -135,6 +140,7 @@ def build_channel_options(
     authorizer: LocalSigner,
     rates: Mapping[str, Decimal | str] | None = None,
     rounding: str = "exact",
+    claim_in_background: bool = True,
 ) -> ChannelOptions:
     """The paywall's channel options: a store on ``database_url``, prices in ``asset``."""
     from farthing.paywall.channel_paywall import ChannelOptions
@@ -186,6 +192,7 @@ def build_channel_options(
         withdraw_delay_s=delay_s,
         min_deposit=min_deposit,
         claim_threshold=threshold,
+        claim_in_background=claim_in_background,
         **timing,
     )
 
@@ -229,3 +236,50 @@ def require_channel_facilitator(
             f"the facilitator at {facilitator.url} does not list batch-settlement on {network} "
             "in /supported: channels need one that does (farthing facilitator serve does)"
         )
+
+
+def background_claimer(options: ChannelOptions, facilitator: object, books: object = None) -> Any:
+    """A :class:`~farthing.paywall.channel_claims.ChannelClaimer` for an app that runs one itself.
+
+    For an app whose lifespan does not reach the paywall middleware (the
+    inference gateway answers it on its own): build ``options`` with
+    ``claim_in_background=False`` and serve :class:`BackgroundClaims`.
+    ``books`` (a ``ChannelRevenueBook``) books the claims as they land.
+    """
+    from farthing.paywall.books import ChannelRevenueBook
+    from farthing.paywall.channel_books import ChannelBookkeeper
+    from farthing.paywall.channel_claims import ChannelClaimer
+
+    bookkeeper = (
+        ChannelBookkeeper(books, options.store) if isinstance(books, ChannelRevenueBook) else None
+    )
+    return ChannelClaimer(
+        options.store,
+        facilitator,
+        options.receiver_authorizer,
+        interval_s=options.claim_interval_s,
+        claim_every_s=options.claim_every_s,
+        threshold=options.claim_threshold,
+        bookkeeper=bookkeeper,
+    )
+
+
+class BackgroundClaims:
+    """An ASGI app that runs ``claimer`` for as long as ``app``'s lifespan lasts."""
+
+    def __init__(self, app: Any, claimer: Any) -> None:
+        self.app = app
+        self.claimer = claimer
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        import anyio
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.claimer.run)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                group.cancel_scope.cancel()

@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -207,6 +208,47 @@ def test_serve_sells_through_channels_and_claim_settles(
     for text in [*printed, claim.stdout, claim.stderr]:
         assert authorizer.private_key.get_secret_value()[2:] not in text
         assert relayer_key.removeprefix("0x") not in text
+
+
+@pytest.mark.anvil
+def test_serve_claims_in_the_background_at_the_threshold(
+    chain_env: ChainEnv, tmp_path: Path
+) -> None:
+    env = chain_env
+    place_channel_contracts(env.chain)
+    authorizer = LocalSigner.generate()
+    _private(tmp_path / "authorizer.key", authorizer.private_key.get_secret_value())
+    _private(tmp_path / "relayer.key", env.chain.dev_accounts()[6].private_key.get_secret_value())
+    table = (
+        '[channels]\nreceiver_authorizer_key_file = "authorizer.key"\n'
+        'claim_interval_s = 0.5\nclaim_threshold = "0.02 USDC"\n'
+    )
+    config = _config(
+        tmp_path,
+        rpc_url=env.chain.rpc_url or "",
+        token=env.asset.address,
+        pay_to=env.merchant,
+        extra=CHANNEL_ROUTE + table,
+    )
+    payer = env.new_payer()
+    merchant_before = env.token.balance_of(env.merchant)
+
+    async def pay(url: str) -> list[httpx.Response]:
+        async with x402HttpxClient(_sdk_client(env, payer), timeout=60.0) as http:
+            return [await http.get(f"{url}/api/data") for _ in range(3)]
+
+    with (
+        serve_in_thread(inner_app()) as upstream,
+        _serving(config, upstream, tmp_path / "data") as (ready, _),
+    ):
+        responses = asyncio.run(pay(ready["url"]))
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        # The server's own claimer (started on the ASGI lifespan) claims and settles.
+        deadline = time.monotonic() + 90
+        while env.token.balance_of(env.merchant) == merchant_before:
+            assert time.monotonic() < deadline, "the background claimer never settled"
+            time.sleep(0.5)
+    assert env.token.balance_of(env.merchant) - merchant_before >= 2 * PRICE_ATOMIC
 
 
 # ------------------------------------------------------------ config mistakes, one line each
