@@ -53,6 +53,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
+from farthing.faults import crash_point
 from farthing.paywall.books import ChannelAsset, ChannelRevenueBook
 from farthing.paywall.channel_books import ChannelBookkeeper
 from farthing.paywall.channel_claims import ChannelClaimer
@@ -76,6 +77,7 @@ from farthing.paywall.channel_wire import (
     BatchExtra,
     DepositPayload,
     RefundPayload,
+    VoucherPayload,
     WireRefusal,
     parse_client_payload,
 )
@@ -255,15 +257,21 @@ class ChannelPaywall:
         if isinstance(parsed, WireRefusal):
             return ChannelReply(402, parsed.reason, parsed.detail), None
         terms = self._terms(offer)
-        # Checked before anything reaches the chain: a config that is not ours
-        # is refused without spending the payer's deposit authorization.
-        refused = self.store.check_voucher(
-            terms, parsed.config, parsed.voucher, signature_verified=True
-        )
-        if refused is not None:
-            return ChannelReply(402, refused.reason, refused.detail), None
+        smart_wallet = parsed.config.payer_authorizer == checksum(_ZERO)
+        # A plain voucher is checked by the charge itself, in the worker thread
+        # beside its write (the signature's recovery is the costliest step of
+        # the hot path). Anything that reaches the chain first is checked here:
+        # a config that is not ours is refused without spending the payer's
+        # deposit authorization or asking the facilitator.
+        checked = smart_wallet or not isinstance(parsed, VoucherPayload)
+        if checked:
+            refused = self.store.check_voucher(
+                terms, parsed.config, parsed.voucher, signature_verified=True
+            )
+            if refused is not None:
+                return ChannelReply(402, refused.reason, refused.detail), None
         verified = False
-        if parsed.config.payer_authorizer == checksum(_ZERO):
+        if smart_wallet:
             check = await self.facilitator.verify_channel(self._ours(payment, offer), offer)
             if not check.valid:
                 return ChannelReply(402, check.reason, check.message or ""), None
@@ -276,8 +284,9 @@ class ChannelPaywall:
             if not settled.success:
                 return ChannelReply(402, settled.reason, settled.message or ""), None
             deposit_tx = settled.transaction
+            crash_point("paywall.channel_after_deposit")
             await self._refresh(parsed.config, parsed.voucher.channel_id)
-        return await self._voucher(offer, parsed, terms, verified, deposit_tx, run)
+        return await self._voucher(offer, parsed, terms, verified, checked, deposit_tx, run)
 
     def _ours(self, payment: ChannelPayment, offer: ChannelRequirements) -> ChannelPayment:
         """The payment as the facilitator should judge it: against our offer, not the client's."""
@@ -327,6 +336,7 @@ class ChannelPaywall:
         parsed: Any,
         terms: ChannelTerms,
         verified: bool,
+        checked: bool,
         deposit_tx: str,
         run: RunHandler,
     ) -> tuple[ChannelReply, Buffered | None]:
@@ -342,6 +352,7 @@ class ChannelPaywall:
                 price=price,
                 actual=price,
                 signature_verified=verified,
+                checked=checked,
             )
             return result
 
@@ -359,6 +370,7 @@ class ChannelPaywall:
         if isinstance(charged, ChargeRefused):
             return self._refusal(charged, offer), None
         assert isinstance(charged, ChargeAccepted)
+        crash_point("paywall.channel_after_charge")
         try:
             buffered = await run()
         except BaseException:

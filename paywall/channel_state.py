@@ -36,9 +36,11 @@ Amounts are ints of the token's atomic units, stored as decimal text (a
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import namedtuple
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -56,6 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from farthing.invariant import invariant
 from farthing.paywall.channel_wire import (
@@ -79,7 +82,7 @@ from farthing.paywall.database import (
     database_errors,
     open_paywall_database,
 )
-from farthing.paywall.errors import PaywallConfigError
+from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
 from farthing.wallet.address import checksum
 from farthing.wallet.channels import ChannelConfig, ChannelDomain, SignedVoucher
 from farthing.wallet.eip712 import recover_digest
@@ -248,6 +251,39 @@ def _record(row: Any) -> ChannelRecord:
     return record
 
 
+# A row as the hot path's driver-level SELECT returns it, in table order.
+_Row = namedtuple("_Row", [column.name for column in CHANNELS.columns])  # type: ignore[misc]
+
+# Compare-and-swap rounds before a charge falls back to locking the row.
+_SWAP_ATTEMPTS: Final = 8
+
+
+def _hot_sql(dialect: str) -> tuple[str, str, str]:
+    """The hot path's SELECT and compare-and-swap UPDATEs, in the driver's own paramstyle."""
+
+    def p(name: str) -> str:
+        return f":{name}" if dialect == "sqlite" else f"%({name})s"
+
+    table = CHANNELS.name
+    columns = ", ".join(column.name for column in CHANNELS.columns)
+    select_sql = f"SELECT {columns} FROM {table} WHERE channel_id = {p('channel_id')}"
+    swap_sql = (
+        f"UPDATE {table} SET charged = {p('charged')}, signed_max = {p('signed_max')}, "
+        f"signature = {p('signature')}, last_request_at_ns = {p('now')}, "
+        f"updated_at_ns = {p('now')} "
+        f"WHERE channel_id = {p('channel_id')} AND charged = {p('was_charged')} "
+        f"AND balance = {p('was_balance')} AND total_claimed = {p('was_total_claimed')} "
+        f"AND withdraw_requested_at = {p('was_withdraw_requested_at')} "
+        f"AND onchain_synced_at_ns = {p('was_synced_at_ns')}"
+    )
+    release_sql = (
+        f"UPDATE {table} SET charged = {p('charged')}, updated_at_ns = {p('now')} "
+        f"WHERE channel_id = {p('channel_id')} AND charged = {p('was_charged')} "
+        f"AND total_claimed = {p('was_total_claimed')}"
+    )
+    return select_sql, swap_sql, release_sql
+
+
 def _mirror_values(snapshot: ChannelSnapshot, now: int) -> dict[str, Any]:
     return {
         "balance": str(snapshot.balance),
@@ -257,6 +293,11 @@ def _mirror_values(snapshot: ChannelSnapshot, now: int) -> dict[str, Any]:
         "onchain_synced_at_ns": now,
         "updated_at_ns": now,
     }
+
+
+def _store_error(display_url: str, exc: BaseException) -> PaymentStoreError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return PaymentStoreError(f"the channel database at {display_url} failed: {detail}")
 
 
 class ChannelStore:
@@ -288,6 +329,12 @@ class ChannelStore:
         self.network = network
         self.escrow = escrow
         self.state_ttl_ns = int(state_ttl_s * 1e9)
+        self._sql_select, self._sql_swap, self._sql_release = _hot_sql(self.dialect)
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        # PostgreSQL takes concurrent writers itself (row locks); SQLite is one writer.
+        self._write_gate: AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        )
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
 
@@ -446,29 +493,149 @@ class ChannelStore:
         price: int,
         actual: int,
         signature_verified: bool = False,
+        checked: bool = False,
     ) -> ChargeAccepted | ChargeRefused:
         """Check ``voucher`` for one request whose ceiling is ``price`` and record ``actual``.
 
         Atomic: either the charge and the voucher are recorded together, or
         nothing is. Any number of threads or processes may call this for one
-        channel; they take turns on the channel's row.
+        channel; each write is a compare-and-swap on the row, so they take turns.
+
+        ``checked=True`` says the caller already ran :meth:`check_voucher` on
+        these exact ``terms``, ``config`` and ``voucher`` and it passed (the
+        paywall does, before a deposit reaches the chain); it is not run twice.
         """
         if isinstance(price, bool) or not isinstance(price, int) or price <= 0:
             raise PaywallConfigError("price must be a positive int of atomic units")
         if isinstance(actual, bool) or not isinstance(actual, int) or actual < 0:
             raise PaywallConfigError("actual must be a non-negative int of atomic units")
-        refused = self.check_voucher(terms, config, voucher, signature_verified=signature_verified)
-        if refused is not None:
-            return refused
+        if not checked:
+            refused = self.check_voucher(
+                terms, config, voucher, signature_verified=signature_verified
+            )
+            if refused is not None:
+                return refused
         if actual > price:
             return ChargeRefused(
                 ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE, "the handler charged more than the ceiling"
             )
+        known = self._fetch(voucher.channel_id)
+        if known is not None and (
+            self.escrow is None or _now_ns() - known.onchain_synced_at_ns <= self.state_ttl_ns
+        ):
+            # The hot path: a known channel whose chain mirror is fresh.
+            return self._charge_swap(known, voucher, price, actual)
+        return self._charge_locked(known, config, voucher, price, actual)
 
+    def _charge_swap(
+        self, record: ChannelRecord, voucher: SignedVoucher, price: int, actual: int
+    ) -> ChargeAccepted | ChargeRefused:
+        """Decide on ``record`` as read, then write only if the row still says the same.
+
+        The UPDATE's WHERE names every column the decision read, so a row that
+        another request or process changed meanwhile is not written; it is read
+        again and decided again. One statement, no lock held across a read.
+        """
+        for _ in range(_SWAP_ATTEMPTS):
+            refusal = self._refusal(record, voucher, price)
+            if refusal is not None:
+                return refusal
+            now = _now_ns()
+            after = replace(
+                record,
+                charged=record.charged + actual,
+                signed_max=voucher.max_claimable_amount,
+                signature=voucher.signature,
+                last_request_at_ns=now,
+            )
+            if self._swap(record, after, now):
+                invariant(after.charged == record.charged + actual, "the charge was recorded once")
+                return ChargeAccepted(after, actual)
+            fresh = self._fetch(voucher.channel_id)
+            if fresh is None:
+                return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
+            if self.escrow is not None and _now_ns() - fresh.onchain_synced_at_ns > self.state_ttl_ns:
+                break
+            record = fresh
+        # Contended past reason, or the mirror went stale meanwhile: take the lock.
+        return self._charge_locked(record, record.config, voucher, price, actual)
+
+    def _fetch(self, channel_id: bytes) -> ChannelRecord | None:
+        """The row as committed, read on a pooled driver connection (no ORM on the hot path)."""
+        with self._errors(), self._raw() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self._sql_select, {"channel_id": self._key(channel_id)})
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            connection.commit()
+        return None if row is None else _record(_Row(*row))
+
+    def _swap(self, before: ChannelRecord, after: ChannelRecord, now: int) -> bool:
+        params = {
+            "channel_id": self._key(before.channel_id),
+            "charged": str(after.charged),
+            "signed_max": str(after.signed_max),
+            "signature": None if after.signature is None else "0x" + after.signature.hex(),
+            "now": now,
+            "was_charged": str(before.charged),
+            "was_balance": str(before.balance),
+            "was_total_claimed": str(before.total_claimed),
+            "was_withdraw_requested_at": before.withdraw_requested_at,
+            "was_synced_at_ns": before.onchain_synced_at_ns,
+        }
+        with self._errors(), self._raw(writing=True) as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self._sql_swap, params)
+                written = cursor.rowcount
+            finally:
+                cursor.close()
+            connection.commit()
+        invariant(written in (0, 1), "a channel id names one row")
+        return bool(written == 1)
+
+    @contextmanager
+    def _raw(self, *, writing: bool = False) -> Iterator[Any]:
+        """A pooled driver connection; a driver error becomes one ``PaymentStoreError`` line.
+
+        SQLite has one writer at a time. Writers of this process queue on a
+        lock here rather than on SQLite's busy handler, which sleeps in steps
+        of milliseconds; only other processes ever meet the busy handler.
+        """
+        with self._write_gate if writing else nullcontext(), self._connection() as connection:
+            yield connection
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        try:
+            connection = self.engine.raw_connection()
+        except DBAPIError as exc:
+            raise _store_error(self.display_url, exc.orig or exc) from None
+        try:
+            yield connection
+        except self._driver_error as exc:
+            connection.rollback()
+            raise _store_error(self.display_url, exc) from None
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()  # back to the pool
+
+    def _charge_locked(
+        self,
+        known: ChannelRecord | None,
+        config: ChannelConfig,
+        voucher: SignedVoucher,
+        price: int,
+        actual: int,
+    ) -> ChargeAccepted | ChargeRefused:
+        """The charge under the row's lock, reading the chain first when the mirror is stale."""
         # Chain reads happen here, before the lock, never under it.
         snapshot: ChannelSnapshot | None = None
         if self.escrow is not None:
-            known = self.get(voucher.channel_id)
             stale = known is None or _now_ns() - known.onchain_synced_at_ns > self.state_ttl_ns
             if stale:
                 read = self._read_chain(voucher.channel_id)
@@ -516,19 +683,30 @@ class ChannelStore:
         """
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
             raise PaywallConfigError("amount must be a non-negative int of atomic units")
-        with self._begin() as connection:
-            record = self._locked(connection, channel_id)
-            if record is None or amount == 0:
-                return record
+        record = self._fetch(channel_id)
+        while record is not None and amount > 0:
             back = min(amount, record.charged - record.total_claimed)
-            connection.execute(
-                update(CHANNELS)
-                .where(CHANNELS.c.channel_id == self._key(channel_id))
-                .values(charged=str(record.charged - back), updated_at_ns=_now_ns())
-            )
-            after = self._locked(connection, channel_id)
-        assert after is not None
-        invariant(after.charged >= after.total_claimed, "a release never undoes a claim")
+            after = replace(record, charged=record.charged - back)
+            params = {
+                "channel_id": self._key(channel_id),
+                "charged": str(after.charged),
+                "now": _now_ns(),
+                "was_charged": str(record.charged),
+                "was_total_claimed": str(record.total_claimed),
+            }
+            with self._errors(), self._raw(writing=True) as connection:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(self._sql_release, params)
+                    written = cursor.rowcount
+                finally:
+                    cursor.close()
+                connection.commit()
+            if written == 1:
+                invariant(after.charged >= after.total_claimed, "a release never undoes a claim")
+                return after
+            record = self._fetch(channel_id)  # changed meanwhile: decide again on what is there
+        return record
         return after
 
     def check_refund(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, cast
 
 from eth_abi.abi import encode as abi_encode
@@ -128,7 +129,8 @@ def _word(value: int) -> bytes:
 
 
 def _address_word(address: str) -> bytes:
-    return bytes(12) + to_canonical_address(address)
+    # Every address here passed _address (0x + 40 hex digits, checksummed).
+    return bytes(12) + bytes.fromhex(address[2:])
 
 
 def _uint(name: str, value: object, maximum: int) -> int:
@@ -271,7 +273,7 @@ class ChannelDomain:
         return _hash(b"\x19\x01" + self.separator() + struct_hash)
 
     def channel_id(self, config: ChannelConfig) -> bytes:
-        return self._digest(config.struct_hash())
+        return _channel_id(self, config)
 
     def voucher_digest(self, channel_id: bytes, max_claimable_amount: int) -> bytes:
         cid = _bytes32("channel_id", channel_id)
@@ -489,3 +491,9 @@ def place_channel_contracts(
             _set_code(chain, address, code)
             invariant(chain.code_at(address) == code, f"code did not land at {address}")
     return contracts
+
+
+# A server hashes the same few configs on every voucher: the id is pure, so keep it.
+@lru_cache(maxsize=4096)
+def _channel_id(domain: ChannelDomain, config: ChannelConfig) -> bytes:
+    return domain._digest(config.struct_hash())
