@@ -67,14 +67,14 @@ from farthing.wallet.networks import (
 from farthing.wallet.signer import Signer, TxSigner
 
 __all__ = [
+    "AMOUNT_MAX",
     "AUTH_CAPTURE_EVENT_TOPICS",
     "AUTH_CAPTURE_SIGNATURES",
+    "EXPIRY_MAX",
     "FEE_BPS_MAX",
     "PAYMENT_INFO_TYPE",
     "PAYMENT_INFO_TYPEHASH",
     "SALT_BINDING_TYPEHASH",
-    "UINT120_MAX",
-    "UINT48_MAX",
     "AuthCaptureEscrow",
     "EscrowEvent",
     "PaymentInfo",
@@ -88,8 +88,8 @@ __all__ = [
     "sign_payment_authorization",
 ]
 
-UINT120_MAX: Final = 2**120 - 1
-UINT48_MAX: Final = 2**48 - 1
+AMOUNT_MAX: Final = 2**120 - 1  # uint120, the escrow's amounts
+EXPIRY_MAX: Final = 2**48 - 1  # uint48, its expiries (unix seconds)
 _UINT16_MAX: Final = 2**16 - 1
 FEE_BPS_MAX: Final = 10_000
 
@@ -220,9 +220,9 @@ class PaymentInfo:
     def __post_init__(self) -> None:
         for name in ("operator", "payer", "receiver", "token", "fee_receiver"):
             object.__setattr__(self, name, _address(name, getattr(self, name)))
-        _uint("max_amount", self.max_amount, UINT120_MAX)
+        _uint("max_amount", self.max_amount, AMOUNT_MAX)
         for name in ("pre_approval_expiry", "authorization_expiry", "refund_expiry"):
-            _uint(name, getattr(self, name), UINT48_MAX)
+            _uint(name, getattr(self, name), EXPIRY_MAX)
         _uint("min_fee_bps", self.min_fee_bps, _UINT16_MAX)
         _uint("max_fee_bps", self.max_fee_bps, _UINT16_MAX)
         object.__setattr__(self, "salt", _bytes32("salt", self.salt))
@@ -364,7 +364,7 @@ def salt_binding(receiver_authorizer: str, policy: str, salt_nonce: bytes) -> by
 
 def fee_amount(amount: int, fee_bps: int) -> int:
     """``amount * fee_bps / 10000`` rounded down, as the escrow bounds a fee."""
-    _uint("amount", amount, UINT120_MAX)
+    _uint("amount", amount, AMOUNT_MAX)
     _uint("fee_bps", fee_bps, FEE_BPS_MAX)
     return amount * fee_bps // FEE_BPS_MAX
 
@@ -654,34 +654,34 @@ def decode_event(log: LogEntry) -> EscrowEvent:
     if name is None:
         raise ChainError(f"log {log.tx_hash}:{log.log_index} is not an auth-capture payment event")
     values = abi_decode(_EVENTS[name][1], log.data)
-    base: dict[str, Any] = {
-        "name": name,
-        "payment_hash": bytes(log.topics[1]),
-        "block_number": log.block_number,
-        "tx_hash": log.tx_hash,
-        "log_index": log.log_index,
-    }
+    payment_hash = bytes(log.topics[1])
+    where = (log.block_number, log.tx_hash, log.log_index)
     if name == "PaymentAuthorized":
         info, amount, collector = values
-        extra = {"payment_info": PaymentInfo.from_abi(info), "token_collector": checksum(collector)}
-    elif name == "PaymentCharged":
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where,
+            token_collector=checksum(collector), payment_info=PaymentInfo.from_abi(info),
+        )  # fmt: skip
+    if name == "PaymentCharged":
         info, amount, collector, fee, fee_to = values
-        extra = {
-            "payment_info": PaymentInfo.from_abi(info),
-            "token_collector": checksum(collector),
-            "fee_amount": int(fee),
-            "fee_receiver": checksum(fee_to),
-        }
-    elif name == "PaymentCaptured":
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where,
+            fee_amount=int(fee), fee_receiver=checksum(fee_to),
+            token_collector=checksum(collector), payment_info=PaymentInfo.from_abi(info),
+        )  # fmt: skip
+    if name == "PaymentCaptured":
         amount, fee, fee_to = values
-        extra = {"fee_amount": int(fee), "fee_receiver": checksum(fee_to)}
-    elif name == "PaymentRefunded":
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where,
+            fee_amount=int(fee), fee_receiver=checksum(fee_to),
+        )  # fmt: skip
+    if name == "PaymentRefunded":
         amount, collector = values
-        extra = {"token_collector": checksum(collector)}
-    else:  # PaymentVoided, PaymentReclaimed
-        (amount,) = values
-        extra = {}
-    return EscrowEvent(amount=int(amount), **base, **extra)
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where, token_collector=checksum(collector)
+        )
+    (amount,) = values  # PaymentVoided, PaymentReclaimed
+    return EscrowEvent(name, payment_hash, int(amount), *where)
 
 
 # ---------------------------------------------------------------- placement on dev chains

@@ -452,6 +452,14 @@ def test_charge_pays_at_once_with_no_hold(setup: Setup) -> None:
     assert after["fee"] == before["fee"] + fee
     assert s.escrow.payment_state(info) == PaymentState(True, 0, 700_000)
     _refused(s, info, s.escrow.void(info, sender=s.operator), "zero_authorization")
+    (event,) = s.escrow.events(s.start_block, payment_hash=info.hash(s.chain.chain_id))
+    assert (event.name, event.amount, event.fee_amount, event.fee_receiver) == (
+        "PaymentCharged",
+        700_000,
+        fee,
+        s.fee_receiver,
+    )
+    assert event.payment_info == info and event.token_collector == CONTRACTS.erc3009_collector
 
 
 # ---------------------------------------------------------------- refusals
