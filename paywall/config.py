@@ -200,11 +200,11 @@ def _seconds(data: dict[str, Any], key: str, *, integer: bool = False) -> Any:
     value = data.get(key)
     if value is None:
         return None
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    wrong = not isinstance(value, int) if integer else not isinstance(value, (int, float))
+    if isinstance(value, bool) or wrong:
         what = "an integer" if integer else "a number"
         raise PaywallConfigError(f"channels.{key} must be {what} of seconds")
-    if value <= 0:
+    if not value > 0:  # also refuses nan
         raise PaywallConfigError(f"channels.{key} must be positive")
     return value
 
