@@ -398,7 +398,7 @@ def init(
         bool,
         typer.Option(
             "--channels",
-            help="Also sell through batch-settlement channels (writes [channels] and a "
+            help="Also sell through batch-settlement channels (writes a channels table and a "
             "receiver-authorizer key, mode 600).",
         ),
     ] = False,
