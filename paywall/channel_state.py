@@ -36,11 +36,10 @@ Amounts are ints of the token's atomic units, stored as decimal text (a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import namedtuple
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -83,6 +82,7 @@ from farthing.paywall.database import (
     open_paywall_database,
 )
 from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
+from farthing.paywall.group_commit import GroupCommitter
 from farthing.wallet.address import checksum
 from farthing.wallet.channels import ChannelConfig, ChannelDomain, SignedVoucher
 from farthing.wallet.eip712 import recover_digest
@@ -331,10 +331,7 @@ class ChannelStore:
         self.state_ttl_ns = int(state_ttl_s * 1e9)
         self._sql_select, self._sql_swap, self._sql_release = _hot_sql(self.dialect)
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
-        # PostgreSQL takes concurrent writers itself (row locks); SQLite is one writer.
-        self._write_gate: AbstractContextManager[Any] = (
-            threading.Lock() if self.dialect == "sqlite" else nullcontext()
-        )
+        self._committer = GroupCommitter(self._raw) if self.dialect == "sqlite" else None
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
 
@@ -585,30 +582,34 @@ class ChannelStore:
             "was_withdraw_requested_at": before.withdraw_requested_at,
             "was_synced_at_ns": before.onchain_synced_at_ns,
         }
-        with self._errors(), self._raw(writing=True) as connection:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self._sql_swap, params)
-                written = cursor.rowcount
-            finally:
-                cursor.close()
-            connection.commit()
+        return self._write(self._sql_swap, params)
+
+    def _write(self, sql: str, params: dict[str, Any]) -> bool:
+        """Run one compare-and-swap UPDATE durably; whether it wrote the row.
+
+        On SQLite the writes of this process's threads share commits
+        (:class:`~farthing.paywall.group_commit.GroupCommitter`): one fsync
+        for every write that queued meanwhile, and none meets SQLite's busy
+        handler, which sleeps in millisecond steps. PostgreSQL takes
+        concurrent writers itself.
+        """
+        if self._committer is not None:
+            written = self._committer.execute(sql, params)
+        else:
+            with self._raw() as connection:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(sql, params)
+                    written = cursor.rowcount
+                finally:
+                    cursor.close()
+                connection.commit()
         invariant(written in (0, 1), "a channel id names one row")
         return bool(written == 1)
 
     @contextmanager
-    def _raw(self, *, writing: bool = False) -> Iterator[Any]:
-        """A pooled driver connection; a driver error becomes one ``PaymentStoreError`` line.
-
-        SQLite has one writer at a time. Writers of this process queue on a
-        lock here rather than on SQLite's busy handler, which sleeps in steps
-        of milliseconds; only other processes ever meet the busy handler.
-        """
-        with self._write_gate if writing else nullcontext(), self._connection() as connection:
-            yield connection
-
-    @contextmanager
-    def _connection(self) -> Iterator[Any]:
+    def _raw(self) -> Iterator[Any]:
+        """A pooled driver connection; a driver error becomes one ``PaymentStoreError`` line."""
         try:
             connection = self.engine.raw_connection()
         except DBAPIError as exc:
@@ -694,15 +695,7 @@ class ChannelStore:
                 "was_charged": str(record.charged),
                 "was_total_claimed": str(record.total_claimed),
             }
-            with self._errors(), self._raw(writing=True) as connection:
-                cursor = connection.cursor()
-                try:
-                    cursor.execute(self._sql_release, params)
-                    written = cursor.rowcount
-                finally:
-                    cursor.close()
-                connection.commit()
-            if written == 1:
+            if self._write(self._sql_release, params):
                 invariant(after.charged >= after.total_claimed, "a release never undoes a claim")
                 return after
             record = self._fetch(channel_id)  # changed meanwhile: decide again on what is there
