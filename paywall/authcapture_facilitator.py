@@ -38,7 +38,6 @@ Results carry ``extra``: ``paymentInfoHash``, ``paymentInfo`` and the escrow's
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol, runtime_checkable
@@ -178,7 +177,8 @@ class AuthCaptureFacilitator:
     call and pays the gas; it is never logged. ``refund_receivers`` are the
     payees with whom a refund funding agreement exists (refunds come out of
     the operator's own balance). ``send`` replaces ``chain.send`` (a shared
-    pipelined submitter for the same key).
+    pipelined submitter for the same key). ``clock`` defaults to the chain's
+    own (``chain.timestamp``), which is what the escrow judges deadlines by.
     """
 
     def __init__(
@@ -189,7 +189,7 @@ class AuthCaptureFacilitator:
         contracts: AuthCaptureContracts = CANONICAL_AUTH_CAPTURE_CONTRACTS,
         refund_receivers: Collection[str] = (),
         send: Callable[[Call], TxResult] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.chain = chain
         self.network = chain.network
@@ -199,7 +199,8 @@ class AuthCaptureFacilitator:
         self.refund_receivers = frozenset(checksum(a) for a in refund_receivers)
         self._signer = operator_signer
         self._send = send or (lambda call: chain.send(call, sender=operator_signer))
-        self._clock = clock
+        # The chain's clock by default: deadlines are the escrow's, judged by block time.
+        self._clock: Callable[[], float] = clock or chain.timestamp
         self._journal: dict[str, _Entry] = {}
         self._lock = threading.RLock()
 
