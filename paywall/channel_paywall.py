@@ -344,17 +344,18 @@ class ChannelPaywall:
         voucher = parsed.voucher
 
         async def reserve() -> ChargeAccepted | ChargeRefused:
-            result: ChargeAccepted | ChargeRefused = await self._thread(
-                self.store.charge,
-                terms,
-                parsed.config,
-                voucher,
-                price=price,
-                actual=price,
-                signature_verified=verified,
-                checked=checked,
-            )
-            return result
+            # Shielded: once a charge is written this request must know it, so
+            # that a cancellation while the handler runs releases it (below).
+            with anyio.CancelScope(shield=True):
+                return await self.store.charge_async(
+                    terms,
+                    parsed.config,
+                    voucher,
+                    price=price,
+                    actual=price,
+                    signature_verified=verified,
+                    checked=checked,
+                )
 
         charged = await reserve()
         # Our row may be missing or out of date (state lost, or a deposit made
@@ -375,15 +376,15 @@ class ChannelPaywall:
             buffered = await run()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._thread(self.store.release, voucher.channel_id, price)
+                await self.store.release_async(voucher.channel_id, price)
             raise
         if not 200 <= buffered.status < 300:
-            await self._thread(self.store.release, voucher.channel_id, price)
+            await self.store.release_async(voucher.channel_id, price)
             return ChannelReply(buffered.status), buffered
         actual = parse_charge(buffered.charge, price)
         record = charged.record
         if actual < price:
-            released = await self._thread(self.store.release, voucher.channel_id, price - actual)
+            released = await self.store.release_async(voucher.channel_id, price - actual)
             record = released or record
         await self._book_earned(offer, charged.record, voucher.max_claimable_amount, actual)
         state = record.channel_state().to_wire()

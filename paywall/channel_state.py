@@ -36,13 +36,15 @@ Amounts are ints of the token's atomic units, stored as decimal text (a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
+import anyio.to_thread
 from eth_abi.abi import decode as abi_decode
 from sqlalchemy import (
     BigInteger,
@@ -222,16 +224,17 @@ class ChargeRefused:
     record: ChannelRecord | None = None
 
 
-def _record(row: Any) -> ChannelRecord:
-    config = ChannelConfig(
-        payer=row.payer,
-        payer_authorizer=row.payer_authorizer,
-        receiver=row.receiver,
-        receiver_authorizer=row.receiver_authorizer,
-        token=row.token,
-        withdraw_delay_s=int(row.withdraw_delay_s),
-        salt=row.salt,
-    )
+def _record(row: Any, config: ChannelConfig | None = None) -> ChannelRecord:
+    if config is None:
+        config = ChannelConfig(
+            payer=row.payer,
+            payer_authorizer=row.payer_authorizer,
+            receiver=row.receiver,
+            receiver_authorizer=row.receiver_authorizer,
+            token=row.token,
+            withdraw_delay_s=int(row.withdraw_delay_s),
+            salt=row.salt,
+        )
     record = ChannelRecord(
         channel_id=bytes.fromhex(row.channel_id[2:]),
         network=row.network,
@@ -256,6 +259,49 @@ _Row = namedtuple("_Row", [column.name for column in CHANNELS.columns])  # type:
 
 # Compare-and-swap rounds before a charge falls back to locking the row.
 _SWAP_ATTEMPTS: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Swap:
+    """One compare-and-swap UPDATE for a driver to run: it wrote the row, or it did not."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Contended:
+    """The compare-and-swap gave up (contended, or the mirror went stale): lock the row."""
+
+    record: ChannelRecord
+
+
+_T = TypeVar("_T")
+
+
+def _drive(steps: Generator[_Swap, bool, _T], write: Callable[[_Swap], bool]) -> _T:
+    """Run a decision's writes in this thread; its outcome."""
+    try:
+        swap = next(steps)
+        while True:
+            swap = steps.send(write(swap))
+    except StopIteration as stop:
+        return cast(_T, stop.value)
+
+
+async def _drive_async(
+    steps: Generator[_Swap, bool, _T],
+    write: Callable[[str, dict[str, Any]], Awaitable[int]],
+) -> _T:
+    """Run a decision's writes through the group committer from the loop; its outcome."""
+    try:
+        swap = next(steps)
+        while True:
+            written = await write(swap.sql, swap.params)
+            invariant(written in (0, 1), "a channel id names one row")
+            swap = steps.send(written == 1)
+    except StopIteration as stop:
+        return cast(_T, stop.value)
 
 
 def _hot_sql(dialect: str) -> tuple[str, str, str]:
@@ -332,6 +378,10 @@ class ChannelStore:
         self._sql_select, self._sql_swap, self._sql_release = _hot_sql(self.dialect)
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._committer = GroupCommitter(self._raw) if self.dialect == "sqlite" else None
+        # SQLite's hot-path readers: one driver connection per thread (_sqlite_read).
+        self._readers = threading.local()
+        self._readers_lock = threading.Lock()
+        self._reader_fairies: list[Any] = []
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
 
@@ -339,6 +389,13 @@ class ChannelStore:
         return f"ChannelStore({self.display_url!r})"
 
     def dispose(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+        with self._readers_lock:
+            fairies, self._reader_fairies = self._reader_fairies, []
+            self._readers = threading.local()
+        for fairy in fairies:
+            fairy.close()
         self.engine.dispose()
 
     @contextmanager
@@ -502,6 +559,77 @@ class ChannelStore:
         these exact ``terms``, ``config`` and ``voucher`` and it passed (the
         paywall does, before a deposit reaches the chain); it is not run twice.
         """
+        refused = self._admit(terms, config, voucher, price, actual, signature_verified, checked)
+        if refused is not None:
+            return refused
+        known = self._fetch(voucher.channel_id, config)
+        if self._hot(known):
+            assert known is not None
+            outcome = _drive(self._swap_steps(known, voucher, price, actual), self._write)
+            if not isinstance(outcome, _Contended):
+                return outcome
+            known = outcome.record
+        return self._charge_locked(known, config, voucher, price, actual)
+
+    async def charge_async(
+        self,
+        terms: ChannelTerms,
+        config: ChannelConfig,
+        voucher: SignedVoucher,
+        *,
+        price: int,
+        actual: int,
+        signature_verified: bool = False,
+        checked: bool = False,
+    ) -> ChargeAccepted | ChargeRefused:
+        """:meth:`charge` for the event loop.
+
+        On SQLite the hot path runs on the loop itself: the read and the
+        checks are short, and the write joins the writer thread's next batch,
+        so a voucher costs no thread hand-off of its own. A charge that must
+        read the chain or lock the row, and every charge on PostgreSQL (whose
+        reads are round trips), runs in a worker thread.
+        """
+        if self._committer is None:
+            outcome: ChargeAccepted | ChargeRefused = await anyio.to_thread.run_sync(
+                lambda: self.charge(
+                    terms,
+                    config,
+                    voucher,
+                    price=price,
+                    actual=actual,
+                    signature_verified=signature_verified,
+                    checked=checked,
+                )
+            )
+            return outcome
+        refused = self._admit(terms, config, voucher, price, actual, signature_verified, checked)
+        if refused is not None:
+            return refused
+        known = self._fetch(voucher.channel_id, config)
+        if self._hot(known):
+            assert known is not None
+            steps = self._swap_steps(known, voucher, price, actual)
+            swapped = await _drive_async(steps, self._committer.execute_async)
+            if not isinstance(swapped, _Contended):
+                return swapped
+            known = swapped.record
+        locked: ChargeAccepted | ChargeRefused = await anyio.to_thread.run_sync(
+            lambda: self._charge_locked(known, config, voucher, price, actual)
+        )
+        return locked
+
+    def _admit(
+        self,
+        terms: ChannelTerms,
+        config: ChannelConfig,
+        voucher: SignedVoucher,
+        price: int,
+        actual: int,
+        signature_verified: bool,
+        checked: bool,
+    ) -> ChargeRefused | None:
+        """What needs no row: the amounts' types, the voucher's checks, actual within price."""
         if isinstance(price, bool) or not isinstance(price, int) or price <= 0:
             raise PaywallConfigError("price must be a positive int of atomic units")
         if isinstance(actual, bool) or not isinstance(actual, int) or actual < 0:
@@ -516,22 +644,24 @@ class ChannelStore:
             return ChargeRefused(
                 ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE, "the handler charged more than the ceiling"
             )
-        known = self._fetch(voucher.channel_id)
-        if known is not None and (
-            self.escrow is None or _now_ns() - known.onchain_synced_at_ns <= self.state_ttl_ns
-        ):
-            # The hot path: a known channel whose chain mirror is fresh.
-            return self._charge_swap(known, voucher, price, actual)
-        return self._charge_locked(known, config, voucher, price, actual)
+        return None
 
-    def _charge_swap(
+    def _hot(self, record: ChannelRecord | None) -> bool:
+        """A known channel whose chain mirror is fresh: no chain read, no lock."""
+        return record is not None and (
+            self.escrow is None or _now_ns() - record.onchain_synced_at_ns <= self.state_ttl_ns
+        )
+
+    def _swap_steps(
         self, record: ChannelRecord, voucher: SignedVoucher, price: int, actual: int
-    ) -> ChargeAccepted | ChargeRefused:
+    ) -> Generator[_Swap, bool, ChargeAccepted | ChargeRefused | _Contended]:
         """Decide on ``record`` as read, then write only if the row still says the same.
 
-        The UPDATE's WHERE names every column the decision read, so a row that
-        another request or process changed meanwhile is not written; it is read
-        again and decided again. One statement, no lock held across a read.
+        Yields each compare-and-swap for its driver to run (a thread's write
+        or the loop's) and is sent whether it wrote. The UPDATE's WHERE names
+        every column the decision read, so a row that another request or
+        process changed meanwhile is not written; it is read again and
+        decided again.
         """
         for _ in range(_SWAP_ATTEMPTS):
             refusal = self._refusal(record, voucher, price)
@@ -545,31 +675,68 @@ class ChannelStore:
                 signature=voucher.signature,
                 last_request_at_ns=now,
             )
-            if self._swap(record, after, now):
+            if (yield self._swap(record, after, now)):
                 invariant(after.charged == record.charged + actual, "the charge was recorded once")
                 return ChargeAccepted(after, actual)
-            fresh = self._fetch(voucher.channel_id)
+            fresh = self._fetch(voucher.channel_id, record.config)
             if fresh is None:
                 return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
-            if self.escrow is not None and _now_ns() - fresh.onchain_synced_at_ns > self.state_ttl_ns:
-                break
             record = fresh
+            if not self._hot(record):
+                break
         # Contended past reason, or the mirror went stale meanwhile: take the lock.
-        return self._charge_locked(record, record.config, voucher, price, actual)
+        return _Contended(record)
 
-    def _fetch(self, channel_id: bytes) -> ChannelRecord | None:
-        """The row as committed, read on a pooled driver connection (no ORM on the hot path)."""
-        with self._errors(), self._raw() as connection:
-            cursor = connection.cursor()
+    def _fetch(
+        self, channel_id: bytes, config: ChannelConfig | None = None
+    ) -> ChannelRecord | None:
+        """The row as committed, read at the driver (no ORM on the hot path).
+
+        ``config``, when the caller has it checked, is the row's own config (the
+        channel id is its hash) and is used rather than parsed again.
+        """
+        params = {"channel_id": self._key(channel_id)}
+        if self.dialect == "sqlite":
+            rows = self._sqlite_read(params)
+        else:
+            with self._raw() as connection:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(self._sql_select, params)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+                connection.commit()
+        invariant(len(rows) <= 1, "a channel id names one row")
+        return _record(_Row(*rows[0]), config) if rows else None
+
+    def _sqlite_read(self, params: dict[str, Any]) -> list[Any]:
+        """A SELECT on this thread's own SQLite connection, kept open between reads.
+
+        A pool checkout and check-in cost more than the read itself. The rows
+        are fetched to the end, so the statement is reset and no read
+        transaction outlives the call (a live one would pin an old snapshot).
+        """
+        connection = getattr(self._readers, "connection", None)
+        if connection is None:
             try:
-                cursor.execute(self._sql_select, {"channel_id": self._key(channel_id)})
-                row = cursor.fetchone()
+                fairy = self.engine.raw_connection()
+            except DBAPIError as exc:
+                raise _store_error(self.display_url, exc.orig or exc) from None
+            fairy.detach()  # this thread's, until dispose() closes it
+            with self._readers_lock:
+                self._reader_fairies.append(fairy)
+            connection = self._readers.connection = fairy.dbapi_connection
+        try:
+            cursor = connection.execute(self._sql_select, params)
+            try:
+                return list(cursor.fetchall())
             finally:
                 cursor.close()
-            connection.commit()
-        return None if row is None else _record(_Row(*row))
+        except self._driver_error as exc:
+            raise _store_error(self.display_url, exc) from None
 
-    def _swap(self, before: ChannelRecord, after: ChannelRecord, now: int) -> bool:
+    def _swap(self, before: ChannelRecord, after: ChannelRecord, now: int) -> _Swap:
         params = {
             "channel_id": self._key(before.channel_id),
             "charged": str(after.charged),
@@ -582,9 +749,9 @@ class ChannelStore:
             "was_withdraw_requested_at": before.withdraw_requested_at,
             "was_synced_at_ns": before.onchain_synced_at_ns,
         }
-        return self._write(self._sql_swap, params)
+        return _Swap(self._sql_swap, params)
 
-    def _write(self, sql: str, params: dict[str, Any]) -> bool:
+    def _write(self, swap: _Swap) -> bool:
         """Run one compare-and-swap UPDATE durably; whether it wrote the row.
 
         On SQLite the writes of this process's threads share commits
@@ -594,12 +761,12 @@ class ChannelStore:
         concurrent writers itself.
         """
         if self._committer is not None:
-            written = self._committer.execute(sql, params)
+            written = self._committer.execute(swap.sql, swap.params)
         else:
             with self._raw() as connection:
                 cursor = connection.cursor()
                 try:
-                    cursor.execute(sql, params)
+                    cursor.execute(swap.sql, swap.params)
                     written = cursor.rowcount
                 finally:
                     cursor.close()
@@ -682,6 +849,22 @@ class ChannelStore:
         what was not earned. ``charged`` never drops below ``totalClaimed``:
         what was claimed meanwhile stays claimed.
         """
+        return _drive(self._release_steps(channel_id, amount), self._write)
+
+    async def release_async(self, channel_id: bytes, amount: int) -> ChannelRecord | None:
+        """:meth:`release` for the event loop (on SQLite, the write joins the next batch)."""
+        if self._committer is None:
+            released: ChannelRecord | None = await anyio.to_thread.run_sync(
+                self.release, channel_id, amount
+            )
+            return released
+        return await _drive_async(
+            self._release_steps(channel_id, amount), self._committer.execute_async
+        )
+
+    def _release_steps(
+        self, channel_id: bytes, amount: int
+    ) -> Generator[_Swap, bool, ChannelRecord | None]:
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
             raise PaywallConfigError("amount must be a non-negative int of atomic units")
         record = self._fetch(channel_id)
@@ -695,7 +878,7 @@ class ChannelStore:
                 "was_charged": str(record.charged),
                 "was_total_claimed": str(record.total_claimed),
             }
-            if self._write(self._sql_release, params):
+            if (yield _Swap(self._sql_release, params)):
                 invariant(after.charged >= after.total_claimed, "a release never undoes a claim")
                 return after
             record = self._fetch(channel_id)  # changed meanwhile: decide again on what is there

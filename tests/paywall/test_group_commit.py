@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from farthing.paywall.errors import PaymentStoreError
-from farthing.paywall.group_commit import GroupCommitter
+from farthing.paywall.group_commit import GroupCommitter, _Write
 
 THREADS = 8
 WRITES = 60
@@ -35,7 +36,7 @@ def database(tmp_path: Path) -> Path:
     return path
 
 
-def _committer(path: Path, batches: list[int] | None = None) -> GroupCommitter:
+def _committer(path: Path) -> GroupCommitter:
     @contextmanager
     def connect() -> Iterator[sqlite3.Connection]:
         connection = _open(path)
@@ -113,15 +114,62 @@ def test_writes_queued_behind_a_failing_one_get_its_error_not_a_partial_commit(
     database: Path,
 ) -> None:
     committer = _committer(database)
-    # Queue writes as a batch would find them: a good one, then a bad one.
-    from farthing.paywall.group_commit import _Write
-
+    # A batch as the writer would take it: a good write, then a bad one.
     good = _Write("UPDATE counter SET value = 5 WHERE id = 'c1'", {})
     bad = _Write("UPDATE missing SET value = 1", {})
-    committer._queued.extend([good, bad])
-    committer._run_batch()
-    assert good.done and bad.done
+    committer._commit([good, bad])
     assert isinstance(good.error, PaymentStoreError)
     assert isinstance(bad.error, PaymentStoreError)
     assert good.error is not bad.error  # each caller raises its own
     assert _value(database, "c1") == 0
+
+
+def test_coroutines_on_one_loop_share_batches_and_each_write_lands(database: Path) -> None:
+    committer = _committer(database)
+
+    async def lane(n: int) -> None:
+        for _ in range(WRITES):
+            written = await committer.execute_async(
+                "UPDATE counter SET value = value + 1 WHERE id = :id", {"id": f"c{n}"}
+            )
+            assert written == 1
+
+    async def main() -> None:
+        await asyncio.gather(*(lane(n) for n in range(THREADS)))
+
+    asyncio.run(main())
+    assert [_value(database, f"c{n}") for n in range(THREADS)] == [WRITES] * THREADS
+    committer.close()
+
+
+def test_a_cancelled_caller_waits_for_its_write_then_is_cancelled(database: Path) -> None:
+    committer = _committer(database)
+    outcome: list[int] = []
+
+    async def write() -> None:
+        outcome.append(
+            await committer.execute_async("UPDATE counter SET value = 9 WHERE id = 'c2'", {})
+        )
+
+    async def main() -> None:
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0)  # queued
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # By the time the cancellation reached the caller, the write was over.
+        assert _value(database, "c2") == 9
+
+    asyncio.run(main())
+    assert outcome == []
+    committer.close()
+
+
+def test_close_finishes_the_queue_and_a_later_write_starts_a_new_writer(database: Path) -> None:
+    committer = _committer(database)
+    assert committer.execute("UPDATE counter SET value = 1 WHERE id = 'c3'", {}) == 1
+    committer.close()
+    assert committer._writer is None
+    assert committer.execute("UPDATE counter SET value = 2 WHERE id = 'c3'", {}) == 1
+    committer.close()
+    assert _value(database, "c3") == 2
