@@ -171,6 +171,25 @@ class AuthCaptureVerifyResult:
             out["extra"] = dict(self.extra)
         return out
 
+    @classmethod
+    def from_wire(cls, data: object) -> AuthCaptureVerifyResult | None:
+        """A ``/verify`` answer; ``None`` when it is not one."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("isValid"), bool):
+            return None
+        extra = data.get("extra")
+        return cls(
+            data["isValid"],
+            _opt_str(data, "invalidReason"),
+            _opt_str(data, "payer"),
+            _opt_str(data, "invalidMessage"),
+            dict(extra) if isinstance(extra, Mapping) else None,
+        )
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
 
 @dataclass(frozen=True, slots=True)
 class AuthCaptureSettleResult:
@@ -210,3 +229,26 @@ class AuthCaptureSettleResult:
     def header(self) -> str:
         """The ``PAYMENT-RESPONSE`` header value."""
         return b64_json(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, data: object) -> AuthCaptureSettleResult | None:
+        """A ``/settle`` answer; ``None`` when it is not one."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("success"), bool):
+            return None
+        network, transaction = data.get("network"), data.get("transaction", "")
+        if not isinstance(network, str) or not isinstance(transaction, str):
+            return None
+        amount = data.get("amount")
+        extra = data.get("extra")
+        return cls(
+            data["success"],
+            network,
+            transaction,
+            _opt_str(data, "payer"),
+            int(amount)
+            if isinstance(amount, str) and amount.isdigit() and len(amount) < 80
+            else None,
+            _opt_str(data, "errorReason"),
+            _opt_str(data, "errorMessage"),
+            dict(extra) if isinstance(extra, Mapping) else None,
+        )

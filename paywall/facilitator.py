@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast, runtime_checkable
@@ -40,6 +40,15 @@ import requests
 from eth_utils.crypto import keccak
 from web3.exceptions import TransactionNotFound
 
+from farthing.paywall.authcapture_facilitator import AuthCaptureFacilitator
+from farthing.paywall.authcapture_types import (
+    ERR_SCHEME as AUTH_CAPTURE_ERR_SCHEME,
+)
+from farthing.paywall.authcapture_types import (
+    AuthCaptureSettleResult,
+    AuthCaptureVerifyResult,
+)
+from farthing.paywall.authcapture_wire import AuthCapturePayment, AuthCaptureRequirements
 from farthing.paywall.channel_facilitator import ChannelFacilitator
 from farthing.paywall.channel_types import (
     ChannelPayment,
@@ -98,12 +107,16 @@ _SETTLE_REASONS: Final = {
 class Supported:
     """What ``GET /supported`` lists: the exact scheme on ``networks``, and
     ``batch-settlement`` on ``channel_networks`` (with ``channel_extra``, the
-    receiver authorizer the facilitator signs for, when it holds one)."""
+    receiver authorizer the facilitator signs for, when it holds one), and
+    ``auth-capture`` on ``auth_capture_networks`` (with ``auth_capture_extra``,
+    the operator a server copies into ``extra.captureAuthorizer``)."""
 
     networks: tuple[str, ...]
     signers: tuple[str, ...] = ()
     channel_networks: tuple[str, ...] = ()
     channel_extra: dict[str, Any] | None = None
+    auth_capture_networks: tuple[str, ...] = ()
+    auth_capture_extra: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         channel_kinds = [
@@ -111,12 +124,18 @@ class Supported:
             | ({"extra": dict(self.channel_extra)} if self.channel_extra else {})
             for network in self.channel_networks
         ]
+        auth_capture_kinds = [
+            {"x402Version": 2, "scheme": "auth-capture", "network": network}
+            | ({"extra": dict(self.auth_capture_extra)} if self.auth_capture_extra else {})
+            for network in self.auth_capture_networks
+        ]
         return {
             "kinds": [
                 {"x402Version": 2, "scheme": SCHEME_EXACT, "network": network}
                 for network in self.networks
             ]
-            + channel_kinds,
+            + channel_kinds
+            + auth_capture_kinds,
             "extensions": [],
             "signers": {"eip155:*": list(self.signers)} if self.signers else {},
         }
@@ -242,6 +261,8 @@ class LocalFacilitator:
         clock: Callable[[], float] = time.time,
         nonce_store: SharedNonces | None = None,
         channel_authorizer: Signer | None = None,
+        auth_capture_operator: TxSigner | None = None,
+        auth_capture_refund_receivers: Collection[str] = (),
     ) -> None:
         if not 0 <= valid_before_margin_s <= 3600:
             raise ValueError("valid_before_margin_s must be between 0 and 3600")
@@ -268,6 +289,23 @@ class LocalFacilitator:
             send=self._submitter.send if self._submitter is not None else None,
             clock=clock,
         )
+        # auth-capture (farthing.paywall.authcapture_facilitator), only with an
+        # operator key; the same key as ``signer`` shares its nonce sequence.
+        shared = (
+            self._submitter is not None
+            and auth_capture_operator is not None
+            and (auth_capture_operator.address == signer.address)
+        )
+        self.auth_capture = (
+            AuthCaptureFacilitator(
+                chain,
+                auth_capture_operator,
+                refund_receivers=auth_capture_refund_receivers,
+                send=self._submitter.send if shared and self._submitter is not None else None,
+            )
+            if auth_capture_operator is not None
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"LocalFacilitator({self.chain!r}, signer={self._signer.address})"
@@ -282,6 +320,28 @@ class LocalFacilitator:
     ) -> ChannelSettleResult:
         return await self.channels.settle_channel(payment, requirements)
 
+    async def verify_auth_capture(
+        self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
+    ) -> AuthCaptureVerifyResult:
+        if self.auth_capture is None:
+            return AuthCaptureVerifyResult(
+                False,
+                AUTH_CAPTURE_ERR_SCHEME,
+                None,
+                "this facilitator has no auth-capture operator",
+            )
+        return await self.auth_capture.verify_auth_capture(payment, requirements)
+
+    async def settle_auth_capture(
+        self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
+    ) -> AuthCaptureSettleResult:
+        if self.auth_capture is None:
+            return AuthCaptureSettleResult(
+                False, requirements.network, reason=AUTH_CAPTURE_ERR_SCHEME,
+                message="this facilitator has no auth-capture operator",
+            )  # fmt: skip
+        return await self.auth_capture.settle_auth_capture(payment, requirements)
+
     # ------------------------------------------------------------ async API
 
     async def verify(
@@ -295,11 +355,17 @@ class LocalFacilitator:
         return await anyio.to_thread.run_sync(self.settle_sync, payload, requirements)
 
     async def supported(self) -> Supported:
+        operator = self.auth_capture
+        signers = (self._signer.address,)
+        if operator is not None and operator.operator != self._signer.address:
+            signers += (operator.operator,)
         return Supported(
             (self.network,),
-            (self._signer.address,),
+            signers,
             (self.network,),
             self.channels.supported_extra(),
+            (self.network,) if operator is not None else (),
+            operator.supported_extra() if operator is not None else None,
         )
 
     async def resolve(

@@ -20,6 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from farthing.paywall.authcapture_facilitator import AuthCaptureSettling
+from farthing.paywall.authcapture_types import AuthCaptureSettleResult, AuthCaptureVerifyResult
+from farthing.paywall.authcapture_wire import SCHEME as AUTH_CAPTURE_SCHEME
+from farthing.paywall.authcapture_wire import parse_payment as parse_auth_capture_payment
+from farthing.paywall.authcapture_wire import (
+    parse_requirements as parse_auth_capture_requirements,
+)
 from farthing.paywall.channel_facilitator import ChannelSettling
 from farthing.paywall.channel_types import (
     ChannelSettleResult,
@@ -86,12 +93,49 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             return str(exc)
         return payload, requirements
 
-    def channel_request(data: dict[str, Any]) -> bool:
-        """A batch-settlement request (requirements or accepted say so), not an exact one."""
+    def channel_request(data: dict[str, Any], scheme: str = SCHEME) -> bool:
+        """A batch-settlement (or ``scheme``) request: requirements or accepted say so."""
         raw = data.get("paymentRequirements")
         payment = data.get("paymentPayload")
         accepted = payment.get("accepted") if isinstance(payment, dict) else None
-        return any(isinstance(x, dict) and x.get("scheme") == SCHEME for x in (raw, accepted))
+        return any(isinstance(x, dict) and x.get("scheme") == scheme for x in (raw, accepted))
+
+    async def auth_capture_call(data: dict[str, Any], settle: bool) -> JSONResponse:
+        """An auth-capture request; every refusal is a 200 with the spec's code."""
+        raw = data.get("paymentRequirements")
+        network = raw.get("network") if isinstance(raw, dict) else None
+        network = network if isinstance(network, str) else ""
+        requirements = parse_auth_capture_requirements(raw)
+        payment = parse_auth_capture_payment(data.get("paymentPayload"))
+        if (
+            isinstance(facilitator, AuthCaptureSettling)
+            and not isinstance(requirements, WireRefusal)
+            and not isinstance(payment, WireRefusal)
+        ):
+            try:
+                if settle:
+                    settled = await facilitator.settle_auth_capture(payment, requirements)
+                    return JSONResponse(settled.to_wire())
+                verified = await facilitator.verify_auth_capture(payment, requirements)
+                return JSONResponse(verified.to_wire())
+            except FacilitatorUnavailableError as exc:
+                return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        if isinstance(requirements, WireRefusal):
+            refused = requirements
+        elif isinstance(payment, WireRefusal):
+            refused = payment
+        else:
+            refused = WireRefusal(
+                "invalid_auth_capture_evm_scheme", "this facilitator has no auth-capture"
+            )
+        if settle:
+            answer = AuthCaptureSettleResult(
+                False, network, reason=refused.reason, message=refused.detail
+            )
+            return JSONResponse(answer.to_wire())
+        return JSONResponse(
+            AuthCaptureVerifyResult(False, refused.reason, None, refused.detail).to_wire()
+        )
 
     async def channel_call(data: dict[str, Any], settle: bool) -> JSONResponse:
         raw = data.get("paymentRequirements")
@@ -142,6 +186,8 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             return problem
         if channel_request(data):
             return await channel_call(data, settle=False)
+        if channel_request(data, AUTH_CAPTURE_SCHEME):
+            return await auth_capture_call(data, settle=False)
         parsed = parse(data)
         if isinstance(parsed, str):
             return JSONResponse(VerifyResult(False, "invalid_payload", None, parsed).to_wire())
@@ -159,6 +205,8 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             return problem
         if channel_request(data):
             return await channel_call(data, settle=True)
+        if channel_request(data, AUTH_CAPTURE_SCHEME):
+            return await auth_capture_call(data, settle=True)
         parsed = parse(data)
         if isinstance(parsed, str):
             raw = data.get("paymentRequirements")

@@ -9,6 +9,12 @@ until interrupted. The key and the token are never printed.
 Several facilitator processes may settle with one key when they share
 ``--database-url`` (SQLite file or PostgreSQL): its account nonces are then
 allocated there, under a row lock (``farthing.paywall.submit``).
+
+``--auth-capture-operator-key-file`` turns on x402 ``auth-capture`` (the
+``delegated`` operator type): that key is ``extra.captureAuthorizer``, listed
+in ``/supported``, and sends every escrow call. Refunds come out of the
+operator's own balance, so they are relayed only for the payees named with
+``--auth-capture-refund-receiver`` (the out-of-band funding agreement).
 """
 
 from __future__ import annotations
@@ -106,17 +112,39 @@ def serve(
             "(listed in /supported) for servers that send no signature of their own.",
         ),
     ] = None,
+    auth_capture_operator_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-capture-operator-key-file",
+            help="auth-capture: the operator key (extra.captureAuthorizer, listed in "
+            "/supported) that places holds and captures, voids and refunds them. "
+            "May be the --key-file.",
+        ),
+    ] = None,
+    auth_capture_refund_receivers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--auth-capture-refund-receiver",
+            help="auth-capture: relay refunds (paid from the operator's balance) for "
+            "this payee address. Repeatable.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
-    """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON; exact and batch-settlement)."""
+    """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON; exact, batch-settlement, auth-capture)."""
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.facilitator_api import facilitator_app
     from farthing.paywall.keys import load_key_file, load_token_file
     from farthing.paywall.store import PaymentStore
+    from farthing.wallet.address import is_address
     from farthing.wallet.chain import open_chain
 
     if not rpc_url.startswith(("http://", "https://")):
         fail(f"--rpc-url must be an http(s):// JSON-RPC URL, got {rpc_url!r}")
+    refund_receivers = list(auth_capture_refund_receivers or [])
+    for address in refund_receivers:
+        if not is_address(address):
+            fail(f"--auth-capture-refund-receiver must be a 0x address, got {address!r}")
     signer = load_key_file(key_file, passphrase_file=passphrase_file)
     token = load_token_file(token_file) if token_file is not None else None
     chain = open_chain(rpc_url, timeout_s=rpc_timeout_s, receipt_timeout_s=receipt_timeout_s)
@@ -126,12 +154,19 @@ def serve(
         if channel_authorizer_key_file is not None
         else None
     )
+    operator = (
+        load_key_file(auth_capture_operator_key_file, passphrase_file=passphrase_file)
+        if auth_capture_operator_key_file is not None
+        else None
+    )
     facilitator = LocalFacilitator(
         chain,
         signer,
         valid_before_margin_s=margin_s,
         nonce_store=nonces,
         channel_authorizer=authorizer,
+        auth_capture_operator=operator,
+        auth_capture_refund_receivers=refund_receivers,
     )
     asgi = facilitator_app(facilitator, token=token.get_secret_value() if token else None)
     sock = bind_socket(host, port)

@@ -15,6 +15,9 @@ from typing import Any, Final
 
 import httpx
 
+from farthing.paywall.authcapture_types import AuthCaptureSettleResult, AuthCaptureVerifyResult
+from farthing.paywall.authcapture_wire import SCHEME as AUTH_CAPTURE_SCHEME
+from farthing.paywall.authcapture_wire import AuthCapturePayment, AuthCaptureRequirements
 from farthing.paywall.channel_types import (
     ChannelPayment,
     ChannelRequirements,
@@ -177,6 +180,38 @@ class RemoteFacilitator:
             )
         return result
 
+    async def verify_auth_capture(
+        self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
+    ) -> AuthCaptureVerifyResult:
+        """``/verify`` of an auth-capture payload (the client's, or a lifecycle one)."""
+        body = {
+            "x402Version": X402_VERSION,
+            "paymentPayload": payment.to_wire(),
+            "paymentRequirements": requirements.to_wire(),
+        }
+        result = AuthCaptureVerifyResult.from_wire(await self._call("POST", "/verify", body))
+        if result is None:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} sent a malformed verify response"
+            )
+        return result
+
+    async def settle_auth_capture(
+        self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
+    ) -> AuthCaptureSettleResult:
+        """``/settle`` of an authorize, capture, void or refund payload."""
+        body = {
+            "x402Version": X402_VERSION,
+            "paymentPayload": payment.to_wire(),
+            "paymentRequirements": requirements.to_wire(),
+        }
+        result = AuthCaptureSettleResult.from_wire(await self._call("POST", "/settle", body))
+        if result is None:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} sent a malformed settle response"
+            )
+        return result
+
     async def supported(self) -> Supported:
         data = await self._call("GET", "/supported")
         kinds = data.get("kinds") if isinstance(data, dict) else None
@@ -188,4 +223,13 @@ class RemoteFacilitator:
         extra = next((k["extra"] for k in channels if isinstance(k.get("extra"), dict)), None)
         signers = data.get("signers") if isinstance(data.get("signers"), dict) else {}
         addresses = tuple(a for group in signers.values() if isinstance(group, list) for a in group)
-        return Supported(networks, addresses, tuple(k["network"] for k in channels), extra)
+        held = [k for k in listed if k.get("scheme") == AUTH_CAPTURE_SCHEME]
+        held_extra = next((k["extra"] for k in held if isinstance(k.get("extra"), dict)), None)
+        return Supported(
+            networks,
+            addresses,
+            tuple(k["network"] for k in channels),
+            extra,
+            tuple(k["network"] for k in held),
+            held_extra,
+        )
