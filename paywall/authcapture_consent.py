@@ -30,7 +30,7 @@ from farthing.paywall.authcapture_wire import (
     RefundPayload,
     VoidPayload,
 )
-from farthing.wallet.address import ZERO_ADDRESS, checksum
+from farthing.wallet.address import checksum
 from farthing.wallet.authcapture import (
     PaymentInfo,
     PaymentState,
@@ -299,8 +299,6 @@ def capture_payload(
     info_hash = payment_hash(requirements, info)
     fee = fee_amount(amount, info.min_fee_bps) if fee is None else fee
     receiver = requirements.extra.fee_recipient if fee_receiver is None else checksum(fee_receiver)
-    if receiver == ZERO_ADDRESS and fee == 0:
-        receiver = ZERO_ADDRESS
     signature = sign_capture(
         authorizer, domain, info_hash, amount, fee=fee, fee_receiver=receiver, expected=expected
     )

@@ -47,41 +47,29 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from web3.exceptions import TransactionNotFound
 
-from farthing.paywall.authcapture_consent import OperatorDomain, payment_hash
+from farthing.paywall.authcapture_checks import (
+    check_capture,
+    check_collect,
+    check_lifecycle,
+    check_refund,
+    check_void,
+    collect_info,
+)
+from farthing.paywall.authcapture_consent import payment_hash
 from farthing.paywall.authcapture_types import (
-    ERR_AMOUNT_MISMATCH,
-    ERR_AUTHORIZATION_EXPIRED,
-    ERR_AUTHORIZATION_NOT_YET_VALID,
-    ERR_AUTHORIZER_SIGNATURE,
-    ERR_CAPTURE_DEADLINE_EXPIRED,
-    ERR_DEADLINE_ORDERING,
     ERR_IDEMPOTENCY_CONFLICT,
-    ERR_INSUFFICIENT_AUTHORIZATION,
     ERR_INSUFFICIENT_BALANCE,
-    ERR_LIFECYCLE_NOT_RELAYED,
     ERR_NETWORK_MISMATCH,
-    ERR_NONCE_MISMATCH,
-    ERR_OPERATOR_MISMATCH,
     ERR_OPERATOR_NOT_ADMITTED,
-    ERR_PAYLOAD_FORMAT,
     ERR_PAYMENT_ALREADY_COLLECTED,
-    ERR_REFUND_DEADLINE_EXPIRED,
-    ERR_REFUND_EXCEEDS_CAPTURE,
     ERR_REFUND_FUNDING_UNAVAILABLE,
-    ERR_REQUIREMENTS_MISMATCH,
-    ERR_SALT_BINDING_MISMATCH,
     ERR_SETTLEMENT_PENDING,
-    ERR_SIGNATURE,
     ERR_SIMULATION_FAILED,
-    ERR_TOKEN_COLLECTOR_MISMATCH,
     ERR_TRANSACTION_REVERTED,
-    ERR_UNEXPECTED_PAYMENT_STATE,
-    ERR_VOID_AUTHORIZER_SIGNATURE,
-    ERR_VOID_REMAINDER_FULL_CAPTURE,
-    ERR_ZERO_AUTHORIZATION,
     ESCROW_ERROR_REASONS,
     AuthCaptureSettleResult,
     AuthCaptureVerifyResult,
+    WireRefusal,
 )
 from farthing.paywall.authcapture_wire import (
     AuthCapturePayment,
@@ -92,37 +80,27 @@ from farthing.paywall.authcapture_wire import (
     VoidPayload,
 )
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.wallet.address import ZERO_ADDRESS, checksum
+from farthing.wallet.address import checksum
 from farthing.wallet.authcapture import (
     AuthCaptureEscrow,
     PaymentInfo,
     PaymentState,
     custom_error_name,
-    fee_amount,
-    salt_binding,
 )
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import (
-    RECEIVE_WITH_AUTHORIZATION,
-    SignatureParts,
     keccak256,
-    recover_digest,
-    verify_authorization_signature,
 )
-from farthing.wallet.eip3009 import TokenDomain
-from farthing.wallet.errors import ChainError, ChainUnavailableError, WalletError
+from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.networks import CANONICAL_AUTH_CAPTURE_CONTRACTS, AuthCaptureContracts
 from farthing.wallet.signer import TxSigner
 
 __all__ = [
-    "CLOCK_SKEW_S",
     "JOURNAL_SIZE_MAX",
     "AuthCaptureFacilitator",
     "AuthCaptureSettling",
 ]
 
-# The spec's floor for "still valid after settlement lands".
-CLOCK_SKEW_S: Final = 6
 JOURNAL_SIZE_MAX: Final = 100_000
 
 _BALANCE_OF: Final = bytes(keccak256(b"balanceOf(address)"))[:4]
@@ -159,6 +137,11 @@ class _Entry:
     fingerprint: bytes  # what the operation was: a different one may not reuse the key
     result: AuthCaptureSettleResult
     pending_tx: str | None = None  # sent, receipt not seen yet
+
+
+def _refuse(refusal: WireRefusal | None) -> None:
+    if refusal is not None:
+        raise _Refused(refusal.reason, refusal.detail)
 
 
 def _hex(data: bytes) -> str:
@@ -351,57 +334,29 @@ class AuthCaptureFacilitator:
     def _collect_info(
         self, payload: CollectPayload, requirements: AuthCaptureRequirements
     ) -> PaymentInfo:
-        extra = requirements.extra
-        if extra.bound != (payload.salt_nonce is not None):
-            raise _Refused(
-                ERR_PAYLOAD_FORMAT,
-                "saltNonce belongs on the payload exactly when receiverAuthorizer is set",
-            )
-        try:
-            return requirements.payment_info(
-                payload.payer, payload.salt, payload.authorization.valid_before
-            )
-        except WalletError as exc:
-            raise _Refused(ERR_PAYLOAD_FORMAT, str(exc)) from None
+        info = collect_info(payload, requirements)
+        if isinstance(info, WireRefusal):
+            raise _Refused(info.reason, info.detail)
+        return info
 
     def _verify_collect(
         self, payload: CollectPayload, requirements: AuthCaptureRequirements
     ) -> tuple[PaymentInfo, PaymentState]:
-        extra, auth, now = requirements.extra, payload.authorization, self._now()
         info = self._collect_info(payload, requirements)
-        if extra.refund_deadline < extra.capture_deadline:
-            raise _Refused(ERR_DEADLINE_ORDERING, "refundDeadline is before captureDeadline")
-        if extra.capture_deadline <= now + CLOCK_SKEW_S:
-            raise _Refused(ERR_CAPTURE_DEADLINE_EXPIRED, "captureDeadline has passed")
-        if now + requirements.max_timeout_seconds > extra.capture_deadline:
-            raise _Refused(ERR_DEADLINE_ORDERING, "the signing window ends after captureDeadline")
-        if auth.valid_before > extra.capture_deadline:
-            raise _Refused(ERR_DEADLINE_ORDERING, "validBefore is after captureDeadline")
-        if auth.valid_before <= now + CLOCK_SKEW_S:
-            raise _Refused(ERR_AUTHORIZATION_EXPIRED, "the authorization has expired")
-        if auth.valid_after > now:
-            raise _Refused(ERR_AUTHORIZATION_NOT_YET_VALID, "validAfter is in the future")
-        if auth.to != checksum(self.contracts.erc3009_collector):
-            raise _Refused(ERR_TOKEN_COLLECTOR_MISMATCH, "authorization.to is not the collector")
-        payer_is_contract = bool(self._chain_read(lambda: self.chain.code_at(payload.payer)))
-        if not payer_is_contract:  # a contract wallet's signature is checked by the simulation
-            domain = TokenDomain(
-                extra.name, extra.version, requirements.chain_id, requirements.asset
+        code = self._chain_read(lambda: self.chain.code_at(payload.payer))
+        _refuse(
+            check_collect(
+                payload,
+                requirements,
+                info,
+                now=self._now(),
+                collector=self.contracts.erc3009_collector,
+                payer_is_contract=bool(code),
             )
-            parts = SignatureParts(auth, domain, payload.signature, RECEIVE_WITH_AUTHORIZATION)
-            if not verify_authorization_signature(parts).valid:
-                raise _Refused(ERR_SIGNATURE, "the signature does not recover to the payer")
-        if auth.value != requirements.amount:
-            raise _Refused(ERR_AMOUNT_MISMATCH, "authorization.value is not the offer's amount")
-        escrow = extra.auth_capture_escrow
-        if payload.salt_nonce is not None:
-            bound = salt_binding(extra.receiver_authorizer, extra.policy, payload.salt_nonce)
-            if bound != payload.salt:
-                raise _Refused(ERR_SALT_BINDING_MISMATCH, "salt is not the binding of saltNonce")
-        if info.signature_nonce(requirements.chain_id, escrow) != auth.nonce:
-            raise _Refused(ERR_NONCE_MISMATCH, "the nonce does not commit to these terms")
+        )
+        nonce = payload.authorization.nonce
         used = self._chain_read(
-            lambda: self.chain.authorization_state(requirements.asset, payload.payer, auth.nonce)
+            lambda: self.chain.authorization_state(requirements.asset, payload.payer, nonce)
         )
         if used:
             raise _Refused(ERR_PAYMENT_ALREADY_COLLECTED, "this authorization was already used")
@@ -416,123 +371,29 @@ class AuthCaptureFacilitator:
     def _verify_lifecycle(
         self, payload: LifecyclePayload, requirements: AuthCaptureRequirements
     ) -> tuple[PaymentInfo, PaymentState]:
-        extra, info, now = requirements.extra, payload.info, self._now()
-        if extra.receiver_authorizer == ZERO_ADDRESS:
-            raise _Refused(
-                ERR_LIFECYCLE_NOT_RELAYED,
-                "without a receiverAuthorizer the lifecycle is not relayed",
-            )
-        if info.operator != extra.capture_authorizer:
-            raise _Refused(ERR_OPERATOR_MISMATCH, "paymentInfo.operator is not captureAuthorizer")
-        if info.salt != salt_binding(extra.receiver_authorizer, extra.policy, payload.salt_nonce):
-            raise _Refused(ERR_SALT_BINDING_MISMATCH, "paymentInfo.salt is not bound to saltNonce")
-        dictated = requirements.payment_info(info.payer, info.salt, info.pre_approval_expiry)
-        if dictated != info:
-            raise _Refused(ERR_REQUIREMENTS_MISMATCH, "paymentInfo differs from the requirements")
-        domain = OperatorDomain.of(requirements)
-        info_hash = payment_hash(requirements, info)
-        self._check_consent(payload, domain, info_hash, extra.receiver_authorizer)
+        info = payload.info
+        refund_collector = self.contracts.operator_refund_collector
+        _refuse(check_lifecycle(payload, requirements, refund_collector=refund_collector))
         state = self._state(info)
         if isinstance(payload, CapturePayload):
-            self._capture_preconditions(payload, info, state, now)
+            _refuse(check_capture(payload, info, state, now=self._now()))
             self._simulate(self._capture_data(payload))
         elif isinstance(payload, VoidPayload):
-            if state.capturable_amount == 0:
-                raise _Refused(ERR_ZERO_AUTHORIZATION, "no hold remains to void")
+            _refuse(check_void(state))
             self._simulate(self.escrow.encode_void(info))
         else:
-            self._refund_preconditions(payload, info, state, now)
+            _refuse(check_refund(payload, info, state, now=self._now()))
+            if info.receiver not in self.refund_receivers:
+                raise _Refused(
+                    ERR_REFUND_FUNDING_UNAVAILABLE, "no refund funding agreement with this receiver"
+                )
+            if self._balance(info.token, self.operator) < payload.amount:
+                raise _Refused(
+                    ERR_REFUND_FUNDING_UNAVAILABLE, "the operator's refund funds are short"
+                )
             if self._allowance(info.token) >= payload.amount:
                 self._simulate(self._refund_data(payload))
         return info, state
-
-    def _check_consent(
-        self, payload: LifecyclePayload, domain: OperatorDomain, info_hash: bytes, authorizer: str
-    ) -> None:
-        if isinstance(payload, CapturePayload):
-            expected = PaymentState(True, payload.expected_capturable, payload.expected_refundable)
-            digest = domain.capture_digest(
-                info_hash, payload.amount, payload.fee_amount, payload.fee_receiver, expected
-            )
-            if payload.void_authorizer_signature is not None:
-                void = recover_digest(
-                    domain.void_digest(info_hash), payload.void_authorizer_signature
-                )
-                if void != authorizer:
-                    raise _Refused(
-                        ERR_VOID_AUTHORIZER_SIGNATURE, "the Void consent is not the authorizer's"
-                    )
-        elif isinstance(payload, VoidPayload):
-            digest = domain.void_digest(info_hash)
-        else:
-            expected = PaymentState(True, payload.expected_capturable, payload.expected_refundable)
-            digest = domain.refund_digest(
-                info_hash, payload.amount, self.contracts.operator_refund_collector, expected
-            )
-        if recover_digest(digest, payload.authorizer_signature) != authorizer:
-            raise _Refused(ERR_AUTHORIZER_SIGNATURE, "the consent is not receiverAuthorizer's")
-
-    @staticmethod
-    def _expected(payload: CapturePayload | RefundPayload, state: PaymentState) -> None:
-        seen = (state.capturable_amount, state.refundable_amount)
-        if seen != (payload.expected_capturable, payload.expected_refundable):
-            raise _Refused(
-                ERR_UNEXPECTED_PAYMENT_STATE,
-                f"the escrow holds capturable {seen[0]}, refundable {seen[1]}: "
-                "not what the consent expected (used already?)",
-            )
-
-    def _capture_preconditions(
-        self, payload: CapturePayload, info: PaymentInfo, state: PaymentState, now: int
-    ) -> None:
-        if now >= info.authorization_expiry:
-            raise _Refused(ERR_CAPTURE_DEADLINE_EXPIRED, "the capture deadline has passed")
-        self._expected(payload, state)
-        if payload.amount == 0:
-            raise _Refused(ERR_AMOUNT_MISMATCH, "a capture must be of more than 0")
-        if payload.amount > state.capturable_amount:
-            raise _Refused(
-                ERR_INSUFFICIENT_AUTHORIZATION,
-                f"capture of {payload.amount} over the hold of {state.capturable_amount}",
-            )
-        if (
-            payload.void_authorizer_signature is not None
-            and payload.amount == state.capturable_amount
-        ):
-            raise _Refused(ERR_VOID_REMAINDER_FULL_CAPTURE, "a full capture leaves nothing to void")
-        low, high = (
-            fee_amount(payload.amount, bps) for bps in (info.min_fee_bps, info.max_fee_bps)
-        )
-        if not low <= payload.fee_amount <= high:
-            raise _Refused(
-                ESCROW_ERROR_REASONS["fee_amount_out_of_range"],
-                f"feeAmount must lie between {low} and {high}",
-            )
-        if info.fee_receiver != ZERO_ADDRESS and payload.fee_receiver != info.fee_receiver:
-            raise _Refused(
-                ESCROW_ERROR_REASONS["invalid_fee_receiver"], "feeReceiver is not the committed one"
-            )
-
-    def _refund_preconditions(
-        self, payload: RefundPayload, info: PaymentInfo, state: PaymentState, now: int
-    ) -> None:
-        if now >= info.refund_expiry:
-            raise _Refused(ERR_REFUND_DEADLINE_EXPIRED, "the refund deadline has passed")
-        self._expected(payload, state)
-        if payload.amount == 0:
-            raise _Refused(ERR_AMOUNT_MISMATCH, "a refund must be of more than 0")
-        if payload.amount > state.refundable_amount:
-            raise _Refused(
-                ERR_REFUND_EXCEEDS_CAPTURE,
-                f"refund of {payload.amount} over the refundable {state.refundable_amount}",
-            )
-        if info.receiver not in self.refund_receivers:
-            raise _Refused(
-                ERR_REFUND_FUNDING_UNAVAILABLE,
-                "no refund funding agreement with this receiver",
-            )
-        if self._balance(info.token, self.operator) < payload.amount:
-            raise _Refused(ERR_REFUND_FUNDING_UNAVAILABLE, "the operator's refund funds are short")
 
     # ------------------------------------------------------------ settlement
 
@@ -574,8 +435,8 @@ class AuthCaptureFacilitator:
                     [checksum(self.contracts.operator_refund_collector), payload.amount],
                 )))  # fmt: skip
                 if not approved.ok:
-                    exc = _Refused(ERR_REFUND_FUNDING_UNAVAILABLE, "approving the refund failed")
-                    return self._refusal(requirements, payer, exc)
+                    short = _Refused(ERR_REFUND_FUNDING_UNAVAILABLE, "approving the refund failed")
+                    return self._refusal(requirements, payer, short)
             return self._submit(
                 key, fingerprint, requirements, info, self._refund_data(payload), payload.amount
             )

@@ -356,7 +356,7 @@ class LocalFacilitator:
 
     async def supported(self) -> Supported:
         operator = self.auth_capture
-        signers = (self._signer.address,)
+        signers: tuple[str, ...] = (self._signer.address,)
         if operator is not None and operator.operator != self._signer.address:
             signers += (operator.operator,)
         return Supported(

@@ -65,7 +65,7 @@ from farthing.wallet.authcapture import (
     fee_amount,
     place_auth_capture_contracts,
 )
-from farthing.wallet.chain import Chain, MemoryChain
+from farthing.wallet.chain import Call, Chain, MemoryChain, TxResult
 from farthing.wallet.devchain import start_anvil
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
@@ -498,6 +498,43 @@ def test_wire_refusals_carry_the_spec_codes(s: Setup) -> None:
         wire["payload"]["authorization"], value=1.5,
     )))  # fmt: skip
     assert refusal(amount) == "invalid_auth_capture_evm_payload_format"
+
+
+class FakeLostReceipt:
+    """The submitter seam: sends for real, but reports the first receipt as never arriving."""
+
+    def __init__(self, chain: Chain, signer: LocalSigner) -> None:
+        self.chain, self.signer, self.lost = chain, signer, 0
+
+    def __call__(self, call: Call) -> TxResult:
+        sent = self.chain.send(call, sender=self.signer)
+        if self.lost == 0 and sent.ok:
+            self.lost += 1
+            return TxResult(False, sent.tx_hash, "receipt_timeout", None)
+        return sent
+
+
+def test_a_settlement_without_a_receipt_is_resolved_not_resent(s: Setup) -> None:
+    lossy = FakeLostReceipt(s.chain, s.operator)
+    facilitator = AuthCaptureFacilitator(s.chain, s.operator, send=lossy)
+    req = s.requirements()
+    info, nonce = s.hold(req)
+    before = s.balances()
+    op = capture_payload(
+        s.authorizer, req, info, nonce, PRICE, expected=PaymentState(True, PRICE, 0)
+    )
+    pending = facilitator.capture(op, req)
+    assert (pending.success, pending.reason) == (
+        False,
+        "invalid_auth_capture_evm_settlement_pending",
+    )
+    assert pending.transaction
+    # The retry reads the receipt instead of sending again.
+    resolved = facilitator.capture(op, req)
+    assert resolved.success and resolved.transaction == pending.transaction
+    assert facilitator.capture(op, req) == resolved
+    fee = fee_amount(PRICE, FEE_BPS)
+    assert _moved(before, s.balances()) == {"receiver": PRICE - fee, "fee": fee, "store": -PRICE}
 
 
 # ---------------------------------------------------------------- the clock
