@@ -55,6 +55,9 @@ _SUBCOMMANDS: dict[str, _SubCommand] = {
         "farthing.inference.cli", "app", "Serve a model with vLLM and sell it per call (x402)."
     ),
     "dashboard": _SubCommand("farthing.dashboard.cli", "app", "Watch spend, approvals and audit in a browser."),
+    "jobs": _SubCommand(
+        "farthing.jobs.cli", "app", "Hire workers and pay on accepted delivery (auth-capture escrow)."
+    ),
 }
 
 

@@ -27,10 +27,11 @@ PACKAGES = [
     "farthing.inference",
     "farthing.contracts",
     "farthing.dashboard",
+    "farthing.jobs",
 ]
 
 
-@pytest.mark.parametrize("name", ["wallet", "agents", "paywall", "inference", "ledger", "contracts"])
+@pytest.mark.parametrize("name", ["wallet", "agents", "paywall", "inference", "ledger", "contracts", "jobs"])
 def test_no_top_level_module_is_installed(name: str, tmp_path: Path) -> None:
     code = (
         "import importlib.util, sys\n"
