@@ -347,7 +347,7 @@ class ChannelPaywall:
             # Shielded: once a charge is written this request must know it, so
             # that a cancellation while the handler runs releases it (below).
             with anyio.CancelScope(shield=True):
-                return await self.store.charge_async(
+                result = await self.store.charge_async(
                     terms,
                     parsed.config,
                     voucher,
@@ -356,6 +356,7 @@ class ChannelPaywall:
                     signature_verified=verified,
                     checked=checked,
                 )
+            return result
 
         charged = await reserve()
         # Our row may be missing or out of date (state lost, or a deposit made

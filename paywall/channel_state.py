@@ -726,7 +726,10 @@ class ChannelStore:
             fairy.detach()  # this thread's, until dispose() closes it
             with self._readers_lock:
                 self._reader_fairies.append(fairy)
-            connection = self._readers.connection = fairy.dbapi_connection
+            connection = fairy.dbapi_connection
+            invariant(connection is not None, "a detached connection keeps its driver connection")
+            assert connection is not None  # for mypy; the invariant above is the check
+            self._readers.connection = connection
         try:
             cursor = connection.execute(self._sql_select, params)
             try:
