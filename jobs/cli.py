@@ -419,10 +419,15 @@ def review(
         )
     else:
         reviewer = ScriptedReviewer([_verdict(verdict)] if verdict else [])
-    _with(
-        lambda s: _finish(s, s.review(job_id, wait_s=wait), as_json, f"job {job_id} reviewed"),
-        reviewer=reviewer,
-    )
+    try:
+        _with(
+            lambda s: _finish(s, s.review(job_id, wait_s=wait), as_json, f"job {job_id} reviewed"),
+            reviewer=reviewer,
+        )
+    finally:
+        close = getattr(reviewer, "close", None)
+        if callable(close):
+            close()
 
 
 @app.command()

@@ -23,9 +23,9 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
@@ -45,7 +45,12 @@ _WORD: Final = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 
 
 class ReviewVerdict(BaseModel):
-    """A reviewer's verdict on one delivery; every field bounded, so a model's grammar always ends."""
+    """A reviewer's verdict on one delivery; every field bounded, so a model's grammar always ends.
+
+    Any answer that fits the schema is a verdict: ``accept`` earns the whole
+    price and ``reject`` none, whatever fraction came with them, and a
+    ``partial`` of 0 or of everything is read as ``reject`` or ``accept``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,19 +58,25 @@ class ReviewVerdict(BaseModel):
     fraction_bps: int = Field(
         ge=0, le=BPS_WHOLE, description="Share of the price earned, in basis points (10000 = all)."
     )
-    reasons: list[str] = Field(max_length=4, description="Short reasons, one sentence each.")
+    reasons: list[Annotated[str, StringConstraints(max_length=160)]] = Field(
+        max_length=3, description="Short reasons, one sentence each."
+    )
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ReviewVerdict:
-        if any(len(reason) > 200 for reason in self.reasons):
-            raise ValueError("a reason is at most 200 characters")
-        if self.decision == "accept" and self.fraction_bps != BPS_WHOLE:
-            object.__setattr__(self, "fraction_bps", BPS_WHOLE)
-        if self.decision == "reject" and self.fraction_bps != 0:
-            object.__setattr__(self, "fraction_bps", 0)
-        if self.decision == "partial" and not 0 < self.fraction_bps < BPS_WHOLE:
-            raise ValueError("a partial verdict's fraction is between 1 and 9999 basis points")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        decision, fraction = data.get("decision"), data.get("fraction_bps")
+        if decision == "partial" and fraction == 0:
+            decision = "reject"
+        if decision == "partial" and fraction == BPS_WHOLE:
+            decision = "accept"
+        if decision == "accept":
+            fraction = BPS_WHOLE
+        if decision == "reject":
+            fraction = 0
+        return {**data, "decision": decision, "fraction_bps": fraction}
 
     @classmethod
     def accept(cls, *reasons: str) -> ReviewVerdict:
@@ -140,6 +151,12 @@ class LlmReviewer:
     def description(self) -> str:
         return f"Language model {self.model_name} reviews (structured output)."
 
+    def close(self) -> None:
+        """Close the chat model's HTTP connections."""
+        from farthing.inference.chat import close_chat_model
+
+        close_chat_model(self.chat)
+
     def review(self, subject: ReviewSubject) -> ReviewVerdict:
         from langchain_core.messages import HumanMessage, SystemMessage
 
@@ -164,5 +181,5 @@ class LlmReviewer:
         except Exception as exc:  # noqa: BLE001 - a model failure is a reject a person looks at
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return ReviewVerdict.reject(
-                f"the model gave no usable verdict ({type(exc).__name__}: {text})"[:200]
+                f"the model gave no usable verdict ({type(exc).__name__}: {text})"[:160]
             )

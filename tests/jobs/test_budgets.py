@@ -32,18 +32,30 @@ def _post(env: Env, price: str) -> int:
 
 def test_a_job_over_the_budget_is_not_posted(env: Env) -> None:
     result = env.service.post(
-        title="Too dear", specification="x", criteria="x", price="10.000001 USDC", deadline=env.deadline()
+        title="Too dear",
+        specification="x",
+        criteria="x",
+        price="10.000001 USDC",
+        deadline=env.deadline(),
     )
     assert (result.ok, result.reason, result.job) == (False, "exceeds_budget", None)
     assert env.service.list() == []
     env.books.set_policy(SpendPolicy(daily_limit=3_000_000))
     refused = env.service.post(
-        title="Over the day", specification="x", criteria="x", price="4 USDC", deadline=env.deadline()
+        title="Over the day",
+        specification="x",
+        criteria="x",
+        price="4 USDC",
+        deadline=env.deadline(),
     )
     assert (refused.ok, refused.reason) == (False, "exceeds_daily_limit")
     env.books.set_policy(SpendPolicy(total_budget=1_000_000))
     refused = env.service.post(
-        title="Over the total", specification="x", criteria="x", price="2 USDC", deadline=env.deadline()
+        title="Over the total",
+        specification="x",
+        criteria="x",
+        price="2 USDC",
+        deadline=env.deadline(),
     )
     assert (refused.ok, refused.reason) == (False, "exceeds_total_budget")
     assert env.service.list() == []

@@ -43,7 +43,9 @@ def _accepted(env: Env, job_id: int) -> str:
     return worker
 
 
-def _delivered(env: Env, job_id: int, worker: str, text: str = "a complete translation in natural Hindi") -> None:
+def _delivered(
+    env: Env, job_id: int, worker: str, text: str = "a complete translation in natural Hindi"
+) -> None:
     result = env.service.deliver(job_id, worker, text)
     assert result.ok, result.message
     env.check()
@@ -57,7 +59,12 @@ def test_full_capture_after_an_accepting_review(env: Env) -> None:
     # 500 INR at 0.0119 USDC/INR is 5.95 USDC, exactly.
     job_id = _post(env, "500 INR", rate="0.0119")
     job = env.service.get(job_id)
-    assert (job.price_amount, job.currency, job.rate, job.amount) == (50_000, "INR", "0.0119", 5_950_000)
+    assert (job.price_amount, job.currency, job.rate, job.amount) == (
+        50_000,
+        "INR",
+        "0.0119",
+        5_950_000,
+    )
     worker = _accepted(env, job_id)
     _delivered(env, job_id, worker)
     result = env.service.review(job_id)
@@ -70,7 +77,11 @@ def test_full_capture_after_an_accepting_review(env: Env) -> None:
     env.check()
     _no_breaks(env)
     status = env.books.status()
-    assert (status.spent, status.reserved, status.available) == (5_950_000, 0, PAYER_FUNDS - 5_950_000)
+    assert (status.spent, status.reserved, status.available) == (
+        5_950_000,
+        0,
+        PAYER_FUNDS - 5_950_000,
+    )
 
 
 def test_partial_capture_then_void_of_the_rest(env: Env) -> None:
@@ -164,7 +175,9 @@ def test_reclaim_after_the_deadline(own_chain: Chain, sqlite_database) -> None: 
     assert env.token.balance_of(env.payer.address) == PAYER_FUNDS
 
 
-def test_a_reclaim_someone_else_sent_is_resolved_from_the_chain(own_chain: Chain, sqlite_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_reclaim_someone_else_sent_is_resolved_from_the_chain(
+    own_chain: Chain, sqlite_database
+) -> None:  # type: ignore[no-untyped-def]
     env = make_env(own_chain, sqlite_database)
     job_id = _post(env, "2 USDC", deadline_s=600)
     _accepted(env, job_id)

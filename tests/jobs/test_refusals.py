@@ -29,7 +29,9 @@ from tests.jobs.conftest import Env
 def _snapshot(env: Env) -> tuple[object, ...]:
     with env.database.read() as session:
         (budget,) = lookup_accounts(session=session, ids=[env.books.budget_account_id])
-    tokens = [env.token.balance_of(a) for a in [env.payer.address, env.operator.address, *env.workers]]
+    tokens = [
+        env.token.balance_of(a) for a in [env.payer.address, env.operator.address, *env.workers]
+    ]
     return (budget.debits_pending, budget.debits_posted, budget.credits_posted, *tokens)
 
 
@@ -95,10 +97,18 @@ def test_delivery_from_someone_else(env: Env) -> None:
     _refused(env, lambda: env.service.deliver(job_id, stranger, "mine now"), "not_the_worker")
     _refused(env, lambda: env.service.accept(job_id, stranger), "job_not_open")
     _refused(env, lambda: env.service.deliver(job_id, worker, "   "), "empty_delivery")
-    _refused(env, lambda: env.service.deliver(job_id, worker, "x", kind="zip"), "invalid_delivery_kind")
-    _refused(env, lambda: env.service.deliver(job_id, worker, "ftp://x", kind="url"), "invalid_delivery_url")
+    _refused(
+        env, lambda: env.service.deliver(job_id, worker, "x", kind="zip"), "invalid_delivery_kind"
+    )
+    _refused(
+        env,
+        lambda: env.service.deliver(job_id, worker, "ftp://x", kind="url"),
+        "invalid_delivery_url",
+    )
     _refused(env, lambda: env.service.capture(job_id), "not_delivered")
-    assert env.service.deliver(job_id, worker.lower(), "https://example.com/logo.svg", kind="url").ok
+    assert env.service.deliver(
+        job_id, worker.lower(), "https://example.com/logo.svg", kind="url"
+    ).ok
 
 
 def test_reclaim_before_the_deadline_and_bad_workers(env: Env) -> None:
@@ -147,7 +157,9 @@ def test_the_scripted_reviewer_checks_each_criterion_by_its_words() -> None:
     reviewer = ScriptedReviewer()
 
     def verdict(delivery: str) -> tuple[str, int]:
-        subject = ReviewSubject(1, "t", "s", "- complete translation\n- natural Hindi", "text", delivery)
+        subject = ReviewSubject(
+            1, "t", "s", "- complete translation\n- natural Hindi", "text", delivery
+        )
         v = reviewer.review(subject)
         return v.decision, v.fraction_bps
 
