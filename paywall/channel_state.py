@@ -40,7 +40,7 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar, cast
 
@@ -377,11 +377,14 @@ class ChannelStore:
         self.state_ttl_ns = int(state_ttl_s * 1e9)
         self._sql_select, self._sql_swap, self._sql_release = _hot_sql(self.dialect)
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
-        self._committer = GroupCommitter(self._raw) if self.dialect == "sqlite" else None
-        # SQLite's hot-path readers: one driver connection per thread (_sqlite_read).
-        self._readers = threading.local()
-        self._readers_lock = threading.Lock()
-        self._reader_fairies: list[Any] = []
+        # SQLite: hot-path reads and the group committer's writer thread each
+        # use their thread's own driver connection (_own_connection).
+        self._committer = (
+            GroupCommitter(self._own_connection) if self.dialect == "sqlite" else None
+        )
+        self._owned = threading.local()
+        self._owned_lock = threading.Lock()
+        self._owned_fairies: list[Any] = []
         with self._errors():
             _METADATA.create_all(self.engine, checkfirst=True)
 
@@ -391,9 +394,9 @@ class ChannelStore:
     def dispose(self) -> None:
         if self._committer is not None:
             self._committer.close()
-        with self._readers_lock:
-            fairies, self._reader_fairies = self._reader_fairies, []
-            self._readers = threading.local()
+        with self._owned_lock:
+            fairies, self._owned_fairies = self._owned_fairies, []
+            self._owned = threading.local()
         for fairy in fairies:
             fairy.close()
         self.engine.dispose()
@@ -711,32 +714,43 @@ class ChannelStore:
         return _record(_Row(*rows[0]), config) if rows else None
 
     def _sqlite_read(self, params: dict[str, Any]) -> list[Any]:
-        """A SELECT on this thread's own SQLite connection, kept open between reads.
+        """A SELECT on this thread's own SQLite connection (:meth:`_own_connection`).
 
-        A pool checkout and check-in cost more than the read itself. The rows
-        are fetched to the end, so the statement is reset and no read
+        The rows are fetched to the end, so the statement is reset and no read
         transaction outlives the call (a live one would pin an old snapshot).
         """
-        connection = getattr(self._readers, "connection", None)
+        with self._own_connection() as connection:
+            cursor = connection.execute(self._sql_select, params)
+            try:
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+    @contextmanager
+    def _own_connection(self) -> Iterator[Any]:
+        """This thread's SQLite driver connection, kept open between uses until dispose().
+
+        A pool checkout and check-in (with its reset) cost more than the hot
+        path's read or a batch's write. Driver errors become one line.
+        """
+        connection = getattr(self._owned, "connection", None)
         if connection is None:
             try:
                 fairy = self.engine.raw_connection()
             except DBAPIError as exc:
                 raise _store_error(self.display_url, exc.orig or exc) from None
             fairy.detach()  # this thread's, until dispose() closes it
-            with self._readers_lock:
-                self._reader_fairies.append(fairy)
+            with self._owned_lock:
+                self._owned_fairies.append(fairy)
             connection = fairy.dbapi_connection
             invariant(connection is not None, "a detached connection keeps its driver connection")
             assert connection is not None  # for mypy; the invariant above is the check
-            self._readers.connection = connection
+            self._owned.connection = connection
         try:
-            cursor = connection.execute(self._sql_select, params)
-            try:
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
+            yield connection
         except self._driver_error as exc:
+            with suppress(self._driver_error):
+                connection.rollback()
             raise _store_error(self.display_url, exc) from None
 
     def _swap(self, before: ChannelRecord, after: ChannelRecord, now: int) -> _Swap:
