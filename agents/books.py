@@ -52,6 +52,7 @@ from farthing.ledger.report import budget_report
 from farthing.wallet.address import ZERO_ADDRESS, checksum
 from farthing.wallet.chain import Chain
 from farthing.wallet.money import Asset
+from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 
 __all__ = ["AgentBooks", "BudgetStatus", "derived_id"]
 
@@ -362,6 +363,10 @@ class AgentBooks:
         booked = 0
         for event in chain.transfer_events(self.asset.address, start, head, [address]):
             if event.to.lower() != address.lower():
+                continue
+            if event.from_address.lower() == CANONICAL_CHANNEL_CONTRACTS.settlement.lower():
+                # Money back from a channel's escrow is not new funding: it is
+                # booked as a CHANNEL_REFUND (farthing.agents.channel_books).
                 continue
             transfer = NewTransfer(
                 id=self.funding_transfer_id(event.tx_hash, event.log_index),

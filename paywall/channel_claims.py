@@ -30,18 +30,18 @@ tick in a process, and every forced tick, **catches up**: it books the
 ``Claimed`` and ``Settled`` events of the last ``book_lookback_blocks`` blocks
 (booking ids are derived from the events, so a second booking answers
 ``exists``), and books as earned what a channel row charged beyond its
-receivable, for channels idle for ``earned_quiet_s``. The missed charge is
-booked under the id the request itself would have used (the row's last
-voucher and request time), so a request that was only slow, not dead, finds
-it booked and adds nothing. Then a claimed-but-unsettled total is settled as
-usual.
+receivable, for channels idle for ``earned_quiet_s`` (a live request books
+its own charge between its charge and its answer; the quiet period keeps the
+catch-up out of that window). It is booked under an id derived from the
+channel's charged total, so catching up twice books it once. Then a
+claimed-but-unsettled total is settled as usual.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import anyio
@@ -279,8 +279,10 @@ class ChannelClaimer:
             missing = record.charged - earned
             if missing <= 0:
                 continue
-            # The id the request itself would have booked under: its voucher and its time.
-            result = keeper.earned(asset, record, record.signed_max, missing, "")
+            # Keyed by the charged total and no request time, unlike any request's
+            # own booking: a second catch-up at the same total answers ``exists``.
+            caught = replace(record, last_request_at_ns=None)
+            result = keeper.earned(asset, caught, record.charged, missing, "")
             if result is not None and result.booked:
                 out[cid] = missing
                 log.info("booked %d earned on channel %s that a dead request left", missing, cid)
