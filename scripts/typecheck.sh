@@ -12,7 +12,7 @@ tree="${root}/.typecheck"
 rm -rf "${tree}"
 mkdir -p "${tree}/farthing"
 for f in farthing/*.py; do ln -s "${root}/${f}" "${tree}/farthing/"; done
-for d in wallet ledger paywall agents inference contracts dashboard; do ln -s "${root}/${d}" "${tree}/farthing/${d}"; done
+for d in wallet ledger paywall agents inference contracts dashboard jobs; do ln -s "${root}/${d}" "${tree}/farthing/${d}"; done
 cd "${tree}"
 PYTHON="${PYTHON:-python3}"
 [ -x "${root}/.venv/bin/python" ] && PYTHON="${root}/.venv/bin/python"
