@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
@@ -80,7 +80,7 @@ from farthing.wallet.chain import Chain, TxResult
 from farthing.wallet.eip3009 import TokenDomain
 from farthing.wallet.signer import Signer, TxSigner
 
-__all__ = ["JobResult", "JobService", "PayerKey"]
+__all__ = ["JobResult", "JobService", "PayerKey", "SaltingOperator"]
 
 _DELIVERY_KINDS: Final = ("text", "file", "url")
 _S = JobState
@@ -90,6 +90,18 @@ _CAPTURABLE: Final = frozenset({_S.DELIVERED, _S.ACCEPTED_DELIVERY, _S.PARTIALLY
 
 class PayerKey(Signer, TxSigner, Protocol):
     """The agent's wallet: it signs the payer's authorization and sends ``reclaim``."""
+
+
+@runtime_checkable
+class SaltingOperator(Protocol):
+    """An operator that chooses each payment's ``PaymentInfo.salt`` (a facilitator binds it).
+
+    The x402 facilitator relays lifecycle calls only for a salt bound to the
+    receiver authorizer (``farthing.jobs.facilitator_operator``); any other
+    operator gets 32 random bytes.
+    """
+
+    def payment_salt(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +395,7 @@ class JobService:
             min_fee_bps=0,
             max_fee_bps=0,
             fee_receiver=ZERO_ADDRESS,
-            salt=secrets.token_bytes(32),
+            salt=self._payment_salt(),
         )
         seq = job.hold_seq + 1
         hold = hold_id(job.agent_id, job.id, seq)
@@ -841,6 +853,13 @@ class JobService:
         return JobResult(True, self.get(job.id), tx_hash=tx_hash)
 
     # ------------------------------------------------------------ helpers
+
+    def _payment_salt(self) -> bytes:
+        if isinstance(self.operator, SaltingOperator):
+            salt = self.operator.payment_salt()
+            invariant(len(salt) == 32, "a payment salt is 32 bytes")
+            return salt
+        return secrets.token_bytes(32)
 
     def _info(self, job: JobView) -> PaymentInfo:
         invariant(job.payment_info is not None, f"job {job.id} has no payment info")
