@@ -218,11 +218,19 @@ def load(session: Session, job_id: int) -> JobView:
 
 
 def list_jobs(
-    session: Session, *, agent_id: str | None = None, state: str | None = None, limit: int = 100
+    session: Session,
+    *,
+    agent_id: str | None = None,
+    state: str | None = None,
+    worker: str | None = None,
+    limit: int = 100,
 ) -> list[JobView]:
+    """Jobs newest first; ``worker`` is a checksummed address (as ``accept`` stores it)."""
     query = select(_table)
     if agent_id is not None:
         query = query.where(_table.c.agent_id == agent_id)
+    if worker is not None:
+        query = query.where(_table.c.worker == worker)
     if state is not None:
         query = query.where(_table.c.state == state)
     rows = session.execute(query.order_by(_table.c.id.desc()).limit(max(1, min(limit, 1_000))))
