@@ -190,6 +190,8 @@ def create_app(
     app = FastAPI(title="Farthing jobs", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     app.state.sessions = sessions
+    # An agent in this same process (a test, a demo) takes it around its own steps.
+    app.state.step_lock = step_lock
 
     # ------------------------------------------------------------ plumbing
 
