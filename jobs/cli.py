@@ -499,7 +499,9 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Bind address (loopback unless workers come from afar).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0 picks a free port.")] = 8720,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="0 picks a free port.")
+    ] = 8720,
     public_url: Annotated[
         str | None,
         typer.Option(
@@ -515,7 +517,10 @@ def serve(
         ),
     ] = None,
     session_lifetime_s: Annotated[
-        int, typer.Option("--session-lifetime", min=60, max=30 * 86_400, help="Seconds a sign-in lasts.")
+        int,
+        typer.Option(
+            "--session-lifetime", min=60, max=30 * 86_400, help="Seconds a sign-in lasts."
+        ),
     ] = 12 * 3_600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:

@@ -236,7 +236,9 @@ def create_app(
         with step_lock:
             return call()
 
-    def render(name: str, viewer: WorkerSession | None, status: int = 200, **context: Any) -> Response:
+    def render(
+        name: str, viewer: WorkerSession | None, status: int = 200, **context: Any
+    ) -> Response:
         html = env.get_template(name).render(
             viewer=viewer,
             csrf=None if viewer is None else sessions.csrf(viewer),
@@ -380,7 +382,9 @@ def create_app(
     @app.post("/jobs/{job_id}/accept")
     async def accept_form(request: Request, job_id: str) -> Response:
         return await form_action(
-            request, job_id, lambda job, viewer, _: step(lambda: service.accept(job.id, viewer.address))
+            request,
+            job_id,
+            lambda job, viewer, _: step(lambda: service.accept(job.id, viewer.address)),
         )
 
     @app.post("/jobs/{job_id}/deliver")
@@ -531,7 +535,9 @@ def create_app(
 
     @app.post("/api/jobs/{job_id}/accept")
     async def api_accept(request: Request, job_id: str) -> Response:
-        def act(job: JobView, viewer: WorkerSession, body: dict[str, Any]) -> JobResult | JSONResponse:
+        def act(
+            job: JobView, viewer: WorkerSession, body: dict[str, Any]
+        ) -> JobResult | JSONResponse:
             if body:
                 return _error(422, "unexpected_fields", "accept takes no fields")
             return step(lambda: service.accept(job.id, viewer.address))
@@ -540,11 +546,15 @@ def create_app(
 
     @app.post("/api/jobs/{job_id}/deliver")
     async def api_deliver(request: Request, job_id: str) -> Response:
-        def act(job: JobView, viewer: WorkerSession, body: dict[str, Any]) -> JobResult | JSONResponse:
+        def act(
+            job: JobView, viewer: WorkerSession, body: dict[str, Any]
+        ) -> JobResult | JSONResponse:
             kind, content = body.get("kind", "text"), body.get("content")
             extra = set(body) - {"kind", "content"}
             if extra:
-                return _error(422, "unexpected_fields", f"unknown field(s): {', '.join(sorted(extra))[:200]}")
+                return _error(
+                    422, "unexpected_fields", f"unknown field(s): {', '.join(sorted(extra))[:200]}"
+                )
             if kind not in _DELIVERY_KINDS:
                 return _error(422, "invalid_delivery_kind", "kind is text, url or file")
             if not isinstance(content, str):

@@ -72,9 +72,7 @@ def _unb64(text: str) -> bytes:
 class WorkerSessions:
     """Challenges, sign-in verification, and the signed session and CSRF tokens."""
 
-    def __init__(
-        self, secret: SecretStr, *, lifetime_s: int = SESSION_LIFETIME_S_DEFAULT
-    ) -> None:
+    def __init__(self, secret: SecretStr, *, lifetime_s: int = SESSION_LIFETIME_S_DEFAULT) -> None:
         if not 60 <= lifetime_s <= 30 * 86_400:
             raise ValueError("session_lifetime_s must be between 60 s and 30 days")
         # Receipts checks the secret (length, placeholders) and owns the sign-in nonces.

@@ -35,7 +35,10 @@ def test_serve_answers_and_stops_on_sigterm(dev_chain: DevChainProcess) -> None:
     assert token.mint(payer.address, 5_000_000, sender=deployment.minter_signer()).ok
     chain.close()
     write_keystore(
-        WalletSettings(data_dir=data_dir, scrypt_n=2**12), "default", payer, SecretStr(TEST_PASSPHRASE)
+        WalletSettings(data_dir=data_dir, scrypt_n=2**12),
+        "default",
+        payer,
+        SecretStr(TEST_PASSPHRASE),
     )
     env = cli_env(data_dir)
     posted = run_farthing(

@@ -115,8 +115,17 @@ async def test_a_worker_signs_in_accepts_delivers_and_sees_what_was_paid(
     listed = (await client.get("/api/jobs")).json()["jobs"]
     assert [j["id"] for j in listed] == [job_id]
     shown = listed[0]
-    assert shown["price"] == {"amount": "50000", "currency": "INR", "decimals": 2, "display": "500 INR"}
-    assert (shown["amount"], shown["amountDisplay"], shown["open"]) == ("5950000", "5.95 USDC", True)
+    assert shown["price"] == {
+        "amount": "50000",
+        "currency": "INR",
+        "decimals": 2,
+        "display": "500 INR",
+    }
+    assert (shown["amount"], shown["amountDisplay"], shown["open"]) == (
+        "5950000",
+        "5.95 USDC",
+        True,
+    )
     assert "payment" not in shown and "delivery" not in shown  # not the viewer's job
 
     worker = _new_worker(env)
@@ -142,7 +151,10 @@ async def test_a_worker_signs_in_accepts_delivers_and_sees_what_was_paid(
         json={"kind": "text", "content": "a complete translation"},
     )
     assert delivered.status_code == 200, delivered.text
-    assert delivered.json()["job"]["delivery"] == {"kind": "text", "content": "a complete translation"}
+    assert delivered.json()["job"]["delivery"] == {
+        "kind": "text",
+        "content": "a complete translation",
+    }
     assert delivered.json()["job"]["payment"]["settled"] is False
 
     # The agent's side: the scripted reviewer accepts (the criterion's words are there), and pays.
@@ -175,11 +187,15 @@ async def test_every_refusal_is_a_clear_4xx_and_nothing_moves(
     # Not signed in: 401, and a forged or garbled token is no better.
     _refused(await client.post(f"/api/jobs/{job_id}/accept"), 401, "not_signed_in")
     _refused(
-        await client.post(f"/api/jobs/{job_id}/accept", headers=_bearer("x.y")), 401, "not_signed_in"
+        await client.post(f"/api/jobs/{job_id}/accept", headers=_bearer("x.y")),
+        401,
+        "not_signed_in",
     )
     forged = WorkerSessions.ephemeral().issue(worker.address).token  # another server's key
     _refused(
-        await client.post(f"/api/jobs/{job_id}/accept", headers=_bearer(forged)), 401, "not_signed_in"
+        await client.post(f"/api/jobs/{job_id}/accept", headers=_bearer(forged)),
+        401,
+        "not_signed_in",
     )
     _refused(await client.get("/api/jobs?scope=mine"), 401, "not_signed_in")
     env.check()
@@ -195,9 +211,13 @@ async def test_every_refusal_is_a_clear_4xx_and_nothing_moves(
 
     # Malformed bodies.
     bad = f"/api/jobs/{job_id}/accept"
-    _refused(await client.post(bad, headers=_bearer(token), content=b"{not json"), 400, "malformed_body")
+    _refused(
+        await client.post(bad, headers=_bearer(token), content=b"{not json"), 400, "malformed_body"
+    )
     _refused(await client.post(bad, headers=_bearer(token), json=[1, 2]), 400, "malformed_body")
-    _refused(await client.post(bad, headers=_bearer(token), json={"x": 1}), 422, "unexpected_fields")
+    _refused(
+        await client.post(bad, headers=_bearer(token), json={"x": 1}), 422, "unexpected_fields"
+    )
     env.check()
 
     # Odd methods.
@@ -207,7 +227,9 @@ async def test_every_refusal_is_a_clear_4xx_and_nothing_moves(
         ("GET", f"/api/jobs/{job_id}/deliver"),
         ("PATCH", "/api/sign-in"),
     ):
-        _refused(await client.request(method, path, headers=_bearer(token)), 405, "method_not_allowed")
+        _refused(
+            await client.request(method, path, headers=_bearer(token)), 405, "method_not_allowed"
+        )
     _refused(await client.get("/api/nothing-here"), 404, "not_found")
 
     # Deliver before accepting: the wrong state.
@@ -279,7 +301,13 @@ async def test_sign_in_refusals_and_the_session_cookie(env: Env, client: httpx.A
         401,
         "invalid_siwx_nonce",
     )
-    _refused(await client.post("/api/sign-in", content=b"[]", headers={"content-type": "application/json"}), 400, "malformed_body")
+    _refused(
+        await client.post(
+            "/api/sign-in", content=b"[]", headers={"content-type": "application/json"}
+        ),
+        400,
+        "malformed_body",
+    )
     _refused(await client.post("/api/sign-in", content=b"a=b"), 415, "json_required")
     _refused(await client.post("/api/sign-in", content=b"x" * 10_000), 413, "body_too_large")
 
@@ -307,7 +335,9 @@ async def test_sign_in_refusals_and_the_session_cookie(env: Env, client: httpx.A
     env.check()
 
 
-async def test_pages_need_the_csrf_token_and_show_the_pay(env: Env, client: httpx.AsyncClient) -> None:
+async def test_pages_need_the_csrf_token_and_show_the_pay(
+    env: Env, client: httpx.AsyncClient
+) -> None:
     job_id = _post_job(env)
     page = await client.get("/")
     assert page.status_code == 200
