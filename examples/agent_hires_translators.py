@@ -355,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(a reject): say yes; otherwise such jobs stay held")  # fmt: skip
     parser.add_argument("--direct", action="store_true",
                         help="the operator calls the escrow itself, not through the facilitator")  # fmt: skip
-    parser.add_argument("--data-dir", help="where the agent's books go (default: a new temp folder)")
+    parser.add_argument(
+        "--data-dir", help="where the agent's books go (default: a new temp folder)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     args = parser.parse_args(argv)
     if not 1 <= args.max_tokens <= 4096 or not 1 <= args.review_max_tokens <= 4096:

@@ -235,11 +235,9 @@ class FacilitatorEscrowOperator:
             return TxResult(False, None, "payment_not_authorized_here")
         requirements, salt_nonce = terms
         key = self.idempotency_key(info, operation)
-        payment = self.saved_payment(key, operation, amount)
-        if payment is None:
-            payment = self._new_payment(requirements, info, salt_nonce, operation, amount, key)
-            if isinstance(payment, TxResult):
-                return payment
+        payment = self.saved_payment(key, operation, amount) or self._new_payment(
+            requirements, info, salt_nonce, operation, amount, key
+        )
         local = self._local
         try:
             if local is not None:
@@ -268,7 +266,7 @@ class FacilitatorEscrowOperator:
         operation: str,
         amount: int,
         key: str,
-    ) -> AuthCapturePayment | TxResult:
+    ) -> AuthCapturePayment:
         """Sign the consent against the escrow's balances now, and save it before it is sent."""
         if operation == "void":
             payload: Any = void_payload(
@@ -393,9 +391,7 @@ class FacilitatorEscrowOperator:
         if row is None or row.requirements is None:
             return None
         requirements = parse_requirements(json.loads(row.requirements))
-        invariant(
-            isinstance(requirements, AuthCaptureRequirements), "the saved requirements parse"
-        )
+        invariant(isinstance(requirements, AuthCaptureRequirements), "the saved requirements parse")
         return cast(AuthCaptureRequirements, requirements), bytes.fromhex(row.salt_nonce[2:])
 
     def _hash(self, info: PaymentInfo) -> str:
@@ -439,7 +435,8 @@ class FacilitatorEscrowOperator:
         if self._portal is None:
             self._stack = ExitStack()
             self._portal = self._stack.enter_context(start_blocking_portal())
-        return self._portal.call(remote, payment, requirements)
+        result: _T = self._portal.call(remote, payment, requirements)
+        return result
 
     def _ensure_tables(self) -> None:
         ensure_tables(self.database)  # the jobs' own table: keys are read from it

@@ -33,7 +33,8 @@ PRICES = {"Chinese": ("40 CNY", "0.1385"), "Hindi": ("500 INR", "0.0119"),
 def run_example(*args: str, timeout_s: float = 300) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(EXAMPLE), "--json", *args],
-        capture_output=True, text=True, timeout=timeout_s, env=clean_env(), cwd=REPO,
+        check=False, capture_output=True, text=True, timeout=timeout_s, env=clean_env(),
+        cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     summary: dict[str, Any] = json.loads(done.stdout)
@@ -97,14 +98,16 @@ def test_on_anvil() -> None:
 
 def test_help_and_bad_options_answer_in_one_line() -> None:
     shown = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True, timeout=120,
+        [sys.executable, str(EXAMPLE), "--help"], check=False, capture_output=True, text=True,
+        timeout=120,
         env=clean_env(), cwd=REPO,
     )  # fmt: skip
     assert shown.returncode == 0
     for option in ("--model-url", "--rpc-url", "--json", "--approve"):
         assert option in shown.stdout
     bad = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--max-tokens", "0"], capture_output=True, text=True,
+        [sys.executable, str(EXAMPLE), "--max-tokens", "0"], check=False, capture_output=True,
+        text=True,
         timeout=120, env=clean_env(), cwd=REPO,
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
