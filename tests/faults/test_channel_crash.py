@@ -360,7 +360,9 @@ def stories(fault_chain: FaultChain) -> Iterator[dict[str, Story]]:
                 stories[point].killed.append(process.wait(timeout=60))
             except subprocess.TimeoutExpired:
                 logs = [p.read_text()[-3000:] for p in stories[point].site.data_dir.glob("*.log")]
-                raise AssertionError(f"{point}: alive; runs {stories[point].runs}; {logs}") from None
+                raise AssertionError(
+                    f"{point}: alive; runs {stories[point].runs}; {logs}"
+                ) from None
         lease_over = time.monotonic() + LEASE_S + LEASE_MARGIN_S
         retry_urls = {p: server_url(sites[p], s) for p, s in standby.items()}
 
