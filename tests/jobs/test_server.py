@@ -382,3 +382,18 @@ async def test_pages_need_the_csrf_token_and_show_the_pay(
     signed_out = await client.post("/sign-out", data={"csrf_token": csrf[1]})
     assert signed_out.status_code == 303
     env.check()
+
+
+def test_a_session_token_expires_and_cannot_be_altered() -> None:
+    sessions = WorkerSessions.ephemeral(lifetime_s=60)
+    address = Account.create().address
+    issued = sessions.issue(address, now_s=1_000)
+    assert sessions.check(issued.token, now_s=1_059) == issued
+    assert sessions.check(issued.token, now_s=1_060) is None  # expired
+    body, mac = issued.token.split(".")
+    assert sessions.check(body[:-2] + "AA." + mac, now_s=1_000) is None
+    assert sessions.check(issued.token + "x", now_s=1_000) is None
+    assert sessions.csrf_ok(issued, sessions.csrf(issued))
+    other = sessions.issue(address, now_s=1_000)
+    assert not sessions.csrf_ok(other, sessions.csrf(issued))  # bound to the session
+    assert repr(sessions) == "WorkerSessions(lifetime_s=60)"  # never the secret
