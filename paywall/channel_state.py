@@ -80,6 +80,7 @@ from farthing.paywall.channel_wire import (
 )
 from farthing.paywall.database import (
     READ_ONLY_OPTION,
+    create_tables,
     database_errors,
     open_paywall_database,
 )
@@ -386,7 +387,7 @@ class ChannelStore:
         self._owned_lock = threading.Lock()
         self._owned_fairies: list[Any] = []
         with self._errors():
-            _METADATA.create_all(self.engine, checkfirst=True)
+            create_tables(self.engine, _METADATA)
 
     def __repr__(self) -> str:
         return f"ChannelStore({self.display_url!r})"

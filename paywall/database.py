@@ -15,13 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from farthing.paywall.errors import PaymentStoreError, PaywallConfigError
 
-__all__ = ["READ_ONLY_OPTION", "PaywallDatabase", "database_errors", "open_paywall_database"]
+__all__ = [
+    "READ_ONLY_OPTION",
+    "PaywallDatabase",
+    "create_tables",
+    "database_errors",
+    "open_paywall_database",
+]
+
+# Processes that open one new database at once each check for the tables and
+# then create them; all but one lose that race once and must look again.
+_CREATE_ATTEMPTS: Final = 3
 
 # An execution option: with ``immediate_writes``, a transaction on a
 # connection carrying it begins deferred (a plain read never takes the lock).
@@ -64,6 +74,21 @@ def open_paywall_database(
         dialect="sqlite" if backend == "sqlite" else "postgresql",
         display_url=parsed.render_as_string(hide_password=True),
     )
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create ``metadata``'s missing tables; safe when other processes do it at the same moment.
+
+    ``create_all`` checks, then creates: a process that lost the race between
+    the two gets "already exists" and checks again, finding them made.
+    """
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except DBAPIError:
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise
 
 
 @contextmanager

@@ -65,7 +65,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from farthing.paywall.database import database_errors, open_paywall_database
+from farthing.paywall.database import create_tables, database_errors, open_paywall_database
 from farthing.paywall.errors import PaywallConfigError
 
 __all__ = [
@@ -230,7 +230,7 @@ class PaymentStore:
         self.display_url = database.display_url
         self.dialect = database.dialect
         with self._errors():
-            _METADATA.create_all(self.engine, checkfirst=True)
+            create_tables(self.engine, _METADATA)
             self._add_missing_columns()
             # Sign-in and receipts ask "what did this payer buy?": without this
             # index that is a scan of every payment (payer is not the key's first column).
