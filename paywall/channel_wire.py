@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 from farthing.wallet.address import checksum, is_address
@@ -204,20 +205,42 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+_CONFIG_FIELDS: Final = (
+    "payer",
+    "payerAuthorizer",
+    "receiver",
+    "receiverAuthorizer",
+    "token",
+    "withdrawDelay",
+    "salt",
+)
+
+
 def _config(value: object, where: str) -> ChannelConfig:
     data = _object(value, where)
-    fields = ("payer", "payerAuthorizer", "receiver", "receiverAuthorizer", "token")
-    for name in (*fields, "withdrawDelay", "salt"):
-        _field(data, name, where=where)
+    raw = tuple(_field(data, name, where=where) for name in _CONFIG_FIELDS)
+    if all(type(v) is str for v in raw[:5]) and type(raw[5]) is int and type(raw[6]) is str:
+        # A server sees the same few configs on every voucher; the parse is pure.
+        return _config_cached(raw, where)
+    return _config_parsed(raw, where)
+
+
+@lru_cache(maxsize=4096)
+def _config_cached(raw: tuple[Any, ...], where: str) -> ChannelConfig:
+    return _config_parsed(raw, where)  # a refusal raises, and is not kept
+
+
+def _config_parsed(raw: tuple[Any, ...], where: str) -> ChannelConfig:
+    payer, payer_authorizer, receiver, receiver_authorizer, token, delay, salt = raw
     try:
         return ChannelConfig(
-            payer=_address(data["payer"], f"{where}.payer"),
-            payer_authorizer=_address(data["payerAuthorizer"], f"{where}.payerAuthorizer"),
-            receiver=_address(data["receiver"], f"{where}.receiver"),
-            receiver_authorizer=_address(data["receiverAuthorizer"], f"{where}.receiverAuthorizer"),
-            token=_address(data["token"], f"{where}.token"),
-            withdraw_delay_s=_integer(data["withdrawDelay"], f"{where}.withdrawDelay", 2**40 - 1),
-            salt=_bytes32(data["salt"], f"{where}.salt"),
+            payer=_address(payer, f"{where}.payer"),
+            payer_authorizer=_address(payer_authorizer, f"{where}.payerAuthorizer"),
+            receiver=_address(receiver, f"{where}.receiver"),
+            receiver_authorizer=_address(receiver_authorizer, f"{where}.receiverAuthorizer"),
+            token=_address(token, f"{where}.token"),
+            withdraw_delay_s=_integer(delay, f"{where}.withdrawDelay", 2**40 - 1),
+            salt=_bytes32(salt, f"{where}.salt"),
         )
     except WalletError:  # pragma: no cover - every field was checked above
         raise _Malformed(f"{where} is not a channel config") from None

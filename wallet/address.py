@@ -28,16 +28,18 @@ def checksum(text: str) -> ChecksumAddress:
     Mixed-case input must already carry a valid checksum: a typo in a
     checksummed address is caught rather than silently accepted.
     """
-    if not is_address(text):
+    if not isinstance(text, str):
         raise AddressError(f"not an address (want 0x followed by 40 hex digits): {text!r}")
     return _checksum(text)
 
 
 # Pure and hot: the channel voucher path checksums the same few addresses
-# dozens of times a request, and each costs a keccak (about 50 us). Only
-# strings that passed is_address get here, so the cache key is hashable.
+# dozens of times a request, and each costs a keccak (about 50 us). A refusal
+# raises, and lru_cache keeps only answers, so only valid addresses stay.
 @lru_cache(maxsize=4096)
 def _checksum(text: str) -> ChecksumAddress:
+    if not _HEX_ADDRESS_RE.match(text):
+        raise AddressError(f"not an address (want 0x followed by 40 hex digits): {text!r}")
     normalized = to_checksum_address(text)
     has_upper = any(c.isupper() for c in text[2:])
     has_lower = any(c.islower() for c in text[2:])

@@ -495,8 +495,15 @@ class RpcChain(Chain):
         self.rpc_url = rpc_url
         self.timeout_s = timeout_s
         # No automatic retries: a dead endpoint fails within timeout_s.
+        # web3 checks a transaction's chain id against eth_chainId before every
+        # eth_call, estimate and send; a node's chain id never changes, so that
+        # one answer is cached (it was most of the round trips of a deposit).
         provider = _NodeFaultProvider(
-            rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
+            rpc_url,
+            request_kwargs={"timeout": timeout_s},
+            exception_retry_configuration=None,
+            cache_allowed_requests=True,
+            cacheable_requests={cast(Any, "eth_chainId")},
         )
         super().__init__(Web3(provider), receipt_timeout_s=receipt_timeout_s)
         if self.chain_id != ANVIL_CHAIN_ID:
