@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import secrets
 import subprocess
@@ -232,6 +231,7 @@ def _channel_headers(
     chain: Any, asset: Any, offer: dict[str, Any], payer: Any, count: int
 ) -> list[str]:
     """One new channel: a deposit covering ``count`` requests with the first voucher, then vouchers."""
+    from farthing.paywall.wire import b64_json
     from farthing.wallet.channels import ChannelConfig, ChannelDomain, deposit_nonce, sign_voucher
     from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
     from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
@@ -251,8 +251,8 @@ def _channel_headers(
     config_wire = config.to_wire()
 
     def wrap(payload: dict[str, Any]) -> str:
-        body = {"x402Version": 2, "payload": payload, "accepted": offer}
-        return base64.b64encode(json.dumps(body).encode()).decode()
+        # Compact JSON, as every x402 client encodes the header (ours and the SDK's).
+        return b64_json({"x402Version": 2, "payload": payload, "accepted": offer})
 
     headers = []
     for n in range(1, count + 1):
