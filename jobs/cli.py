@@ -471,8 +471,13 @@ def reclaim(job_id: JobArg, as_json: JsonOpt = False) -> None:
 @app.command()
 def reconcile(
     from_block: Annotated[
-        int, typer.Option("--from-block", min=0, help="First block to scan.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--from-block",
+            min=0,
+            help="First block to scan (default: the first block a job's payment was authorized in).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Escrow events against the job rows and the books; exit 1 while any break remains."""

@@ -93,12 +93,22 @@ def reconcile_jobs(
     escrow: AuthCaptureEscrow,
     *,
     agent_id: str,
-    from_block: int = 0,
+    from_block: int | None = None,
     to_block: int | None = None,
 ) -> list[JobBreak]:
-    """Every break between ``agent_id``'s jobs, its books and the escrow."""
+    """Every break between ``agent_id``'s jobs, its books and the escrow.
+
+    The escrow's events are read from ``from_block``; by default from the
+    first block any of these jobs' payments was authorized in (a chain's whole
+    history is far too long to read on a real network), or from genesis when
+    a payment's block is not known (an authorization sent but not confirmed).
+    """
     with database.read() as session:
         jobs = [j for j in list_jobs(session, agent_id=agent_id, limit=1_000) if j.payment_hash]
+    if from_block is None:
+        blocks = [j.authorize_block for j in jobs]
+        known = [b for b in blocks if b is not None]
+        from_block = min(known) if known and len(known) == len(blocks) else 0
     events = escrow.events(from_block, to_block)
     by_hash: dict[str, list[EscrowEvent]] = defaultdict(list)
     for event in events:

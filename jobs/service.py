@@ -458,6 +458,7 @@ class JobService:
                 session,
                 accepted,
                 authorize_tx=tx.tx_hash,
+                authorize_block=tx.block_number,
                 note=None if tx.ok else f"authorize sent but not confirmed: {tx.reason}",
             )
         if not tx.ok:
@@ -819,7 +820,8 @@ class JobService:
             found = [
                 e
                 for e in self.escrow.events(
-                    0, payment_hash=info.hash(self.chain.chain_id, self.escrow.address)
+                    job.authorize_block or 0,
+                    payment_hash=info.hash(self.chain.chain_id, self.escrow.address),
                 )
                 if e.name in ("PaymentReclaimed", "PaymentVoided")
             ]

@@ -113,6 +113,7 @@ class JobView:
     captured: int
     refunded: int
     authorize_tx: str | None
+    authorize_block: int | None
     capture_txs: tuple[str, ...]
     void_tx: str | None
     refund_txs: tuple[str, ...]
@@ -157,6 +158,7 @@ class JobView:
             captured=int(m["captured"]),
             refunded=int(m["refunded"]),
             authorize_tx=m["authorize_tx"],
+            authorize_block=m["authorize_block"],
             capture_txs=tuple(json.loads(m["capture_txs"])),
             void_tx=m["void_tx"],
             refund_txs=tuple(json.loads(m["refund_txs"])),

@@ -73,6 +73,8 @@ class Job(SQLModel, table=True):
     captured: int = _big()  # type: ignore[assignment]
     refunded: int = _big()  # type: ignore[assignment]
     authorize_tx: str | None = _text(66)  # type: ignore[assignment]
+    # Where the payment's history starts on chain: reconciliation reads from here.
+    authorize_block: int | None = _big(nullable=True)  # type: ignore[assignment]
     capture_txs: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
     void_tx: str | None = _text(66)  # type: ignore[assignment]
     refund_txs: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
