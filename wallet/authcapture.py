@@ -48,7 +48,15 @@ from eth_abi.exceptions import DecodingError
 
 from farthing.contracts import load_artifact
 from farthing.invariant import invariant
-from farthing.wallet.address import ZERO_ADDRESS, checksum, is_address
+from farthing.wallet.abi_words import (
+    address_word,
+    checked_address,
+    checked_bytes32,
+    checked_uint,
+    keccak,
+    word,
+)
+from farthing.wallet.address import ZERO_ADDRESS, checksum
 from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
 from farthing.wallet.channels import MULTICALL3_ADDRESS, _runtime_code, _set_code
 from farthing.wallet.eip712 import keccak256
@@ -158,38 +166,6 @@ AUTH_CAPTURE_EVENT_TOPICS: Final[dict[str, bytes]] = {
 _EVENT_BY_TOPIC: Final = {topic: name for name, topic in AUTH_CAPTURE_EVENT_TOPICS.items()}
 
 
-def _hash(data: bytes) -> bytes:
-    return bytes(keccak256(data))
-
-
-def _word(value: int) -> bytes:
-    return value.to_bytes(32, "big")
-
-
-def _address_word(address: str) -> bytes:
-    return bytes(12) + bytes.fromhex(address[2:])
-
-
-def _uint(name: str, value: object, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise AuthorizationError(f"{name} must be an int between 0 and {maximum}")
-    return value
-
-
-def _address(name: str, value: object) -> str:
-    if not isinstance(value, str) or not is_address(value):
-        raise AuthorizationError(f"{name} must be a 20-byte hex address")
-    return str(checksum(value))
-
-
-def _bytes32(name: str, value: object) -> bytes:
-    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
-        return bytes.fromhex(value[2:])
-    if isinstance(value, bytes) and len(value) == 32:
-        return value
-    raise AuthorizationError(f"{name} must be 32 bytes (0x and 64 hex digits)")
-
-
 # ---------------------------------------------------------------- values
 
 
@@ -219,13 +195,13 @@ class PaymentInfo:
 
     def __post_init__(self) -> None:
         for name in ("operator", "payer", "receiver", "token", "fee_receiver"):
-            object.__setattr__(self, name, _address(name, getattr(self, name)))
-        _uint("max_amount", self.max_amount, AMOUNT_MAX)
+            object.__setattr__(self, name, checked_address(name, getattr(self, name)))
+        checked_uint("max_amount", self.max_amount, AMOUNT_MAX)
         for name in ("pre_approval_expiry", "authorization_expiry", "refund_expiry"):
-            _uint(name, getattr(self, name), EXPIRY_MAX)
-        _uint("min_fee_bps", self.min_fee_bps, _UINT16_MAX)
-        _uint("max_fee_bps", self.max_fee_bps, _UINT16_MAX)
-        object.__setattr__(self, "salt", _bytes32("salt", self.salt))
+            checked_uint(name, getattr(self, name), EXPIRY_MAX)
+        checked_uint("min_fee_bps", self.min_fee_bps, _UINT16_MAX)
+        checked_uint("max_fee_bps", self.max_fee_bps, _UINT16_MAX)
+        object.__setattr__(self, "salt", checked_bytes32("salt", self.salt))
 
     def to_abi(self) -> tuple[Any, ...]:
         """The ``PaymentInfo`` tuple for eth-abi (``salt`` as its ``uint256``)."""
@@ -298,27 +274,27 @@ class PaymentInfo:
 
     def struct_hash(self) -> bytes:
         """``keccak256(abi.encode(PAYMENT_INFO_TYPEHASH, paymentInfo))``."""
-        return _hash(
+        return keccak(
             PAYMENT_INFO_TYPEHASH
-            + _address_word(self.operator)
-            + _address_word(self.payer)
-            + _address_word(self.receiver)
-            + _address_word(self.token)
-            + _word(self.max_amount)
-            + _word(self.pre_approval_expiry)
-            + _word(self.authorization_expiry)
-            + _word(self.refund_expiry)
-            + _word(self.min_fee_bps)
-            + _word(self.max_fee_bps)
-            + _address_word(self.fee_receiver)
+            + address_word(self.operator)
+            + address_word(self.payer)
+            + address_word(self.receiver)
+            + address_word(self.token)
+            + word(self.max_amount)
+            + word(self.pre_approval_expiry)
+            + word(self.authorization_expiry)
+            + word(self.refund_expiry)
+            + word(self.min_fee_bps)
+            + word(self.max_fee_bps)
+            + address_word(self.fee_receiver)
             + self.salt
         )
 
     def hash(self, chain_id: int, escrow: str = CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow) -> bytes:
         """The escrow's ``getHash``: ``keccak256(abi.encode(chainId, escrow, structHash))``."""
         invariant(chain_id > 0, "a chain id is positive")
-        escrow_address = _address("escrow", escrow)
-        return _hash(_word(chain_id) + _address_word(escrow_address) + self.struct_hash())
+        escrow_address = checked_address("escrow", escrow)
+        return keccak(word(chain_id) + address_word(escrow_address) + self.struct_hash())
 
     def signature_nonce(
         self, chain_id: int, escrow: str = CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow
@@ -354,18 +330,18 @@ class EscrowEvent:
 
 def salt_binding(receiver_authorizer: str, policy: str, salt_nonce: bytes) -> bytes:
     """The bound ``PaymentInfo.salt``: ``keccak256(abi.encode(SALT_BINDING_TYPEHASH, receiverAuthorizer, policy, saltNonce))``."""
-    return _hash(
+    return keccak(
         SALT_BINDING_TYPEHASH
-        + _address_word(_address("receiver_authorizer", receiver_authorizer))
-        + _address_word(_address("policy", policy))
-        + _bytes32("salt_nonce", salt_nonce)
+        + address_word(checked_address("receiver_authorizer", receiver_authorizer))
+        + address_word(checked_address("policy", policy))
+        + checked_bytes32("salt_nonce", salt_nonce)
     )
 
 
 def fee_amount(amount: int, fee_bps: int) -> int:
     """``amount * fee_bps / 10000`` rounded down, as the escrow bounds a fee."""
-    _uint("amount", amount, AMOUNT_MAX)
-    _uint("fee_bps", fee_bps, FEE_BPS_MAX)
+    checked_uint("amount", amount, AMOUNT_MAX)
+    checked_uint("fee_bps", fee_bps, FEE_BPS_MAX)
     return amount * fee_bps // FEE_BPS_MAX
 
 
@@ -420,7 +396,7 @@ for _name in ("AuthCaptureEscrow", "ERC3009PaymentCollector", "OperatorRefundCol
     for _item in load_artifact(_name).abi:
         if _item["type"] == "error":
             _signature = f"{_item['name']}({','.join(p['type'] for p in _item['inputs'])})"
-            _ERROR_SELECTORS[_hash(_signature.encode())[:4]] = _item["name"]
+            _ERROR_SELECTORS[keccak(_signature.encode())[:4]] = _item["name"]
 
 
 def custom_error_name(revert_message: str | None) -> str | None:
@@ -453,7 +429,7 @@ def _snake(name: str) -> str:
 
 
 def _encode(key: str, args: Sequence[Any]) -> bytes:
-    selector = _hash(AUTH_CAPTURE_SIGNATURES[key].encode())[:4]
+    selector = keccak(AUTH_CAPTURE_SIGNATURES[key].encode())[:4]
     return selector + abi_encode(_ARG_TYPES[key], list(args))
 
 
@@ -628,7 +604,7 @@ class AuthCaptureEscrow:
             else payment
         )
         collected, capturable, refundable = self._read(
-            "paymentState", [_bytes32("payment hash", key)], ["bool", "uint120", "uint120"]
+            "paymentState", [checked_bytes32("payment hash", key)], ["bool", "uint120", "uint120"]
         )
         return PaymentState(bool(collected), int(capturable), int(refundable))
 
@@ -642,7 +618,7 @@ class AuthCaptureEscrow:
         """The escrow's payment events in a block range, oldest first; optionally of one payment."""
         topics: list[Any] = [["0x" + t.hex() for t in AUTH_CAPTURE_EVENT_TOPICS.values()]]
         if payment_hash is not None:
-            topics.append("0x" + _bytes32("payment_hash", payment_hash).hex())
+            topics.append("0x" + checked_bytes32("payment_hash", payment_hash).hex())
         return [
             decode_event(log) for log in self.chain.logs(self.address, topics, from_block, to_block)
         ]

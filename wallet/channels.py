@@ -32,9 +32,17 @@ from eth_utils.address import to_canonical_address
 
 from farthing.contracts import load_artifact
 from farthing.invariant import invariant
-from farthing.wallet.address import checksum, is_address
+from farthing.wallet.abi_words import (
+    address_word,
+    checked_address,
+    checked_bytes32,
+    checked_uint,
+    keccak,
+    word,
+)
+from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, MemoryChain, RpcChain
-from farthing.wallet.eip712 import domain_separator, keccak256, recover_digest
+from farthing.wallet.eip712 import domain_separator, recover_digest
 from farthing.wallet.errors import AuthorizationError, ChainError, DeploymentError, SigningError
 from farthing.wallet.networks import ANVIL_CHAIN_ID, CANONICAL_CHANNEL_CONTRACTS, ChannelContracts
 from farthing.wallet.signer import Signer
@@ -105,16 +113,12 @@ CLAIM_BATCH_TYPES: Final[dict[str, list[dict[str, str]]]] = {
 }
 
 
-def _hash(data: bytes) -> bytes:
-    return bytes(keccak256(data))
-
-
 def _type_hash(types: dict[str, list[dict[str, str]]], primary: str) -> bytes:
     def one(name: str) -> str:
         return f"{name}({','.join(f['type'] + ' ' + f['name'] for f in types[name])})"
 
     referenced = sorted(name for name in types if name != primary)
-    return _hash("".join([one(primary), *(one(n) for n in referenced)]).encode())
+    return keccak("".join([one(primary), *(one(n) for n in referenced)]).encode())
 
 
 _CHANNEL_CONFIG_TYPEHASH = _type_hash(CHANNEL_CONFIG_TYPES, "ChannelConfig")
@@ -122,35 +126,6 @@ _VOUCHER_TYPEHASH = _type_hash(VOUCHER_TYPES, "Voucher")
 _REFUND_TYPEHASH = _type_hash(REFUND_TYPES, "Refund")
 _CLAIM_ENTRY_TYPEHASH = _type_hash({"ClaimEntry": CLAIM_BATCH_TYPES["ClaimEntry"]}, "ClaimEntry")
 _CLAIM_BATCH_TYPEHASH = _type_hash(CLAIM_BATCH_TYPES, "ClaimBatch")
-
-
-def _word(value: int) -> bytes:
-    return value.to_bytes(32, "big")
-
-
-def _address_word(address: str) -> bytes:
-    # Every address here passed _address (0x + 40 hex digits, checksummed).
-    return bytes(12) + bytes.fromhex(address[2:])
-
-
-def _uint(name: str, value: object, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise AuthorizationError(f"{name} must be an int between 0 and {maximum}")
-    return value
-
-
-def _bytes32(name: str, value: object) -> bytes:
-    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
-        return bytes.fromhex(value[2:])
-    if isinstance(value, bytes) and len(value) == 32:
-        return value
-    raise AuthorizationError(f"{name} must be 32 bytes (0x and 64 hex digits)")
-
-
-def _address(name: str, value: object) -> str:
-    if not isinstance(value, str) or not is_address(value):
-        raise AuthorizationError(f"{name} must be a 20-byte hex address")
-    return str(checksum(value))
 
 
 # ---------------------------------------------------------------- values
@@ -174,9 +149,9 @@ class ChannelConfig:
 
     def __post_init__(self) -> None:
         for name in ("payer", "payer_authorizer", "receiver", "receiver_authorizer", "token"):
-            object.__setattr__(self, name, _address(name, getattr(self, name)))
-        _uint("withdraw_delay_s", self.withdraw_delay_s, _UINT40_MAX)
-        object.__setattr__(self, "salt", _bytes32("salt", self.salt))
+            object.__setattr__(self, name, checked_address(name, getattr(self, name)))
+        checked_uint("withdraw_delay_s", self.withdraw_delay_s, _UINT40_MAX)
+        object.__setattr__(self, "salt", checked_bytes32("salt", self.salt))
 
     def as_abi(self) -> tuple[Any, ...]:
         """The ``ChannelConfig`` tuple for eth-abi."""
@@ -221,14 +196,14 @@ class ChannelConfig:
             raise AuthorizationError(f"channelConfig is missing {exc.args[0]}") from None
 
     def struct_hash(self) -> bytes:
-        return _hash(
+        return keccak(
             _CHANNEL_CONFIG_TYPEHASH
-            + _address_word(self.payer)
-            + _address_word(self.payer_authorizer)
-            + _address_word(self.receiver)
-            + _address_word(self.receiver_authorizer)
-            + _address_word(self.token)
-            + _word(self.withdraw_delay_s)
+            + address_word(self.payer)
+            + address_word(self.payer_authorizer)
+            + address_word(self.receiver)
+            + address_word(self.receiver_authorizer)
+            + address_word(self.token)
+            + word(self.withdraw_delay_s)
             + self.salt
         )
 
@@ -242,9 +217,9 @@ class ClaimEntry:
     total_claimed: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channel_id", _bytes32("channel_id", self.channel_id))
-        _uint("max_claimable_amount", self.max_claimable_amount, UINT128_MAX)
-        _uint("total_claimed", self.total_claimed, UINT128_MAX)
+        object.__setattr__(self, "channel_id", checked_bytes32("channel_id", self.channel_id))
+        checked_uint("max_claimable_amount", self.max_claimable_amount, UINT128_MAX)
+        checked_uint("total_claimed", self.total_claimed, UINT128_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,34 +245,34 @@ class ChannelDomain:
         return bytes(domain_separator(DOMAIN_NAME, DOMAIN_VERSION, self.chain_id, self.settlement))
 
     def _digest(self, struct_hash: bytes) -> bytes:
-        return _hash(b"\x19\x01" + self.separator() + struct_hash)
+        return keccak(b"\x19\x01" + self.separator() + struct_hash)
 
     def channel_id(self, config: ChannelConfig) -> bytes:
         return _channel_id(self, config)
 
     def voucher_digest(self, channel_id: bytes, max_claimable_amount: int) -> bytes:
-        cid = _bytes32("channel_id", channel_id)
-        amount = _uint("max_claimable_amount", max_claimable_amount, UINT128_MAX)
-        return self._digest(_hash(_VOUCHER_TYPEHASH + cid + _word(amount)))
+        cid = checked_bytes32("channel_id", channel_id)
+        amount = checked_uint("max_claimable_amount", max_claimable_amount, UINT128_MAX)
+        return self._digest(keccak(_VOUCHER_TYPEHASH + cid + word(amount)))
 
     def refund_digest(self, channel_id: bytes, nonce: int, amount: int) -> bytes:
-        cid = _bytes32("channel_id", channel_id)
-        words = _word(_uint("nonce", nonce, 2**256 - 1)) + _word(
-            _uint("amount", amount, UINT128_MAX)
+        cid = checked_bytes32("channel_id", channel_id)
+        words = word(checked_uint("nonce", nonce, 2**256 - 1)) + word(
+            checked_uint("amount", amount, UINT128_MAX)
         )
-        return self._digest(_hash(_REFUND_TYPEHASH + cid + words))
+        return self._digest(keccak(_REFUND_TYPEHASH + cid + words))
 
     def claim_batch_digest(self, entries: list[ClaimEntry] | tuple[ClaimEntry, ...]) -> bytes:
         hashes = b"".join(
-            _hash(
+            keccak(
                 _CLAIM_ENTRY_TYPEHASH
                 + e.channel_id
-                + _word(e.max_claimable_amount)
-                + _word(e.total_claimed)
+                + word(e.max_claimable_amount)
+                + word(e.total_claimed)
             )
             for e in entries
         )
-        return self._digest(_hash(_CLAIM_BATCH_TYPEHASH + _hash(hashes)))
+        return self._digest(keccak(_CLAIM_BATCH_TYPEHASH + keccak(hashes)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,13 +350,13 @@ def sign_claim_batch(
 
 
 def deposit_nonce(channel_id: bytes, salt: int) -> bytes:
-    """The EIP-3009 nonce the collector uses: ``_hash(abi.encode(channelId, salt))``.
+    """The EIP-3009 nonce the collector uses: ``keccak(abi.encode(channelId, salt))``.
 
     Binding the channel into the nonce means an authorization signed for one
     channel cannot fund another.
     """
-    cid = _bytes32("channel_id", channel_id)
-    return _hash(cid + _word(_uint("salt", salt, 2**256 - 1)))
+    cid = checked_bytes32("channel_id", channel_id)
+    return keccak(cid + word(checked_uint("salt", salt, 2**256 - 1)))
 
 
 def erc3009_collector_data(
@@ -400,7 +375,7 @@ for _name in ("BatchSettlement", "ERC3009DepositCollector"):
     for _item in load_artifact(_name).abi:
         if _item["type"] == "error":
             _signature = f"{_item['name']}({','.join(p['type'] for p in _item['inputs'])})"
-            _ERROR_SELECTORS[_hash(_signature.encode())[:4]] = _item["name"]
+            _ERROR_SELECTORS[keccak(_signature.encode())[:4]] = _item["name"]
 
 
 def custom_error_name(revert_message: str | None) -> str | None:
