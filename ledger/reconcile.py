@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from farthing.ledger.codes import AccountCode
@@ -45,7 +45,9 @@ __all__ = [
     "LedgerPayment",
     "TokenTransferEvent",
     "find_breaks",
+    "in_block_range",
     "load_payments",
+    "other_scopes",
     "own_addresses",
     "rebook_id",
     "reversal_id",
@@ -187,6 +189,22 @@ def find_breaks(
     return breaks
 
 
+def in_block_range(
+    payment: LedgerPayment, from_block: int, to_block: int, head_block: int | None = None
+) -> bool:
+    """Whether a run over ``[from_block, to_block]`` checks this payment.
+
+    A pending payment and a settlement without a block are always in range; a
+    settlement booked above the chain's head is too (its block is gone).
+    """
+    block = payment.block_number
+    if not payment.posted or block is None:
+        return True
+    if head_block is not None and block > head_block:
+        return True
+    return from_block <= block <= to_block
+
+
 def _match_posted(
     payment: LedgerPayment,
     by_key: dict[tuple[str, str, str], list[TokenTransferEvent]],
@@ -198,8 +216,8 @@ def _match_posted(
 ) -> list[Break]:
     block = payment.block_number
     beyond_head = block is not None and head_block is not None and block > head_block
-    if block is not None and not from_block <= block <= to_block and not beyond_head:
-        return []  # another range's business
+    if not in_block_range(payment, from_block, to_block, head_block):
+        return []  # another range's business; the run counts it as unchecked
     if payment.tx_hash is None:
         return [
             Break(
@@ -269,9 +287,8 @@ def _past_timeout(payment: LedgerPayment, chain: ChainView) -> Break:
     )
 
 
-def load_payments(*, session: Session, network: str, token_address: str) -> list[LedgerPayment]:
-    """Posted and still-pending payments of one token on one network."""
-    token = token_address.lower()
+def _is_payment() -> ColumnElement[bool]:
+    """A posted payment, a single-phase transfer, or a reservation still open."""
     t = _transfers
     posted = t.c.flags.op("&")(int(TransferFlags.POST_PENDING_TRANSFER)) != 0
     single_phase = (
@@ -286,13 +303,16 @@ def load_payments(*, session: Session, network: str, token_address: str) -> list
         == 0
     )
     is_open = t.c.id.in_(select(_pending.c.transfer_id))
-    query = select(t).where(
-        t.c.network == network,
-        t.c.token_address == token,
-        or_(
-            posted, single_phase, and_(t.c.flags.op("&")(int(TransferFlags.PENDING)) != 0, is_open)
-        ),
+    return or_(
+        posted, single_phase, and_(t.c.flags.op("&")(int(TransferFlags.PENDING)) != 0, is_open)
     )
+
+
+def load_payments(*, session: Session, network: str, token_address: str) -> list[LedgerPayment]:
+    """Posted and still-pending payments of one token on one network."""
+    token = token_address.lower()
+    t = _transfers
+    query = select(t).where(t.c.network == network, t.c.token_address == token, _is_payment())
     loaded: list[LedgerPayment] = []
     for row in session.execute(query.order_by(t.c.timestamp_ns)):
         # A posted two-phase payment is known by its payment id (the pending
@@ -316,6 +336,30 @@ def load_payments(*, session: Session, network: str, token_address: str) -> list
     found = lookup_transfers(session=session, ids=list(reversals))
     done = {reversals[r.id] for r in found} | {r.id for r in found}
     return [p for p in loaded if p.transfer_id not in done]
+
+
+def other_scopes(
+    *, session: Session, network: str, token_address: str
+) -> list[tuple[str, str, int]]:
+    """``(network, token, count)`` of the payments booked in any other token or network.
+
+    A run checks one token on one network; these are what it leaves out.
+    Transfers without token facts (channel charges) are not token transfers
+    and are not counted.
+    """
+    t = _transfers
+    query = (
+        select(t.c.network, t.c.token_address, func.count())
+        .where(
+            t.c.network.is_not(None),
+            t.c.token_address.is_not(None),
+            or_(t.c.network != network, t.c.token_address != token_address.lower()),
+            _is_payment(),
+        )
+        .group_by(t.c.network, t.c.token_address)
+        .order_by(t.c.network, t.c.token_address)
+    )
+    return [(str(n), str(a), int(c)) for n, a, c in session.execute(query)]
 
 
 def own_addresses(*, session: Session, network: str, token_address: str) -> set[str]:

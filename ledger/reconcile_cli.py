@@ -1,7 +1,11 @@
 """``farthing ledger reconcile``: the books against the chain, with a breaks report.
 
-Exits 0 when the books and the chain agree, and 1 when breaks remain, so a
-cron job or CI step can alert on it.
+Exits 0 only when the books and the chain agree: every payment the books hold
+was checked and none broke. It exits 1 when breaks remain, and also when the
+books hold payments this run did not check (on another network, in another
+token, or booked outside the block range), saying how many and why: a run
+that checked nothing must not read as a clean one. A cron job or CI step can
+alert on either.
 """
 
 from __future__ import annotations
@@ -26,37 +30,64 @@ __all__ = ["reconcile_command"]
 def reconcile_command(
     network: Annotated[
         str | None,
-        typer.Option("--network", help="local, base-sepolia or base (default: inferred from --rpc-url, else local)."),
+        typer.Option(
+            "--network",
+            help="local, base-sepolia or base (default: inferred from --rpc-url, else local).",
+        ),
     ] = None,
-    rpc_url: Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL of the chain.")] = None,
+    rpc_url: Annotated[
+        str | None, typer.Option("--rpc-url", help="JSON-RPC URL of the chain.")
+    ] = None,
     token: Annotated[
-        str | None, typer.Option("--token", help="Token address (default: the network's stablecoin).")
+        str | None,
+        typer.Option("--token", help="Token address (default: the network's stablecoin)."),
     ] = None,
-    from_block: Annotated[int, typer.Option("--from-block", min=0, help="First block to scan.")] = 0,
+    from_block: Annotated[
+        int, typer.Option("--from-block", min=0, help="First block to scan.")
+    ] = 0,
     to_block: Annotated[
-        int | None, typer.Option("--to-block", min=0, help="Last block to scan (default: the head).")
+        int | None,
+        typer.Option("--to-block", min=0, help="Last block to scan (default: the head)."),
     ] = None,
     address: Annotated[
         list[str] | None,
-        typer.Option("--address", help="Also scan this address (repeatable); payers and payees in the books are always scanned."),
+        typer.Option(
+            "--address",
+            help="Also scan this address (repeatable); payers and payees in the books are always scanned.",
+        ),
     ] = None,
     resolve: Annotated[
         bool,
-        typer.Option("--resolve", help="Post or void pending payments past their window, and reverse or rebook settlements missing on chain, from the chain's record of the authorization."),
+        typer.Option(
+            "--resolve",
+            help="Post or void pending payments past their window, and reverse or rebook settlements missing on chain, from the chain's record of the authorization.",
+        ),
     ] = False,
     database_url: Annotated[
         str | None,
-        typer.Option("--database-url", envvar="FARTHING_LEDGER_DATABASE_URL", help="The ledger database (default: SQLite in FARTHING_DATA_DIR).", show_default=False),
+        typer.Option(
+            "--database-url",
+            envvar="FARTHING_LEDGER_DATABASE_URL",
+            help="The ledger database (default: SQLite in FARTHING_DATA_DIR).",
+            show_default=False,
+        ),
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where the dev chain's record lives (env FARTHING_DATA_DIR).")
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Where the dev chain's record lives (env FARTHING_DATA_DIR)."
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line for scripts.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line for scripts.")
+    ] = False,
 ) -> None:
     """Match the books to the token's Transfer logs and report breaks by kind.
 
     Kinds: missing_on_chain, missing_in_ledger, amount_mismatch and
-    pending_past_timeout. Exits 1 while any break remains.
+    pending_past_timeout. Exits 1 while any break remains, or while the books
+    hold payments this run did not check (another network or token, or
+    outside the block range).
     """
     # The chain stack is imported here so other ledger commands start fast.
     from farthing.ledger.chainview import TokenChainView
@@ -67,7 +98,9 @@ def reconcile_command(
 
     wallet_settings = WalletSettings(data_dir=data_dir) if data_dir else WalletSettings()
     target = resolve_target(wallet_settings, network=network, rpc_url=rpc_url, token=token)
-    settings = LedgerSettings() if database_url is None else LedgerSettings(database_url=database_url)
+    settings = (
+        LedgerSettings() if database_url is None else LedgerSettings(database_url=database_url)
+    )
     database = LedgerDatabase(settings, must_exist=True)
     check_schema(database)
     extra = tuple(checksum(a) for a in (address or []))
@@ -84,6 +117,10 @@ def reconcile_command(
         if not as_json:
             fail(f"{len(remaining)} break(s) between the books and the chain")
         raise typer.Exit(1)
+    if report.unchecked:
+        if not as_json:
+            fail(f"{report.unchecked_count} payment(s) in the books were not checked; see above")
+        raise typer.Exit(1)
 
 
 def _as_json(report: ReconciliationReport) -> dict[str, Any]:
@@ -95,6 +132,18 @@ def _as_json(report: ReconciliationReport) -> dict[str, Any]:
         "payments_checked": report.payments_checked,
         "breaks": len(report.breaks),
         "unresolved": len(report.unresolved_breaks),
+        "unchecked": report.unchecked_count,
+        "agree": report.agrees,
+        "unchecked_items": [
+            {
+                "reason": u.reason,
+                "count": u.count,
+                "network": u.network,
+                "token": u.token_address,
+                "detail": u.detail,
+            }
+            for u in report.unchecked
+        ],
         "by_kind": report.counts(),
         "items": [
             {
@@ -139,5 +188,12 @@ def _print(report: ReconciliationReport) -> None:
         out_console.print(table)
     for r in report.resolutions:
         out_console.print(f"resolved {r.transfer_id:x}: {r.action} ({r.result})")
-    if not report.unresolved_breaks:
+    for u in report.unchecked:
+        out_console.print(f"not checked: {u.detail}", markup=False, highlight=False)
+    if report.agrees:
         out_console.print("0 breaks: the books and the chain agree")
+    elif not report.unresolved_breaks:
+        out_console.print(
+            f"0 breaks among the {report.payments_checked} payments checked, but "
+            f"{report.unchecked_count} payment(s) in the books were not checked"
+        )

@@ -45,7 +45,9 @@ from farthing.ledger.reconcile import (
     BreakKind,
     LedgerPayment,
     find_breaks,
+    in_block_range,
     load_payments,
+    other_scopes,
     own_addresses,
     rebook_id,
     reversal_id,
@@ -53,8 +55,9 @@ from farthing.ledger.reconcile import (
 from farthing.ledger.repository import create_transfers, expire_pending, lookup_transfers
 from farthing.ledger.results import CreateTransferResult
 
-__all__ = ["ReconciliationReport", "Resolution", "correction_id", "reconcile"]
+__all__ = ["ReconciliationReport", "Resolution", "Unchecked", "correction_id", "reconcile"]
 
+UncheckedReason = Literal["other_network", "other_token", "outside_block_range"]
 ResolutionAction = Literal["post", "void", "correct", "reverse", "rebook", "unresolved"]
 _RESOLVABLE = (BreakKind.PENDING_PAST_TIMEOUT, BreakKind.MISSING_ON_CHAIN)
 
@@ -70,6 +73,17 @@ class Resolution:
 
 
 @dataclass(frozen=True, slots=True)
+class Unchecked:
+    """Payments in the books that a run did not check, and why: nothing is known of them."""
+
+    reason: UncheckedReason
+    count: int
+    network: str
+    token_address: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReconciliationReport:
     """The breaks found in one block range, and what was resolved."""
 
@@ -81,6 +95,18 @@ class ReconciliationReport:
     addresses_scanned: int
     breaks: tuple[Break, ...]
     resolutions: tuple[Resolution, ...]
+    # Payments the books hold that this run did not check (another network,
+    # another token, or booked outside the block range).
+    unchecked: tuple[Unchecked, ...] = ()
+
+    @property
+    def unchecked_count(self) -> int:
+        return sum(item.count for item in self.unchecked)
+
+    @property
+    def agrees(self) -> bool:
+        """The books and the chain agree: every payment the books hold was checked, none broke."""
+        return not self.unresolved_breaks and not self.unchecked
 
     @property
     def unresolved_breaks(self) -> tuple[Break, ...]:
@@ -132,6 +158,9 @@ def reconcile(
         owned = own_addresses(
             session=session, network=view.network, token_address=view.token_address
         )
+        elsewhere = other_scopes(
+            session=session, network=view.network, token_address=view.token_address
+        )
     if not owned:  # books without budget or revenue accounts: every named address
         for payment in payments:
             owned.update(a for a in (payment.payer_address, payment.payee_address) if a)
@@ -174,16 +203,50 @@ def reconcile(
         )
         if resolve:
             resolutions.append(_apply(database, payment, action, tx_hash, block))
+    outside = sum(1 for p in payments if not in_block_range(p, from_block, last, head))
     return ReconciliationReport(
         network=view.network,
         token_address=view.token_address,
         from_block=from_block,
         to_block=last,
-        payments_checked=len(payments),
+        payments_checked=len(payments) - outside,
         addresses_scanned=len(ours),
         breaks=tuple(refined),
         resolutions=tuple(resolutions),
+        unchecked=_unchecked(view, elsewhere, outside, from_block, last),
     )
+
+
+def _unchecked(
+    view: TokenChainView,
+    elsewhere: list[tuple[str, str, int]],
+    outside: int,
+    from_block: int,
+    to_block: int,
+) -> tuple[Unchecked, ...]:
+    items: list[Unchecked] = []
+    if outside:
+        detail = (
+            f"{outside} payment(s) booked outside blocks {from_block}..{to_block}: "
+            "widen --from-block/--to-block to check them"
+        )
+        items.append(
+            Unchecked("outside_block_range", outside, view.network, view.token_address, detail)
+        )
+    for network, token, count in elsewhere:
+        if network != view.network:
+            detail = (
+                f"{count} payment(s) on {network} (another network), of token {token}: "
+                "run again with that chain's --rpc-url and --token"
+            )
+            items.append(Unchecked("other_network", count, network, token, detail))
+        else:
+            detail = (
+                f"{count} payment(s) of token {token} (another token) on {network}: "
+                f"run again with --token {token}"
+            )
+            items.append(Unchecked("other_token", count, network, token, detail))
+    return tuple(items)
 
 
 def _decide(
