@@ -9,6 +9,7 @@ headers.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import httpx
@@ -32,7 +33,7 @@ def test_depth_ignores_brackets_inside_strings() -> None:
     assert json_depth(b"[]") == 1
 
 
-@pytest.mark.parametrize("opener,closer", [("[", "]"), ("{\"a\":", "}")])
+@pytest.mark.parametrize("opener,closer", [("[", "]"), ('{"a":', "}")])
 def test_a_document_100000_deep_is_refused_as_a_value(opener: str, closer: str) -> None:
     body = (opener * 100_000 + "1" + closer * 100_000).encode()
     with pytest.raises(JsonBodyError) as caught:
@@ -53,13 +54,60 @@ def test_ordinary_documents_parse_and_bad_ones_are_refused() -> None:
         assert caught.value.reason == reason
 
 
-def test_the_interpreter_recursion_limit_is_not_raised_by_our_servers() -> None:
-    import farthing.dashboard.app  # noqa: F401
-    import farthing.inference.gateway  # noqa: F401
-    import farthing.jobs.server  # noqa: F401
-    import farthing.paywall.middleware  # noqa: F401
+# Every module a Farthing process serves from. Each is imported first in a
+# fresh interpreter: whichever comes first pulls in the dependencies that
+# raise the limit (py_ecc through eth_account, py-evm through eth_tester).
+SERVER_MODULES = (
+    "farthing.cli",
+    "farthing.jobs.server",
+    "farthing.paywall.middleware",
+    "farthing.paywall.facilitator_api",
+    "farthing.paywall.proxy",
+    "farthing.inference.gateway",
+    "farthing.dashboard.app",
+    "farthing.agents.blog",
+)
+_PRINT_LIMIT = "import sys; print(sys.getrecursionlimit())"
 
-    assert sys.getrecursionlimit() <= 10_000
+
+def _limits(code: str) -> tuple[int, int]:
+    """The recursion limit before and after ``code`` runs in a fresh interpreter."""
+    script = f"{_PRINT_LIMIT}\n{code}\n{_PRINT_LIMIT}\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = proc.stdout.split()[-2:]
+    return int(before), int(after)
+
+
+@pytest.mark.parametrize("module", SERVER_MODULES)
+def test_importing_a_server_first_leaves_the_recursion_limit_alone(module: str) -> None:
+    before, after = _limits(f"import {module}")
+    assert after == before <= 1000
+
+
+def test_every_farthing_module_and_the_memory_chain_leave_the_recursion_limit_alone() -> None:
+    code = """
+import pkgutil, farthing
+names = [m.name for m in pkgutil.walk_packages(farthing.__path__, "farthing.")]
+for p in ("wallet", "ledger", "paywall", "agents", "inference", "dashboard", "jobs", "web"):
+    package = __import__(f"farthing.{p}", fromlist=["_"])
+    names += [m.name for m in pkgutil.walk_packages(package.__path__, f"farthing.{p}.")]
+for name in names:
+    if ".migrations." not in name and not name.endswith("__main__"):
+        __import__(name)
+from farthing.wallet.chain import MemoryChain
+MemoryChain(accounts=1).close()
+assert len(names) > 100, names
+"""
+    before, after = _limits(code)
+    assert after == before <= 1000
+
+
+def test_a_dependency_imported_before_farthing_cannot_leave_the_limit_raised() -> None:
+    before, after = _limits("import eth_account, eth_tester\nimport farthing.jobs.server")
+    assert before <= 1000 and after == 1000
 
 
 @pytest.mark.parametrize(
