@@ -2,15 +2,20 @@
 
 ``create_app(settings)`` validates the settings first: binding anywhere but
 loopback without credentials is refused, so a dashboard that can approve
-payments is never open to a network. Then every request goes through the
-same gate:
+payments is never open to a network, and so is a bind beyond loopback with
+no public URL. Then every request goes through the same gate:
 
-1. a session cookie (HttpOnly, SameSite=Strict) is found or made;
-2. a POST must carry that session's CSRF token, or it is refused (403)
-   before anything else is looked at;
-3. when login is required (credentials are configured, or the bind is not
-   loopback) an anonymous session sees only the login page;
-4. approving, denying and reconciling need the ``approver`` role.
+1. its ``Host`` must be one of ours (``farthing.dashboard.edge.hosts_of``),
+   or it is refused (421): a DNS-rebound page never reaches a page or form;
+2. a session cookie (HttpOnly, SameSite=Strict) is looked up. Only a login
+   makes a session; on loopback without credentials every local browser
+   shares the local operator's one session. Anonymous visitors get none;
+3. a POST must carry that session's CSRF token, or it is refused (403)
+   before anything else is looked at (the login form's token is stateless,
+   see ``farthing.dashboard.logins``);
+4. when login is required (credentials are configured, or the bind is not
+   loopback) a visitor without a session sees only the login page;
+5. approving, denying and reconciling need the ``approver`` role.
 
 Every response carries a strict Content-Security-Policy: script, style and
 images come from this server only, and nothing inline runs. Pages never
@@ -27,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,7 +48,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farthing.agents.approvals import list_approvals
 from farthing.agents.tables import ensure_tables
@@ -52,9 +56,11 @@ from farthing.dashboard.agent import agent_page
 from farthing.dashboard.auth import Session, SessionStore, authenticate, csrf_ok, load_users
 from farthing.dashboard.channels import channel_tables
 from farthing.dashboard.charts import bar_chart, burn_down_chart
+from farthing.dashboard.edge import CSP, SecurityHeaders, hosts_of, read_form
 from farthing.dashboard.errors import DashboardConfigError
 from farthing.dashboard.integrity import Verifier
 from farthing.dashboard.listing import Listing, Money
+from farthing.dashboard.logins import LoginForms, LoginLimiter
 from farthing.dashboard.overview import (
     agent_spend,
     burn_down,
@@ -72,44 +78,14 @@ from farthing.ledger.database import LedgerDatabase, normalise_database_url
 from farthing.ledger.errors import LedgerError
 from farthing.ledger.settings import LedgerSettings
 from farthing.ledger.tables import AuditEntry, table_of
+from farthing.web import HostGuard
 
-__all__ = ["COOKIE_NAME", "CSP", "create_app"]
+__all__ = ["COOKIE_NAME", "CSP", "LOGIN_COOKIE_NAME", "create_app"]
 
 COOKIE_NAME = "farthing_dashboard"
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-_FORM_BYTES_MAX = 16 * 1024
+LOGIN_COOKIE_NAME = "farthing_dashboard_login"
 _NOTE_MAX = 500
 _entries = table_of(AuditEntry)
-
-
-class _SecurityHeaders:
-    """Pure ASGI: the same strict headers on every response, errors included."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"content-security-policy", CSP.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store"),
-                ]
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def safe_url(url: str | None) -> str:
@@ -132,14 +108,6 @@ def safe_url(url: str | None) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
-class _Page:
-    """What every page's template needs about the request."""
-
-    def __init__(self, session: Session, login_required: bool) -> None:
-        self.session = session
-        self.login_required = login_required
-
-
 def create_app(
     settings: DashboardSettings,
     *,
@@ -154,6 +122,7 @@ def create_app(
             f"binding {settings.host} needs a login: set FARTHING_DASHBOARD_USERS or "
             "--users-file (make entries with `farthing dashboard --hash-password`)"
         )
+    hosts = hosts_of(settings)
     database = LedgerDatabase(LedgerSettings(database_url=settings.database_url), must_exist=True)
     ensure_tables(database)
     ensure_runs_table(database)
@@ -163,6 +132,9 @@ def create_app(
     verifier = Verifier(database, interval_s=settings.verify_interval_s)
     reconciler = Reconciler(database, settings)
     sessions = SessionStore(ttl_s=settings.session_ttl_s, count_max=settings.session_count_max)
+    login_forms = LoginForms()
+    limiter = LoginLimiter(attempts_max=settings.login_attempts_per_minute_max)
+    https_only = (settings.public_url or "").lower().startswith("https:")
     local_actor = f"local:{getpass.getuser()}"
     env = Environment(
         loader=PackageLoader("farthing.dashboard", "templates"),
@@ -198,23 +170,29 @@ def create_app(
 
     # ------------------------------------------------------------ plumbing
 
-    def session_of(request: Request) -> tuple[Session, bool]:
-        found = sessions.get(request.cookies.get(COOKIE_NAME))
-        if found is not None:
-            return found, False
-        if login_required:
-            return sessions.new(), True
-        return sessions.new(user=local_actor, role="approver"), True
+    local: list[Session] = []  # on loopback without credentials: the operator's one session
 
-    def with_cookie(response: Response, session: Session, fresh: bool) -> Response:
+    def session_of(request: Request) -> tuple[Session | None, bool]:
+        """The request's session and whether its cookie must be set; never one per visitor."""
+        found = sessions.get(request.cookies.get(COOKIE_NAME))
+        if found is not None or login_required:
+            return found, False
+        if not local or sessions.get(local[0].token) is None:
+            local[:] = [sessions.new(user=local_actor, role="approver")]
+        return local[0], True
+
+    def secure(request: Request) -> bool:
+        return https_only or request.url.scheme == "https"
+
+    def with_cookie(
+        response: Response, session: Session, fresh: bool, request: Request
+    ) -> Response:
         if fresh:
             response.set_cookie(
                 COOKIE_NAME, session.token, httponly=True, samesite="strict", path="/",
-                max_age=settings.session_ttl_s, secure=request_is_https.get(session.token, False),
+                max_age=settings.session_ttl_s, secure=secure(request),
             )  # fmt: skip
         return response
-
-    request_is_https: dict[str, bool] = {}
 
     def render(name: str, session: Session, status: int = 200, **context: Any) -> HTMLResponse:
         template = env.get_template(name)
@@ -227,30 +205,20 @@ def create_app(
     def problem(session: Session, status: int, message: str) -> HTMLResponse:
         return render("problem.html", session, status=status, message=message)
 
-    async def form_of(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > _FORM_BYTES_MAX:
-            return {}
-        try:
-            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
-        except (UnicodeDecodeError, ValueError):
-            return {}
-        return {key: values[0] for key, values in parsed.items()}
+    too_large = "refused: the form is over 16 KiB"
 
     Handler = Callable[[Request, Session], Awaitable[Response]]
 
     def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             session, fresh = session_of(request)
-            request_is_https[session.token] = request.url.scheme == "https"
-            if login_required and session.user is None:
-                target = request.url.path
-                return with_cookie(RedirectResponse(f"/login?next={target}", 303), session, fresh)
+            if session is None or session.user is None:
+                return RedirectResponse(f"/login?next={request.url.path}", 303)
             try:
                 response = await handler(request, session)
             except LedgerError as exc:
                 response = problem(session, 503, str(exc))
-            return with_cookie(response, session, fresh)
+            return with_cookie(response, session, fresh, request)
 
         return wrapped
 
@@ -259,7 +227,9 @@ def create_app(
     ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             session = sessions.get(request.cookies.get(COOKIE_NAME))
-            form = await form_of(request)
+            form = await read_form(request)
+            if form is None:
+                return PlainOrHtml(413, too_large)
             if not csrf_ok(session, form.get("csrf_token")):
                 return PlainOrHtml(403, "refused: the form's CSRF token is missing or wrong; "
                                    "reload the page and try again")  # fmt: skip
@@ -549,37 +519,49 @@ def create_app(
 
     # ------------------------------------------------------------ login
 
-    async def login_page(request: Request) -> Response:
-        session, fresh = session_of(request)
-        if not login_required:
-            return with_cookie(RedirectResponse("/", 303), session, fresh)
-        return with_cookie(render("login.html", session, error=None), session, fresh)
+    def login_form(request: Request, value: str | None, status: int, error: str | None) -> Response:
+        """The login page; its CSRF token is bound to a cookie, and nothing is stored."""
+        fresh = value is None or not login_forms.usable(value)
+        value = login_forms.new_value() if value is None or fresh else value
+        anonymous = Session(token="", csrf=login_forms.token_for(value), expires_at=0.0)
+        response = render("login.html", anonymous, status=status, error=error)
+        if fresh:
+            response.set_cookie(LOGIN_COOKIE_NAME, value, httponly=True, samesite="strict",
+                                path="/login", secure=secure(request))  # fmt: skip
+        return response
 
-    async def login(request: Request) -> Response:
-        session = sessions.get(request.cookies.get(COOKIE_NAME))
-        form = await form_of(request)
-        if not csrf_ok(session, form.get("csrf_token")):
-            return PlainOrHtml(403, "refused: the form's CSRF token is missing or wrong; "
-                               "reload the page and try again")  # fmt: skip
-        assert session is not None
+    async def login_page(request: Request) -> Response:
         if not login_required:
             return RedirectResponse("/", 303)
-        if sessions.failures_last_minute() >= settings.login_attempts_per_minute_max:
-            return render(
-                "login.html", session, status=429, error="too many failed logins; wait a minute"
-            )
+        return login_form(request, request.cookies.get(LOGIN_COOKIE_NAME), 200, None)
+
+    async def login(request: Request) -> Response:
+        form = await read_form(request)
+        if form is None:
+            return PlainOrHtml(413, too_large)
+        value = request.cookies.get(LOGIN_COOKIE_NAME)
+        if not login_forms.ok(value, form.get("csrf_token")):
+            return PlainOrHtml(403, "refused: the form's CSRF token is missing or wrong; "
+                               "reload the page and try again")  # fmt: skip
+        if not login_required:
+            return RedirectResponse("/", 303)
         name, password = form.get("user", ""), form.get("password", "")
+        # Counted before the check, with no await in between: concurrent guesses cannot race it.
+        attempt = limiter.begin(name, request.client.host if request.client else "-")
+        if attempt is None:
+            return login_form(request, value, 429, "too many failed logins; wait a minute")
         user = await run_in_threadpool(authenticate, users, name, password)
         if user is None:
-            sessions.note_failure()
-            return render("login.html", session, status=401, error="wrong user name or password")
-        sessions.drop(session.token)
+            return login_form(request, value, 401, "wrong user name or password")
+        limiter.succeeded(attempt)
+        sessions.drop(request.cookies.get(COOKIE_NAME) or "")
         fresh = sessions.new(user=user.name, role=user.role)
-        request_is_https[fresh.token] = request.url.scheme == "https"
         await run_in_threadpool(lambda: record_action(
             database, actor=user.name, action="login", subject=f"user:{user.name}",
             details={"role": user.role}))  # fmt: skip
-        return with_cookie(RedirectResponse("/", 303), fresh, True)
+        response = with_cookie(RedirectResponse("/", 303), fresh, True, request)
+        response.delete_cookie(LOGIN_COOKIE_NAME, path="/login")
+        return response
 
     async def logout(request: Request, session: Session) -> Response:
         sessions.drop(session.token)
@@ -606,5 +588,6 @@ def create_app(
     app.add_api_route("/login", login, methods=["POST"])
     app.add_api_route("/logout", action(logout, role=None), methods=["POST"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(HostGuard, hosts=hosts)
+    app.add_middleware(SecurityHeaders)
     return app

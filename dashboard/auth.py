@@ -7,8 +7,13 @@
 * **Roles**: ``viewer`` sees every page; ``approver`` may also approve or deny
   payments and run reconciliation.
 * **Sessions** live in this process's memory only, behind a random 256-bit
-  cookie (HttpOnly, SameSite=Strict), and a login always starts a new one, so
-  a cookie planted before login is worthless after it.
+  cookie (HttpOnly, SameSite=Strict). Only a login makes one (or, on loopback
+  without credentials, the one shared session of the local operator), so
+  anonymous traffic never fills the store, and a cookie planted before login
+  is worthless after it.
+* **Unknown names** are checked against a dummy hash with the scrypt
+  parameters of the real ones (``dummy_hash``), so a wrong name costs what a
+  wrong password costs.
 * **CSRF**: each session holds a random token that every form carries; a POST
   without the session's token is refused before anything else happens.
 """
@@ -19,7 +24,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -36,6 +41,7 @@ __all__ = [
     "authenticate",
     "check_password",
     "csrf_ok",
+    "dummy_hash",
     "hash_password",
     "load_users",
 ]
@@ -45,8 +51,6 @@ ROLES: Final = ("viewer", "approver")
 SCRYPT_N_DEFAULT: Final = 2**15
 _SCRYPT_MAXMEM: Final = 128 * 1024 * 1024
 _NAME_LENGTH_MAX: Final = 64
-# Hashed when a name is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH: Final = "scrypt$16384$8$1$" + "00" * 16 + "$" + "00" * 32
 
 
 def hash_password(password: str, *, n: int = SCRYPT_N_DEFAULT, r: int = 8, p: int = 1) -> str:
@@ -138,11 +142,27 @@ def load_users(settings: DashboardSettings) -> dict[str, User]:
     return users
 
 
+def dummy_hash(users: dict[str, User]) -> str:
+    """A hash with the scrypt parameters, salt and key sizes most users' hashes have.
+
+    Checked when a name is unknown, so a wrong name costs as long as a wrong
+    password (with the default parameters when there are no users).
+    """
+    shapes = Counter(
+        (n, r, p, len(salt), len(key))
+        for n, r, p, salt, key in (_parse_hash(u.password_hash) for u in users.values())
+    )
+    n, r, p, salt_len, key_len = (
+        shapes.most_common(1)[0][0] if shapes else (SCRYPT_N_DEFAULT, 8, 1, 16, 32)
+    )
+    return f"scrypt${n}${r}${p}${'00' * salt_len}${'00' * key_len}"
+
+
 def authenticate(users: dict[str, User], name: str, password: str) -> User | None:
     """The user whose name and password these are, or None (taking as long either way)."""
     user = users.get(name)
     if user is None:
-        check_password(password, _DUMMY_HASH)
+        check_password(password, dummy_hash(users))
         return None
     return user if user.check(password) else None
 
@@ -169,7 +189,9 @@ class SessionStore:
         self._count_max = count_max
         self._clock = clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()
-        self._failures: deque[float] = deque()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
 
     def _now(self) -> float:
         return float(self._clock())  # type: ignore[operator]
@@ -200,15 +222,6 @@ class SessionStore:
 
     def drop(self, token: str) -> None:
         self._sessions.pop(token, None)
-
-    def note_failure(self) -> None:
-        self._failures.append(self._now())
-
-    def failures_last_minute(self) -> int:
-        cutoff = self._now() - 60
-        while self._failures and self._failures[0] < cutoff:
-            self._failures.popleft()
-        return len(self._failures)
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:

@@ -4,10 +4,14 @@
 
     farthing dashboard --database-url URL [--paywall-database-url URL] [--rpc-url URL]
                        [--host 127.0.0.1] [--port 8700] [--users-file FILE]
+                       [--public-url URL] [--allowed-host NAME]...
     farthing dashboard --hash-password        # reads a password, prints its scrypt hash
 
 Any bind but loopback needs credentials (``--users-file`` or
-``FARTHING_DASHBOARD_USERS``); without them the command refuses in one line.
+``FARTHING_DASHBOARD_USERS``) and the URL people open (``--public-url``);
+without them the command refuses in one line. The server answers only the
+localhost names (on loopback), the public URL's host and each
+``--allowed-host``: any other ``Host`` gets 421, which stops DNS rebinding.
 """
 
 from __future__ import annotations
@@ -58,6 +62,21 @@ def dashboard(
         str, typer.Option("--host", help="Bind address; anything but loopback needs a login.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8700,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            envvar="FARTHING_DASHBOARD_PUBLIC_URL",
+            help="The URL people open (needed beyond loopback); its host name is answered.",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host", help="Another host name to answer (repeatable).", show_default=False
+        ),
+    ] = None,
     users_file: Annotated[
         Path | None,
         typer.Option(
@@ -93,6 +112,7 @@ def dashboard(
     overrides: dict[str, object] = {
         "database_url": database_url, "paywall_database_url": paywall_database_url,
         "rpc_url": rpc_url, "network": network, "token": token, "host": host, "port": port,
+        "public_url": public_url, "allowed_hosts": allowed_host or None,
     }  # fmt: skip
     if users_file is not None:
         overrides["users_file"] = users_file

@@ -1,5 +1,9 @@
 """``DashboardSettings``: what the dashboard reads, where it listens and who may log in.
 
+The server answers only its own host names: the localhost names on a
+loopback bind, the host of ``public_url`` and each of ``allowed_hosts``;
+any other ``Host`` is refused with 421, which stops DNS rebinding.
+
 Built by the caller and passed in (``create_app(settings)``); the environment
 is read only when the caller builds the settings (prefix
 ``FARTHING_DASHBOARD_``). Credentials come from ``users`` (the environment)
@@ -40,6 +44,13 @@ class DashboardSettings(BaseSettings):
     network: str | None = Field(default=None, description="local, base-sepolia or base.")
     token: str | None = Field(default=None, description="Token address (default: the network's).")
     host: str = Field(default="127.0.0.1", description="Bind address.")
+    public_url: str | None = Field(
+        default=None,
+        description="The URL people open (e.g. https://books.example.com); its host is answered.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="More host names to answer (besides loopback's)."
+    )
     port: int = Field(default=8700, ge=1, le=65535)
     users: SecretStr | None = Field(
         default=None, description="Credentials, `NAME ROLE HASH` entries separated by `;`."

@@ -65,7 +65,7 @@ def channel_world(anvil_chain: RpcChain, tmp_path: Path) -> Iterator[World]:
 
 def dashboard(world: World) -> httpx.Client:
     app = create_app(DashboardSettings(database_url=world.database_url), start_verifier=False)
-    return httpx.Client(transport=_SyncASGI(app), base_url="http://testserver")
+    return httpx.Client(transport=_SyncASGI(app), base_url="http://127.0.0.1")
 
 
 class _SyncASGI(httpx.BaseTransport):

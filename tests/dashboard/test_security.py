@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from farthing.dashboard import DashboardConfigError, DashboardSettings, create_app, load_users
-from farthing.dashboard.app import COOKIE_NAME
+from farthing.dashboard.app import LOGIN_COOKIE_NAME
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database, verify
 from tests.dashboard.conftest import PASSWORDS, users_line
 
@@ -47,7 +47,7 @@ def anyio_backend() -> str:
 
 def make(settings: DashboardSettings) -> httpx.AsyncClient:
     app = create_app(settings, start_verifier=False)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
 async def log_in(http: httpx.AsyncClient, name: str, password: str) -> httpx.Response:
@@ -65,7 +65,8 @@ async def test_binding_beyond_loopback_needs_credentials(books: str) -> None:
 
 
 async def test_login_sets_a_safe_cookie_and_roles_decide(books: str) -> None:
-    settings = DashboardSettings(database_url=books, host="0.0.0.0", users=users_line())
+    settings = DashboardSettings(database_url=books, host="0.0.0.0", users=users_line(),
+                                 public_url="http://books.example", allowed_hosts=["127.0.0.1"])  # fmt: skip
     async with make(settings) as http:
         assert (await http.get("/")).status_code == 303  # to the login page
         wrong = await log_in(http, "ada", "guess")
@@ -92,9 +93,9 @@ async def test_a_post_without_csrf_is_refused_and_a_login_needs_it_too(books: st
         for data in ({"user": "ada", "password": PASSWORDS["ada"]}, {"csrf_token": "x"}):
             refused = await http.post("/login", data=data)
             assert refused.status_code == 403 and "CSRF" in refused.text
-        assert COOKIE_NAME in http.cookies
-        # A session token is not a CSRF token.
-        forged = await http.post("/login", data={"csrf_token": http.cookies[COOKIE_NAME]})
+        assert LOGIN_COOKIE_NAME in http.cookies
+        # The login form's cookie is not its CSRF token.
+        forged = await http.post("/login", data={"csrf_token": http.cookies[LOGIN_COOKIE_NAME]})
         assert forged.status_code == 403
 
 
