@@ -51,6 +51,7 @@ from farthing.faults import crash_point
 from farthing.ledger import LedgerError, lookup_accounts
 from farthing.paywall.books import ChannelAsset, LedgerRevenueBook, account_id
 from farthing.paywall.channel_books import BookedEvents, ChannelBookkeeper
+from farthing.paywall.channel_claim_rows import claim_row, claim_total, simulate_claims
 from farthing.paywall.channel_facilitator import ChannelSettling
 from farthing.paywall.channel_state import ChannelRecord, ChannelStore
 from farthing.paywall.channel_types import ChannelPayment, ChannelRequirements
@@ -63,7 +64,6 @@ from farthing.paywall.errors import (
 from farthing.wallet.address import checksum
 from farthing.wallet.channels import ClaimEntry, sign_claim_batch
 from farthing.wallet.errors import WalletError
-from farthing.wallet.escrow import VoucherClaim
 from farthing.wallet.signer import Signer
 
 __all__ = [
@@ -93,6 +93,9 @@ class ClaimReport:
     failures: tuple[str, ...] = ()
     booked: BookedEvents | None = None
     earned_caught_up: dict[str, int] = field(default_factory=dict)
+    # Charged above what the channel's escrow holds (atomic units per channel
+    # id): never claimable; reconciliation reports it as charged_above_balance.
+    shortfalls: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -101,6 +104,8 @@ class ClaimReport:
             "settled": str(self.settled),
             "failures": list(self.failures),
         }
+        if self.shortfalls:
+            out["shortfalls"] = {k: str(v) for k, v in self.shortfalls.items()}
         if self.earned_caught_up:
             out["earned_caught_up"] = {k: str(v) for k, v in self.earned_caught_up.items()}
         if self.booked is not None:
@@ -142,12 +147,13 @@ class ChannelClaimer:
         self.book_lookback_blocks = book_lookback_blocks
         self.earned_quiet_s = earned_quiet_s
         self._caught_up = False  # this process has not yet booked what a dead one may have left
+        self._short_logged: set[str] = set()  # shortfalls already logged by this process
 
     def __repr__(self) -> str:
         return f"ChannelClaimer({self.store!r}, every {self.interval_s} s)"
 
     def _due(self, record: ChannelRecord, now_ns: int, force: bool) -> bool:
-        if record.unclaimed <= 0 or record.signature is None:
+        if claim_total(record) <= record.total_claimed or record.signature is None:
             return False
         if record.config.receiver_authorizer != self.authorizer.address:
             return False  # another authorizer's channel: not ours to sign
@@ -206,7 +212,8 @@ class ChannelClaimer:
         swept = 0
         for receiver, token in sorted({*groups, *unsettled}):
             requirements = ChannelRequirements(self.store.network, token, 0, receiver, 0, {})
-            rows = groups.get((receiver, token), [])
+            rows, dropped = await self._simulated(groups.get((receiver, token), []))
+            failures.extend(dropped)
             claimed_here = False
             for start in range(0, len(rows), CLAIMS_PER_BATCH_MAX):
                 batch = rows[start : start + CLAIMS_PER_BATCH_MAX]
@@ -218,7 +225,7 @@ class ChannelClaimer:
                 crash_point("paywall.channel_after_claim")
                 claimed_here = True
                 for r in batch:
-                    claimed["0x" + r.channel_id.hex()] = r.unclaimed
+                    claimed["0x" + r.channel_id.hex()] = claim_total(r) - r.total_claimed
             if claimed_here or (receiver, token) in unsettled:
                 payload = SettlePayload(receiver, token).to_wire()
                 try:
@@ -254,7 +261,15 @@ class ChannelClaimer:
             else:
                 failures.extend(booked.failures)
                 self._caught_up = self._caught_up or not booked.failures
-        return ClaimReport(claimed, tuple(transactions), swept, tuple(failures), booked, earned)
+        shortfalls = {
+            "0x" + r.channel_id.hex(): r.charged - r.balance for r in ours if r.charged > r.balance
+        }
+        for cid in shortfalls.keys() - self._short_logged:
+            self._short_logged.add(cid)
+            log.warning("channel %s charged %d above what its escrow holds", cid, shortfalls[cid])
+        return ClaimReport(
+            claimed, tuple(transactions), swept, tuple(failures), booked, earned, shortfalls
+        )
 
     def _book_missed_earnings(self) -> dict[str, int]:
         """Book as earned what idle channel rows charged beyond their receivable (a request died unbooked)."""
@@ -315,14 +330,22 @@ class ChannelClaimer:
             return None
         return head
 
+    async def _simulated(self, rows: list[ChannelRecord]) -> tuple[list[ChannelRecord], list[str]]:
+        """The rows whose claim runs alone, and a failure line for each one dropped."""
+        escrow = self.store.escrow
+        if escrow is None or not rows:
+            return rows, []
+        domain, authorizer = self.store.domain, self.authorizer
+        return await anyio.to_thread.run_sync(
+            lambda: simulate_claims(escrow, domain, authorizer, rows)
+        )
+
     async def _claim(
         self, requirements: ChannelRequirements, rows: list[ChannelRecord]
     ) -> tuple[bool, str]:
         """``(True, transaction)`` or ``(False, why)``."""
-        claims = tuple(
-            VoucherClaim(r.config, r.signed_max, r.signature or b"", r.charged) for r in rows
-        )
-        entries = [ClaimEntry(r.channel_id, r.signed_max, r.charged) for r in rows]
+        claims = tuple(claim_row(r) for r in rows)
+        entries = [ClaimEntry(r.channel_id, r.signed_max, claim_total(r)) for r in rows]
         signature = sign_claim_batch(self.authorizer, self.store.domain, entries)
         payload = ClaimPayload(claims, signature).to_wire()
         try:

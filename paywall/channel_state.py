@@ -62,6 +62,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from farthing.invariant import invariant
+from farthing.paywall.channel_columns import add_missing_channel_columns
 from farthing.paywall.channel_wire import (
     ERR_CHANNEL_ID_MISMATCH,
     ERR_CHANNEL_NOT_FOUND,
@@ -128,6 +129,10 @@ CHANNELS: Final = Table(
     Column("withdraw_requested_at", BigInteger, nullable=False),
     Column("refund_nonce", String(78), nullable=False),
     Column("onchain_synced_at_ns", BigInteger, nullable=False),
+    # Added later (paywall/channel_columns.py brings old tables up to date):
+    # the pending withdrawal's amount (mirrored), and a cooperative refund in flight.
+    Column("withdraw_amount", String(40), nullable=False, server_default="0"),
+    Column("refunding", String(40), nullable=False, server_default="0"),
     # Earned here.
     Column("charged", String(40), nullable=False),
     Column("signed_max", String(40), nullable=False),
@@ -183,11 +188,26 @@ class ChannelRecord:
     signed_max: int
     signature: bytes | None
     last_request_at_ns: int | None
+    withdraw_amount: int = 0  # what the pending timed withdrawal takes out (0: none)
+    refunding: int = 0  # what a cooperative refund in flight returns (0: none)
 
     @property
     def unclaimed(self) -> int:
         """Earned here but not yet claimed on chain: the receivable."""
         return self.charged - self.total_claimed
+
+    @property
+    def spendable(self) -> int:
+        """The highest cumulative voucher that stays claimable whatever the payer does next.
+
+        A pending timed withdrawal may finalize, and a refund in flight may
+        land, before our next claim does; either takes its amount out of the
+        balance. A voucher up to ``balance - withdrawal - refund`` is still
+        covered afterwards (``finalizeWithdraw`` pays out at most its amount),
+        so it can be claimed whenever the claim lands.
+        """
+        withdrawing = self.withdraw_amount if self.withdraw_requested_at > 0 else 0
+        return max(0, self.balance - withdrawing - self.refunding)
 
     def channel_state(self) -> ChannelStateWire:
         """``channelState`` for a PAYMENT-RESPONSE or a corrective 402."""
@@ -249,6 +269,8 @@ def _record(row: Any, config: ChannelConfig | None = None) -> ChannelRecord:
         signed_max=int(row.signed_max),
         signature=None if row.signature is None else bytes.fromhex(row.signature[2:]),
         last_request_at_ns=row.last_request_at_ns,
+        withdraw_amount=int(row.withdraw_amount),
+        refunding=int(row.refunding),
     )
     # Read back, checked again: what money depends on must hold after storage too.
     invariant(record.charged <= record.signed_max, "charged never exceeds the signed ceiling")
@@ -321,7 +343,8 @@ def _hot_sql(dialect: str) -> tuple[str, str, str]:
         f"WHERE channel_id = {p('channel_id')} AND charged = {p('was_charged')} "
         f"AND balance = {p('was_balance')} AND total_claimed = {p('was_total_claimed')} "
         f"AND withdraw_requested_at = {p('was_withdraw_requested_at')} "
-        f"AND onchain_synced_at_ns = {p('was_synced_at_ns')}"
+        f"AND onchain_synced_at_ns = {p('was_synced_at_ns')} "
+        f"AND refunding = {p('was_refunding')}"
     )
     release_sql = (
         f"UPDATE {table} SET charged = {p('charged')}, updated_at_ns = {p('now')} "
@@ -336,6 +359,7 @@ def _mirror_values(snapshot: ChannelSnapshot, now: int) -> dict[str, Any]:
         "balance": str(snapshot.balance),
         "total_claimed": str(snapshot.total_claimed),
         "withdraw_requested_at": snapshot.withdraw_requested_at,
+        "withdraw_amount": str(snapshot.withdraw_amount if snapshot.withdraw_requested_at else 0),
         "refund_nonce": str(snapshot.refund_nonce),
         "onchain_synced_at_ns": now,
         "updated_at_ns": now,
@@ -388,6 +412,7 @@ class ChannelStore:
         self._owned_fairies: list[Any] = []
         with self._errors():
             create_tables(self.engine, _METADATA)
+            add_missing_channel_columns(self.engine, CHANNELS.name)
 
     def __repr__(self) -> str:
         return f"ChannelStore({self.display_url!r})"
@@ -459,6 +484,7 @@ class ChannelStore:
             "signed_max": str(snapshot.total_claimed),
             "signature": None,
             "last_request_at_ns": None,
+            "refunding": "0",
             **_mirror_values(snapshot, now),
         }
         connection.execute(insert(CHANNELS).values(**values).on_conflict_do_nothing())
@@ -472,6 +498,9 @@ class ChannelStore:
             # backup): the chain is the floor, never charge that part again.
             values["charged"] = str(snapshot.total_claimed)
             values["signed_max"] = str(max(current.signed_max, snapshot.total_claimed))
+        if snapshot.refund_nonce > current.refund_nonce:
+            # A refund landed (ours or another): the balance read is after it.
+            values["refunding"] = "0"
         connection.execute(
             update(CHANNELS)
             .where(CHANNELS.c.channel_id == self._key(current.channel_id))
@@ -766,6 +795,7 @@ class ChannelStore:
             "was_total_claimed": str(before.total_claimed),
             "was_withdraw_requested_at": before.withdraw_requested_at,
             "was_synced_at_ns": before.onchain_synced_at_ns,
+            "was_refunding": str(before.refunding),
         }
         return _Swap(self._sql_swap, params)
 
@@ -958,6 +988,15 @@ class ChannelStore:
         if ceiling > record.balance:
             return ChargeRefused(
                 ERR_CUMULATIVE_EXCEEDS_BALANCE, "the voucher is above the channel's balance", record
+            )
+        if ceiling > record.spendable:
+            # A withdrawal could finalize, or a refund land, before this voucher is
+            # claimed: it would then be above what the escrow holds, never paid.
+            return ChargeRefused(
+                ERR_CUMULATIVE_EXCEEDS_BALANCE,
+                "the voucher is above the balance left after the channel's pending "
+                "withdrawal or refund",
+                record,
             )
         return None
 
