@@ -43,6 +43,14 @@ DatabaseOpt = Annotated[
     str | None, typer.Option("--database-url", help="The books: sqlite:///PATH or postgresql://...")
 ]
 AgentOpt = Annotated[str | None, typer.Option("--agent-id", help="Whose policy (default: agent).")]
+WalletOpt = Annotated[
+    str | None,
+    typer.Option("--wallet", help="Keystore name under <data dir>/keys (default: default)."),
+]
+PassFileOpt = Annotated[
+    Path | None,
+    typer.Option("--passphrase-file", help="File whose first line is the keystore passphrase."),
+]
 _NONE = "none"
 
 

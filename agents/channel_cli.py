@@ -13,13 +13,25 @@ their gas. A refusal is one line and exit status 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from farthing.agents.admin_cli import DatabaseOpt, JsonOpt, NetworkOpt, RpcOpt, TokenOpt
+from farthing.agents.admin_cli import (
+    DatabaseOpt,
+    DataDirOpt,
+    JsonOpt,
+    NetworkOpt,
+    PassFileOpt,
+    RpcOpt,
+    TokenOpt,
+    WalletOpt,
+)
 from farthing.agents.channel_store import get_channel, list_channels, update_channel
 from farthing.agents.channels import ChannelPayer, reconcile_channels, resolve_channels
+from farthing.agents.workspace import Workspace
 from farthing.console import emit_json, fail, out_console
 
 __all__ = ["channels_app"]
@@ -39,12 +51,15 @@ def list_command(
     rpc_url: RpcOpt = None,
     token: TokenOpt = None,
     database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every channel with its balance, charged total and status."""
     from farthing.agents.cli import _open
 
-    workspace = _open(None, None, None, network, rpc_url, token, database_url, with_wallet=False)
+    workspace = _open(
+        data_dir, None, None, network, rpc_url, token, database_url, with_wallet=False
+    )
     try:
         rows = list_channels(workspace.books)
         asset = workspace.books.asset
@@ -63,10 +78,35 @@ def list_command(
         )
 
 
-def _act(channel_id: str, action: str, network, rpc_url, token, database_url, as_json):  # type: ignore[no-untyped-def]
-    from farthing.agents.cli import _open
+@dataclass(frozen=True)
+class _Where:
+    """Which agent's books, wallet and chain a command works on."""
 
-    workspace = _open(None, None, None, network, rpc_url, token, database_url)
+    data_dir: Path | None
+    wallet: str | None
+    passphrase_file: Path | None
+    network: str | None
+    rpc_url: str | None
+    token: str | None
+    database_url: str | None
+
+    def open(self) -> Workspace:
+        from farthing.agents.cli import _open
+
+        return _open(
+            self.data_dir,
+            None,
+            self.wallet,
+            self.network,
+            self.rpc_url,
+            self.token,
+            self.database_url,
+            self.passphrase_file,
+        )
+
+
+def _act(channel_id: str, action: str, where: _Where, as_json: bool) -> None:
+    workspace = where.open()
     try:
         if get_channel(workspace.books, channel_id) is None:
             fail(f"no channel {channel_id} in this agent's books")
@@ -98,10 +138,14 @@ def withdraw(
     rpc_url: RpcOpt = None,
     token: TokenOpt = None,
     database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    wallet: WalletOpt = None,
+    passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the timed withdrawal of what the seller has not claimed; the channel signs no more."""
-    _act(channel_id, "withdraw", network, rpc_url, token, database_url, as_json)
+    where = _Where(data_dir, wallet, passphrase_file, network, rpc_url, token, database_url)
+    _act(channel_id, "withdraw", where, as_json)
 
 
 @channels_app.command()
@@ -111,10 +155,14 @@ def finalize(
     rpc_url: RpcOpt = None,
     token: TokenOpt = None,
     database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    wallet: WalletOpt = None,
+    passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """After the withdraw delay: take the unclaimed money back to the wallet and book it."""
-    _act(channel_id, "finalize", network, rpc_url, token, database_url, as_json)
+    where = _Where(data_dir, wallet, passphrase_file, network, rpc_url, token, database_url)
+    _act(channel_id, "finalize", where, as_json)
 
 
 @channels_app.command()
@@ -131,12 +179,14 @@ def reconcile(
             "withdrawals, charges the chain proves.",
         ),
     ] = False,
+    data_dir: DataDirOpt = None,
+    wallet: WalletOpt = None,
+    passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Match the escrow's events (deposits, refunds, withdrawals, claims) with the books."""
-    from farthing.agents.cli import _open
-
-    workspace = _open(None, None, None, network, rpc_url, token, database_url)
+    where = _Where(data_dir, wallet, passphrase_file, network, rpc_url, token, database_url)
+    workspace = where.open()
     try:
         resolutions = resolve_channels(workspace.payer) if resolve else []
         breaks = reconcile_channels(workspace.payer)

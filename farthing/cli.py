@@ -40,8 +40,12 @@ class _SubCommand:
 _SUBCOMMANDS: dict[str, _SubCommand] = {
     "demo": _SubCommand("farthing.demo", "app", "Run the end-to-end demo on embedded defaults."),
     "chain": _SubCommand("farthing.wallet.chain_cli", "app", "Run and inspect local chains."),
-    "wallet": _SubCommand("farthing.wallet.cli", "app", "Create keys, check balances, fund and send."),
-    "paywall": _SubCommand("farthing.paywall.cli", "app", "Serve a paywalled reverse proxy (x402 v2)."),
+    "wallet": _SubCommand(
+        "farthing.wallet.cli", "app", "Create keys, check balances, fund and send."
+    ),
+    "paywall": _SubCommand(
+        "farthing.paywall.cli", "app", "Serve a paywalled reverse proxy (x402 v2)."
+    ),
     "facilitator": _SubCommand(
         "farthing.paywall.facilitator_cli", "app", "Run an x402 v2 facilitator on a chain."
     ),
@@ -54,9 +58,13 @@ _SUBCOMMANDS: dict[str, _SubCommand] = {
     "inference": _SubCommand(
         "farthing.inference.cli", "app", "Serve a model with vLLM and sell it per call (x402)."
     ),
-    "dashboard": _SubCommand("farthing.dashboard.cli", "app", "Watch spend, approvals and audit in a browser."),
+    "dashboard": _SubCommand(
+        "farthing.dashboard.cli", "app", "Watch spend, approvals and audit in a browser."
+    ),
     "jobs": _SubCommand(
-        "farthing.jobs.cli", "app", "Hire workers and pay on accepted delivery (auth-capture escrow)."
+        "farthing.jobs.cli",
+        "app",
+        "Hire workers and pay on accepted delivery (auth-capture escrow).",
     ),
 }
 
@@ -82,6 +90,7 @@ class _LazyGroup(TyperGroup):
         target = getattr(importlib.import_module(spec.module), spec.attribute)
         command = typer.main.get_command(target)
         command.name = cmd_name
+        _tidy_flags(command)
         return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
@@ -90,6 +99,36 @@ class _LazyGroup(TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
+
+
+def _tidy_flags(command: Any) -> None:
+    """Show no value type (typer's ``<bool>``) after options that take no value.
+
+    The help option is made per context, so its maker is wrapped as well.
+    """
+    for param in getattr(command, "params", ()):
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            param.metavar = ""
+    make_help = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_flags(sub)
+
+
+def _usage_line(exc: Any) -> str:
+    """A usage error as one line: what was wrong, and where to read more."""
+    message = exc.format_message().strip().replace("\n", " ")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "farthing"
+    return f"{where}: {message} (see '{where} --help')"
 
 
 app = typer.Typer(
@@ -138,12 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except (Abort, KeyboardInterrupt):
         _print_error("interrupted")
         return 130
-    except TyperException as exc:  # usage errors: typer prints them with a hint
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            _print_error(exc.format_message())
+    except TyperException as exc:  # usage errors: one line, exit 2
+        _print_error(_usage_line(exc))
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line unless debugging
         if os.environ.get("FARTHING_DEBUG"):

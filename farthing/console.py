@@ -8,8 +8,9 @@ compact JSON line on stdout. Errors are one line on stderr, raised as
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from rich.console import Console
 
@@ -17,8 +18,22 @@ from farthing.errors import FarthingError
 
 __all__ = ["CliError", "emit_json", "err_console", "fail", "out_console"]
 
-out_console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped to a file or another program, rich would lay tables out in 80
+# columns and cut addresses, ids and URLs with an ellipsis. An identifier cut
+# short is worse than a long line, so off a terminal the width is unbounded
+# (unless COLUMNS says otherwise) and every table prints whole.
+_PIPED_WIDTH: Final = 100_000
+
+
+def _console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPED_WIDTH
+    return console
+
+
+out_console = _console()
+err_console = _console(stderr=True)
 
 
 class CliError(FarthingError):

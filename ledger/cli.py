@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,7 +35,7 @@ from farthing.ledger.report import (
 )
 from farthing.ledger.repository import expire_pending
 from farthing.ledger.settings import LedgerSettings
-from farthing.ledger.verification import verify
+from farthing.ledger.verification import VerifyReport, verify
 
 __all__ = ["app"]
 
@@ -52,6 +53,15 @@ DatabaseUrl = Annotated[
         envvar="FARTHING_LEDGER_DATABASE_URL",
         help="sqlite:///PATH or postgresql://USER@HOST/DB. "
         "Default: SQLite in FARTHING_DATA_DIR (~/.farthing).",
+        show_default=False,
+    ),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Farthing's data directory, whose ledger.sqlite is used when no --database-url "
+        "is given (env FARTHING_DATA_DIR, default ~/.farthing).",
         show_default=False,
     ),
 ]
@@ -76,11 +86,16 @@ class ExportFormat(StrEnum):
     json = "json"
 
 
-def _open(database_url: str | None, *, must_exist: bool = True) -> LedgerDatabase:
+def _open(
+    database_url: str | None, data_dir: Path | None = None, *, must_exist: bool = True
+) -> LedgerDatabase:
     # Settings still read the other FARTHING_LEDGER_* variables from the environment.
-    settings = (
-        LedgerSettings() if database_url is None else LedgerSettings(database_url=database_url)
-    )
+    given: dict[str, Any] = {}
+    if database_url is not None:
+        given["database_url"] = database_url
+    if data_dir is not None:
+        given["data_dir"] = data_dir
+    settings = LedgerSettings(**given)
     database = LedgerDatabase(settings, must_exist=must_exist)
     if must_exist:
         check_schema(database)
@@ -115,10 +130,15 @@ def _json_ready(row: Any) -> dict[str, Any]:
 
 
 @app.command()
-def migrate(database_url: DatabaseUrl = None) -> None:
+def migrate(
+    database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonFlag = False
+) -> None:
     """Create the ledger database, or upgrade it to this version's schema."""
-    database = _open(database_url, must_exist=False)
+    database = _open(database_url, data_dir, must_exist=False)
     upgrade_database(database)
+    if as_json:
+        emit_json({"database": database.display_url, "schema": head_revision()})
+        return
     out_console.print(f"ledger database at {database.display_url} is at schema {head_revision()}")
 
 
@@ -135,13 +155,19 @@ def report(
     ] = None,
     since: Since = None,
     until: Until = None,
+    data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Spend by agent, payee, resource and day; budget use; a merchant's revenue."""
+    """Spend by agent, payee, resource and day; budget use; a merchant's revenue.
+
+    The audit log is verified first: a ledger that fails verification is
+    still reported (its figures cannot be trusted), and the command exits 1.
+    """
     since_ns, until_ns = _day_ns(since, "--since"), _day_ns(until, "--until")
     dimensions = by or list(Dimension)
-    database = _open(database_url)
+    database = _open(database_url, data_dir)
     with database.read() as session:
+        audit = verify(session=session)
         units = ledger_decimals(session=session)
         spend = {
             d.value: spend_report(session=session, by=d.value, since_ns=since_ns, until_ns=until_ns)
@@ -158,12 +184,21 @@ def report(
     if as_json:
         emit_json(
             {
+                "database": database.display_url,
+                "audit": {
+                    "ok": audit.ok,
+                    "problems": len(audit.problems),
+                    "first_problem": None if audit.ok else str(audit.first_problem),
+                },
                 "spend": {k: [_json_ready(r) for r in rows] for k, rows in spend.items()},
                 "budgets": [_json_ready(r) for r in budgets],
                 "revenue": None if revenue is None else [_json_ready(r) for r in revenue],
             }
         )
+        if not audit.ok:
+            raise typer.Exit(1)
         return
+    out_console.print(f"books: {database.display_url}")
     for dimension, rows in spend.items():
         table = Table(title=f"Spend by {dimension}")
         for column in (dimension, "posted", "reserved", "payments"):
@@ -199,6 +234,12 @@ def report(
         for r in revenue:
             table.add_row(r.resource, _money(r.posted, r.ledger, units), str(r.payment_count))
         out_console.print(table)
+    if not audit.ok:
+        _print_problems(audit)
+        fail(
+            f"the ledger failed verification, so these figures cannot be trusted: "
+            f"{audit.first_problem} (run farthing ledger verify)"
+        )
 
 
 @app.command()
@@ -209,10 +250,16 @@ def export(
     ] = ExportFormat.csv,
     since: Since = None,
     until: Until = None,
+    data_dir: DataDir = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The same as --format json: one JSON array line.")
+    ] = False,
 ) -> None:
     """Write every transfer to stdout; ids and amounts are decimal strings."""
     since_ns, until_ns = _day_ns(since, "--since"), _day_ns(until, "--until")
-    database = _open(database_url)
+    if as_json:
+        format = ExportFormat.json
+    database = _open(database_url, data_dir)
     with database.read() as session:
         rows = export_rows(session=session, since_ns=since_ns, until_ns=until_ns)
         if format is ExportFormat.csv:
@@ -231,12 +278,14 @@ def export(
 
 
 @app.command("verify")
-def verify_command(database_url: DatabaseUrl = None, as_json: JsonFlag = False) -> None:
+def verify_command(
+    database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonFlag = False
+) -> None:
     """Recompute the audit hash chain and check every row and balance against it.
 
     Exits 1 and names the first entry that was altered or removed.
     """
-    database = _open(database_url)
+    database = _open(database_url, data_dir)
     with database.read() as session:
         result = verify(session=session)
     if as_json:
@@ -266,21 +315,27 @@ def verify_command(database_url: DatabaseUrl = None, as_json: JsonFlag = False) 
             f"{result.account_count} accounts verified"
         )
         return
+    _print_problems(result)
+    fail(f"the ledger failed verification: {result.first_problem}")
+
+
+def _print_problems(result: VerifyReport) -> None:
     table = Table(title="Audit problems")
     for column in ("kind", "entry", "subject", "detail"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for p in result.problems:
         table.add_row(
             p.kind, "-" if p.sequence is None else str(p.sequence), p.subject or "-", p.detail
         )
     out_console.print(table)
-    fail(f"the ledger failed verification: {result.first_problem}")
 
 
 @app.command()
-def expire(database_url: DatabaseUrl = None, as_json: JsonFlag = False) -> None:
+def expire(
+    database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: JsonFlag = False
+) -> None:
     """Release pending transfers whose timeout has passed."""
-    database = _open(database_url)
+    database = _open(database_url, data_dir)
     total = 0
     while True:
         with database.write() as session:

@@ -103,12 +103,18 @@ def dev(
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="Port for the JSON-RPC endpoint.")
     ] = 8545,
-    state_dir: Annotated[
+    data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where the chain state and deployment record live.",
-            show_default="$FARTHING_DATA_DIR/chain, else ~/.farthing/chain",
+            "--data-dir",
+            help="Farthing's data directory; the chain's state and deployment record "
+            "live in its chain/ folder.",
+            show_default="$FARTHING_DATA_DIR, else ~/.farthing",
         ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", hidden=True, help="The chain's own folder (older name)."),
     ] = None,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Forget the saved state and start a new chain.")
@@ -123,7 +129,12 @@ def dev(
     """Start anvil with our stablecoin and batch settler, and keep it running."""
     if host not in ("127.0.0.1", "localhost"):
         fail(f"the dev chain listens on loopback only, not {host!r}: its keys are public")
-    folder = state_dir if state_dir is not None else chain_state_dir(WalletSettings().data_dir)
+    if state_dir is not None and data_dir is not None:
+        fail("give --data-dir or --state-dir, not both", exit_code=2)
+    if state_dir is not None:
+        folder = state_dir
+    else:
+        folder = chain_state_dir(data_dir if data_dir is not None else WalletSettings().data_dir)
     folder = folder.expanduser()
     with lock_state_dir(folder):
         if fresh:
@@ -173,6 +184,13 @@ def _run(host: str, port: int, folder: Path, config: TokenConfig, json_output: b
 
 
 @app.command("where")
-def where() -> None:
+def where(
+    json_output: Annotated[
+        bool, typer.Option("--json", help='Print one JSON line: {"anvil": PATH}.')
+    ] = False,
+) -> None:
     """Print the path of the anvil binary `farthing chain dev` runs."""
-    out_console.print(str(find_anvil()))
+    if json_output:
+        emit_json({"anvil": str(find_anvil())})
+    else:
+        out_console.print(str(find_anvil()))

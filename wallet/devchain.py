@@ -286,7 +286,7 @@ def lock_state_dir(state_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise ChainError(
-                f"another `farthing chain dev` is using {state_dir} (stop it, or pass --state-dir)"
+                f"another `farthing chain dev` is using {state_dir} (stop it, or pass another --data-dir)"
             ) from None
         try:
             yield

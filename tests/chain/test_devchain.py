@@ -150,7 +150,7 @@ def test_chain_dev_json_runs_persists_and_reuses(tmp_path: Path) -> None:
         assert rival.returncode == 1
         assert (
             rival_err
-            == f"error: another `farthing chain dev` is using {state_dir} (stop it, or pass --state-dir)\n"
+            == f"error: another `farthing chain dev` is using {state_dir} (stop it, or pass another --data-dir)\n"
         )
     finally:
         code, stdout, stderr = _stop(proc, signal.SIGINT)

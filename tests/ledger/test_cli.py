@@ -10,6 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from sqlalchemy import text
@@ -171,3 +174,59 @@ def test_missing_and_unreachable_databases_are_ledger_errors(runner: CliRunner, 
 def test_bad_day_is_a_one_line_error(runner: CliRunner, filled: str) -> None:
     result = runner.invoke(app, ["report", "--database-url", filled, "--since", "yesterday"])
     assert isinstance(result.exception, CliError) and "--since" in str(result.exception)
+
+
+def _farthing(*args: str, env_dir: str) -> subprocess.CompletedProcess[str]:
+    # Run as a user types it: the console script's module in a fresh process,
+    # output piped (not a terminal), no COLUMNS set.
+    return subprocess.run(
+        [sys.executable, "-m", "farthing", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={"PATH": os.environ["PATH"], "FARTHING_DATA_DIR": env_dir},
+        timeout=120,
+    )
+
+
+def test_report_of_a_tampered_ledger_exits_1_and_says_so_in_json(filled: str, tmp_path) -> None:
+    database = LedgerDatabase(LedgerSettings(database_url=filled))
+    with database.write() as session:
+        session.execute(text("DROP TRIGGER ledger_audit_entry_no_update"))
+        session.execute(text("UPDATE ledger_audit_entry SET subject = 'x' WHERE sequence = 4"))
+    database.dispose()
+    done = _farthing("ledger", "report", "--database-url", filled, "--json", env_dir=str(tmp_path))
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["audit"]["ok"] is False and report["audit"]["problems"] >= 1
+    assert "entry_altered" in report["audit"]["first_problem"]
+    done = _farthing("ledger", "report", "--database-url", filled, env_dir=str(tmp_path))
+    assert done.returncode == 1
+    assert "Audit problems" in done.stdout
+    assert done.stderr.count("\n") == 1 and "cannot be trusted" in done.stderr
+
+
+def test_piped_tables_print_identifiers_whole_and_say_which_books(filled: str, tmp_path) -> None:
+    done = _farthing(
+        "ledger", "report", "--database-url", filled, "--merchant", MERCHANT, env_dir=str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    assert MERCHANT in done.stdout
+    assert "…" not in done.stdout
+    assert "books: sqlite:///" in done.stdout
+    clean = _farthing("ledger", "report", "--database-url", filled, "--json", env_dir=str(tmp_path))
+    assert json.loads(clean.stdout)["audit"] == {"ok": True, "problems": 0, "first_problem": None}
+
+
+def test_migrate_and_export_take_json_and_data_dir(tmp_path) -> None:
+    done = _farthing(
+        "ledger", "migrate", "--data-dir", str(tmp_path / "d"), "--json", env_dir=str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["database"].endswith("/d/ledger.sqlite") and answer["schema"]
+    done = _farthing(
+        "ledger", "export", "--data-dir", str(tmp_path / "d"), "--json", env_dir=str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1 and json.loads(done.stdout) == []
