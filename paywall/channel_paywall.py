@@ -58,6 +58,7 @@ from farthing.paywall.books import ChannelAsset, ChannelRevenueBook
 from farthing.paywall.channel_books import ChannelBookkeeper
 from farthing.paywall.channel_claims import ChannelClaimer
 from farthing.paywall.channel_facilitator import ChannelSettling
+from farthing.paywall.channel_refund_hold import hold_refund, release_refund
 from farthing.paywall.channel_state import (
     ChannelRecord,
     ChannelStore,
@@ -453,6 +454,11 @@ class ChannelPaywall:
         amount = remainder if parsed.amount is None else parsed.amount
         if remainder <= 0 or amount > remainder:
             return ChannelReply(402, _ERR_REFUND_NO_BALANCE, "nothing (or less) is refundable")
+        # Held before it is signed: no voucher is taken against the balance it returns.
+        held = await self._thread(hold_refund, self.store, record, amount)
+        if isinstance(held, ChargeRefused):
+            return self._refusal(held, offer)
+        record = held
         domain = self.store.domain
         claims: list[VoucherClaim] = []
         claim_signature = None
@@ -488,6 +494,7 @@ class ChannelPaywall:
         head = await self._head()
         settled = await self.facilitator.settle_channel(request, offer)
         if not settled.success:
+            await self._thread(release_refund, self.store, voucher.channel_id, record.refund_nonce)
             return ChannelReply(402, settled.reason, settled.message or "")
         after = await self._refresh(config, voucher.channel_id) or record
         await self._sync_books(head)
