@@ -13,14 +13,23 @@ All script is Farthing's own, served at :data:`SCRIPT_PATH` (no CDN, no inline
 script, no eval): the terms travel in a ``<script type="application/json">``
 data block, which no policy executes. So the page works under a strict
 Content-Security-Policy; when the site sends none, the page sends
-:data:`STRICT_CSP` itself.
+:data:`STRICT_CSP` itself (:func:`page_headers`), and the page is never framed
+by another site unless the site's own policy says so.
+
+What the wallet signs comes only from the paywall: the terms block is the
+first element of ``<head>``, before anything of the site's, with ``<``, ``>``
+and ``&`` escaped so no text in them (a crafted path in the resource URL) can
+end or bend it, and every ``farthing-*`` id in the site's document is removed,
+so nothing the site's HTML carries (a comment, a hidden block) is taken for
+the terms or the pay box. The script checks both again and draws the price
+from the very terms it signs.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Final
@@ -37,6 +46,7 @@ __all__ = [
     "STYLE_PATH",
     "asset",
     "network_label",
+    "page_headers",
     "render_page",
     "wants_html",
 ]
@@ -48,6 +58,7 @@ ASSET_PATHS: Final = {
     STYLE_PATH: ("paywall.css", b"text/css; charset=utf-8"),
 }
 PREVIEW_SELECTORS_DEFAULT: Final = ("article", "main")
+RESERVED_ID_PREFIX: Final = "farthing-"
 STRICT_CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -97,8 +108,6 @@ def _pay_box(terms: Mapping[str, Any]) -> str:
         if fiat
         else f"<strong>{usdc}</strong> on {where}"
     )
-    # "</" cannot end the data block early: JSON allows the escaped slash.
-    data = json.dumps(terms, separators=(",", ":")).replace("</", "<\\/")
     sign_in = (
         '<button type="button" class="farthing-secondary" id="farthing-signin">'
         "Already paid? Sign in with your wallet</button>"
@@ -112,14 +121,69 @@ def _pay_box(terms: Mapping[str, Any]) -> str:
         '<button type="button" id="farthing-pay">Pay with wallet</button>'
         f"{sign_in}"
         '<p id="farthing-status" class="farthing-status" role="status" aria-live="polite"></p>'
-        f'<script type="application/json" id="farthing-terms">{data}</script>'
         "</aside>"
     )
 
 
-_HEAD_ASSETS: Final = (
-    f'<link rel="stylesheet" href="{STYLE_PATH}"><script src="{SCRIPT_PATH}" defer></script>'
-)
+# "<", ">" and "&" only occur inside JSON strings, where their escapes mean the
+# same: with none left, no text ("</script>", "<!--<script>") can end the block.
+_JSON_ESCAPES: Final = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def _head(terms: Mapping[str, Any]) -> str:
+    """What goes first in ``<head>``: the terms, then our script and stylesheet.
+
+    First, so the site's HTML cannot come before the terms, and its ``<base>``
+    cannot move where our script is loaded from.
+    """
+    data = json.dumps(terms, separators=(",", ":")).translate(_JSON_ESCAPES)
+    return (
+        f'<script type="application/json" id="farthing-terms">{data}</script>'
+        f'<script src="{SCRIPT_PATH}" defer></script><link rel="stylesheet" href="{STYLE_PATH}">'
+    )
+
+
+def _drop_reserved_ids(tree: LexborHTMLParser) -> None:
+    """The site's document keeps none of our ids: only the paywall's own elements carry them."""
+    for node in tree.css("[id]"):
+        if (node.attributes.get("id") or "").strip().lower().startswith(RESERVED_ID_PREFIX):
+            del node.attrs["id"]
+
+
+def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [value for key, value in headers if key.lower() == name]
+
+
+def page_headers(site_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The page's Content-Security-Policy and X-Frame-Options, given the site's answer's headers.
+
+    The site's own policies are kept (our script is same-origin), else
+    :data:`STRICT_CSP`. A pay page in another site's frame could be clicked
+    through (clickjacking), so unless one of the site's policies says who may
+    frame it, a second policy says: nobody (or the site itself, if its
+    ``X-Frame-Options`` is ``SAMEORIGIN``). Every policy a page gets is
+    enforced, so the added one only narrows. The site's ``X-Frame-Options`` is
+    kept, else ``DENY``.
+    """
+    site = list(site_headers)
+    policies = _header_values(site, b"content-security-policy")
+    frame_options = next(iter(_header_values(site, b"x-frame-options")), None)
+    headers = [(b"content-security-policy", p) for p in policies] or [
+        (b"content-security-policy", STRICT_CSP.encode("latin-1"))
+    ]
+    if policies and not any(_names_frame_ancestors(p) for p in policies):
+        same_origin = frame_options is not None and frame_options.strip().lower() == b"sameorigin"
+        ancestors = b"'self'" if same_origin else b"'none'"
+        headers.append((b"content-security-policy", b"frame-ancestors " + ancestors))
+    headers.append((b"x-frame-options", frame_options or b"DENY"))
+    return headers
+
+
+def _names_frame_ancestors(policy: bytes) -> bool:
+    return any(
+        directive.strip().lower().split(b" ", 1)[0] == b"frame-ancestors"
+        for directive in policy.split(b";")
+    )
 
 
 def render_page(
@@ -136,6 +200,7 @@ def render_page(
     box = _pay_box(terms)
     if body is not None and kind in ("text/html", "application/xhtml+xml"):
         tree = LexborHTMLParser(body)
+        _drop_reserved_ids(tree)
         element = next(
             (found for found in (tree.css_first(s) for s in selectors) if found is not None),
             tree.body,
@@ -143,13 +208,17 @@ def render_page(
         if element is not None and tree.head is not None:
             preview = split_html(element.inner_html or "", fraction) if fraction > 0 else ""
             element.inner_html = preview + box
-            tree.head.inner_html = (tree.head.inner_html or "") + _HEAD_ASSETS
-            return "<!DOCTYPE html>\n" + (tree.html or "")
+            tree.head.inner_html = _head(terms) + (tree.head.inner_html or "")
+            document = tree.html or ""
+            # lexbor writes the site's doctype back (as <!DOCTYPE html>): one, never two.
+            if document[:9].upper() == "<!DOCTYPE":
+                return document
+            return "<!DOCTYPE html>\n" + document
     preview = split_preview(body or "", fraction, media_type) if fraction > 0 else ""
     shown = f"<pre>{html.escape(preview)}</pre>" if preview else ""
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html>\n<html lang="en"><head>{_head(terms)}<meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title>{_HEAD_ASSETS}</head>"
+        f"<title>{html.escape(title)}</title></head>"
         f'<body class="farthing-page"><main><article>{shown}{box}</article></main></body></html>'
     )

@@ -1,15 +1,60 @@
-// Farthing's paywall page: pay for the rest of an article with a browser wallet (EIP-1193),
-// or sign in with the wallet that already paid (x402 sign-in-with-x). No framework, no eval,
-// no inline script: the terms are read from the page's JSON data block.
+// Farthing's paywall page: pay for the rest of an article with a browser wallet (EIP-6963
+// announced wallets, else EIP-1193 window.ethereum), or sign in with the wallet that already
+// paid (x402 sign-in-with-x). No framework, no eval, no inline script.
+//
+// What the wallet signs comes only from the paywall's terms block: the first element of
+// <head>, the one element with its id (the server removes farthing-* ids from the site's
+// HTML, and this script refuses a page where that does not hold), and the box's price is
+// drawn from those same parsed terms, so what is signed is what is shown.
 (function () {
   "use strict";
-  var box = document.getElementById("farthing-paywall");
-  var data = document.getElementById("farthing-terms");
-  if (!box || !data) { return; }
-  var terms = JSON.parse(data.textContent);
+  var BROKEN = "This page's payment terms could not be read, so nothing can be paid here: reload the page.";
+  function only(id) {
+    var found = document.querySelectorAll('[id="' + id + '"]');
+    return found.length === 1 ? found[0] : null;
+  }
+  var box = only("farthing-paywall");
+  if (!box) { return; }
+  var status = box.querySelector(".farthing-status");
+  function broken() {
+    var controls = box.querySelectorAll("button");
+    for (var i = 0; i < controls.length; i += 1) { controls[i].disabled = true; }
+    if (status) {
+      status.textContent = BROKEN;
+      status.setAttribute("data-state", "error");
+    }
+  }
+  function readTerms() {
+    var data = only("farthing-terms");
+    if (!data || !document.head || data !== document.head.firstElementChild) { return null; }
+    if (data.tagName !== "SCRIPT" || data.type !== "application/json") { return null; }
+    var parsed;
+    try { parsed = JSON.parse(data.textContent); } catch (e) { return null; }
+    var a = parsed && parsed.accepts, price = parsed && parsed.price;
+    if (!a || !price || !a.extra || !/^[0-9]+$/.test(String(a.amount))) { return null; }
+    // The box's words and the signed message must come from one consistent set of terms.
+    var same = String(price.amount) === String(a.amount) &&
+      String(price.asset).toLowerCase() === String(a.asset).toLowerCase() &&
+      price.network === a.network && parsed.network === a.network &&
+      "eip155:" + Number(parsed.chainId) === a.network;
+    return same ? parsed : null;
+  }
+  var terms = readTerms();
+  if (!terms || !status) { broken(); return; }
   var accepts = terms.accepts;
-  var status = document.getElementById("farthing-status");
-  var buttons = box.querySelectorAll("button");
+  function drawPrice() {
+    var line = box.querySelector(".farthing-price");
+    if (!line) { return; }
+    var price = terms.price;
+    var fiat = price.fiatCurrency ? price.fiatAmount + " " + price.fiatCurrency : null;
+    var strong = document.createElement("strong");
+    strong.textContent = fiat || price.display;
+    var rest = fiat ? " (" + price.display + " on " + terms.networkName + ")." : " on " + terms.networkName + ".";
+    line.textContent = "Read it all for ";
+    line.appendChild(strong);
+    line.appendChild(document.createTextNode(rest));
+  }
+  drawPrice();
   var loadedAtMs = Date.now();
   var PENDING_RETRY_MS = 3000;
   var PENDING_TRIES_MAX = 40;
@@ -23,7 +68,7 @@
     insufficient_balance: "Your wallet does not hold enough " + terms.price.symbol + " to pay for this article.",
     pending: "Your payment is being settled on the chain; this page checks again by itself, so do not pay again.",
     pending_gave_up: "Your payment is still being settled: reload this page in a minute, you will not pay twice.",
-    not_owned: "This wallet has not bought this article yet: pay below to read it.",
+    not_owned: "This wallet has not bought this article yet: press Pay with wallet above to read it.",
     nonce_already_used: "This payment was already used: reload the page to read the article or pay again.",
     valid_before: "The payment took too long to sign: please try again.",
     network: "The connection to the site failed: check your network and try again.",
@@ -45,6 +90,7 @@
     status.setAttribute("data-state", kind || "error");
   }
   function busy(on) {
+    var buttons = box.querySelectorAll("button");
     for (var i = 0; i < buttons.length; i += 1) { buttons[i].disabled = on; }
   }
   function refused(error) { return error && (error.code === 4001 || error.code === "ACTION_REJECTED"); }
@@ -115,9 +161,47 @@
     for (var i = 0; i < 40; i += 1) { out += parseInt(digest[i], 16) >= 8 ? lower[i].toUpperCase() : lower[i]; }
     return out;
   }
-  function wallet() {
-    if (!window.ethereum || typeof window.ethereum.request !== "function") { throw { sentence: "no_wallet" }; }
-    return window.ethereum;
+  // EIP-6963: wallets announce themselves (several may), once on load and again on request.
+  var announced = [];
+  window.addEventListener("eip6963:announceProvider", function (event) {
+    var detail = event.detail;
+    if (!detail || !detail.info || !detail.provider || typeof detail.provider.request !== "function") { return; }
+    for (var i = 0; i < announced.length; i += 1) {
+      if (announced[i].info.uuid === detail.info.uuid) { return; }
+    }
+    announced.push(detail);
+  });
+  window.dispatchEvent(new Event("eip6963:requestProvider"));
+  function withWallet(action) {
+    // Each action asks again: a reader who picked the wrong wallet picks again.
+    var old = box.querySelector(".farthing-wallets");
+    if (old) { old.remove(); }
+    if (announced.length === 1) { action(announced[0].provider); return; }
+    if (announced.length > 1) { choose(action); return; }
+    if (window.ethereum && typeof window.ethereum.request === "function") { action(window.ethereum); return; }
+    say("no_wallet");
+  }
+  function choose(action) {
+    var group = document.createElement("div");
+    group.className = "farthing-wallets";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", "Choose a wallet");
+    var label = document.createElement("p");
+    label.textContent = "Choose a wallet:";
+    group.appendChild(label);
+    announced.forEach(function (detail) {
+      var button = document.createElement("button");
+      button.type = "button";
+      // The wallet's own words: text only, never markup, and never long.
+      button.textContent = String(detail.info.name || detail.info.rdns || "Wallet").slice(0, 60);
+      button.addEventListener("click", function () {
+        group.remove();
+        action(detail.provider);
+      });
+      group.appendChild(button);
+    });
+    box.insertBefore(group, status);
+    say("", "working");
   }
   function connect(eth) {
     return eth.request({ method: "eth_requestAccounts" }).then(function (accounts) {
@@ -178,9 +262,7 @@
     window.crypto.getRandomValues(bytes);
     return hex(bytes);
   }
-  function pay() {
-    var eth;
-    try { eth = wallet(); } catch (e) { say(e.sentence); return; }
+  function pay(eth) {
     busy(true);
     say("", "working");
     var from;
@@ -243,9 +325,7 @@
     head = info.statement ? head + "\n\n" + info.statement : head + "\n";
     return head + "\n\n" + lines.join("\n");
   }
-  function signIn() {
-    var eth;
-    try { eth = wallet(); } catch (e) { say(e.sentence); return; }
+  function signIn(eth) {
     busy(true);
     say("", "working");
     var address;
@@ -282,8 +362,8 @@
       say(sentence && sentence !== "failed" ? sentence : "not_owned");
     });
   }
-  var payButton = document.getElementById("farthing-pay");
-  var signInButton = document.getElementById("farthing-signin");
-  if (payButton) { payButton.addEventListener("click", pay); }
-  if (signInButton) { signInButton.addEventListener("click", signIn); }
+  var payButton = box.querySelector('[id="farthing-pay"]');
+  var signInButton = box.querySelector('[id="farthing-signin"]');
+  if (payButton) { payButton.addEventListener("click", function () { withWallet(pay); }); }
+  if (signInButton) { signInButton.addEventListener("click", function () { withWallet(signIn); }); }
 }());

@@ -28,40 +28,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.staticfiles import StaticFiles
 
 from tests.conftest import cli_env
+from tests.paywall.browser_wallets import FakeWallet, chromium, reader_with_ethereum
 from tests.paywall.conftest import PRICE_ATOMIC as PRICE_ATOMIC_DEFAULT
-from tests.paywall.conftest import ChainEnv, serve_in_thread
+from tests.paywall.conftest import ChainEnv, free_port, serve_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.anvil]
 
-CHROMIUM = Path("/usr/bin/chromium")
 SITE = Path(__file__).parent / "site"
 ARTICLE = "/posts/farthing.html"
 PRICE_ATOMIC = 13_850  # 0.1 CNY at 0.1385 USDC per CNY
 SITE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'"
-
-FAKE_WALLET_EXTENSION = """
-window.ethereum = {
-  isFakeWalletExtension: true,
-  request: function (args) {
-    return window.__fakeWallet(args.method, args.params || []).then(function (answer) {
-      // An EIP-1193 refusal is an error with a code (4001: the user said no).
-      if (answer && answer.fakeWalletError) {
-        var error = new Error(answer.message);
-        error.code = answer.fakeWalletError;
-        throw error;
-      }
-      return answer;
-    });
-  }
-};
-"""
-USER_REJECTED = {"fakeWalletError": 4001, "message": "User rejected the request."}
 
 
 def _strict_csp(app: Any) -> Any:
@@ -81,15 +62,8 @@ def _strict_csp(app: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +75,8 @@ def blog(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
     (folder / "relayer.key").chmod(0o600)
     site = Starlette()
     site.mount("/", StaticFiles(directory=SITE, html=True))
+    # Sign-in needs the site's configured address, so the port is chosen first.
+    port = free_port()
     with serve_in_thread(_strict_csp(site)) as upstream:
         env = cli_env(folder / "data")
         init = subprocess.run(
@@ -110,6 +86,7 @@ def blog(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "--pay-to", chain_env.merchant, "--rpc-url", chain_env.chain.rpc_url,
                 "--token", chain_env.asset.address, "--path", "/posts/**",
                 "--price", "0.1 CNY", "--rate", "CNY=0.1385",
+                "--public-url", f"http://127.0.0.1:{port}",
             ],
             check=False, capture_output=True, text=True, env=env, timeout=60,
         )  # fmt: skip
@@ -117,7 +94,7 @@ def blog(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "farthing", "paywall", "serve", "--json",
-                "--config", str(folder / "farthing.toml"), "--port", "0",
+                "--config", str(folder / "farthing.toml"), "--port", str(port),
             ],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
@@ -146,34 +123,12 @@ def _reader(
     ``refuse`` names the methods its user declines; ``chain_id`` is the network
     it claims to be on instead of anvil's; ``asked`` collects every method called.
     """
-    context = browser.new_context(viewport={"width": 900, "height": 900})
     if account is None:
-        return context
-    rpc = httpx.Client(base_url=chain_env.chain.rpc_url, timeout=30.0)
-
-    def wallet(source: Any, method: str, params: list[Any]) -> Any:
-        if asked is not None:
-            asked.append(method)
-        if method in refuse:
-            return USER_REJECTED
-        if method in ("eth_requestAccounts", "eth_accounts"):
-            return [account]
-        if method == "eth_chainId" and chain_id is not None:
-            return chain_id
-        if method == "wallet_switchEthereumChain":
-            return None  # anvil is the only chain this fake knows
-        if method not in ("eth_chainId", "eth_signTypedData_v4", "personal_sign"):
-            raise RuntimeError(f"the fake wallet extension does not do {method}")
-        answer = rpc.post("", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-        body = answer.json()
-        if "error" in body:
-            raise RuntimeError(str(body["error"]))
-        return body["result"]
-
-    context.on("close", lambda _: rpc.close())
-    context.expose_binding("__fakeWallet", wallet)
-    context.add_init_script(FAKE_WALLET_EXTENSION)
-    return context
+        return reader_with_ethereum(browser, chain_env, None)
+    wallet = FakeWallet(account, refuse=refuse, chain_id=chain_id)
+    if asked is not None:
+        wallet.asked = asked
+    return reader_with_ethereum(browser, chain_env, wallet)
 
 
 def test_a_reader_pays_in_the_browser_and_reads_again_without_paying(
@@ -193,6 +148,7 @@ def test_a_reader_pays_in_the_browser_and_reads_again_without_paying(
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     response = page.goto(url)
     assert response is not None and response.status == 402
+    assert response.text().lower().count("<!doctype") == 1
     assert page.locator(".site-nav").is_visible()  # the site's navigation stays
     assert page.get_by_text("a quarter of a penny").is_visible()
     assert "PAID-PART" not in page.content()
@@ -238,7 +194,15 @@ def test_a_reader_pays_in_the_browser_and_reads_again_without_paying(
     page = third.new_page()
     page.goto(url)
     page.get_by_role("button", name="Already paid? Sign in with your wallet").click()
-    page.get_by_text("This wallet has not bought this article yet").wait_for(timeout=30_000)
+    status = page.locator("#farthing-status")
+    status.get_by_text("This wallet has not bought this article yet").wait_for(timeout=30_000)
+    # The sentence sits under the buttons, so it points up to the one to press.
+    assert status.inner_text() == (
+        "This wallet has not bought this article yet: press Pay with wallet above to read it."
+    )
+    pay_box = page.get_by_role("button", name="Pay with wallet").bounding_box()
+    status_box = status.bounding_box()
+    assert pay_box is not None and status_box is not None and status_box["y"] > pay_box["y"]
     assert "PAID-PART" not in page.content()
     assert balance(stranger) == 1_000_000
     page.screenshot(path=tmp_path / "5-stranger.png", full_page=True)
