@@ -66,9 +66,9 @@ from farthing.paywall.facilitator import Facilitator, ResolvingFacilitator
 from farthing.paywall.page import (
     ASSET_PATHS,
     PREVIEW_SELECTORS_DEFAULT,
-    STRICT_CSP,
     asset,
     network_label,
+    page_headers,
     render_page,
     wants_html,
 )
@@ -419,8 +419,7 @@ class PaywallMiddleware:
             text = _decode(bytes(buffered.body), media_type)
             fraction = priced.route.preview_fraction or Decimal(0)
             if page:
-                csp = _header_of(buffered.headers, b"content-security-policy")
-                await self._send_page(send, priced, text, media_type, fraction, csp)
+                await self._send_page(send, priced, text, media_type, fraction, buffered.headers)
                 return
             extra = {
                 "preview": split_preview(text, fraction, media_type) if text is not None else "",
@@ -428,7 +427,7 @@ class PaywallMiddleware:
                 "previewMediaType": media_type,
             }
         if page:
-            await self._send_page(send, priced, None, "text/plain", Decimal(0), None)
+            await self._send_page(send, priced, None, "text/plain", Decimal(0), [])
             return
         await self._send_402(send, priced, None, "Payment required.", extra)
 
@@ -439,7 +438,7 @@ class PaywallMiddleware:
         text: str | None,
         media_type: str,
         fraction: Decimal,
-        csp: str | None,
+        site_headers: Sequence[tuple[bytes, bytes]],
     ) -> None:
         """The browser's 402: the preview and the pay box (``farthing.paywall.page``)."""
         network = priced.requirements.network
@@ -466,8 +465,8 @@ class PaywallMiddleware:
             (b"content-type", b"text/html; charset=utf-8"),
             (b"content-length", str(len(document)).encode()),
             (b"cache-control", b"no-store"),
-            # The site's own policy when it has one (our script is same-origin), else ours.
-            (b"content-security-policy", (csp or STRICT_CSP).encode("latin-1")),
+            # The site's own policies (our script is same-origin) or ours, never framed.
+            *page_headers(site_headers),
             (b"access-control-expose-headers", _EXPOSE.encode()),
             (PAYMENT_REQUIRED_HEADER.encode(), self._challenge_header(priced, None).encode()),
         ]
