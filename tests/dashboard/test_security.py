@@ -10,7 +10,7 @@ while `farthing ledger verify` still passes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -151,3 +151,23 @@ def test_the_command_refuses_an_open_bind_in_one_line(books: str, tmp_path: Path
     users.write_text(f"ada approver {hashed.stdout.strip()}\n")
     loaded = load_users(DashboardSettings(database_url=books, users_file=users))
     assert loaded["ada"].check("correct horse") and not loaded["ada"].check("wrong")
+
+
+async def test_a_form_over_the_bound_is_refused_before_it_is_read_whole(books: str) -> None:
+    async with make(DashboardSettings(database_url=books)) as http:
+        token = csrf_of((await http.get("/audit")).text)
+        big = b"csrf_token=" + token.encode() + b"&pad=" + b"p" * 20_000
+        refused = await http.post("/audit/verify", content=big)
+        assert refused.status_code == 413 and "16 KiB" in refused.text
+
+        async def chunks() -> AsyncIterator[bytes]:  # no content-length: counted as it arrives
+            yield b"csrf_token=" + token.encode() + b"&pad="
+            for _ in range(40):
+                yield b"p" * 1024
+
+        refused = await http.post("/audit/verify", content=chunks())
+        assert refused.status_code == 413
+        lying = await http.post("/audit/verify", content=b"x", headers={"content-length": "-1"})
+        assert lying.status_code in (400, 413)
+        done = await http.post("/audit/verify", data={"csrf_token": token})
+        assert done.status_code == 303
