@@ -13,6 +13,7 @@ Worker agents do the same through the JSON API::
     GET  /api/jobs/{id}                   one job (its worker also sees delivery and pay)
     GET  /api/sign-in                     a SIWE challenge: {"info": …, "supportedChains": …}
     POST /api/sign-in                     the signed challenge → {"address", "token", "expiresAt"}
+                                          (both 403 sign_in_off without a public URL)
     GET  /api/me                          who is signed in
     POST /api/jobs/{id}/accept            take the job (its hold is placed)
     POST /api/jobs/{id}/deliver           {"kind": "text"|"url"|"file", "content": "…"}
@@ -21,18 +22,25 @@ A session is the cookie the sign-in sets (HttpOnly, SameSite=Strict) or the
 token it returns, sent as ``Authorization: Bearer``. Every refusal is JSON
 ``{"error": code, "message": one line}``: 401 ``not_signed_in``, 403
 ``not_the_worker``, 404 ``unknown_job``, 409 for a job in the wrong state,
-400/413/415/422 for malformed input, 405 for other methods; never a
-traceback. The pages' forms carry a CSRF token derived from the session; an
+400/413/415/422 for malformed input (a JSON body is bounded in size and
+nesting before it is parsed, and its strings must be Unicode text), 405 for
+other methods; never a traceback. The pages' forms carry a CSRF token derived from the session; an
 API POST on a cookie session must be ``application/json`` (no cross-site
 form can send that). Every answer carries a strict Content-Security-Policy:
 the one script is ``/.jobs/jobs.js``, served from the package, with no CDN.
+
+The Host header is never trusted (DESIGN.md §13): the server answers only its
+own host names (``HostGuard``: the loopback names and the public URL's host by
+default, 421 for any other), and the origin a sign-in message names comes only
+from the configured public URL. Without one, sign-in is off: the page and the
+API still show the open jobs, and both sign-in endpoints answer 403
+``sign_in_off``.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.resources import files
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -43,7 +51,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farthing.errors import FarthingError
 from farthing.jobs.errors import JobNotFound
@@ -51,8 +58,18 @@ from farthing.jobs.service import JobResult, JobService
 from farthing.jobs.states import JobState
 from farthing.jobs.store import JobView, list_jobs
 from farthing.jobs.views import worker_view
+from farthing.jobs.web_edge import (
+    JOB_ID_MAX,
+    SecurityHeaders,
+    error,
+    is_json,
+    job_id_of,
+    json_object,
+    read_body,
+)
 from farthing.jobs.worker_auth import WorkerSession, WorkerSessions
 from farthing.paywall.page import network_label
+from farthing.web import HostGuard, allowed_hosts
 
 __all__ = ["COOKIE_NAME", "CSP", "SCRIPT_PATH", "STYLE_PATH", "create_app", "status_of"]
 
@@ -68,9 +85,12 @@ _ASSETS: Final = {
     STYLE_PATH: ("jobs.css", "text/css; charset=utf-8"),
 }
 _JOBS_SHOWN_MAX: Final = 200
-_JOB_ID_MAX: Final = 2**62  # past any row id; larger ids are simply unknown
 _SIGN_IN_BYTES_MAX: Final = 8 * 1024
 _FORM_FIELDS_MAX: Final = 10
+SIGN_IN_OFF: Final = (
+    "sign-in is off: this server has no public URL to name in sign-in messages "
+    "(start it with farthing jobs serve --public-url URL)"
+)
 _DELIVERY_KINDS: Final = ("text", "url", "file")
 
 # A refusal's HTTP status, by the service's reason; anything else is a 409.
@@ -93,89 +113,32 @@ def status_of(result: JobResult) -> int:
     return _STATUS.get(result.reason or "", 409)
 
 
-class _SecurityHeaders:
-    """Pure ASGI: the same strict headers on every response, errors included."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"content-security-policy", CSP.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
-
-
-def _job_id(text: str) -> int | None:
-    """A path's job id: digits only, at most :data:`_JOB_ID_MAX`; None when malformed."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 40:
-        return None
-    return int(text)
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    if not body.strip():
-        return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _is_json(request: Request) -> bool:
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return kind == "application/json"
-
-
 def create_app(
     service: JobService,
     *,
     sessions: WorkerSessions | None = None,
     public_url: str | None = None,
+    hosts: Iterable[str] | None = None,
 ) -> FastAPI:
     """The workers' app over ``service``.
 
-    ``public_url`` pins the site that sign-in messages name (set it behind a
-    proxy); without it the request's own scheme and host are used.
+    ``public_url`` is the site as workers reach it: sign-in messages name it,
+    and without it sign-in is off (the Host header is never trusted).
+    ``hosts`` are the only host names answered (default: the loopback names
+    and the public URL's host; see :func:`farthing.web.allowed_hosts`).
     """
     sessions = sessions or WorkerSessions.ephemeral()
     if public_url is not None:
         parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"public_url must be an http(s) URL, not {public_url!r}")
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.password is not None
+        ):
+            raise ValueError(f"public_url must be an http(s) URL with a host, not {public_url!r}")
         public_url = f"{parts.scheme}://{parts.netloc}/"
+    hosts = allowed_hosts("127.0.0.1", [public_url]) if hosts is None else frozenset(hosts)
     asset = service.asset
     network = service.chain.network
     # One step at a time: the chain client and the job rows change together.
@@ -195,9 +158,6 @@ def create_app(
 
     # ------------------------------------------------------------ plumbing
 
-    def site_url(request: Request) -> str:
-        return public_url or f"{request.url.scheme}://{request.url.netloc}/"
-
     def viewer_of(request: Request) -> tuple[WorkerSession | None, bool]:
         """The session and whether it came as a bearer token (not the cookie)."""
         authorization = request.headers.get("authorization", "")
@@ -211,7 +171,7 @@ def create_app(
             return service.chain.timestamp()
 
     def read_job(job_id: int) -> JobView | None:
-        if job_id > _JOB_ID_MAX:
+        if job_id > JOB_ID_MAX:
             return None
         try:
             job = service.get(job_id)
@@ -243,6 +203,7 @@ def create_app(
             viewer=viewer,
             csrf=None if viewer is None else sessions.csrf(viewer),
             shown=shown,
+            sign_in_off=None if public_url is not None else SIGN_IN_OFF,
             script_path=SCRIPT_PATH,
             style_path=STYLE_PATH,
             **context,
@@ -264,20 +225,27 @@ def create_app(
         }.get(exc.status_code, "the request cannot be served")
         headers = dict(exc.headers or {})
         if is_api(request):
-            return _error(exc.status_code, code, message, **headers)
+            return error(exc.status_code, code, message, **headers)
         return Response(message + "\n", exc.status_code, headers, media_type="text/plain")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        return _error(400, "bad_request", "a path or query value is not valid here")
+        return error(400, "bad_request", "a path or query value is not valid here")
 
     @app.exception_handler(FarthingError)
     async def unavailable(request: Request, exc: FarthingError) -> Response:
         # The books or the chain cannot answer now; the worker tries again later.
         message = f"the jobs service cannot answer now: {type(exc).__name__}"
         if is_api(request):
-            return _error(503, "unavailable", message)
+            return error(503, "unavailable", message)
         return Response(message + "\n", 503, media_type="text/plain")
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # A bug, never an answer by design: still JSON on the API, and still logged.
+        if is_api(request):
+            return error(500, "internal_error", "the jobs service failed on this request")
+        return Response("the jobs service failed on this request\n", 500, media_type="text/plain")
 
     # ------------------------------------------------------------ assets
 
@@ -331,14 +299,14 @@ def create_app(
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
     async def job_html(request: Request, job_id: str) -> Response:
         viewer, _ = viewer_of(request)
-        number = _job_id(job_id)
+        number = job_id_of(job_id)
         job = None if number is None else await run_in_threadpool(read_job, number)
         if job is None:
             return problem(viewer, 404, f"there is no job {job_id[:20]}")
         return job_page(job, viewer, await run_in_threadpool(now_s))
 
     async def form_of(request: Request, limit: int) -> dict[str, str] | None:
-        body = await _read_body(request, limit)
+        body = await read_body(request, limit)
         if body is None:
             return None
         try:
@@ -361,7 +329,7 @@ def create_app(
                 viewer, 403, "refused: sign in, then send the form from this site's own page"
             )
         assert viewer is not None  # csrf_ok is False without a session
-        number = _job_id(job_id)
+        number = job_id_of(job_id)
         job = None if number is None else await run_in_threadpool(read_job, number)
         if job is None:
             return problem(viewer, 404, f"there is no job {job_id[:20]}")
@@ -411,7 +379,7 @@ def create_app(
     # ------------------------------------------------------------ JSON API
 
     def not_signed_in() -> JSONResponse:
-        return _error(
+        return error(
             401,
             "not_signed_in",
             "sign in with your wallet first (GET then POST /api/sign-in)",
@@ -422,7 +390,7 @@ def create_app(
     async def api_jobs(request: Request, scope: str = "open") -> Response:
         viewer, _ = viewer_of(request)
         if scope not in ("open", "mine"):
-            return _error(400, "invalid_scope", "scope is open or mine")
+            return error(400, "invalid_scope", "scope is open or mine")
         now = await run_in_threadpool(now_s)
         if scope == "mine":
             if viewer is None:
@@ -436,36 +404,42 @@ def create_app(
     @app.get("/api/jobs/{job_id}")
     async def api_job(request: Request, job_id: str) -> Response:
         viewer, _ = viewer_of(request)
-        number = _job_id(job_id)
+        number = job_id_of(job_id)
         if number is None:
-            return _error(400, "invalid_job_id", "a job id is a positive integer")
+            return error(400, "invalid_job_id", "a job id is a positive integer")
         job = await run_in_threadpool(read_job, number)
         if job is None:
-            return _error(404, "unknown_job", f"there is no job {number}")
+            return error(404, "unknown_job", f"there is no job {number}")
         now = await run_in_threadpool(now_s)
         return JSONResponse(worker_view(job, asset, viewer.address if viewer else None, now_s=now))
 
     @app.get("/api/sign-in")
     async def api_challenge(request: Request) -> Response:
+        if public_url is None:
+            return error(403, "sign_in_off", SIGN_IN_OFF)
         return JSONResponse(
-            sessions.challenge(site_url(request), network), headers={"cache-control": "no-store"}
+            sessions.challenge(public_url, network), headers={"cache-control": "no-store"}
         )
 
     @app.post("/api/sign-in")
     async def api_sign_in(request: Request) -> Response:
-        body = await _read_body(request, _SIGN_IN_BYTES_MAX)
+        if public_url is None:
+            return error(403, "sign_in_off", SIGN_IN_OFF)
+        body = await read_body(request, _SIGN_IN_BYTES_MAX)
         if body is None:
-            return _error(413, "body_too_large", "a sign-in is a few hundred bytes of JSON")
-        if not _is_json(request):
-            return _error(415, "json_required", "send the signed sign-in as application/json")
-        payload = _json_object(body)
+            return error(413, "body_too_large", "a sign-in is a few hundred bytes of JSON")
+        if not is_json(request):
+            return error(415, "json_required", "send the signed sign-in as application/json")
+        payload = json_object(body, bytes_max=_SIGN_IN_BYTES_MAX)
+        if isinstance(payload, JSONResponse):
+            return payload
         if not payload:
-            return _error(400, "malformed_body", "the body is not a JSON object of the sign-in")
-        outcome = sessions.sign_in(payload, site_url=site_url(request), network=network)
+            return error(400, "malformed_body", "the body is not a JSON object of the sign-in")
+        outcome = sessions.sign_in(payload, site_url=public_url, network=network)
         if isinstance(outcome, tuple):
             reason, message = outcome
             status = 422 if reason in ("invalid_siwx_header", "invalid_siwx_statement") else 401
-            return _error(status, reason, message)
+            return error(status, reason, message)
         response = JSONResponse(
             {"address": outcome.address, "token": outcome.token, "expiresAt": outcome.expires_at_s},
             headers={"cache-control": "no-store"},
@@ -477,7 +451,7 @@ def create_app(
             path="/",
             httponly=True,
             samesite="strict",
-            secure=site_url(request).startswith("https://"),
+            secure=public_url.startswith("https://"),
         )
         return response
 
@@ -494,21 +468,21 @@ def create_app(
         viewer, bearer = viewer_of(request)
         if viewer is None:
             return not_signed_in()
-        body = await _read_body(request, body_bytes_max)
+        body = await read_body(request, body_bytes_max)
         if body is None:
-            return _error(413, "body_too_large", "the body is larger than a delivery may be")
-        if not bearer and not _is_json(request):
+            return error(413, "body_too_large", "the body is larger than a delivery may be")
+        if not bearer and not is_json(request):
             # A cookie session: only this site's own script can send JSON (no CSRF by form).
-            return _error(415, "json_required", "send application/json")
-        payload = _json_object(body)
-        if payload is None:
-            return _error(400, "malformed_body", "the body is not a JSON object")
-        number = _job_id(job_id)
+            return error(415, "json_required", "send application/json")
+        payload = json_object(body, bytes_max=body_bytes_max)
+        if isinstance(payload, JSONResponse):
+            return payload
+        number = job_id_of(job_id)
         if number is None:
-            return _error(400, "invalid_job_id", "a job id is a positive integer")
+            return error(400, "invalid_job_id", "a job id is a positive integer")
         job = await run_in_threadpool(read_job, number)
         if job is None:
-            return _error(404, "unknown_job", f"there is no job {number}")
+            return error(404, "unknown_job", f"there is no job {number}")
         outcome = await run_in_threadpool(act, job, viewer, payload)
         if isinstance(outcome, JSONResponse):
             return outcome
@@ -539,7 +513,7 @@ def create_app(
             job: JobView, viewer: WorkerSession, body: dict[str, Any]
         ) -> JobResult | JSONResponse:
             if body:
-                return _error(422, "unexpected_fields", "accept takes no fields")
+                return error(422, "unexpected_fields", "accept takes no fields")
             return step(lambda: service.accept(job.id, viewer.address))
 
         return await api_action(request, job_id, act)
@@ -552,16 +526,18 @@ def create_app(
             kind, content = body.get("kind", "text"), body.get("content")
             extra = set(body) - {"kind", "content"}
             if extra:
-                return _error(
+                return error(
                     422, "unexpected_fields", f"unknown field(s): {', '.join(sorted(extra))[:200]}"
                 )
             if kind not in _DELIVERY_KINDS:
-                return _error(422, "invalid_delivery_kind", "kind is text, url or file")
+                return error(422, "invalid_delivery_kind", "kind is text, url or file")
             if not isinstance(content, str):
-                return _error(422, "invalid_delivery", "content is the delivery, as a string")
+                return error(422, "invalid_delivery", "content is the delivery, as a string")
             return step(lambda: service.deliver(job.id, viewer.address, content, kind=kind))
 
         return await api_action(request, job_id, act)
 
-    app.add_middleware(_SecurityHeaders)
+    # Added last, runs first: the strict headers wrap even the guard's 421.
+    app.add_middleware(HostGuard, hosts=hosts)
+    app.add_middleware(SecurityHeaders, csp=CSP)
     return app

@@ -13,15 +13,21 @@ captured for it, and the operator paid exactly what was refunded.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 
 from farthing.agents.books import AgentBooks
+from farthing.agents.policy import SpendPolicy
 from farthing.jobs import DirectEscrowOperator, JobService, JobSettings, ScriptedReviewer
 from farthing.ledger import LedgerDatabase, LedgerSettings, lookup_accounts, upgrade_database
 from farthing.wallet.authcapture import AuthCaptureEscrow, place_auth_capture_contracts
@@ -29,7 +35,7 @@ from farthing.wallet.chain import Chain, MemoryChain
 from farthing.wallet.devchain import start_anvil
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
-from tests.conftest import anvil_missing_reason
+from tests.conftest import anvil_missing_reason, free_port
 
 PAYER_FUNDS = 10_000_000  # 10 USDC: the agent's whole budget
 OPERATOR_FUNDS = 5_000_000  # the operator's refund liquidity
@@ -97,6 +103,9 @@ def make_env(chain: Chain, database: LedgerDatabase, **settings: int) -> Env:
     assert token.mint(payer.address, PAYER_FUNDS, sender=owner).ok
     assert token.mint(operator.address, OPERATOR_FUNDS, sender=owner).ok
     books = AgentBooks(database, agent_id=f"hirer-{uuid.uuid4().hex[:8]}", asset=asset).ensure()
+    # Stated, not the newcomer's default (a person approves above 0.10): tests that
+    # need an approval threshold set their own.
+    books.set_policy(SpendPolicy())
     assert books.sync_deposits(chain, payer.address, from_block=start) == 1
     escrow = AuthCaptureEscrow(chain)
     reviewer = ScriptedReviewer()
@@ -162,3 +171,30 @@ def own_chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
         rpc = node.chain()
         yield rpc
         rpc.close()
+
+
+@contextmanager
+def serve_at(make_app: Callable[[str], Any]) -> Iterator[str]:
+    """A real uvicorn on 127.0.0.1 in a thread, serving ``make_app(its own URL)``.
+
+    The jobs app names its public URL in sign-in messages, so the URL must be
+    known before the app is built.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = uvicorn.Config(
+        make_app(url), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -46,7 +46,7 @@ def env(memory_chain: MemoryChain, sqlite_database: LedgerDatabase) -> Env:
 
 @pytest.fixture
 async def client(env: Env) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(env.service)
+    app = create_app(env.service, public_url=BASE)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=60) as c:
         yield c

@@ -1,6 +1,7 @@
 """A person signs in with a wallet in real Chromium, accepts a job, delivers, and sees the payment.
 
-``farthing.jobs.server`` runs under a real uvicorn on 127.0.0.1 over a
+``farthing.jobs.server`` runs under a real uvicorn on 127.0.0.1 (its public
+URL, which sign-in messages name) over a
 :class:`JobService` on the memory chain (our escrow, real SQLite books).
 Playwright drives Debian's chromium. The only stand-in is the wallet
 extension: an init script puts an EIP-1193 ``window.ethereum`` in the page
@@ -26,8 +27,7 @@ from farthing.jobs import JobState
 from farthing.jobs.server import create_app
 from farthing.ledger import LedgerDatabase
 from farthing.wallet.chain import MemoryChain
-from tests.jobs.conftest import Env, make_env
-from tests.paywall.conftest import serve_in_thread
+from tests.jobs.conftest import Env, make_env, serve_at
 
 pytestmark = pytest.mark.browser
 
@@ -99,11 +99,16 @@ def test_a_person_accepts_delivers_and_sees_the_payment(
     job_id = posted.job.id
     worker: LocalAccount = Account.create()
     env.workers.append(worker.address)
-    app = create_app(env.service)
-    lock = app.state.step_lock
+    apps: list[Any] = []
+
+    def make_app(url: str) -> Any:
+        apps.append(create_app(env.service, public_url=url))
+        return apps[0]
+
     asked: list[str] = []
 
-    with serve_in_thread(app) as url:
+    with serve_at(make_app) as url:
+        lock = apps[0].state.step_lock
         context = _wallet_context(browser, worker, asked)
         page = context.new_page()
         errors: list[str] = []
