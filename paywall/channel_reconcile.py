@@ -14,6 +14,11 @@ Beside the token reconciliation (``farthing ledger reconcile``, which matches
 - ``unclaimed_past_withdrawal``: the payer's timed withdrawal was finalized
   while earned money was still unclaimed: that money went back to the payer
   and is lost to us (the claimer must claim within the withdraw delay);
+- ``charged_above_balance``: the channel row charged more than the escrow
+  holds for it now (``chain`` is the balance, ``books`` the charged total):
+  requests were served that no claim can ever be paid for (a withdrawal or a
+  refund took the money first). The claimer claims what is there and
+  reports the rest as a shortfall;
 
 and per (receiver, token): ``settles_differ`` when the ``Settled`` events'
 total is not the cash the books received.
@@ -138,7 +143,7 @@ def reconcile_channel_books(
     for record in records:
         cid = "0x" + record.channel_id.hex()
         earned, claimed_books = balances[receivable_ids[record.channel_id]]
-        _, total_claimed = escrow.channel(record.channel_id)
+        balance, total_claimed = escrow.channel(record.channel_id)
         on_chain = claimed_on_chain.get(record.channel_id, 0)
         if earned != record.charged:
             breaks.append(ChannelBreak(cid, "earned_differs", record.charged, earned))
@@ -148,6 +153,8 @@ def reconcile_channel_books(
             breaks.append(ChannelBreak(cid, "claimed_above_earned", total_claimed, earned))
         if record.channel_id in finalized and earned > total_claimed:
             breaks.append(ChannelBreak(cid, "unclaimed_past_withdrawal", total_claimed, earned))
+        if record.charged > balance:
+            breaks.append(ChannelBreak(cid, "charged_above_balance", balance, record.charged))
         receivables[cid] = earned - claimed_books
     for pair, account in cash_ids.items():
         cash, _ = balances[account]

@@ -6,7 +6,8 @@ no breaks; more vouchers then show as a receivable, still no break. A claim
 and a settle sent behind the books' back (our own signing, no sync) are
 ``claims_differ`` and ``settles_differ`` until the books sync the events. A
 second payer withdraws (initiate, anvil time travel past the delay,
-finalize) while its vouchers are unclaimed: ``unclaimed_past_withdrawal``.
+finalize) while its vouchers are unclaimed: ``unclaimed_past_withdrawal``, and
+its row charged above what its escrow holds: ``charged_above_balance``.
 ``farthing paywall reconcile-channels --json``, as a real process, reports
 the same and exits 1.
 """
@@ -104,7 +105,10 @@ def test_channel_reconciliation_matches_events_and_finds_breaks(
     env.chain.advance_time(DELAY_S + 1)
     assert escrow.finalize_withdraw(b.config, sender=b.payer).ok
     lost = reconcile_channel_books(channel_store, books)
-    assert lost.breaks == (ChannelBreak(cid_b, "unclaimed_past_withdrawal", 0, 2 * p),)
+    assert lost.breaks == (
+        ChannelBreak(cid_b, "unclaimed_past_withdrawal", 0, 2 * p),
+        ChannelBreak(cid_b, "charged_above_balance", 0, 2 * p),
+    )
     assert lost.receivables == {cid_a: 0, cid_b: 2 * p}
 
     result = run_farthing(
@@ -123,7 +127,13 @@ def test_channel_reconciliation_matches_events_and_finds_breaks(
                 "kind": "unclaimed_past_withdrawal",
                 "chain": "0",
                 "books": str(2 * p),
-            }
+            },
+            {
+                "subject": cid_b,
+                "kind": "charged_above_balance",
+                "chain": "0",
+                "books": str(2 * p),
+            },
         ],
         "receivables": {cid_a: "0", cid_b: str(2 * p)},
     }
