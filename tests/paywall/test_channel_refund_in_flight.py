@@ -72,7 +72,9 @@ def test_vouchers_sent_while_a_refund_is_in_flight_are_refused(
                 assert time.monotonic() < deadline, "the refund never reached the chain"
                 time.sleep(0.02)
             # The refund's transaction is held by the proxy: the refund is in flight.
-            during = [http.get("/api/data", headers=ch.header(ch.voucher(k * p))) for k in (2, 3, 4)]
+            during = [
+                http.get("/api/data", headers=ch.header(ch.voucher(k * p))) for k in (2, 3, 4)
+            ]
             assert refunding.running(), "the refund finished before the vouchers were sent"
             done = refunding.result(timeout=60)
     finally:
@@ -84,9 +86,10 @@ def test_vouchers_sent_while_a_refund_is_in_flight_are_refused(
     # The first is above what stays after the refund; the next two build on a
     # charge that was never made.
     prefix = "invalid_batch_settlement_evm_"
-    assert reasons == [prefix + "cumulative_exceeds_balance"] + [
-        prefix + "cumulative_amount_mismatch"
-    ] * 2
+    assert (
+        reasons
+        == [prefix + "cumulative_exceeds_balance"] + [prefix + "cumulative_amount_mismatch"] * 2
+    )
     # One request served, one paid: the chain, the server's row and the payer agree.
     assert ChannelEscrow(env.chain).channel(ch.id) == (p, p)
     assert env.token.balance_of(ch.payer.address) == PAYER_FUNDS - p
