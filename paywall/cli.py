@@ -9,7 +9,11 @@ front of ``--upstream``, with routes from ``--config FILE`` and/or
 ``--route "GET /api/** 0.01 USDC"``. Payments are verified and settled by the
 in-process facilitator (``--rpc-url`` and ``--key-file``) or by a remote one
 (``--facilitator-url``). Once it listens it prints one line (``--json``:
-``{"url","upstream","network","routes","channels"}``). With a ``[channels]``
+``{"url","upstream","network","routes","channels","hosts","signIn"}``). It
+answers only its own host names (``farthing.web.HostGuard``: the loopback
+names when bound to loopback, the public URL's host, ``--allowed-host``);
+any other ``Host`` gets 421. Sign-in with the paying wallet needs the public
+URL; without one ``serve`` says so in one line on stderr. With a ``[channels]``
 table (or ``--channel-authorizer-key-file``), routes whose ``schemes`` list
 ``batch-settlement`` also sell through channels
 (``farthing.paywall.channel_setup``): the channel rows live in the payment
@@ -34,14 +38,20 @@ database may settle with the same key.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 import typer
 
 from farthing.console import emit_json, fail, out_console
+from farthing.paywall.serve_setup import (
+    CHANNEL,
+    BuiltPaywall,
+    build_paywall,
+    default_database_url,
+    revenue_books,
+    settlement_facilitator,
+)
 
 __all__ = [
     "BuiltPaywall",
@@ -57,12 +67,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Charge for a website or API with x402 v2, as a reverse proxy.",
 )
-
-
-def default_database_url() -> str:
-    """``sqlite:///$FARTHING_DATA_DIR/paywall.sqlite`` (``~/.farthing`` by default)."""
-    data_dir = Path(os.environ.get("FARTHING_DATA_DIR") or Path.home() / ".farthing").expanduser()
-    return f"sqlite:///{data_dir / 'paywall.sqlite'}"
 
 
 def _rates(pairs: list[str]) -> dict[str, str]:
@@ -108,7 +112,14 @@ def serve(
         str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
     ] = None,
     public_url: Annotated[
-        str | None, typer.Option("--public-url", help="Base of resource URLs.")
+        str | None,
+        typer.Option(
+            "--public-url", help="The site's address: resource URLs, sign-in, host names."
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="Another host name to answer, repeatable."),
     ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
@@ -147,8 +158,10 @@ def serve(
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve UPSTREAM behind the paywall."""
+    from farthing.console import err_console
     from farthing.paywall.config import ServeConfig, load_config, parse_route_flag
     from farthing.paywall.facilitator_cli import bind_socket, serve_app
+    from farthing.web import HostGuard, allowed_hosts
 
     base = load_config(config) if config is not None else ServeConfig()
     settings = base.with_flags(
@@ -171,7 +184,14 @@ def serve(
             "claim_interval_s": channel_claim_interval_s,
         },
     )
+    # Checked before anything starts: a public bind needs its public URL.
+    hosts = allowed_hosts(
+        host, [settings.public_url], [*settings.allowed_hosts, *(allowed_host or [])]
+    )
     built = build_paywall(settings, claim_lease_s=claim_lease_s)
+    guarded = HostGuard(built.app, hosts=hosts)
+    if built.sign_in_off is not None:
+        err_console.print(built.sign_in_off, markup=False, highlight=False)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
@@ -189,7 +209,7 @@ def serve(
     if as_json:
         emit_json(
             {"url": url, "upstream": settings.upstream, "network": built.network, "routes": routes,
-             "channels": channels}
+             "channels": channels, "hosts": sorted(hosts), "signIn": built.sign_in_off is None}
         )  # fmt: skip
     else:
         out_console.print(
@@ -203,22 +223,9 @@ def serve(
                 f"{built.receiver_authorizer}, withdraw delay {built.withdraw_delay_s} s"
             )
     if channels is None:
-        serve_app(built.app, sock)
+        serve_app(guarded, sock)
     else:
-        _serve_with_lifespan(built.app, sock)
-
-
-CHANNEL: Final = "batch-settlement"
-
-
-@dataclass(frozen=True, slots=True)
-class BuiltPaywall:
-    """What :func:`build_paywall` returns: the app, its network, and the channel terms if on."""
-
-    app: Any
-    network: str
-    receiver_authorizer: str | None = None  # the address only: the key stays in the signer
-    withdraw_delay_s: int | None = None
+        _serve_with_lifespan(guarded, sock)
 
 
 def _serve_with_lifespan(asgi_app: Any, sock: Any) -> None:
@@ -233,140 +240,6 @@ def _serve_with_lifespan(asgi_app: Any, sock: Any) -> None:
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[sock])
-
-
-def settlement_facilitator(
-    chain: Any,
-    *,
-    facilitator_url: str | None,
-    facilitator_token_file: Path | None,
-    key_file: Path | None,
-    nonce_store: Any = None,
-) -> Any:
-    """The facilitator the command-line options ask for: remote by URL, else local with a key.
-
-    ``nonce_store`` (a ``PaymentStore``) allocates the local relayer's nonces
-    in a database shared with other processes using the same key.
-    """
-    from farthing.paywall.facilitator import LocalFacilitator
-    from farthing.paywall.keys import load_key_file, load_token_file
-    from farthing.paywall.remote import RemoteFacilitator
-
-    if facilitator_url:
-        bearer = (
-            load_token_file(facilitator_token_file).get_secret_value()
-            if facilitator_token_file
-            else None
-        )
-        return RemoteFacilitator(facilitator_url, token=bearer)
-    if key_file is None:
-        fail("the local facilitator settles on-chain: pass --key-file (or --facilitator-url)")
-    return LocalFacilitator(chain, load_key_file(key_file), nonce_store=nonce_store)
-
-
-def revenue_books(ledger_database_url: str | None) -> Any:
-    """Revenue books in the ledger at ``ledger_database_url`` (migrated), or None."""
-    if not ledger_database_url:
-        return None
-    from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
-    from farthing.paywall.books import LedgerRevenueBook
-
-    database = LedgerDatabase(LedgerSettings(database_url=ledger_database_url))
-    upgrade_database(database)
-    return LedgerRevenueBook(database)
-
-
-def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> BuiltPaywall:
-    """The proxy behind the middleware, from checked settings, with its network and channels."""
-    from farthing.paywall.channel_setup import (
-        build_channel_options,
-        load_receiver_authorizer,
-        require_channel_facilitator,
-    )
-    from farthing.paywall.keys import load_token_file
-    from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
-    from farthing.paywall.proxy import ReverseProxy
-    from farthing.paywall.store import PaymentStore
-    from farthing.wallet.chain import open_chain
-    from farthing.wallet.token import read_asset
-
-    if not settings.upstream:
-        fail("no upstream: pass --upstream URL or set upstream in the config file")
-    if not settings.routes:
-        fail(
-            "no paid routes: pass --route 'GET /path 0.01 USDC' or add [[routes]] to the config file"
-        )
-    if not settings.pay_to:
-        fail("no payee: pass --pay-to ADDRESS or set pay_to in the config file")
-    if not settings.rpc_url or not settings.token:
-        fail("the token is described by the chain: pass --rpc-url and --token")
-    channel_settings = settings.channels
-    offered = [r.path for r in settings.routes if CHANNEL in r.schemes]
-    if offered and channel_settings is None:
-        fail(f"the route {offered[0]} offers batch-settlement: add a [channels] table")
-    # Read before the chain is opened, so a bad key file is the first thing said.
-    authorizer = None if channel_settings is None else load_receiver_authorizer(channel_settings)
-    chain = open_chain(settings.rpc_url)
-    asset = read_asset(chain, settings.token)
-    database_url = settings.database_url or default_database_url()
-    store = PaymentStore(database_url)
-    facilitator = settlement_facilitator(
-        chain,
-        facilitator_url=settings.facilitator_url,
-        facilitator_token_file=settings.facilitator_token_file,
-        key_file=settings.key_file,
-        nonce_store=store,  # processes sharing the database may share the relayer key
-    )
-    if settings.rounding not in ("exact", "up"):
-        fail(f"rounding must be 'exact' or 'up', got {settings.rounding!r}")
-    channels = None
-    if channel_settings is not None and authorizer is not None:
-        token_file = settings.facilitator_token_file
-        require_channel_facilitator(
-            facilitator,
-            chain.network,
-            probe_token=(
-                load_token_file(token_file).get_secret_value()
-                if settings.facilitator_url and token_file
-                else None
-            ),
-        )
-        channels = build_channel_options(
-            channel_settings,
-            chain=chain,
-            asset=asset,
-            database_url=database_url,
-            authorizer=authorizer,
-            rates=settings.rates,
-            rounding=settings.rounding,
-        )
-    books = revenue_books(settings.ledger_database_url)
-    receipts = _receipts(settings)
-    page: dict[str, Any] = {}
-    if settings.preview_selectors:
-        page["preview_selectors"] = tuple(settings.preview_selectors)
-    if claim_lease_s is not None:
-        page["claim_lease_s"] = claim_lease_s
-    options = PaywallOptions(
-        routes=list(settings.routes),
-        facilitator=facilitator,
-        store=store,
-        books=books,
-        pay_to=settings.pay_to,
-        asset=asset,
-        rates=settings.rates,
-        rounding=settings.rounding,
-        public_url=settings.public_url,
-        receipts=receipts,
-        channels=channels,
-        **page,
-    )
-    app = PaywallMiddleware(ReverseProxy(settings.upstream), options=options)
-    if channels is None:
-        return BuiltPaywall(app, chain.network)
-    return BuiltPaywall(
-        app, chain.network, channels.receiver_authorizer.address, channels.withdraw_delay_s
-    )
 
 
 @app.command()
@@ -393,6 +266,13 @@ def init(
     ] = None,
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="Payment records.")
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            help="The site's address, e.g. https://blog.example (needed for sign-in).",
+        ),
     ] = None,
     channels: Annotated[
         bool,
@@ -436,6 +316,7 @@ def init(
         database_url=database_url or f"sqlite:///{(output.parent / 'paywall.sqlite').resolve()}",
         channels=channels,
         withdraw_delay_s=withdraw_delay_s,
+        public_url=public_url,
     )
     written = write_config(output, choices, force=force)
     # Only the address is shown; the key stays in its file.
@@ -443,10 +324,15 @@ def init(
     if as_json:
         emit_json(
             {"written": [str(p) for p in written], "receiver_authorizer": authorizer,
-             "next": f"farthing paywall serve --config {output}"}
+             "public_url": public_url, "next": f"farthing paywall serve --config {output}"}
         )  # fmt: skip
         return
     out_console.print(f"wrote {', '.join(str(p) for p in written)}")
+    if public_url is None:
+        out_console.print(
+            "note: no --public-url: readers cannot sign in with the wallet that paid until "
+            f"public_url is set in {output}"
+        )
     if authorizer is not None:
         out_console.print(f"channels: receiver authorizer {authorizer}")
     out_console.print(f"next: farthing paywall serve --config {output}")
@@ -491,17 +377,6 @@ def revenue(
     total = data["total"]
     fiat = "".join(f", {v} {k}" for k, v in total["fiat"].items())
     out_console.print(f"total: {total['payments']} paid, {total['usdc']} USDC{fiat}")
-
-
-def _receipts(settings: Any) -> Any:
-    """The receipt signer: the configured secret file, else a secret for this process only."""
-    from farthing.paywall.receipts import RECEIPT_LIFETIME_S_DEFAULT, Receipts
-
-    lifetime_s = getattr(settings, "receipt_lifetime_s", None) or RECEIPT_LIFETIME_S_DEFAULT
-    secret_file = getattr(settings, "receipt_secret_file", None)
-    if secret_file is None:
-        return Receipts.ephemeral(lifetime_s=lifetime_s)
-    return Receipts.from_file(secret_file, lifetime_s=lifetime_s)
 
 
 @app.command()

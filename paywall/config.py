@@ -14,6 +14,8 @@
     rounding = "exact"                       # or "up" (see farthing.paywall.pricing)
     receipt_secret_file = "receipt.secret"   # signs readers' receipts (random if left out)
     receipt_lifetime_s = 2592000             # a receipt reads the article again for 30 days
+    public_url = "https://blog.example"      # the origin sign-in names; its host is answered
+    allowed_hosts = ["www.blog.example"]     # more host names to answer (besides localhost)
     preview_selectors = ["article", "main"]  # the element cut to its preview on the 402 page
 
     [rates]
@@ -36,6 +38,7 @@
     claim_interval_s = 30                    # how often the background claimer looks
     claim_every_s = 3600                     # claim a channel idle this long
     claim_threshold = "1 USDC"               # optional: claim once this much is unclaimed
+    charge_lease_s = 60                      # a voucher's charge waits this long for its answer
 
 Paths in the file are relative to the file. Every value is checked here, so a
 mistake is one clear line at start-up; prices in ``[channels]`` are converted
@@ -66,7 +69,7 @@ _KNOWN_KEYS: Final = frozenset(
         "upstream", "pay_to", "token", "rpc_url", "key_file", "facilitator_url",
         "facilitator_token_file", "database_url", "ledger_database_url", "rounding",
         "rates", "routes", "public_url", "receipt_secret_file", "receipt_lifetime_s",
-        "preview_selectors", "channels",
+        "preview_selectors", "channels", "allowed_hosts",
     }
 )  # fmt: skip
 
@@ -92,6 +95,7 @@ class ServeConfig:
     receipt_lifetime_s: int | None = None
     preview_selectors: tuple[str, ...] | None = None  # the article element, tried in order
     channels: ChannelSettings | None = None  # the [channels] table: batch-settlement is on
+    allowed_hosts: tuple[str, ...] = ()  # host names answered besides loopback and public_url
 
     def with_flags(self, **flags: Any) -> ServeConfig:
         """Flags win over the file; routes given as flags are added after the file's.
@@ -240,6 +244,7 @@ def _channels(data: object, path: Path) -> ChannelSettings:
         claim_interval_s=_seconds(data, "claim_interval_s"),
         claim_every_s=_seconds(data, "claim_every_s"),
         claim_threshold=_channel_price(data, "claim_threshold"),
+        charge_lease_s=_seconds(data, "charge_lease_s"),
     )
 
 
@@ -280,6 +285,14 @@ def load_config(path: Path) -> ServeConfig:
         )
 
     channels = _channels(data["channels"], path) if "channels" in data else None
+    hosts = data.get("allowed_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        raise PaywallConfigError(
+            f'{path}: allowed_hosts must be a list of host names, e.g. ["shop.example"]'
+        )
+    public_url = _text(data, "public_url", where)
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise PaywallConfigError(f"{path}: public_url must start with https:// or http://")
     parsed_routes = tuple(_route(route, i) for i, route in enumerate(routes))
     for index, route in enumerate(parsed_routes):
         if "batch-settlement" in route.schemes and channels is None:
@@ -302,7 +315,8 @@ def load_config(path: Path) -> ServeConfig:
         facilitator_token_file=local("facilitator_token_file"),
         database_url=_text(data, "database_url", where),
         ledger_database_url=_text(data, "ledger_database_url", where),
-        public_url=_text(data, "public_url", where),
+        public_url=public_url,
+        allowed_hosts=tuple(hosts),
         rounding=_text(data, "rounding", where) or "exact",
         rates=dict(rates),
         routes=parsed_routes,

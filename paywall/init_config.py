@@ -7,6 +7,11 @@ receipt secret is written next to it, readable by its owner only. With
 ``batch-settlement`` channels: the file gets a ``[channels]`` table and a
 fresh receiver-authorizer key is written beside it, mode 600 (only its
 address is ever shown).
+
+The site's public address (``public_url``, ``init --public-url``) is written
+when given: sign-in with the paying wallet names it, and ``serve`` answers
+its host name. Without it the line stays commented and says that sign-in
+waits for it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class InitChoices:
     database_url: str = "sqlite:///paywall.sqlite"
     channels: bool = False  # also sell through batch-settlement channels
     withdraw_delay_s: int = 900  # the payer's withdraw delay (the escrow's floor)
+    public_url: str | None = None  # the site's address, e.g. https://blog.example
 
 
 def _q(text: str) -> str:
@@ -54,6 +60,25 @@ def _q(text: str) -> str:
 def render_config(choices: InitChoices) -> str:
     if bool(choices.key_file) == bool(choices.facilitator_url):
         raise PaywallConfigError("choose one facilitator: a local key file or a remote URL")
+    if choices.public_url is not None and not choices.public_url.startswith(
+        ("http://", "https://")
+    ):
+        raise PaywallConfigError(
+            f"the public URL must start with https:// or http://, got {choices.public_url[:80]!r}"
+        )
+    if choices.public_url:
+        public = (
+            "# The site's public address. Sign-in messages name it (never the request's\n"
+            "# Host header), and serve answers only this host name and localhost.\n"
+            f"public_url = {_q(choices.public_url)}\n"
+        )
+    else:
+        public = (
+            "# The site's public address. Set it: until then readers cannot sign in with the\n"
+            "# wallet that paid (sign-in messages must name this site, never the request's\n"
+            "# Host header), and serve answers only localhost.\n"
+            '# public_url = "https://blog.example"\n'
+        )
     if choices.facilitator_url:
         facilitator = (
             "# The facilitator verifies and settles payments. This site uses a remote one:\n"
@@ -123,9 +148,7 @@ receipt_lifetime_s = 2592000     # 30 days
 # the site's header, navigation and styles stay. The first selector that matches wins.
 preview_selectors = ["article", "main"]
 
-# The page's public address, if it is behind another proxy (resource URLs use it).
-# public_url = "https://blog.example"
-
+{public}
 [rates]
 # USDC per one unit of each currency you price in, as text.
 {choices.currency} = {_q(choices.rate)}

@@ -74,16 +74,18 @@ from farthing.paywall.page import (
 )
 from farthing.paywall.paths import PathRefusal, canonical_path, encode_path
 from farthing.paywall.preview import split_preview
+from farthing.paywall.preview_metadata import free_metadata
 from farthing.paywall.pricing import Quote, Rounding
 from farthing.paywall.receipts import Receipt, Receipts
 from farthing.paywall.routes import PaidRoute, PriceRequest, ResolvedRoute, RouteTable
 from farthing.paywall.siwx import (
     SIGN_IN_WITH_X,
     SignInRefusal,
+    check_sign_in,
     declare_sign_in,
     has_paid,
-    verify_sign_in,
 )
+from farthing.paywall.siwx_nonces import UsedSignIns
 from farthing.paywall.store import (
     CLAIM_LEASE_S_DEFAULT,
     PaymentKey,
@@ -142,7 +144,8 @@ class PaywallOptions:
     payment_header_bytes_max: int = PAYMENT_HEADER_BYTES_MAX
     response_body_bytes_max: int = RESPONSE_BODY_BYTES_MAX_DEFAULT
     # Buy once, read again (article routes): a signed receipt cookie after
-    # payment and x402 sign-in-with-x; None turns both off.
+    # payment and x402 sign-in-with-x; None turns both off. Sign-in also needs
+    # public_url: its messages name the configured origin, never the Host header.
     receipts: Receipts | None = None
     sign_in: bool = True
     preview_selectors: tuple[str, ...] = PREVIEW_SELECTORS_DEFAULT  # the article element
@@ -232,6 +235,29 @@ class PaywallMiddleware:
         )
         if self.channels is None and any("batch-settlement" in r.schemes for r in self.routes):
             raise PaywallConfigError("a batch-settlement route needs PaywallOptions.channels")
+        self.used_sign_ins: UsedSignIns | None = None
+        if self.sign_in_off_reason is None:
+            self.used_sign_ins = UsedSignIns(
+                options.store.engine,
+                dialect=options.store.dialect,
+                display_url=options.store.display_url,
+            )
+        elif options.receipts is not None and options.sign_in:
+            log.info("%s", self.sign_in_off_reason)
+
+    @property
+    def sign_in_off_reason(self) -> str | None:
+        """Why x402 sign-in-with-x is not offered (one line), or None when it is."""
+        if self.options.receipts is None or not self.options.sign_in:
+            return "sign-in-with-x is off: receipts or sign-in are turned off"
+        if not self.options.public_url:
+            return (
+                "sign-in-with-x is off: set public_url (--public-url) to the site's address; "
+                "sign-in messages must name the configured origin, never the request's Host"
+            )
+        if not any(route.is_article for route in self.routes):
+            return "sign-in-with-x is off: no article route (preview_fraction) to read again"
+        return None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] == "lifespan" and self._claims_in_background():
@@ -419,6 +445,9 @@ class PaywallMiddleware:
             text = _decode(bytes(buffered.body), media_type)
             fraction = priced.route.preview_fraction or Decimal(0)
             if page:
+                if text is not None and _is_html(media_type):
+                    # The page keeps the site's head: only metadata the preview shows stays.
+                    text = free_metadata(text, split_preview(text, fraction, media_type))
                 await self._send_page(send, priced, text, media_type, fraction, buffered.headers)
                 return
             extra = {
@@ -474,9 +503,7 @@ class PaywallMiddleware:
         await send({"type": "http.response.body", "body": document, "more_body": False})
 
     def _sign_in_offered(self, priced: _Priced) -> bool:
-        return (
-            self.options.receipts is not None and self.options.sign_in and priced.route.is_article
-        )
+        return self.used_sign_ins is not None and priced.route.is_article
 
     def _extensions(self, priced: _Priced) -> dict[str, Any]:
         if not self._sign_in_offered(priced) or self.options.receipts is None:
@@ -508,9 +535,10 @@ class PaywallMiddleware:
             await self.app(scope, receive, _private_answer(send, []))
             return True
         header = _header(scope, SIGN_IN_WITH_X.encode())
-        if header is None or not self.options.sign_in:
+        used = self.used_sign_ins
+        if header is None or used is None:
             return False
-        signed = verify_sign_in(
+        signed = check_sign_in(
             header,
             resource_url=self._resource_url(scope),
             network=route.asset.network,
@@ -521,10 +549,15 @@ class PaywallMiddleware:
             return False
         try:
             paid = await self._store(has_paid, self.store, path, signed.address)
+            # Spent only by a sign-in that opens something: a wallet that never
+            # paid stores nothing; one spend per header across every replica.
+            first = paid and await self._store(used.first_use, signed.nonce, signed.fresh_until_s)
         except PaymentStoreError as exc:
             await _send_unavailable(send, "payment_database_unavailable", str(exc))
             return True
-        if not paid:
+        if not first:
+            if paid:
+                log.info("sign-in refused for %s: invalid_siwx_nonce_reused", path)
             return False
         cookie = receipts.set_cookie(path, signed.address, secure=self._secure(scope))
         await self.app(scope, receive, _private_answer(send, [(b"set-cookie", cookie)]))
@@ -631,7 +664,8 @@ class PaywallMiddleware:
             await _send_json(send, reply.status, reply.body, header)
             return
         assert buffered is not None
-        await _send_buffered(send, buffered, header)
+        # A held charge becomes final once the answer is handed to the server.
+        await channels.deliver(reply, lambda: _send_buffered(send, buffered, header))
 
     # ------------------------------------------------------------ the paid path
 
@@ -1151,6 +1185,11 @@ def _header_of(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | Non
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _is_html(media_type: str) -> bool:
+    kind = media_type.split(";", 1)[0].strip().lower()
+    return kind in ("text/html", "application/xhtml+xml")
 
 
 def _decode(body: bytes, media_type: str) -> str | None:

@@ -10,6 +10,11 @@ The share is measured in visible text (scripts, styles and markup do not
 count): the preview is the longest run of whole blocks from the start whose
 text is at most ``fraction`` of the article's. So a one-paragraph article
 shows nothing rather than everything: a preview never gives the paid part away.
+
+An HTML preview keeps the document's ``<head>``, but not the metadata in it
+that holds paid text (a JSON-LD ``articleBody``, an ``og:description`` that
+quotes a later paragraph): :func:`farthing.paywall.preview_metadata.free_metadata`
+keeps only the values the preview itself shows.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import re
 from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Final
+
+from farthing.paywall.preview_metadata import free_metadata
 
 __all__ = ["BLOCK_TAGS", "split_html", "split_preview", "split_text"]
 
@@ -55,7 +62,8 @@ def split_preview(body: str, fraction: Decimal, media_type: str) -> str:
         return ""
     kind = media_type.split(";", 1)[0].strip().lower()
     if kind in ("text/html", "application/xhtml+xml"):
-        return split_html(body, fraction)
+        preview = split_html(body, fraction)
+        return free_metadata(preview, preview) if preview else ""
     if kind.startswith("text/"):
         return split_text(body, fraction)
     return ""  # JSON, images, ...: no safe block boundary to cut at

@@ -6,6 +6,11 @@ headers; the answer comes back with its raw (still encoded)
 body. The payment headers stay at the paywall: the upstream never sees a
 ``PAYMENT-SIGNATURE``. An upstream that does not answer is a 502, which the
 paywall treats like any non-2xx answer: the payment is released, not settled.
+
+The upstream's ``Server`` and ``Date`` headers stay behind too: the server
+running the proxy (uvicorn) writes its own, and a response with two of each
+is malformed (RFC 9110 allows one ``Date``); this also keeps the upstream's
+software and version private.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ HOP_BY_HOP: Final = frozenset(
     }
 )  # fmt: skip
 _PRIVATE: Final = frozenset({"payment-signature", "x-payment"})
+# Written by the server the proxy runs in; the upstream's copies would double them.
+_SERVER_WRITES: Final = frozenset({"server", "date"})
 
 
 class ReverseProxy:
@@ -99,8 +106,9 @@ class ReverseProxy:
         except httpx.HTTPError:
             await _plain(send, 502, b'{"error":"upstream_unavailable"}')
             return
+        dropped = HOP_BY_HOP | _SERVER_WRITES
         out = [
-            (k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP
+            (k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in dropped
         ]
         out.append((b"content-length", str(len(raw)).encode()))
         await send({"type": "http.response.start", "status": response.status_code, "headers": out})

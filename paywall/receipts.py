@@ -11,9 +11,12 @@ paywall started without one makes a random secret for its own lifetime, so
 its receipts stop working at restart, which is safe (the reader can still sign
 in with the paying wallet, see ``farthing.paywall.siwx``).
 
-The same object makes and remembers sign-in nonces: :meth:`Receipts.nonce`
-is an HMAC under the same key, and :meth:`Receipts.first_use` keeps the used
-ones (at most ``nonces_used_max``) until they could no longer be fresh.
+The same object makes sign-in nonces: :meth:`Receipts.nonce` is an HMAC
+under the same key. :meth:`Receipts.first_use` remembers used ones in this
+process until they could no longer be fresh, for servers with no database
+(the jobs board's worker sign-in); the paywall keeps its used sign-in nonces
+in the payment database instead (``farthing.paywall.siwx_nonces``), shared by
+every process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import secrets
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -33,9 +37,9 @@ from pydantic import SecretStr
 
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.keys import load_token_file
+from farthing.web import JsonBodyError, loads_bounded
 
 __all__ = [
-    "NONCES_USED_MAX_DEFAULT",
     "RECEIPT_COOKIE_PREFIX",
     "RECEIPT_LIFETIME_S_DEFAULT",
     "RECEIPT_SECRET_BYTES_MIN",
@@ -48,7 +52,6 @@ __all__ = [
 RECEIPT_COOKIE_PREFIX: Final = "farthing_receipt_"
 RECEIPT_LIFETIME_S_DEFAULT: Final = 30 * 24 * 3600
 RECEIPT_SECRET_BYTES_MIN: Final = 32
-NONCES_USED_MAX_DEFAULT: Final = 100_000
 _TOKEN_CHARS_MAX: Final = 4096
 # Secrets that appear in examples and tutorials: never good outside a test.
 _PLACEHOLDERS: Final = frozenset({"changeme", "change-me", "secret", "development", "password"})
@@ -86,7 +89,6 @@ class Receipts:
         secret: SecretStr,
         *,
         lifetime_s: int = RECEIPT_LIFETIME_S_DEFAULT,
-        nonces_used_max: int = NONCES_USED_MAX_DEFAULT,
     ) -> None:
         value = secret.get_secret_value()
         if len(value.encode()) < RECEIPT_SECRET_BYTES_MIN:
@@ -99,8 +101,11 @@ class Receipts:
             raise PaywallConfigError("receipt_lifetime_s must be between 60 s and a year")
         self._key = hashlib.sha256(b"farthing receipt\x00" + value.encode()).digest()
         self.lifetime_s = lifetime_s
-        self.nonces_used_max = nonces_used_max
-        self._nonces_used: dict[str, int] = {}  # sign-in nonce -> last second it could be fresh
+        # sign-in nonce -> the last second it could be fresh, and the same by that second,
+        # so expiry drops whole seconds (constant work per call, never a scan of all).
+        self._nonces_used: dict[str, int] = {}
+        self._nonces_by_second: defaultdict[int, list[str]] = defaultdict(list)
+        self._nonces_swept_s: int | None = None
         self._nonces_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -137,11 +142,11 @@ class Receipts:
         if not hmac.compare_digest(mac, self._mac(body)):
             return ReceiptRefusal("receipt_signature_invalid")
         try:
-            data = json.loads(body)
+            data = loads_bounded(body, depth_max=2, bytes_max=_TOKEN_CHARS_MAX)
             receipt = Receipt(
                 path=str(data["p"]), payer=str(data["a"]), expires_at_s=int(data["e"])
             )
-        except (ValueError, KeyError, TypeError):
+        except (JsonBodyError, ValueError, KeyError, TypeError):
             return ReceiptRefusal("receipt_malformed")
         if receipt.path != path:
             return ReceiptRefusal("receipt_for_another_resource")
@@ -170,18 +175,35 @@ class Receipts:
         ]
 
     def first_use(self, nonce: str, until_s: int, *, now_s: int | None = None) -> bool:
-        """Remember a sign-in nonce until ``until_s``; False if it was seen (or memory is full)."""
+        """Remember a sign-in nonce until ``until_s``; False only if it was used before.
+
+        Entries are dropped a whole second at a time once that second has
+        passed, so each call does constant work on average. There is no count
+        limit to run into: a nonce is never refused for lack of room, and the
+        memory holds at most what verified within one freshness window.
+        """
         now = int(time.time()) if now_s is None else now_s
         with self._nonces_lock:
+            self._expire_nonces(now)
             if nonce in self._nonces_used:
                 return False
-            if len(self._nonces_used) >= self.nonces_used_max:
-                self._nonces_used = {n: u for n, u in self._nonces_used.items() if u >= now}
-                if len(self._nonces_used) >= self.nonces_used_max:
-                    # Forgetting a live nonce would allow a replay: refuse instead.
-                    return False
-            self._nonces_used[nonce] = until_s
+            second = max(until_s, now)  # a bucket the sweep has not passed yet
+            self._nonces_used[nonce] = second
+            self._nonces_by_second[second].append(nonce)
             return True
+
+    def _expire_nonces(self, now: int) -> None:
+        swept = self._nonces_swept_s
+        if swept is None or now - swept > len(self._nonces_by_second):
+            # First call, or a long idle gap: the buckets are fewer than the seconds.
+            seconds = [s for s in self._nonces_by_second if s < now]
+        else:
+            seconds = [s for s in range(swept, now) if s in self._nonces_by_second]
+        for second in seconds:
+            for nonce in self._nonces_by_second.pop(second):
+                if self._nonces_used.get(nonce) == second:
+                    del self._nonces_used[nonce]
+        self._nonces_swept_s = now
 
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()

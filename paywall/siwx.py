@@ -14,16 +14,24 @@ URI's origin are this site's; the chain is the route's network; the nonce is
 one this server issued for that ``issuedAt``; the message is fresh
 (``issuedAt`` under five minutes old, as the spec and the SDK default;
 ``expirationTime`` and ``notBefore`` respected); the signature recovers to
-the address; the nonce was not used before. The middleware then grants the
-article only if that address has a settled payment for its path (an indexed
-query by payer). Only EOA signatures are checked (no EIP-1271 smart wallets yet).
+the address (:func:`check_sign_in`). The middleware then grants the article
+only if that address has a settled payment for its path (an indexed query by
+payer), and only then spends the nonce. Only EOA signatures are checked (no
+EIP-1271 smart wallets yet).
+
+The origin (the domain and URI a message must name) is the server's
+configured public URL, never the request's ``Host``: the paywall offers
+sign-in only when one is set (DESIGN.md §13).
 
 Nonces: each challenge gets its own (the spec's MUST): 16 random hex digits
 and a 16-hex-digit HMAC over them, the origin and ``issuedAt``, so checking one
-needs no storage. Used nonces are remembered by the process until the message
-could no longer be fresh (the spec's SHOULD); replicas behind one URL each keep
-their own memory, so a captured header could be replayed once per replica
-within those five minutes.
+needs no storage. A nonce is spent once, by a sign-in that opened something
+(the spec's SHOULD): the paywall records it in the payment database
+(``farthing.paywall.siwx_nonces``), which every replica shares, until the
+message could no longer be fresh. A sign-in that opens nothing (a wallet that
+never paid) stores nothing. :func:`verify_sign_in` checks and spends in one
+step against a process's own memory (``Receipts.first_use``), for servers
+without a database.
 
 Addresses: the spec asks clients for the EIP-55 checksum form and our clients
 (the page and the agents) send it. EIP-4361 says SHOULD, and the SDK's verifier
@@ -37,10 +45,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -52,6 +59,7 @@ from farthing.paywall.receipts import Receipts
 from farthing.paywall.store import PaymentStore
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import AddressError
+from farthing.web import JsonBodyError, loads_bounded
 
 __all__ = [
     "SIGN_IN_WITH_X",
@@ -60,6 +68,7 @@ __all__ = [
     "SIWX_MESSAGE_AGE_S_MAX",
     "SignIn",
     "SignInRefusal",
+    "check_sign_in",
     "declare_sign_in",
     "has_paid",
     "siwe_message",
@@ -74,13 +83,20 @@ SIWX_CLOCK_SKEW_S: Final = 5
 _CHALLENGE_LIFETIME_S: Final = 300
 _NONCE_SALT_HEX: Final = 16
 _STATEMENT: Final = "Sign in to read what this wallet already paid for."
+_PAYLOAD_DEPTH_MAX: Final = 4  # an object holding a list of resource URIs
 
 
 @dataclass(frozen=True, slots=True)
 class SignIn:
-    """A verified sign-in: the wallet that signed."""
+    """A verified sign-in: the wallet that signed, and the nonce it may spend.
+
+    ``nonce`` and ``fresh_until_s`` (the last second the message is fresh) are
+    what a store of used nonces needs; they do not count in equality.
+    """
 
     address: str
+    nonce: str = field(default="", compare=False)
+    fresh_until_s: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +202,9 @@ def _decode(header: str) -> dict[str, Any] | SignInRefusal:
     if len(header) > SIWX_HEADER_BYTES_MAX:
         return SignInRefusal("invalid_siwx_header", "the SIGN-IN-WITH-X header is too large")
     try:
-        data = json.loads(base64.b64decode(header, validate=True))
-    except (binascii.Error, ValueError):
+        raw = base64.b64decode(header, validate=True)
+        data = loads_bounded(raw, depth_max=_PAYLOAD_DEPTH_MAX, bytes_max=SIWX_HEADER_BYTES_MAX)
+    except (binascii.Error, JsonBodyError, ValueError):
         return SignInRefusal("invalid_siwx_header", "the SIGN-IN-WITH-X header is not base64 JSON")
     required = ("domain", "address", "uri", "version", "chainId", "type", "nonce", "issuedAt")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in required):
@@ -212,7 +229,7 @@ def _time(text: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def verify_sign_in(
+def check_sign_in(
     header: str,
     *,
     resource_url: str,
@@ -220,7 +237,11 @@ def verify_sign_in(
     receipts: Receipts,
     now: datetime | None = None,
 ) -> SignIn | SignInRefusal:
-    """Check a ``SIGN-IN-WITH-X`` header for a request of ``resource_url`` on ``network``."""
+    """Check a ``SIGN-IN-WITH-X`` header for ``resource_url`` on ``network``; spend nothing.
+
+    The caller spends :attr:`SignIn.nonce` (until :attr:`SignIn.fresh_until_s`)
+    once the sign-in opens something, and refuses it if it was spent before.
+    """
     data = _decode(header)
     if isinstance(data, SignInRefusal):
         return data
@@ -267,11 +288,28 @@ def verify_sign_in(
         return SignInRefusal("invalid_siwx_signature", "the signature cannot be recovered")
     if signer.lower() != address.lower():
         return SignInRefusal("invalid_siwx_signature", "the signature is not the address's")
-    # Spent once it verifies, whatever the payment history says: a header is single-use.
     fresh_until_s = int(issued.timestamp()) + SIWX_MESSAGE_AGE_S_MAX + SIWX_CLOCK_SKEW_S
-    if not receipts.first_use(data["nonce"], fresh_until_s, now_s=int(moment.timestamp())):
+    return SignIn(address=address, nonce=data["nonce"], fresh_until_s=fresh_until_s)
+
+
+def verify_sign_in(
+    header: str,
+    *,
+    resource_url: str,
+    network: str,
+    receipts: Receipts,
+    now: datetime | None = None,
+) -> SignIn | SignInRefusal:
+    """:func:`check_sign_in`, then spend the nonce in this process's memory (single use)."""
+    signed = check_sign_in(
+        header, resource_url=resource_url, network=network, receipts=receipts, now=now
+    )
+    if isinstance(signed, SignInRefusal):
+        return signed
+    moment = now or datetime.now(UTC)
+    if not receipts.first_use(signed.nonce, signed.fresh_until_s, now_s=int(moment.timestamp())):
         return SignInRefusal("invalid_siwx_nonce_reused", "this sign-in was already used")
-    return SignIn(address=address)
+    return signed
 
 
 def has_paid(store: PaymentStore, path: str, payer: str) -> bool:

@@ -53,6 +53,7 @@ def _paywall(world: World, store: PaymentStore) -> PaywallMiddleware:
             asset=world.asset,
             rates={"CNY": CNY_RATE},
             receipts=Receipts.ephemeral(),
+            public_url=BLOG,  # sign-in names the configured origin
         ),
     )  # fmt: skip
 

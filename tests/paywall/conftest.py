@@ -255,9 +255,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
+def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
     """A real uvicorn on 127.0.0.1 in a background thread; yields its base URL."""
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", loop="asyncio"
     )

@@ -84,7 +84,7 @@ def test_the_paying_wallet_signs_in_and_reads_again_a_stranger_does_not(
     chain_env: ChainEnv, store: PaymentStore
 ) -> None:
     payer, stranger = chain_env.new_payer(), chain_env.new_payer()
-    app = paywalled(chain_env, store, receipts=Receipts(SECRET))
+    app = paywalled(chain_env, store, receipts=Receipts(SECRET), public_url="http://paywall.test")
 
     async def go() -> Any:
         async with asgi_client(app) as client:

@@ -27,7 +27,13 @@ from farthing.paywall import PaymentState, PaymentStore
 from farthing.paywall.receipts import Receipts
 from farthing.paywall.siwx import SignIn, declare_sign_in, siwe_message, verify_sign_in
 from farthing.wallet.signer import LocalSigner
-from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, paywalled, serve_in_thread
+from tests.paywall.conftest import (
+    PRICE_ATOMIC,
+    ChainEnv,
+    free_port,
+    paywalled,
+    serve_in_thread,
+)
 
 pytest.importorskip("siwe", reason="scripts/test.sh installs signinwithethereum")
 sdk = pytest.importorskip("x402.extensions.sign_in_with_x")
@@ -151,7 +157,11 @@ def test_the_sdk_client_buys_then_signs_in_with_the_same_wallet(
             return await http.get(f"{url}/articles/farthing")
 
     merchant = chain_env.token.balance_of(chain_env.merchant)
-    with serve_in_thread(paywalled(chain_env, store, receipts=Receipts(SECRET))) as url:
+    port = free_port()  # sign-in names the configured origin, so it is known before serving
+    app = paywalled(
+        chain_env, store, receipts=Receipts(SECRET), public_url=f"http://127.0.0.1:{port}"
+    )
+    with serve_in_thread(app, port=port) as url:
         bought = asyncio.run(get(url))
         again = asyncio.run(get(url))
     assert bought.status_code == 200 and bought.text.count("PAID-PART") == 2
