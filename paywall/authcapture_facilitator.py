@@ -80,6 +80,7 @@ from farthing.paywall.authcapture_wire import (
     VoidPayload,
 )
 from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.facilitator_scope import SettleScope
 from farthing.wallet.address import checksum
 from farthing.wallet.authcapture import (
     AuthCaptureEscrow,
@@ -160,7 +161,8 @@ class AuthCaptureFacilitator:
     call and pays the gas; it is never logged. ``refund_receivers`` are the
     payees with whom a refund funding agreement exists (refunds come out of
     the operator's own balance). ``send`` replaces ``chain.send`` (a shared
-    pipelined submitter for the same key). ``clock`` defaults to the chain's
+    pipelined submitter for the same key). ``scope`` limits the tokens and
+    payees it settles (``farthing.paywall.facilitator_scope``). ``clock`` defaults to the chain's
     own (``chain.timestamp``), which is what the escrow judges deadlines by.
     """
 
@@ -173,8 +175,10 @@ class AuthCaptureFacilitator:
         refund_receivers: Collection[str] = (),
         send: Callable[[Call], TxResult] | None = None,
         clock: Callable[[], float] | None = None,
+        scope: SettleScope | None = None,
     ) -> None:
         self.chain = chain
+        self.scope = scope or SettleScope()
         self.network = chain.network
         self.contracts = contracts
         self.escrow = AuthCaptureEscrow(chain, contracts)
@@ -330,6 +334,9 @@ class AuthCaptureFacilitator:
                 ERR_OPERATOR_NOT_ADMITTED,
                 f"captureAuthorizer must be this facilitator's operator {self.operator}",
             )
+        outside = self.scope.refusal(requirements.asset, requirements.pay_to)
+        if outside is not None:
+            raise _Refused(*outside)
 
     def _collect_info(
         self, payload: CollectPayload, requirements: AuthCaptureRequirements

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import anyio.to_thread
 import requests
@@ -71,6 +71,7 @@ from farthing.paywall.channel_wire import (
     parse_settle_payload,
 )
 from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.facilitator_scope import SettleScope
 from farthing.wallet.address import checksum, is_address
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.channels import (
@@ -143,6 +144,17 @@ def snapshot_wire(snapshot: ChannelSnapshot) -> dict[str, Any]:
     }
 
 
+def _uint(text: object, bits: int) -> TypeGuard[str]:
+    """A decimal string of an unsigned integer that fits ``bits`` (ASCII digits only)."""
+    return (
+        isinstance(text, str)
+        and 0 < len(text) <= 78
+        and text.isascii()
+        and text.isdigit()
+        and int(text) < 2**bits
+    )
+
+
 def _short(text: str | None) -> str:
     return (text or "")[:200]
 
@@ -171,6 +183,12 @@ class ChannelFacilitator:
     none (it is then listed in ``/supported`` as ``extra.receiverAuthorizer``).
     ``send`` replaces ``chain.send`` (the exact facilitator's pipelined
     submitter, so both schemes share one nonce sequence for the key).
+    ``scope`` limits the tokens and receivers of every payload.
+
+    The authorizer key signs for whoever may call this object: over HTTP,
+    ``facilitator_app`` serves it only behind an API key (DESIGN.md §13). A
+    refund it signs is at most what the caller left uncharged: the channel's
+    balance less the larger of its claimed total and the claims sent with it.
     """
 
     def __init__(
@@ -182,8 +200,10 @@ class ChannelFacilitator:
         contracts: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS,
         send: Callable[[Call], TxResult] | None = None,
         clock: Callable[[], float] = time.time,
+        scope: SettleScope | None = None,
     ) -> None:
         self.chain = chain
+        self.scope = scope or SettleScope()
         self.network = chain.network
         self.escrow = ChannelEscrow(chain, contracts.settlement)
         self.collector = checksum(contracts.erc3009_collector)
@@ -272,6 +292,28 @@ class ChannelFacilitator:
             return WireRefusal(ERR_INVALID_SCHEME, "only batch-settlement is handled here")
         if payment.accepted.network != requirements.network or requirements.network != self.network:
             return WireRefusal(ERR_NETWORK_MISMATCH, f"this facilitator runs on {self.network}")
+        outside = self.scope.refusal(requirements.asset, requirements.pay_to)
+        if outside is None:
+            outside = self._payload_scope(payment.payload)
+        return WireRefusal(*outside) if outside is not None else None
+
+    def _payload_scope(self, payload: dict[str, Any]) -> tuple[str, str] | None:
+        """The tokens and receivers a payload names itself, against ``scope``."""
+        named: list[object] = [payload.get("channelConfig")]
+        if payload.get("type") == PAYLOAD_SETTLE:
+            named.append(payload)
+        rows = payload.get("claims")
+        for row in rows if isinstance(rows, list) else ():
+            voucher = row.get("voucher") if isinstance(row, dict) else None
+            named.append(voucher.get("channel") if isinstance(voucher, dict) else None)
+        for item in named:
+            if not isinstance(item, dict):
+                continue  # the parser refuses it with its own code
+            token, receiver = item.get("token"), item.get("receiver")
+            if isinstance(token, str) and isinstance(receiver, str):
+                outside = self.scope.refusal(token, receiver)
+                if outside is not None:
+                    return outside
         return None
 
     def _check_config(
@@ -467,9 +509,9 @@ class ChannelFacilitator:
             return ChannelSettleResult(False, network, reason=reason)
         config, payer = parsed.config, parsed.config.payer
         amount, nonce = raw.get("amount"), raw.get("refundNonce")
-        if not isinstance(amount, str) or not amount.isdigit() or int(amount) == 0:
+        if not _uint(amount, 128) or int(amount) == 0:
             return ChannelSettleResult(False, network, reason=ERR_REFUND_AMOUNT_INVALID)
-        if not isinstance(nonce, str) or not nonce.isdigit():
+        if not _uint(nonce, 256):
             return ChannelSettleResult(False, network, reason=ERR_REFUND_PAYLOAD)
         channel_id = self.domain.channel_id(config)
         if channel_id != parsed.voucher.channel_id:
@@ -495,6 +537,10 @@ class ChannelFacilitator:
             if isinstance(signed, str):
                 return ChannelSettleResult(False, network, reason=signed)
             claim_signature = signed
+        before = self.escrow.snapshot(channel_id)
+        claimed_after = max([before.total_claimed, *(c.total_claimed for c in claims)])
+        if before.balance <= claimed_after:
+            return ChannelSettleResult(False, network, reason=ERR_REFUND_NO_BALANCE, payer=payer)
         refund_signature = raw.get("refundAuthorizerSignature")
         if isinstance(refund_signature, str) and refund_signature.startswith("0x"):
             try:
@@ -505,14 +551,17 @@ class ChannelFacilitator:
             return ChannelSettleResult(False, network, reason=ERR_AUTHORIZER_NOT_CONFIGURED)
         elif config.receiver_authorizer != self.authorizer.address:
             return ChannelSettleResult(False, network, reason=ERR_AUTHORIZER_ADDRESS_MISMATCH)
+        elif int(amount) > before.balance - claimed_after:
+            # We sign only what the caller left uncharged: the balance less what
+            # is claimed, on chain or by the claims sent with this refund.
+            return ChannelSettleResult(
+                False, network, payer=payer, reason=ERR_REFUND_AMOUNT_INVALID,
+                message=f"at most {before.balance - claimed_after} is refundable",
+            )  # fmt: skip
         else:
             refund_sig = sign_refund(
                 self.authorizer, self.domain, channel_id, int(nonce), int(amount)
             )
-        before = self.escrow.snapshot(channel_id)
-        claimed_after = max([before.total_claimed, *(c.total_claimed for c in claims)])
-        if before.balance <= claimed_after:
-            return ChannelSettleResult(False, network, reason=ERR_REFUND_NO_BALANCE, payer=payer)
         refund_call = self.escrow.encode_refund_with_signature(
             config, int(amount), int(nonce), refund_sig
         )

@@ -1,12 +1,14 @@
 """The facilitator: verify a payment, then settle it on-chain.
 
-:class:`Facilitator` is the seam (x402's ``FacilitatorClient`` shape, async).
+:class:`Facilitator` is the seam (x402's ``FacilitatorClient`` shape, async;
+``farthing.paywall.facilitator_seam``).
 :class:`LocalFacilitator` is the in-process default: it reads and writes the
 chain through ``farthing.wallet`` and answers with values.
 
 Verify checks, cheapest first, and answers with the first snake_case reason
 that applies: ``unsupported_scheme``, ``network_mismatch``,
-``network_not_supported``, ``asset_mismatch``, ``eip712_domain_mismatch``,
+``network_not_supported``, ``asset_not_supported`` and ``payee_not_allowed``
+(outside the facilitator's scope), ``asset_mismatch``, ``eip712_domain_mismatch``,
 ``pay_to_mismatch``, ``amount_mismatch``, ``authorization_expired`` (fewer
 than ``valid_before_margin_s`` seconds left, so it could expire before it is
 settled), ``authorization_not_yet_valid``, ``authorization_valid_too_long``
@@ -33,7 +35,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast, runtime_checkable
+from typing import Any, Final, cast
 
 import anyio.to_thread
 import requests
@@ -57,16 +59,17 @@ from farthing.paywall.channel_types import (
     ChannelVerifyResult,
 )
 from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.exact_terms import VALID_BEFORE_SKEW_S, check_terms
+from farthing.paywall.facilitator_scope import SettleScope
+from farthing.paywall.facilitator_seam import Facilitator, ResolvingFacilitator, Supported
 from farthing.paywall.submit import SharedNonces, Submitter
 from farthing.paywall.wire import (
-    SCHEME_EXACT,
     PaymentPayload,
     PaymentRequirements,
     SettleResult,
     VerifyResult,
 )
 from farthing.wallet.chain import TRANSFER_TOPIC, Chain, LogEntry, TxResult
-from farthing.wallet.eip712 import verify_authorization_signature
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import Signer, TxSigner
@@ -87,10 +90,6 @@ AUTHORIZATION_USED_TOPIC: Final = keccak(text="AuthorizationUsed(address,bytes32
 # Time the payment must still be valid for after verify: the handler runs and
 # the settlement is mined inside it. x402's own facilitator uses 6 s.
 VALID_BEFORE_MARGIN_S_DEFAULT: Final = 10
-# How far past now + maxTimeoutSeconds a validBefore may lie: the payer's clock
-# (or the chain's, which a dev chain can run ahead) may differ from ours. The
-# x402 clients sign validBefore = now + maxTimeoutSeconds exactly.
-VALID_BEFORE_SKEW_S: Final = 60
 _JOURNAL_SIZE_MAX: Final = 100_000
 
 # Token revert reasons (farthing.wallet.revert) as payment reasons.
@@ -103,137 +102,6 @@ _SETTLE_REASONS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Supported:
-    """What ``GET /supported`` lists: the exact scheme on ``networks``, and
-    ``batch-settlement`` on ``channel_networks`` (with ``channel_extra``, the
-    receiver authorizer the facilitator signs for, when it holds one), and
-    ``auth-capture`` on ``auth_capture_networks`` (with ``auth_capture_extra``,
-    the operator a server copies into ``extra.captureAuthorizer``)."""
-
-    networks: tuple[str, ...]
-    signers: tuple[str, ...] = ()
-    channel_networks: tuple[str, ...] = ()
-    channel_extra: dict[str, Any] | None = None
-    auth_capture_networks: tuple[str, ...] = ()
-    auth_capture_extra: dict[str, Any] | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        channel_kinds = [
-            {"x402Version": 2, "scheme": "batch-settlement", "network": network}
-            | ({"extra": dict(self.channel_extra)} if self.channel_extra else {})
-            for network in self.channel_networks
-        ]
-        auth_capture_kinds = [
-            {"x402Version": 2, "scheme": "auth-capture", "network": network}
-            | ({"extra": dict(self.auth_capture_extra)} if self.auth_capture_extra else {})
-            for network in self.auth_capture_networks
-        ]
-        return {
-            "kinds": [
-                {"x402Version": 2, "scheme": SCHEME_EXACT, "network": network}
-                for network in self.networks
-            ]
-            + channel_kinds
-            + auth_capture_kinds,
-            "extensions": [],
-            "signers": {"eip155:*": list(self.signers)} if self.signers else {},
-        }
-
-
-@runtime_checkable
-class Facilitator(Protocol):
-    """Verifies and settles payments; outcomes are values, outages raise."""
-
-    async def verify(
-        self, payload: PaymentPayload, requirements: PaymentRequirements
-    ) -> VerifyResult: ...
-
-    async def settle(
-        self, payload: PaymentPayload, requirements: PaymentRequirements
-    ) -> SettleResult: ...
-
-    async def supported(self) -> Supported: ...
-
-
-@runtime_checkable
-class ResolvingFacilitator(Facilitator, Protocol):
-    """A facilitator that can read a payment's final outcome from the chain."""
-
-    async def resolve(
-        self, requirements: PaymentRequirements, payer: str, nonce: bytes, tx_hash: str | None
-    ) -> SettleResult | None: ...
-
-
-def check_terms(
-    payload: PaymentPayload,
-    requirements: PaymentRequirements,
-    *,
-    now: int,
-    margin_s: int,
-    check_window: bool = True,
-) -> VerifyResult | None:
-    """The checks that need no chain: a refusal, or ``None`` when the terms hold.
-
-    ``check_window=False`` skips the time window: a payment already being
-    settled is matched against its terms and signature only.
-    """
-    auth = payload.authorization
-    accepted = payload.accepted
-    payer = auth.from_address
-
-    def refuse(reason: str, message: str) -> VerifyResult:
-        return VerifyResult(False, reason, payer, message)
-
-    if requirements.scheme != SCHEME_EXACT or accepted.scheme != SCHEME_EXACT:
-        return refuse(
-            "unsupported_scheme", f"only the exact scheme is supported, not {accepted.scheme!r}"
-        )
-    if accepted.network != requirements.network:
-        return refuse(
-            "network_mismatch",
-            f"paid on {accepted.network}, but the price is on {requirements.network}",
-        )
-    if accepted.asset != requirements.asset:
-        return refuse(
-            "asset_mismatch", f"paid in {accepted.asset}, but the price is in {requirements.asset}"
-        )
-    if (accepted.token_name, accepted.token_version) != (
-        requirements.token_name,
-        requirements.token_version,
-    ):
-        return refuse(
-            "eip712_domain_mismatch", "signed for another EIP-712 name or version of the token"
-        )
-    if auth.to != requirements.pay_to or accepted.pay_to != requirements.pay_to:
-        return refuse("pay_to_mismatch", f"pays {auth.to}, but the payee is {requirements.pay_to}")
-    if auth.value != requirements.amount or accepted.amount != requirements.amount:
-        return refuse(
-            "amount_mismatch",
-            f"authorizes {auth.value} atomic units, but the price is {requirements.amount}",
-        )
-    if check_window and auth.valid_before < now + margin_s:
-        return refuse(
-            "authorization_expired", f"the authorization is valid for less than {margin_s} s more"
-        )
-    if check_window and auth.valid_after > now:
-        return refuse(
-            "authorization_not_yet_valid", "the authorization's validAfter is in the future"
-        )
-    longest = now + requirements.max_timeout_seconds + VALID_BEFORE_SKEW_S
-    if check_window and auth.valid_before > longest:
-        return refuse(
-            "authorization_valid_too_long",
-            f"validBefore is {auth.valid_before - now} s away; at most "
-            f"maxTimeoutSeconds ({requirements.max_timeout_seconds}) + {VALID_BEFORE_SKEW_S} s "
-            "is accepted",
-        )
-    outcome = verify_authorization_signature(payload.signed(requirements.domain()), payer)
-    if not outcome.valid:
-        return refuse("invalid_signature", f"the signature does not verify ({outcome.reason})")
-    return None
-
-
 @dataclass(slots=True)
 class _Entry:
     state: str  # "sending" | "pending" | "settled"
@@ -244,8 +112,9 @@ class _Entry:
 class LocalFacilitator:
     """Verifies and settles on the chain this process is connected to.
 
-    ``signer`` pays the gas of settlements and is never logged. ``assets``, if
-    given, limits which tokens are accepted. ``nonce_store`` (the paywall's
+    ``signer`` pays the gas of settlements and is never logged. ``assets`` and
+    ``payees``, if given, limit which tokens are accepted and whom they may pay,
+    in every scheme (``farthing.paywall.facilitator_scope``). ``nonce_store`` (the paywall's
     ``PaymentStore``) lets several processes settle with the same key: its
     nonces are allocated in that shared database (``farthing.paywall.submit``).
     """
@@ -256,6 +125,7 @@ class LocalFacilitator:
         signer: TxSigner,
         *,
         assets: tuple[Asset, ...] = (),
+        payees: Collection[str] = (),
         valid_before_margin_s: int = VALID_BEFORE_MARGIN_S_DEFAULT,
         log_lookback_blocks: int = 10_000,
         clock: Callable[[], float] = time.time,
@@ -269,7 +139,7 @@ class LocalFacilitator:
         self.chain = chain
         self.network = chain.network
         self._signer = signer
-        self._assets = {a.address for a in assets}
+        self.scope = SettleScope.of((a.address for a in assets), payees)
         self._margin_s = valid_before_margin_s
         self._lookback = log_lookback_blocks
         self._clock = clock
@@ -288,6 +158,7 @@ class LocalFacilitator:
             authorizer=channel_authorizer,
             send=self._submitter.send if self._submitter is not None else None,
             clock=clock,
+            scope=self.scope,
         )
         # auth-capture (farthing.paywall.authcapture_facilitator), only with an
         # operator key; the same key as ``signer`` shares its nonce sequence.
@@ -301,6 +172,7 @@ class LocalFacilitator:
                 chain,
                 auth_capture_operator,
                 refund_receivers=auth_capture_refund_receivers,
+                scope=self.scope,
                 send=self._submitter.send if shared and self._submitter is not None else None,
             )
             if auth_capture_operator is not None
@@ -417,10 +289,9 @@ class LocalFacilitator:
                 payer,
                 f"this facilitator settles on {self.network} only",
             )
-        if self._assets and requirements.asset not in self._assets:
-            return VerifyResult(
-                False, "asset_not_supported", payer, f"{requirements.asset} is not accepted"
-            )
+        outside = self.scope.refusal(requirements.asset, requirements.pay_to)
+        if outside is not None:
+            return VerifyResult(False, outside[0], payer, outside[1])
         refused = check_terms(
             payload, requirements, now=int(self._clock()), margin_s=self._margin_s
         )

@@ -4,15 +4,22 @@
 camelCase JSON. Every payment outcome, including a payload that cannot be
 parsed, is HTTP 200 with ``isValid: false`` or ``success: false`` and a reason:
 official clients treat any other status as a crash. Other statuses mean
-something that is not a payment outcome: 401 for a missing or wrong bearer
-token, 400 for a body that is not a JSON object, 413 for an oversized body,
-and 503 when the chain does not answer.
+something that is not a payment outcome: 401 for a missing or wrong API key
+(``Authorization: Bearer <key>``), 415 for a POST that is not
+``application/json`` (what a web page's cross-site "simple" request would
+send), 400 for a body that is not a JSON object or nests deeper than
+``JSON_DEPTH_MAX``, 413 for an oversized body, and 503 when the chain does not
+answer.
+
+Who may call (DESIGN.md §13): with a ``token`` (the API key), only its
+holders. A facilitator holding a channel receiver-authorizer key signs claims
+and refunds for its callers, so it is served only behind an API key:
+``facilitator_app`` refuses to build without one.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -35,18 +42,33 @@ from farthing.paywall.channel_types import (
     parse_channel_requirements,
 )
 from farthing.paywall.channel_wire import ERR_INVALID_SCHEME, SCHEME, WireRefusal
-from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.facilitator import Facilitator
+from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
+from farthing.paywall.facilitator_seam import Facilitator
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
 from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
+from farthing.web import JsonBodyError, loads_bounded
 
-__all__ = ["REQUEST_BYTES_MAX", "facilitator_app"]
+__all__ = ["JSON_DEPTH_MAX", "REQUEST_BYTES_MAX", "facilitator_app"]
 
 REQUEST_BYTES_MAX: Final = 64 * 1024
+# The deepest x402 body (a refund's claims: payload, claims, row, voucher,
+# channel) nests 6 levels; anything past this is not a payment.
+JSON_DEPTH_MAX: Final = 16
 
 
 def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> Starlette:
-    """An ASGI app serving ``facilitator`` over HTTP; ``token`` requires ``Bearer`` auth."""
+    """An ASGI app serving ``facilitator`` over HTTP; ``token`` requires ``Bearer`` auth.
+
+    Raises ``PaywallConfigError`` for a facilitator that signs as a channel
+    receiver authorizer with no ``token``: it would sign claims and refunds
+    for anyone who can reach it.
+    """
+    channels = getattr(facilitator, "channels", None)
+    if not token and getattr(channels, "authorizer", None) is not None:
+        raise PaywallConfigError(
+            "a facilitator that signs channel claims and refunds as receiver authorizer "
+            "must require an API key: only the receiver's servers may ask for them"
+        )
     expected = f"Bearer {token}".encode() if token else None
 
     def authorized(request: Request) -> bool:
@@ -63,6 +85,15 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         )
 
     async def read(request: Request) -> tuple[Any, JSONResponse | None]:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            return None, JSONResponse(
+                {
+                    "error": "unsupported_media_type",
+                    "message": "send Content-Type: application/json",
+                },
+                status_code=415,
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > REQUEST_BYTES_MAX:
             return None, JSONResponse({"error": "request_too_large"}, status_code=413)
@@ -72,12 +103,9 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             if len(body) > REQUEST_BYTES_MAX:
                 return None, JSONResponse({"error": "request_too_large"}, status_code=413)
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return None, JSONResponse(
-                {"error": "invalid_json", "message": "the body must be a JSON object"},
-                status_code=400,
-            )
+            data = loads_bounded(body, depth_max=JSON_DEPTH_MAX, bytes_max=REQUEST_BYTES_MAX)
+        except JsonBodyError as exc:
+            return None, JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
         if not isinstance(data, dict):
             return None, JSONResponse(
                 {"error": "invalid_json", "message": "the body must be a JSON object"},

@@ -15,17 +15,37 @@ allocated there, under a row lock (``farthing.paywall.submit``).
 in ``/supported``, and sends every escrow call. Refunds come out of the
 operator's own balance, so they are relayed only for the payees named with
 ``--auth-capture-refund-receiver`` (the out-of-band funding agreement).
+
+Who may call, and for what (DESIGN.md §13). Its relayer pays the gas of
+every settlement, so:
+
+- it settles only its own tokens: ``--asset`` (repeatable), else the
+  network's USDC, else (a local chain) the token of ``farthing chain dev``'s
+  deployment record; with none of these it does not start;
+- ``--payee`` (repeatable) limits whom payments may pay, in every scheme;
+- ``--api-key-file`` (``--token-file``) makes callers send
+  ``Authorization: Bearer <key>``; bound beyond loopback it needs an API key
+  or a payee list, and with ``--channel-authorizer-key-file`` (it then signs
+  claims and refunds) an API key;
+- it answers only its own host names (``farthing.web.HostGuard``): the
+  localhost names on loopback, ``--public-url``'s host and ``--allowed-host``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from farthing.console import emit_json, fail, out_console
+from farthing.web.hosts import LOOPBACK_NAMES
+
+if TYPE_CHECKING:
+    from farthing.wallet.chain import Chain
+    from farthing.wallet.money import Asset
 
 __all__ = ["app", "bind_socket", "serve_app"]
 
@@ -84,7 +104,32 @@ def serve(
         int, typer.Option("--port", min=0, max=65535, help="Port (0 picks one).")
     ] = 8402,
     token_file: Annotated[
-        Path | None, typer.Option("--token-file", help="Require this bearer token (first line).")
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            "--token-file",
+            help="Serve only callers sending Authorization: Bearer <the file's first line>.",
+        ),
+    ] = None,
+    assets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--asset",
+            help="Settle this token (repeatable). Default: the network's USDC, or the "
+            "local dev chain's token.",
+        ),
+    ] = None,
+    payees: Annotated[
+        list[str] | None,
+        typer.Option("--payee", help="Settle only payments to this address (repeatable)."),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option("--public-url", help="The URL callers reach it at (its host is answered)."),
+    ] = None,
+    allowed_hosts_extra: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="Also answer this Host name (repeatable)."),
     ] = None,
     passphrase_file: Annotated[
         Path | None, typer.Option("--passphrase-file", help="Keystore passphrase file.")
@@ -132,22 +177,44 @@ def serve(
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON; exact, batch-settlement, auth-capture)."""
+    from farthing.errors import FarthingError
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.facilitator_api import facilitator_app
     from farthing.paywall.keys import load_key_file, load_token_file
     from farthing.paywall.store import PaymentStore
     from farthing.wallet.address import is_address
     from farthing.wallet.chain import open_chain
+    from farthing.web import HostGuard, allowed_hosts
 
     if not rpc_url.startswith(("http://", "https://")):
         fail(f"--rpc-url must be an http(s):// JSON-RPC URL, got {rpc_url!r}")
     refund_receivers = list(auth_capture_refund_receivers or [])
-    for address in refund_receivers:
-        if not is_address(address):
-            fail(f"--auth-capture-refund-receiver must be a 0x address, got {address!r}")
+    for flag, addresses in (
+        ("--auth-capture-refund-receiver", refund_receivers),
+        ("--asset", assets or []),
+        ("--payee", payees or []),
+    ):
+        for address in addresses:
+            if not is_address(address):
+                fail(f"{flag} must be a 0x address, got {address!r}")
+    try:
+        hosts = allowed_hosts(host, [public_url], allowed_hosts_extra or [])
+    except FarthingError as exc:
+        fail(str(exc))
+    if token_file is None and channel_authorizer_key_file is not None:
+        fail(
+            "--channel-authorizer-key-file signs claims and refunds for whoever calls: "
+            "set --api-key-file so only the receiver's servers may ask"
+        )
+    if token_file is None and not payees and not (_loopback(host) and hosts <= LOOPBACK_NAMES):
+        fail(
+            f"bound to {host}, anyone who reaches it could make its relayer pay gas: "
+            "name its callers (--api-key-file) or whom it pays (--payee)"
+        )
     signer = load_key_file(key_file, passphrase_file=passphrase_file)
     token = load_token_file(token_file) if token_file is not None else None
     chain = open_chain(rpc_url, timeout_s=rpc_timeout_s, receipt_timeout_s=receipt_timeout_s)
+    tokens = _own_tokens(chain, assets or [])
     nonces = PaymentStore(database_url) if database_url else None
     authorizer = (
         load_key_file(channel_authorizer_key_file, passphrase_file=passphrase_file)
@@ -162,21 +229,68 @@ def serve(
     facilitator = LocalFacilitator(
         chain,
         signer,
+        assets=tokens,
+        payees=payees or (),
         valid_before_margin_s=margin_s,
         nonce_store=nonces,
         channel_authorizer=authorizer,
         auth_capture_operator=operator,
         auth_capture_refund_receivers=refund_receivers,
     )
-    asgi = facilitator_app(facilitator, token=token.get_secret_value() if token else None)
+    api = facilitator_app(facilitator, token=token.get_secret_value() if token else None)
+    asgi = HostGuard(api, hosts=hosts)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
     if as_json:
-        emit_json({"url": url, "network": chain.network, "signer": signer.address})
+        emit_json(
+            {
+                "url": url,
+                "network": chain.network,
+                "signer": signer.address,
+                "assets": [a.address for a in tokens],
+                "payees": list(payees or []),
+            }
+        )
     else:
-        auth = " (bearer token required)" if token else ""
+        auth = " (API key required)" if token else ""
         out_console.print(
             f"facilitator on {url} settling on {chain.network} as {signer.address}{auth}"
         )
     serve_app(asgi, sock)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _own_tokens(chain: Chain, named: list[str]) -> tuple[Asset, ...]:
+    """The tokens this facilitator settles: those named, else the chain's own one."""
+    from farthing.wallet.devchain import load_dev_deployment
+    from farthing.wallet.errors import WalletError
+    from farthing.wallet.networks import network_for_chain_id
+    from farthing.wallet.settings import WalletSettings
+    from farthing.wallet.token import read_asset
+
+    try:
+        if named:
+            return tuple(read_asset(chain, address) for address in named)
+        network = network_for_chain_id(chain.chain_id)
+        if network is not None and network.usdc is not None:
+            return (network.usdc,)
+        if network is not None and network.is_local:
+            try:
+                record = load_dev_deployment(WalletSettings().data_dir)
+            except WalletError:
+                record = None
+            if record is not None and record.chain_id == chain.chain_id:
+                return (read_asset(chain, record.token.address),)
+    except WalletError as exc:
+        fail(f"cannot read the token: {exc}")
+    fail(
+        f"no token is known for {chain.network}: name the tokens to settle with "
+        "--asset 0x… (repeatable)"
+    )

@@ -16,7 +16,7 @@ import secrets
 from typing import Any
 
 import pytest
-from x402.http import FacilitatorConfig, HTTPFacilitatorClientSync
+from x402.http import HTTPFacilitatorClientSync
 from x402.mechanisms.evm.batch_settlement import errors as codes
 
 from farthing.paywall import LocalFacilitator
@@ -76,8 +76,16 @@ def test_the_sdk_facilitator_client_deposits_claims_settles_and_refunds_through_
 ) -> None:
     s = setup
     ours = LocalFacilitator(s.chain, s.relayer, channel_authorizer=s.authorizer)
-    with serve_in_thread(facilitator_app(ours)) as url:
-        client = HTTPFacilitatorClientSync(FacilitatorConfig(url=url))
+    # It signs claims and refunds as the receiver authorizer: only for API key holders.
+    key = "an-api-key-for-the-receivers-servers"
+    auth = {"Authorization": f"Bearer {key}"}
+    with serve_in_thread(facilitator_app(ours, token=key)) as url:
+        client = HTTPFacilitatorClientSync(
+            {
+                "url": url,
+                "create_headers": lambda: {"verify": auth, "settle": auth, "supported": auth},
+            }
+        )
         try:
             _drive(s, client)
         finally:

@@ -109,9 +109,12 @@ def test_non_payment_problems_use_other_statuses(chain_env: ChainEnv) -> None:
     assert _call(chain_env, "POST", "/verify", json=_body(chain_env)).status_code == 401
     wrong = {"Authorization": "Bearer not-the-token-at-all-x"}
     assert _call(chain_env, "GET", "/supported", headers=wrong).status_code == 401
-    not_json = _call(chain_env, "POST", "/verify", content=b"{nope", headers=AUTH)
+    as_json = {**AUTH, "Content-Type": "application/json"}
+    not_json = _call(chain_env, "POST", "/verify", content=b"{nope", headers=as_json)
     assert not_json.status_code == 400 and not_json.json()["error"] == "invalid_json"
-    huge = _call(chain_env, "POST", "/settle", content=b"[" + b"1," * 40_000 + b"1]", headers=AUTH)
+    huge = _call(
+        chain_env, "POST", "/settle", content=b"[" + b"1," * 40_000 + b"1]", headers=as_json
+    )
     assert huge.status_code == 413
 
 

@@ -79,6 +79,7 @@ def facilitator_process(chain_env: ChainEnv, tmp_path: Path) -> Iterator[dict[st
             sys.executable, "-m", "farthing", "facilitator", "serve", "--json",
             "--rpc-url", chain_env.chain.rpc_url or "", "--key-file", str(key_file),
             "--host", "127.0.0.1", "--port", "0", "--token-file", str(token_file),
+            "--asset", chain_env.asset.address,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
