@@ -69,7 +69,7 @@ REASONS: Final[dict[str, str]] = {
     ),
     "host_unreachable": "the host could not be reached",
     "payment_not_accepted": "the seller answered 402 again after payment without a reason",
-    "settlement_unknown": "the seller did not confirm the payment; it may have been spent",
+    "settlement_unknown": "the seller did not confirm the payment",
     "timeout": "the seller did not answer in time after the payment was sent",
     "channel_busy": "every payment channel to this seller is busy or stopped",
     "channel_resynced": "the seller corrected the channel's state; the request is signed again",
@@ -105,6 +105,12 @@ class PaymentOutcome:
     purpose: str | None = None
     approval_id: int | None = None
 
+    def __post_init__(self) -> None:
+        # A refusal always says why in words: the policy's and the ledger's
+        # reasons come without a detail, so the reason's sentence stands in.
+        if self.message is None and self.reason is not None:
+            object.__setattr__(self, "message", REASONS.get(self.reason, self.reason))
+
     @property
     def spent(self) -> bool:
         """True when money moved for certain."""
@@ -124,7 +130,7 @@ class PaymentOutcome:
         if self.status == "paid":
             return f"paid {price} to {self.pay_to} for {self.url} (transaction {self.tx_hash})"
         why = REASONS.get(self.reason or "", self.reason or "unknown reason")
-        detail = f" ({self.message})" if self.message else ""
+        detail = f" ({self.message})" if self.message and self.message != why else ""
         if self.status == "possible_spend":
             return (
                 f"payment {self.payment_id} of {price} for {self.url} may have been spent: {why}"

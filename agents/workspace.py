@@ -28,6 +28,7 @@ from farthing.agents.payer import Payer
 from farthing.agents.settings import AgentSettings
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.wallet.keystore import read_passphrase, unlock_keystore
+from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.target import ChainTarget, resolve_target
@@ -60,9 +61,20 @@ class Workspace:
             )
         return self._payer
 
+    @property
+    def asset(self) -> Asset:
+        """The token the agent pays in, as read from the chain."""
+        return self.target.asset
+
     def close(self) -> None:
         self.database.dispose()
         self.target.chain.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def open_database(settings: AgentSettings, database_url: str | None = None) -> LedgerDatabase:
@@ -86,7 +98,16 @@ def open_workspace(
     with_wallet: bool = True,
     from_block: int | None = None,
 ) -> Workspace:
-    """Open what the command needs; see the module doc for the defaults."""
+    """Open the agent's wallet, chain and books; see the module doc for the defaults.
+
+    The public way to open an agent from Python, as the CLI does::
+
+        with open_workspace(AgentSettings(agent_id="research-bot")) as agent:
+            ...  # agent.payer, agent.books, agent.asset
+
+    The books are created (and migrated) on first use, and the wallet's
+    deposits are booked as the agent's funding before it returns.
+    """
     wallet_settings = WalletSettings(data_dir=settings.data_dir.expanduser())
     signer = None
     if with_wallet:
