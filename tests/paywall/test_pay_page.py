@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +236,51 @@ def test_wallets_that_announce_themselves_are_listed_and_the_reader_chooses(
     assert heron.asked.count("eth_signTypedData_v4") == 1
     assert balance(fern.account) == before[0]
     assert balance(heron.account) == before[1] - PRICE_ATOMIC
+
+
+def _bent(bend: Callable[[str], str]) -> Callable[[Any], None]:
+    """A Playwright route handler that changes the paywall's answer on its way into Chromium."""
+
+    def handler(route: Any) -> None:
+        answer = route.fetch()
+        text = answer.text()
+        changed = bend(text)
+        assert changed != text, "the bend found nothing to change"
+        route.fulfill(response=answer, body=changed)
+
+    return handler
+
+
+def test_a_page_where_the_terms_are_not_the_paywalls_alone_pays_nothing(
+    browser: Any, chain_env: ChainEnv, tmp_path: Path
+) -> None:
+    """Should the site's HTML ever reach a second terms block (a parser difference), the page refuses.
+
+    The server never sends such a page, so the test changes the answer on its
+    way into Chromium: a decoy block before the paywall's, or the paywall's
+    moved out of first place in <head>.
+    """
+    from farthing.paywall import PaymentStore
+
+    decoy = (
+        f'<script type="application/json" id="farthing-terms">{_decoy_terms(chain_env)}</script>'
+    )
+    bends = {
+        "1-second-block": lambda page: page.replace("<body>", "<body>" + decoy, 1),
+        "2-not-first": lambda page: page.replace("<head>", "<head><title>first</title>", 1),
+    }
+    store = PaymentStore.sqlite(tmp_path / "paywall.sqlite")
+    with serve_in_thread(paywalled(chain_env, store)) as url:
+        for name, bend in bends.items():
+            wallet = FakeWallet(_funded(chain_env, 7))
+            context = reader_with_ethereum(browser, chain_env, wallet)
+            page = context.new_page()
+            page.route(url + "/articles/farthing", _bent(bend))
+            page.goto(url + "/articles/farthing")
+            status = page.locator("#farthing-status")
+            status.get_by_text("payment terms could not be read").wait_for(timeout=10_000)
+            assert page.get_by_role("button", name="Pay with wallet").is_disabled()
+            page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
+            context.close()
+            assert wallet.asked == []
+    store.dispose()
