@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -29,6 +28,7 @@ from farthing.ledger.tables import (
     Transfer,
     table_of,
 )
+from farthing.wallet.money import format_amount as wallet_format_amount
 
 __all__ = [
     "BudgetRow",
@@ -75,8 +75,7 @@ def format_amount(amount: int, decimals: int | None) -> str:
     """``1234500`` with 6 decimals is ``"1.2345"``; unknown decimals stay atomic."""
     if decimals is None:
         return str(amount)
-    text = format(Decimal(amount).scaleb(-decimals), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return wallet_format_amount(amount, decimals)
 
 
 def ledger_decimals(*, session: Session) -> dict[int, tuple[int, str]]:

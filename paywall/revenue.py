@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from farthing.paywall.store import PAYMENTS, PaymentState, PaymentStore
+from farthing.wallet.money import format_amount, format_decimal
 
 __all__ = ["RevenueLine", "RevenueReport", "revenue_report"]
 
@@ -93,11 +94,12 @@ def _fiat(amount: int, rate: Decimal, decimals: int) -> Decimal:
 
 
 def _units(amount: int, decimals: int) -> str:
-    return str(Decimal(amount).scaleb(-decimals).quantize(Decimal(1).scaleb(-decimals)))
+    return format_amount(amount, decimals)
 
 
 def _money(value: Decimal) -> str:
-    return str(value.quantize(Decimal("0.0001")))
+    # A fiat figure at the stored rate: four places, as a blogger reads a price.
+    return format_decimal(value, 4)
 
 
 def revenue_report(store: PaymentStore, *, decimals: int = 6) -> RevenueReport:

@@ -12,6 +12,10 @@ tree="${root}/.typecheck"
 rm -rf "${tree}"
 mkdir -p "${tree}/farthing"
 for f in farthing/*.py; do ln -s "${root}/${f}" "${tree}/farthing/"; done
+for d in farthing/*/; do
+    d="${d%/}"
+    [ "${d##*/}" = "__pycache__" ] || ln -s "${root}/${d}" "${tree}/farthing/${d##*/}"
+done
 for d in wallet ledger paywall agents inference contracts dashboard jobs; do ln -s "${root}/${d}" "${tree}/farthing/${d}"; done
 cd "${tree}"
 PYTHON="${PYTHON:-python3}"

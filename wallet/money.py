@@ -18,6 +18,7 @@ __all__ = [
     "Asset",
     "Money",
     "format_amount",
+    "format_decimal",
     "parse_amount",
     "parse_atomic",
 ]
@@ -77,7 +78,9 @@ class Money:
 
     def __post_init__(self) -> None:
         if isinstance(self.atomic, bool) or not isinstance(self.atomic, int):
-            raise AmountError(f"money must be an int of atomic units, got {type(self.atomic).__name__}")
+            raise AmountError(
+                f"money must be an int of atomic units, got {type(self.atomic).__name__}"
+            )
         if not 0 <= self.atomic <= UINT256_MAX:
             raise AmountError("money must be between 0 and 2**256 - 1 atomic units")
 
@@ -130,6 +133,21 @@ def parse_atomic(text: str | int) -> int:
     if not 0 <= atomic <= UINT256_MAX:
         raise AmountError(f"atomic amount out of range: {text!r}")
     return atomic
+
+
+def format_decimal(value: Decimal, places_max: int) -> str:
+    """A ``Decimal`` amount (a fiat figure at a stored rate) in the same form as
+    :func:`format_amount`: rounded half-even to ``places_max`` places, trailing
+    zeros trimmed, never an exponent.
+
+    >>> format_decimal(Decimal("0.10000"), 4)
+    '0.1'
+    >>> format_decimal(Decimal("7.2202166"), 4)
+    '7.2202'
+    """
+    text = format(value.quantize(Decimal(1).scaleb(-places_max)), "f")
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text in ("-0", "") else text
 
 
 def format_amount(atomic: int, decimals: int) -> str:
