@@ -41,6 +41,7 @@ from farthing.paywall.preview import split_html, split_preview
 __all__ = [
     "ASSET_PATHS",
     "PREVIEW_SELECTORS_DEFAULT",
+    "RESERVED_ID_PREFIX",
     "SCRIPT_PATH",
     "STRICT_CSP",
     "STYLE_PATH",
