@@ -27,7 +27,7 @@ twice. Refusals are values with the spec's error codes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import anyio.to_thread
@@ -297,7 +297,7 @@ class ChannelFacilitator:
             outside = self._payload_scope(payment.payload)
         return WireRefusal(*outside) if outside is not None else None
 
-    def _payload_scope(self, payload: dict[str, Any]) -> tuple[str, str] | None:
+    def _payload_scope(self, payload: Mapping[str, Any]) -> tuple[str, str] | None:
         """The tokens and receivers a payload names itself, against ``scope``."""
         named: list[object] = [payload.get("channelConfig")]
         if payload.get("type") == PAYLOAD_SETTLE:
