@@ -4,20 +4,33 @@
 ``tick()``:
 
 1. refreshes from the chain every channel with unclaimed earnings (so a
-   payer's ``initiateWithdraw`` is seen within one interval);
+   payer's ``initiateWithdraw`` is seen within one interval; sooner when a
+   request's chain read sees it first: the store's ``withdrawal_seen`` wakes
+   :meth:`run` at once);
 2. claims, in one ``claimWithSignature`` batch signed by our receiver
    authorizer, every channel that is **due**: a timed withdrawal is pending
-   (the withdraw delay is the only window left to claim, and the
-   interval is far shorter than the 900 s minimum delay), its unclaimed
-   amount reached ``threshold``, or it has waited ``claim_every_s``;
+   (the withdraw delay is the only window left to claim), its unclaimed
+   amount reached ``threshold``, or it has waited ``claim_every_s``. Each
+   row claims what was charged, capped at what its escrow holds, and is
+   simulated alone first: a row that reverts is dropped and reported, and
+   the rest are claimed (:mod:`farthing.paywall.channel_claim_rows`); a
+   charge above the escrow is reported as a shortfall;
 3. settles (sweeps the claimed total to the receiver) after any claim, and
    whenever the escrow holds claimed money not yet swept (a cooperative
    refund claims without settling);
 4. with a bookkeeper, books the ``Claimed`` and ``Settled`` events of the
    blocks it sent them in (:mod:`farthing.paywall.channel_books`).
 
-Claims carry ``totalClaimed = charged`` and the payer's highest voucher; the
-contract makes a repeat a no-op, so a claim that is retried after a crash can
+**The margin before a withdrawal.** The interval is at most 600 s and the
+shortest withdraw delay 900 s, so a withdrawal is seen, and what was charged
+before it claimed, at least 300 s before it can finalize (870 s at the
+default 30 s interval). From the moment the store's mirror shows it, vouchers
+are taken only up to ``balance - withdrawal`` (``ChannelRecord.spendable``),
+which the escrow still covers after the withdrawal finalizes, so nothing
+charged later depends on a claim landing in time.
+
+Claims carry ``totalClaimed = charged`` (at most the balance) and the payer's
+highest voucher; the contract makes a repeat a no-op, so a claim that is retried after a crash can
 never take more than was earned. :meth:`run` is the loop the middleware
 starts with the app (ASGI lifespan); :meth:`tick` with ``force=True`` is what
 ``farthing paywall claim`` runs once.
@@ -75,6 +88,8 @@ __all__ = [
 ]
 
 CLAIMS_PER_BATCH_MAX: Final = 100
+# How often a sleeping claimer looks whether a withdrawal was seen (a flag read).
+WAKE_POLL_S: Final = 0.25
 # How far back a catching-up tick books escrow events: about 2.3 days of Base blocks.
 BOOK_LOOKBACK_BLOCKS: Final = 100_000
 # A channel idle this long has no request between its charge and its booking.
@@ -359,9 +374,19 @@ class ChannelClaimer:
         return True, result.transaction
 
     async def run(self) -> None:
-        """Tick every ``interval_s`` until cancelled (the app's lifespan)."""
+        """Tick every ``interval_s``, or at once when a withdrawal shows, until cancelled."""
         while True:
+            self.store.withdrawal_seen.clear()
             report = await self.tick()
             for failure in report.failures:
                 log.warning("channel claim failed: %s", failure)
-            await anyio.sleep(self.interval_s)
+            await self._nap()
+
+    async def _nap(self) -> None:
+        """Sleep ``interval_s``; wake early when the store saw a new timed withdrawal."""
+        deadline = anyio.current_time() + self.interval_s
+        while not self.store.withdrawal_seen.is_set():
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                return
+            await anyio.sleep(min(left, WAKE_POLL_S))

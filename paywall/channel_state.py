@@ -410,6 +410,9 @@ class ChannelStore:
         self._owned = threading.local()
         self._owned_lock = threading.Lock()
         self._owned_fairies: list[Any] = []
+        # Set when a chain read shows a new timed withdrawal on a channel with
+        # unclaimed earnings: the claimer wakes at once rather than at its next tick.
+        self.withdrawal_seen = threading.Event()
         with self._errors():
             create_tables(self.engine, _METADATA)
             add_missing_channel_columns(self.engine, CHANNELS.name)
@@ -498,6 +501,10 @@ class ChannelStore:
             # backup): the chain is the floor, never charge that part again.
             values["charged"] = str(snapshot.total_claimed)
             values["signed_max"] = str(max(current.signed_max, snapshot.total_claimed))
+        started = snapshot.withdraw_requested_at
+        new_withdrawal = started != 0 and started != current.withdraw_requested_at
+        if new_withdrawal and current.charged > snapshot.total_claimed:
+            self.withdrawal_seen.set()
         if snapshot.refund_nonce > current.refund_nonce:
             # A refund landed (ours or another): the balance read is after it.
             values["refunding"] = "0"

@@ -10,28 +10,32 @@ into one ``claimWithSignature`` that reverted every time, and A was never
 claimed. Now each row is simulated alone first: C is dropped and reported
 with the contract's error, B's claim is capped at what its escrow holds
 (nothing) and reported as a shortfall, and A is claimed and settled.
-Reconciliation reports B as ``charged_above_balance``.
+Reconciliation reports B as ``charged_above_balance``. And a withdrawal that
+a request's chain read shows first wakes the background claimer at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import update
 
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
-from farthing.paywall import PaymentStore
+from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
 from farthing.paywall.books import LedgerRevenueBook
+from farthing.paywall.channel_paywall import ChannelOptions
 from farthing.paywall.channel_reconcile import ChannelBreak, reconcile_channel_books
 from farthing.paywall.channel_state import CHANNELS, ChannelStore
 from farthing.wallet.chain import Call
-from farthing.wallet.channels import sign_voucher
+from farthing.wallet.channels import ChannelDomain, place_channel_contracts, sign_voucher
 from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
-from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client
+from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client, inner_app, serve_in_thread
 from tests.paywall.test_channel_books import channel_app
 from tests.paywall.test_channel_paywall import DELAY_S, _Channel, channel_store_fixture
 
@@ -104,3 +108,60 @@ def test_a_bad_channel_is_dropped_and_reported_and_the_rest_are_claimed(
     assert ChannelBreak(cid_b, "charged_above_balance", 0, 2 * p) in breaks
     assert ChannelBreak(cid_b, "unclaimed_past_withdrawal", 0, 2 * p) in breaks
     assert not [x for x in breaks if x.subject == cid_a]
+
+
+def test_a_withdrawal_seen_by_a_request_wakes_the_claimer_at_once(
+    chain_env: ChainEnv, store: PaymentStore, tmp_path: Path
+) -> None:
+    """The claimer sleeps its longest interval (600 s), yet claims within seconds.
+
+    Its store re-reads the chain on every charge (``state_ttl_s=0``), so the
+    payer's next voucher after ``initiateWithdraw`` is what shows the
+    withdrawal; the store flags it and the claimer running on the app's
+    lifespan wakes, claims and settles.
+    """
+    env, authorizer, p = chain_env, LocalSigner.generate(), PRICE_ATOMIC
+    place_channel_contracts(env.chain)
+    channels = ChannelStore(
+        f"sqlite:///{tmp_path / 'channels.sqlite'}",
+        domain=ChannelDomain(env.chain.chain_id),
+        network=env.chain.network,
+        escrow=ChannelEscrow(env.chain),
+        state_ttl_s=0,
+    )
+    app = PaywallMiddleware(
+        inner_app(),
+        options=PaywallOptions(
+            routes=[PaidRoute("/api/**", p, schemes=("batch-settlement",))],
+            facilitator=env.facilitator(),
+            store=store,
+            pay_to=env.merchant,
+            asset=env.asset,
+            channels=ChannelOptions(
+                channels, authorizer, withdraw_delay_s=DELAY_S, claim_interval_s=600
+            ),
+        ),
+    )
+    ch, escrow = _Channel(env, authorizer), ChannelEscrow(env.chain)
+    assert env.chain.send(Call(ch.payer.address, b"", value=10**18), sender=env.owner).ok
+    try:
+        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30.0) as http:
+            for payload in (ch.deposit(10 * p, p), ch.voucher(2 * p)):
+                paid = http.get("/api/data", headers=ch.header(payload))
+                assert paid.status_code == 200, paid.text
+            time.sleep(1.0)  # the claimer's first tick is over: it now sleeps 600 s
+            assert escrow.channel(ch.id) == (10 * p, 0)
+            assert escrow.initiate_withdraw(ch.config, 5 * p, sender=ch.payer).ok
+            # Within what stays after the withdrawal (10 - 5): taken, and it shows it.
+            third = http.get("/api/data", headers=ch.header(ch.voucher(3 * p)))
+            assert third.status_code == 200, third.text
+            deadline = time.monotonic() + 20
+            while escrow.channel(ch.id)[1] < 3 * p:
+                assert time.monotonic() < deadline, "the claimer did not wake"
+                time.sleep(0.1)
+            # Above what stays: refused, whatever the payer does next.
+            beyond = http.get("/api/data", headers=ch.header(ch.voucher(6 * p)))
+            assert beyond.status_code == 402
+    finally:
+        channels.dispose()
+    assert escrow.channel(ch.id) == (10 * p, 3 * p)
