@@ -73,7 +73,7 @@ def dashboard_process(books: str, tmp_path: Path) -> Iterator[str]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts Python slowly
         while True:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             try:
