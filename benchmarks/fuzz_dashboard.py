@@ -46,7 +46,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -65,10 +65,11 @@ from farthing.wallet.money import Asset
 PASSWORDS: Final = {"ada": "ada's fuzz passphrase", "vic": "vic's fuzz passphrase"}
 ROLES: Final = {"ada": "approver", "vic": "viewer"}
 PORT: Final = 8700
-GOOD_HOSTS: Final = ("127.0.0.1:8700", "localhost:8700", "[::1]:8700", "LOCALHOST", "127.0.0.1")
+GOOD_HOSTS: Final = ("127.0.0.1:8700", "localhost:8700", "[::1]:8700", "LOCALHOST", "127.0.0.1",
+                      "localhost.")  # fmt: skip
 BAD_HOSTS: Final = ("rebind.evil.example", "rebind.evil.example:8700", "", "127.0.0.1:99999",
                     "evil@127.0.0.1", "127.0.0.1/x", "[::1", "127.0.0.2", "0.0.0.0",
-                    "x" * 2000, "localhost.", "127.0.0.1 :8700")  # fmt: skip
+                    "x" * 2000, "local host", "127.0.0.1 :8700")  # fmt: skip
 PENDING_KEPT: Final = 3
 PROGRESS_EVERY_S: Final = 5.0
 _CSRF: Final = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -359,21 +360,15 @@ def a_case(index: int, seed: int, world: World) -> Case:
     client = None if rng.random() < 0.02 else (f"10.{rng.randrange(256)}.{rng.randrange(256)}.1", 5)
     authorized = False
     if host_ok and method == "POST" and len(body) <= 16 * 1024 and kind < 0.7:
-        sent = dict(kv.split("=", 1) for kv in unquote(body.decode()).split("&") if "=" in kv)
-        cookie_names = [c.split("=", 1)[0] for c in cookies]
-        valid_session = who is not None and cookie_names.count(COOKIE_NAME) == 1
-        if (
-            valid_session
-            and who is not None
-            and fields["csrf_token"] == who.csrf == sent.get("csrf_token")
-        ):
-            needs_approver = route in ("/reconciliation/run",) or route.startswith("/approvals/")
-            authorized = who.role == "approver" or not needs_approver
-        if (
-            route == "/login"
-            and sent.get("csrf_token") == target.login_token
-            and (f"{LOGIN_COOKIE_NAME}={target.login_cookie}" in cookies)
-        ):
+        sent = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+        # As the server reads a Cookie header: of repeated names, the last one counts.
+        seen = dict(c.split("=", 1) for c in cookies)
+        holder = next((c for c in sessions if c.token == seen.get(COOKIE_NAME)), None)
+        if holder is not None and sent.get("csrf_token") == holder.csrf:
+            needs_approver = route == "/reconciliation/run" or route.startswith("/approvals/")
+            authorized = holder.role == "approver" or not needs_approver
+        login_ok = sent.get("csrf_token") == target.login_token != ""
+        if route == "/login" and login_ok and seen.get(LOGIN_COOKIE_NAME) == target.login_cookie:
             authorized = True  # a real login by whoever knows the password
     return Case(index, target.name, method, path.encode("utf-8", "surrogatepass"), headers,
                 chunks, client, authorized)  # fmt: skip
