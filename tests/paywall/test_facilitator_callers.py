@@ -68,23 +68,23 @@ def test_junk_settles_to_oneself_cost_the_relayer_nothing_with_a_payee_list(
     key = _relayer_key(env, tmp_path)
     griefer = env.new_payer(funds=5)
     before = _sent(env)
-    with running_facilitator(
-        env.chain.rpc_url or "", key, tmp_path / "data",
-        "--asset", env.asset.address, "--payee", env.merchant,
-    ) as fac:  # fmt: skip
-        with httpx.Client(base_url=fac.url, timeout=60) as http:
-            for _ in range(5):
-                answer = http.post("/settle", json=_body(env, griefer, griefer.address, 1))
-                assert answer.status_code == 200, answer.text
-                assert answer.json()["success"] is False
-                assert answer.json()["errorReason"] == "payee_not_allowed"
-                checked = http.post("/verify", json=_body(env, griefer, griefer.address, 1))
-                assert checked.json()["invalidReason"] == "payee_not_allowed"
-            assert _sent(env) == before
-            assert env.token.balance_of(griefer.address) == 5
-            # The listed payee is paid as before.
-            paid = http.post("/settle", json=_body(env, griefer, env.merchant, 2))
-            assert paid.json()["success"] is True, paid.text
+    scope = ("--asset", env.asset.address, "--payee", env.merchant)
+    with (
+        running_facilitator(env.chain.rpc_url or "", key, tmp_path / "data", *scope) as fac,
+        httpx.Client(base_url=fac.url, timeout=60) as http,
+    ):
+        for _ in range(5):
+            answer = http.post("/settle", json=_body(env, griefer, griefer.address, 1))
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["success"] is False
+            assert answer.json()["errorReason"] == "payee_not_allowed"
+            checked = http.post("/verify", json=_body(env, griefer, griefer.address, 1))
+            assert checked.json()["invalidReason"] == "payee_not_allowed"
+        assert _sent(env) == before
+        assert env.token.balance_of(griefer.address) == 5
+        # The listed payee is paid as before.
+        paid = http.post("/settle", json=_body(env, griefer, env.merchant, 2))
+        assert paid.json()["success"] is True, paid.text
     assert env.token.balance_of(griefer.address) == 3
     assert _sent(env) == before + 1
 
@@ -98,15 +98,17 @@ def test_a_token_it_was_not_set_up_for_is_refused(chain_env: ChainEnv, tmp_path:
     griefer = LocalSigner.generate()
     assert junk.mint(griefer.address, 5, sender=env.owner).ok
     before = _sent(env)
-    with running_facilitator(
-        env.chain.rpc_url or "", key, tmp_path / "data", "--asset", env.asset.address
-    ) as fac:
-        with httpx.Client(base_url=fac.url, timeout=60) as http:
-            for _ in range(5):
-                body = _body(env, griefer, griefer.address, 1, asset=junk_asset.address)
-                answer = http.post("/settle", json=body)
-                assert answer.status_code == 200, answer.text
-                assert answer.json().get("errorReason") == "asset_not_supported", answer.text
+    with (
+        running_facilitator(
+            env.chain.rpc_url or "", key, tmp_path / "data", "--asset", env.asset.address
+        ) as fac,
+        httpx.Client(base_url=fac.url, timeout=60) as http,
+    ):
+        for _ in range(5):
+            body = _body(env, griefer, griefer.address, 1, asset=junk_asset.address)
+            answer = http.post("/settle", json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json().get("errorReason") == "asset_not_supported", answer.text
     assert _sent(env) == before
     assert junk.balance_of(griefer.address) == 5
 
@@ -140,21 +142,23 @@ def test_off_loopback_with_an_api_key_it_serves_only_key_holders(
     key = _relayer_key(env, tmp_path)
     api_key = private_file(tmp_path / "api.key", API_KEY)
     port = free_port()
-    with running_facilitator(
-        env.chain.rpc_url or "", key, tmp_path / "data",
+    options = (
         "--host", "0.0.0.0", "--port", str(port), "--public-url", f"http://127.0.0.1:{port}",
         "--asset", env.asset.address, "--api-key-file", str(api_key),
-    ):  # fmt: skip
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            payer = env.new_payer(funds=5)
-            anonymous = http.post("/settle", json=_body(env, payer, env.merchant, 1))
-            assert anonymous.status_code == 401
-            keyed = http.post(
-                "/settle",
-                json=_body(env, payer, env.merchant, 1),
-                headers={"Authorization": f"Bearer {API_KEY}"},
-            )
-            assert keyed.json()["success"] is True, keyed.text
+    )  # fmt: skip
+    with (
+        running_facilitator(env.chain.rpc_url or "", key, tmp_path / "data", *options),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http,
+    ):
+        payer = env.new_payer(funds=5)
+        anonymous = http.post("/settle", json=_body(env, payer, env.merchant, 1))
+        assert anonymous.status_code == 401
+        keyed = http.post(
+            "/settle",
+            json=_body(env, payer, env.merchant, 1),
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        assert keyed.json()["success"] is True, keyed.text
 
 
 def test_the_edge_refuses_other_hosts_other_bodies_and_deep_json(
@@ -162,19 +166,19 @@ def test_the_edge_refuses_other_hosts_other_bodies_and_deep_json(
 ) -> None:
     env = chain_env
     key = _relayer_key(env, tmp_path)
-    with running_facilitator(
-        env.chain.rpc_url or "", key, tmp_path / "data", "--asset", env.asset.address
-    ) as fac:
-        with httpx.Client(base_url=fac.url, timeout=60) as http:
-            rebound = http.get("/supported", headers={"Host": "attacker.example"})
-            assert rebound.status_code == 421
-            assert http.get("/supported", headers={"Host": "localhost"}).status_code == 200
-            # A page's no-cors POST can only send a "simple" content type.
-            text = json.dumps(_body(env, env.new_payer(funds=1), env.merchant, 1))
-            simple = http.post("/settle", content=text, headers={"Content-Type": "text/plain"})
-            assert simple.status_code == 415
-            deep = '{"x402Version":2,"paymentPayload":' + "[" * 40 + "]" * 40 + "}"
-            nested = http.post(
-                "/verify", content=deep, headers={"Content-Type": "application/json"}
-            )
-            assert nested.status_code == 400 and nested.json()["error"] == "json_too_deep"
+    with (
+        running_facilitator(
+            env.chain.rpc_url or "", key, tmp_path / "data", "--asset", env.asset.address
+        ) as fac,
+        httpx.Client(base_url=fac.url, timeout=60) as http,
+    ):
+        rebound = http.get("/supported", headers={"Host": "attacker.example"})
+        assert rebound.status_code == 421
+        assert http.get("/supported", headers={"Host": "localhost"}).status_code == 200
+        # A page's no-cors POST can only send a "simple" content type.
+        text = json.dumps(_body(env, env.new_payer(funds=1), env.merchant, 1))
+        simple = http.post("/settle", content=text, headers={"Content-Type": "text/plain"})
+        assert simple.status_code == 415
+        deep = '{"x402Version":2,"paymentPayload":' + "[" * 40 + "]" * 40 + "}"
+        nested = http.post("/verify", content=deep, headers={"Content-Type": "application/json"})
+        assert nested.status_code == 400 and nested.json()["error"] == "json_too_deep"

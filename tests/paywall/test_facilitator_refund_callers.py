@@ -23,8 +23,8 @@ from x402.http import HTTPFacilitatorClientSync
 from farthing.paywall import LocalFacilitator
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.facilitator_api import facilitator_app
-from farthing.wallet.channels import sign_voucher
 from farthing.wallet.chain import RpcChain
+from farthing.wallet.channels import sign_voucher
 from tests.chain.test_batch_settlement import FUNDS, Setup, _setup
 from tests.chain.test_batch_settlement_x402 import PRICE, _payment, _requirements
 from tests.paywall.facilitator_process import (
@@ -132,9 +132,7 @@ def test_only_the_key_holder_gets_a_refund_and_only_of_the_uncharged_rest(
             assert s.escrow.channel(s.channel_id) == (DEPOSIT, 0)
 
             # The cooperative refund: claim what was charged, return the rest.
-            fair = client.settle(
-                _payment(s, _refund(s, DEPOSIT - CHARGED, CHARGED)), requirements
-            )
+            fair = client.settle(_payment(s, _refund(s, DEPOSIT - CHARGED, CHARGED)), requirements)
             assert fair.success, fair
         finally:
             client.close()
