@@ -19,10 +19,15 @@ __all__ = ["CHANNEL_ADDED_COLUMNS", "add_missing_channel_columns"]
 # (name, SQL type and default): the amount a pending timed withdrawal takes
 # out (the chain mirror's ``pendingWithdrawals.amount``), and the amount a
 # cooperative refund in flight is returning (0: none). Both are uint128 as
-# decimal text.
+# decimal text. Then the charges held while their answers are produced, when
+# the latest of those holds lapses, and the holds' epoch
+# (``farthing.paywall.channel_holds``).
 CHANNEL_ADDED_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("withdraw_amount", "VARCHAR(40) NOT NULL DEFAULT '0'"),
     ("refunding", "VARCHAR(40) NOT NULL DEFAULT '0'"),
+    ("held", "VARCHAR(40) NOT NULL DEFAULT '0'"),
+    ("held_until_ns", "BIGINT NOT NULL DEFAULT 0"),
+    ("hold_epoch", "BIGINT NOT NULL DEFAULT 0"),
 )
 
 

@@ -10,15 +10,23 @@ middleware hands every payment whose ``accepted.scheme`` is
 - **voucher**: checked locally (id, terms, a plain EOA signature recovered
   here, no chain call while the mirror is fresh; a zero ``payerAuthorizer``
   goes to the facilitator's ``/verify`` first), then the request's ceiling is
-  **reserved** with ``ChannelStore.charge`` (atomic per channel, across
-  processes), so a replayed or concurrent copy of the voucher never reaches
-  the handler. The handler runs buffered; a failure or a non-2xx answer
-  releases the reservation. The answer carries ``PAYMENT-RESPONSE`` with
-  ``extra.chargedAmount`` and ``extra.channelState``.
+  **held** with ``ChannelStore.charge(hold_s=charge_lease_s)`` (atomic per
+  channel, across processes), so a replayed or concurrent copy of the
+  voucher never reaches the handler (it gets ``channel_busy``). The handler
+  runs buffered; a failure or a non-2xx answer frees the hold. The answer
+  carries ``PAYMENT-RESPONSE`` with ``extra.chargedAmount`` and
+  ``extra.channelState``; the charge becomes **final once the answer was
+  handed to the server** (:meth:`ChannelPaywall.deliver`), and only then is
+  it booked. A process that dies in between leaves a hold that lapses: the
+  payer's retry of the same voucher is served and charged once
+  (:mod:`farthing.paywall.channel_holds`). A handler that outlives half the
+  lease makes its charge final before anything is sent, or, if the hold was
+  dropped meanwhile, sends nothing (``channel_busy``).
 - **dynamic price**: a handler charges less than the ceiling with the
   response header ``Farthing-Charge: <atomic units>`` (:data:`CHARGE_HEADER`),
-  which the middleware always strips; the unearned rest is released. A
-  missing or unreadable value charges the ceiling; a value above it is capped.
+  which the middleware always strips; the hold shrinks to it before the
+  answer goes out. A missing or unreadable value charges the ceiling; a
+  value above it is capped.
 - **lost state**: a voucher for a channel our row does not know (or knows
   without a balance) re-reads that channel from the chain and is tried once
   more. A rebuilt row starts at ``charged = totalClaimed`` (vouchers never
@@ -47,8 +55,9 @@ middleware hands every payment whose ``accepted.scheme`` is
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import anyio.to_thread
@@ -58,6 +67,7 @@ from farthing.paywall.books import ChannelAsset, ChannelRevenueBook
 from farthing.paywall.channel_books import ChannelBookkeeper
 from farthing.paywall.channel_claims import ChannelClaimer
 from farthing.paywall.channel_facilitator import ChannelSettling
+from farthing.paywall.channel_holds import CHARGE_LEASE_S_DEFAULT, Hold, live_view
 from farthing.paywall.channel_refund_hold import hold_refund, release_refund
 from farthing.paywall.channel_state import (
     ChannelRecord,
@@ -68,6 +78,7 @@ from farthing.paywall.channel_state import (
 )
 from farthing.paywall.channel_types import ChannelPayment, ChannelRequirements
 from farthing.paywall.channel_wire import (
+    ERR_CHANNEL_BUSY,
     ERR_CHANNEL_NOT_FOUND,
     ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED,
     ERR_CUMULATIVE_AMOUNT_MISMATCH,
@@ -130,10 +141,17 @@ class ChannelOptions:
     claim_interval_s: float = 30.0
     claim_every_s: float = 3600.0
     claim_threshold: int | None = None
+    # How long a voucher's charge is held for its answer (farthing.paywall.channel_holds).
+    charge_lease_s: float = CHARGE_LEASE_S_DEFAULT
 
     def __post_init__(self) -> None:
         if not isinstance(self.store, ChannelStore):
             raise PaywallConfigError("channels.store must be a ChannelStore")
+        lease_s = self.charge_lease_s
+        if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)):
+            raise PaywallConfigError("channels.charge_lease_s must be a number of seconds")
+        if not 0.05 <= lease_s <= 86400:
+            raise PaywallConfigError("channels.charge_lease_s must be 0.05 s to 24 h")
         if not WITHDRAW_DELAY_MIN_S <= self.withdraw_delay_s <= WITHDRAW_DELAY_MAX_S:
             raise PaywallConfigError(
                 f"withdraw_delay_s must be {WITHDRAW_DELAY_MIN_S} to {WITHDRAW_DELAY_MAX_S} s"
@@ -162,6 +180,20 @@ class ChannelReply:
     corrective: dict[str, Any] | None = None
     payment_response: str | None = None
     body: dict[str, Any] | None = None
+    delivery: Delivery | None = None  # a held charge, made final by ChannelPaywall.deliver
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A 2xx answer's held charge: made final (then booked) once the answer is sent."""
+
+    hold: Hold
+    known: ChannelRecord  # the row as this request last wrote it
+    offer: ChannelRequirements
+    booked: ChannelRecord  # the charge's own record (its booking id comes from it)
+    cumulative: int
+    actual: int
+    final: bool = False  # already final (a late handler), only the booking is left
 
 
 Buffered = Any  # the middleware's buffered answer: .status, .headers, .body, .charge
@@ -356,6 +388,7 @@ class ChannelPaywall:
                     actual=price,
                     signature_verified=verified,
                     checked=checked,
+                    hold_s=self.options.charge_lease_s,
                 )
             return result
 
@@ -372,24 +405,34 @@ class ChannelPaywall:
             charged = await reserve()
         if isinstance(charged, ChargeRefused):
             return self._refusal(charged, offer), None
-        assert isinstance(charged, ChargeAccepted)
+        assert isinstance(charged, ChargeAccepted) and charged.hold is not None
+        hold, known = charged.hold, charged.record
         crash_point("paywall.channel_after_charge")
         try:
             buffered = await run()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self.store.release_async(voucher.channel_id, price)
+                await self.store.update_hold_async(hold, known=known)
             raise
         if not 200 <= buffered.status < 300:
-            await self.store.release_async(voucher.channel_id, price)
+            await self.store.update_hold_async(hold, known=known)
             return ChannelReply(buffered.status), buffered
         actual = parse_charge(buffered.charge, price)
-        record = charged.record
+        after: ChannelRecord | None = known
         if actual < price:
-            released = await self.store.release_async(voucher.channel_id, price - actual)
-            record = released or record
-        await self._book_earned(offer, charged.record, voucher.max_claimable_amount, actual)
-        state = record.channel_state().to_wire()
+            after = await self.store.update_hold_async(hold, keep=actual, known=known)
+            hold = replace(hold, amount=actual)
+        final = False
+        if after is not None and hold.late(time.time_ns()):
+            # Past half its lease: another process may count it lapsed soon.
+            # Final now, before anything is sent, or nothing is sent at all.
+            after = await self.store.update_hold_async(hold, charge=actual, known=after)
+            final = True
+        if after is None:
+            detail = "the charge's lease ran out while the handler ran; nothing was charged"
+            return ChannelReply(402, ERR_CHANNEL_BUSY, detail), None
+        crash_point("paywall.channel_after_handler")
+        state = after.channel_state().to_wire()
         response = {
             "success": True,
             "transaction": deposit_tx,
@@ -398,7 +441,41 @@ class ChannelPaywall:
             "amount": str(actual),
             "extra": {"chargedAmount": str(actual), "channelState": state},
         }
-        return ChannelReply(200, payment_response=b64_json(response)), buffered
+        delivery = Delivery(hold, after, offer, known, voucher.max_claimable_amount, actual, final)
+        reply = ChannelReply(200, payment_response=b64_json(response), delivery=delivery)
+        return reply, buffered
+
+    async def deliver(
+        self, reply: ChannelReply, send_answer: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Send a buffered answer; a held charge becomes final once it was handed to the server.
+
+        If sending fails, the hold is freed: the payer is never charged for
+        an answer it may not have got.
+        """
+        delivery = reply.delivery
+        if delivery is None:
+            await send_answer()
+            return
+        hold = delivery.hold
+        try:
+            await send_answer()
+        except BaseException:
+            if not delivery.final:
+                with anyio.CancelScope(shield=True):
+                    await self.store.update_hold_async(hold, known=delivery.known)
+            raise
+        with anyio.CancelScope(shield=True):
+            if not delivery.final and hold.amount > 0:
+                done = await self.store.update_hold_async(
+                    hold, charge=hold.amount, known=delivery.known
+                )
+                if done is None:
+                    log.warning("a channel charge lapsed before its answer was sent; not charged")
+                    return
+            await self._book_earned(
+                delivery.offer, delivery.booked, delivery.cumulative, delivery.actual
+            )
 
     async def _book_earned(
         self, offer: ChannelRequirements, record: ChannelRecord, cumulative: int, amount: int
@@ -450,6 +527,9 @@ class ChannelPaywall:
         if isinstance(checked, ChargeRefused):
             return self._refusal(checked, offer)
         record: ChannelRecord = checked
+        if live_view(record, time.time_ns()).held > 0:
+            # A request is still being answered: its charge is not known yet.
+            return ChannelReply(402, ERR_CHANNEL_BUSY, "a request on this channel is in flight")
         remainder = record.balance - record.charged
         amount = remainder if parsed.amount is None else parsed.amount
         if remainder <= 0 or amount > remainder:

@@ -61,6 +61,7 @@ CHANNEL_KEYS: Final = frozenset(
         "claim_interval_s",
         "claim_every_s",
         "claim_threshold",
+        "charge_lease_s",
     }
 )
 _PROBE_TIMEOUT_S: Final = 10.0
@@ -76,6 +77,7 @@ class ChannelSettings:
     claim_interval_s: float | None = None
     claim_every_s: float | None = None
     claim_threshold: str | int | None = None  # a price, like min_deposit
+    charge_lease_s: float | None = None  # how long a charge waits for its answer
 
     def with_flags(self, **flags: Any) -> ChannelSettings:
         """Flags that were given win over the file's values."""
@@ -173,6 +175,13 @@ def build_channel_options(
     if every_s < interval_s:
         raise PaywallConfigError("channels.claim_every_s must be at least claim_interval_s")
     timing["claim_every_s"] = every_s
+    if settings.charge_lease_s is not None:
+        lease_s = float(settings.charge_lease_s)
+        if not 0.05 <= lease_s <= 86400:
+            raise PaywallConfigError(
+                f"channels.charge_lease_s must be 0.05 s to 24 h, got {lease_s:g}"
+            )
+        timing["charge_lease_s"] = lease_s
     known = network_for_chain_id(chain.chain_id)
     escrow_address = (known.channels if known else CANONICAL_CHANNEL_CONTRACTS).settlement
     if not chain.code_at(escrow_address):

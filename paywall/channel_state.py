@@ -30,6 +30,13 @@ state, :meth:`ChannelStore.recover` rebuilds it from the chain
 amounts): ``charged`` restarts at ``totalClaimed``, and vouchers that were
 never claimed are forfeited, as the spec says.
 
+Charges are leases (:mod:`farthing.paywall.channel_holds`): the paywall
+calls :meth:`ChannelStore.charge` with ``hold_s``, which **holds** the ceiling
+(``held``, ``held_until_ns``) instead of adding it to ``charged``; once the
+answer is sent, :meth:`ChannelStore.update_hold` makes it final (or frees it
+when the handler failed). A hold whose process died lapses at its deadline
+and the next charge drops it. The next voucher builds on ``charged + held``.
+
 Amounts are ints of the token's atomic units, stored as decimal text (a
 ``uint128`` does not fit a BIGINT and must never pass through a float).
 """
@@ -63,7 +70,16 @@ from sqlalchemy.exc import DBAPIError
 
 from farthing.invariant import invariant
 from farthing.paywall.channel_columns import add_missing_channel_columns
+from farthing.paywall.channel_holds import (
+    Hold,
+    charged_after,
+    held_after,
+    hold_params,
+    hold_sql,
+    live_view,
+)
 from farthing.paywall.channel_wire import (
+    ERR_CHANNEL_BUSY,
     ERR_CHANNEL_ID_MISMATCH,
     ERR_CHANNEL_NOT_FOUND,
     ERR_CHANNEL_STATE_READ_FAILED,
@@ -133,6 +149,10 @@ CHANNELS: Final = Table(
     # the pending withdrawal's amount (mirrored), and a cooperative refund in flight.
     Column("withdraw_amount", String(40), nullable=False, server_default="0"),
     Column("refunding", String(40), nullable=False, server_default="0"),
+    # Charges held while their answers are produced (paywall/channel_holds.py).
+    Column("held", String(40), nullable=False, server_default="0"),
+    Column("held_until_ns", BigInteger, nullable=False, server_default="0"),
+    Column("hold_epoch", BigInteger, nullable=False, server_default="0"),
     # Earned here.
     Column("charged", String(40), nullable=False),
     Column("signed_max", String(40), nullable=False),
@@ -144,6 +164,39 @@ CHANNELS: Final = Table(
 
 def _now_ns() -> int:
     return time.time_ns()
+
+
+def _hold_ns(hold_s: float | None) -> int | None:
+    if hold_s is None:
+        return None
+    if isinstance(hold_s, bool) or not isinstance(hold_s, (int, float)) or not 0 < hold_s <= 86400:
+        raise PaywallConfigError("hold_s must be more than 0 and at most 86400 s")
+    return int(hold_s * 1e9)
+
+
+def _seconds_left(record: ChannelRecord) -> int:
+    """Whole seconds until the row's holds lapse (at least 1): a busy payer's wait."""
+    return max(1, -(-(record.held_until_ns - _now_ns()) // 1_000_000_000))
+
+
+def _accepted(
+    view: ChannelRecord,
+    after: ChannelRecord,
+    price: int,
+    actual: int,
+    now: int,
+    hold_ns: int | None,
+) -> ChargeAccepted:
+    """The outcome of a written charge, checked against the row it was decided on."""
+    if hold_ns is None:
+        invariant(after.charged == view.charged + actual, "the charge was recorded once")
+        return ChargeAccepted(after, actual)
+    invariant(
+        after.held == view.held + price and after.charged == view.charged,
+        "the hold was recorded once",
+    )
+    hold = Hold(after.channel_id, price, after.hold_epoch, now, now + hold_ns)
+    return ChargeAccepted(after, price, hold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +241,9 @@ class ChannelRecord:
     signed_max: int
     signature: bytes | None
     last_request_at_ns: int | None
+    held: int = 0  # held by requests still being answered (channel_holds)
+    held_until_ns: int = 0  # when the latest of those holds lapses
+    hold_epoch: int = 0  # bumped whenever lapsed holds are dropped
     withdraw_amount: int = 0  # what the pending timed withdrawal takes out (0: none)
     refunding: int = 0  # what a cooperative refund in flight returns (0: none)
 
@@ -217,7 +273,8 @@ class ChannelRecord:
             total_claimed=self.total_claimed,
             withdraw_requested_at=self.withdraw_requested_at,
             refund_nonce=self.refund_nonce,
-            charged_cumulative_amount=self.charged,
+            # What the next voucher builds on: final charges and live holds.
+            charged_cumulative_amount=self.charged + self.held,
         )
 
     def voucher_state(self) -> VoucherStateWire | None:
@@ -233,6 +290,7 @@ class ChargeAccepted:
 
     record: ChannelRecord
     charged_amount: int
+    hold: Hold | None = None  # the lease, when the charge is held (charge(hold_s=...))
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,11 +327,15 @@ def _record(row: Any, config: ChannelConfig | None = None) -> ChannelRecord:
         signed_max=int(row.signed_max),
         signature=None if row.signature is None else bytes.fromhex(row.signature[2:]),
         last_request_at_ns=row.last_request_at_ns,
+        held=int(row.held),
+        held_until_ns=int(row.held_until_ns),
+        hold_epoch=int(row.hold_epoch),
         withdraw_amount=int(row.withdraw_amount),
         refunding=int(row.refunding),
     )
     # Read back, checked again: what money depends on must hold after storage too.
     invariant(record.charged <= record.signed_max, "charged never exceeds the signed ceiling")
+    invariant(record.held >= 0, "a held total is never negative")
     return record
 
 
@@ -339,8 +401,11 @@ def _hot_sql(dialect: str) -> tuple[str, str, str]:
     swap_sql = (
         f"UPDATE {table} SET charged = {p('charged')}, signed_max = {p('signed_max')}, "
         f"signature = {p('signature')}, last_request_at_ns = {p('now')}, "
+        f"held = {p('held')}, held_until_ns = {p('held_until_ns')}, "
+        f"hold_epoch = {p('hold_epoch')}, "
         f"updated_at_ns = {p('now')} "
         f"WHERE channel_id = {p('channel_id')} AND charged = {p('was_charged')} "
+        f"AND held = {p('was_held')} AND hold_epoch = {p('was_hold_epoch')} "
         f"AND balance = {p('was_balance')} AND total_claimed = {p('was_total_claimed')} "
         f"AND withdraw_requested_at = {p('was_withdraw_requested_at')} "
         f"AND onchain_synced_at_ns = {p('was_synced_at_ns')} "
@@ -401,6 +466,7 @@ class ChannelStore:
         self.escrow = escrow
         self.state_ttl_ns = int(state_ttl_s * 1e9)
         self._sql_select, self._sql_swap, self._sql_release = _hot_sql(self.dialect)
+        self._sql_hold = hold_sql(self.dialect, CHANNELS.name)
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         # SQLite: hot-path reads and the group committer's writer thread each
         # use their thread's own driver connection (_own_connection).
@@ -588,8 +654,13 @@ class ChannelStore:
         actual: int,
         signature_verified: bool = False,
         checked: bool = False,
+        hold_s: float | None = None,
     ) -> ChargeAccepted | ChargeRefused:
         """Check ``voucher`` for one request whose ceiling is ``price`` and record ``actual``.
+
+        With ``hold_s`` the ceiling is **held** for that long instead (``actual``
+        is then ignored): :meth:`update_hold` makes it final or frees it, and
+        it lapses if nobody does (see :mod:`farthing.paywall.channel_holds`).
 
         Atomic: either the charge and the voucher are recorded together, or
         nothing is. Any number of threads or processes may call this for one
@@ -602,14 +673,16 @@ class ChannelStore:
         refused = self._admit(terms, config, voucher, price, actual, signature_verified, checked)
         if refused is not None:
             return refused
+        hold_ns = _hold_ns(hold_s)
         known = self._fetch(voucher.channel_id, config)
         if self._hot(known):
             assert known is not None
-            outcome = _drive(self._swap_steps(known, voucher, price, actual), self._write)
+            steps = self._swap_steps(known, voucher, price, actual, hold_ns)
+            outcome = _drive(steps, self._write)
             if not isinstance(outcome, _Contended):
                 return outcome
             known = outcome.record
-        return self._charge_locked(known, config, voucher, price, actual)
+        return self._charge_locked(known, config, voucher, price, actual, hold_ns)
 
     async def charge_async(
         self,
@@ -621,6 +694,7 @@ class ChannelStore:
         actual: int,
         signature_verified: bool = False,
         checked: bool = False,
+        hold_s: float | None = None,
     ) -> ChargeAccepted | ChargeRefused:
         """:meth:`charge` for the event loop.
 
@@ -640,22 +714,24 @@ class ChannelStore:
                     actual=actual,
                     signature_verified=signature_verified,
                     checked=checked,
+                    hold_s=hold_s,
                 )
             )
             return outcome
         refused = self._admit(terms, config, voucher, price, actual, signature_verified, checked)
         if refused is not None:
             return refused
+        hold_ns = _hold_ns(hold_s)
         known = self._fetch(voucher.channel_id, config)
         if self._hot(known):
             assert known is not None
-            steps = self._swap_steps(known, voucher, price, actual)
+            steps = self._swap_steps(known, voucher, price, actual, hold_ns)
             swapped = await _drive_async(steps, self._committer.execute_async)
             if not isinstance(swapped, _Contended):
                 return swapped
             known = swapped.record
         locked: ChargeAccepted | ChargeRefused = await anyio.to_thread.run_sync(
-            lambda: self._charge_locked(known, config, voucher, price, actual)
+            lambda: self._charge_locked(known, config, voucher, price, actual, hold_ns)
         )
         return locked
 
@@ -693,7 +769,12 @@ class ChannelStore:
         )
 
     def _swap_steps(
-        self, record: ChannelRecord, voucher: SignedVoucher, price: int, actual: int
+        self,
+        record: ChannelRecord,
+        voucher: SignedVoucher,
+        price: int,
+        actual: int,
+        hold_ns: int | None = None,
     ) -> Generator[_Swap, bool, ChargeAccepted | ChargeRefused | _Contended]:
         """Decide on ``record`` as read, then write only if the row still says the same.
 
@@ -704,20 +785,16 @@ class ChannelStore:
         decided again.
         """
         for _ in range(_SWAP_ATTEMPTS):
-            refusal = self._refusal(record, voucher, price)
+            now = _now_ns()
+            view = live_view(record, now)
+            refusal = self._refusal(view, voucher, price)
             if refusal is not None:
                 return refusal
-            now = _now_ns()
-            after = replace(
-                record,
-                charged=record.charged + actual,
-                signed_max=voucher.max_claimable_amount,
-                signature=voucher.signature,
-                last_request_at_ns=now,
+            after = charged_after(
+                view, voucher, price=price, actual=actual, now_ns=now, hold_ns=hold_ns
             )
             if (yield self._swap(record, after, now)):
-                invariant(after.charged == record.charged + actual, "the charge was recorded once")
-                return ChargeAccepted(after, actual)
+                return _accepted(view, after, price, actual, now, hold_ns)
             fresh = self._fetch(voucher.channel_id, record.config)
             if fresh is None:
                 return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
@@ -802,6 +879,11 @@ class ChannelStore:
             "was_total_claimed": str(before.total_claimed),
             "was_withdraw_requested_at": before.withdraw_requested_at,
             "was_synced_at_ns": before.onchain_synced_at_ns,
+            "held": str(after.held),
+            "held_until_ns": after.held_until_ns,
+            "hold_epoch": after.hold_epoch,
+            "was_held": str(before.held),
+            "was_hold_epoch": before.hold_epoch,
             "was_refunding": str(before.refunding),
         }
         return _Swap(self._sql_swap, params)
@@ -854,6 +936,7 @@ class ChannelStore:
         voucher: SignedVoucher,
         price: int,
         actual: int,
+        hold_ns: int | None = None,
     ) -> ChargeAccepted | ChargeRefused:
         """The charge under the row's lock, reading the chain first when the mirror is stale."""
         # Chain reads happen here, before the lock, never under it.
@@ -876,69 +959,79 @@ class ChannelStore:
                 self._apply_mirror(connection, record, snapshot)
                 record = self._locked(connection, voucher.channel_id)
                 assert record is not None
-            refusal = self._refusal(record, voucher, price)
+            now = _now_ns()
+            view = live_view(record, now)
+            refusal = self._refusal(view, voucher, price)
             if refusal is not None:
                 return refusal
-            now = _now_ns()
+            planned = charged_after(
+                view, voucher, price=price, actual=actual, now_ns=now, hold_ns=hold_ns
+            )
+            signed = planned.signature
+            signature = None if signed is None else "0x" + signed.hex()
             connection.execute(
                 update(CHANNELS)
                 .where(CHANNELS.c.channel_id == self._key(voucher.channel_id))
                 .values(
-                    charged=str(record.charged + actual),
-                    signed_max=str(voucher.max_claimable_amount),
-                    signature="0x" + voucher.signature.hex(),
+                    charged=str(planned.charged),
+                    signed_max=str(planned.signed_max),
+                    signature=signature,
+                    held=str(planned.held),
+                    held_until_ns=planned.held_until_ns,
+                    hold_epoch=planned.hold_epoch,
                     last_request_at_ns=now,
                     updated_at_ns=now,
                 )
             )
             after = self._locked(connection, voucher.channel_id)
         assert after is not None
-        invariant(after.charged == record.charged + actual, "the charge was recorded once")
-        return ChargeAccepted(after, actual)
+        return _accepted(view, after, price, actual, now, hold_ns)
 
-    def release(self, channel_id: bytes, amount: int) -> ChannelRecord | None:
-        """Give back ``amount`` of a reserved charge (the handler charged less, or failed).
+    def update_hold(
+        self, hold: Hold, *, charge: int = 0, keep: int = 0, known: ChannelRecord | None = None
+    ) -> ChannelRecord | None:
+        """Move ``charge`` of ``hold`` into ``charged``, keep ``keep`` held, free the rest.
 
-        The paywall reserves a request's ceiling with :meth:`charge` before the
-        handler runs, so a replay can never reach it; afterwards it releases
-        what was not earned. ``charged`` never drops below ``totalClaimed``:
-        what was claimed meanwhile stays claimed.
+        ``charge=hold.amount`` makes it final (the answer was sent),
+        ``keep=actual`` shrinks it to what the handler charged, and neither
+        frees it (the handler failed). ``known`` is the row as this request
+        last saw it: tried first, so a lone request needs no read. Returns
+        the row after, or ``None`` when the hold had lapsed and a later
+        charge dropped it (nothing is written then).
         """
-        return _drive(self._release_steps(channel_id, amount), self._write)
+        return _drive(self._hold_steps(hold, charge, keep, known), self._write)
 
-    async def release_async(self, channel_id: bytes, amount: int) -> ChannelRecord | None:
-        """:meth:`release` for the event loop (on SQLite, the write joins the next batch)."""
+    async def update_hold_async(
+        self, hold: Hold, *, charge: int = 0, keep: int = 0, known: ChannelRecord | None = None
+    ) -> ChannelRecord | None:
+        """:meth:`update_hold` for the event loop (on SQLite, the write joins the next batch)."""
         if self._committer is None:
-            released: ChannelRecord | None = await anyio.to_thread.run_sync(
-                self.release, channel_id, amount
+            updated: ChannelRecord | None = await anyio.to_thread.run_sync(
+                lambda: self.update_hold(hold, charge=charge, keep=keep, known=known)
             )
-            return released
-        return await _drive_async(
-            self._release_steps(channel_id, amount), self._committer.execute_async
-        )
+            return updated
+        steps = self._hold_steps(hold, charge, keep, known)
+        return await _drive_async(steps, self._committer.execute_async)
 
-    def _release_steps(
-        self, channel_id: bytes, amount: int
+    def _hold_steps(
+        self, hold: Hold, charge: int, keep: int, known: ChannelRecord | None
     ) -> Generator[_Swap, bool, ChannelRecord | None]:
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-            raise PaywallConfigError("amount must be a non-negative int of atomic units")
-        record = self._fetch(channel_id)
-        while record is not None and amount > 0:
-            back = min(amount, record.charged - record.total_claimed)
-            after = replace(record, charged=record.charged - back)
-            params = {
-                "channel_id": self._key(channel_id),
-                "charged": str(after.charged),
-                "now": _now_ns(),
-                "was_charged": str(record.charged),
-                "was_total_claimed": str(record.total_claimed),
-            }
-            if (yield _Swap(self._sql_release, params)):
-                invariant(after.charged >= after.total_claimed, "a release never undoes a claim")
+        for amount in (charge, keep):
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                raise PaywallConfigError("a hold moves non-negative ints of atomic units")
+        if charge + keep > hold.amount:
+            raise PaywallConfigError("a hold cannot charge or keep more than it holds")
+        record = known if known is not None else self._fetch(hold.channel_id)
+        while record is not None:
+            after = held_after(record, hold, charge=charge, keep=keep)
+            if after is None:
+                return None
+            now = _now_ns()
+            params = hold_params(self._key(hold.channel_id), record, after, hold.epoch, now)
+            if (yield _Swap(self._sql_hold, params)):
                 return after
-            record = self._fetch(channel_id)  # changed meanwhile: decide again on what is there
-        return record
-        return after
+            record = self._fetch(hold.channel_id)  # changed meanwhile: decide again
+        return None
 
     def check_refund(
         self,
@@ -979,7 +1072,16 @@ class ChannelStore:
         ceiling = voucher.max_claimable_amount
         if record.balance == 0:
             return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "the channel has no balance", record)
-        if ceiling != record.charged + price:
+        if record.held > 0 and record.charged < ceiling <= record.charged + record.held:
+            # A voucher whose request is still being answered (a copy, or a
+            # retry before the hold lapsed): not stale, and not to resync on.
+            return ChargeRefused(
+                ERR_CHANNEL_BUSY,
+                "this voucher's request is still being answered; retry it after "
+                f"{_seconds_left(record)} s",
+                record,
+            )
+        if ceiling != record.charged + record.held + price:
             # A stale client, or an old voucher replayed: the corrective 402 resyncs it.
             return ChargeRefused(
                 ERR_CUMULATIVE_AMOUNT_MISMATCH,
