@@ -23,8 +23,9 @@ deposit). Then ``--concurrency`` workers send ``--requests`` requests in all
 * malformed input: junk and oversized payment headers, junk sign-ins, a forged
   ``Host`` (421), an encoded dot segment (400).
 
-Every minute (``--window-s``) the rate of finished requests is recorded, and
-the server's resident memory is sampled every second from ``/proc``. The last
+Every minute (``--window-s``) the rate of finished requests is recorded (and
+printed on stderr as progress), and the server's resident memory is sampled
+every second from ``/proc``. The last
 stdout line is one JSON object: ``rss_growth_pct`` (the server's RSS at the end
 against its RSS after the first window; goal ≤ 5), ``slowest_vs_first`` (the
 slowest full window's rate against the first's; goal ≥ 0.8), ``status_5xx``
@@ -462,6 +463,14 @@ def _watch(pid: int, tally: Tally, window_s: float, stop: threading.Event) -> di
             seen["rss_kib"].append(rss)
             if time.monotonic() >= next_window:
                 seen["window_counts"].append(tally.done - last_done)
+                print(
+                    f"window {len(seen['window_counts'])}: "
+                    f"{(tally.done - last_done) / window_s:.1f}/s, {tally.done} done, "
+                    f"server RSS {rss / 1024:.1f} MiB, 5xx {tally.status_5xx}, "
+                    f"valid sign-ins refused {tally.valid_sign_ins_refused}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 last_done = tally.done
                 next_window += window_s
                 if seen["rss_after_first_kib"] is None:
