@@ -7,7 +7,9 @@
   of grace, then SIGKILL, so it exits within ``STOP_BOUND_S`` with one line
   saying which it took. A second Ctrl-C kills at once.
 - ``build-model`` builds the tiny random Llama the tests serve.
-- ``gateway`` sells a vLLM server per call behind the x402 paywall; with
+- ``gateway`` sells a vLLM server per call behind the x402 paywall, and
+  answers only its own host names (``farthing.web.HostGuard``: the loopback
+  names on a loopback bind, ``--public-url``'s host, ``--allowed-host``); with
   ``--channel-authorizer-key-file`` it also sells per token through x402
   ``batch-settlement`` channels (``farthing.paywall.channel_setup``), and
   claims what they earn in the background while it serves.
@@ -269,7 +271,12 @@ def gateway(
         str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
     ] = None,
     public_url: Annotated[
-        str | None, typer.Option("--public-url", help="Base of resource URLs.")
+        str | None,
+        typer.Option("--public-url", help="Base of resource URLs; its host name is answered."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="Also answer this Host name (repeatable)."),
     ] = None,
     max_tokens_max: Annotated[int | None, typer.Option("--max-tokens-max", min=1)] = None,
     channel_authorizer_key_file: Annotated[
@@ -324,6 +331,15 @@ def gateway(
         fail("no payee: pass --pay-to ADDRESS (or --free to serve without charging)")
     if not free and (not rpc_url or not token):
         fail("the token is described by the chain: pass --rpc-url and --token")
+    from farthing.errors import FarthingError
+    from farthing.web import HostGuard, allowed_hosts
+
+    # Only its own host names (DESIGN.md §13): the loopback names on a
+    # loopback bind, the --public-url's host, and each --allowed-host.
+    try:
+        hosts = allowed_hosts(settings.gateway_host, [public_url], allowed_host or [])
+    except FarthingError as exc:
+        fail(str(exc))
 
     from farthing.inference.gateway import Gateway
     from farthing.paywall.channel_setup import BackgroundClaims, ChannelSettings
@@ -385,7 +401,8 @@ def gateway(
                 f"{channels['receiver_authorizer']}, withdraw delay {channels['withdraw_delay_s']} s"
             )
     # The gateway answers the lifespan itself, so the channel claimer runs beside it.
-    _serve(app_ if claimer is None else BackgroundClaims(app_, claimer), sock)
+    served = app_ if claimer is None else BackgroundClaims(app_, claimer)
+    _serve(HostGuard(served, hosts=hosts), sock)
     if not as_json:
         out_console.print("gateway stopped")
 

@@ -11,10 +11,12 @@ Routes: ``GET /v1/models`` (free), ``POST /v1/chat/completions`` (paid),
 it), ``POST /v1/price`` (the price of one chat request, held like a 402's),
 and ``GET /health``.
 
-The price depends on the request body (prompt tokens plus ``max_tokens``),
-which the paywall's price function does not see, so the gateway reads and
-prices the body first (``farthing.inference.quoting``). A request that cannot
-be priced is refused before any payment is asked for. A priced request goes on
+The price depends on the request body (prompt tokens plus ``max_tokens`` for
+each sequence, ``n`` or ``best_of``), which the paywall's price function does
+not see, so the gateway reads and prices the body first
+(``farthing.inference.quoting``). Only the fields it prices are accepted and
+forwarded (``FORWARDED_FIELDS``); a request that cannot be priced, or asks for
+work the price does not cover, is refused before any payment is asked for. A priced request goes on
 with a private header naming its quote; the paywall's dynamic price
 (:meth:`Gateway.price`) reads the amount from it. A client cannot forge the
 header: the gateway removes any copy of it from every incoming request.
@@ -83,7 +85,8 @@ _QUOTE_HEADER_BYTES: Final = QUOTE_HEADER.encode()
 _CHARGE_HEADER: Final = "farthing-charge"
 _USAGE_TOKENS_MAX: Final = 10**9  # far above any context; a larger count is not believed
 _DESCRIPTION: Final = (
-    "One chat completion: prompt tokens plus max_tokens at the price per 1k tokens"
+    "One chat completion: prompt tokens plus max_tokens per sequence (n, or best_of) "
+    "at the price per 1k tokens"
 )
 
 Scope = MutableMapping[str, Any]
@@ -128,8 +131,12 @@ def usage_charge(body: bytes, quote: CallQuote) -> int | None:
     """What an answer's ``usage`` costs at the quote's price, at most the quote; None if unreadable.
 
     An answer whose usage is missing or malformed returns None, so the ceiling
-    (the quote) is charged: the seller never undercharges on a bad answer.
+    (the quote) is charged: the seller never undercharges on a bad answer. So
+    does a call with ``best_of`` above ``n``: its usage counts only the
+    choices returned, not every sequence generated.
     """
+    if quote.call.sequences > quote.call.choices:
+        return None
     try:
         usage = json.loads(body).get("usage")
         prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
@@ -369,6 +376,8 @@ class Gateway:
                 "model": call.model,
                 "prompt_tokens": call.prompt_tokens,
                 "max_tokens": call.max_tokens,
+                "n": call.choices,
+                "sequences": call.sequences,
                 "tokens": call.tokens,
                 "quote_ttl_s": self.settings.quote_ttl_s,
             },

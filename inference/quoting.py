@@ -4,11 +4,20 @@
 :class:`CallQuote` or a :class:`Refusal` (an expected outcome, with an HTTP
 status and a snake_case reason):
 
-1. the body must be a JSON object under ``request_body_bytes_max``
-   (``request_too_large``, ``invalid_json``), with a non-empty ``messages``
-   list (``invalid_request``);
-2. ``stream`` is refused (``stream_not_supported``): a paid answer is settled
-   before a byte of it is sent, so it cannot stream; ``n`` must be 1;
+1. the body must be a JSON object under ``request_body_bytes_max``, nested
+   at most ``JSON_DEPTH_MAX`` deep (``request_too_large``, ``json_too_deep``,
+   ``invalid_json``; parsed by ``farthing.web.loads_bounded``), with a
+   non-empty ``messages`` list (``invalid_request``);
+2. only the fields in ``FORWARDED_FIELDS`` are accepted, and only they are
+   forwarded: anything else (vLLM's ``use_beam_search``, ``min_tokens``,
+   ``ignore_eos``, ``prompt_logprobs``, or a name the gateway does not know)
+   is refused with one line naming it (``unsupported_field``), because the
+   price does not cover the work it asks for; ``top_logprobs`` is at most
+   ``TOP_LOGPROBS_MAX``;
+3. ``stream`` is refused (``stream_not_supported``): a paid answer is settled
+   before a byte of it is sent, so it cannot stream; ``n`` (choices
+   returned) and ``best_of`` (sequences generated, at least ``n``) are at
+   most ``SEQUENCES_MAX``, and every sequence is priced;
 3. ``model`` must be served upstream (404 ``model_not_found``);
 4. ``max_tokens`` (or ``max_completion_tokens``) defaults to
    ``max_tokens_default`` and may not exceed ``max_tokens_max``
@@ -17,7 +26,8 @@ status and a snake_case reason):
 5. the prompt is counted by the upstream's ``/tokenize`` with the model's own
    tokenizer and chat template, tools included, and prompt plus
    ``max_tokens`` must fit the context (``context_length_exceeded``);
-6. price = the price sheet's per-1k price × (prompt tokens + ``max_tokens``).
+6. price = the price sheet's per-1k price × (prompt tokens + ``max_tokens``
+   × sequences), sequences being ``best_of`` if given, else ``n``.
 
 A quote is **held** for ``quote_ttl_s``, keyed by a digest of the normalised
 request: the buyer who is quoted a price in a 402 and retries the same request
@@ -43,8 +53,20 @@ from farthing.inference.metrics import ThroughputWindow, sample_metrics
 from farthing.inference.pricing import PriceSheet, price_sheet
 from farthing.inference.settings import InferenceSettings
 from farthing.inference.upstream import ModelInfo, TokenCount, Upstream
+from farthing.web import JsonBodyError, loads_bounded
 
-__all__ = ["CallQuote", "ChatCall", "ChatPricer", "QuoteHold", "Refusal", "body_digest"]
+__all__ = [
+    "FORWARDED_FIELDS",
+    "JSON_DEPTH_MAX",
+    "SEQUENCES_MAX",
+    "TOP_LOGPROBS_MAX",
+    "CallQuote",
+    "ChatCall",
+    "ChatPricer",
+    "QuoteHold",
+    "Refusal",
+    "body_digest",
+]
 
 _MODELS_CACHE_S: Final = 30.0
 _MODELS_RETRY_S: Final = 1.0  # an unknown model re-reads the list at most this often
@@ -57,6 +79,44 @@ _TOKENIZE_FIELDS: Final = (
     "chat_template",
     "chat_template_kwargs",
 )
+
+
+# What a chat request may carry: OpenAI's chat-completions fields whose work
+# the price covers (sampling shapes tokens, it does not add them), the
+# tokenizer fields above, and ``n``/``best_of``, priced per sequence.
+FORWARDED_FIELDS: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "best_of",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "stop",
+        "seed",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "stream",
+        "stream_options",
+        *_TOKENIZE_FIELDS,
+    }
+)
+SEQUENCES_MAX: Final = 8  # n and best_of: each sequence is priced, this bounds one call
+TOP_LOGPROBS_MAX: Final = 5
+JSON_DEPTH_MAX: Final = 32  # JSON schemas in response_format and tools nest a few levels
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +149,13 @@ class ChatCall:
     prompt_tokens: int
     max_tokens: int
     digest: str
+    choices: int = 1  # n: the choices answered
+    sequences: int = 1  # best_of, else n: the sequences generated
 
     @property
     def tokens(self) -> int:
-        """What the buyer pays for: the whole prompt and every token it may generate."""
-        return self.prompt_tokens + self.max_tokens
+        """What the buyer pays for: the prompt once and every token each sequence may generate."""
+        return self.prompt_tokens + self.max_tokens * self.sequences
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +259,7 @@ class ChatPricer:
         checked = self._parse(raw)
         if isinstance(checked, Refusal):
             return checked
-        body, max_tokens = checked
+        body, max_tokens, (choices, sequences) = checked
         digest = body_digest(body)
         now = time.monotonic()
         held = self.hold.get(digest, now_s=now)
@@ -223,7 +285,7 @@ class ChatPricer:
                 f"{counted.count + max_tokens} in all, but the model's context is {limit} tokens",
                 "messages",
             )
-        call = ChatCall(body, model, counted.count, max_tokens, digest)
+        call = ChatCall(body, model, counted.count, max_tokens, digest, choices, sequences)
         sheet = await self.sheet()
         quote = CallQuote(
             call,
@@ -234,7 +296,7 @@ class ChatPricer:
         self.hold.put(quote, now_s=time.monotonic())
         return quote
 
-    def _parse(self, raw: bytes) -> tuple[dict[str, Any], int] | Refusal:
+    def _parse(self, raw: bytes) -> tuple[dict[str, Any], int, tuple[int, int]] | Refusal:
         settings = self.settings
         if len(raw) > settings.request_body_bytes_max:
             return Refusal(
@@ -243,9 +305,13 @@ class ChatPricer:
                 f"the request is over {settings.request_body_bytes_max} bytes",
             )
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return Refusal(400, "invalid_json", "the request body is not JSON")
+            body = loads_bounded(
+                raw, depth_max=JSON_DEPTH_MAX, bytes_max=settings.request_body_bytes_max
+            )
+        except JsonBodyError as exc:
+            if exc.reason == "json_too_deep":
+                return Refusal(400, "json_too_deep", str(exc))
+            return Refusal(400, "invalid_json", f"the request body is not JSON ({exc})")
         if not isinstance(body, dict):
             return Refusal(400, "invalid_json", "the request body must be a JSON object")
         model = body.get("model")
@@ -263,10 +329,21 @@ class ChatPricer:
                 "a paid answer is settled before it is sent, so it cannot stream; set stream to false",
                 "stream",
             )
-        if body.get("n", 1) != 1 or isinstance(body.get("n"), bool):
+        unknown = sorted(key for key in body if key not in FORWARDED_FIELDS)
+        if unknown:
             return Refusal(
-                400, "n_not_supported", "the gateway sells one choice per call (n=1)", "n"
+                400,
+                "unsupported_field",
+                f"the gateway does not forward {', '.join(unknown)[:300]}: its price does "
+                "not cover that work; remove them",
+                unknown[0],
             )
+        counts = _sequences(body)
+        if isinstance(counts, Refusal):
+            return counts
+        top = _top_logprobs(body)
+        if top is not None:
+            return top
         max_tokens = _max_tokens(body, settings)
         if isinstance(max_tokens, Refusal):
             return max_tokens
@@ -277,7 +354,7 @@ class ChatPricer:
         normalised["max_completion_tokens"] = max_tokens
         normalised.pop("stream", None)
         normalised.pop("stream_options", None)
-        return normalised, max_tokens
+        return normalised, max_tokens, counts
 
     async def _model(self, name: str) -> ModelInfo | None:
         now = time.monotonic()
@@ -311,6 +388,53 @@ def _max_tokens(body: dict[str, Any], settings: InferenceSettings) -> int | Refu
             "max_tokens",
         )
     return value
+
+
+def _sequences(body: dict[str, Any]) -> tuple[int, int] | Refusal:
+    """``(n, sequences)``: the choices answered and the sequences generated (``best_of``)."""
+    values: dict[str, int] = {}
+    for key in ("n", "best_of"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return Refusal(400, "invalid_n", f"{key} must be a whole number >= 1", key)
+        if value > SEQUENCES_MAX:
+            return Refusal(
+                400,
+                "n_over_limit",
+                f"{key} is {value}, over this gateway's limit of {SEQUENCES_MAX} per call",
+                key,
+            )
+        values[key] = value
+    choices = values.get("n", 1)
+    sequences = values.get("best_of", choices)
+    if sequences < choices:
+        return Refusal(
+            400,
+            "best_of_below_n",
+            f"best_of ({sequences}) must be at least n ({choices})",
+            "best_of",
+        )
+    return choices, sequences
+
+
+def _top_logprobs(body: dict[str, Any]) -> Refusal | None:
+    value = body.get("top_logprobs")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return Refusal(
+            400, "invalid_top_logprobs", "top_logprobs must be a whole number >= 0", "top_logprobs"
+        )
+    if value > TOP_LOGPROBS_MAX:
+        return Refusal(
+            400,
+            "top_logprobs_over_limit",
+            f"top_logprobs is {value}, over this gateway's limit of {TOP_LOGPROBS_MAX}",
+            "top_logprobs",
+        )
+    return None
 
 
 def _tokenize_body(body: dict[str, Any]) -> dict[str, Any]:
