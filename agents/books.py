@@ -26,7 +26,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.orm import Session
 
 from farthing.agents.errors import AgentConfigError
-from farthing.agents.policy import SpendPolicy
+from farthing.agents.policy import SpendPolicy, default_policy
 from farthing.agents.tables import agent_cursor, agent_policy, agent_task, ensure_tables
 from farthing.invariant import invariant
 from farthing.ledger import (
@@ -186,7 +186,8 @@ class AgentBooks:
                 )
             if self._policy_row(session) is None:
                 session.execute(
-                    insert(agent_policy), [_policy_values(self.agent_id, SpendPolicy())]
+                    insert(agent_policy),
+                    [_policy_values(self.agent_id, default_policy(self.asset))],
                 )
         self._ready = True
         return self

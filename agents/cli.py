@@ -23,7 +23,7 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -40,7 +40,10 @@ from farthing.agents.admin_cli import (
 from farthing.agents.channel_cli import channels_app
 from farthing.agents.settings import AgentSettings
 from farthing.agents.workspace import Workspace, open_workspace
-from farthing.console import emit_json, fail, out_console
+from farthing.console import emit_json, err_console, fail, out_console
+
+if TYPE_CHECKING:
+    from farthing.agents.approvals import Approval
 
 __all__ = ["app"]
 
@@ -83,6 +86,17 @@ def agent_settings(
     if wallet is not None:
         values["wallet"] = wallet
     return AgentSettings(**values)
+
+
+def tell_approval(approval: Approval, timeout_s: int) -> None:
+    """Say on stderr, where a person watching reads it, that a payment waits for them."""
+    err_console.print(
+        f"approval {approval.id}: {approval.price()} to {approval.pay_to} for "
+        f"{approval.resource} waits for a person, at most {timeout_s} s. Run "
+        f"`farthing agent approvals approve {approval.id}` (or `deny {approval.id}`).",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _open(
@@ -175,6 +189,7 @@ def run(
         else:
             brain = RuleBrain(relevance_min=workspace.settings.relevance_min)
         progress(f"agent {workspace.settings.agent_id} paying from {workspace.payer.address}")
+        workspace.payer.on_approval = tell_approval
 
         async def go() -> RunReport:
             try:
@@ -233,6 +248,7 @@ def fetch(
         if task_id is None or budget is not None:
             task_budget = cap if budget is None else asset.parse(budget)
             workspace.books.start_task(the_task.task_id, task_budget, purpose)
+        workspace.payer.on_approval = tell_approval
 
         async def go() -> FetchResult:
             async with AgentToolkit(workspace.payer, the_task) as toolkit:

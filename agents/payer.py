@@ -6,7 +6,9 @@ The paying client (``farthing.agents.client``) calls it at two points:
    choose an offer (known network and asset, cheapest), check ``max_price``,
    the host and payee lists, look for an earlier, still open payment for the
    same purchase (its authorization is re-signed, byte for byte, never a
-   second one), ask a person if the amount is above the approval threshold,
+   second one), ask a person if the amount is above the approval threshold
+   (0.10 of the token for an agent nobody configured; not for a payment the
+   budgets would refuse anyway),
    make the payment id and derive the nonce from it, **reserve** the amount
    against every budget (committed), check the wallet's balance (voiding the
    reservation if it is short), and only then sign. Anything that says no
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
 
-from farthing.agents.approvals import request_approval, wait_for_decision
+from farthing.agents.approvals import Approval, request_approval, wait_for_decision
 from farthing.agents.books import AgentBooks
 from farthing.agents.challenge import (
     X_PAYMENT_HEADER,
@@ -41,7 +44,7 @@ from farthing.agents.challenge import (
 from farthing.agents.channel_store import list_channels
 from farthing.agents.channels import ChannelPayer, ChannelPrepared
 from farthing.agents.outcome import OutcomeStatus, PaymentOutcome
-from farthing.agents.policy import check_terms, needs_approval
+from farthing.agents.policy import SpendPolicy, check_terms, needs_approval
 from farthing.agents.reservations import (
     BookedPayment,
     PaymentIntent,
@@ -149,6 +152,7 @@ class Payer:
         asset: Asset,
         books: AgentBooks,
         settings: AgentSettings | None = None,
+        on_approval: Callable[[Approval, int], None] | None = None,
     ) -> None:
         if books.asset != asset:
             raise ValueError("the books and the wallet must use the same asset")
@@ -160,6 +164,9 @@ class Payer:
         self.domain = TokenDomain.for_asset(asset)
         self._token = Stablecoin(chain, asset)
         self.channels = ChannelPayer(self)
+        # Told of each payment that starts waiting for a person (the request
+        # and how many seconds it will wait), so a command can say so.
+        self.on_approval = on_approval
 
     def __repr__(self) -> str:
         return f"Payer({self.address} paying {self.asset.symbol} on {self.asset.network})"
@@ -219,8 +226,17 @@ class Payer:
             return _not_paid(url, intent, challenge.reason, challenge.message)
         policy = self.books.policy()
         # Channels book charges without a token (they are not token
-        # transfers), and an approval per voucher would defeat them.
-        allow_channel = policy.asset_allowlist is None and policy.approval_above is None
+        # transfers), and an approval per voucher would defeat them: a
+        # channel is used only when no voucher can reach the approval
+        # threshold. Its deposit stays the agent's, in escrow; only vouchers pay.
+        allow_channel = policy.asset_allowlist is None and (
+            policy.approval_above is None
+            or all(
+                o.amount <= policy.approval_above
+                for o in challenge.offers
+                if o.requirements.scheme == CHANNEL_SCHEME
+            )
+        )
         chosen = choose_offer(
             challenge,
             self.asset,
@@ -264,6 +280,10 @@ class Payer:
 
         approval_id = None
         if needs_approval(policy, requirements.amount):
+            # Nobody is asked about a payment the budgets would refuse anyway.
+            short = self._short_of(policy, requirements.amount, intent)
+            if short is not None:
+                return _not_paid(url, intent, short, "checked before asking a person", terms)
             approval = request_approval(
                 self.books.database,
                 agent_id=self.books.agent_id,
@@ -280,6 +300,8 @@ class Payer:
                 url,
                 approval.id,
             )
+            if self.on_approval is not None:
+                self.on_approval(approval, policy.approval_timeout_s)
             decided = wait_for_decision(
                 self.books.database,
                 approval.id,
@@ -351,6 +373,23 @@ class Payer:
             asset=self.asset,
             approval_id=approval_id,
         )
+
+    def _short_of(self, policy: SpendPolicy, amount: int, intent: Intent) -> str | None:
+        """The budget ``amount`` would pass now, or None; the reservation checks them all again."""
+        if policy.payment_cap is not None and amount > policy.payment_cap:
+            return "exceeds_payment_cap"
+        status = self.books.status(intent.task_id)
+        if amount > status.available:
+            return "exceeds_budget"
+        if status.daily_limit is not None and amount > status.daily_limit - status.daily_used:
+            return "exceeds_daily_limit"
+        if status.task_remaining is not None and amount > status.task_remaining:
+            return "exceeds_task_budget"
+        if status.total_budget is not None and amount > (
+            status.total_budget - status.spent - status.reserved
+        ):
+            return "exceeds_total_budget"
+        return None
 
     def _reuse(
         self,

@@ -9,6 +9,13 @@ says and nothing a fetched page contains can change it: only the operator's
 
 The checks here are small pure functions over (policy, request facts) that
 return ``None`` or a snake_case reason; :func:`check_terms` runs them in order.
+
+**The default is safe for a newcomer.** An agent whose policy nobody set gets
+:func:`default_policy`: no money limit but the booked funds, and a person's
+approval for any single payment above ``APPROVAL_ABOVE_DEFAULT`` (0.10 of the
+token, as the x402 fetch client's default ``maxValue``). The threshold is an
+ordinary part of the stored policy: ``farthing agent policy show`` prints it
+and ``farthing agent policy set --approval-above AMOUNT|none`` changes it.
 """
 
 from __future__ import annotations
@@ -16,23 +23,30 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final
 
 from farthing.agents.errors import AgentConfigError
 from farthing.wallet.address import is_address
+from farthing.wallet.money import Asset
 
 __all__ = [
+    "APPROVAL_ABOVE_DEFAULT",
     "APPROVAL_TIMEOUT_S_DEFAULT",
     "APPROVAL_TIMEOUT_S_MAX",
     "SpendPolicy",
     "check_host",
     "check_payee",
     "check_terms",
+    "default_approval_above",
+    "default_policy",
     "host_matches",
     "needs_approval",
     "normalise_host",
 ]
 
+# Above this, in the token, a payment waits for a person unless the policy says otherwise.
+APPROVAL_ABOVE_DEFAULT: Final = Decimal("0.10")
 APPROVAL_TIMEOUT_S_DEFAULT: Final = 300
 APPROVAL_TIMEOUT_S_MAX: Final = 24 * 3600
 _LIST_LENGTH_MAX: Final = 1_000
@@ -123,6 +137,16 @@ class SpendPolicy:
     @staticmethod
     def load_list(text: str | None) -> frozenset[str] | None:
         return None if text is None else frozenset(json.loads(text))
+
+
+def default_approval_above(asset: Asset) -> int:
+    """``APPROVAL_ABOVE_DEFAULT`` in the asset's atomic units (rounded down)."""
+    return int(APPROVAL_ABOVE_DEFAULT.scaleb(asset.decimals))
+
+
+def default_policy(asset: Asset) -> SpendPolicy:
+    """The policy of an agent nobody configured: a person approves each payment above 0.10."""
+    return SpendPolicy(approval_above=default_approval_above(asset))
 
 
 def host_matches(host: str, pattern: str) -> bool:

@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -169,6 +169,10 @@ def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
     database = LedgerDatabase(LedgerSettings(database_url=f"sqlite:///{data_dir / 'agent.sqlite'}"))
     upgrade_database(database)
     books = AgentBooks(database, agent_id="translation-hirer", asset=usdc).ensure()
+    # Stated, not left to the newcomer's default (a person approves any payment
+    # above 0.10 USDC): this agent pays a translator up to 10 USDC on its own.
+    books.set_policy(replace(books.policy(), approval_above=usdc.parse("10")))
+    say("spend policy: a person approves any capture above 10 USDC, and every reject")
     books.sync_deposits(chain, payer.address, from_block=start)
     say(f"chain {chain.network}; the agent's books in {data_dir}")
     say(f"hiring agent {payer.address} holds {usdc.format(token.balance_of(payer.address))}")
