@@ -66,6 +66,7 @@ def dashboard(
         str | None,
         typer.Option(
             "--public-url",
+            metavar="URL",
             envvar="FARTHING_DASHBOARD_PUBLIC_URL",
             help="The URL people open (needed beyond loopback); its host name is answered.",
             show_default=False,
@@ -74,7 +75,10 @@ def dashboard(
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
-            "--allowed-host", help="Another host name to answer (repeatable).", show_default=False
+            "--allowed-host",
+            metavar="NAME",
+            help="Another host name to answer (repeatable).",
+            show_default=False,
         ),
     ] = None,
     users_file: Annotated[
