@@ -13,7 +13,8 @@
     farthing jobs refund ID [--amount 0.5]
     farthing jobs reclaim ID                           # the payer's own, after the deadline
     farthing jobs reconcile [--from-block N]
-    farthing jobs serve [--host H] [--port P] [--public-url URL] [--json]   # the workers' page and API
+    farthing jobs serve [--host H] [--port P] --public-url URL [--allowed-host NAME] [--json]
+                                                       # the workers' page and API
 
 The wallet, chain and books are the agent's (see ``farthing.agents.workspace``:
 ``~/.farthing``, the local dev chain, ``--network``/``--rpc-url``/``--token``).
@@ -33,6 +34,7 @@ from typing import Annotated, Any
 import typer
 
 from farthing.console import emit_json, fail, out_console
+from farthing.jobs.serve_cli import serve_command
 
 __all__ = ["app"]
 
@@ -499,73 +501,5 @@ def reconcile(
     _with(step, with_wallet=False)
 
 
-@app.command()
-def serve(
-    host: Annotated[
-        str, typer.Option("--host", help="Bind address (loopback unless workers come from afar).")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="0 picks a free port.")
-    ] = 8720,
-    public_url: Annotated[
-        str | None,
-        typer.Option(
-            "--public-url",
-            help="The site's URL as workers see it (pins the sign-in domain; set it behind a proxy).",
-        ),
-    ] = None,
-    session_secret_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--session-secret-file",
-            help="Private file with the session secret (default: random, sessions end at restart).",
-        ),
-    ] = None,
-    session_lifetime_s: Annotated[
-        int,
-        typer.Option(
-            "--session-lifetime", min=60, max=30 * 86_400, help="Seconds a sign-in lasts."
-        ),
-    ] = 12 * 3_600,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
-) -> None:
-    """Serve the workers' page and JSON API: open jobs, wallet sign-in, accept, deliver, pay.
-
-    Stops on Ctrl-C or SIGTERM, within a few seconds.
-    """
-    from farthing.jobs.server import create_app
-    from farthing.jobs.worker_auth import WorkerSessions
-    from farthing.paywall.facilitator_cli import bind_socket, serve_app
-
-    try:
-        sessions = (
-            WorkerSessions.from_file(session_secret_file, lifetime_s=session_lifetime_s)
-            if session_secret_file is not None
-            else WorkerSessions.ephemeral(lifetime_s=session_lifetime_s)
-        )
-    except Exception as exc:  # noqa: BLE001 - a bad secret file is one line, never the secret
-        fail(f"cannot use the session secret: {exc}")
-    workspace, service = _open()
-    try:
-        try:
-            application = create_app(service, sessions=sessions, public_url=public_url)
-        except ValueError as exc:
-            fail(str(exc))
-        sock = bind_socket(host, port)
-        bound = sock.getsockname()[1]
-        shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{bound}/"
-        if as_json:
-            emit_json(
-                {"url": url, "publicUrl": public_url, "network": service.chain.network,
-                 "agentId": service.books.agent_id, "token": service.asset.address}
-            )  # fmt: skip
-        else:
-            out_console.print(
-                f"workers' page on {url} for {service.books.agent_id}'s jobs "
-                f"({service.asset.symbol} on {service.chain.network}); Ctrl-C stops it",
-                markup=False,
-            )
-        serve_app(application, sock)
-    finally:
-        workspace.close()
+# The workers' page and API: its own module (its edge options are many).
+app.command("serve")(serve_command)

@@ -71,7 +71,16 @@ from farthing.jobs.worker_auth import WorkerSession, WorkerSessions
 from farthing.paywall.page import network_label
 from farthing.web import HostGuard, allowed_hosts
 
-__all__ = ["COOKIE_NAME", "CSP", "SCRIPT_PATH", "STYLE_PATH", "create_app", "status_of"]
+__all__ = [
+    "COOKIE_NAME",
+    "CSP",
+    "SCRIPT_PATH",
+    "SIGN_IN_OFF",
+    "STYLE_PATH",
+    "create_app",
+    "public_origin",
+    "status_of",
+]
 
 COOKIE_NAME: Final = "farthing_jobs_session"
 SCRIPT_PATH: Final = "/.jobs/jobs.js"
@@ -113,6 +122,23 @@ def status_of(result: JobResult) -> int:
     return _STATUS.get(result.reason or "", 409)
 
 
+def public_origin(url: str) -> str:
+    """``scheme://host[:port]/`` of a public URL; ValueError unless it is a plain http(s) URL."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"the public URL {url!r} has a bad port") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+    ):
+        raise ValueError(f"the public URL must be an http(s) URL with a host, not {url!r}")
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
 def create_app(
     service: JobService,
     *,
@@ -128,16 +154,7 @@ def create_app(
     and the public URL's host; see :func:`farthing.web.allowed_hosts`).
     """
     sessions = sessions or WorkerSessions.ephemeral()
-    if public_url is not None:
-        parts = urlsplit(public_url)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.username is not None
-            or parts.password is not None
-        ):
-            raise ValueError(f"public_url must be an http(s) URL with a host, not {public_url!r}")
-        public_url = f"{parts.scheme}://{parts.netloc}/"
+    public_url = None if public_url is None else public_origin(public_url)
     hosts = allowed_hosts("127.0.0.1", [public_url]) if hosts is None else frozenset(hosts)
     asset = service.asset
     network = service.chain.network

@@ -39,6 +39,7 @@ from farthing.paywall.keys import load_token_file
 from farthing.paywall.receipts import Receipts
 from farthing.paywall.siwx import SignInRefusal, declare_sign_in, verify_sign_in
 from farthing.wallet.address import checksum, is_address
+from farthing.web import JsonBodyError, loads_bounded
 
 __all__ = [
     "SESSION_LIFETIME_S_DEFAULT",
@@ -144,9 +145,10 @@ class WorkerSessions:
         if not hmac.compare_digest(mac, self._mac(b"session\x00" + body)):
             return None
         try:
-            data = json.loads(body)
+            # Signed by us, yet parsed as any body is: bounded first (DESIGN.md §13).
+            data = loads_bounded(body, depth_max=1, bytes_max=_TOKEN_CHARS_MAX)
             address, expires = data["a"], data["e"]
-        except (ValueError, KeyError, TypeError):
+        except (JsonBodyError, KeyError, TypeError):
             return None
         if not isinstance(address, str) or not is_address(address) or type(expires) is not int:
             return None

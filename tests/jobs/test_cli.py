@@ -51,6 +51,9 @@ def test_jobs_commands_end_to_end(dev_chain: DevChainProcess) -> None:
         assert "Traceback" not in result.stderr
         return lines[0]
 
+    # Stated, not the newcomer's default (a person approves each payment above 0.10).
+    policy = run_farthing(["agent", "policy", "set", "--approval-above", "none"], env=env)
+    assert policy.code == 0, policy.stderr
     posted = ok(
         "post", "--title", "Translate to Hindi", "--spec", "Translate the text.",
         "--criteria", "complete translation", "--price", "500 INR", "--rate", "0.0119",
