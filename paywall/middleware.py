@@ -140,7 +140,9 @@ class PaywallOptions:
     asset: Asset | None = None
     rates: Mapping[str, Decimal | str] = field(default_factory=dict)
     rounding: Rounding = "exact"
-    public_url: str | None = None  # the base of resource URLs; else the Host header
+    # The site's origin: the base of resource URLs (else the Host header, which
+    # farthing paywall serve restricts with HostGuard) and what sign-ins must name.
+    public_url: str | None = None
     payment_header_bytes_max: int = PAYMENT_HEADER_BYTES_MAX
     response_body_bytes_max: int = RESPONSE_BODY_BYTES_MAX_DEFAULT
     # Buy once, read again (article routes): a signed receipt cookie after
