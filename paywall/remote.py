@@ -35,8 +35,13 @@ from farthing.paywall.wire import (
     VerifyResult,
 )
 from farthing.wallet.errors import AuthorizationError
+from farthing.web import JsonBodyError, loads_bounded
 
-__all__ = ["X402_REASONS", "RemoteFacilitator"]
+__all__ = ["RESPONSE_BYTES_MAX", "X402_REASONS", "RemoteFacilitator"]
+
+# A facilitator's answer is a few hundred bytes; its nesting is bounded too
+# (farthing.web.loads_bounded), so a hostile one is an outage, not a crash.
+RESPONSE_BYTES_MAX: Final = 1024 * 1024
 
 # The x402 SDK's exact-EVM codes, as Farthing's reasons.
 X402_REASONS: Final = {
@@ -84,22 +89,29 @@ class RemoteFacilitator:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            response = await self._client.request(method, path, json=body)
+            async with self._client.stream(method, path, json=body) as response:
+                status = response.status_code
+                content = bytearray()
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > RESPONSE_BYTES_MAX:
+                        break  # loads_bounded refuses it; read no more
         except httpx.TimeoutException:
             raise FacilitatorUnavailableError(f"the facilitator at {self.url} timed out") from None
         except httpx.HTTPError:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} did not answer"
             ) from None
-        if response.status_code != 200:
+        if status != 200:
             raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} answered HTTP {response.status_code} to {path}"
+                f"the facilitator at {self.url} answered HTTP {status} to {path}"
             )
         try:
-            return response.json()
-        except ValueError:
+            return loads_bounded(bytes(content), bytes_max=RESPONSE_BYTES_MAX)
+        except JsonBodyError as exc:
             raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} answered {path} with something that is not JSON"
+                f"the facilitator at {self.url} answered {path} with something that is not "
+                f"bounded JSON ({exc.reason})"
             ) from None
 
     @staticmethod
