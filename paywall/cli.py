@@ -527,6 +527,8 @@ def claim(
         for tx in report.transactions:
             out_console.print(f"transaction {tx}")
         out_console.print(f"settled {report.settled}")
+        for cid, short in report.shortfalls.items():
+            out_console.print(f"shortfall {short} on {cid}: charged above what its escrow holds")
     if report.failures:
         fail(f"claim failed: {report.failures[0]}")
 
