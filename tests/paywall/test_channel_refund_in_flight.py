@@ -3,8 +3,8 @@
 All real: anvil with our escrow and token, a ``farthing paywall serve
 --config`` process with a ``[channels]`` table whose RPC goes through a
 ``FaultProxy``, and a payer signing its own deposit, vouchers and refund.
-The proxy holds the refund's transaction for a few seconds, so the refund is
-certainly in flight when the payer sends three more cumulative vouchers.
+The proxy holds the refund's transaction, then its receipt, for a few seconds
+each, so the refund is certainly in flight when the payer sends three more cumulative vouchers.
 Each is refused (402), the refund lands, and afterwards the chain, the
 server's channel row and the payer agree: one request was served and one was
 paid; the rest of the deposit went back.
@@ -36,7 +36,10 @@ TABLE = """
 receiver_authorizer_key_file = "authorizer.key"
 withdraw_delay_s = 900
 """
-HOLD_S = 4.0  # how long the proxy holds the refund's transaction
+# How long the proxy holds the refund's transaction, then its first receipt
+# poll: each under the server's 5 s RPC timeout, together long enough for the
+# three vouchers on a loaded machine.
+HOLD_S = 3.5
 
 
 def test_vouchers_sent_while_a_refund_is_in_flight_are_refused(
@@ -66,6 +69,7 @@ def test_vouchers_sent_while_a_refund_is_in_flight_are_refused(
             assert first.status_code == 200, first.text
             sent_before = proxy.calls["eth_sendRawTransaction"]
             proxy.delay("eth_sendRawTransaction", HOLD_S, times=1)
+            proxy.delay("eth_getTransactionReceipt", HOLD_S, times=1)
             refunding = pool.submit(http.get, "/api/data", headers=ch.header(refund))
             deadline = time.monotonic() + 30
             while proxy.calls["eth_sendRawTransaction"] == sent_before:
