@@ -166,6 +166,11 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
+def _live_held(record: ChannelRecord) -> int:
+    """What the row holds for requests still being answered (lapsed holds count nothing)."""
+    return record.held if record.held_until_ns > _now_ns() else 0
+
+
 def _hold_ns(hold_s: float | None) -> int | None:
     if hold_s is None:
         return None
@@ -274,7 +279,7 @@ class ChannelRecord:
             withdraw_requested_at=self.withdraw_requested_at,
             refund_nonce=self.refund_nonce,
             # What the next voucher builds on: final charges and live holds.
-            charged_cumulative_amount=self.charged + self.held,
+            charged_cumulative_amount=self.charged + _live_held(self),
         )
 
     def voucher_state(self) -> VoucherStateWire | None:

@@ -2,9 +2,10 @@
 
 With ``synchronous=FULL`` every SQLite commit waits for the disk (an fsync of
 the write-ahead log): a fraction of a millisecond on a quiet disk, several
-on a busy one. The channel voucher path writes once a request, so one fsync
-a write would cap a server at a few hundred paid requests a second whatever
-its CPU could do. Here one writer thread takes every write queued while it
+on a busy one. The channel voucher path writes twice a request (the charge
+is held, then made final once the answer is sent: paywall/channel_holds.py),
+so one fsync a write would cap a server at a few hundred paid requests a
+second whatever its CPU could do. Here one writer thread takes every write queued while it
 was committing the last batch and runs them in one ``BEGIN IMMEDIATE …
 COMMIT``: one fsync for the batch, and each write still durable before its
 caller goes on.
@@ -179,7 +180,7 @@ class GroupCommitter:
                         raise
                 finally:
                     cursor.close()
-        except Exception as exc:  # handed to every caller in the batch
+        except Exception as exc:  # noqa: BLE001 - handed to every caller in the batch
             for write in batch:
                 write.error = copy(exc)
         else:

@@ -7,9 +7,12 @@ Every channel crash point is killed at in a real process on anvil:
   uvicorn) dies after its deposit or voucher is signed and recorded, and
   after the seller's answer arrived but before it was booked; ``farthing
   agent channels withdraw`` and ``finalize`` die after their transaction;
-* the paywall dies after a deposit landed on chain, and after a voucher's
-  charge was recorded before its handler ran; ``farthing paywall claim``
-  dies after its claim and after its settle transaction.
+* the paywall dies after a deposit landed on chain (``channel_server.py``);
+  a real ``farthing paywall serve`` (its ``[channels]`` table, a short
+  ``charge_lease_s``) dies after a voucher's charge was held and before its
+  handler ran, and after the handler answered and before the answer was
+  sent; ``farthing paywall claim`` dies after its claim and after its settle
+  transaction.
 
 Then the documented recovery runs: the agent's next purchase once the dead
 process's channel lease has run out (it adopts the dead request: its deposit
@@ -26,12 +29,14 @@ break; nothing is reserved; one deposit per channel; each claim raised the
 claimed total once; what the agent booked as charged equals what the
 paywall charged; the agent's on-chain spend is what its books say it locked
 less what came back; the merchant's balance is the cash its books hold; and
-every charge is a delivered response, except the one response a crash
-between charge and delivery lost (documented in docs/reliability.md).
+every charge is a delivered response: a paywall that dies between holding
+a charge and sending its answer leaves a hold that lapses, so the payer's
+retry of the same voucher is served and charged once (docs/reliability.md).
 
 The stories are independent (an agent each; the paywall-side ones a site
 each), so each phase runs for all of them at once; anvil's clock moves only
-at the end, for the withdrawal.
+at the end, for the withdrawal. A run that selects some points (``-k``)
+plays only their stories.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ TASK_BUDGET: Final = 20 * PRICE_ATOMIC
 # Every channel crash point, and its story: the process that dies, how many
 # purchases its first run makes, how many of the agent's charges paid for a
 # response that reached a process that then died (it was delivered), and how
-# many paid for a response never delivered (the documented bounded loss).
+# many paid for a response never delivered (none: a held charge lapses).
 POINTS: Final = {
     "agent.channel_after_deposit_signed": ("agent", 1, 0, 0),
     "agent.channel_after_deposit_sent": ("agent", 1, 1, 0),
@@ -108,7 +113,8 @@ POINTS: Final = {
     "agent.channel_after_withdraw_sent": ("withdraw", 2, 0, 0),
     "agent.channel_after_finalize_sent": ("withdraw", 2, 0, 0),
     "paywall.channel_after_deposit": ("paywall", 1, 0, 0),
-    "paywall.channel_after_charge": ("paywall", 1, 0, 1),
+    "paywall.channel_after_charge": ("paywall", 1, 0, 0),
+    "paywall.channel_after_handler": ("paywall", 1, 0, 0),
     "paywall.channel_after_claim": ("claim", 2, 0, 0),
     "paywall.channel_after_settle": ("claim", 2, 0, 0),
 }
@@ -116,13 +122,20 @@ POINTS: Final = {
 # finalize points are one agent's story (a withdrawal, then its finalize).
 SHOP: Final = "shop"
 WITHDRAW_STORY: Final = "agent.channel_after_withdraw_sent"
+FINALIZE_STORY: Final = "agent.channel_after_finalize_sent"
 SITE_RELAYERS: Final = {
     SHOP: 1,
     "paywall.channel_after_deposit": 2,
     "paywall.channel_after_charge": 4,
+    "paywall.channel_after_handler": 7,
     "paywall.channel_after_claim": 5,
     "paywall.channel_after_settle": 6,
 }
+# The paywall-side points killed in a real `farthing paywall serve` process.
+SERVED: Final = ("paywall.channel_after_charge", "paywall.channel_after_handler")
+# The paywall's charge lease: shorter than the buyer's, so a dead request's
+# hold has lapsed by the time the buyer's lease lets it retry.
+CHARGE_LEASE_S: Final = 1.0
 
 
 @dataclass
@@ -190,6 +203,64 @@ def spawn_server(
         )
     site.processes.append(process)
     return process
+
+
+def spawn_serve(
+    fc: FaultChain, site: Site, *, crash_at: str | None = None
+) -> subprocess.Popen[str]:
+    """``farthing paywall serve`` selling ``/api/**`` through channels only, on ``site``'s stores.
+
+    Its ``[channels]`` table names the authorizer every site shares and a
+    short ``charge_lease_s``; claims stay the tests' (``claim_every_s`` is
+    far off, and no threshold is set).
+    """
+    config = site.data_dir / "paywall.toml"
+    if not config.exists():
+        config.write_text(
+            "\n".join(
+                [
+                    "[[routes]]",
+                    'path = "/api/**"',
+                    'price = "0.01 USDC"',
+                    'schemes = ["batch-settlement"]',
+                    "[channels]",
+                    f'receiver_authorizer_key_file = "{authorizer_key_file(fc)}"',
+                    f"withdraw_delay_s = {WITHDRAW_DELAY_S}",
+                    "claim_every_s = 86400",
+                    f"charge_lease_s = {CHARGE_LEASE_S}",
+                    "",
+                ]
+            )
+        )
+    argv = [
+        sys.executable, "-m", "farthing", "paywall", "serve", "--json", "--config", str(config),
+        "--upstream", fc.upstream_url, "--pay-to", site.merchant, "--token", fc.asset.address,
+        "--rpc-url", fc.chain.rpc_url, "--key-file", str(site.key_file),
+        "--database-url", site.store_url, "--ledger-database-url", site.revenue_url,
+        "--port", "0",
+    ]  # fmt: skip
+    extra = {"FARTHING_CRASH_AT": crash_at} if crash_at else {}
+    log = (site.data_dir / f"server-{len(site.processes)}.log").open("w")
+    with log:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=cli_env(site.data_dir / "cli", **extra),
+            cwd=REPO,
+        )
+    site.processes.append(process)
+    return process
+
+
+def spawn_paywall_of(
+    fc: FaultChain, site: Site, point: str, *, crash_at: str | None = None
+) -> subprocess.Popen[str]:
+    """The paywall process of ``point``'s site: ``farthing paywall serve`` or ``channel_server.py``."""
+    if point in SERVED:
+        return spawn_serve(fc, site, crash_at=crash_at)
+    return spawn_server(fc, site, SITE_RELAYERS[point], crash_at=crash_at)
 
 
 def server_url(site: Site, process: subprocess.Popen[str]) -> str:
@@ -305,47 +376,66 @@ def wait_until(moment: float) -> None:
 # ------------------------------------------------------------------ the stories
 
 
+def selected_points(request: pytest.FixtureRequest) -> frozenset[str]:
+    """The points this session runs (``-k`` may pick a few): only their stories are played."""
+    chosen = {
+        item.callspec.params["point"]
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.module is sys.modules[__name__]
+        and hasattr(item, "callspec")
+    }
+    if chosen & {WITHDRAW_STORY, FINALIZE_STORY}:
+        chosen |= {WITHDRAW_STORY, FINALIZE_STORY}  # one story, two points
+    return frozenset(chosen or POINTS)
+
+
 @pytest.fixture(scope="module")
-def stories(fault_chain: FaultChain) -> Iterator[dict[str, Story]]:
+def stories(fault_chain: FaultChain, request: pytest.FixtureRequest) -> Iterator[dict[str, Story]]:
     fc = fault_chain
     place_channel_contracts(fc.chain)
+    wanted = selected_points(request)
+    active = [p for p in POINTS if p in wanted and p != FINALIZE_STORY]
     with ExitStack() as stack:
         stack.callback(_end_all)
+        used = {p if p in SITE_RELAYERS else SHOP for p in active}
         sites = {
             name: stack.enter_context(
                 stopping(new_site(fc, fc.work / name.replace(".", "-"), relayer_index=relayer))
             )
             for name, relayer in SITE_RELAYERS.items()
+            if name in used
         }
         stories: dict[str, Story] = {}
-        for point, (who, _, _, _) in POINTS.items():
-            if point == "agent.channel_after_finalize_sent":
-                continue  # the withdrawal story's second half
+        for point in active:
             site = sites[point] if point in sites else sites[SHOP]
             agent = new_agent(fc, fc.work / point.replace(".", "-") / "agent")
             stories[point] = Story(point, agent, site)
-        stories["agent.channel_after_finalize_sent"] = stories[WITHDRAW_STORY]
-        # The withdrawal and its finalize are the agent's own transactions: it pays their gas.
-        gas = Call(stories[WITHDRAW_STORY].agent.address, b"", value=10**18)
-        assert fc.chain.send(gas, sender=fc.owner).ok
+        withdrawing = stories.get(WITHDRAW_STORY)
+        if withdrawing is not None:
+            stories[FINALIZE_STORY] = withdrawing
+            # The withdrawal and its finalize are the agent's own transactions: it pays their gas.
+            gas = Call(withdrawing.agent.address, b"", value=10**18)
+            assert fc.chain.send(gas, sender=fc.owner).ok
 
-        # Phase 1: the paywalls (two armed, each with a standby on its stores), then every first purchase.
+        # Phase 1: the paywalls (three armed, each with a standby on its stores), then every first purchase.
         armed_servers = {
-            p: spawn_server(fc, sites[p], SITE_RELAYERS[p], crash_at=p)
-            for p in ("paywall.channel_after_deposit", "paywall.channel_after_charge")
+            p: spawn_paywall_of(fc, sites[p], p, crash_at=p)
+            for p in ("paywall.channel_after_deposit", *SERVED)
+            if p in wanted
         }
         healthy = {
             name: spawn_server(fc, sites[name], SITE_RELAYERS[name])
             for name in (SHOP, "paywall.channel_after_claim", "paywall.channel_after_settle")
+            if name in sites
         }
         urls = {p: server_url(sites[p], s) for p, s in armed_servers.items()}
         urls |= {name: server_url(sites[name], s) for name, s in healthy.items()}
         # Started once the first has made the tables (two processes creating them at once race).
-        standby = {p: spawn_server(fc, sites[p], SITE_RELAYERS[p]) for p in armed_servers}
+        standby = {p: spawn_paywall_of(fc, sites[p], p) for p in armed_servers}
         firsts = {}
-        for point, (who, buys, _, _) in POINTS.items():
-            if point == "agent.channel_after_finalize_sent":
-                continue
+        for point in active:
+            who, buys, _, _ = POINTS[point]
             story = stories[point]
             url = urls[point] if point in urls else urls[SHOP]
             armed = point if who == "agent" else None
@@ -367,17 +457,17 @@ def stories(fault_chain: FaultChain) -> Iterator[dict[str, Story]]:
         retry_urls = {p: server_url(sites[p], s) for p, s in standby.items()}
 
         # Phase 2: the commands that die (claims, the withdrawal).
-        withdrawing = stories[WITHDRAW_STORY]
-        (channel,) = list_channels(withdrawing.agent.books)
-        dying = {
-            WITHDRAW_STORY: spawn_agent_channels(
+        claim_points = [
+            p
+            for p in ("paywall.channel_after_claim", "paywall.channel_after_settle")
+            if p in wanted
+        ]
+        dying = {p: spawn_claim(fc, sites[p], crash_at=p) for p in claim_points}
+        if withdrawing is not None:
+            (channel,) = list_channels(withdrawing.agent.books)
+            dying[WITHDRAW_STORY] = spawn_agent_channels(
                 fc, withdrawing.agent, "withdraw", channel.channel_id, crash_at=WITHDRAW_STORY
-            ),
-            **{
-                p: spawn_claim(fc, sites[p], crash_at=p)
-                for p in ("paywall.channel_after_claim", "paywall.channel_after_settle")
-            },
-        }
+            )
         for point, process in dying.items():
             code, _ = cli_json(process, SIGKILLED)
             stories[point].killed.append(code)
@@ -385,17 +475,15 @@ def stories(fault_chain: FaultChain) -> Iterator[dict[str, Story]]:
         # Phase 3: the recoveries. The dead buyers' leases must have run out.
         wait_until(lease_over)
         retries = {
-            p: spawn_buyer(fc, stories[p].agent, retry_urls.get(p, urls[SHOP]), 1)
-            for p, (who, _, _, _) in POINTS.items()
-            if who in ("agent", "paywall")
+            p: spawn_buyer(fc, stories[p].agent, retry_urls.get(p) or urls[SHOP], 1)
+            for p in active
+            if POINTS[p][0] in ("agent", "paywall")
         }
-        recovering = {
-            WITHDRAW_STORY: spawn_agent_channels(fc, withdrawing.agent, "reconcile", "--resolve"),
-            **{
-                p: spawn_claim(fc, sites[p])
-                for p in ("paywall.channel_after_claim", "paywall.channel_after_settle")
-            },
-        }
+        recovering = {p: spawn_claim(fc, sites[p]) for p in claim_points}
+        if withdrawing is not None:
+            recovering[WITHDRAW_STORY] = spawn_agent_channels(
+                fc, withdrawing.agent, "reconcile", "--resolve"
+            )
         for point, process in retries.items():
             _, lines = buyer_runs(process)
             stories[point].runs.append(lines)
@@ -413,18 +501,18 @@ def stories(fault_chain: FaultChain) -> Iterator[dict[str, Story]]:
 
         # Phase 5: the withdrawal's delay passes; finalize dies after its
         # transaction; the reconciliation books what it returned.
-        fc.chain.advance_time(WITHDRAW_DELAY_S + 1)
-        finalizing = "agent.channel_after_finalize_sent"
-        code, _ = cli_json(
-            spawn_agent_channels(
-                fc, withdrawing.agent, "finalize", channel.channel_id, crash_at=finalizing
-            ),
-            SIGKILLED,
-        )
-        withdrawing.killed.append(code)
-        withdrawing.recovery.append(
-            cli_json(spawn_agent_channels(fc, withdrawing.agent, "reconcile", "--resolve"))[1]
-        )
+        if withdrawing is not None:
+            fc.chain.advance_time(WITHDRAW_DELAY_S + 1)
+            code, _ = cli_json(
+                spawn_agent_channels(
+                    fc, withdrawing.agent, "finalize", channel.channel_id, crash_at=FINALIZE_STORY
+                ),
+                SIGKILLED,
+            )
+            withdrawing.killed.append(code)
+            withdrawing.recovery.append(
+                cli_json(spawn_agent_channels(fc, withdrawing.agent, "reconcile", "--resolve"))[1]
+            )
         # The other agents' recovery command (in this process: it is the same code).
         for point, story in stories.items():
             if story is not withdrawing and POINTS[point][0] != "withdraw":
@@ -483,6 +571,7 @@ def assert_channel_invariants(fc: FaultChain, story: Story) -> None:
     try:
         (record,) = [r for r in store.records() if "0x" + r.channel_id.hex() == channel.channel_id]
         assert record.charged == charged, (record.charged, charged)
+        assert record.held == 0, "a charge was left held"
         assert ledger_balanced(revenue), "the revenue books do not balance"
         report = reconcile_channel_books(store, LedgerRevenueBook(revenue))
         assert report.breaks == (), report.breaks
@@ -557,9 +646,9 @@ def test_channel_crash_point_recovers(
         assert again["failures"] == []
         assert again["booked"]["claims"] >= 1 and again["booked"]["settles"] >= 1, again
     assert_channel_invariants(fault_chain, story)
-    # Every charge paid for a response: delivered to a live run, delivered to a
-    # process that then died, or (after a paywall crash between the charge and
-    # the handler) the one response lost.
+    # Every charge paid for a response: delivered to a live run, or delivered
+    # to a process that then died. A paywall that died between holding a
+    # charge and sending its answer charged nothing for it.
     contents = sum(r["content"] for run in story.runs for r in run)
     _, _, charged = booked_sums(story.agent.books, list_channels(story.agent.books)[0].channel_id)
     assert charged == PRICE_ATOMIC * (contents + delivered_to_dead + lost), (charged, contents)
