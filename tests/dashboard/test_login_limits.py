@@ -29,6 +29,7 @@ import pytest
 
 from farthing.dashboard import DashboardSettings, create_app, hash_password
 from farthing.dashboard.auth import authenticate, dummy_hash, load_users
+from farthing.dashboard.logins import LoginLimiter
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from tests.dashboard.conftest import PASSWORDS, users_line
 
@@ -149,3 +150,19 @@ def test_an_unknown_name_is_hashed_with_the_real_parameters(
     assert authenticate(users, "ghost", "guess") is None
     assert authenticate(users, "ada", "guess") is None
     assert len(seen) == 2 and seen[0] == seen[1] == (n, 8, 1, 16, 32)
+
+
+def test_the_limit_table_is_bounded_and_a_success_is_not_a_failure() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(attempts_max=2, keys_max=4, clock=lambda: now[0])
+    for i in range(1_000):
+        assert limiter.begin(f"name-{i}", f"10.0.{i // 256}.{i % 256}") is not None
+    assert len(limiter) <= 4
+    first = limiter.begin("ada", "10.9.9.9")
+    assert first is not None
+    limiter.succeeded(first)
+    assert limiter.begin("ada", "10.9.9.9") is not None
+    assert limiter.begin("ada", "10.9.9.8") is not None
+    assert limiter.begin("ada", "10.9.9.7") is None  # two failures: ada is limited
+    now[0] += 60
+    assert limiter.begin("ada", "10.9.9.7") is not None  # a new minute
