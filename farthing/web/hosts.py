@@ -53,7 +53,9 @@ def host_of(value: str) -> str | None:
     if rest:
         if not rest.startswith(":") or not rest[1:].isdigit() or int(rest[1:]) > 65535:
             return None
-    return host.rstrip(".") or None
+    # One trailing dot names the same (fully qualified) host; two do not.
+    host = host[:-1] if host.endswith(".") else host
+    return host if host and not host.endswith(".") else None
 
 
 def _is_loopback(bind_host: str) -> bool:

@@ -118,6 +118,8 @@ def test_a_dependency_imported_before_farthing_cannot_leave_the_limit_raised() -
         ("127.0.0.1:1", "127.0.0.1"),
         ("[::1]:80", "::1"),
         ("blog.example.", "blog.example"),
+        ("localhost..", None),
+        (".", None),
         ("evil.example@localhost", None),
         ("localhost:99999", None),
         ("localhost:80:80", None),
