@@ -18,6 +18,7 @@ from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
 
 from farthing.invariant import invariant
 from farthing.wallet.address import checksum
@@ -246,8 +247,19 @@ class ChannelEscrow:
         result = self.chain.call(Call(self.address, _encode(key, args)))
         if not result.ok:
             raise ChainError(f"{self!r} refused {key}: {result.revert_message}")
-        values = abi_decode(out, result.return_data)
+        values = self._decode(key, out, result.return_data)
         return values[0] if len(values) == 1 else values
+
+    def _decode(self, key: str, types: list[str], data: bytes) -> Any:
+        # No code at the address answers an empty success; a foreign contract
+        # answers bytes of another shape. Either is a wrong escrow address, a
+        # value for the caller to refuse, never a crash.
+        if not data:
+            raise ChainError(f"no escrow answers {key} at {self.address} (is it deployed here?)")
+        try:
+            return abi_decode(types, data)
+        except (DecodingError, OverflowError, ValueError):
+            raise ChainError(f"the contract at {self.address} answered {key} unreadably") from None
 
     def channel_id(self, config: ChannelConfig) -> bytes:
         return bytes(self._read("getChannelId", [config.as_abi()], ["bytes32"]))
@@ -284,9 +296,9 @@ class ChannelEscrow:
         ]
         outputs = self._read("multicall", [reads], ["bytes[]"])
         invariant(len(outputs) == len(reads), "multicall answers each call")
-        balance, claimed = abi_decode(["uint128", "uint128"], outputs[0])
-        amount, at = abi_decode(["uint128", "uint40"], outputs[1])
-        (nonce,) = abi_decode(["uint256"], outputs[2])
+        balance, claimed = self._decode("channels", ["uint128", "uint128"], outputs[0])
+        amount, at = self._decode("pendingWithdrawals", ["uint128", "uint40"], outputs[1])
+        (nonce,) = self._decode("refundNonce", ["uint256"], outputs[2])
         return ChannelSnapshot(
             channel_id, int(balance), int(claimed), int(at), int(amount), int(nonce)
         )
