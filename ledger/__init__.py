@@ -31,6 +31,12 @@ from farthing.ledger.errors import (
     LedgerSchemaError,
 )
 from farthing.ledger.flags import AccountFlags, TransferFlags
+from farthing.ledger.ids import (
+    TRANSFER_ID_DIGITS,
+    display_subject,
+    format_transfer_id,
+    parse_transfer_id,
+)
 from farthing.ledger.inputs import NewAccount, NewTransfer, PaymentDetails, derived_id, new_id
 from farthing.ledger.migration import (
     check_schema,
@@ -101,6 +107,7 @@ __all__ = [
     "AMOUNT_MAX",
     "EXPIRY_GRACE_S",
     "ID_MAX",
+    "TRANSFER_ID_DIGITS",
     "Account",
     "AccountCode",
     "AccountFlags",
@@ -145,10 +152,12 @@ __all__ = [
     "create_accounts",
     "create_transfers",
     "derived_id",
+    "display_subject",
     "expire_pending",
     "export_rows",
     "find_breaks",
     "format_amount",
+    "format_transfer_id",
     "get_budget",
     "head_revision",
     "ledger_decimals",
@@ -157,6 +166,7 @@ __all__ = [
     "lookup_transfers",
     "new_id",
     "normalise_database_url",
+    "parse_transfer_id",
     "register_asset",
     "release_payment",
     "reservation",

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from farthing.console import emit_json, fail, out_console
 from farthing.ledger.database import LedgerDatabase
+from farthing.ledger.ids import format_transfer_id
 from farthing.ledger.migration import check_schema
 from farthing.ledger.settings import LedgerSettings
 
@@ -149,7 +150,7 @@ def _as_json(report: ReconciliationReport) -> dict[str, Any]:
             {
                 "kind": b.kind.value,
                 "detail": b.detail,
-                "transfer_id": None if b.transfer_id is None else str(b.transfer_id),
+                "transfer_id": None if b.transfer_id is None else format_transfer_id(b.transfer_id),
                 "tx_hash": b.tx_hash,
                 "ledger_amount": None if b.ledger_amount is None else str(b.ledger_amount),
                 "chain_amount": None if b.chain_amount is None else str(b.chain_amount),
@@ -159,7 +160,7 @@ def _as_json(report: ReconciliationReport) -> dict[str, Any]:
         ],
         "resolutions": [
             {
-                "transfer_id": str(r.transfer_id),
+                "transfer_id": format_transfer_id(r.transfer_id),
                 "action": r.action,
                 "result": r.result,
                 "tx_hash": r.tx_hash,
@@ -179,7 +180,7 @@ def _print(report: ReconciliationReport) -> None:
         for b in report.breaks:
             table.add_row(
                 b.kind.value,
-                "-" if b.transfer_id is None else f"{b.transfer_id:x}",
+                "-" if b.transfer_id is None else format_transfer_id(b.transfer_id),
                 b.tx_hash or "-",
                 "-" if b.ledger_amount is None else str(b.ledger_amount),
                 "-" if b.chain_amount is None else str(b.chain_amount),
@@ -187,7 +188,7 @@ def _print(report: ReconciliationReport) -> None:
             )
         out_console.print(table)
     for r in report.resolutions:
-        out_console.print(f"resolved {r.transfer_id:x}: {r.action} ({r.result})")
+        out_console.print(f"resolved {format_transfer_id(r.transfer_id)}: {r.action} ({r.result})")
     for u in report.unchecked:
         out_console.print(f"not checked: {u.detail}", markup=False, highlight=False)
     if report.agrees:

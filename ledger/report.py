@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from farthing.ledger.budget import TOTAL_PAYEE, hour_of, window_sum
 from farthing.ledger.flags import TransferFlags
+from farthing.ledger.ids import format_transfer_id
 from farthing.ledger.tables import (
     Account,
     Asset,
@@ -51,6 +52,7 @@ _budgets = table_of(Budget)
 _accounts = table_of(Account)
 _usage = table_of(BudgetUsage)
 _assets = table_of(Asset)
+_ID_COLUMNS = frozenset({"id", "pending_id", "debit_account_id", "credit_account_id"})
 _RESOLVING = (
     TransferFlags.POST_PENDING_TRANSFER
     | TransferFlags.VOID_PENDING_TRANSFER
@@ -237,8 +239,10 @@ def export_rows(
 ) -> Iterator[dict[str, str | None]]:
     """Every transfer in time order, each value a string (or None) for CSV and JSON.
 
-    Ids and amounts are decimal strings, as on the wire: 128-bit ids do not
-    survive a JSON reader that parses numbers as doubles.
+    Transfer and account ids are written the one way
+    (``farthing.ledger.ids.format_transfer_id``: 32 hex digits), as every
+    command and page writes them; amounts are decimal strings, as on the
+    wire, never JSON numbers.
     """
     query = _window(select(_transfers), since_ns, until_ns).order_by(
         _transfers.c.timestamp_ns, _transfers.c.id
@@ -247,5 +251,10 @@ def export_rows(
         data = dict(row._mapping)
         out: dict[str, str | None] = {"kind": transfer_kind(data["flags"])}
         for name, value in data.items():
-            out[name] = None if value is None else str(value)
+            if value is None:
+                out[name] = None
+            elif name in _ID_COLUMNS:
+                out[name] = format_transfer_id(value)
+            else:
+                out[name] = str(value)
         yield out
