@@ -26,7 +26,7 @@ import pytest
 from farthing.inference import Gateway, GatewayPayment
 from farthing.inference.gateway import usage_charge
 from farthing.inference.pricing import call_price_atomic
-from farthing.inference.quoting import CallQuote
+from farthing.inference.quoting import CallQuote, ChatCall
 from farthing.paywall import LedgerRevenueBook, LocalFacilitator
 from farthing.paywall.channel_claims import ChannelClaimer
 from farthing.paywall.channel_paywall import ChannelOptions
@@ -212,7 +212,8 @@ async def test_a_channel_call_is_charged_its_usage_under_the_quoted_ceiling(
 
 def test_usage_is_priced_at_the_quote_and_an_unreadable_one_charges_the_ceiling() -> None:
     per_1k = 792
-    call = CallQuote(call=None, per_1k_atomic=per_1k, amount=100, expires_at_s=0)  # type: ignore[arg-type]
+    one_choice = ChatCall({}, MODEL, prompt_tokens=10, max_tokens=20, digest="d")
+    call = CallQuote(call=one_choice, per_1k_atomic=per_1k, amount=100, expires_at_s=0)
     usage = {"prompt_tokens": 10, "completion_tokens": 5}
     assert usage_charge(json.dumps({"usage": usage}).encode(), call) == call_price_atomic(
         15, per_1k
