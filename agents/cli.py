@@ -418,7 +418,11 @@ def resolve(
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Resolve possible spend from the chain, then reconcile the books with the wallet's transfers."""
+    """Resolve possible spend from the chain, then reconcile the books with the wallet's transfers.
+
+    Exits 1 on a break, on books that do not balance, or when the books hold
+    payments it did not check (another network or token).
+    """
     from farthing.agents.integrity import ledger_balanced, reconcile_books
     from farthing.agents.resolve import resolve_possible_spend
 
@@ -449,10 +453,15 @@ def resolve(
                 "reconciliation_breaks": len(breaks),
                 "breaks": [{"kind": str(b.kind), "detail": b.detail} for b in breaks],
                 "payments_checked": report.payments_checked,
+                "unchecked": report.unchecked_count,
+                "unchecked_items": [
+                    {"reason": u.reason, "count": u.count, "detail": u.detail}
+                    for u in report.unchecked
+                ],
                 "ledger_balanced": balanced,
             }
         )
-        if breaks or not balanced:
+        if breaks or report.unchecked or not balanced:
             raise typer.Exit(1)
         return
     if not resolutions:
@@ -461,9 +470,12 @@ def resolve(
         out_console.print(f"payment {r.payment_id}: {r.action} ({r.result})")
     for item in breaks:
         out_console.print(f"[red]break[/red] {item.kind}: {item.detail}")
+    # Payments of another network or token in the same books were not checked.
+    for u in report.unchecked:
+        out_console.print(f"not checked: {u.detail}", markup=False, highlight=False)
     out_console.print(
         f"{len(breaks)} reconciliation break(s) across {report.payments_checked} booked transfer(s); "
         f"the ledger is {'balanced' if balanced else 'NOT balanced'}"
     )
-    if breaks or not balanced:
+    if breaks or report.unchecked or not balanced:
         raise typer.Exit(1)

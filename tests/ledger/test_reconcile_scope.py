@@ -4,7 +4,8 @@ Real books in SQLite, real chains: the books are kept on the memory chain or
 on anvil, then `farthing ledger reconcile` runs as a real process against
 anvil with another chain, another token or a block range that leaves some
 payments out. Each such run says how many payments it did not check and why,
-and exits 1; a run that checked everything still agrees and exits 0.
+and exits 1; a run that checked everything still agrees and exits 0. `farthing
+agent resolve`, which reconciles the same way, says so too.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from farthing.wallet.chain import MemoryChain, RpcChain
+from farthing.wallet.keystore import write_keystore
+from farthing.wallet.settings import WalletSettings
+from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import deploy_stablecoin
-from tests.conftest import CliResult, cli_env, run_farthing
+from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env, run_farthing
 from tests.ledger.test_reconcile_chain import make_world
 
 pytestmark = pytest.mark.anvil
@@ -94,3 +99,26 @@ def test_another_token_and_blocks_outside_the_range_are_counted(
     assert report["payments_checked"] == 2 and report["unchecked"] == 1
     (item,) = report["unchecked_items"]
     assert item["reason"] == "outside_block_range"
+
+
+def test_agent_resolve_counts_what_it_did_not_check(
+    memory_chain: MemoryChain, anvil_chain: RpcChain, tmp_path: Path
+) -> None:
+    world = make_world(memory_chain, tmp_path)  # the books hold payments on the memory chain
+    world.pay(100_000)
+    assert anvil_chain.rpc_url is not None
+    other = deploy_stablecoin(anvil_chain, sender=anvil_chain.dev_accounts()[6].signer())
+    data_dir = tmp_path / "agent"
+    settings = WalletSettings(data_dir=data_dir, scrypt_n=2**12)
+    write_keystore(settings, "default", LocalSigner.generate(), SecretStr(TEST_PASSPHRASE))
+    args = ["agent", "resolve", "--rpc-url", anvil_chain.rpc_url, "--token", other.address]
+    args += ["--database-url", world.database_url]
+    env = cli_env(data_dir)
+
+    scripted = run_farthing([*args, "--json"], env=env)
+    assert scripted.code == 1, scripted.stdout + scripted.stderr
+    report = scripted.json()
+    assert report["reconciliation_breaks"] == 0 and report["unchecked"] == 2
+    human = run_farthing(args, env=env)
+    assert human.code == 1
+    assert f"not checked: 2 payment(s) on {memory_chain.network}" in human.stdout
