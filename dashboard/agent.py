@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session
 from farthing.agents.tables import agent_policy, agent_task
 from farthing.dashboard.listing import Listing, Money
 from farthing.dashboard.overview import AgentSpend, agent_spend
+from farthing.dashboard.present import utc_time
 from farthing.ledger.flags import RESOLVING_FLAGS, TransferFlags
+from farthing.ledger.ids import format_transfer_id
 from farthing.ledger.report import transfer_kind
 from farthing.ledger.tables import Budget, PendingTransfer, Transfer, table_of
 
@@ -95,7 +97,7 @@ def agent_page(
         tx = (resolution.tx_hash if resolution is not None else None) or row.tx_hash
         payment_rows.append(
             {
-                "payment_id": f"{row.id:032x}",
+                "payment_id": format_transfer_id(row.id),
                 "task": row.task_id or "-",
                 "purpose": row.purpose or "-",
                 "payee": row.payee_address or "-",
@@ -128,17 +130,20 @@ def agent_page(
     ).scalar_one()
     unresolved = Listing(
         "unresolved", "Possible spend still unresolved (open reservations)",
-        ("payment_id", "task", "payee", "resource", "amount", "valid_before", "amount_atomic"),
+        ("payment_id", "task", "payee", "resource", "amount", "valid_before", "amount_atomic",
+         "valid_before_s"),
         [
             {
-                "payment_id": f"{r.id:032x}", "task": r.task_id or "-", "payee": r.payee_address or "-",
+                "payment_id": format_transfer_id(r.id), "task": r.task_id or "-",
+                "payee": r.payee_address or "-",
                 "resource": r.resource or "-", "amount": m.format(r.amount),
-                "valid_before": "-" if r.valid_before is None else str(r.valid_before),
+                "valid_before": utc_time(r.valid_before),
                 "amount_atomic": str(r.amount),
+                "valid_before_s": "" if r.valid_before is None else str(r.valid_before),
             }
             for r in open_rows
         ],
-        ("amount_atomic",),
+        ("amount_atomic", "valid_before_s"),
     )  # fmt: skip
 
     limits = _limits(session, agent_id, spend, m)

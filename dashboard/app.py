@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,7 +40,6 @@ from fastapi.responses import (
     JSONResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -53,6 +51,7 @@ from farthing.agents.approvals import list_approvals
 from farthing.agents.tables import ensure_tables
 from farthing.dashboard.actions import decide, record_action
 from farthing.dashboard.agent import agent_page
+from farthing.dashboard.audit_log import audit_log_response
 from farthing.dashboard.auth import Session, SessionStore, authenticate, csrf_ok, load_users
 from farthing.dashboard.channels import channel_tables
 from farthing.dashboard.charts import bar_chart, burn_down_chart
@@ -72,10 +71,12 @@ from farthing.dashboard.overview import (
     revenue_listing,
     spend_listing,
 )
+from farthing.dashboard.present import limit_text, no_limit_chart, problem_text
 from farthing.dashboard.runs import Reconciler, ensure_runs_table, last_run
 from farthing.dashboard.settings import DashboardSettings
 from farthing.ledger.database import LedgerDatabase, normalise_database_url
 from farthing.ledger.errors import LedgerError
+from farthing.ledger.ids import display_subject
 from farthing.ledger.settings import LedgerSettings
 from farthing.ledger.tables import AuditEntry, table_of
 from farthing.web import HostGuard
@@ -126,6 +127,12 @@ def create_app(
     database = LedgerDatabase(LedgerSettings(database_url=settings.database_url), must_exist=True)
     ensure_tables(database)
     ensure_runs_table(database)
+    # The merchant's own books, when it keeps them apart (as `farthing demo` does).
+    merchant = database
+    if settings.merchant_database_url is not None:
+        merchant = LedgerDatabase(
+            LedgerSettings(database_url=settings.merchant_database_url), must_exist=True
+        )
     paywall_engine = None
     if settings.paywall_database_url is not None:
         paywall_engine = create_engine(normalise_database_url(settings.paywall_database_url))
@@ -140,6 +147,8 @@ def create_app(
         loader=PackageLoader("farthing.dashboard", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
+    env.filters["subject"] = display_subject
+    env.filters["problem"] = problem_text
     shown = {
         "database": safe_url(settings.database_url),
         "paywall_database": safe_url(settings.paywall_database_url),
@@ -155,6 +164,8 @@ def create_app(
         finally:
             verifier.stop()
             database.dispose()
+            if merchant is not database:
+                merchant.dispose()
             if paywall_engine is not None:
                 paywall_engine.dispose()
 
@@ -277,11 +288,13 @@ def create_app(
                 data["burn"] = burn_down(session, now)
             if every or "per_minute" in want:
                 data["per_minute"] = payments_per_minute(session, now)
-            if every or "revenue" in want:
+        if every or "revenue" in want:
+            with merchant.read() as session:
                 revenue = revenue_by_resource(session, midnight_ns(now))
                 data["revenue_listing"] = revenue_listing(
-                    revenue, money, "revenue", "Revenue per site and article today (merchant books)"
-                )
+                    revenue, money if merchant is database else money_of(session), "revenue",
+                    "Revenue per site and article today (merchant books)",
+                )  # fmt: skip
         data["paywall_listing"], data["paywall_error"] = None, None
         if paywall_engine is not None and (every or "paywall_revenue" in want):
             try:
@@ -311,14 +324,14 @@ def create_app(
     def live_figures(data: dict[str, Any]) -> dict[str, Any]:
         spend = data["spend"]
         burn = data["burn"]
-        used_today = burn.used_by_hour[-1] if burn.used_by_hour else 0
         audit = data["audit"]
         run = data["run"]
         return {
             "figures": {
                 "agents": str(len(spend)),
-                "spent_today": data["burn_money"].format(used_today),
-                "limit_today": data["burn_money"].format(burn.limit_total),
+                "spent_today": data["burn_money"].format(burn.spent_today),
+                "limit_today": limit_text(data["burn_money"], burn.limit_total,
+                                          has_limit=burn.has_limit),
                 "payments_last_hour": str(sum(data["per_minute"])),
                 "payments_last_minute": str(data["per_minute"][-1]),
                 "open_approvals": str(len(data["approvals"])),
@@ -329,7 +342,8 @@ def create_app(
                 "per_minute": str(bar_chart(data["per_minute"], title="Payments per minute, last hour",
                                             first_label="-60 min", last_label="now")),
                 "burn_down": str(burn_down_chart(burn.used_by_hour, burn.limit_total,
-                                                 title="What is left of today's daily limits")),
+                                                 title="What is left of today's daily limits")
+                                 if burn.has_limit else no_limit_chart("No agent has a")),
             },
         }  # fmt: skip
 
@@ -396,6 +410,9 @@ def create_app(
                                    channel_transactions=tables.transactions,
                                    in_escrow_total=tables.in_escrow_total)  # fmt: skip
 
+    async def agents(request: Request, session: Session) -> Response:
+        return RedirectResponse("/#table-spend", 303)  # the overview lists every agent
+
     async def agent(request: Request, session: Session) -> Response:
         agent_id = request.path_params["agent_id"]
         found = await run_in_threadpool(agent_data, agent_id)
@@ -408,8 +425,9 @@ def create_app(
                 return burn_down(s, now, account_id=found.spend.account_id)
 
         burn = await run_in_threadpool(burn_for)
-        chart = burn_down_chart(burn.used_by_hour, burn.limit_total,
-                                title=f"What is left of {agent_id}'s daily limit")  # fmt: skip
+        chart = (burn_down_chart(burn.used_by_hour, burn.limit_total,
+                                 title=f"What is left of {agent_id}'s daily limit")
+                 if burn.has_limit else no_limit_chart(f"{agent_id} has"))  # fmt: skip
         return render("agent.html", session, page=found, chart=chart)
 
     def approvals_listing(items: list[Any]) -> Listing:
@@ -493,29 +511,7 @@ def create_app(
         return RedirectResponse("/audit", 303)
 
     async def audit_log_export(fmt: str) -> Response:
-        cap = settings.export_rows_max
-        columns = ("sequence", "timestamp_ns", "kind", "subject", "payload", "prev_hash", "hash")
-
-        def rows() -> Iterator[str]:
-            with database.read() as s:
-                query = select(_entries).order_by(_entries.c.sequence).limit(cap)
-                first = True
-                if fmt == "csv":
-                    yield Listing("audit", "", columns).to_csv()
-                else:
-                    yield '{"table":"audit","columns":' + json.dumps(list(columns)) + ',"rows":['
-                for entry in s.execute(query.execution_options(yield_per=2_000)):
-                    cells = {c: str(getattr(entry, c)) for c in columns}
-                    if fmt == "csv":
-                        yield Listing("audit", "", columns, [cells]).to_csv().split("\n", 1)[1]
-                    else:
-                        yield ("" if first else ",") + json.dumps(cells)
-                    first = False
-                if fmt == "json":
-                    yield "]}"
-
-        return StreamingResponse(rows(), media_type="text/csv" if fmt == "csv" else "application/json",
-                                 headers={"content-disposition": f'attachment; filename="audit-log.{fmt}"'})  # fmt: skip
+        return audit_log_response(database, fmt, settings.export_rows_max)
 
     # ------------------------------------------------------------ login
 
@@ -575,6 +571,8 @@ def create_app(
     app.add_api_route("/", page(overview), methods=["GET"])
     app.add_api_route("/api/live", page(live), methods=["GET"])
     app.add_api_route("/export/{table}.{fmt}", page(overview_export), methods=["GET"])
+    app.add_api_route("/agents", page(agents), methods=["GET"])
+    app.add_api_route("/agents/", page(agents), methods=["GET"])
     app.add_api_route("/agents/{agent_id:path}", page(agent), methods=["GET"])
     app.add_api_route("/approvals", page(approvals), methods=["GET"])
     app.add_api_route(

@@ -166,38 +166,50 @@ def spend_listing(spend: list[AgentSpend], money: dict[int, Money]) -> Listing:
 
 @dataclass(frozen=True, slots=True)
 class BurnDown:
-    """Cumulative spend of every budget per hour since UTC midnight, against their limits."""
+    """Cumulative spend of every budget per hour since UTC midnight, against their limits.
+
+    ``used_by_hour`` counts only the budgets that have a daily limit, so it is
+    measured against their sum; ``spent_today`` counts every budget.
+    """
 
     midnight_ns: int
     limit_total: int  # Σ daily limits of the budgets that have one
     used_by_hour: tuple[int, ...]  # cumulative, one per hour elapsed (current hour last)
     ledger: int | None
+    has_limit: bool = False  # some budget has a daily limit
+    spent_today: int = 0  # every budget's spend since midnight, limited or not
 
 
 def burn_down(session: Session, now_ns: int, *, account_id: int | None = None) -> BurnDown:
     start = midnight_ns(now_ns)
     first, last = hour_of(start), hour_of(now_ns)
-    query = select(_usage.c.hour, _usage.c.amount).where(
+    query = select(_usage.c.account_id, _usage.c.hour, _usage.c.amount).where(
         _usage.c.hour >= first, _usage.c.hour <= last, _usage.c.payee_account_id == TOTAL_PAYEE
     )
-    limits = select(_budgets.c.daily_limit, _accounts.c.ledger).join(
+    limits = select(_budgets.c.account_id, _budgets.c.daily_limit, _accounts.c.ledger).join(
         _accounts, _accounts.c.id == _budgets.c.account_id
     )
     if account_id is not None:
         query = query.where(_usage.c.account_id == account_id)
         limits = limits.where(_budgets.c.account_id == account_id)
-    per_hour: dict[int, int] = defaultdict(int)
-    for row in session.execute(query):
-        per_hour[row.hour] += int(row.amount)
-    total, ledgers = 0, set()
+    total, ledgers, limited = 0, set(), set()
     for row in session.execute(limits):
-        total += row.daily_limit or 0
         ledgers.add(row.ledger)
+        if row.daily_limit is not None:
+            total += row.daily_limit
+            limited.add(row.account_id)
+    per_hour: dict[int, int] = defaultdict(int)
+    spent = 0
+    for row in session.execute(query):
+        spent += int(row.amount)
+        if row.account_id in limited:
+            per_hour[row.hour] += int(row.amount)
     used, running = [], 0
     for hour in range(first, last + 1):
         running += per_hour.get(hour, 0)
         used.append(running)
-    return BurnDown(start, total, tuple(used), ledgers.pop() if len(ledgers) == 1 else None)
+    ledger = ledgers.pop() if len(ledgers) == 1 else None
+    return BurnDown(start, total, tuple(used), ledger, bool(limited), spent)
 
 
 def payments_per_minute(session: Session, now_ns: int, *, minutes: int = 60) -> list[int]:

@@ -37,6 +37,10 @@ class DashboardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FARTHING_DASHBOARD_", extra="ignore")
 
     database_url: str = Field(description="The ledger database: sqlite:///PATH or postgresql://...")
+    merchant_database_url: str | None = Field(
+        default=None,
+        description="The merchant's own books, for revenue (default: database_url's).",
+    )
     paywall_database_url: str | None = Field(
         default=None, description="The paywall's payment store, for revenue per site and article."
     )
@@ -51,7 +55,7 @@ class DashboardSettings(BaseSettings):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="More host names to answer (besides loopback's)."
     )
-    port: int = Field(default=8700, ge=1, le=65535)
+    port: int = Field(default=8700, ge=0, le=65535)  # 0: the system picks one
     users: SecretStr | None = Field(
         default=None, description="Credentials, `NAME ROLE HASH` entries separated by `;`."
     )

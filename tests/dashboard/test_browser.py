@@ -214,7 +214,7 @@ def test_a_tampered_row_turns_the_audit_panel_red(
         page.click("#verify-now")
         page.wait_for_selector("#audit-panel.audit-broken", timeout=10_000)
         problems = page.inner_text("#problems")
-        assert f"transfer_altered (transfer:{int(victim, 16)})" in problems
+        assert f"transfer_altered (transfer:{victim})" in problems
         page.screenshot(path=str(tmp_path / "audit-broken.png"), full_page=True)
         page.goto(f"{base}/")
         assert "audit-broken" in (page.get_attribute("#audit-tile", "class") or "")
