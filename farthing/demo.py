@@ -2,7 +2,8 @@
 
 Everything runs in this process, with no node and no server: the in-process
 chain (py-evm), SQLite files in a fresh folder under FARTHING_DATA_DIR/demo
-(kept, so `farthing dashboard` can open them), and the blog served
+(kept, so `farthing dashboard` can open them: the command it prints
+opens the agent's books, the merchant's and the paywall's payments), and the blog served
 through ``httpx.ASGITransport``. The demo
 
 1. deploys the stablecoin and funds a fresh agent wallet by minting, booking
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import time
 import uuid
@@ -164,10 +166,19 @@ def demo(
             f"Last paid article {result['last_paid_s']:.2f}s after the command started."
         )
     books = Path(result["books_dir"])
+
+    # The agent's and the merchant's books are separate ledgers; the dashboard shows both.
+    def url(name: str) -> str:
+        return shlex.quote(f"sqlite:///{books / name}")
+
     out_console.print(
         "See it in the dashboard: farthing dashboard "
-        f"--database-url sqlite:///{books / 'agent.sqlite'} "
-        f"--paywall-database-url sqlite:///{books / 'paywall.sqlite'}"
+        f"--database-url {url('agent.sqlite')} "
+        f"--merchant-database-url {url('merchant.sqlite')} "
+        f"--paywall-database-url {url('paywall.sqlite')}",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
 
 

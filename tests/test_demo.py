@@ -3,7 +3,8 @@
 The in-process tests call the real command (`farthing.cli.main`) on the memory
 chain and read its output; the subprocess test runs `python -m farthing demo
 --json` as a real process, and the anvil tests point `--chain-url` at a
-throwaway anvil. With `--scheme batch-settlement` the same purchases take one
+throwaway anvil. The command it prints to open the dashboard is run as
+printed and shows the merchant's books. With `--scheme batch-settlement` the same purchases take one
 deposit, a voucher each, then one claim and one settle: three transactions,
 read from the chain by the command itself, against one transfer per article.
 """
@@ -11,6 +12,7 @@ read from the chain by the command itself, against one transfer per article.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from farthing.cli import main
 from farthing.wallet.devchain import AnvilNode
 from tests.conftest import cli_env, run_farthing
+from tests.dashboard.conftest import dashboard
 
 FIELDS = [
     "payments",
@@ -117,3 +120,20 @@ def test_demo_through_a_channel_on_anvil(anvil: AnvilNode, tmp_path: Path) -> No
     )
     assert result.code == 0, result.stderr
     check_report(result.json(), "anvil", "batch-settlement")
+
+
+def test_the_dashboard_command_it_prints_shows_the_merchants_books(tmp_path: Path) -> None:
+    """Run `farthing demo`, then the `farthing dashboard ...` it prints, as a user would."""
+    env = cli_env(tmp_path)
+    result = run_farthing(["demo"], env=env)
+    assert result.code == 0, result.stderr
+    (hint,) = [line for line in result.stdout.splitlines() if "farthing dashboard" in line]
+    args = shlex.split(hint.split("farthing dashboard", 1)[1])
+    with dashboard(args, env) as (http, ready):
+        assert ready["merchant_database"] is not None
+        overview = http.get("/").text
+        revenue = http.get("/export/revenue.json").json()["rows"]
+    merchant = overview.split('id="table-revenue"', 1)[1].split("</section>", 1)[0]
+    assert "Nothing yet" not in merchant and "0.01385 USDC" in merchant
+    # Two articles at 0.01385 USDC, booked in the merchant's own ledger.
+    assert sum(int(row["revenue_atomic"]) for row in revenue) == 27_700

@@ -1,7 +1,8 @@
 """Fixtures for the dashboard's tests: real books, a real uvicorn, Debian's chromium.
 
 ``serve`` runs ``create_app`` under uvicorn on 127.0.0.1 in a thread (the same
-helper the paywall tests use); ``browser`` is Playwright driving
+helper the paywall tests use); ``dashboard`` runs ``farthing dashboard`` as a
+real process on a free port and reads its ``--json`` ready line; ``browser`` is Playwright driving
 ``/usr/bin/chromium`` (never a downloaded browser), shared by a module and
 skipped only when chromium or Playwright is missing.
 """
@@ -9,17 +10,22 @@ skipped only when chromium or Playwright is missing.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from farthing.dashboard import DashboardSettings, create_app, hash_password
+from tests.conftest import ready_line
 from tests.paywall.conftest import serve_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
+START_TIMEOUT_S = 180  # a loaded machine starts Python slowly
 PASSWORDS = {"ada": "ada's long passphrase", "vic": "vic's long passphrase"}
 
 
@@ -36,6 +42,24 @@ def served(settings: DashboardSettings) -> Iterator[str]:
     """The dashboard at a base URL; uvicorn's lifespan stops its verifier on exit."""
     with serve_in_thread(create_app(settings)) as url:
         yield url
+
+
+@contextmanager
+def dashboard(
+    args: list[str], env: dict[str, str]
+) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
+    """``farthing dashboard ARGS --port 0 --json``, its ready line, and a client on 127.0.0.1."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "farthing", "dashboard", *args, "--port", "0", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ready = ready_line(process, START_TIMEOUT_S)
+        with httpx.Client(base_url=ready["url"], timeout=30) as http:
+            yield http, ready
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
 
 
 @pytest.fixture(scope="module")

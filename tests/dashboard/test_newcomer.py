@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -34,11 +30,11 @@ from farthing.ledger import (
     register_asset,
     upgrade_database,
 )
-from tests.conftest import cli_env, ready_line, run_farthing
+from tests.conftest import cli_env, run_farthing
+from tests.dashboard.conftest import dashboard
 from tests.ledger.conftest import LEDGER, open_books
 
 PAYEE_ADDRESS = "0x" + "22" * 20
-START_TIMEOUT_S = 180  # a loaded machine starts Python slowly
 
 
 def write_books(data_dir: Path) -> dict[str, int]:
@@ -60,24 +56,6 @@ def write_books(data_dir: Path) -> dict[str, int]:
         return {"settled": settled.id, "waiting": waiting.id, "valid_before": valid_before}
     finally:
         database.dispose()
-
-
-@contextmanager
-def dashboard(
-    args: list[str], env: dict[str, str]
-) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
-    """``farthing dashboard ARGS --port 0 --json``, its ready line, and a client on 127.0.0.1."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "farthing", "dashboard", *args, "--port", "0", "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        ready = ready_line(process, START_TIMEOUT_S)
-        with httpx.Client(base_url=ready["url"], timeout=30) as http:
-            yield http, ready
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
 
 
 def utc(seconds: int) -> str:
