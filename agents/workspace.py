@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from farthing.agents.books import AgentBooks
 from farthing.agents.payer import Payer
@@ -70,7 +71,7 @@ class Workspace:
         self.database.dispose()
         self.target.chain.close()
 
-    def __enter__(self) -> Workspace:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

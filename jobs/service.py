@@ -139,6 +139,16 @@ def _refused(job: JobView | None, reason: str, message: str) -> JobResult:
     return JobResult(False, job, reason, message)
 
 
+def _is_text(value: str) -> bool:
+    # A lone surrogate (from undecodable bytes on a command line, or a \ud800
+    # escape) cannot be stored or shown: it is not text.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class JobService:
     """One agent's jobs: its books, its wallet (the payer), the escrow operator and a reviewer."""
 
@@ -222,6 +232,8 @@ class JobService:
         ):
             if not text.strip():
                 return _refused(None, f"{name}_missing", f"a job needs a {name}")
+            if not _is_text(text):
+                return _refused(None, "invalid_text", f"the {name} is not valid text")
             if len(text) > (200 if name == "title" else limit):
                 return _refused(None, f"{name}_too_long", f"the {name} is too long")
         quoted = parse_price(price, self.asset)
@@ -514,6 +526,8 @@ class JobService:
             return _refused(job, "invalid_delivery_kind", "a delivery is text, file or url")
         if not content.strip():
             return _refused(job, "empty_delivery", "the delivery is empty")
+        if not _is_text(content):
+            return _refused(job, "invalid_text", "the delivery is not valid text")
         if len(content) > self.settings.delivery_chars_max:
             return _refused(job, "delivery_too_long", "the delivery is too long")
         if kind == "url" and not content.strip().startswith(("https://", "http://")):

@@ -97,6 +97,8 @@ def test_delivery_from_someone_else(env: Env) -> None:
     _refused(env, lambda: env.service.deliver(job_id, stranger, "mine now"), "not_the_worker")
     _refused(env, lambda: env.service.accept(job_id, stranger), "job_not_open")
     _refused(env, lambda: env.service.deliver(job_id, worker, "   "), "empty_delivery")
+    # A lone surrogate (undecodable bytes from a command line) is not text.
+    _refused(env, lambda: env.service.deliver(job_id, worker, "a\ud800b"), "invalid_text")
     _refused(
         env, lambda: env.service.deliver(job_id, worker, "x", kind="zip"), "invalid_delivery_kind"
     )
