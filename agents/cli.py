@@ -41,6 +41,7 @@ from farthing.agents.channel_cli import channels_app
 from farthing.agents.settings import AgentSettings
 from farthing.agents.workspace import Workspace, open_workspace
 from farthing.console import emit_json, err_console, fail, out_console
+from farthing.ledger.ids import format_transfer_id
 
 if TYPE_CHECKING:
     from farthing.agents.approvals import Approval
@@ -267,7 +268,9 @@ def fetch(
                 "reason": (outcome.reason if outcome else None) or result.error,
                 "amount_atomic": outcome.amount if outcome else None,
                 "transaction": outcome.tx_hash if outcome else None,
-                "payment_id": str(outcome.payment_id) if outcome and outcome.payment_id else None,
+                "payment_id": format_transfer_id(outcome.payment_id)
+                if outcome and outcome.payment_id
+                else None,
                 "text": result.page.text if result.page else None,
             }
         )
@@ -402,7 +405,8 @@ def status(
         )
     for payment in pending:
         out_console.print(
-            f"possible spend: payment {payment.payment_id} of {f(payment.amount)} for {payment.resource}"
+            f"possible spend: payment {format_transfer_id(payment.payment_id)} of "
+            f"{f(payment.amount)} for {payment.resource}"
         )
 
 
@@ -443,7 +447,7 @@ def resolve(
             {
                 "resolutions": [
                     {
-                        "payment_id": str(r.payment_id),
+                        "payment_id": format_transfer_id(r.payment_id),
                         "action": r.action,
                         "result": r.result,
                         "transaction": r.tx_hash,
@@ -467,7 +471,7 @@ def resolve(
     if not resolutions:
         out_console.print("no possible spend to resolve")
     for r in resolutions:
-        out_console.print(f"payment {r.payment_id}: {r.action} ({r.result})")
+        out_console.print(f"payment {format_transfer_id(r.payment_id)}: {r.action} ({r.result})")
     for item in breaks:
         out_console.print(f"[red]break[/red] {item.kind}: {item.detail}")
     # Payments of another network or token in the same books were not checked.

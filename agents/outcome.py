@@ -25,6 +25,7 @@ from typing import Final, Literal
 
 import httpx
 
+from farthing.ledger.ids import format_transfer_id
 from farthing.wallet.money import Asset
 
 __all__ = [
@@ -132,8 +133,9 @@ class PaymentOutcome:
         why = REASONS.get(self.reason or "", self.reason or "unknown reason")
         detail = f" ({self.message})" if self.message and self.message != why else ""
         if self.status == "possible_spend":
+            payment = "-" if self.payment_id is None else format_transfer_id(self.payment_id)
             return (
-                f"payment {self.payment_id} of {price} for {self.url} may have been spent: {why}"
+                f"payment {payment} of {price} for {self.url} may have been spent: {why}"
                 f"{detail}; it stays reserved until resolved from the chain"
             )
         if self.status == "refused":

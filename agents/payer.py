@@ -57,7 +57,7 @@ from farthing.agents.selection import choose_offer
 from farthing.agents.settings import AgentSettings
 from farthing.agents.sign_in import sign_in_header
 from farthing.faults import crash_point
-from farthing.ledger import new_id
+from farthing.ledger import format_transfer_id, new_id
 from farthing.paywall.channel_wire import SCHEME as CHANNEL_SCHEME
 from farthing.paywall.wire import PAYMENT_SIGNATURE_HEADER, X402_VERSION, b64_json
 from farthing.wallet.chain import Chain
@@ -411,7 +411,8 @@ class Payer:
                 url,
                 intent,
                 "possible_spend_unresolved",
-                f"payment {earlier.payment_id} is still open; resolve it from the chain first",
+                f"payment {format_transfer_id(earlier.payment_id)} is still open; "
+                "resolve it from the chain first",
                 replace(terms, payment_id=earlier.payment_id),
             )
         authorization = Authorization(

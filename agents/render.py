@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from farthing.agents.runner import RunReport
+from farthing.ledger.ids import format_transfer_id
 from farthing.wallet.money import Asset
 
 __all__ = ["render_report", "report_json"]
@@ -69,7 +70,9 @@ def report_json(report: RunReport) -> dict[str, Any]:
                 "title": item.title,
                 "amount_atomic": item.amount,
                 "transaction": item.outcome.tx_hash,
-                "payment_id": str(item.outcome.payment_id) if item.outcome.payment_id else None,
+                "payment_id": format_transfer_id(item.outcome.payment_id)
+                if item.outcome.payment_id
+                else None,
                 "purpose": item.outcome.purpose,
             }
             for item in report.bought

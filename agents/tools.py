@@ -35,6 +35,7 @@ from farthing.agents.payer import Payer
 from farthing.agents.policy import check_terms, needs_approval
 from farthing.agents.reservations import open_payments
 from farthing.agents.selection import choose_offer
+from farthing.ledger.ids import format_transfer_id
 from farthing.wallet.errors import AmountError
 
 __all__ = [
@@ -332,7 +333,7 @@ class AgentToolkit:
             outcome.describe() if outcome is not None else f"{result.url}: no payment information"
         )
         if outcome is not None and outcome.payment_id is not None:
-            head += f" [payment id {outcome.payment_id}]"
+            head += f" [payment id {format_transfer_id(outcome.payment_id)}]"
         if outcome is not None and outcome.status in ("not_paid", "refused"):
             head += ". Nothing was charged"
         if result.page is None:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from farthing.agents.reservations import booked_payments
+from farthing.ledger import format_transfer_id
 from farthing.paywall.store import PaymentState, PaymentStore
 from tests.faults.harness import (
     PRICE_ATOMIC,
@@ -139,7 +140,9 @@ def test_agent_killed_at_a_crash_point_recovers(
         retry = story.retry
         assert retry is not None and retry.code == 0, retry and retry.stderr[-2000:]
         assert retry.result is not None and retry.result["outcome"] == "paid", retry.result
-        assert retry.result["payment_id"] == str(booked_payments(agent.books)[0].payment_id)
+        assert retry.result["payment_id"] == format_transfer_id(
+            booked_payments(agent.books)[0].payment_id
+        )
         runs.append(retry)
     assert len(booked_payments(agent.books)) == 1
     # Where the seller answered, it wrote 200 and the content to the process it saw.
