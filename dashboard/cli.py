@@ -146,7 +146,7 @@ def dashboard(
 
     if database_url is None:
         # The same default as `farthing ledger report`: the data directory's ledger.sqlite.
-        found = LedgerSettings(**({} if data_dir is None else {"data_dir": data_dir}))
+        found = LedgerSettings() if data_dir is None else LedgerSettings(data_dir=data_dir)
         database_url = found.database_url or f"sqlite:///{found.sqlite_path()}"
     overrides: dict[str, object] = {
         "database_url": database_url, "paywall_database_url": paywall_database_url,
