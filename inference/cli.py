@@ -310,6 +310,15 @@ def gateway(
         str | None,
         typer.Option("--channel-claim-threshold", help="Claim once this much is unclaimed."),
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Farthing's data directory, whose paywall.sqlite holds the payments when no "
+            "--database-url is given (env FARTHING_DATA_DIR, default ~/.farthing).",
+            show_default=False,
+        ),
+    ] = None,
     free: Annotated[
         bool, typer.Option("--free", help="Serve without charging (a private node).")
     ] = False,
@@ -366,6 +375,7 @@ def gateway(
             facilitator_url=facilitator_url,
             facilitator_token_file=facilitator_token_file,
             database_url=database_url,
+            data_dir=data_dir,
             ledger_database_url=ledger_database_url,
             public_url=public_url,
             channels=channel_settings if channel_settings.given else None,
@@ -436,7 +446,7 @@ def _payment(settings: InferenceSettings, **flags: Any) -> tuple[Any, Any]:
         key_file=flags["key_file"],
     )
     books = revenue_books(flags["ledger_database_url"])
-    database_url = flags["database_url"] or default_database_url()
+    database_url = flags["database_url"] or default_database_url(flags["data_dir"])
     store = PaymentStore(database_url)
     channels = claimer = None
     if channel_settings is not None and authorizer is not None:

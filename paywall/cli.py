@@ -44,6 +44,8 @@ from typing import Annotated, Any
 import typer
 
 from farthing.console import emit_json, fail, out_console
+from farthing.paywall.init_cli import init
+from farthing.paywall.report_cli import ConfigOpt, DataDirOpt, resolve, revenue, site_config
 from farthing.paywall.serve_setup import (
     CHANNEL,
     BuiltPaywall,
@@ -84,9 +86,7 @@ def serve(
     upstream: Annotated[
         str | None, typer.Option("--upstream", help="The site to put behind the paywall.")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML configuration file.")
-    ] = None,
+    config: ConfigOpt = None,
     route: Annotated[
         list[str] | None, typer.Option("--route", help="'[METHODS] PATH PRICE', repeatable.")
     ] = None,
@@ -155,15 +155,20 @@ def serve(
             "--channel-claim-interval-s", min=0.05, max=600.0, help="How often claims are checked."
         ),
     ] = None,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option("--passphrase-file", help="The keystore passphrase (else the environment)."),
+    ] = None,
+    data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve UPSTREAM behind the paywall."""
     from farthing.console import err_console
-    from farthing.paywall.config import ServeConfig, load_config, parse_route_flag
+    from farthing.paywall.config import ServeConfig, parse_route_flag
     from farthing.paywall.facilitator_cli import bind_socket, serve_app
     from farthing.web import HostGuard, allowed_hosts
 
-    base = load_config(config) if config is not None else ServeConfig()
+    base = site_config(config) or ServeConfig()
     settings = base.with_flags(
         upstream=upstream,
         pay_to=pay_to,
@@ -188,7 +193,9 @@ def serve(
     hosts = allowed_hosts(
         host, [settings.public_url], [*settings.allowed_hosts, *(allowed_host or [])]
     )
-    built = build_paywall(settings, claim_lease_s=claim_lease_s)
+    built = build_paywall(
+        settings, claim_lease_s=claim_lease_s, data_dir=data_dir, passphrase_file=passphrase_file
+    )
     guarded = HostGuard(built.app, hosts=hosts)
     if built.sign_in_off is not None:
         err_console.print(built.sign_in_off, markup=False, highlight=False)
@@ -228,6 +235,11 @@ def serve(
         _serve_with_lifespan(guarded, sock)
 
 
+app.command()(init)
+app.command()(revenue)
+app.command()(resolve)
+
+
 def _serve_with_lifespan(asgi_app: Any, sock: Any) -> None:
     """Serve with the ASGI lifespan on: the channel claimer runs for as long as the app does."""
     import uvicorn
@@ -240,194 +252,6 @@ def _serve_with_lifespan(asgi_app: Any, sock: Any) -> None:
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[sock])
-
-
-@app.command()
-def init(
-    upstream: Annotated[str, typer.Option("--upstream", help="The site to paywall.")],
-    pay_to: Annotated[str, typer.Option("--pay-to", help="Your wallet address.")],
-    rpc_url: Annotated[str, typer.Option("--rpc-url", help="The network's JSON-RPC URL.")],
-    token: Annotated[str, typer.Option("--token", help="The USDC token address.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write.")] = Path(
-        "farthing.toml"
-    ),
-    path: Annotated[str, typer.Option("--path", help="The articles' path glob.")] = "/posts/**",
-    price: Annotated[str, typer.Option("--price", help="Per article.")] = "0.1 CNY",
-    preview_fraction: Annotated[str, typer.Option("--preview-fraction")] = "0.33",
-    rate: Annotated[
-        str, typer.Option("--rate", help="CURRENCY=RATE, USDC per one unit.")
-    ] = "CNY=0.1385",
-    network: Annotated[str, typer.Option("--network", help="Named in a comment.")] = "",
-    key_file: Annotated[
-        str | None, typer.Option("--key-file", help="Local facilitator key (relative path).")
-    ] = None,
-    facilitator_url: Annotated[
-        str | None, typer.Option("--facilitator-url", help="A remote facilitator.")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Payment records.")
-    ] = None,
-    public_url: Annotated[
-        str | None,
-        typer.Option(
-            "--public-url",
-            help="The site's address, e.g. https://blog.example (needed for sign-in).",
-        ),
-    ] = None,
-    channels: Annotated[
-        bool,
-        typer.Option(
-            "--channels",
-            help="Also sell through batch-settlement channels (writes a channels table and a "
-            "receiver-authorizer key, mode 600).",
-        ),
-    ] = False,
-    withdraw_delay_s: Annotated[
-        int,
-        typer.Option(
-            "--withdraw-delay-s", min=900, max=2_592_000, help="With --channels: the payer's delay."
-        ),
-    ] = 900,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print what was written as JSON.")
-    ] = False,
-) -> None:
-    """Write a commented farthing.toml (and a receipt secret) for `serve --config`."""
-    from farthing.paywall.init_config import AUTHORIZER_KEY_NAME, InitChoices, write_config
-    from farthing.paywall.keys import load_key_file
-
-    currency, rate_value = next(iter(_rates([rate]).items()))
-    if key_file is None and facilitator_url is None:
-        key_file = "relayer.key"
-    choices = InitChoices(
-        upstream=upstream,
-        pay_to=pay_to,
-        rpc_url=rpc_url,
-        token=token,
-        network=network,
-        path=path,
-        price=price,
-        preview_fraction=preview_fraction,
-        currency=currency,
-        rate=rate_value,
-        key_file=key_file,
-        facilitator_url=facilitator_url,
-        database_url=database_url or f"sqlite:///{(output.parent / 'paywall.sqlite').resolve()}",
-        channels=channels,
-        withdraw_delay_s=withdraw_delay_s,
-        public_url=public_url,
-    )
-    written = write_config(output, choices, force=force)
-    # Only the address is shown; the key stays in its file.
-    authorizer = load_key_file(output.parent / AUTHORIZER_KEY_NAME).address if channels else None
-    if as_json:
-        emit_json(
-            {"written": [str(p) for p in written], "receiver_authorizer": authorizer,
-             "public_url": public_url, "next": f"farthing paywall serve --config {output}"}
-        )  # fmt: skip
-        return
-    out_console.print(f"wrote {', '.join(str(p) for p in written)}")
-    if public_url is None:
-        out_console.print(
-            "note: no --public-url: readers cannot sign in with the wallet that paid until "
-            f"public_url is set in {output}"
-        )
-    if authorizer is not None:
-        out_console.print(f"channels: receiver authorizer {authorizer}")
-    out_console.print(f"next: farthing paywall serve --config {output}")
-
-
-@app.command()
-def revenue(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="Read database_url from this file.")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Payment records.")
-    ] = None,
-    decimals: Annotated[int, typer.Option("--decimals", min=0, max=36)] = 6,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
-) -> None:
-    """Revenue per article, per day and in total, in USDC and in your currency."""
-    from farthing.paywall.config import load_config
-    from farthing.paywall.revenue import revenue_report
-    from farthing.paywall.store import PaymentStore
-
-    url = database_url or (load_config(config).database_url if config else None)
-    store = PaymentStore(url or default_database_url())
-    try:
-        report = revenue_report(store, decimals=decimals)
-    finally:
-        store.dispose()
-    if as_json:
-        emit_json(report.to_json())
-        return
-    if as_csv:
-        out_console.file.write(report.to_csv())
-        return
-    data = report.to_json()
-    for title, lines in (("article", data["articles"]), ("day", data["days"])):
-        for line in lines:
-            fiat = "".join(f", {v} {k}" for k, v in line["fiat"].items())
-            out_console.print(
-                f"{title} {line['key']}: {line['payments']} paid, {line['usdc']} USDC{fiat}"
-            )
-    total = data["total"]
-    fiat = "".join(f", {v} {k}" for k, v in total["fiat"].items())
-    out_console.print(f"total: {total['payments']} paid, {total['usdc']} USDC{fiat}")
-
-
-@app.command()
-def resolve(
-    rpc_url: Annotated[str, typer.Option("--rpc-url", help="Chain JSON-RPC URL.")],
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Payment records.")
-    ] = None,
-    ledger_database_url: Annotated[
-        str | None, typer.Option("--ledger-database-url", help="Book revenue in this ledger.")
-    ] = None,
-    lease_s: Annotated[
-        float,
-        typer.Option(
-            "--lease-s", min=1.0, max=86400.0, help="The sweep's own lease on a row it resolves."
-        ),
-    ] = 180.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
-) -> None:
-    """Resolve pending payments, and claims whose process died, from the chain; book revenue."""
-    from farthing.paywall.books import LedgerRevenueBook
-    from farthing.paywall.facilitator import LocalFacilitator
-    from farthing.paywall.resolve import sweep
-    from farthing.paywall.store import PaymentStore
-    from farthing.wallet.chain import open_chain
-    from farthing.wallet.signer import LocalSigner
-
-    chain = open_chain(rpc_url)
-    # Resolution only reads the chain; this throwaway key never signs anything.
-    facilitator = LocalFacilitator(chain, LocalSigner.generate())
-    books = None
-    if ledger_database_url:
-        from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
-
-        database = LedgerDatabase(LedgerSettings(database_url=ledger_database_url))
-        upgrade_database(database)
-        books = LedgerRevenueBook(database)
-    report = sweep(
-        PaymentStore(database_url or default_database_url()), facilitator, books, lease_s=lease_s
-    )
-    counts = {
-        "settled": report.settled,
-        "failed": report.failed,
-        "expired": report.expired,
-        "still_pending": report.still_pending,
-        "booked": report.booked,
-    }
-    if as_json:
-        emit_json(counts)
-    else:
-        out_console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
 
 
 @app.command()
@@ -456,6 +280,7 @@ def claim(
     rpc_timeout_s: Annotated[
         float, typer.Option("--rpc-timeout-s", min=0.5, max=120.0, help="Per RPC call.")
     ] = 10.0,
+    data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Claim and settle now every channel with unclaimed earnings (or one ``--channel``)."""
@@ -488,7 +313,7 @@ def claim(
         chain.block_number()
     except WalletError as exc:
         fail(f"cannot reach the chain at {rpc_url}: {exc}")
-    url = database_url or default_database_url()
+    url = database_url or default_database_url(data_dir)
     store = ChannelStore(
         url, domain=ChannelDomain(chain_id), network=chain.network, escrow=ChannelEscrow(chain)
     )
@@ -546,6 +371,7 @@ def reconcile_channels(
     rpc_timeout_s: Annotated[
         float, typer.Option("--rpc-timeout-s", min=0.5, max=120.0, help="Per RPC call.")
     ] = 10.0,
+    data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Match the escrow's channel events with the channel books; exit 1 when breaks remain."""
@@ -563,7 +389,7 @@ def reconcile_channels(
     except WalletError as exc:
         fail(f"cannot reach the chain at {rpc_url}: {exc}")
     store = ChannelStore(
-        database_url or default_database_url(),
+        database_url or default_database_url(data_dir),
         domain=ChannelDomain(chain_id),
         network=chain.network,
         escrow=ChannelEscrow(chain),

@@ -174,6 +174,15 @@ def serve(
             "this payee address. Repeatable.",
         ),
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Farthing's data directory: the dev chain's token is read from its record "
+            "when no --asset is named (env FARTHING_DATA_DIR, default ~/.farthing).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON; exact, batch-settlement, auth-capture)."""
@@ -214,7 +223,7 @@ def serve(
     signer = load_key_file(key_file, passphrase_file=passphrase_file)
     token = load_token_file(token_file) if token_file is not None else None
     chain = open_chain(rpc_url, timeout_s=rpc_timeout_s, receipt_timeout_s=receipt_timeout_s)
-    tokens = _own_tokens(chain, assets or [])
+    tokens = _own_tokens(chain, assets or [], data_dir)
     nonces = PaymentStore(database_url) if database_url else None
     authorizer = (
         load_key_file(channel_authorizer_key_file, passphrase_file=passphrase_file)
@@ -267,7 +276,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _own_tokens(chain: Chain, named: list[str]) -> tuple[Asset, ...]:
+def _own_tokens(chain: Chain, named: list[str], data_dir: Path | None) -> tuple[Asset, ...]:
     """The tokens this facilitator settles: those named, else the chain's own one."""
     from farthing.wallet.devchain import load_dev_deployment
     from farthing.wallet.errors import WalletError
@@ -283,7 +292,11 @@ def _own_tokens(chain: Chain, named: list[str]) -> tuple[Asset, ...]:
             return (network.usdc,)
         if network is not None and network.is_local:
             try:
-                record = load_dev_deployment(WalletSettings().data_dir)
+                record = load_dev_deployment(
+                    WalletSettings(data_dir=data_dir).data_dir
+                    if data_dir
+                    else WalletSettings().data_dir
+                )
             except WalletError:
                 record = None
             if record is not None and record.chain_id == chain.chain_id:

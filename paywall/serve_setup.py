@@ -22,16 +22,22 @@ __all__ = [
     "CHANNEL",
     "BuiltPaywall",
     "build_paywall",
+    "data_dir_of",
     "default_database_url",
     "revenue_books",
     "settlement_facilitator",
 ]
 
 
-def default_database_url() -> str:
-    """``sqlite:///$FARTHING_DATA_DIR/paywall.sqlite`` (``~/.farthing`` by default)."""
-    data_dir = Path(os.environ.get("FARTHING_DATA_DIR") or Path.home() / ".farthing").expanduser()
-    return f"sqlite:///{data_dir / 'paywall.sqlite'}"
+def data_dir_of(data_dir: Path | None = None) -> Path:
+    """``--data-dir``, else ``$FARTHING_DATA_DIR``, else ``~/.farthing``."""
+    chosen = data_dir or os.environ.get("FARTHING_DATA_DIR") or Path.home() / ".farthing"
+    return Path(chosen).expanduser()
+
+
+def default_database_url(data_dir: Path | None = None) -> str:
+    """``sqlite:///DATA_DIR/paywall.sqlite`` (``--data-dir``, ``$FARTHING_DATA_DIR``, ``~/.farthing``)."""
+    return f"sqlite:///{data_dir_of(data_dir) / 'paywall.sqlite'}"
 
 
 CHANNEL: Final = "batch-settlement"
@@ -55,11 +61,15 @@ def settlement_facilitator(
     facilitator_token_file: Path | None,
     key_file: Path | None,
     nonce_store: Any = None,
+    passphrase_file: Path | None = None,
+    signer: Any = None,
 ) -> Any:
     """The facilitator the command-line options ask for: remote by URL, else local with a key.
 
     ``nonce_store`` (a ``PaymentStore``) allocates the local relayer's nonces
-    in a database shared with other processes using the same key.
+    in a database shared with other processes using the same key. A
+    keystore's passphrase comes from ``passphrase_file`` or the environment;
+    ``signer``, when the caller already read the key, is used as it is.
     """
     from farthing.paywall.facilitator import LocalFacilitator
     from farthing.paywall.keys import load_key_file, load_token_file
@@ -72,9 +82,11 @@ def settlement_facilitator(
             else None
         )
         return RemoteFacilitator(facilitator_url, token=bearer)
-    if key_file is None:
-        fail("the local facilitator settles on-chain: pass --key-file (or --facilitator-url)")
-    return LocalFacilitator(chain, load_key_file(key_file), nonce_store=nonce_store)
+    if signer is None:
+        if key_file is None:
+            fail("the local facilitator settles on-chain: pass --key-file (or --facilitator-url)")
+        signer = load_key_file(key_file, passphrase_file=passphrase_file)
+    return LocalFacilitator(chain, signer, nonce_store=nonce_store)
 
 
 def revenue_books(ledger_database_url: str | None) -> Any:
@@ -89,14 +101,20 @@ def revenue_books(ledger_database_url: str | None) -> Any:
     return LedgerRevenueBook(database)
 
 
-def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> BuiltPaywall:
+def build_paywall(
+    settings: Any,
+    *,
+    claim_lease_s: float | None = None,
+    data_dir: Path | None = None,
+    passphrase_file: Path | None = None,
+) -> BuiltPaywall:
     """The proxy behind the middleware, from checked settings, with its network and channels."""
     from farthing.paywall.channel_setup import (
         build_channel_options,
         load_receiver_authorizer,
         require_channel_facilitator,
     )
-    from farthing.paywall.keys import load_token_file
+    from farthing.paywall.keys import load_key_file, load_token_file
     from farthing.paywall.middleware import PaywallMiddleware, PaywallOptions
     from farthing.paywall.proxy import ReverseProxy
     from farthing.paywall.store import PaymentStore
@@ -118,16 +136,24 @@ def build_paywall(settings: Any, *, claim_lease_s: float | None = None) -> Built
     if offered and channel_settings is None:
         fail(f"the route {offered[0]} offers batch-settlement: add a [channels] table")
     # Read before the chain is opened, so a bad key file is the first thing said.
-    authorizer = None if channel_settings is None else load_receiver_authorizer(channel_settings)
+    authorizer = (
+        None
+        if channel_settings is None
+        else load_receiver_authorizer(channel_settings, passphrase_file=passphrase_file)
+    )
+    relayer = None
+    if not settings.facilitator_url and settings.key_file is not None:
+        relayer = load_key_file(settings.key_file, passphrase_file=passphrase_file)
     chain = open_chain(settings.rpc_url)
     asset = read_asset(chain, settings.token)
-    database_url = settings.database_url or default_database_url()
+    database_url = settings.database_url or default_database_url(data_dir)
     store = PaymentStore(database_url)
     facilitator = settlement_facilitator(
         chain,
         facilitator_url=settings.facilitator_url,
         facilitator_token_file=settings.facilitator_token_file,
         key_file=settings.key_file,
+        signer=relayer,
         nonce_store=store,  # processes sharing the database may share the relayer key
     )
     if settings.rounding not in ("exact", "up"):

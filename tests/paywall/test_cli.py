@@ -239,6 +239,7 @@ def test_paywall_resolve_on_an_empty_database(chain_env: ChainEnv, tmp_path: Pat
     )  # fmt: skip
     assert result.code == 0, result.stderr
     assert result.json() == {
+        "database": f"sqlite:///{tmp_path / 'p.sqlite'}",
         "settled": 0,
         "failed": 0,
         "expired": 0,
