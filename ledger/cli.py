@@ -10,6 +10,7 @@ one line.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -23,6 +24,7 @@ from rich.table import Table
 
 from farthing.console import emit_json, fail, out_console
 from farthing.ledger.database import LedgerDatabase
+from farthing.ledger.ids import display_subject
 from farthing.ledger.migration import check_schema, head_revision, upgrade_database
 from farthing.ledger.reconcile_cli import reconcile_command
 from farthing.ledger.report import (
@@ -300,6 +302,7 @@ def verify_command(
                         "kind": p.kind,
                         "sequence": p.sequence,
                         "subject": p.subject,
+                        "transfer_id": _transfer_id_of(p.subject),
                         "detail": p.detail,
                     }
                     for p in result.problems
@@ -316,7 +319,16 @@ def verify_command(
         )
         return
     _print_problems(result)
-    fail(f"the ledger failed verification: {result.first_problem}")
+    first = result.first_problem
+    if first is not None and first.subject:
+        first = dataclasses.replace(first, subject=display_subject(first.subject))
+    fail(f"the ledger failed verification: {first}")
+
+
+def _transfer_id_of(subject: str | None) -> str | None:
+    """The transfer id of an audit subject, in the one written form; None for others."""
+    shown = display_subject(subject or "")
+    return shown.removeprefix("transfer:") if shown != (subject or "") else None
 
 
 def _print_problems(result: VerifyReport) -> None:
@@ -325,7 +337,10 @@ def _print_problems(result: VerifyReport) -> None:
         table.add_column(column, overflow="fold")
     for p in result.problems:
         table.add_row(
-            p.kind, "-" if p.sequence is None else str(p.sequence), p.subject or "-", p.detail
+            p.kind,
+            "-" if p.sequence is None else str(p.sequence),
+            display_subject(p.subject) if p.subject else "-",
+            p.detail,
         )
     out_console.print(table)
 

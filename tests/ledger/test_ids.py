@@ -4,7 +4,8 @@ The formatter and parser are checked on their edges; then `farthing ledger
 export` (CSV and JSON) runs as a real process on real books, and `farthing
 ledger reconcile` runs as a real process against anvil on books that claim a
 settlement the chain never saw: the break's transfer id, in the table and in
-``--json``, is the id written the one way, the way the dashboard shows it.
+``--json``, is the id written the one way, the way the dashboard shows it;
+so is a transfer edited behind the ledger's back in `farthing ledger verify`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from farthing.ledger import (
     LedgerDatabase,
@@ -105,3 +107,28 @@ def test_ledger_reconcile_names_a_break_by_the_one_form(
     (item,) = scripted.json()["items"]
     assert item["kind"] == "missing_on_chain"
     assert item["transfer_id"] == format_transfer_id(ghost)
+
+
+def test_ledger_verify_names_an_altered_transfer_in_the_one_form(
+    tmp_path: Path, make_books
+) -> None:
+    url = f"sqlite:///{tmp_path}/books.sqlite"
+    database = LedgerDatabase(LedgerSettings(database_url=url))
+    upgrade_database(database)
+    books = make_books(database, budget=5_000_000)
+    reserve = books.reserve(1_250_000)
+    assert books.transfer(reserve) == ["ok"]
+    with database.write() as session:  # someone with the file edits a transfer
+        session.execute(text("DROP TRIGGER ledger_transfer_no_update"))
+        session.execute(text("UPDATE ledger_transfer SET amount = 1 WHERE id = :id"),
+                        {"id": format_transfer_id(reserve.id)})  # fmt: skip
+    database.dispose()
+    env = cli_env(tmp_path)
+    done = run_farthing(["ledger", "verify", "--database-url", url], env=env)
+    assert done.code == 1
+    shown = done.stdout + done.stderr
+    assert f"transfer:{format_transfer_id(reserve.id)}" in shown, shown
+    assert f"transfer:{reserve.id}" not in shown
+    scripted = run_farthing(["ledger", "verify", "--database-url", url, "--json"], env=env)
+    (problem,) = [p for p in scripted.json()["problems"] if p["kind"] == "transfer_altered"]
+    assert problem["transfer_id"] == format_transfer_id(reserve.id)
