@@ -309,8 +309,8 @@ class ChatPricer:
                 raw, depth_max=JSON_DEPTH_MAX, bytes_max=settings.request_body_bytes_max
             )
         except JsonBodyError as exc:
-            if exc.reason == "json_too_deep":
-                return Refusal(400, "json_too_deep", str(exc))
+            if exc.reason in ("json_too_deep", "invalid_text"):
+                return Refusal(400, exc.reason, str(exc))
             return Refusal(400, "invalid_json", f"the request body is not JSON ({exc})")
         if not isinstance(body, dict):
             return Refusal(400, "invalid_json", "the request body must be a JSON object")

@@ -9,7 +9,6 @@ cannot store it). Every refusal is JSON ``{"error": code, "message": line}``.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 from fastapi import Request
@@ -24,7 +23,6 @@ __all__ = [
     "SecurityHeaders",
     "error",
     "is_json",
-    "is_text",
     "job_id_of",
     "json_object",
     "read_body",
@@ -100,20 +98,7 @@ def json_object(body: bytes, *, bytes_max: int) -> dict[str, Any] | JSONResponse
         return error(400, code, str(exc))
     if not isinstance(data, dict):
         return error(400, "malformed_body", "the body is not a JSON object")
-    if not is_text(data):
-        return error(
-            400, "invalid_text", "a string in the body is not Unicode text (a lone surrogate)"
-        )
     return data
-
-
-def is_text(data: Any) -> bool:
-    """Every string in ``data`` (keys too) encodes as UTF-8: ``"\\ud800"`` parses, but is no text."""
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def is_json(request: Request) -> bool:

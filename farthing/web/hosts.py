@@ -50,11 +50,10 @@ def host_of(value: str) -> str | None:
         rest = sep + port
         if ":" in port:
             return None
-    if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit() or int(rest[1:]) > 65535:
-            return None
+    if rest and (not rest.startswith(":") or not rest[1:].isdigit() or int(rest[1:]) > 65535):
+        return None
     # One trailing dot names the same (fully qualified) host; two do not.
-    host = host[:-1] if host.endswith(".") else host
+    host = host.removesuffix(".")
     return host if host and not host.endswith(".") else None
 
 

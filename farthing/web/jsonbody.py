@@ -38,7 +38,7 @@ class JsonBodyError(FarthingError, ValueError):
     """A JSON body was refused; ``reason`` is a snake_case word for the answer.
 
     Reasons: ``body_too_large``, ``json_too_deep``, ``invalid_json``,
-    ``invalid_encoding``.
+    ``invalid_encoding``, ``invalid_text``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -63,7 +63,9 @@ def loads_bounded(
     """``json.loads`` after refusing a body over ``bytes_max`` or ``depth_max``.
 
     Raises :class:`JsonBodyError` (never ``RecursionError``) for a body that is
-    too large, too deep, not UTF-8 or not JSON. ``NaN`` and ``Infinity`` are
+    too large, too deep, not UTF-8, not JSON, or holding a string that is not
+    Unicode text (a ``\\ud800`` escape parses to a lone surrogate, which no
+    database, encoder or upstream can take). ``NaN`` and ``Infinity`` are
     refused: they are not JSON, and no amount may ever be one.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
@@ -76,9 +78,22 @@ def loads_bounded(
     except UnicodeDecodeError:
         raise JsonBodyError("invalid_encoding", "the JSON body is not UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise JsonBodyError("invalid_json", "the body is not valid JSON") from None
+    # Only an escape can make a lone surrogate (the bytes were valid UTF-8),
+    # so most bodies skip the walk.
+    if "\\u" in text and not _is_text(value):
+        raise JsonBodyError("invalid_text", "a string in the body is not Unicode text")
+    return value
+
+
+def _is_text(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse_constant(name: str) -> Any:

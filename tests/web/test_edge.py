@@ -43,10 +43,16 @@ def test_a_document_100000_deep_is_refused_as_a_value(opener: str, closer: str) 
 
 def test_ordinary_documents_parse_and_bad_ones_are_refused() -> None:
     assert loads_bounded(b'{"content": "a[b]c", "n": [1, 2]}') == {"content": "a[b]c", "n": [1, 2]}
+    assert loads_bounded(b'{"pair": "\\ud83d\\ude00", "e": "\\u00e9"}') == {
+        "pair": "\U0001f600",
+        "e": "\u00e9",
+    }
     for raw, reason in [
         (b"{", "invalid_json"),
         (b"\xff\xfe", "invalid_encoding"),
         (b'{"a": NaN}', "invalid_json"),
+        (b'{"content": "a\\ud800b"}', "invalid_text"),
+        (b'{"\\udc00": 1}', "invalid_text"),
         (b"[" + b"1," * 600_000 + b"1]", "body_too_large"),
     ]:
         with pytest.raises(JsonBodyError) as caught:
