@@ -154,10 +154,12 @@ preview_selectors = ["article", "main"]
 {choices.currency} = {_q(choices.rate)}
 
 # Paid routes: a path glob (* one segment, ** any depth), a price, and the free share.
+# The preview is whole blocks (paragraphs, headings, lists) from the start, as many
+# as fit in that share of the text: a third of nine paragraphs may show only two.
 [[routes]]
 path = {_q(choices.path)}
 price = {_q(choices.price)}
-preview_fraction = {_q(choices.preview_fraction)}    # the first third is free
+preview_fraction = {_q(choices.preview_fraction)}    # free: whole blocks up to this share
 description = "an article"{schemes}
 {channels}"""
 

@@ -165,3 +165,12 @@ def test_serve_takes_the_passphrase_file_its_error_names(
 
 def env_passphrase() -> str:
     return cli_env(Path("unused"))["FARTHING_WALLET_PASSPHRASE"]
+
+
+def test_init_says_the_preview_is_whole_blocks_in_its_output_and_its_file(tmp_path: Path) -> None:
+    out = tmp_path / "farthing.toml"
+    result = run_farthing(_init_args(out), env=cli_env(tmp_path / "data"))
+    assert result.code == 0, result.stderr
+    assert "preview: " in result.stdout and "whole blocks" in result.stdout
+    line = next(x for x in out.read_text().splitlines() if x.startswith("preview_fraction"))
+    assert "whole blocks" in line
