@@ -22,6 +22,7 @@ from farthing.jobs.errors import JobNotFound
 from farthing.jobs.states import JobState, check_move
 from farthing.jobs.tables import Job
 from farthing.ledger import derived_id as ledger_derived_id
+from farthing.ledger.ids import format_transfer_id
 from farthing.wallet.authcapture import PaymentInfo
 
 __all__ = [
@@ -202,7 +203,9 @@ class JobView:
             "held": str(self.held),
             "captured": str(self.captured),
             "refunded": str(self.refunded),
-            "holdTransferId": None if self.hold_transfer_id is None else str(self.hold_transfer_id),
+            "holdTransferId": None
+            if self.hold_transfer_id is None
+            else format_transfer_id(self.hold_transfer_id),
             "authorizeTx": self.authorize_tx,
             "captureTxs": list(self.capture_txs),
             "voidTx": self.void_tx,

@@ -76,7 +76,9 @@ def reconcile_command(
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            "--data-dir", help="Where the dev chain's record lives (env FARTHING_DATA_DIR)."
+            "--data-dir",
+            help="Farthing's data directory: its ledger.sqlite (unless --database-url) and "
+            "the dev chain's record (env FARTHING_DATA_DIR).",
         ),
     ] = None,
     as_json: Annotated[
@@ -99,10 +101,12 @@ def reconcile_command(
 
     wallet_settings = WalletSettings(data_dir=data_dir) if data_dir else WalletSettings()
     target = resolve_target(wallet_settings, network=network, rpc_url=rpc_url, token=token)
-    settings = (
-        LedgerSettings() if database_url is None else LedgerSettings(database_url=database_url)
-    )
-    database = LedgerDatabase(settings, must_exist=True)
+    given: dict[str, Any] = {}
+    if database_url is not None:
+        given["database_url"] = database_url
+    if data_dir is not None:
+        given["data_dir"] = data_dir
+    database = LedgerDatabase(LedgerSettings(**given), must_exist=True)
     check_schema(database)
     extra = tuple(checksum(a) for a in (address or []))
     view = TokenChainView(target.chain, target.asset)

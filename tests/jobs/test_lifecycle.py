@@ -9,6 +9,8 @@ escrow's ``paymentState``; ``reconcile_jobs`` must then report no break.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from farthing.jobs import JobState, ReviewVerdict, reconcile_jobs
@@ -39,6 +41,9 @@ def _accepted(env: Env, job_id: int) -> str:
     result = env.service.accept(job_id, worker)
     assert result.ok, result.message
     assert result.job is not None and result.job.state is JobState.ACCEPTED
+    # The hold's transfer id is written in the one form every command uses.
+    hold_id = result.job.to_json()["holdTransferId"]
+    assert re.fullmatch(r"[0-9a-f]{32}", hold_id), hold_id
     env.check()
     return worker
 

@@ -230,3 +230,16 @@ def test_migrate_and_export_take_json_and_data_dir(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1 and json.loads(done.stdout) == []
+
+
+@pytest.mark.anvil
+def test_reconcile_reads_the_ledger_of_its_data_dir(dev_chain, tmp_path) -> None:
+    # FARTHING_DATA_DIR points elsewhere: --data-dir alone names the books and the chain.
+    data_dir = str(dev_chain.data_dir)
+    assert (
+        _farthing("ledger", "migrate", "--data-dir", data_dir, env_dir=str(tmp_path)).returncode
+        == 0
+    )
+    done = _farthing("ledger", "reconcile", "--data-dir", data_dir, "--json", env_dir=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["agree"] is True
