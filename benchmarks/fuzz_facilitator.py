@@ -27,10 +27,18 @@ Judged per case:
   the griefer → merchant); or the junk token moved; or a refund returned more
   than the channel's balance less what was claimed after it.
 
-Progress goes to stderr, the first few offending cases too; the last stdout
-line is one JSON object. The exit status is 1 when any case failed.
+Money moves only in a transaction, and the memory chain mines a block for
+each one, whoever sends it; so the head's number is read after every case and
+the books (``fuzz_facilitator_books``: every watched balance and the channel
+in one Multicall3 ``eth_call``) only when it moved. They are checked against
+the library's own readers at the start and the end (``books_disagree``).
 
-    python benchmarks/fuzz_facilitator.py [--cases 100000] [--seed 1]
+Progress goes to stderr, the first few offending cases too; the last stdout
+line is one JSON object. The exit status is 1 when any case failed. Shards
+(``--start``) each build their own chain, so 100,000 cases can run as, say,
+eight processes of 12,500:
+
+    python benchmarks/fuzz_facilitator.py [--cases 100000] [--start 0] [--seed 1]
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from fuzz_facilitator_books import Books, books, books_one_by_one, money_rules
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -441,93 +451,6 @@ async def call(
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]}
     return int(start["status"]), headers_out, content
-
-
-# ---------------------------------------------------------------- the books
-
-
-@dataclass(frozen=True)
-class Books:
-    relayer_nonce: int
-    payer: int
-    merchant: int
-    griefer: int
-    escrow: int
-    junk: int
-    channel_balance: int
-    channel_claimed: int
-
-
-def _sent(world: World) -> int:
-    return int(world.chain.w3.eth.get_transaction_count(world.relayer))
-
-
-def books(world: World) -> Books:
-    """The books in one ``eth_call`` of Multicall3 ``aggregate``: one block, one round trip."""
-    from eth_abi.abi import decode, encode
-    from eth_utils import keccak
-
-    from farthing.wallet.chain import Call
-    from farthing.wallet.channels import MULTICALL3_ADDRESS
-
-    balance_of = keccak(text="balanceOf(address)")[:4]
-    holders = (world.payer.address, world.merchant, world.griefer.address, world.escrow.address)
-    reads = [(world.asset.address, balance_of + encode(["address"], [who])) for who in holders]
-    reads.append((world.junk_asset.address, balance_of + encode(["address"], [holders[2]])))
-    channels = keccak(text="channels(bytes32)")[:4] + world.channel_id
-    reads.append((world.escrow.address, channels))
-    data = keccak(text="aggregate((address,bytes)[])")[:4] + encode(["(address,bytes)[]"], [reads])
-    result = world.chain.call(Call(MULTICALL3_ADDRESS, data))
-    if not result.ok:
-        raise RuntimeError(f"cannot read the books: {result}")
-    _, outputs = decode(["uint256", "bytes[]"], result.return_data)
-    amounts = [int(decode(["uint256"], out)[0]) for out in outputs[:5]]
-    balance, claimed = decode(["uint128", "uint128"], outputs[5])
-    return Books(_sent(world), *amounts, int(balance), int(claimed))
-
-
-def books_one_by_one(world: World) -> Books:
-    """The same books through the library's own readers, to check ``books`` against."""
-    channel = world.escrow.snapshot(world.channel_id)
-    token = world.token
-    return Books(
-        _sent(world),
-        token.balance_of(world.payer.address),
-        token.balance_of(world.merchant),
-        token.balance_of(world.griefer.address),
-        token.balance_of(world.escrow.address),
-        world.junk.balance_of(world.griefer.address),
-        channel.balance,
-        channel.total_claimed,
-    )
-
-
-def _held(books: Books) -> int:
-    return books.payer + books.merchant + books.griefer + books.escrow
-
-
-def money_rules(case: Case, status: int, body: bytes, before: Books, after: Books) -> list[str]:
-    """Why the money that moved (if any) was not allowed; empty when it was."""
-    broken: list[str] = []
-    settled = case.method.upper() == "POST" and case.path == "/settle"
-    allowed_caller = case.keyed and case.own_host and case.as_json and settled
-    success = status == 200 and b'"success":true' in body
-    if after.relayer_nonce != before.relayer_nonce and not (allowed_caller and success):
-        broken.append("relayer_sent_for_a_refused_or_unauthorized_case")
-    if after.junk != before.junk:
-        broken.append("junk_token_moved")
-    if _held(after) != _held(before):
-        broken.append("token_left_the_allowed_accounts")
-    if after.griefer > before.griefer:
-        broken.append("griefer_gained")
-    if after.merchant < before.merchant:
-        broken.append("merchant_lost")
-    refunded = before.channel_balance - after.channel_balance
-    if refunded > 0 and refunded > before.channel_balance - after.channel_claimed:
-        broken.append("refund_beyond_the_uncharged_rest")
-    if after.channel_claimed < before.channel_claimed:
-        broken.append("claimed_total_went_down")
-    return broken
 
 
 # ---------------------------------------------------------------- the run
