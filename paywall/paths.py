@@ -15,7 +15,11 @@ The rules, in order:
 2. An *encoded* ``.``, ``/`` or ``\\`` (``%2e``, ``%2f``, ``%5c`` in any letter
    case), a literal ``\\``, or a NUL is refused with 400: servers disagree on
    what they mean, and no honest client needs them.
-3. The rest is percent-decoded as UTF-8 (invalid UTF-8 is a 400).
+3. The rest is percent-decoded as UTF-8 (invalid UTF-8 is a 400). A ``;``
+   in the decoded path (literal or ``%3b``) is refused with 400: Tomcat and
+   Spring drop ``;`` path parameters, so ``/posts;/a`` would be served there
+   as ``/posts/a``, a path this paywall never priced. A ``;`` in the query
+   is the query's business.
 4. Empty segments are dropped: ``//posts//a`` is ``/posts/a``. A trailing
    slash is kept, because applications route ``/docs/`` and ``/docs``
    differently; route matching tries the path with and without it.
@@ -81,6 +85,10 @@ def canonical_path(scope: dict[str, Any]) -> str | PathRefusal:
             return PathRefusal("invalid_path", "the path must start with '/'")
     if "\\" in decoded or "\x00" in decoded:
         return PathRefusal("invalid_path", "the path contains a backslash or a NUL")
+    if ";" in decoded:
+        return PathRefusal(
+            "path_parameter", "the path contains a ';' (a path parameter, literal or %3b)"
+        )
     return remove_dot_segments(decoded)
 
 

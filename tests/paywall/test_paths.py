@@ -65,6 +65,15 @@ ENCODED = [
     "/posts/a%00",
     "/%2e/posts/a",
 ]
+# Path parameters: Tomcat and Spring drop ";..." from a segment, so "/posts;/a" is "/posts/a" there.
+PARAMETERS = [
+    "/posts;/a",
+    "/posts;x=1/a",
+    "/posts/a;jsessionid=1",
+    "/posts%3b/a",
+    "/posts%3B/a",
+    "/free;/../posts/a",
+]
 
 
 # ------------------------------------------------------------------ the canonical form
@@ -104,6 +113,19 @@ def test_encoded_separators_and_bad_bytes_are_refused(raw: str) -> None:
     }
 
 
+@pytest.mark.parametrize("raw", PARAMETERS)
+def test_a_semicolon_in_the_path_is_refused(raw: str) -> None:
+    refused = canonical_path({"raw_path": raw.encode(), "path": raw})
+    assert isinstance(refused, PathRefusal), raw
+    assert refused.reason == "path_parameter"
+    # A server that keeps no raw bytes: the decoded ';' is refused too.
+    assert isinstance(canonical_path({"path": "/posts;/a"}), PathRefusal)
+
+
+def test_a_semicolon_in_the_query_is_the_query_s_business() -> None:
+    assert canonical_path({"raw_path": b"/posts/a?x=1;y=2", "path": "/posts/a"}) == "/posts/a"
+
+
 def test_without_raw_path_the_decoded_path_is_not_decoded_twice() -> None:
     # A server that keeps no raw bytes has decoded %252e to %2e already; it is a name, not a dot.
     assert canonical_path({"path": "/posts/%2e%2e/a"}) == "/posts/%2e%2e/a"
@@ -125,7 +147,10 @@ def test_the_canonical_path_is_a_fixed_point_without_dot_or_empty_segments(
     inner = canonical.strip("/").split("/") if canonical != "/" else []
     assert all(segment not in ("", ".", "..") for segment in inner)
     again = canonical_path({"raw_path": encode_path(canonical), "path": canonical})
-    assert again == canonical
+    if ";" in canonical:
+        assert isinstance(again, PathRefusal) and again.reason == "path_parameter"
+    else:
+        assert again == canonical
 
 
 # ------------------------------------------------------------------ in front of an ASGI app
@@ -185,6 +210,11 @@ def test_no_spelling_of_a_paid_path_reaches_the_app_unpaid(
             assert status == 400, (raw, status, body)
             assert SECRET.encode() not in body
             assert json.loads(body)["error"] in ("encoded_path_separator", "invalid_path")
+        for raw in PARAMETERS:
+            status, _, body = await raw_asgi_request(app, "GET", raw.encode())
+            assert status == 400, (raw, status, body)
+            assert SECRET.encode() not in body
+            assert json.loads(body)["error"] == "path_parameter"
         # A free path is still free, and reaches the app canonical.
         status, _, body = await raw_asgi_request(app, "GET", b"/posts/../free//page")
         assert status == 200 and body.endswith(b"GET /free/page")
@@ -288,7 +318,7 @@ def test_paywall_serve_forwards_only_canonical_paths_and_never_unpaid_content(
         status, body = _raw_request(base, "GET", target)
         assert status == 402, (target, status, body[:200])
         assert SECRET.encode() not in body, target
-    for target in ENCODED:
+    for target in ENCODED + PARAMETERS:
         status, body = _raw_request(base, "GET", target)
         assert status == 400, (target, status, body[:200])
         assert SECRET.encode() not in body, target
@@ -302,6 +332,9 @@ def test_paywall_serve_forwards_only_canonical_paths_and_never_unpaid_content(
     status, body = _raw_request(base, "GET", "/posts/../free//x%3Fy")
     assert status == 200 and body.startswith(SECRET.encode())
     assert seen == ["/free/x%3Fy"]
+    # A ';' in the query is no path parameter: forwarded as it came.
+    status, body = _raw_request(base, "GET", "/free/q?a=1;b=2")
+    assert status == 200 and seen[-1] == "/free/q"
 
 
 def test_the_proxy_alone_answers_a_path_no_url_can_carry_with_400() -> None:
