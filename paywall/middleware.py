@@ -93,6 +93,7 @@ from farthing.paywall.store import (
     PaymentState,
     PaymentStore,
 )
+from farthing.paywall.websocket import refuse_websocket
 from farthing.paywall.wire import (
     PAYMENT_HEADER_BYTES_MAX,
     PAYMENT_REQUIRED_HEADER,
@@ -265,6 +266,9 @@ class PaywallMiddleware:
         if scope["type"] == "lifespan" and self._claims_in_background():
             await self._lifespan(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -330,6 +334,17 @@ class PaywallMiddleware:
             await _send_unavailable(send, "facilitator_unavailable", str(exc))
         except PaymentStoreError as exc:
             await _send_unavailable(send, "payment_database_unavailable", str(exc))
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        """A stream cannot be paid for: a paid path's WebSocket is closed, the app never runs.
+
+        A free path's reaches the app, with the canonical path like any request.
+        """
+        path = canonical_path(scope)
+        if isinstance(path, PathRefusal) or self.routes.methods_at(path):
+            await refuse_websocket(receive, send)
+            return
+        await self.app({**scope, "path": path, "raw_path": encode_path(path)}, receive, send)
 
     def _claims_in_background(self) -> bool:
         options = self.options.channels

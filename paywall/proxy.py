@@ -11,6 +11,9 @@ The upstream's ``Server`` and ``Date`` headers stay behind too: the server
 running the proxy (uvicorn) writes its own, and a response with two of each
 is malformed (RFC 9110 allows one ``Date``); this also keeps the upstream's
 software and version private.
+
+WebSockets are not carried: a handshake is closed before it is accepted,
+which the server answers with ``403`` (:mod:`farthing.paywall.websocket`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import httpx
 
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.paths import encode_path
+from farthing.paywall.websocket import refuse_websocket
 
 __all__ = ["HOP_BY_HOP", "ReverseProxy"]
 
@@ -67,7 +71,9 @@ class ReverseProxy:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
-            return  # websockets are not proxied
+            # WebSockets are not proxied: refused (403), never left unanswered (a 500).
+            await refuse_websocket(receive, send)
+            return
         body = bytearray()
         while True:
             message = await receive()
