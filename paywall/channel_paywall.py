@@ -35,10 +35,10 @@ middleware hands every payment whose ``accepted.scheme`` is
 - **stale client**: a cumulative amount that is not ``charged + price`` (or
   an old voucher replayed) gets the corrective 402: the offer's ``extra``
   carries ``channelState`` and ``voucherState``.
-- **deposit**: the facilitator settles it on chain first (its simulation
-  checks the ERC-3009 authorization), the mirror is updated, then the
-  voucher path runs. A deposit that lands but whose voucher is refused stays
-  in escrow: the payer's money, refundable.
+- **deposit**: its voucher's amount is judged against the channel as we
+  know it first (:mod:`farthing.paywall.channel_deposit_check`), then the
+  facilitator settles it on chain (its simulation checks the ERC-3009
+  authorization), the mirror is updated, and the voucher path runs.
 - **claims**: :class:`~farthing.paywall.channel_claims.ChannelClaimer` runs
   in the background while the app runs (the middleware starts it on the ASGI
   lifespan), unless ``claim_in_background`` is off.
@@ -66,6 +66,7 @@ from farthing.faults import crash_point
 from farthing.paywall.books import ChannelAsset, ChannelRevenueBook
 from farthing.paywall.channel_books import ChannelBookkeeper
 from farthing.paywall.channel_claims import ChannelClaimer
+from farthing.paywall.channel_deposit_check import deposit_refusal
 from farthing.paywall.channel_facilitator import ChannelSettling
 from farthing.paywall.channel_holds import CHARGE_LEASE_S_DEFAULT, Hold, live_view
 from farthing.paywall.channel_refund_hold import hold_refund, release_refund
@@ -313,6 +314,11 @@ class ChannelPaywall:
             return await self._refund(offer, payment, parsed, terms, verified), None
         deposit_tx = ""
         if isinstance(parsed, DepositPayload):
+            # Judged before the relayer pays gas for it (channel_deposit_check).
+            refused = await self._thread(deposit_refusal, self.store, parsed.config,
+                                         parsed.voucher, offer.amount)  # fmt: skip
+            if refused is not None:
+                return self._refusal(refused, offer), None
             settled = await self.facilitator.settle_channel(self._ours(payment, offer), offer)
             if not settled.success:
                 return ChannelReply(402, settled.reason, settled.message or ""), None
