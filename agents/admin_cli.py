@@ -207,6 +207,7 @@ def policy_json(policy: SpendPolicy) -> dict[str, Any]:
         "total_budget_atomic": policy.total_budget,
         "approval_above_atomic": policy.approval_above,
         "approval_timeout_s": policy.approval_timeout_s,
+        "channel_withdraw_delay_max_s": policy.channel_withdraw_delay_max_s,
         "asset_allowlist": listed(policy.asset_allowlist),
         "hosts_allowed": listed(policy.hosts_allowed),
         "hosts_denied": listed(policy.hosts_denied),
@@ -232,6 +233,7 @@ def _show(policy: SpendPolicy, asset: Asset) -> None:
         "never asks" if policy.approval_above is None else asset.format(policy.approval_above),
     )
     table.add_row("approval timeout", f"{policy.approval_timeout_s} s")
+    table.add_row("channel withdraw delay at most", f"{policy.channel_withdraw_delay_max_s} s")
     table.add_row(
         "assets allowed",
         "any" if policy.asset_allowlist is None else listed(policy.asset_allowlist, "none"),
@@ -284,6 +286,10 @@ def set_command(
     approval_timeout_s: Annotated[
         int | None, typer.Option(help="How long an agent waits for a person.")
     ] = None,
+    channel_withdraw_delay_max_s: Annotated[
+        int | None,
+        typer.Option(help="The longest withdraw delay a channel deposit may be locked for."),
+    ] = None,
     allow_host: ListOpt = None,
     deny_host: ListOpt = None,
     allow_payee: ListOpt = None,
@@ -317,6 +323,8 @@ def set_command(
                 changes[name] = None if text.strip().lower() == _NONE else asset.parse(text)
         if approval_timeout_s is not None:
             changes["approval_timeout_s"] = approval_timeout_s
+        if channel_withdraw_delay_max_s is not None:
+            changes["channel_withdraw_delay_max_s"] = channel_withdraw_delay_max_s
         for name, values, optional in (
             ("hosts_allowed", allow_host, True),
             ("hosts_denied", deny_host, False),

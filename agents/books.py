@@ -22,12 +22,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from farthing.agents.errors import AgentConfigError
 from farthing.agents.policy import SpendPolicy, default_policy
-from farthing.agents.tables import agent_cursor, agent_policy, agent_task, ensure_tables
+from farthing.agents.tables import (
+    agent_channel_policy,
+    agent_cursor,
+    agent_policy,
+    agent_task,
+    ensure_tables,
+)
 from farthing.invariant import invariant
 from farthing.ledger import (
     AccountCode,
@@ -235,7 +241,15 @@ class AgentBooks:
             hosts_denied=SpendPolicy.load_list(row.hosts_denied) or frozenset(),
             payees_allowed=SpendPolicy.load_list(row.payees_allowed),
             payees_denied=SpendPolicy.load_list(row.payees_denied) or frozenset(),
+            **self._channel_policy(session),
         )
+
+    def _channel_policy(self, session: Session) -> dict[str, int]:
+        query = select(agent_channel_policy.c.withdraw_delay_max_s).where(
+            agent_channel_policy.c.agent_id == self.agent_id
+        )
+        delay = session.execute(query).scalar()
+        return {} if delay is None else {"channel_withdraw_delay_max_s": int(delay)}
 
     def set_policy(self, policy: SpendPolicy) -> None:
         """Replace the whole policy, money limits and lists together, in one database transaction."""
@@ -258,6 +272,14 @@ class AgentBooks:
                 update(agent_policy)
                 .where(agent_policy.c.agent_id == self.agent_id)
                 .values(_policy_values(self.agent_id, policy))
+            )
+            channel = agent_channel_policy.c.agent_id == self.agent_id
+            session.execute(delete(agent_channel_policy).where(channel))
+            session.execute(
+                insert(agent_channel_policy).values(
+                    agent_id=self.agent_id,
+                    withdraw_delay_max_s=policy.channel_withdraw_delay_max_s,
+                )
             )
 
     def _policy_row(self, session: Session) -> Row[Any] | None:

@@ -11,11 +11,13 @@
    ``totalClaimed`` come from the escrow's ``channels`` view);
 2. reserves the charge (the price, the voucher's ceiling) against every
    budget, before anything is signed;
-3. when the channel cannot cover ``charged + price``, reserves a deposit:
-   ``channel_deposit_multiple`` × price, at least what is missing, at most
-   ``channel_deposit_max`` and what the budget has left less what is already
-   locked (``farthing.agents.channel_books.deposit_room``), and signs its
-   ERC-3009 ``ReceiveWithAuthorization`` to the deposit collector;
+3. when the channel cannot cover ``charged + price``, plans a deposit
+   (``farthing.agents.channel_deposits``: a person approves one above the
+   policy's threshold, with no lease or reservation held while they decide;
+   a withdraw delay above the policy's bound is refused), reserves it, at
+   most what the budget has left less what is already locked
+   (``farthing.agents.channel_books.deposit_room``), and signs its ERC-3009
+   ``ReceiveWithAuthorization`` to the deposit collector;
 4. signs the voucher ``charged + price``.
 
 :meth:`ChannelPayer.finish` applies the spec's **client checks** to the
@@ -61,6 +63,12 @@ from farthing.agents.channel_books import (
     reserve_charge,
     reserve_deposit,
     void_pending,
+)
+from farthing.agents.channel_deposits import (
+    ask_for_deposit,
+    deposit_needs_approval,
+    plan_deposit,
+    refusal,
 )
 from farthing.agents.channel_store import (
     ChannelRow,
@@ -234,9 +242,20 @@ class ChannelPayer:
     # ------------------------------------------------------------ before sending
 
     def prepare(
-        self, url: str, challenge: Challenge, offer: Offer, intent: Intent
+        self,
+        url: str,
+        challenge: Challenge,
+        offer: Offer,
+        intent: Intent,
+        *,
+        approved_deposit: int = 0,
+        approval_id: int | None = None,
     ) -> ChannelPrepared | PaymentOutcome:
-        """Lease a channel, reserve the charge (and a deposit if needed), sign; see the module doc."""
+        """Lease a channel, reserve the charge (and a deposit if needed), sign; see the module doc.
+
+        ``approved_deposit``: the deposit a person approved (``approval_id``)
+        on the first pass; a larger one asks again (``farthing.agents.channel_deposits``).
+        """
         from farthing.agents.payer import _not_paid, _Terms
 
         price = offer.requirements.amount
@@ -328,7 +347,27 @@ class ChannelPayer:
                 _deposit_salt(resend.deposit_id),
             )
         elif needed > row.balance:
-            refused = self._reserve_deposit(row, price, needed, extra, intent, offer)
+            policy = self.books.policy()
+            planned = plan_deposit(
+                policy, self.payer.settings, extra, price=price, missing=needed - row.balance
+            )
+            if isinstance(planned, str) or deposit_needs_approval(
+                policy, planned, approved_deposit
+            ):
+                # Nothing is held while a person decides: no charge, no lease.
+                void_pending(self.books, payment_id)
+                release(self.books, lease)
+                if isinstance(planned, str):
+                    detail = f"withdraw delay {extra.withdraw_delay_s} s"
+                    return _not_paid(url, intent, planned, detail, terms)
+                pay_to = offer.requirements.pay_to
+                decided = ask_for_deposit(self.payer, policy, planned, pay_to, url, intent)
+                if decided.status != "approved":
+                    asked = replace(terms, amount=planned, approval_id=decided.id)
+                    return _not_paid(url, intent, refusal(decided), decided.note, asked)
+                again = {"approved_deposit": planned, "approval_id": decided.id}
+                return self.prepare(url, challenge, offer, intent, **again)
+            refused = self._reserve_deposit(row, planned, needed, intent, offer)
             if isinstance(refused, str):
                 void_pending(self.books, payment_id)
                 release(self.books, lease)
@@ -380,6 +419,7 @@ class ChannelPayer:
             asset=self.payer.asset,
             deposit_id=deposit_id,
             deposit_amount=deposit_amount,
+            approval_id=approval_id if deposit_id is not None else None,
         )
 
     def _cold_start(self, lease: Lease) -> ChannelRow:
@@ -407,17 +447,17 @@ class ChannelPayer:
     def _reserve_deposit(
         self,
         row: ChannelRow,
-        price: int,
+        wanted: int,
         needed: int,
-        extra: wire.BatchExtra,
         intent: Intent,
         offer: Offer,
     ) -> tuple[int, int, Authorization] | str:
-        """Lock a deposit and fix its authorization (nonce from the id, window from the chain's clock)."""
+        """Lock a deposit of ``wanted`` (or less: the budget's room) and fix its authorization.
+
+        The nonce comes from the id, the window from the chain's clock.
+        """
         settings = self.payer.settings
         missing = needed - row.balance
-        wanted = max(missing, price * settings.channel_deposit_multiple, extra.min_deposit or 0)
-        wanted = max(missing, min(wanted, settings.channel_deposit_max))
         deposit_id = new_id()
         try:
             now = self.payer.chain.timestamp()

@@ -72,6 +72,9 @@ REASONS: Final[dict[str, str]] = {
     "payment_not_accepted": "the seller answered 402 again after payment without a reason",
     "settlement_unknown": "the seller did not confirm the payment",
     "timeout": "the seller did not answer in time after the payment was sent",
+    "channel_withdraw_delay_too_long": (
+        "the seller's channel locks a deposit longer than the spend policy allows"
+    ),
     "channel_busy": "every payment channel to this seller is busy or stopped",
     "channel_resynced": "the seller corrected the channel's state; the request is signed again",
     "charge_above_ceiling": (

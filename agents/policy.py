@@ -34,6 +34,8 @@ __all__ = [
     "APPROVAL_ABOVE_DEFAULT",
     "APPROVAL_TIMEOUT_S_DEFAULT",
     "APPROVAL_TIMEOUT_S_MAX",
+    "CHANNEL_WITHDRAW_DELAY_MAX_S_DEFAULT",
+    "CHANNEL_WITHDRAW_DELAY_MAX_S_LIMIT",
     "SpendPolicy",
     "check_host",
     "check_payee",
@@ -49,6 +51,10 @@ __all__ = [
 APPROVAL_ABOVE_DEFAULT: Final = Decimal("0.10")
 APPROVAL_TIMEOUT_S_DEFAULT: Final = 300
 APPROVAL_TIMEOUT_S_MAX: Final = 24 * 3600
+# A channel deposit comes back only through a withdrawal that waits this long
+# (the seller's choice); a longer wait is refused (channel_withdraw_delay_too_long).
+CHANNEL_WITHDRAW_DELAY_MAX_S_DEFAULT: Final = 24 * 3600
+CHANNEL_WITHDRAW_DELAY_MAX_S_LIMIT: Final = 366 * 24 * 3600
 _LIST_LENGTH_MAX: Final = 1_000
 _HOST_LENGTH_MAX: Final = 253
 
@@ -95,6 +101,7 @@ class SpendPolicy:
     payees_denied: frozenset[str] = field(default_factory=frozenset)
     approval_above: int | None = None  # payments above this wait for a person
     approval_timeout_s: int = APPROVAL_TIMEOUT_S_DEFAULT
+    channel_withdraw_delay_max_s: int = CHANNEL_WITHDRAW_DELAY_MAX_S_DEFAULT
 
     def __post_init__(self) -> None:
         for name in (
@@ -119,6 +126,14 @@ class SpendPolicy:
         if not 0 < timeout <= APPROVAL_TIMEOUT_S_MAX:
             raise AgentConfigError(
                 f"approval_timeout_s must be between 1 and {APPROVAL_TIMEOUT_S_MAX} seconds"
+            )
+        delay = self.channel_withdraw_delay_max_s
+        if isinstance(delay, bool) or not isinstance(delay, int):
+            raise TypeError("channel_withdraw_delay_max_s must be an int of seconds")
+        if not 0 <= delay <= CHANNEL_WITHDRAW_DELAY_MAX_S_LIMIT:
+            raise AgentConfigError(
+                "channel_withdraw_delay_max_s must be between 0 and "
+                f"{CHANNEL_WITHDRAW_DELAY_MAX_S_LIMIT} seconds"
             )
         if self.hosts_allowed is not None:
             object.__setattr__(self, "hosts_allowed", _bounded(self.hosts_allowed, normalise_host))

@@ -59,6 +59,14 @@ agent_policy = Table(
     Column("updated_ns", BigInteger, nullable=False),
 )
 
+# The policy's channel bounds, kept apart so databases made before them need no migration.
+agent_channel_policy = Table(
+    "agent_channel_policy",
+    metadata,
+    Column("agent_id", String(256), primary_key=True),
+    Column("withdraw_delay_max_s", BigInteger, nullable=False),  # no row: the default
+)
+
 agent_task = Table(
     "agent_task",
     metadata,
