@@ -147,6 +147,7 @@ def _route(data: object, index: int) -> PaidRoute:
         "description",
         "mime_type",
         "preview_fraction",
+        "preview_blocks",
         "max_timeout_seconds",
         "schemes",
     }
@@ -175,6 +176,9 @@ def _route(data: object, index: int) -> PaidRoute:
     timeout = data.get("max_timeout_seconds")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
         raise PaywallConfigError(f"{where}: max_timeout_seconds must be an integer")
+    blocks = data.get("preview_blocks")
+    if blocks is not None and (isinstance(blocks, bool) or not isinstance(blocks, int)):
+        raise PaywallConfigError(f"{where}: preview_blocks must be a whole number such as 3")
     return PaidRoute(
         path=path,
         price=price,
@@ -183,6 +187,7 @@ def _route(data: object, index: int) -> PaidRoute:
         description=_text(data, "description", where) or "",
         mime_type=_text(data, "mime_type", where) or "",
         preview_fraction=fraction,
+        preview_blocks=blocks,
         max_timeout_seconds=timeout,
         schemes=_schemes(data.get("schemes", ["exact"]), where),
     )

@@ -160,6 +160,7 @@ preview_selectors = ["article", "main"]
 path = {_q(choices.path)}
 price = {_q(choices.price)}
 preview_fraction = {_q(choices.preview_fraction)}    # free: whole blocks up to this share
+# preview_blocks = 3                  # or (and) at most this many whole blocks; the shorter wins
 description = "an article"{schemes}
 {channels}"""
 

@@ -106,7 +106,7 @@ from farthing.paywall.wire import (
     SettleResult,
     b64_json,
     decode_payment_signature,
-    unb64_json,
+    unb64_json_bounded,
 )
 from farthing.wallet.eip712 import verify_authorization_signature
 from farthing.wallet.money import Asset
@@ -259,7 +259,7 @@ class PaywallMiddleware:
                 "sign-in messages must name the configured origin, never the request's Host"
             )
         if not any(route.is_article for route in self.routes):
-            return "sign-in-with-x is off: no article route (preview_fraction) to read again"
+            return "sign-in-with-x is off: no article route (preview_fraction or preview_blocks) to read again"
         return None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
@@ -460,18 +460,24 @@ class PaywallMiddleware:
                 return
             media_type = _header_of(buffered.headers, b"content-type") or "text/html"
             text = _decode(bytes(buffered.body), media_type)
-            fraction = priced.route.preview_fraction or Decimal(0)
+            fraction = priced.route.preview_share
+            blocks = priced.route.preview_blocks
             if page:
                 if text is not None and _is_html(media_type):
                     # The page keeps the site's head: only metadata the preview shows stays.
-                    text = free_metadata(text, split_preview(text, fraction, media_type))
+                    shown = split_preview(text, fraction, media_type, blocks=blocks)
+                    text = free_metadata(text, shown)
                 await self._send_page(send, priced, text, media_type, fraction, buffered.headers)
                 return
             extra = {
-                "preview": split_preview(text, fraction, media_type) if text is not None else "",
+                "preview": split_preview(text, fraction, media_type, blocks=blocks)
+                if text is not None
+                else "",
                 "previewFraction": str(fraction),
                 "previewMediaType": media_type,
             }
+            if blocks is not None:
+                extra["previewBlocks"] = str(blocks)
         if page:
             await self._send_page(send, priced, None, "text/plain", Decimal(0), [])
             return
@@ -504,6 +510,7 @@ class PaywallMiddleware:
             media_type,
             fraction,
             terms,
+            blocks=priced.route.preview_blocks,
             selectors=self.options.preview_selectors,
             title=priced.route.route.description or "Payment required",
         ).encode("utf-8")
@@ -1121,10 +1128,7 @@ def _settled_payer(header: str | None) -> str | None:
     """The payer of a successful ``PAYMENT-RESPONSE``, else None."""
     if not header:
         return None
-    try:
-        data = unb64_json(header)
-    except ValueError:
-        return None
+    data = unb64_json_bounded(header, bytes_max=PAYMENT_HEADER_BYTES_MAX)
     if not isinstance(data, dict) or data.get("success") is not True:
         return None
     payer = data.get("payer")

@@ -193,6 +193,7 @@ def render_page(
     fraction: Decimal,
     terms: Mapping[str, Any],
     *,
+    blocks: int | None = None,
     selectors: Sequence[str] = PREVIEW_SELECTORS_DEFAULT,
     title: str = "Payment required",
 ) -> str:
@@ -207,7 +208,11 @@ def render_page(
             tree.body,
         )
         if element is not None and tree.head is not None:
-            preview = split_html(element.inner_html or "", fraction) if fraction > 0 else ""
+            preview = (
+                split_html(element.inner_html or "", fraction, blocks=blocks)
+                if fraction > 0
+                else ""
+            )
             element.inner_html = preview + box
             tree.head.inner_html = _head(terms) + (tree.head.inner_html or "")
             document = tree.html or ""
@@ -215,7 +220,7 @@ def render_page(
             if document[:9].upper() == "<!DOCTYPE":
                 return document
             return "<!DOCTYPE html>\n" + document
-    preview = split_preview(body or "", fraction, media_type) if fraction > 0 else ""
+    preview = split_preview(body or "", fraction, media_type, blocks=blocks) if fraction > 0 else ""
     shown = f"<pre>{html.escape(preview)}</pre>" if preview else ""
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head>{_head(terms)}<meta charset="utf-8">'

@@ -10,6 +10,12 @@ The share is measured in visible text (scripts, styles and markup do not
 count): the preview is the longest run of whole blocks from the start whose
 text is at most ``fraction`` of the article's. So a one-paragraph article
 shows nothing rather than everything: a preview never gives the paid part away.
+A third of nine paragraphs of unequal length may well be two paragraphs.
+
+A route may instead (or as well) name ``blocks``: at most that many whole
+blocks, counted as they end (a list or a nested ``div`` counts each block
+that ends inside it). With both, the preview is the shorter. Either way it is
+never the whole article.
 
 An HTML preview keeps the document's ``<head>``, but not the metadata in it
 that holds paid text (a JSON-LD ``articleBody``, an ``og:description`` that
@@ -56,16 +62,18 @@ _INVISIBLE_TAGS: Final = frozenset({"script", "style", "template", "head", "titl
 _FENCE_RE: Final = re.compile(r"^\s{0,3}(```|~~~)")
 
 
-def split_preview(body: str, fraction: Decimal, media_type: str) -> str:
+def split_preview(
+    body: str, fraction: Decimal, media_type: str, *, blocks: int | None = None
+) -> str:
     """The free part of ``body``: HTML by tag, markdown and text by paragraph."""
-    if fraction <= 0 or not body:
+    if fraction <= 0 or blocks == 0 or not body:
         return ""
     kind = media_type.split(";", 1)[0].strip().lower()
     if kind in ("text/html", "application/xhtml+xml"):
-        preview = split_html(body, fraction)
+        preview = split_html(body, fraction, blocks=blocks)
         return free_metadata(preview, preview) if preview else ""
     if kind.startswith("text/"):
-        return split_text(body, fraction)
+        return split_text(body, fraction, blocks=blocks)
     return ""  # JSON, images, ...: no safe block boundary to cut at
 
 
@@ -140,14 +148,15 @@ class _BlockScanner(HTMLParser):
         self.cuts.append((offset, self.text_length, tuple(self.stack)))
 
 
-def split_html(body: str, fraction: Decimal) -> str:
-    """The longest prefix of whole HTML blocks within ``fraction`` of the text."""
+def split_html(body: str, fraction: Decimal, *, blocks: int | None = None) -> str:
+    """The longest prefix of whole HTML blocks within ``fraction`` of the text (and ``blocks``)."""
     scanner = _BlockScanner(body)
     scanner.feed(body)
     scanner.close()
     budget = Decimal(scanner.text_length) * fraction
+    cuts = scanner.cuts if blocks is None else scanner.cuts[:blocks]
     best: tuple[int, int, tuple[str, ...]] | None = None
-    for cut in scanner.cuts:
+    for cut in cuts:
         if cut[1] <= budget and cut[1] < scanner.text_length:
             best = cut
     if best is None:
@@ -157,8 +166,9 @@ def split_html(body: str, fraction: Decimal) -> str:
     return body[:offset] + closing
 
 
-def split_text(body: str, fraction: Decimal) -> str:
-    """The longest prefix of whole paragraphs (blank-line separated) within ``fraction``."""
+def split_text(body: str, fraction: Decimal, *, blocks: int | None = None) -> str:
+    """The longest prefix of whole paragraphs (blank-line separated) within ``fraction``
+    (and at most ``blocks`` of them)."""
     lines = body.splitlines(keepends=True)
     total = _visible_length(body)
     budget = Decimal(total) * fraction
@@ -166,11 +176,19 @@ def split_text(body: str, fraction: Decimal) -> str:
     seen = 0
     offset = 0
     best = 0
+    ended = 0  # paragraphs ended so far (a run of blank lines ends one)
+    previous_blank = True
     for line in lines:
         if _FENCE_RE.match(line):
             in_fence = not in_fence
         offset += len(line)
         seen += _visible_length(line)
-        if not in_fence and not line.strip() and seen <= budget and seen < total:
-            best = offset
+        blank = not line.strip()
+        if not in_fence and blank:
+            ended += 0 if previous_blank else 1
+            if blocks is not None and ended > blocks:
+                break
+            if seen <= budget and seen < total:
+                best = offset
+        previous_blank = blank
     return body[:best].rstrip() + "\n" if best else ""

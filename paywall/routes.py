@@ -72,6 +72,7 @@ class PaidRoute:
     description: str = ""
     mime_type: str = ""
     preview_fraction: Decimal | None = None  # set for article routes: the free share
+    preview_blocks: int | None = None  # or (and) at most this many whole blocks free
     # x402 schemes offered, in ``accepts`` order: "exact", "batch-settlement"
     # (the latter needs ``PaywallOptions.channels``).
     schemes: tuple[str, ...] = ("exact",)
@@ -93,12 +94,20 @@ class ResolvedRoute:
     static_quote: Quote | None
     preview_fraction: Decimal | None
     rates: Mapping[str, Decimal] = field(default_factory=dict)
+    preview_blocks: int | None = None
     rounding: Rounding = "exact"
     schemes: tuple[str, ...] = ("exact",)
 
     @property
     def is_article(self) -> bool:
-        return self.preview_fraction is not None
+        return self.preview_fraction is not None or self.preview_blocks is not None
+
+    @property
+    def preview_share(self) -> Decimal:
+        """The free share to cut at: the fraction, else all but never the whole (blocks only)."""
+        if self.preview_fraction is not None:
+            return self.preview_fraction
+        return Decimal(1) if self.preview_blocks is not None else Decimal(0)
 
     def matches(self, path: str) -> bool:
         """Whether the canonical ``path`` is this route's, with or without its trailing slash.
@@ -242,6 +251,11 @@ class RouteTable:
             fraction = Decimal(fraction)
             if not 0 <= fraction < 1:
                 raise PaywallConfigError(f"route {route.path}: preview_fraction must be in [0, 1)")
+        blocks = route.preview_blocks
+        if blocks is not None and (
+            isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= 10_000
+        ):
+            raise PaywallConfigError(f"route {route.path}: preview_blocks must be 0 to 10000")
         schemes = tuple(route.schemes)
         if not schemes or len(set(schemes)) != len(schemes) or not set(schemes) <= SCHEMES:
             raise PaywallConfigError(
@@ -264,6 +278,7 @@ class RouteTable:
             max_timeout_seconds=timeout,
             static_quote=static,
             preview_fraction=fraction,
+            preview_blocks=blocks,
             rates=self.rates,
             rounding=self.rounding,
             schemes=schemes,

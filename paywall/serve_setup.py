@@ -201,7 +201,9 @@ def build_paywall(
         **page,
     )
     app = PaywallMiddleware(ReverseProxy(settings.upstream), options=options)
-    articles = any(r.preview_fraction is not None for r in settings.routes)
+    articles = any(
+        r.preview_fraction is not None or r.preview_blocks is not None for r in settings.routes
+    )
     sign_in_off = app.sign_in_off_reason if articles else None
     if channels is None:
         return BuiltPaywall(app, chain.network, sign_in_off=sign_in_off)
