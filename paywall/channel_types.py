@@ -22,9 +22,6 @@ a snake_case reason for one it cannot read.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +33,7 @@ from farthing.paywall.channel_wire import (
     SCHEME,
     WireRefusal,
 )
-from farthing.paywall.wire import X402_VERSION, MalformedPayment, b64_json
+from farthing.paywall.wire import X402_VERSION, MalformedPayment, b64_json, unb64_json_bounded
 from farthing.wallet.address import checksum, is_address
 
 __all__ = [
@@ -169,10 +166,7 @@ def decode_channel_payment(
     """
     if len(header) > bytes_max:
         return None
-    try:
-        data = json.loads(base64.b64decode(header.strip(), validate=True).decode("utf-8"))
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    data = unb64_json_bounded(header, bytes_max=bytes_max)
     accepted = data.get("accepted") if isinstance(data, dict) else None
     if not isinstance(accepted, dict) or accepted.get("scheme") != SCHEME:
         return None

@@ -28,6 +28,7 @@ from farthing.wallet.address import checksum, is_address
 from farthing.wallet.eip3009 import Authorization, SignedAuthorization, TokenDomain
 from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
 from farthing.wallet.money import UINT256_MAX
+from farthing.web.jsonbody import JsonBodyError, loads_bounded
 
 __all__ = [
     "PAYMENT_HEADER_BYTES_MAX",
@@ -47,6 +48,7 @@ __all__ = [
     "decode_payment_signature",
     "encode_payment_signature",
     "unb64_json",
+    "unb64_json_bounded",
 ]
 
 X402_VERSION: Final = 2
@@ -60,6 +62,8 @@ PAYMENT_HEADER_BYTES_MAX: Final = 8192
 
 _NETWORK_RE: Final = re.compile(r"eip155:[0-9]{1,20}")
 _TEXT_MAX: Final = 2048
+# x402 headers nest a few objects deep (payload → authorization, accepted → extra).
+HEADER_JSON_DEPTH_MAX: Final = 8
 
 
 def b64_json(data: Mapping[str, Any]) -> str:
@@ -71,6 +75,17 @@ def b64_json(data: Mapping[str, Any]) -> str:
 def unb64_json(text: str) -> Any:
     """Inverse of :func:`b64_json` for trusted input (tests, our own clients)."""
     return json.loads(base64.b64decode(text, validate=True))
+
+
+def unb64_json_bounded(text: str, *, bytes_max: int) -> Any:
+    """:func:`unb64_json` for untrusted input: ``None`` unless it is bounded base64 JSON text."""
+    if len(text) > bytes_max:
+        return None
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        return loads_bounded(raw, depth_max=HEADER_JSON_DEPTH_MAX, bytes_max=bytes_max)
+    except (binascii.Error, ValueError):  # JsonBodyError is a ValueError
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +288,10 @@ def decode_payment_signature(
             "payment_header_not_base64", "the payment header is not standard base64"
         )
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = loads_bounded(raw, depth_max=HEADER_JSON_DEPTH_MAX, bytes_max=bytes_max)
+    except JsonBodyError as exc:
+        if exc.reason in ("json_too_deep", "invalid_text"):
+            return MalformedPayment("invalid_payment_payload", str(exc))
         return MalformedPayment("payment_header_not_json", "the payment header is not JSON")
     version = data.get("x402Version") if isinstance(data, dict) else None
     if isinstance(version, int) and not isinstance(version, bool) and version != X402_VERSION:

@@ -174,7 +174,10 @@ def test_wrong_types_and_numbers_are_refused(
 
 
 def _legal(path: tuple[str, ...], value: Any) -> bool:
-    """Values that are well-formed where they are put (any short name; the zero address)."""
+    """Values that are well-formed where they are put (any short name; the zero address).
+
+    A lone surrogate is no text anywhere: the header's JSON is refused whole.
+    """
     if path == ("accepted", "extra", "name"):
-        return isinstance(value, str) and len(value) <= 256
+        return isinstance(value, str) and len(value) <= 256 and value != "\ud800"
     return path in (("accepted", "asset"), ("accepted", "payTo")) and value == "0x" + "00" * 20
