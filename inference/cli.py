@@ -27,10 +27,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 from farthing.console import emit_json, err_console, fail, out_console
 from farthing.inference.settings import InferenceSettings
@@ -412,7 +415,8 @@ def gateway(
             )
     # The gateway answers the lifespan itself, so the channel claimer runs beside it.
     served = app_ if claimer is None else BackgroundClaims(app_, claimer)
-    _serve(HostGuard(served, hosts=hosts), sock)
+    # The gateway's own ASGI signature is narrower than starlette's alias; it is an ASGI app.
+    _serve(HostGuard(cast("ASGIApp", served), hosts=hosts), sock)
     if not as_json:
         out_console.print("gateway stopped")
 

@@ -475,9 +475,7 @@ class ChannelStore:
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         # SQLite: hot-path reads and the group committer's writer thread each
         # use their thread's own driver connection (_own_connection).
-        self._committer = (
-            GroupCommitter(self._own_connection) if self.dialect == "sqlite" else None
-        )
+        self._committer = GroupCommitter(self._own_connection) if self.dialect == "sqlite" else None
         self._owned = threading.local()
         self._owned_lock = threading.Lock()
         self._owned_fairies: list[Any] = []

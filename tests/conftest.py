@@ -146,7 +146,16 @@ class DevChainProcess:
 def start_dev_chain(data_dir: Path, *, port: int | None = None) -> DevChainProcess:
     """Start ``farthing chain dev --json`` and wait for its one JSON line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "farthing", "chain", "dev", "--json", "--port", str(port or free_port())],
+        [
+            sys.executable,
+            "-m",
+            "farthing",
+            "chain",
+            "dev",
+            "--json",
+            "--port",
+            str(port or free_port()),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -96,6 +96,7 @@ def test_a_usage_error_is_one_line_on_stderr_and_exit_2(argv: list[str], tmp_pat
         stdin=subprocess.DEVNULL,
         env={"PATH": "/usr/bin:/bin", "FARTHING_DATA_DIR": str(tmp_path)},
         timeout=60,
+        check=False,
     )
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""

@@ -31,7 +31,9 @@ PACKAGES = [
 ]
 
 
-@pytest.mark.parametrize("name", ["wallet", "agents", "paywall", "inference", "ledger", "contracts", "jobs"])
+@pytest.mark.parametrize(
+    "name", ["wallet", "agents", "paywall", "inference", "ledger", "contracts", "jobs"]
+)
 def test_no_top_level_module_is_installed(name: str, tmp_path: Path) -> None:
     code = (
         "import importlib.util, sys\n"
@@ -39,7 +41,9 @@ def test_no_top_level_module_is_installed(name: str, tmp_path: Path) -> None:
         "sys.exit(0 if spec is None else 1)\n"
     )
     # Run from an empty directory so the repository itself is not on sys.path.
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, check=False
+    )
     assert proc.returncode == 0, f"a top-level module named {name!r} is importable"
 
 
@@ -79,7 +83,9 @@ def test_all_is_sorted_and_complete(module_name: str) -> None:
     module = importlib.import_module(module_name)
     exported = getattr(module, "__all__", None)
     assert exported is not None, f"{module_name} has no __all__"
-    assert list(exported) == sorted(exported, key=_isort_key), f"{module_name}.__all__ is not sorted"
+    assert list(exported) == sorted(exported, key=_isort_key), (
+        f"{module_name}.__all__ is not sorted"
+    )
     assert len(set(exported)) == len(exported), f"{module_name}.__all__ has duplicates"
     for name in exported:
         assert hasattr(module, name), f"{module_name}.__all__ names missing {name!r}"

@@ -35,7 +35,7 @@ def test_every_cited_test_exists() -> None:
     for path, name in sorted(cited):
         source = ROOT / path
         if not source.is_file() or not re.search(
-            rf"^(?:async )?def {name}\(", source.read_text(), re.M
+            rf"^(?:async )?def {name}\(", source.read_text(), re.MULTILINE
         ):
             missing.append(f"{path}::{name}")
     assert missing == []

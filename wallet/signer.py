@@ -91,9 +91,7 @@ class LocalSigner:
         try:
             account: LocalAccount = Account.from_key(secret.get_secret_value())
         except Exception:  # noqa: BLE001 -- eth-keys errors would echo the key; say nothing
-            raise KeyFileError(
-                "malformed private key (want 32 bytes as 64 hex digits)"
-            ) from None
+            raise KeyFileError("malformed private key (want 32 bytes as 64 hex digits)") from None
         self._account = account
         self._key = secret
 

@@ -64,7 +64,9 @@ def resolve_target(
     if inferred is not None and inferred.is_local:
         return _local_target(settings, inferred, rpc_url=rpc_url, token=token, chain=chain)
     if token:
-        return ChainTarget(chain=chain, network=inferred, asset=read_asset(chain, token), minter=None)
+        return ChainTarget(
+            chain=chain, network=inferred, asset=read_asset(chain, token), minter=None
+        )
     if inferred is None or inferred.usdc is None:
         raise NetworkError(
             f"chain {chain.chain_id} at {rpc_url} is not a known network; pass --token ADDRESS"

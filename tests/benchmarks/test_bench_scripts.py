@@ -20,6 +20,7 @@ def run_bench(script: str, *args: str) -> dict[str, object]:
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]

@@ -186,6 +186,7 @@ def _farthing(*args: str, env_dir: str) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         env={"PATH": os.environ["PATH"], "FARTHING_DATA_DIR": env_dir},
         timeout=120,
+        check=False,
     )
 
 

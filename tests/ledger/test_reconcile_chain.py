@@ -99,7 +99,9 @@ class World:
             ),
         )
         with self.db.write() as session:
-            assert create_transfers(session=session, transfers=[funding]) == [CreateTransferResult.OK]
+            assert create_transfers(session=session, transfers=[funding]) == [
+                CreateTransferResult.OK
+            ]
 
     def pay(self, amount: int, *, chain_amount: int | None = None, submit: bool = True) -> int:
         """Reserve, sign, (maybe) submit and settle one payment; return its id."""

@@ -31,7 +31,8 @@ def database(tmp_path: Path) -> Path:
     with _open(path) as connection:
         connection.execute("CREATE TABLE counter (id TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         connection.executemany(
-            "INSERT INTO counter VALUES (?, 0)", [(f"c{n}",) for n in range(THREADS)] + [("shared",)]
+            "INSERT INTO counter VALUES (?, 0)",
+            [(f"c{n}",) for n in range(THREADS)] + [("shared",)],
         )
     return path
 

@@ -81,9 +81,7 @@ def test_malformed_keys_are_refused_without_echo(bad_key: str) -> None:
     assert bad_key.removeprefix("0x")[:16] not in str(excinfo.value)
 
 
-def test_passphrase_from_env_and_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_passphrase_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FARTHING_WALLET_PASSPHRASE", "from the environment")
     assert read_passphrase(WalletSettings(data_dir=tmp_path)).get_secret_value() == (
         "from the environment"
@@ -95,7 +93,9 @@ def test_passphrase_from_env_and_file(
     assert got.get_secret_value() == "from a file"
 
 
-def test_missing_passphrase_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_passphrase_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FARTHING_WALLET_PASSPHRASE", raising=False)
     with pytest.raises(PassphraseError, match="FARTHING_WALLET_PASSPHRASE"):
         read_passphrase(WalletSettings(data_dir=tmp_path))

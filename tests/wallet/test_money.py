@@ -98,7 +98,11 @@ def test_network_registry() -> None:
 def test_checksum_addresses() -> None:
     lower = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
     assert checksum(lower) == "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-    for bad in ["0x1234", "833589fcd6edb6e08f4c7c32d4f71b54bda02913", "0xZZ3589fcd6edb6e08f4c7c32d4f71b54bda02913"]:
+    for bad in [
+        "0x1234",
+        "833589fcd6edb6e08f4c7c32d4f71b54bda02913",
+        "0xZZ3589fcd6edb6e08f4c7c32d4f71b54bda02913",
+    ]:
         with pytest.raises(AddressError):
             checksum(bad)
     # One flipped letter in a checksummed address is a typo, not a new address.

@@ -90,13 +90,16 @@ def test_bad_input_on_dev_chain(dev_chain: DevChainProcess, tmp_path: Path) -> N
         run_farthing(["wallet", "fund", "1.0000001"], env=env), "more than 6 decimal places"
     )
     wrong = run_farthing(
-        ["wallet", "send", OTHER, "1"], env={**env, "FARTHING_WALLET_PASSPHRASE": "not the passphrase"}
+        ["wallet", "send", OTHER, "1"],
+        env={**env, "FARTHING_WALLET_PASSPHRASE": "not the passphrase"},
     )
     assert_one_line_error(wrong, "wrong passphrase")
     assert_one_line_error(
         run_farthing(["wallet", "send", OTHER, "1000"], env=env), "insufficient balance"
     )
-    assert_one_line_error(run_farthing(["wallet", "send", "0x1234", "1"], env=env), "not an address")
+    assert_one_line_error(
+        run_farthing(["wallet", "send", "0x1234", "1"], env=env), "not an address"
+    )
     assert_one_line_error(
         run_farthing(["wallet", "balance", "--address", "0xnothex"], env=env), "not an address"
     )
