@@ -85,6 +85,7 @@ class Walk:
         self.background: list[subprocess.Popen[str]] = []
         self.ready: dict[str, dict[str, Any]] = {}
         self.quickstart_output = ""
+        self.outputs: list[str] = []
 
     def run(self, line: str) -> None:
         stripped = line.strip()
@@ -104,6 +105,7 @@ class Walk:
         elif argv[0] == "farthing":
             result = self.farthing(argv[1:])
             assert result.code == 0, f"{stripped}: {result.stderr}"
+            self.outputs.append(result.stdout)
         elif argv[:3] == ["python", "-m", "http.server"]:
             self._start([sys.executable, *argv[1:]])
             _wait_for_port(int(argv[3]))
@@ -188,6 +190,8 @@ def test_the_first_tour_and_the_blogger_section_run_as_written(tmp_path: Path) -
         # The token address the blogger section prints is the one a fresh dev chain deploys.
         assert walk.ready["chain"]["token"]["address"] in "\n".join(blogger[0])
         assert walk.quickstart_output.startswith("200 paid "), walk.quickstart_output
+        # `agent fetch` after the purchase reads the article by signing in: no second sale.
+        assert "Withdrawn in 1960." in walk.outputs[-2]
         report = walk.farthing(["paywall", "revenue", "--json"])
         assert report.code == 0, report.stderr
         revenue = report.json()
