@@ -189,7 +189,9 @@ def run(
             )
         else:
             brain = RuleBrain(relevance_min=workspace.settings.relevance_min)
-        progress(f"agent {workspace.settings.agent_id} paying from {workspace.payer.address}")
+        progress(
+            f"paying from {workspace.payer.address} (agent id {workspace.settings.agent_id!r})"
+        )
         workspace.payer.on_approval = tell_approval
 
         async def go() -> RunReport:

@@ -85,6 +85,7 @@ REASONS: Final[dict[str, str]] = {
     ),
     "channel_id_mismatch": "the seller answered for another channel; the channel is stopped",
     "channel_response_malformed": "the seller's channel receipt could not be read; channel stopped",
+    "already_owned": "already paid for, so it signed in with the paying wallet to read it again",
     "content_not_delivered": (
         "the payment was settled on-chain but the seller's answer never came; "
         "retry the same purchase to collect it without paying again"

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from farthing.agents.outcome import REASONS
 from farthing.agents.runner import RunReport
 from farthing.ledger.ids import format_transfer_id
 from farthing.wallet.money import Asset
@@ -21,9 +22,9 @@ __all__ = ["render_report", "report_json"]
 
 
 def render_report(console: Console, report: RunReport, asset: Asset) -> None:
-    """The purchases table, the skipped table, spend against budget, and the answer."""
+    """The purchases, the pages read free, what was skipped, spend against budget, the answer."""
     f = asset.format
-    if report.bought or report.read_free:
+    if report.bought:
         table = Table("bought", "price", "transaction", "task", "purpose", title="Purchases")
         for item in report.bought:
             table.add_row(
@@ -33,11 +34,16 @@ def render_report(console: Console, report: RunReport, asset: Asset) -> None:
                 item.outcome.task_id or "-",
                 item.outcome.purpose or "-",
             )
-        for item in report.read_free:
-            table.add_row(item.title or item.url, "free", "-", item.outcome.task_id or "-", "-")
         console.print(table)
     else:
         console.print("Nothing was bought.")
+    if report.read_free:
+        # Already owned, signed in, or free: read, never paid for in this run.
+        free = Table("read free", "why", "task", title="Read without paying")
+        for item in report.read_free:
+            why = REASONS.get(item.outcome.reason or "", "no payment was asked")
+            free.add_row(item.title or item.url, why, item.outcome.task_id or "-")
+        console.print(free)
     if report.skipped:
         skipped = Table("skipped", "price", "why", title="Skipped")
         for skip in report.skipped:

@@ -61,6 +61,9 @@ def test_agent_run_buys_within_budget_and_reports(site: Site) -> None:
     assert human.code == 0, human.stderr
     assert "deterministic rule brain" in human.stdout
     assert "Spent 0.01385 USDC of the 0.02 USDC budget" in human.stdout
+    # The progress line names the wallet and the agent id once ("agent agent paying" was a stutter).
+    assert "paying from 0x" in human.stdout + human.stderr
+    assert "agent agent" not in human.stdout + human.stderr
     assert site.agent.private_key.get_secret_value()[2:] not in human.stdout + human.stderr
 
 
