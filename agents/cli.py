@@ -293,17 +293,21 @@ def price(
     url: Annotated[str, typer.Argument(help="The URL to price; nothing is paid.")],
     data_dir: DataDirOpt = None,
     agent_id: AgentOpt = None,
+    wallet: WalletOpt = None,
     network: NetworkOpt = None,
     rpc_url: RpcOpt = None,
     token: TokenOpt = None,
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Say what a URL costs, and what the spend policy would say, without paying."""
+    """Say what a URL costs, and what the spend policy would say, without paying.
+
+    Needs no passphrase: only the wallet's address (from its keystore) is read.
+    """
     from farthing.agents.tools import AgentToolkit, PriceCheck, Task
 
     workspace = _open(
-        data_dir, agent_id, None, network, rpc_url, token, database_url, with_wallet=False
+        data_dir, agent_id, wallet, network, rpc_url, token, database_url, with_wallet=False
     )
     try:
         payer = _pricing_payer(workspace)
@@ -339,7 +343,7 @@ def _pricing_payer(workspace: Workspace) -> Any:
     from farthing.agents.payer import Payer
 
     class _PricingOnly:
-        address = "0x0000000000000000000000000000000000000001"
+        address = workspace.address or "0x0000000000000000000000000000000000000001"
 
         def sign_typed_data(self, *args: object) -> bytes:
             raise RuntimeError("farthing agent price never signs")
@@ -368,15 +372,24 @@ def status(
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The wallet's balance, the agent's budget and limits, and any possible spend."""
+    """The wallet's balance, the agent's budget and limits, and any possible spend.
+
+    Needs no passphrase: only the wallet's address (from its keystore) is read.
+    """
     from farthing.agents.reservations import open_payments
+    from farthing.wallet.token import Stablecoin
 
     workspace = _open(
-        data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
-    )
+        data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file,
+        with_wallet=False,
+    )  # fmt: skip
     try:
+        if workspace.address is None:
+            fail(f"no wallet {workspace.settings.wallet!r}: make one with farthing wallet new")
         state = workspace.books.status(task_id)
-        balance = workspace.payer.balance()
+        balance = Stablecoin(workspace.target.chain, workspace.target.asset).balance_of(
+            workspace.address
+        )
         pending = open_payments(workspace.books)
         f = workspace.target.asset.format
     finally:

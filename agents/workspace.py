@@ -28,7 +28,12 @@ from farthing.agents.books import AgentBooks
 from farthing.agents.payer import Payer
 from farthing.agents.settings import AgentSettings
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
-from farthing.wallet.keystore import read_passphrase, unlock_keystore
+from farthing.wallet.keystore import (
+    keystore_path,
+    load_keystore_info,
+    read_passphrase,
+    unlock_keystore,
+)
 from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
@@ -46,6 +51,8 @@ class Workspace:
     database: LedgerDatabase
     books: AgentBooks
     signer: LocalSigner | None = None
+    # The wallet's address, known without its passphrase when its keystore exists.
+    address: str | None = None
     _payer: Payer | None = field(default=None, repr=False)
 
     @property
@@ -116,14 +123,23 @@ def open_workspace(
         # so a wrong passphrase costs no chain or database work.
         passphrase = read_passphrase(wallet_settings, passphrase_file=passphrase_file)
         signer = unlock_keystore(wallet_settings, settings.wallet, passphrase)
+    address = signer.address if signer is not None else _keystore_address(wallet_settings, settings)
     target = resolve_target(wallet_settings, network=network, rpc_url=rpc_url, token=token)
     database = open_database(settings, database_url)
     books = AgentBooks(
         database, agent_id=settings.agent_id, asset=target.asset, ledger=settings.ledger
     ).ensure()
-    if signer is not None:
+    if address is not None:
         start = from_block
         if start is None and not target.is_local:
             start = target.chain.block_number()
-        books.sync_deposits(target.chain, signer.address, from_block=start)
-    return Workspace(settings, target, database, books, signer)
+        books.sync_deposits(target.chain, address, from_block=start)
+    return Workspace(settings, target, database, books, signer, address)
+
+
+def _keystore_address(wallet_settings: WalletSettings, settings: AgentSettings) -> str | None:
+    # The address is stored in the clear beside the encrypted key: reading it
+    # needs no passphrase. No keystore (a command that needs none): None.
+    if not keystore_path(wallet_settings, settings.wallet).exists():
+        return None
+    return load_keystore_info(wallet_settings, settings.wallet).address

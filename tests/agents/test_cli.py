@@ -19,7 +19,7 @@ from farthing.cli import main
 from farthing.wallet.chain import Call
 from farthing.wallet.token import Stablecoin
 from tests.agents.conftest import PRICE_ATOMIC, Site
-from tests.conftest import TEST_PASSPHRASE, free_port
+from tests.conftest import TEST_PASSPHRASE, free_port, run_farthing
 
 pytestmark = pytest.mark.anvil
 
@@ -155,3 +155,20 @@ def test_bad_sellers_are_one_line_refusals(
     assert main(["agent", "status", "--json", *flags]) == 0
     status = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (status["reserved_atomic"], status["spent_atomic"]) == (0, 0)
+
+
+def test_status_and_price_need_only_the_wallets_address(site: Site) -> None:
+    # No passphrase anywhere: status and price read the keystore's clear address.
+    env = {k: v for k, v in site.env.items() if k != "FARTHING_WALLET_PASSPHRASE"}
+    status = run_farthing(["agent", "status", "--wallet", "default", "--json"], env=env)
+    assert status.code == 0, status.stderr
+    assert status.json()["balance_atomic"] == 1_000_000
+    assert status.json()["funded_atomic"] == 1_000_000  # the deposit, booked without the key
+    price = run_farthing(
+        ["agent", "price", f"{site.url}/posts/quarter-penny", "--wallet", "default", "--json"],
+        env=env,
+    )
+    assert price.code == 0, price.stderr
+    missing = run_farthing(["agent", "status", "--wallet", "nobody"], env=env)
+    assert missing.code == 1 and missing.stderr.count("\n") == 1
+    assert "farthing wallet new" in missing.stderr
