@@ -32,5 +32,12 @@ echo "==> installing npm packages (anvil, solc) from package-lock.json"
 npm ci --no-audit --no-fund --loglevel=error
 
 bash scripts/setup_vllm.sh  # .venv-vllm: vLLM for the CPU, for the tests marked vllm
+
+# Lint, format and strict types first: any finding fails the run. (The docs'
+# Markdown is prose with sketches in it, so only Python files are formatted.)
+echo "==> ruff check, ruff format --check, mypy --strict"
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet --exclude '*.md' .
+bash scripts/typecheck.sh >/dev/null || bash scripts/typecheck.sh
 echo "==> running the test suite"
 exec .venv/bin/python -m pytest "$@"
