@@ -30,6 +30,7 @@ from farthing.agents.outcome import PaymentOutcome, outcome_of
 from farthing.agents.payer import Payer
 from farthing.agents.settings import AgentSettings
 from farthing.ledger import LedgerDatabase, LedgerSettings
+from farthing.ledger.ids import format_transfer_id
 from farthing.wallet.chain import RpcChain
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import read_asset
@@ -57,7 +58,9 @@ async def buy(
         "status_code": status_code,
         "outcome": outcome.status if outcome else None,
         "reason": outcome.reason if outcome else None,
-        "payment_id": str(outcome.payment_id) if outcome and outcome.payment_id else None,
+        "payment_id": format_transfer_id(outcome.payment_id)
+        if outcome and outcome.payment_id
+        else None,
         "transaction": outcome.tx_hash if outcome else None,
         "content": content,
         "error": error,
