@@ -32,8 +32,10 @@ from farthing.agents.admin_cli import (
     DatabaseOpt,
     JsonOpt,
     NetworkOpt,
+    PassFileOpt,
     RpcOpt,
     TokenOpt,
+    WalletOpt,
     approvals_app,
     policy_app,
 )
@@ -63,14 +65,6 @@ DataDirOpt = Annotated[
 ]
 AgentOpt = Annotated[
     str | None, typer.Option("--agent-id", help="Whose budget and policy (default: agent).")
-]
-WalletOpt = Annotated[
-    str | None,
-    typer.Option("--wallet", help="Keystore name under <data dir>/keys (default: default)."),
-]
-PassFileOpt = Annotated[
-    Path | None,
-    typer.Option("--passphrase-file", help="File whose first line is the keystore passphrase."),
 ]
 
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')]+")
