@@ -192,8 +192,13 @@ def chain_world(chain: Chain, tmp_path: Path) -> Iterator[World]:
 # ------------------------------------------------------------------ sellers that misbehave
 
 
-def bad_sellers(chain_network: str) -> Starlette:
-    """Routes whose 402s no wallet here can pay, or cannot read at all."""
+def bad_sellers(chain_network: str, asset: Asset | None = None) -> Starlette:
+    """Routes whose 402s no wallet here can pay, or cannot read at all.
+
+    Given the ``asset`` agents hold, ``/fails-after-pay`` asks for a payment
+    they can make and then answers every paid request with 500: the seller
+    broke after the signed payment reached it.
+    """
 
     def required(accepts: list[dict[str, Any]]) -> str:
         return b64_json({"x402Version": 2, "resource": {"url": "x"}, "accepts": accepts})
@@ -213,7 +218,14 @@ def bad_sellers(chain_network: str) -> Starlette:
         "/malformed": "%%% this is not base64 %%%",
     }
 
+    if asset is not None:
+        payable = {**entry, "network": asset.network, "asset": asset.address}
+        payable["extra"] = {"name": asset.name, "version": asset.version}
+        headers["/fails-after-pay"] = required([payable])
+
     async def answer(request: Request) -> Response:
+        if "PAYMENT-SIGNATURE" in request.headers:
+            return JSONResponse({"error": "internal error"}, status_code=500)
         return JSONResponse(
             {"x402Version": 2, "error": "payment required"},
             status_code=402,
@@ -223,10 +235,10 @@ def bad_sellers(chain_network: str) -> Starlette:
     return Starlette(routes=[Route(path, answer) for path in headers])
 
 
-def site_app(world_app: Any, chain_network: str) -> Starlette:
+def site_app(world_app: Any, chain_network: str, asset: Asset | None = None) -> Starlette:
     """The paywalled blog at /, the misbehaving sellers under /bad."""
     return Starlette(
-        routes=[Mount("/bad", app=bad_sellers(chain_network)), Mount("/", app=world_app)]
+        routes=[Mount("/bad", app=bad_sellers(chain_network, asset)), Mount("/", app=world_app)]
     )
 
 
@@ -269,7 +281,7 @@ def site(dev_chain: DevChainProcess, tmp_path: Path) -> Iterator[Site]:
         pay_to=merchant,
         asset=deployment.token,
     )
-    with serve_in_thread(site_app(blog, chain.network)) as url:
+    with serve_in_thread(site_app(blog, chain.network, deployment.token)) as url:
         yield Site(
             data_dir, chain, deployment.token, minter, agent, merchant, url, cli_env(data_dir)
         )

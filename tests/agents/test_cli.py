@@ -172,3 +172,17 @@ def test_status_and_price_need_only_the_wallets_address(site: Site) -> None:
     missing = run_farthing(["agent", "status", "--wallet", "nobody"], env=env)
     assert missing.code == 1 and missing.stderr.count("\n") == 1
     assert "farthing wallet new" in missing.stderr
+
+
+def test_a_seller_that_fails_after_payment_is_reported_once(site: Site) -> None:
+    # The seller takes the signed payment and answers 500: the money may have
+    # moved, and the one line says so once, with what the agent does next.
+    fetched = site.farthing("agent", "fetch", f"{site.url}/bad/fails-after-pay", "--max-price", "1")
+    assert fetched.code == 1, fetched.stdout + fetched.stderr
+    said = fetched.stdout + fetched.stderr
+    assert said.count("may have been spent") == 1, said
+    (line,) = fetched.stderr.strip().splitlines()
+    assert "stays reserved until resolved" in line and "500" in line, line
+    status = site.farthing("agent", "status", "--json")
+    assert status.code == 0, status.stderr
+    assert status.json()["possible_spend"] == 1
