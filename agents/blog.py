@@ -33,7 +33,7 @@ from farthing.paywall import (
     PaywallOptions,
     RevenueBook,
 )
-from farthing.paywall.channel_paywall import ChannelOptions
+from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
 from farthing.wallet.money import Asset
 
 __all__ = [

@@ -389,7 +389,7 @@ class AgentBooks:
                 continue
             if event.from_address.lower() == CANONICAL_CHANNEL_CONTRACTS.settlement.lower():
                 # Money back from a channel's escrow is not new funding: it is
-                # booked as a CHANNEL_REFUND (farthing.agents.channel_books).
+                # booked as a CHANNEL_REFUND (farthing.agents.channels.books).
                 continue
             transfer = NewTransfer(
                 id=self.funding_transfer_id(event.tx_hash, event.log_index),

@@ -39,7 +39,7 @@ from farthing.agents.admin_cli import (
     approvals_app,
     policy_app,
 )
-from farthing.agents.channel_cli import channels_app
+from farthing.agents.channels.cli import channels_app
 from farthing.agents.settings import AgentSettings
 from farthing.agents.workspace import Workspace, open_workspace
 from farthing.console import emit_json, err_console, fail, out_console

@@ -41,8 +41,8 @@ from farthing.agents.challenge import (
     read_challenge,
     read_settlement,
 )
-from farthing.agents.channel_store import list_channels
-from farthing.agents.channels import ChannelPayer, ChannelPrepared
+from farthing.agents.channels.payer import ChannelPayer, ChannelPrepared
+from farthing.agents.channels.store import list_channels
 from farthing.agents.outcome import OutcomeStatus, PaymentOutcome
 from farthing.agents.policy import SpendPolicy, check_terms, needs_approval
 from farthing.agents.reservations import (
@@ -58,7 +58,7 @@ from farthing.agents.settings import AgentSettings
 from farthing.agents.sign_in import sign_in_header
 from farthing.faults import crash_point
 from farthing.ledger import format_transfer_id, new_id
-from farthing.paywall.channel_wire import SCHEME as CHANNEL_SCHEME
+from farthing.paywall.schemes.batch_settlement.wire import SCHEME as CHANNEL_SCHEME
 from farthing.paywall.wire import PAYMENT_SIGNATURE_HEADER, X402_VERSION, b64_json
 from farthing.wallet.chain import Chain
 from farthing.wallet.eip3009 import (

@@ -17,7 +17,7 @@ leaves only ``exact``.
 from __future__ import annotations
 
 from farthing.agents.challenge import Challenge, Offer
-from farthing.paywall.channel_wire import SCHEME as SCHEME_CHANNEL
+from farthing.paywall.schemes.batch_settlement.wire import SCHEME as SCHEME_CHANNEL
 from farthing.paywall.wire import SCHEME_EXACT
 from farthing.wallet.money import Asset
 

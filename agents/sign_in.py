@@ -35,7 +35,7 @@ from eth_utils.crypto import keccak
 
 from farthing.agents.books import AgentBooks
 from farthing.agents.reservations import booked_payments
-from farthing.paywall.siwx import SIGN_IN_WITH_X, siwe_message
+from farthing.paywall.edge.sign_in import SIGN_IN_WITH_X, siwe_message
 from farthing.paywall.wire import PAYMENT_REQUIRED_HEADER
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import AddressError

@@ -13,7 +13,7 @@ reservation's database transaction. What it lacks lives here:
 * ``agent_channel``: each x402 ``batch-settlement`` channel the agent pays
   through: its config, what the agent believes is deposited, charged and
   signed, its status, and a lease so one process at a time signs on it
-  (``farthing.agents.channel_store``).
+  (``farthing.agents.channels.store``).
 
 The tables are **created on first use** (``ensure_tables``), like the
 paywall's payment store, not by Alembic: they are few and new. Creation runs

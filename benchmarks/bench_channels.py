@@ -63,7 +63,7 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from farthing.paywall.facilitator_cli import bind_socket, serve_app
+    from farthing.paywall.facilitator.cli import bind_socket, serve_app
     from farthing.wallet.chain import RpcChain
     from farthing.wallet.token import read_asset
 
@@ -79,7 +79,7 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
             PaywallMiddleware,
             PaywallOptions,
         )
-        from farthing.paywall.channel_paywall import ChannelOptions
+        from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
 
         async def paid(request: Any) -> JSONResponse:
             return JSONResponse({"data": "paid content"})
@@ -156,9 +156,9 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
 
 
 def _channel_store(chain: Any, workdir: str) -> Any:
-    from farthing.paywall.channel_state import ChannelStore
-    from farthing.wallet.channels import ChannelDomain
-    from farthing.wallet.escrow import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+    from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
 
     return ChannelStore(
         f"sqlite:///{Path(workdir) / 'payments.sqlite'}",
@@ -231,8 +231,13 @@ def _channel_headers(
     chain: Any, asset: Any, offer: dict[str, Any], payer: Any, count: int
 ) -> list[str]:
     """One new channel: a deposit covering ``count`` requests with the first voucher, then vouchers."""
+    from farthing.paywall.schemes.batch_settlement.vouchers import (
+        ChannelConfig,
+        ChannelDomain,
+        deposit_nonce,
+        sign_voucher,
+    )
     from farthing.paywall.wire import b64_json
-    from farthing.wallet.channels import ChannelConfig, ChannelDomain, deposit_nonce, sign_voucher
     from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
     from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 
@@ -341,7 +346,7 @@ def _transactions(chain: Any, first: int, last: int) -> int:
 def _claim_all(chain: Any, workdir: str) -> tuple[int, tuple[str, ...]]:
     """Our merchant's one claim and one settle (what ``farthing paywall claim`` does)."""
     from farthing.paywall import LocalFacilitator
-    from farthing.paywall.channel_claims import ChannelClaimer
+    from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer
 
     accounts = chain.dev_accounts()
     store = _channel_store(chain, workdir)
@@ -373,8 +378,8 @@ def main() -> None:
     if min(args.exact, args.channel, args.concurrency, args.onchain_requests) < 1:
         parser.error("every count must be at least 1")
 
-    from farthing.wallet.channels import place_channel_contracts
-    from farthing.wallet.devchain import start_anvil
+    from farthing.devchain.node import start_anvil
+    from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
     from farthing.wallet.signer import LocalSigner
     from farthing.wallet.token import Stablecoin, deploy_stablecoin
 

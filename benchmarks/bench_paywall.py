@@ -43,7 +43,7 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from farthing.paywall.facilitator_cli import bind_socket, serve_app
+    from farthing.paywall.facilitator.cli import bind_socket, serve_app
     from farthing.wallet.chain import RpcChain
     from farthing.wallet.token import read_asset
 
@@ -217,8 +217,8 @@ def main() -> None:
     parser.add_argument("--paid-seconds-max", type=float, default=15.0)
     args = parser.parse_args()
 
+    from farthing.devchain.node import start_anvil
     from farthing.paywall.wire import unb64_json
-    from farthing.wallet.devchain import start_anvil
     from farthing.wallet.signer import LocalSigner
     from farthing.wallet.token import Stablecoin, deploy_stablecoin
 

@@ -104,11 +104,15 @@ class World:
 
 def build_world() -> World:
     from farthing.paywall import LocalFacilitator
-    from farthing.paywall.facilitator_api import facilitator_app
-    from farthing.wallet.authcapture import place_auth_capture_contracts
+    from farthing.paywall.facilitator.api import facilitator_app
+    from farthing.paywall.schemes.auth_capture.contract import place_auth_capture_contracts
+    from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.vouchers import (
+        ChannelConfig,
+        ChannelDomain,
+        place_channel_contracts,
+    )
     from farthing.wallet.chain import open_chain
-    from farthing.wallet.channels import ChannelConfig, ChannelDomain, place_channel_contracts
-    from farthing.wallet.escrow import ChannelEscrow
     from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
     from farthing.wallet.signer import LocalSigner
     from farthing.wallet.token import Stablecoin, deploy_stablecoin
@@ -218,7 +222,7 @@ def _channel(world: World, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _voucher(world: World, ceiling: int, key: Any = None) -> dict[str, Any]:
     """A signed voucher; signing is deterministic (RFC 6979), so each one is signed once."""
-    from farthing.wallet.channels import sign_voucher
+    from farthing.paywall.schemes.batch_settlement.vouchers import sign_voucher
 
     key = key or world.voucher_key
     wire = world.vouchers.get((key.address, ceiling))
@@ -229,7 +233,7 @@ def _voucher(world: World, ceiling: int, key: Any = None) -> dict[str, Any]:
 
 
 def _deposit(world: World, amount: int) -> dict[str, Any]:
-    from farthing.wallet.channels import deposit_nonce
+    from farthing.paywall.schemes.batch_settlement.vouchers import deposit_nonce
     from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
     from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 

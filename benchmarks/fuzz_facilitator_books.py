@@ -59,8 +59,8 @@ def books(world: Watched) -> Books:
     from eth_abi.abi import decode, encode
     from eth_utils.crypto import keccak
 
+    from farthing.paywall.schemes.batch_settlement.vouchers import MULTICALL3_ADDRESS
     from farthing.wallet.chain import Call
-    from farthing.wallet.channels import MULTICALL3_ADDRESS
 
     balance_of = keccak(text="balanceOf(address)")[:4]
     holders = (world.payer.address, world.merchant, world.griefer.address, world.escrow.address)

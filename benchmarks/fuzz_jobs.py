@@ -120,7 +120,10 @@ def build_world(workdir: Path) -> World:
     from farthing.jobs.server import create_app
     from farthing.jobs.worker_auth import WorkerSessions
     from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
-    from farthing.wallet.authcapture import AuthCaptureEscrow, place_auth_capture_contracts
+    from farthing.paywall.schemes.auth_capture.contract import (
+        AuthCaptureEscrow,
+        place_auth_capture_contracts,
+    )
     from farthing.wallet.chain import MemoryChain
     from farthing.wallet.token import Stablecoin, deploy_stablecoin
 
@@ -347,7 +350,7 @@ def _sign_in(rng: random.Random, world: World) -> tuple[bytes, str]:
     from eth_account import Account
     from eth_account.messages import encode_defunct
 
-    from farthing.paywall.siwx import siwe_message
+    from farthing.paywall.edge.sign_in import siwe_message
 
     roll = rng.random()
     if world.used_sign_ins and roll < 0.1:

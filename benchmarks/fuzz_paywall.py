@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from farthing.paywall.routes import PaidRoute, compile_glob
+from farthing.paywall.edge.routes import PaidRoute, compile_glob
 
 PRICE_ATOMIC: Final = 10_000
 # The 503 reasons the paywall documents as "try again later": not a crash.
@@ -176,7 +176,7 @@ def serve_upstream(marker: str) -> None:
     """``--serve-upstream MARKER``: the site on a real uvicorn, announced as one JSON line."""
     import uvicorn
 
-    from farthing.paywall.facilitator_cli import bind_socket
+    from farthing.paywall.facilitator.cli import bind_socket
 
     sock = bind_socket("127.0.0.1", 0)
     host, port = sock.getsockname()[:2]
@@ -600,7 +600,7 @@ def _start_upstream(marker: str, log: Path) -> tuple[subprocess.Popen[str], str]
 
 def build_world(workdir: Path, targets: tuple[str, ...]) -> World:
     from farthing.paywall import LocalFacilitator, PaymentStore, PaywallMiddleware, PaywallOptions
-    from farthing.paywall.proxy import ReverseProxy
+    from farthing.paywall.site.proxy import ReverseProxy
     from farthing.wallet.chain import open_chain
     from farthing.wallet.signer import LocalSigner
     from farthing.wallet.token import Stablecoin, deploy_stablecoin

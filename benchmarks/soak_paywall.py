@@ -111,13 +111,13 @@ def _serve(rpc_url: str, token: str, merchant: str, workdir: str) -> None:
         PaywallMiddleware,
         PaywallOptions,
     )
-    from farthing.paywall.channel_paywall import ChannelOptions
-    from farthing.paywall.channel_state import ChannelStore
-    from farthing.paywall.facilitator_cli import bind_socket, serve_app
-    from farthing.paywall.receipts import Receipts
+    from farthing.paywall.edge.receipts import Receipts
+    from farthing.paywall.facilitator.cli import bind_socket, serve_app
+    from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+    from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+    from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
     from farthing.wallet.chain import RpcChain
-    from farthing.wallet.channels import ChannelDomain
-    from farthing.wallet.escrow import ChannelEscrow
     from farthing.wallet.token import read_asset
     from farthing.web import HostGuard, allowed_hosts
 
@@ -247,8 +247,13 @@ def _buy(client: httpx.Client, url: str, payer: Any) -> None:
 
 def _vouchers(chain: Any, asset: Any, offer: dict[str, Any], payer: Any, count: int) -> list[str]:
     """One new channel's headers: a deposit with the first voucher, then cumulative vouchers."""
+    from farthing.paywall.schemes.batch_settlement.vouchers import (
+        ChannelConfig,
+        ChannelDomain,
+        deposit_nonce,
+        sign_voucher,
+    )
     from farthing.paywall.wire import b64_json
-    from farthing.wallet.channels import ChannelConfig, ChannelDomain, deposit_nonce, sign_voucher
     from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
     from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 
@@ -303,7 +308,7 @@ def _sign_in(info: dict[str, Any], signer: Any, network: str) -> str:
     from eth_account import Account
     from eth_account.messages import encode_defunct
 
-    from farthing.paywall.siwx import siwe_message
+    from farthing.paywall.edge.sign_in import siwe_message
 
     payload = {**info, "address": signer.address, "chainId": network, "type": "eip191"}
     key = signer.private_key.get_secret_value()
@@ -503,8 +508,8 @@ def main() -> None:
     if args.requests < 1 or args.concurrency < 1 or args.window_s <= 0 or args.seconds_max <= 0:
         parser.error("--requests, --concurrency, --window-s and --seconds-max must be positive")
 
-    from farthing.wallet.channels import place_channel_contracts
-    from farthing.wallet.devchain import start_anvil
+    from farthing.devchain.node import start_anvil
+    from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
     from farthing.wallet.signer import LocalSigner
     from farthing.wallet.token import Stablecoin, deploy_stablecoin
 

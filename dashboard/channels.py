@@ -2,9 +2,9 @@
 
 The figures come from the same functions the agents package uses, so the
 page and ``farthing agent channels list`` cannot disagree:
-``farthing.agents.channel_store.list_channels`` for the channel records
+``farthing.agents.channels.store.list_channels`` for the channel records
 (table ``agent_channel``: payee, status, withdrawal), and
-``farthing.agents.channel_books.booked_sums`` and ``escrow_balance`` for the
+``farthing.agents.channels.books.booked_sums`` and ``escrow_balance`` for the
 money as the books hold it (posted only; a deposit still pending is not in
 escrow yet). The deposit and refund transactions are the posted
 ``CHANNEL_DEPOSIT`` and ``CHANNEL_REFUND`` transfers, read through the
@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from farthing.agents.books import AgentBooks
-from farthing.agents.channel_books import (
+from farthing.agents.channels.books import (
     ChannelTransferCode,
     booked_sums,
     escrow_account_id,
     escrow_balance,
     wallet_account_id,
 )
-from farthing.agents.channel_store import list_channels
+from farthing.agents.channels.store import list_channels
 from farthing.dashboard.listing import Listing, Money
 from farthing.ledger.database import LedgerDatabase
 from farthing.ledger.flags import TransferFlags

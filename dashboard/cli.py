@@ -142,7 +142,7 @@ def dashboard(
     from farthing.dashboard.edge import hosts_of
     from farthing.dashboard.settings import DashboardSettings
     from farthing.ledger.settings import LedgerSettings
-    from farthing.paywall.facilitator_cli import bind_socket
+    from farthing.paywall.facilitator.cli import bind_socket
 
     if database_url is None:
         # The same default as `farthing ledger report`: the data directory's ledger.sqlite.

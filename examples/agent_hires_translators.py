@@ -49,12 +49,15 @@ from farthing.jobs import (
     ScriptedReviewer,
     reconcile_jobs,
 )
-from farthing.jobs.facilitator_operator import FacilitatorEscrowOperator
-from farthing.jobs.operator import EscrowOperator
+from farthing.jobs.operators.escrow import EscrowOperator
+from farthing.jobs.operators.facilitator import FacilitatorEscrowOperator
 from farthing.ledger import LedgerDatabase, LedgerSettings, lookup_accounts, upgrade_database
-from farthing.paywall.authcapture_facilitator import AuthCaptureFacilitator
+from farthing.paywall.schemes.auth_capture.contract import (
+    AuthCaptureEscrow,
+    place_auth_capture_contracts,
+)
+from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
 from farthing.wallet import LocalSigner, MemoryChain, Stablecoin, deploy_stablecoin
-from farthing.wallet.authcapture import AuthCaptureEscrow, place_auth_capture_contracts
 from farthing.wallet.chain import Chain, RpcChain
 
 TEXT = (

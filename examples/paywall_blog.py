@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
+from farthing.devchain.node import load_dev_deployment
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.paywall import (
     LedgerRevenueBook,
@@ -34,7 +35,6 @@ from farthing.paywall import (
     PaywallOptions,
 )
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.devchain import load_dev_deployment
 
 POST = """<html><body><article>
 <h1>The farthing</h1>

@@ -39,7 +39,7 @@ class _SubCommand:
 # The order here is the order `farthing --help` lists them in.
 _SUBCOMMANDS: dict[str, _SubCommand] = {
     "demo": _SubCommand("farthing.demo", "app", "Run the end-to-end demo on embedded defaults."),
-    "chain": _SubCommand("farthing.wallet.chain_cli", "app", "Run and inspect local chains."),
+    "chain": _SubCommand("farthing.devchain.cli", "app", "Run and inspect local chains."),
     "wallet": _SubCommand(
         "farthing.wallet.cli", "app", "Create keys, check balances, fund and send."
     ),
@@ -47,13 +47,15 @@ _SUBCOMMANDS: dict[str, _SubCommand] = {
         "farthing.paywall.cli", "app", "Serve a paywalled reverse proxy (x402 v2)."
     ),
     "facilitator": _SubCommand(
-        "farthing.paywall.facilitator_cli", "app", "Run an x402 v2 facilitator on a chain."
+        "farthing.paywall.facilitator.cli", "app", "Run an x402 v2 facilitator on a chain."
     ),
     "agent": _SubCommand(
         "farthing.agents.cli", "app", "Run paying agents; approvals and the spend policy."
     ),
     "ledger": _SubCommand(
-        "farthing.ledger.cli", "app", "Books: budgets, reports, export and audit verification."
+        "farthing.ledger.cli.commands",
+        "app",
+        "Books: budgets, reports, export and audit verification.",
     ),
     "inference": _SubCommand(
         "farthing.inference.cli", "app", "Serve a model with vLLM and sell it per call (x402)."

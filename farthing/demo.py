@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from farthing.agents.settings import AgentSettings
     from farthing.ledger import LedgerDatabase
     from farthing.paywall import PaywallMiddleware
-    from farthing.paywall.channel_claims import ClaimReport
-    from farthing.paywall.channel_paywall import ChannelOptions
+    from farthing.paywall.schemes.batch_settlement.claims import ClaimReport
+    from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
     from farthing.wallet.chain import Chain
 
 __all__ = ["DEMO_BUDGET", "DEMO_SCHEMES", "DEMO_TASK", "app", "run_demo"]
@@ -225,7 +225,7 @@ def run_demo(
         kind = "anvil" if chain.chain_id == 31337 else "rpc"
     if kind != "rpc":
         # The x402 batch-settlement contracts at their canonical addresses (docs/channels.md).
-        from farthing.wallet.channels import place_channel_contracts
+        from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 
         place_channel_contracts(chain)
     # Kept after the run, so `farthing dashboard` can open the demo's own books.
@@ -326,8 +326,10 @@ def run_demo(
             step("reconciling the agent's books with the chain")
             checked = check_books(books, chain, from_block=start_block)
             if channels is not None:
-                from farthing.agents.channels import reconcile_channels
-                from farthing.paywall.channel_reconcile import reconcile_channel_books
+                from farthing.agents.channels.payer import reconcile_channels
+                from farthing.paywall.schemes.batch_settlement.reconcile import (
+                    reconcile_channel_books,
+                )
 
                 channel_breaks = len(reconcile_channels(payer, from_block=start_block))
                 # The merchant's side: the escrow's Claimed and Settled events
@@ -375,10 +377,10 @@ def _channel_options(chain: Chain, database: Path) -> ChannelOptions:
     Claims are made once at the end of the demo (not in the background), so
     the run shows exactly one claim and one settle.
     """
-    from farthing.paywall.channel_paywall import ChannelOptions
-    from farthing.paywall.channel_state import ChannelStore
-    from farthing.wallet.channels import ChannelDomain
-    from farthing.wallet.escrow import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+    from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+    from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
     from farthing.wallet.signer import LocalSigner
 
     store = ChannelStore(

@@ -65,7 +65,7 @@ from farthing.inference.settings import InferenceSettings
 from farthing.inference.upstream import Upstream
 
 if TYPE_CHECKING:
-    from farthing.paywall.routes import PriceRequest
+    from farthing.paywall.edge.routes import PriceRequest
     from farthing.wallet.money import Asset
 
 __all__ = [
@@ -80,7 +80,7 @@ __all__ = [
 CHAT_PATH: Final = "/v1/chat/completions"
 QUOTE_HEADER: Final = "x-farthing-quote"
 _QUOTE_HEADER_BYTES: Final = QUOTE_HEADER.encode()
-# farthing.paywall.channel_paywall.CHARGE_HEADER, spelled here so that the
+# farthing.paywall.schemes.batch_settlement.server.CHARGE_HEADER, spelled here so that the
 # free gateway does not import the paywall.
 _CHARGE_HEADER: Final = "farthing-charge"
 _USAGE_TOKENS_MAX: Final = 10**9  # far above any context; a larger count is not believed
@@ -105,14 +105,14 @@ class GatewayPayment:
     books: Any = None  # farthing.paywall.RevenueBook, to book revenue in the ledger
     public_url: str | None = None
     max_timeout_seconds: int | None = None
-    # farthing.paywall.channel_paywall.ChannelOptions: also sell through
+    # farthing.paywall.schemes.batch_settlement.server.ChannelOptions: also sell through
     # batch-settlement channels, charging each call's real usage.
     channels: Any = None
 
 
 def _canonical(scope: Scope) -> str | None:
     """The path the paywall will match (``None`` where it refuses the path with 400)."""
-    from farthing.paywall.paths import PathRefusal, canonical_path
+    from farthing.paywall.edge.paths import PathRefusal, canonical_path
 
     path = canonical_path(dict(scope))
     return None if isinstance(path, PathRefusal) else path

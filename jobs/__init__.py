@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from farthing.jobs.decision import Decision, decide
 from farthing.jobs.errors import JobConfigError, JobError, JobNotFound, JobStateError
-from farthing.jobs.operator import DirectEscrowOperator, EscrowOperator
+from farthing.jobs.operators.escrow import DirectEscrowOperator, EscrowOperator
 from farthing.jobs.pricing import JobPrice, convert, parse_price, parse_rate
 from farthing.jobs.reconcile import JobBreak, reconcile_jobs
 from farthing.jobs.review import (

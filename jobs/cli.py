@@ -109,10 +109,10 @@ def _open(*, with_wallet: bool = True, reviewer: Any = None) -> Any:
     """The agent's workspace and a JobService over it (the caller closes the workspace)."""
     from farthing.agents.cli import agent_settings
     from farthing.agents.workspace import open_workspace
-    from farthing.jobs.operator import DirectEscrowOperator
+    from farthing.jobs.operators.escrow import DirectEscrowOperator
     from farthing.jobs.service import JobService
     from farthing.jobs.settings import JobSettings
-    from farthing.wallet.authcapture import AuthCaptureEscrow
+    from farthing.paywall.schemes.auth_capture.contract import AuthCaptureEscrow
     from farthing.wallet.keystore import read_passphrase, unlock_keystore
     from farthing.wallet.settings import WalletSettings
 

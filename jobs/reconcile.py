@@ -33,7 +33,7 @@ from farthing.ledger import (
     TransferFlags,
     lookup_transfers,
 )
-from farthing.wallet.authcapture import AuthCaptureEscrow, EscrowEvent
+from farthing.paywall.schemes.auth_capture.contract import AuthCaptureEscrow, EscrowEvent
 
 __all__ = ["JobBreak", "reconcile_jobs"]
 

@@ -71,7 +71,7 @@ def serve_command(
     from farthing.jobs.cli import _open
     from farthing.jobs.server import create_app, public_origin
     from farthing.jobs.worker_auth import WorkerSessions
-    from farthing.paywall.facilitator_cli import bind_socket, serve_app
+    from farthing.paywall.facilitator.cli import bind_socket, serve_app
     from farthing.web import allowed_hosts
 
     try:

@@ -68,7 +68,7 @@ from farthing.jobs.web_edge import (
     read_body,
 )
 from farthing.jobs.worker_auth import WorkerSession, WorkerSessions
-from farthing.paywall.page import network_label
+from farthing.paywall.edge.page import network_label
 from farthing.web import HostGuard, allowed_hosts
 
 __all__ = [

@@ -46,7 +46,7 @@ from farthing.agents.books import AgentBooks
 from farthing.agents.policy import check_payee
 from farthing.invariant import invariant
 from farthing.jobs.decision import Decision, decide
-from farthing.jobs.operator import EscrowOperator
+from farthing.jobs.operators.escrow import EscrowOperator
 from farthing.jobs.pricing import convert, parse_price, parse_rate
 from farthing.jobs.review import Reviewer, ReviewSubject, ScriptedReviewer
 from farthing.jobs.settings import JobSettings
@@ -74,8 +74,12 @@ from farthing.ledger import (
     new_id,
     resolution_id,
 )
+from farthing.paywall.schemes.auth_capture.contract import (
+    AuthCaptureEscrow,
+    PaymentInfo,
+    sign_payment_authorization,
+)
 from farthing.wallet.address import ZERO_ADDRESS, checksum, is_address
-from farthing.wallet.authcapture import AuthCaptureEscrow, PaymentInfo, sign_payment_authorization
 from farthing.wallet.chain import Chain, TxResult
 from farthing.wallet.eip3009 import TokenDomain
 from farthing.wallet.signer import Signer, TxSigner
@@ -97,7 +101,7 @@ class SaltingOperator(Protocol):
     """An operator that chooses each payment's ``PaymentInfo.salt`` (a facilitator binds it).
 
     The x402 facilitator relays lifecycle calls only for a salt bound to the
-    receiver authorizer (``farthing.jobs.facilitator_operator``); any other
+    receiver authorizer (``farthing.jobs.operators.facilitator``); any other
     operator gets 32 random bytes.
     """
 

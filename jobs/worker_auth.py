@@ -2,7 +2,7 @@
 
 There are no passwords. ``farthing jobs serve`` hands out an EIP-4361 (SIWE)
 challenge built the way x402's ``sign-in-with-x`` builds it
-(:mod:`farthing.paywall.siwx`): its nonce is an HMAC under the server's secret,
+(:mod:`farthing.paywall.edge.sign_in`): its nonce is an HMAC under the server's secret,
 so a challenge needs no storage, and a used nonce is remembered until the
 message could no longer be fresh, so a signed message signs in once. The
 wallet signs the message with ``personal_sign`` (EIP-191): a browser through
@@ -35,9 +35,9 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
-from farthing.paywall.keys import load_token_file
-from farthing.paywall.receipts import Receipts
-from farthing.paywall.siwx import SignInRefusal, declare_sign_in, verify_sign_in
+from farthing.paywall.edge.receipts import Receipts
+from farthing.paywall.edge.sign_in import SignInRefusal, declare_sign_in, verify_sign_in
+from farthing.paywall.site.keys import load_token_file
 from farthing.wallet.address import checksum, is_address
 from farthing.web import JsonBodyError, loads_bounded
 

@@ -1,10 +1,10 @@
 """``farthing paywall init|serve|resolve|revenue|claim|reconcile-channels``: a paywalled reverse proxy and its tools.
 
-``init`` writes a commented ``farthing.toml`` (``farthing.paywall.init_config``);
+``init`` writes a commented ``farthing.toml`` (``farthing.paywall.site.template``);
 ``revenue`` reports settled revenue per article, per day and in total
-(``farthing.paywall.revenue``, ``--json`` or ``--csv``).
+(``farthing.paywall.site.revenue``, ``--json`` or ``--csv``).
 
-``serve`` puts :class:`~farthing.paywall.middleware.PaywallMiddleware` in
+``serve`` puts :class:`~farthing.paywall.edge.middleware.PaywallMiddleware` in
 front of ``--upstream``, with routes from ``--config FILE`` and/or
 ``--route "GET /api/** 0.01 USDC"``. Payments are verified and settled by the
 in-process facilitator (``--rpc-url`` and ``--key-file``) or by a remote one
@@ -16,7 +16,7 @@ any other ``Host`` gets 421. Sign-in with the paying wallet needs the public
 URL; without one ``serve`` says so in one line on stderr. With a ``[channels]``
 table (or ``--channel-authorizer-key-file``), routes whose ``schemes`` list
 ``batch-settlement`` also sell through channels
-(``farthing.paywall.channel_setup``): the channel rows live in the payment
+(``farthing.paywall.schemes.batch_settlement.setup``): the channel rows live in the payment
 database, claims run in the background while it serves, and the ready line
 names the receiver authorizer's address (never its key).
 
@@ -25,9 +25,9 @@ names the receiver authorizer's address (never its key).
 ``--authorizer-key-file`` and sent by the facilitator; with
 ``--ledger-database-url`` the ``Claimed`` and ``Settled`` events are booked.
 ``reconcile-channels`` matches the escrow's channel events with those books
-(``farthing.paywall.channel_reconcile``) and exits 1 when breaks remain.
+(``farthing.paywall.schemes.batch_settlement.reconcile``) and exits 1 when breaks remain.
 
-``resolve`` runs the sweep of ``farthing.paywall.resolve``: pending payments,
+``resolve`` runs the sweep of ``farthing.paywall.records.resolve``: pending payments,
 and claims whose process died (their lease ran out), are settled, failed or
 expired from what the chain says, and unbooked revenue is booked.
 
@@ -44,9 +44,9 @@ from typing import Annotated, Any
 import typer
 
 from farthing.console import emit_json, fail, out_console
-from farthing.paywall.init_cli import init
-from farthing.paywall.report_cli import ConfigOpt, DataDirOpt, resolve, revenue, site_config
-from farthing.paywall.serve_setup import (
+from farthing.paywall.site.init import init
+from farthing.paywall.site.reports import ConfigOpt, DataDirOpt, resolve, revenue, site_config
+from farthing.paywall.site.serve import (
     CHANNEL,
     BuiltPaywall,
     build_paywall,
@@ -164,8 +164,8 @@ def serve(
 ) -> None:
     """Serve UPSTREAM behind the paywall."""
     from farthing.console import err_console
-    from farthing.paywall.config import ServeConfig, parse_route_flag
-    from farthing.paywall.facilitator_cli import bind_socket, serve_app
+    from farthing.paywall.facilitator.cli import bind_socket, serve_app
+    from farthing.paywall.site.config import ServeConfig, parse_route_flag
     from farthing.web import HostGuard, allowed_hosts
 
     base = site_config(config) or ServeConfig()
@@ -289,16 +289,16 @@ def claim(
     import anyio
 
     from farthing.console import err_console
-    from farthing.paywall.books import ChannelAsset
-    from farthing.paywall.channel_books import ChannelBookkeeper
-    from farthing.paywall.channel_claims import ChannelClaimer
-    from farthing.paywall.channel_state import ChannelStore
-    from farthing.paywall.keys import load_key_file
-    from farthing.paywall.store import PaymentStore
+    from farthing.paywall.records.books import ChannelAsset
+    from farthing.paywall.records.store import PaymentStore
+    from farthing.paywall.schemes.batch_settlement.books import ChannelBookkeeper
+    from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer
+    from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+    from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
+    from farthing.paywall.site.keys import load_key_file
     from farthing.wallet.chain import open_chain
-    from farthing.wallet.channels import ChannelDomain
     from farthing.wallet.errors import WalletError
-    from farthing.wallet.escrow import ChannelEscrow
     from farthing.wallet.token import read_asset
 
     only = None
@@ -375,12 +375,12 @@ def reconcile_channels(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Match the escrow's channel events with the channel books; exit 1 when breaks remain."""
-    from farthing.paywall.channel_reconcile import reconcile_channel_books
-    from farthing.paywall.channel_state import ChannelStore
+    from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+    from farthing.paywall.schemes.batch_settlement.reconcile import reconcile_channel_books
+    from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+    from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
     from farthing.wallet.chain import open_chain
-    from farthing.wallet.channels import ChannelDomain
     from farthing.wallet.errors import WalletError
-    from farthing.wallet.escrow import ChannelEscrow
 
     try:
         chain = open_chain(rpc_url, timeout_s=rpc_timeout_s)

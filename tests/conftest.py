@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
+from farthing.devchain.node import AnvilNode, find_anvil, start_anvil
 from farthing.inference.builder import build_tiny_model
 from farthing.inference.server import STOP_BOUND_S
 from farthing.wallet.chain import Chain, MemoryChain, RpcChain
-from farthing.wallet.devchain import AnvilNode, find_anvil, start_anvil
 from farthing.wallet.errors import ChainError
 
 # A passphrase good enough for the keystore's checks; tests never print it.

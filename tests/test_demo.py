@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from farthing.cli import main
-from farthing.wallet.devchain import AnvilNode
+from farthing.devchain.node import AnvilNode
 from tests.conftest import cli_env, run_farthing
 from tests.dashboard.conftest import dashboard
 

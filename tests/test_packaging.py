@@ -63,9 +63,12 @@ def _public_modules() -> list[str]:
     for package in PACKAGES:
         module = importlib.import_module(package)
         names.append(package)
-        for info in pkgutil.iter_modules(module.__path__):
-            if not info.name.startswith("_"):
-                names.append(f"{package}.{info.name}")
+        # Every public module at any depth: the schemes, the edge, the facilitator …
+        for info in pkgutil.walk_packages(module.__path__, prefix=f"{package}."):
+            # (Alembic's migration scripts are run by Alembic, not imported.)
+            parts = info.name.split(".")
+            if "migrations" not in parts and not any(p.startswith("_") for p in parts):
+                names.append(info.name)
     return names
 
 

@@ -1,7 +1,7 @@
 """The 32-byte words EIP-712 struct hashes are made of, and the checks on what goes in them.
 
-Shared by the escrow bindings (:mod:`farthing.wallet.channels`,
-:mod:`farthing.wallet.authcapture`), which hash their structs by hand: the
+Shared by the escrow bindings (:mod:`farthing.paywall.schemes.batch_settlement.vouchers`,
+:mod:`farthing.paywall.schemes.auth_capture.contract`), which hash their structs by hand: the
 same bytes the contracts hash, without a generic encoder's cost. A value that
 does not fit its word is refused with ``AuthorizationError``, naming it.
 """

@@ -33,7 +33,7 @@ class ChannelContracts:
 
     The official deployments use CREATE2, so one set of addresses serves every
     chain; the local chains get our own contracts placed at the same addresses
-    (``farthing.wallet.channels.place_channel_contracts``).
+    (``farthing.paywall.schemes.batch_settlement.vouchers.place_channel_contracts``).
     """
 
     settlement: str  # x402BatchSettlement: the channel escrow
@@ -55,7 +55,7 @@ class AuthCaptureContracts:
 
     One CREATE2 set serves every chain. The local chains get our own contracts
     (the v1.1 ABI) placed at the v1.1 addresses
-    (``farthing.wallet.authcapture.place_auth_capture_contracts``).
+    (``farthing.paywall.schemes.auth_capture.contract.place_auth_capture_contracts``).
     """
 
     escrow: str  # AuthCaptureEscrow: holds, captures, voids, refunds, reclaims

@@ -92,7 +92,7 @@ def _local_target(
 ) -> ChainTarget:
     # Imported here: the dev-chain module pulls in process management that
     # remote-network commands never need.
-    from farthing.wallet.devchain import load_dev_deployment
+    from farthing.devchain.node import load_dev_deployment
 
     if token:
         # An explicit token needs no deployment record: any anvil will do.

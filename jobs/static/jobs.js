@@ -14,7 +14,7 @@
     for (var i = 0; i < bytes.length; i += 1) { out += ("0" + bytes[i].toString(16)).slice(-2); }
     return out;
   }
-  // EIP-4361, line for line as the server rebuilds it (farthing.paywall.siwx.siwe_message).
+  // EIP-4361, line for line as the server rebuilds it (farthing.paywall.edge.sign_in.siwe_message).
   function siwe(p, chainNumber) {
     var head = p.domain + " wants you to sign in with your Ethereum account:\n" + p.address;
     head = p.statement ? head + "\n\n" + p.statement : head + "\n";

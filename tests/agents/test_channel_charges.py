@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from farthing.agents.channel_books import ChargeIntent, reserve_charge
+from farthing.agents.channels.books import ChargeIntent, reserve_charge
 from farthing.agents.outcome import outcome_of
 from farthing.agents.reservations import find_open_payment
 from farthing.ledger import new_id

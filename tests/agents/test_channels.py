@@ -33,15 +33,15 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
 
-from farthing.agents.channel_books import escrow_balance, locked_total
-from farthing.agents.channel_store import list_channels
-from farthing.agents.channels import reconcile_channels
+from farthing.agents.channels.books import escrow_balance, locked_total
+from farthing.agents.channels.payer import reconcile_channels
+from farthing.agents.channels.store import list_channels
 from farthing.agents.outcome import outcome_of
 from farthing.agents.settings import AgentSettings
 from farthing.agents.tables import agent_channel
+from farthing.paywall.schemes.batch_settlement.contract import ESCROW_EVENT_TOPICS, ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.wallet.chain import Call, RpcChain
-from farthing.wallet.channels import place_channel_contracts
-from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ChannelEscrow
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from tests.agents.conftest import World, make_world
 

@@ -33,8 +33,8 @@ from farthing.paywall import (
     PaywallMiddleware,
     PaywallOptions,
 )
-from farthing.paywall.receipts import Receipts
-from farthing.paywall.siwx import SIGN_IN_WITH_X
+from farthing.paywall.edge.receipts import Receipts
+from farthing.paywall.edge.sign_in import SIGN_IN_WITH_X
 from farthing.paywall.wire import b64_json
 from tests.agents.conftest import BLOG, PRICE_ATOMIC, World
 

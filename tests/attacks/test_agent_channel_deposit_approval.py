@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from farthing.wallet.channels import place_channel_contracts
+from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import ChainEnv, chain_env, inner_app, serve_in_thread

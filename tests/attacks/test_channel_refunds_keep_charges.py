@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.paywall.wire import unb64_json
-from farthing.wallet.channels import place_channel_contracts
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import (
     PAYER_FUNDS,

@@ -23,9 +23,12 @@ from x402.mechanisms.evm.batch_settlement import constants as x402_channels
 from x402.mechanisms.evm.batch_settlement.abi import BATCH_SETTLEMENT_ABI
 
 from farthing.contracts import ARTIFACT_NAMES, load_artifact
+from farthing.paywall.schemes.batch_settlement.contract import (
+    ESCROW_EVENT_TOPICS,
+    ESCROW_SIGNATURES,
+)
 from farthing.wallet.chain import Call, MemoryChain
 from farthing.wallet.eip712 import TYPE_STRINGS
-from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ESCROW_SIGNATURES
 from farthing.wallet.token import SIGNATURES, deploy_stablecoin
 
 REPO = Path(__file__).resolve().parents[2]

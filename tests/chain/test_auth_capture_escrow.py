@@ -26,8 +26,8 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from farthing.contracts import load_artifact
-from farthing.wallet.address import ZERO_ADDRESS
-from farthing.wallet.authcapture import (
+from farthing.devchain.node import ensure_deployment, start_anvil
+from farthing.paywall.schemes.auth_capture.contract import (
     AUTH_CAPTURE_EVENT_TOPICS,
     AUTH_CAPTURE_SIGNATURES,
     PAYMENT_INFO_TYPEHASH,
@@ -41,9 +41,9 @@ from farthing.wallet.authcapture import (
     salt_binding,
     sign_payment_authorization,
 )
+from farthing.paywall.schemes.batch_settlement.vouchers import MULTICALL3_ADDRESS
+from farthing.wallet.address import ZERO_ADDRESS
 from farthing.wallet.chain import Call, Chain, MemoryChain, RpcChain, TxResult
-from farthing.wallet.channels import MULTICALL3_ADDRESS
-from farthing.wallet.devchain import ensure_deployment, start_anvil
 from farthing.wallet.eip3009 import TokenDomain
 from farthing.wallet.errors import AuthorizationError, ChainError
 from farthing.wallet.networks import (

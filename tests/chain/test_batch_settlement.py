@@ -31,8 +31,13 @@ from x402.mechanisms.evm.batch_settlement.utils import (
 )
 
 from farthing.contracts import load_artifact
-from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
-from farthing.wallet.channels import (
+from farthing.devchain.node import ensure_deployment, load_dev_deployment, start_anvil
+from farthing.paywall.schemes.batch_settlement.contract import (
+    ESCROW_EVENT_TOPICS,
+    ChannelEscrow,
+    VoucherClaim,
+)
+from farthing.paywall.schemes.batch_settlement.vouchers import (
     MULTICALL3_ADDRESS,
     ChannelConfig,
     ChannelDomain,
@@ -44,9 +49,8 @@ from farthing.wallet.channels import (
     sign_refund,
     sign_voucher,
 )
-from farthing.wallet.devchain import ensure_deployment, load_dev_deployment, start_anvil
+from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
-from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ChannelEscrow, VoucherClaim
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin

@@ -21,8 +21,8 @@ from x402.mechanisms.evm.batch_settlement.authorizer_signer import LocalAuthoriz
 from x402.mechanisms.evm.batch_settlement.facilitator import BatchSettlementEvmFacilitator
 from x402.schemas import PaymentPayload, PaymentRequirements, ResourceInfo
 
+from farthing.paywall.schemes.batch_settlement.vouchers import deposit_nonce, sign_voucher
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.channels import deposit_nonce, sign_voucher
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner

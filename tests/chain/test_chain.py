@@ -21,6 +21,7 @@ import pytest
 from x402.mechanisms.evm import constants as x402_codes
 from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
 
+from farthing.devchain.node import start_anvil
 from farthing.wallet.chain import (
     ANVIL_DEV_MNEMONIC,
     Call,
@@ -30,7 +31,6 @@ from farthing.wallet.chain import (
     anvil_dev_accounts,
     open_chain,
 )
-from farthing.wallet.devchain import start_anvil
 from farthing.wallet.eip712 import domain_separator
 from farthing.wallet.eip3009 import sign_authorization
 from farthing.wallet.errors import ChainError, ChainUnavailableError

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from farthing.wallet.chain import RpcChain, anvil_dev_accounts
-from farthing.wallet.devchain import (
+from farthing.devchain.node import (
     ANVIL_BIN_ENV,
     DEV_FUND_ATOMIC,
     ensure_deployment,
@@ -31,6 +30,7 @@ from farthing.wallet.devchain import (
     load_dev_deployment,
     start_anvil,
 )
+from farthing.wallet.chain import RpcChain, anvil_dev_accounts
 from farthing.wallet.errors import ChainError, DeploymentError
 from farthing.wallet.token import Stablecoin, read_asset
 

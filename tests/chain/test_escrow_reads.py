@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
 from farthing.wallet.chain import MemoryChain
 from farthing.wallet.errors import ChainError, WalletError
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 
 

@@ -21,8 +21,8 @@ from x402.mechanisms.evm import constants as x402_codes
 from x402.mechanisms.evm.exact import register_exact_evm_facilitator
 from x402.schemas import PaymentPayload, PaymentRequirements, ResourceInfo
 
+from farthing.devchain.node import start_anvil
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.devchain import start_anvil
 from farthing.wallet.eip3009 import SignedAuthorization, build_authorization, sign_authorization
 
 pytestmark = pytest.mark.anvil

@@ -25,13 +25,13 @@ from typing import Any
 import httpx
 import pytest
 
-from farthing.agents.channel_books import booked_sums
-from farthing.agents.channel_store import list_channels
-from farthing.agents.channels import ChannelPayer
+from farthing.agents.channels.books import booked_sums
+from farthing.agents.channels.payer import ChannelPayer
+from farthing.agents.channels.store import list_channels
 from farthing.dashboard import DashboardSettings, Money, create_app
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.wallet.chain import Call, RpcChain
-from farthing.wallet.channels import place_channel_contracts
-from farthing.wallet.escrow import ChannelEscrow
 from tests.agents.conftest import World, make_world
 from tests.agents.test_channels import PRICE, SETTINGS, client, deposits, sdk_channel_server
 from tests.dashboard.conftest import served

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from farthing.wallet.devchain import start_anvil
+from farthing.devchain.node import start_anvil
 from tests.conftest import REPO, VllmProcess, anvil_missing_reason, clean_env
 
 EXAMPLE = REPO / "examples" / "agent_hires_translators.py"

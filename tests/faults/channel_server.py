@@ -33,13 +33,13 @@ from farthing.paywall import (
     PaywallMiddleware,
     PaywallOptions,
 )
-from farthing.paywall.books import LedgerRevenueBook
-from farthing.paywall.channel_paywall import ChannelOptions
-from farthing.paywall.channel_state import ChannelStore
-from farthing.paywall.facilitator_cli import bind_socket, serve_app
+from farthing.paywall.facilitator.cli import bind_socket, serve_app
+from farthing.paywall.records.books import LedgerRevenueBook
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.channels import ChannelDomain
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.token import read_asset
 
 MARKER = "paid-data"  # tests/faults/harness.py MARKER

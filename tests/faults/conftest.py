@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from farthing.wallet.devchain import start_anvil
+from farthing.devchain.node import start_anvil
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
 from tests.conftest import anvil_missing_reason
 from tests.faults.harness import FaultChain

@@ -42,12 +42,12 @@ from farthing.agents.payer import Payer
 from farthing.agents.reservations import booked_payments, open_payments
 from farthing.agents.resolve import resolve_possible_spend
 from farthing.agents.settings import AgentSettings
+from farthing.devchain.node import AnvilNode
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.ledger.chainview import TokenChainView
 from farthing.ledger.reconciliation import reconcile
-from farthing.paywall.store import PaymentState, PaymentStore
+from farthing.paywall.records.store import PaymentState, PaymentStore
 from farthing.wallet.chain import RpcChain, address_topic
-from farthing.wallet.devchain import AnvilNode
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings

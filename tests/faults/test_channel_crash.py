@@ -55,19 +55,22 @@ from typing import Any, Final
 import pytest
 from eth_abi.abi import decode as abi_decode
 
-from farthing.agents.channel_books import booked_sums, open_deposits
-from farthing.agents.channel_store import list_channels
-from farthing.agents.channels import reconcile_channels, resolve_channels
+from farthing.agents.channels.books import booked_sums, open_deposits
+from farthing.agents.channels.payer import reconcile_channels, resolve_channels
+from farthing.agents.channels.store import list_channels
 from farthing.agents.integrity import ledger_balanced, reconcile_books
 from farthing.agents.payer import Payer
 from farthing.agents.reservations import open_payments
 from farthing.ledger import LedgerDatabase, LedgerSettings
-from farthing.paywall.books import LedgerRevenueBook
-from farthing.paywall.channel_reconcile import reconcile_channel_books
-from farthing.paywall.channel_state import ChannelStore
+from farthing.paywall.records.books import LedgerRevenueBook
+from farthing.paywall.schemes.batch_settlement.contract import ESCROW_EVENT_TOPICS, ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.reconcile import reconcile_channel_books
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelDomain,
+    place_channel_contracts,
+)
 from farthing.wallet.chain import Call, address_topic
-from farthing.wallet.channels import ChannelDomain, place_channel_contracts
-from farthing.wallet.escrow import ESCROW_EVENT_TOPICS, ChannelEscrow
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from tests.conftest import cli_env
 from tests.faults.channel_pay import channel_settings
@@ -95,7 +98,9 @@ CHANNEL_SERVER: Final = Path(__file__).with_name("channel_server.py")
 CHANNEL_PAY: Final = Path(__file__).with_name("channel_pay.py")
 LEASE_S: Final = 2.0  # the agent's channel lease: a dead buyer's runs out fast
 LEASE_MARGIN_S: Final = 0.5
-EARNED_QUIET_S: Final = 5.0 + 1.0  # farthing.paywall.channel_claims.EARNED_QUIET_S, and a margin
+EARNED_QUIET_S: Final = (
+    5.0 + 1.0
+)  # farthing.paywall.schemes.batch_settlement.claims.EARNED_QUIET_S, and a margin
 WITHDRAW_DELAY_S: Final = 900
 AUTHORIZER: Final = 9  # anvil dev account that signs every site's claims (it sends nothing)
 DEPOSIT_MULTIPLE: Final = 8

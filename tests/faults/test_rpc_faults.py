@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 import pytest
 
+from farthing.devchain.node import start_anvil
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.ledger.tables import Account
 from farthing.paywall import LedgerRevenueBook, LocalFacilitator, PaymentState, PaymentStore
-from farthing.paywall.books import account_id
-from farthing.paywall.facilitator_api import facilitator_app
+from farthing.paywall.facilitator.api import facilitator_app
+from farthing.paywall.records.books import account_id
 from farthing.paywall.wire import decode_payment_signature, unb64_json
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.devchain import start_anvil
 from tests.conftest import anvil_missing_reason, cli_env, run_farthing
 from tests.faults.fault_proxy import FaultProxy, port_is_refused
 from tests.paywall.conftest import (

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
+from farthing.devchain.node import start_anvil
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database, verify
 from farthing.ledger.chainview import TokenChainView
 from farthing.ledger.reconciliation import ReconciliationReport, reconcile
 from farthing.paywall import LedgerRevenueBook, LocalFacilitator, PaymentStore
 from farthing.paywall.wire import PaymentRequirements, decode_payment_signature, unb64_json
-from farthing.wallet.devchain import start_anvil
 from tests.conftest import CliResult, anvil_missing_reason, cli_env, run_farthing
 from tests.faults.test_rpc_faults import Paywall, _books_balance, _revenue_balance
 from tests.paywall.conftest import PAYER_FUNDS, PRICE_ATOMIC, ChainEnv, challenge_of, deploy_env

@@ -27,9 +27,9 @@ from x402.http.clients import x402HttpxClient
 from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme
 from x402.mechanisms.evm.batch_settlement.client.config import BatchSettlementDepositPolicy
 
+from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.channels import place_channel_contracts
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin

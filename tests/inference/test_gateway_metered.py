@@ -28,19 +28,19 @@ from farthing.inference.gateway import usage_charge
 from farthing.inference.pricing import call_price_atomic
 from farthing.inference.quoting import CallQuote, ChatCall
 from farthing.paywall import LedgerRevenueBook, LocalFacilitator
-from farthing.paywall.channel_claims import ChannelClaimer
-from farthing.paywall.channel_paywall import ChannelOptions
-from farthing.paywall.channel_state import ChannelStore
-from farthing.paywall.wire import unb64_json
-from farthing.wallet.channels import (
+from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import (
     ChannelConfig,
     ChannelDomain,
     deposit_nonce,
     place_channel_contracts,
     sign_voucher,
 )
+from farthing.paywall.wire import unb64_json
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner
 from tests.inference.conftest import PaidEnv, client_for, fake_upstream, fast_settings

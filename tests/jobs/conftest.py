@@ -28,11 +28,14 @@ import uvicorn
 
 from farthing.agents.books import AgentBooks
 from farthing.agents.policy import SpendPolicy
+from farthing.devchain.node import start_anvil
 from farthing.jobs import DirectEscrowOperator, JobService, JobSettings, ScriptedReviewer
 from farthing.ledger import LedgerDatabase, LedgerSettings, lookup_accounts, upgrade_database
-from farthing.wallet.authcapture import AuthCaptureEscrow, place_auth_capture_contracts
+from farthing.paywall.schemes.auth_capture.contract import (
+    AuthCaptureEscrow,
+    place_auth_capture_contracts,
+)
 from farthing.wallet.chain import Chain, MemoryChain
-from farthing.wallet.devchain import start_anvil
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
 from tests.conftest import anvil_missing_reason, free_port

@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from farthing.jobs import JobService, JobState, ReviewVerdict, reconcile_jobs
-from farthing.jobs.facilitator_operator import FacilitatorEscrowOperator
+from farthing.jobs.operators.facilitator import FacilitatorEscrowOperator
 from farthing.paywall import LocalFacilitator
-from farthing.paywall.authcapture_facilitator import AuthCaptureFacilitator
-from farthing.paywall.facilitator_api import facilitator_app
-from farthing.paywall.remote import RemoteFacilitator
+from farthing.paywall.facilitator.api import facilitator_app
+from farthing.paywall.facilitator.remote import RemoteFacilitator
+from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
 from farthing.wallet.signer import LocalSigner
 from tests.jobs.conftest import OPERATOR_FUNDS, Env
 

@@ -25,7 +25,7 @@ from farthing.jobs import JobState
 from farthing.jobs.server import COOKIE_NAME, CSP, create_app
 from farthing.jobs.worker_auth import WorkerSessions
 from farthing.ledger import LedgerDatabase
-from farthing.paywall.siwx import siwe_message
+from farthing.paywall.edge.sign_in import siwe_message
 from farthing.wallet.chain import MemoryChain
 from tests.jobs.conftest import Env, make_env
 

@@ -29,7 +29,7 @@ from farthing.ledger import (
     register_asset,
     upgrade_database,
 )
-from farthing.ledger.cli import app
+from farthing.ledger.cli.commands import app
 
 COMMANDS = ["migrate", "report", "export", "verify", "expire", "reconcile"]
 MERCHANT = "0x" + "bb" * 20

@@ -12,8 +12,16 @@ import json
 import sys
 import time
 
-from farthing.paywall.channel_state import ChannelStore, ChannelTerms, ChargeAccepted
-from farthing.wallet.channels import ChannelConfig, ChannelDomain, SignedVoucher
+from farthing.paywall.schemes.batch_settlement.state import (
+    ChannelStore,
+    ChannelTerms,
+    ChargeAccepted,
+)
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelConfig,
+    ChannelDomain,
+    SignedVoucher,
+)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from farthing.devchain.node import AnvilNode, start_anvil
 from farthing.paywall import (
     LocalFacilitator,
     PaidRoute,
@@ -34,7 +35,7 @@ from farthing.paywall import (
     PaywallMiddleware,
     PaywallOptions,
 )
-from farthing.paywall.books import RevenueBook
+from farthing.paywall.records.books import RevenueBook
 from farthing.paywall.wire import (
     PaymentPayload,
     PaymentRequirements,
@@ -42,7 +43,6 @@ from farthing.paywall.wire import (
     unb64_json,
 )
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.devchain import AnvilNode, start_anvil
 from farthing.wallet.eip3009 import (
     Authorization,
     build_authorization,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from farthing.console import emit_json
 from farthing.paywall import LocalFacilitator, PaymentStore
 from farthing.paywall.cli import revenue_books
-from farthing.paywall.facilitator_cli import bind_socket, serve_app
+from farthing.paywall.facilitator.cli import bind_socket, serve_app
 from farthing.wallet.chain import RpcChain
 from farthing.wallet.token import read_asset
 from tests.paywall.conftest import ChainEnv, paywalled

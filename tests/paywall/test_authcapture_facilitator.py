@@ -21,14 +21,23 @@ from typing import Any
 import httpx
 import pytest
 
-from farthing.paywall.authcapture_consent import (
+from farthing.devchain.node import start_anvil
+from farthing.paywall.facilitator.api import facilitator_app
+from farthing.paywall.facilitator.local import LocalFacilitator
+from farthing.paywall.schemes.auth_capture.consent import (
     capture_payload,
     collect_payload,
     refund_payload,
     void_payload,
 )
-from farthing.paywall.authcapture_facilitator import AuthCaptureFacilitator
-from farthing.paywall.authcapture_types import (
+from farthing.paywall.schemes.auth_capture.contract import (
+    PaymentInfo,
+    PaymentState,
+    fee_amount,
+    place_auth_capture_contracts,
+)
+from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
+from farthing.paywall.schemes.auth_capture.types import (
     ERR_AUTHORIZATION_EXPIRED,
     ERR_AUTHORIZER_SIGNATURE,
     ERR_CAPTURE_DEADLINE_EXPIRED,
@@ -49,7 +58,7 @@ from farthing.paywall.authcapture_types import (
     AuthCaptureSettleResult,
     WireRefusal,
 )
-from farthing.paywall.authcapture_wire import (
+from farthing.paywall.schemes.auth_capture.wire import (
     AuthCaptureExtra,
     AuthCapturePayment,
     AuthCaptureRequirements,
@@ -57,16 +66,7 @@ from farthing.paywall.authcapture_wire import (
     parse_payment,
     parse_requirements,
 )
-from farthing.paywall.facilitator import LocalFacilitator
-from farthing.paywall.facilitator_api import facilitator_app
-from farthing.wallet.authcapture import (
-    PaymentInfo,
-    PaymentState,
-    fee_amount,
-    place_auth_capture_contracts,
-)
 from farthing.wallet.chain import Call, Chain, MemoryChain, TxResult
-from farthing.wallet.devchain import start_anvil
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
 from tests.conftest import anvil_missing_reason

@@ -276,7 +276,7 @@ def test_a_settlement_still_pending_is_retried_with_the_same_payment(
     from pydantic import SecretStr
 
     from farthing.paywall import LocalFacilitator, PaymentStore
-    from farthing.paywall.receipts import Receipts
+    from farthing.paywall.edge.receipts import Receipts
     from farthing.wallet.chain import RpcChain
     from tests.paywall.conftest import paywalled
 

@@ -26,10 +26,15 @@ from starlette.routing import Route
 
 from farthing.ledger import LedgerDatabase, LedgerSettings, lookup_accounts, upgrade_database
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.books import ChannelAsset, ChannelCharge, LedgerRevenueBook, account_id
-from farthing.paywall.channel_paywall import ChannelOptions
-from farthing.paywall.channel_state import ChannelStore
-from farthing.wallet.escrow import ChannelEscrow
+from farthing.paywall.records.books import (
+    ChannelAsset,
+    ChannelCharge,
+    LedgerRevenueBook,
+    account_id,
+)
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client
 from tests.paywall.test_channel_paywall import (

@@ -32,12 +32,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.channel_paywall import ChannelOptions
-from farthing.paywall.channel_state import ChannelStore, ChargeAccepted, ChargeRefused
-from farthing.paywall.channel_wire import ERR_CHANNEL_BUSY, ERR_CUMULATIVE_AMOUNT_MISMATCH
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+from farthing.paywall.schemes.batch_settlement.state import (
+    ChannelStore,
+    ChargeAccepted,
+    ChargeRefused,
+)
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelDomain,
+    place_channel_contracts,
+)
+from farthing.paywall.schemes.batch_settlement.wire import (
+    ERR_CHANNEL_BUSY,
+    ERR_CUMULATIVE_AMOUNT_MISMATCH,
+)
 from farthing.paywall.wire import unb64_json
-from farthing.wallet.channels import ChannelDomain, place_channel_contracts
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client
 from tests.paywall.test_channel_paywall import DELAY_S, _Channel

@@ -21,9 +21,9 @@ import pytest
 
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.paywall import PaymentStore
-from farthing.paywall.books import LedgerRevenueBook
-from farthing.paywall.channel_state import ChannelStore
-from farthing.wallet.escrow import ChannelEscrow
+from farthing.paywall.records.books import LedgerRevenueBook
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import cli_env, free_port, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, Table, create_engine, inspect
 
-from farthing.paywall.channel_columns import CHANNEL_ADDED_COLUMNS
-from farthing.paywall.channel_state import CHANNELS, ChannelStore
-from farthing.wallet.channels import ChannelConfig, ChannelDomain
+from farthing.paywall.schemes.batch_settlement.columns import CHANNEL_ADDED_COLUMNS
+from farthing.paywall.schemes.batch_settlement.state import CHANNELS, ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import ChannelConfig, ChannelDomain
 from farthing.wallet.signer import LocalSigner
 
 

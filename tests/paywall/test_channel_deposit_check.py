@@ -19,9 +19,12 @@ import httpx
 import pytest
 
 from farthing.paywall import PaymentStore, PaywallMiddleware
-from farthing.paywall.channel_state import ChannelStore
-from farthing.wallet.channels import ChannelDomain, place_channel_contracts
-from farthing.wallet.escrow import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelDomain,
+    place_channel_contracts,
+)
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client
 from tests.paywall.test_channel_paywall import _app, _challenge, _Channel

@@ -35,10 +35,10 @@ from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme
 from x402.mechanisms.evm.batch_settlement.client.config import BatchSettlementDepositPolicy
 
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.channel_paywall import CHARGE_HEADER, ChannelOptions
-from farthing.paywall.channel_state import ChannelStore
-from farthing.paywall.wire import unb64_json
-from farthing.wallet.channels import (
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow, VoucherClaim
+from farthing.paywall.schemes.batch_settlement.server import CHARGE_HEADER, ChannelOptions
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import (
     ChannelConfig,
     ChannelDomain,
     ClaimEntry,
@@ -47,8 +47,8 @@ from farthing.wallet.channels import (
     sign_claim_batch,
     sign_voucher,
 )
+from farthing.paywall.wire import unb64_json
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
-from farthing.wallet.escrow import ChannelEscrow, VoucherClaim
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client, serve_in_thread

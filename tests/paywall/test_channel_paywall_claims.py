@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.channel_paywall import ChannelOptions
-from farthing.paywall.channel_state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
 from farthing.wallet.chain import Call
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread
 from tests.paywall.test_channel_paywall import DELAY_S, _Channel, channel_store_fixture

@@ -20,9 +20,9 @@ from x402.http import HTTPFacilitatorClientSync
 from x402.mechanisms.evm.batch_settlement import errors as codes
 
 from farthing.paywall import LocalFacilitator
-from farthing.paywall.facilitator_api import facilitator_app
+from farthing.paywall.facilitator.api import facilitator_app
+from farthing.paywall.schemes.batch_settlement.vouchers import deposit_nonce, sign_voucher
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.channels import deposit_nonce, sign_voucher
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner

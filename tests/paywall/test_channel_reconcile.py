@@ -22,12 +22,15 @@ import pytest
 
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.paywall import PaymentStore
-from farthing.paywall.books import LedgerRevenueBook
-from farthing.paywall.channel_reconcile import ChannelBreak, reconcile_channel_books
-from farthing.paywall.channel_state import ChannelStore
+from farthing.paywall.records.books import LedgerRevenueBook
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow, VoucherClaim
+from farthing.paywall.schemes.batch_settlement.reconcile import (
+    ChannelBreak,
+    reconcile_channel_books,
+)
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import ClaimEntry, sign_claim_batch
 from farthing.wallet.chain import Call
-from farthing.wallet.channels import ClaimEntry, sign_claim_batch
-from farthing.wallet.escrow import ChannelEscrow, VoucherClaim
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client

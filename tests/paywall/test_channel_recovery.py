@@ -31,11 +31,15 @@ from x402.mechanisms.evm.batch_settlement.client.config import BatchSettlementDe
 from x402.mechanisms.evm.signers import EthAccountSignerWithRPC
 
 from farthing.paywall import PaymentStore
-from farthing.paywall.channel_state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelDomain,
+    deposit_nonce,
+    erc3009_collector_data,
+)
 from farthing.paywall.wire import unb64_json
-from farthing.wallet.channels import ChannelDomain, deposit_nonce, erc3009_collector_data
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client, serve_in_thread

@@ -27,13 +27,20 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from farthing.paywall.channel_state import (
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow, ChannelSnapshot
+from farthing.paywall.schemes.batch_settlement.state import (
     ChannelStore,
     ChannelTerms,
     ChargeAccepted,
     ChargeRefused,
 )
-from farthing.paywall.channel_wire import (
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelConfig,
+    ChannelDomain,
+    SignedVoucher,
+    sign_voucher,
+)
+from farthing.paywall.schemes.batch_settlement.wire import (
     ERR_CHANNEL_ID_MISMATCH,
     ERR_CHANNEL_NOT_FOUND,
     ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE,
@@ -43,9 +50,7 @@ from farthing.paywall.channel_wire import (
     ERR_RECEIVER_AUTHORIZER_MISMATCH,
 )
 from farthing.wallet.chain import MemoryChain
-from farthing.wallet.channels import ChannelConfig, ChannelDomain, SignedVoucher, sign_voucher
 from farthing.wallet.eip712 import recover_digest
-from farthing.wallet.escrow import ChannelEscrow, ChannelSnapshot
 from farthing.wallet.signer import LocalSigner
 
 POSTGRES_URL = os.environ.get(

@@ -3,7 +3,7 @@
 Payloads are built and signed by the reference client (``x402 2.25``'s
 ``create_batch_settlement_eip3009_deposit_payload`` and ``sign_voucher`` with
 an eth-account key), turned into JSON with its own ``to_dict``, parsed by
-``farthing.paywall.channel_wire`` and checked field by field, including that
+``farthing.paywall.schemes.batch_settlement.wire`` and checked field by field, including that
 the voucher recovers to the signer through our digest. The reverse direction
 feeds our ``to_wire()`` to the reference ``from_dict`` and compares. Malformed
 input of every kind comes back as a ``WireRefusal`` with the spec's code.
@@ -27,8 +27,15 @@ from x402.mechanisms.evm.batch_settlement.encoding import build_erc3009_deposit_
 from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentRequirements
 
-from farthing.paywall import channel_wire as wire
-from farthing.paywall.channel_wire import (
+from farthing.paywall.schemes.batch_settlement import wire
+from farthing.paywall.schemes.batch_settlement.contract import VoucherClaim
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelConfig,
+    ChannelDomain,
+    SignedVoucher,
+    deposit_nonce,
+)
+from farthing.paywall.schemes.batch_settlement.wire import (
     BatchExtra,
     ChannelStateWire,
     ClaimPayload,
@@ -40,9 +47,7 @@ from farthing.paywall.channel_wire import (
     VoucherStateWire,
     WireRefusal,
 )
-from farthing.wallet.channels import ChannelConfig, ChannelDomain, SignedVoucher, deposit_nonce
 from farthing.wallet.eip712 import recover_digest
-from farthing.wallet.escrow import VoucherClaim
 from farthing.wallet.signer import LocalSigner
 
 CHAIN_ID = 31337

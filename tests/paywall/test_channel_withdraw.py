@@ -25,11 +25,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from farthing.paywall.channel_state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelDomain,
+    place_channel_contracts,
+)
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.chain import Call
-from farthing.wallet.channels import ChannelDomain, place_channel_contracts
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import PAYER_FUNDS, PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread

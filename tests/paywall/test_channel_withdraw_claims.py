@@ -27,13 +27,20 @@ from sqlalchemy import update
 
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.books import LedgerRevenueBook
-from farthing.paywall.channel_paywall import ChannelOptions
-from farthing.paywall.channel_reconcile import ChannelBreak, reconcile_channel_books
-from farthing.paywall.channel_state import CHANNELS, ChannelStore
+from farthing.paywall.records.books import LedgerRevenueBook
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.reconcile import (
+    ChannelBreak,
+    reconcile_channel_books,
+)
+from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
+from farthing.paywall.schemes.batch_settlement.state import CHANNELS, ChannelStore
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    ChannelDomain,
+    place_channel_contracts,
+    sign_voucher,
+)
 from farthing.wallet.chain import Call
-from farthing.wallet.channels import ChannelDomain, place_channel_contracts, sign_voucher
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, asgi_client, inner_app, serve_in_thread
 from tests.paywall.test_channel_books import channel_app

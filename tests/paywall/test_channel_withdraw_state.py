@@ -12,14 +12,19 @@ was checked, or another refund landed.
 
 from __future__ import annotations
 
-from farthing.paywall.channel_refund_hold import hold_refund, release_refund
-from farthing.paywall.channel_state import ChannelStore, ChargeAccepted, ChargeRefused, _drive
-from farthing.paywall.channel_wire import (
+from farthing.paywall.schemes.batch_settlement.contract import ChannelSnapshot
+from farthing.paywall.schemes.batch_settlement.refund_hold import hold_refund, release_refund
+from farthing.paywall.schemes.batch_settlement.state import (
+    ChannelStore,
+    ChargeAccepted,
+    ChargeRefused,
+    _drive,
+)
+from farthing.paywall.schemes.batch_settlement.wire import (
     ERR_CHANNEL_BUSY,
     ERR_CUMULATIVE_AMOUNT_MISMATCH,
     ERR_CUMULATIVE_EXCEEDS_BALANCE,
 )
-from farthing.wallet.escrow import ChannelSnapshot
 from tests.paywall.test_channel_state import PRICE, Channel, _charge, store, url
 
 __all__ = ["store", "url"]  # the fixtures, shared with test_channel_state

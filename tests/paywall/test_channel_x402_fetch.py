@@ -22,9 +22,9 @@ import pytest
 
 from farthing.ledger import LedgerDatabase
 from farthing.paywall import PaymentStore
-from farthing.paywall.books import LedgerRevenueBook
-from farthing.paywall.channel_state import ChannelStore
-from farthing.wallet.escrow import ChannelEscrow
+from farthing.paywall.records.books import LedgerRevenueBook
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, serve_in_thread
 from tests.paywall.test_channel_books import balances, channel_app, ledger_fixture

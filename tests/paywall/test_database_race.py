@@ -10,9 +10,9 @@ OPENERS = 6
 
 _OPEN = """
 import sys, time
-from farthing.paywall.channel_state import ChannelStore
-from farthing.paywall.store import PaymentStore
-from farthing.wallet.channels import ChannelDomain
+from farthing.paywall.schemes.batch_settlement.state import ChannelStore
+from farthing.paywall.records.store import PaymentStore
+from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
 start = float(sys.argv[2])
 while time.time() < start:
     pass

@@ -22,9 +22,9 @@ from x402.http import HTTPFacilitatorClientSync
 
 from farthing.paywall import LocalFacilitator
 from farthing.paywall.errors import PaywallConfigError
-from farthing.paywall.facilitator_api import facilitator_app
+from farthing.paywall.facilitator.api import facilitator_app
+from farthing.paywall.schemes.batch_settlement.vouchers import sign_voucher
 from farthing.wallet.chain import RpcChain
-from farthing.wallet.channels import sign_voucher
 from tests.chain.test_batch_settlement import FUNDS, Setup, _setup
 from tests.chain.test_batch_settlement_x402 import PRICE, _payment, _requirements
 from tests.paywall.facilitator_process import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from farthing.paywall.errors import PaymentStoreError
-from farthing.paywall.group_commit import GroupCommitter, _Write
+from farthing.paywall.records.group_commit import GroupCommitter, _Write
 
 THREADS = 8
 WRITES = 60

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from farthing.paywall import PaymentStore
-from farthing.paywall.config import load_config
+from farthing.paywall.site.config import load_config
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import ChainEnv, asgi_client, challenge_of, paywalled, run, sign_for
 

@@ -1,13 +1,13 @@
 """The browser 402's Content-Security-Policy and X-Frame-Options, for each kind of site.
 
-``farthing.paywall.page.page_headers`` is called with the headers a site's
+``farthing.paywall.edge.page.page_headers`` is called with the headers a site's
 answer carried; these tests read what it returns. The browser tests
 (test_pay_page.py) show Chromium refusing to frame the page.
 """
 
 from __future__ import annotations
 
-from farthing.paywall.page import STRICT_CSP, page_headers
+from farthing.paywall.edge.page import STRICT_CSP, page_headers
 
 
 def _values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:

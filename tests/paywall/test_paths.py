@@ -30,7 +30,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.paths import PathRefusal, canonical_path, encode_path, remove_dot_segments
+from farthing.paywall.edge.paths import (
+    PathRefusal,
+    canonical_path,
+    encode_path,
+    remove_dot_segments,
+)
 from farthing.paywall.wire import unb64_json
 from tests.conftest import cli_env
 from tests.paywall.conftest import ChainEnv, serve_in_thread
@@ -338,7 +343,7 @@ def test_paywall_serve_forwards_only_canonical_paths_and_never_unpaid_content(
 
 
 def test_the_proxy_alone_answers_a_path_no_url_can_carry_with_400() -> None:
-    from farthing.paywall.proxy import ReverseProxy
+    from farthing.paywall.site.proxy import ReverseProxy
 
     proxy = ReverseProxy("http://127.0.0.1:9")  # never reached
     for target in (b"/a\tb", b"/a\x00b"):

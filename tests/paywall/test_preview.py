@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from farthing.paywall.preview import split_html, split_preview, split_text
+from farthing.paywall.edge.preview import split_html, split_preview, split_text
 
 
 class _Balance(HTMLParser):

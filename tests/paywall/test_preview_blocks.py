@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from farthing.paywall import PaidRoute, PaymentStore
-from farthing.paywall.config import load_config
+from farthing.paywall.edge.preview import split_html, split_text
 from farthing.paywall.errors import PaywallConfigError
-from farthing.paywall.preview import split_html, split_text
+from farthing.paywall.site.config import load_config
 from farthing.paywall.wire import unb64_json
 from tests.paywall.conftest import ChainEnv, asgi_client, paywalled, run
 

@@ -22,8 +22,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.preview import split_preview
-from farthing.paywall.preview_metadata import free_metadata
+from farthing.paywall.edge.metadata import free_metadata
+from farthing.paywall.edge.preview import split_preview
 from tests.paywall.conftest import ChainEnv, asgi_client, run
 
 FIRST = "The farthing was a quarter of a penny, the smallest coin in common use."

@@ -15,8 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from farthing.paywall import PaymentState, PaymentStore
+from farthing.paywall.edge.receipts import Receipt, ReceiptRefusal, Receipts
 from farthing.paywall.errors import PaywallConfigError
-from farthing.paywall.receipts import Receipt, ReceiptRefusal, Receipts
 from tests.paywall.conftest import (
     ChainEnv,
     asgi_client,

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.remote import RemoteFacilitator
+from farthing.paywall.facilitator.remote import RemoteFacilitator
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements
 from farthing.wallet.eip3009 import build_authorization
 from farthing.wallet.signer import LocalSigner

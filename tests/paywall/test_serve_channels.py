@@ -35,10 +35,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from x402.http.clients import x402HttpxClient
 
-from farthing.paywall.config import load_config
+from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
+from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
+from farthing.paywall.site.config import load_config
 from farthing.paywall.wire import unb64_json
-from farthing.wallet.channels import place_channel_contracts
-from farthing.wallet.escrow import ChannelEscrow
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import cli_env, free_port, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread

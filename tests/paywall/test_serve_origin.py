@@ -25,8 +25,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from farthing.paywall.receipts import write_receipt_secret
-from farthing.paywall.siwx import siwe_message
+from farthing.paywall.edge.receipts import write_receipt_secret
+from farthing.paywall.edge.sign_in import siwe_message
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import cli_env, free_port, run_farthing
 from tests.paywall.conftest import ChainEnv, challenge_of, inner_app, serve_in_thread, sign_for
@@ -229,7 +229,7 @@ def test_a_public_bind_without_a_public_url_is_one_line(tmp_path: Path) -> None:
 
 
 def test_init_writes_the_public_url_or_says_sign_in_waits_for_it(tmp_path: Path) -> None:
-    from farthing.paywall.config import load_config
+    from farthing.paywall.site.config import load_config
 
     base = [
         "paywall", "init", "--upstream", "http://127.0.0.1:4000", "--pay-to", "0x" + "ab" * 20,

@@ -21,8 +21,8 @@ from eth_account.messages import encode_defunct
 from pydantic import SecretStr
 
 from farthing.paywall import PaymentStore
-from farthing.paywall.receipts import Receipts
-from farthing.paywall.siwx import (
+from farthing.paywall.edge.receipts import Receipts
+from farthing.paywall.edge.sign_in import (
     SignIn,
     SignInRefusal,
     declare_sign_in,

@@ -20,9 +20,9 @@ from eth_account.messages import encode_defunct
 from pydantic import SecretStr
 
 from farthing.paywall import PaymentStore
-from farthing.paywall.receipts import Receipts
-from farthing.paywall.siwx import siwe_message
-from farthing.paywall.siwx_nonces import UsedSignIns
+from farthing.paywall.edge.nonces import UsedSignIns
+from farthing.paywall.edge.receipts import Receipts
+from farthing.paywall.edge.sign_in import siwe_message
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import free_port
 from tests.paywall.conftest import (
@@ -94,7 +94,7 @@ def test_the_in_process_memory_never_refuses_a_fresh_nonce_for_lack_of_room() ->
 
 
 def test_a_deeply_nested_sign_in_header_is_a_refusal_not_a_crash() -> None:
-    from farthing.paywall.siwx import SignInRefusal, verify_sign_in
+    from farthing.paywall.edge.sign_in import SignInRefusal, verify_sign_in
 
     header = base64.b64encode(b"[" * 5000 + b"]" * 5000).decode()[:8000]
     refused = verify_sign_in(

@@ -24,8 +24,8 @@ from pydantic import SecretStr
 
 from farthing.agents.sign_in import sign_challenge
 from farthing.paywall import PaymentState, PaymentStore
-from farthing.paywall.receipts import Receipts
-from farthing.paywall.siwx import SignIn, declare_sign_in, siwe_message, verify_sign_in
+from farthing.paywall.edge.receipts import Receipts
+from farthing.paywall.edge.sign_in import SignIn, declare_sign_in, siwe_message, verify_sign_in
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import (
     PRICE_ATOMIC,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from farthing.paywall import facilitator_app
-from farthing.paywall.facilitator import VALID_BEFORE_SKEW_S
+from farthing.paywall.facilitator.local import VALID_BEFORE_SKEW_S
 from farthing.paywall.wire import PaymentRequirements, unb64_json
 from farthing.wallet.eip3009 import Authorization
 from tests.paywall.conftest import (

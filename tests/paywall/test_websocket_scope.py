@@ -22,7 +22,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
-from farthing.paywall.proxy import ReverseProxy
+from farthing.paywall.site.proxy import ReverseProxy
 from tests.paywall.conftest import ChainEnv
 
 SECRET = "PAID-STREAM-51c2"

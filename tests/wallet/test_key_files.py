@@ -20,7 +20,7 @@ import pytest
 from eth_account import Account
 from pydantic import SecretStr
 
-from farthing.wallet.devchain import AnvilNode
+from farthing.devchain.node import AnvilNode
 from farthing.wallet.errors import KeyFileError, PassphraseError
 from farthing.wallet.keyfile import read_secret_file
 from farthing.wallet.keystore import create_keystore, read_passphrase, unlock_keystore

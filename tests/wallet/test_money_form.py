@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from farthing.ledger.report import format_amount as ledger_format
-from farthing.paywall.revenue import RevenueLine
+from farthing.paywall.site.revenue import RevenueLine
 from farthing.wallet.money import format_amount, format_decimal
 
 

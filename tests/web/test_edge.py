@@ -66,9 +66,9 @@ def test_ordinary_documents_parse_and_bad_ones_are_refused() -> None:
 SERVER_MODULES = (
     "farthing.cli",
     "farthing.jobs.server",
-    "farthing.paywall.middleware",
-    "farthing.paywall.facilitator_api",
-    "farthing.paywall.proxy",
+    "farthing.paywall.edge.middleware",
+    "farthing.paywall.facilitator.api",
+    "farthing.paywall.site.proxy",
     "farthing.inference.gateway",
     "farthing.dashboard.app",
     "farthing.agents.blog",

@@ -1,0 +1,3 @@
+"""``farthing ledger``: the books' commands (``commands``) and reconciliation (``reconcile``)."""
+
+__all__: list[str] = []

@@ -1,0 +1,264 @@
+"""The facilitator's HTTP API, as ``farthing facilitator serve`` runs it.
+
+``GET /supported``, ``POST /verify`` and ``POST /settle`` in x402 v2
+camelCase JSON. Every payment outcome, including a payload that cannot be
+parsed, is HTTP 200 with ``isValid: false`` or ``success: false`` and a reason:
+official clients treat any other status as a crash. Other statuses mean
+something that is not a payment outcome: 401 for a missing or wrong API key
+(``Authorization: Bearer <key>``), 415 for a POST that is not
+``application/json`` (what a web page's cross-site "simple" request would
+send), 400 for a body that is not a JSON object or nests deeper than
+``JSON_DEPTH_MAX``, 413 for an oversized body, and 503 when the chain does not
+answer.
+
+Who may call (DESIGN.md §13): with a ``token`` (the API key), only its
+holders. A facilitator holding a channel receiver-authorizer key signs claims
+and refunds for its callers, so it is served only behind an API key:
+``facilitator_app`` refuses to build without one.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
+from farthing.paywall.facilitator.seam import Facilitator
+from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureSettling
+from farthing.paywall.schemes.auth_capture.types import (
+    AuthCaptureSettleResult,
+    AuthCaptureVerifyResult,
+)
+from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
+from farthing.paywall.schemes.auth_capture.wire import parse_payment as parse_auth_capture_payment
+from farthing.paywall.schemes.auth_capture.wire import (
+    parse_requirements as parse_auth_capture_requirements,
+)
+from farthing.paywall.schemes.batch_settlement.facilitator import ChannelSettling
+from farthing.paywall.schemes.batch_settlement.types import (
+    ChannelSettleResult,
+    ChannelVerifyResult,
+    parse_channel_payment,
+    parse_channel_requirements,
+)
+from farthing.paywall.schemes.batch_settlement.wire import ERR_INVALID_SCHEME, SCHEME, WireRefusal
+from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
+from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
+from farthing.web import JsonBodyError, loads_bounded
+
+__all__ = ["JSON_DEPTH_MAX", "REQUEST_BYTES_MAX", "facilitator_app"]
+
+REQUEST_BYTES_MAX: Final = 64 * 1024
+# The deepest x402 body (a refund's claims: payload, claims, row, voucher,
+# channel) nests 6 levels; anything past this is not a payment.
+JSON_DEPTH_MAX: Final = 16
+
+
+def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> Starlette:
+    """An ASGI app serving ``facilitator`` over HTTP; ``token`` requires ``Bearer`` auth.
+
+    Raises ``PaywallConfigError`` for a facilitator that signs as a channel
+    receiver authorizer with no ``token``: it would sign claims and refunds
+    for anyone who can reach it.
+    """
+    channels = getattr(facilitator, "channels", None)
+    if not token and getattr(channels, "authorizer", None) is not None:
+        raise PaywallConfigError(
+            "a facilitator that signs channel claims and refunds as receiver authorizer "
+            "must require an API key: only the receiver's servers may ask for them"
+        )
+    expected = f"Bearer {token}".encode() if token else None
+
+    def authorized(request: Request) -> bool:
+        if expected is None:
+            return True
+        given = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(given, expected)
+
+    def unauthorized() -> JSONResponse:
+        return JSONResponse(
+            {"error": "unauthorized", "message": "send Authorization: Bearer <token>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def read(request: Request) -> tuple[Any, JSONResponse | None]:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            return None, JSONResponse(
+                {
+                    "error": "unsupported_media_type",
+                    "message": "send Content-Type: application/json",
+                },
+                status_code=415,
+            )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > REQUEST_BYTES_MAX:
+            return None, JSONResponse({"error": "request_too_large"}, status_code=413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > REQUEST_BYTES_MAX:
+                return None, JSONResponse({"error": "request_too_large"}, status_code=413)
+        try:
+            data = loads_bounded(body, depth_max=JSON_DEPTH_MAX, bytes_max=REQUEST_BYTES_MAX)
+        except JsonBodyError as exc:
+            return None, JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+        if not isinstance(data, dict):
+            return None, JSONResponse(
+                {"error": "invalid_json", "message": "the body must be a JSON object"},
+                status_code=400,
+            )
+        return data, None
+
+    def parse(data: dict[str, Any]) -> tuple[PaymentPayload, PaymentRequirements] | str:
+        try:
+            requirements = PaymentRequirements.from_wire(data.get("paymentRequirements"))
+            payload = PaymentPayload.from_wire(data.get("paymentPayload"))
+        except (AuthorizationError, AddressError, AmountError) as exc:
+            return str(exc)
+        return payload, requirements
+
+    def channel_request(data: dict[str, Any], scheme: str = SCHEME) -> bool:
+        """A batch-settlement (or ``scheme``) request: requirements or accepted say so."""
+        raw = data.get("paymentRequirements")
+        payment = data.get("paymentPayload")
+        accepted = payment.get("accepted") if isinstance(payment, dict) else None
+        return any(isinstance(x, dict) and x.get("scheme") == scheme for x in (raw, accepted))
+
+    async def auth_capture_call(data: dict[str, Any], settle: bool) -> JSONResponse:
+        """An auth-capture request; every refusal is a 200 with the spec's code."""
+        raw = data.get("paymentRequirements")
+        network = raw.get("network") if isinstance(raw, dict) else None
+        network = network if isinstance(network, str) else ""
+        requirements = parse_auth_capture_requirements(raw)
+        payment = parse_auth_capture_payment(data.get("paymentPayload"))
+        if (
+            isinstance(facilitator, AuthCaptureSettling)
+            and not isinstance(requirements, WireRefusal)
+            and not isinstance(payment, WireRefusal)
+        ):
+            try:
+                if settle:
+                    settled = await facilitator.settle_auth_capture(payment, requirements)
+                    return JSONResponse(settled.to_wire())
+                verified = await facilitator.verify_auth_capture(payment, requirements)
+                return JSONResponse(verified.to_wire())
+            except FacilitatorUnavailableError as exc:
+                return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        if isinstance(requirements, WireRefusal):
+            refused = requirements
+        elif isinstance(payment, WireRefusal):
+            refused = payment
+        else:
+            refused = WireRefusal(
+                "invalid_auth_capture_evm_scheme", "this facilitator has no auth-capture"
+            )
+        if settle:
+            answer = AuthCaptureSettleResult(
+                False, network, reason=refused.reason, message=refused.detail
+            )
+            return JSONResponse(answer.to_wire())
+        return JSONResponse(
+            AuthCaptureVerifyResult(False, refused.reason, None, refused.detail).to_wire()
+        )
+
+    async def channel_call(data: dict[str, Any], settle: bool) -> JSONResponse:
+        raw = data.get("paymentRequirements")
+        network = raw.get("network") if isinstance(raw, dict) else None
+        network = network if isinstance(network, str) else ""
+        requirements = parse_channel_requirements(raw)
+        payment = parse_channel_payment(data.get("paymentPayload"))
+        refused: WireRefusal | None = None
+        if not isinstance(facilitator, ChannelSettling):
+            refused = WireRefusal(ERR_INVALID_SCHEME, "this facilitator has no batch-settlement")
+        elif isinstance(requirements, WireRefusal):
+            refused = requirements
+        elif isinstance(payment, WireRefusal):
+            refused = payment
+        if refused is not None or not isinstance(facilitator, ChannelSettling):
+            assert refused is not None
+            if settle:
+                answer = ChannelSettleResult(False, network, reason=refused.reason,
+                                             message=refused.detail)  # fmt: skip
+                return JSONResponse(answer.to_wire())
+            return JSONResponse(
+                ChannelVerifyResult(False, refused.reason, None, refused.detail).to_wire()
+            )
+        assert not isinstance(requirements, WireRefusal) and not isinstance(payment, WireRefusal)
+        try:
+            if settle:
+                settled = await facilitator.settle_channel(payment, requirements)
+                return JSONResponse(settled.to_wire())
+            verified = await facilitator.verify_channel(payment, requirements)
+            return JSONResponse(verified.to_wire())
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+
+    async def supported(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized()
+        try:
+            kinds = await facilitator.supported()
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        return JSONResponse(kinds.to_wire())
+
+    async def verify(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized()
+        data, problem = await read(request)
+        if problem is not None:
+            return problem
+        if channel_request(data):
+            return await channel_call(data, settle=False)
+        if channel_request(data, AUTH_CAPTURE_SCHEME):
+            return await auth_capture_call(data, settle=False)
+        parsed = parse(data)
+        if isinstance(parsed, str):
+            return JSONResponse(VerifyResult(False, "invalid_payload", None, parsed).to_wire())
+        try:
+            result = await facilitator.verify(*parsed)
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        return JSONResponse(result.to_wire())
+
+    async def settle(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized()
+        data, problem = await read(request)
+        if problem is not None:
+            return problem
+        if channel_request(data):
+            return await channel_call(data, settle=True)
+        if channel_request(data, AUTH_CAPTURE_SCHEME):
+            return await auth_capture_call(data, settle=True)
+        parsed = parse(data)
+        if isinstance(parsed, str):
+            raw = data.get("paymentRequirements")
+            network = raw.get("network") if isinstance(raw, dict) else None
+            refusal = SettleResult(
+                False,
+                network if isinstance(network, str) else "",
+                reason="invalid_payload",
+                message=parsed,
+            )
+            return JSONResponse(refusal.to_wire())
+        try:
+            result = await facilitator.settle(*parsed)
+        except FacilitatorUnavailableError as exc:
+            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+        return JSONResponse(result.to_wire())
+
+    return Starlette(
+        routes=[
+            Route("/supported", supported, methods=["GET"]),
+            Route("/verify", verify, methods=["POST"]),
+            Route("/settle", settle, methods=["POST"]),
+        ]
+    )

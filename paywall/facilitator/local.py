@@ -1,0 +1,590 @@
+"""The facilitator: verify a payment, then settle it on-chain.
+
+:class:`Facilitator` is the seam (x402's ``FacilitatorClient`` shape, async;
+``farthing.paywall.facilitator.seam``).
+:class:`LocalFacilitator` is the in-process default: it reads and writes the
+chain through ``farthing.wallet`` and answers with values.
+
+Verify checks, cheapest first, and answers with the first snake_case reason
+that applies: ``unsupported_scheme``, ``network_mismatch``,
+``network_not_supported``, ``asset_not_supported`` and ``payee_not_allowed``
+(outside the facilitator's scope), ``asset_mismatch``, ``eip712_domain_mismatch``,
+``pay_to_mismatch``, ``amount_mismatch``, ``authorization_expired`` (fewer
+than ``valid_before_margin_s`` seconds left, so it could expire before it is
+settled), ``authorization_not_yet_valid``, ``authorization_valid_too_long``
+(``validBefore`` later than now + ``maxTimeoutSeconds`` +
+``VALID_BEFORE_SKEW_S``: a payer must not hand out an authorization that
+stays spendable for years), ``invalid_signature`` (fast path),
+``nonce_already_used`` (locally, then on-chain) and ``insufficient_balance``.
+
+Settle never double-charges. Before every submission it re-reads the
+authorization's state on-chain. A submission whose receipt does not arrive in
+time is recorded as *pending* with its transaction hash and answered with
+``settlement_pending``; a later settle of the same authorization resolves it
+from the chain (the receipt, or the token's ``AuthorizationUsed`` log) and
+resubmits only if the nonce is still unused. An EIP-3009 nonce can move money
+once, so resubmitting the same authorization can never charge twice; and a
+settle answers ``success`` at most once per authorization, so no replay is
+ever told it paid.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import anyio.to_thread
+import requests
+from eth_utils.crypto import keccak
+from web3.exceptions import TransactionNotFound
+
+from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.facilitator.scope import SettleScope
+from farthing.paywall.facilitator.seam import Facilitator, ResolvingFacilitator, Supported
+from farthing.paywall.facilitator.submit import SharedNonces, Submitter
+from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
+from farthing.paywall.schemes.auth_capture.types import (
+    ERR_SCHEME as AUTH_CAPTURE_ERR_SCHEME,
+)
+from farthing.paywall.schemes.auth_capture.types import (
+    AuthCaptureSettleResult,
+    AuthCaptureVerifyResult,
+)
+from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
+from farthing.paywall.schemes.batch_settlement.facilitator import ChannelFacilitator
+from farthing.paywall.schemes.batch_settlement.types import (
+    ChannelPayment,
+    ChannelRequirements,
+    ChannelSettleResult,
+    ChannelVerifyResult,
+)
+from farthing.paywall.schemes.exact.terms import VALID_BEFORE_SKEW_S, check_terms
+from farthing.paywall.wire import (
+    PaymentPayload,
+    PaymentRequirements,
+    SettleResult,
+    VerifyResult,
+)
+from farthing.wallet.chain import TRANSFER_TOPIC, Chain, LogEntry, TxResult
+from farthing.wallet.errors import ChainError, ChainUnavailableError
+from farthing.wallet.money import Asset
+from farthing.wallet.signer import Signer, TxSigner
+from farthing.wallet.token import Stablecoin
+
+__all__ = [
+    "AUTHORIZATION_USED_TOPIC",
+    "VALID_BEFORE_MARGIN_S_DEFAULT",
+    "VALID_BEFORE_SKEW_S",
+    "Facilitator",
+    "LocalFacilitator",
+    "ResolvingFacilitator",
+    "Supported",
+    "check_terms",
+]
+
+AUTHORIZATION_USED_TOPIC: Final = keccak(text="AuthorizationUsed(address,bytes32)")
+# Time the payment must still be valid for after verify: the handler runs and
+# the settlement is mined inside it. x402's own facilitator uses 6 s.
+VALID_BEFORE_MARGIN_S_DEFAULT: Final = 10
+_JOURNAL_SIZE_MAX: Final = 100_000
+
+# Token revert reasons (farthing.wallet.revert) as payment reasons.
+_SETTLE_REASONS: Final = {
+    "authorization_used_or_canceled": "nonce_already_used",
+    "authorization_expired": "authorization_expired",
+    "authorization_not_yet_valid": "authorization_not_yet_valid",
+    "invalid_signature": "invalid_signature",
+    "insufficient_balance": "insufficient_balance",
+}
+
+
+@dataclass(slots=True)
+class _Entry:
+    state: str  # "sending" | "pending" | "settled"
+    tx_hash: str | None
+    valid_before: int
+
+
+class LocalFacilitator:
+    """Verifies and settles on the chain this process is connected to.
+
+    ``signer`` pays the gas of settlements and is never logged. ``assets`` and
+    ``payees``, if given, limit which tokens are accepted and whom they may pay,
+    in every scheme (``farthing.paywall.facilitator.scope``). ``nonce_store`` (the paywall's
+    ``PaymentStore``) lets several processes settle with the same key: its
+    nonces are allocated in that shared database (``farthing.paywall.facilitator.submit``).
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        signer: TxSigner,
+        *,
+        assets: tuple[Asset, ...] = (),
+        payees: Collection[str] = (),
+        valid_before_margin_s: int = VALID_BEFORE_MARGIN_S_DEFAULT,
+        log_lookback_blocks: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        nonce_store: SharedNonces | None = None,
+        channel_authorizer: Signer | None = None,
+        auth_capture_operator: TxSigner | None = None,
+        auth_capture_refund_receivers: Collection[str] = (),
+    ) -> None:
+        if not 0 <= valid_before_margin_s <= 3600:
+            raise ValueError("valid_before_margin_s must be between 0 and 3600")
+        self.chain = chain
+        self.network = chain.network
+        self._signer = signer
+        self.scope = SettleScope.of((a.address for a in assets), payees)
+        self._margin_s = valid_before_margin_s
+        self._lookback = log_lookback_blocks
+        self._clock = clock
+        self._journal: dict[tuple[str, str, bytes], _Entry] = {}
+        # Over RPC, settlements pipeline through one local nonce; the in-process
+        # chain mines synchronously and keeps the wallet's simpler send.
+        self._submitter = (
+            Submitter(chain, signer, shared=nonce_store) if chain.backend == "rpc" else None
+        )
+        self._lock = threading.Lock()
+        # batch-settlement (farthing.paywall.schemes.batch_settlement.facilitator), on the same
+        # key and, over RPC, the same nonce sequence.
+        self.channels = ChannelFacilitator(
+            chain,
+            signer,
+            authorizer=channel_authorizer,
+            send=self._submitter.send if self._submitter is not None else None,
+            clock=clock,
+            scope=self.scope,
+        )
+        # auth-capture (farthing.paywall.schemes.auth_capture.facilitator), only with an
+        # operator key; the same key as ``signer`` shares its nonce sequence.
+        shared = (
+            self._submitter is not None
+            and auth_capture_operator is not None
+            and (auth_capture_operator.address == signer.address)
+        )
+        self.auth_capture = (
+            AuthCaptureFacilitator(
+                chain,
+                auth_capture_operator,
+                refund_receivers=auth_capture_refund_receivers,
+                scope=self.scope,
+                send=self._submitter.send if shared and self._submitter is not None else None,
+            )
+            if auth_capture_operator is not None
+            else None
+        )
+
+    def __repr__(self) -> str:
+        return f"LocalFacilitator({self.chain!r}, signer={self._signer.address})"
+
+    async def verify_channel(
+        self, payment: ChannelPayment, requirements: ChannelRequirements
+    ) -> ChannelVerifyResult:
+        return await self.channels.verify_channel(payment, requirements)
+
+    async def settle_channel(
+        self, payment: ChannelPayment, requirements: ChannelRequirements
+    ) -> ChannelSettleResult:
+        return await self.channels.settle_channel(payment, requirements)
+
+    async def verify_auth_capture(
+        self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
+    ) -> AuthCaptureVerifyResult:
+        if self.auth_capture is None:
+            return AuthCaptureVerifyResult(
+                False,
+                AUTH_CAPTURE_ERR_SCHEME,
+                None,
+                "this facilitator has no auth-capture operator",
+            )
+        return await self.auth_capture.verify_auth_capture(payment, requirements)
+
+    async def settle_auth_capture(
+        self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
+    ) -> AuthCaptureSettleResult:
+        if self.auth_capture is None:
+            return AuthCaptureSettleResult(
+                False, requirements.network, reason=AUTH_CAPTURE_ERR_SCHEME,
+                message="this facilitator has no auth-capture operator",
+            )  # fmt: skip
+        return await self.auth_capture.settle_auth_capture(payment, requirements)
+
+    # ------------------------------------------------------------ async API
+
+    async def verify(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResult:
+        return await anyio.to_thread.run_sync(self.verify_sync, payload, requirements)
+
+    async def settle(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> SettleResult:
+        return await anyio.to_thread.run_sync(self.settle_sync, payload, requirements)
+
+    async def supported(self) -> Supported:
+        operator = self.auth_capture
+        signers: tuple[str, ...] = (self._signer.address,)
+        if operator is not None and operator.operator != self._signer.address:
+            signers += (operator.operator,)
+        return Supported(
+            (self.network,),
+            signers,
+            (self.network,),
+            self.channels.supported_extra(),
+            (self.network,) if operator is not None else (),
+            operator.supported_extra() if operator is not None else None,
+        )
+
+    async def resolve(
+        self, requirements: PaymentRequirements, payer: str, nonce: bytes, tx_hash: str | None
+    ) -> SettleResult | None:
+        return await anyio.to_thread.run_sync(
+            self.resolve_sync, requirements, payer, nonce, tx_hash
+        )
+
+    # ------------------------------------------------------------ verify
+
+    def verify_sync(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResult:
+        refused = self._local_checks(payload, requirements)
+        if refused is not None:
+            return refused
+        payer = payload.payer
+        token = self._token(requirements)
+        with _chain_outage(self.chain):
+            try:
+                used = token.authorization_state(payer, payload.authorization.nonce)
+            except ChainError as exc:
+                if isinstance(exc, ChainUnavailableError):
+                    raise
+                return VerifyResult(False, "asset_not_supported", payer, str(exc))
+            if used:
+                return VerifyResult(
+                    False, "nonce_already_used", payer, "this authorization was already used"
+                )
+            balance = token.balance_of(payer)
+        if balance < requirements.amount:
+            return VerifyResult(
+                False,
+                "insufficient_balance",
+                payer,
+                f"the payer holds {balance} of {requirements.amount}",
+            )
+        return VerifyResult(True, None, payer)
+
+    def _local_checks(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResult | None:
+        payer = payload.payer
+        if requirements.network != self.network:
+            return VerifyResult(
+                False,
+                "network_not_supported",
+                payer,
+                f"this facilitator settles on {self.network} only",
+            )
+        outside = self.scope.refusal(requirements.asset, requirements.pay_to)
+        if outside is not None:
+            return VerifyResult(False, outside[0], payer, outside[1])
+        refused = check_terms(
+            payload, requirements, now=int(self._clock()), margin_s=self._margin_s
+        )
+        if refused is not None and refused.reason == "authorization_valid_too_long":
+            # Payers may sign on the chain's clock, which a dev chain can run
+            # ahead of ours: judge the upper bound on the later of the two.
+            with _chain_outage(self.chain):
+                chain_now = self.chain.timestamp()
+            if chain_now > self._clock():
+                refused = check_terms(payload, requirements, now=chain_now, margin_s=self._margin_s)
+        if refused is not None:
+            return refused
+        entry = self._journal.get(_key(requirements, payload))
+        if entry is not None and entry.state != "pending":
+            return VerifyResult(
+                False, "nonce_already_used", payer, "this authorization is being settled"
+            )
+        return None
+
+    # ------------------------------------------------------------ settle
+
+    def settle_sync(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> SettleResult:
+        network = requirements.network
+        payer = payload.payer
+        refused = self._local_checks(payload, requirements)
+        key = _key(requirements, payload)
+        with self._lock:
+            entry = self._journal.get(key)
+            if refused is not None and not (entry is not None and entry.state == "pending"):
+                return _failed(network, payer, refused.reason or "invalid_payment", refused.message)
+            if entry is not None and entry.state != "pending":
+                return _failed(
+                    network, payer, "nonce_already_used", "this authorization is being settled"
+                )
+            previous = entry.tx_hash if entry is not None else None
+            self._remember(key, _Entry("sending", previous, payload.authorization.valid_before))
+        try:
+            result = self._settle_once(
+                payload, requirements, previous, was_pending=entry is not None
+            )
+        except FacilitatorUnavailableError:
+            # The transaction may or may not have gone out: keep it pending so
+            # the next attempt reads the chain before sending anything.
+            with self._lock:
+                self._journal[key] = _Entry("pending", previous, payload.authorization.valid_before)
+            raise
+        with self._lock:
+            if result.success:
+                self._journal[key] = _Entry(
+                    "settled", result.transaction, payload.authorization.valid_before
+                )
+            elif result.pending:
+                self._journal[key] = _Entry(
+                    "pending", result.transaction or previous, payload.authorization.valid_before
+                )
+            else:
+                self._journal.pop(key, None)
+        return result
+
+    def _settle_once(
+        self,
+        payload: PaymentPayload,
+        requirements: PaymentRequirements,
+        previous_tx: str | None,
+        *,
+        was_pending: bool,
+    ) -> SettleResult:
+        token = self._token(requirements)
+        auth = payload.authorization
+        with _chain_outage(self.chain):
+            if was_pending:
+                resolved = self.resolve_sync(
+                    requirements, auth.from_address, auth.nonce, previous_tx
+                )
+                if resolved is not None:
+                    return resolved
+                if previous_tx and _waiting(self.chain.w3, previous_tx):
+                    # Still in the node's pool: a second submission would only
+                    # burn gas (the nonce can move money once). Keep waiting.
+                    return SettleResult(
+                        False,
+                        requirements.network,
+                        previous_tx,
+                        auth.from_address,
+                        requirements.amount,
+                        "settlement_pending",
+                        "the settlement is still waiting to be mined; retry with the same payment",
+                        pending=True,
+                    )
+                # A resubmission: re-read the nonce first, never resend an
+                # authorization the chain already consumed. (A first
+                # submission follows verify, which has just read it.)
+                if token.authorization_state(auth.from_address, auth.nonce):
+                    return _failed(
+                        requirements.network, auth.from_address, "nonce_already_used", None
+                    )
+            call = token.transfer_with_authorization_call(payload.signed(requirements.domain()))
+            if self._submitter is not None:
+                tx = self._submitter.send(call)
+            else:
+                tx = self.chain.send(call, sender=self._signer)
+        return self._outcome(tx, requirements, auth.from_address)
+
+    def _outcome(self, tx: TxResult, requirements: PaymentRequirements, payer: str) -> SettleResult:
+        network = requirements.network
+        if tx.reason == "receipt_timeout":
+            return SettleResult(
+                False,
+                network,
+                tx.tx_hash or "",
+                payer,
+                requirements.amount,
+                "settlement_pending",
+                "the settlement was sent but not yet mined; retry with the same payment",
+                pending=True,
+            )
+        if not tx.ok:
+            reason = _SETTLE_REASONS.get(tx.reason or "", "transaction_failed")
+            return _failed(network, payer, reason, tx.revert_message or tx.reason)
+        if not _moved(tx.logs, requirements, payer):
+            return _failed(
+                network, payer, "transfer_event_mismatch", "the transaction did not move the price"
+            )
+        return SettleResult(
+            True,
+            network,
+            tx.tx_hash or "",
+            payer,
+            requirements.amount,
+            block_number=tx.block_number,
+        )
+
+    # ------------------------------------------------------------ resolve
+
+    def resolve_sync(
+        self, requirements: PaymentRequirements, payer: str, nonce: bytes, tx_hash: str | None
+    ) -> SettleResult | None:
+        """The settlement on-chain of this authorization, or ``None`` if its nonce is unused.
+
+        Reads the receipt of ``tx_hash`` if known, else finds the transaction
+        through the token's ``AuthorizationUsed`` log. A nonce used by a
+        transaction that did not pay ``requirements`` is a failure, not a success.
+        """
+        w3 = self.chain.w3
+        with _chain_outage(self.chain):
+            if tx_hash:
+                receipt = _receipt(w3, tx_hash)
+                if receipt is not None and int(receipt["status"]) == 1:
+                    logs = _logs(receipt, tx_hash)
+                    if _moved(logs, requirements, payer):
+                        return SettleResult(
+                            True,
+                            requirements.network,
+                            tx_hash,
+                            payer,
+                            requirements.amount,
+                            block_number=int(receipt["blockNumber"]),
+                        )
+            if not self._token(requirements).authorization_state(payer, nonce):
+                return None
+            found = self._find_use(requirements, payer, nonce)
+        if found is not None:
+            return found
+        return _failed(
+            requirements.network, payer, "nonce_already_used", "used by another transaction"
+        )
+
+    def _find_use(
+        self, requirements: PaymentRequirements, payer: str, nonce: bytes
+    ) -> SettleResult | None:
+        w3 = self.chain.w3
+        latest = int(w3.eth.block_number)
+        logs = w3.eth.get_logs(
+            cast(
+                Any,
+                {
+                    "address": requirements.asset,
+                    "fromBlock": max(0, latest - self._lookback),
+                    "toBlock": latest,
+                    "topics": [
+                        "0x" + AUTHORIZATION_USED_TOPIC.hex(),
+                        "0x" + bytes(12).hex() + payer[2:].lower(),
+                        "0x" + nonce.hex(),
+                    ],
+                },
+            )
+        )
+        for log in logs:
+            tx_hash = "0x" + bytes(log["transactionHash"]).hex()
+            receipt = _receipt(w3, tx_hash)
+            if receipt is not None and _moved(_logs(receipt, tx_hash), requirements, payer):
+                return SettleResult(
+                    True,
+                    requirements.network,
+                    tx_hash,
+                    payer,
+                    requirements.amount,
+                    block_number=int(receipt["blockNumber"]),
+                )
+        return None
+
+    # ------------------------------------------------------------ helpers
+
+    def _token(self, requirements: PaymentRequirements) -> Stablecoin:
+        asset = Asset(
+            requirements.network,
+            requirements.asset,
+            0,
+            requirements.token_name,
+            requirements.token_version,
+        )
+        return Stablecoin(self.chain, asset)
+
+    def _remember(self, key: tuple[str, str, bytes], entry: _Entry) -> None:
+        if len(self._journal) >= _JOURNAL_SIZE_MAX:
+            # Entries whose authorization has expired can never be settled again.
+            now = int(self._clock())
+            for old in [
+                k for k, e in self._journal.items() if e.valid_before < now and e.state != "sending"
+            ]:
+                del self._journal[old]
+        self._journal[key] = entry
+
+
+def _key(requirements: PaymentRequirements, payload: PaymentPayload) -> tuple[str, str, bytes]:
+    return (requirements.asset, payload.payer, payload.authorization.nonce)
+
+
+def _failed(network: str, payer: str, reason: str, message: str | None) -> SettleResult:
+    return SettleResult(False, network, "", payer, None, reason, message)
+
+
+def _moved(
+    logs: tuple[LogEntry, ...] | list[LogEntry], requirements: PaymentRequirements, payer: str
+) -> bool:
+    """True if ``logs`` hold the token's Transfer of the price from ``payer`` to the payee."""
+    for log in logs:
+        if log.address != requirements.asset or len(log.topics) != 3:
+            continue
+        if log.topics[0] != TRANSFER_TOPIC:
+            continue
+        sender = "0x" + log.topics[1][-20:].hex()
+        receiver = "0x" + log.topics[2][-20:].hex()
+        if (
+            sender == payer.lower()
+            and receiver == requirements.pay_to.lower()
+            and int.from_bytes(log.data, "big") == requirements.amount
+        ):
+            return True
+    return False
+
+
+def _receipt(w3: Any, tx_hash: str) -> Any:
+    try:
+        return w3.eth.get_transaction_receipt(tx_hash)
+    except TransactionNotFound:
+        return None
+
+
+def _waiting(w3: Any, tx_hash: str) -> bool:
+    """True if the node knows ``tx_hash`` but has not mined it."""
+    try:
+        tx = w3.eth.get_transaction(tx_hash)
+    except TransactionNotFound:
+        return False
+    return tx.get("blockNumber") is None
+
+
+def _logs(receipt: Any, tx_hash: str) -> list[LogEntry]:
+    from eth_utils.address import to_checksum_address
+
+    return [
+        LogEntry(
+            address=to_checksum_address(log["address"]),
+            topics=tuple(bytes(t) for t in log["topics"]),
+            data=bytes(log["data"]),
+            log_index=int(log["logIndex"]),
+            block_number=int(log["blockNumber"]),
+            tx_hash=tx_hash,
+        )
+        for log in receipt["logs"]
+    ]
+
+
+@contextmanager
+def _chain_outage(chain: Chain) -> Iterator[None]:
+    """An RPC that does not answer is an outage (503), never a payment outcome."""
+    try:
+        yield
+    except ChainUnavailableError as exc:
+        raise FacilitatorUnavailableError(str(exc)) from None
+    except (requests.RequestException, OSError):
+        where = chain.rpc_url or "the chain"
+        raise FacilitatorUnavailableError(f"the chain RPC at {where} did not answer") from None

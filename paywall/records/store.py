@@ -1,0 +1,626 @@
+"""The paywall's payment records: one row per authorization, claimed atomically.
+
+Every paid request claims its authorization's key ``(network, token, payer,
+nonce)`` here *before* the handler runs and before anything is settled. The
+claim is a single ``INSERT`` against the primary key, so of any number of
+requests carrying the same payment, in one process or many sharing the
+database (a SQLite file, or PostgreSQL), exactly one wins; every other one is
+told ``nonce_already_used``.
+
+A row moves through these states (the owner token of the winning request
+guards every move, so a late request can never release someone else's claim)::
+
+    claimed ──► settled            the transfer is on-chain (then delivered)
+       │  ├───► released           the handler failed; the payer may try again
+       │  ├───► failed             settlement was refused (reason recorded)
+       │  └───► pending            the outcome is unknown (a timeout): resolved
+       │                           from the chain later, never guessed
+    pending ──► settled | failed | expired   (``farthing.paywall.records.resolve``)
+
+**A claim is a lease.** The owner holds the row until ``lease_until_ns`` and
+renews it before each long step (the settlement). A process that dies (kill
+-9, power loss) stops renewing; once the lease has run out, the payer's retry
+or the sweep takes the row over with one compare-and-swap
+(:meth:`PaymentStore.take_over`): it gets a new owner token, so nothing the
+dead (or merely late) owner does afterwards can land. The new owner resolves
+the payment from the chain. A ``settled`` row whose content was never
+delivered (``delivered_at_ns`` unset: the process died between settling and
+answering) can likewise be taken over once its lease ends, to deliver it.
+
+Databases created before leases existed get the two columns added on open
+(SQLite and PostgreSQL); their stuck claims count as expired, and their
+settled rows as delivered.
+
+The caller never holds a database transaction open across network calls:
+each method here is one short statement. Methods are synchronous; the
+middleware runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    MetaData,
+    String,
+    Table,
+    inspect,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+from farthing.paywall.errors import PaywallConfigError
+from farthing.paywall.records.database import create_tables, database_errors, open_paywall_database
+
+__all__ = [
+    "CLAIM_LEASE_S_DEFAULT",
+    "PAYMENTS",
+    "RELAYER_NONCES",
+    "ClaimOutcome",
+    "NonceTicket",
+    "PaymentKey",
+    "PaymentRecord",
+    "PaymentState",
+    "PaymentStore",
+]
+
+_METADATA: Final = MetaData()
+
+# How long a claim stays its owner's without a renewal: it must cover running
+# the handler, and (renewed before settling) the settlement's receipt wait.
+CLAIM_LEASE_S_DEFAULT: Final = 180.0
+_LEASE_S_MAX: Final = 24 * 3600.0
+
+PAYMENTS: Final = Table(
+    "paywall_payment",
+    _METADATA,
+    Column("network", String(32), primary_key=True),
+    Column("token", String(42), primary_key=True),
+    Column("payer", String(42), primary_key=True),
+    Column("nonce", String(66), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("owner", String(32), nullable=False),
+    Column("pay_to", String(42), nullable=False),
+    Column("amount", String(78), nullable=False),  # uint256 as decimal text
+    Column("route", String(512), nullable=False),
+    Column("resource", String(2048), nullable=False),
+    Column("fiat_currency", String(16)),
+    Column("fiat_rate", String(64)),  # Decimal as text: never a float
+    Column("valid_after", BigInteger, nullable=False),
+    Column("valid_before", BigInteger, nullable=False),
+    Column("tx_hash", String(66)),
+    Column("block_number", BigInteger),
+    Column("reason", String(128)),
+    Column("booked", Boolean, nullable=False, default=False),
+    Column("claimed_at_ns", BigInteger, nullable=False),
+    Column("updated_at_ns", BigInteger, nullable=False),
+    # Added after the first release: nullable, so old databases can gain them.
+    Column("lease_until_ns", BigInteger),  # NULL: no live owner
+    Column("delivered_at_ns", BigInteger),  # NULL: the paid content was not sent yet
+)
+
+# The next account nonce of each relayer key, shared by every process that
+# settles with it (see ``PaymentStore.relayer_nonce``).
+RELAYER_NONCES: Final = Table(
+    "paywall_relayer_nonce",
+    _METADATA,
+    Column("network", String(32), primary_key=True),
+    Column("address", String(42), primary_key=True),
+    Column("next_nonce", BigInteger, nullable=False),
+    Column("updated_at_ns", BigInteger, nullable=False),
+)
+
+# Columns added since the first release, with the SQL type to add them as.
+_ADDED_COLUMNS: Final = (("lease_until_ns", "BIGINT"), ("delivered_at_ns", "BIGINT"))
+
+
+class PaymentState(StrEnum):
+    CLAIMED = "claimed"
+    SETTLED = "settled"
+    RELEASED = "released"
+    FAILED = "failed"
+    PENDING = "pending"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentKey:
+    """What makes a payment unique: EIP-3009 nonces are per (token, payer)."""
+
+    network: str
+    token: str
+    payer: str
+    nonce: str  # 0x + 64 hex digits
+
+    def __post_init__(self) -> None:
+        for name in ("network", "token", "payer", "nonce"):
+            object.__setattr__(self, name, getattr(self, name).lower())
+
+    def where(self) -> Any:
+        c = PAYMENTS.c
+        return (
+            (c.network == self.network)
+            & (c.token == self.token)
+            & (c.payer == self.payer)
+            & (c.nonce == self.nonce)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One row of ``paywall_payment``."""
+
+    key: PaymentKey
+    state: PaymentState
+    owner: str
+    pay_to: str
+    amount: int
+    route: str
+    resource: str
+    valid_after: int
+    valid_before: int
+    fiat_currency: str | None = None
+    fiat_rate: Decimal | None = None
+    tx_hash: str | None = None
+    block_number: int | None = None
+    reason: str | None = None
+    booked: bool = False
+    lease_until_ns: int | None = None
+    delivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    """``won`` with the owner token to pass to later moves, or the row that was there."""
+
+    won: bool
+    owner: str = ""
+    existing: PaymentRecord | None = None
+
+
+@dataclass(slots=True)
+class NonceTicket:
+    """The relayer nonce to sign with; call :meth:`sent` once the node has the transaction."""
+
+    nonce: int
+    was_sent: bool = False
+
+    def sent(self) -> None:
+        self.was_sent = True
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _lease_ns(lease_s: float) -> int:
+    if not 0 < lease_s <= _LEASE_S_MAX:
+        raise PaywallConfigError(f"a claim lease must be between 0 and {_LEASE_S_MAX:.0f} s")
+    return int(lease_s * 1_000_000_000)
+
+
+def _lease_over(now: int) -> Any:
+    """The row has no live owner: no lease, or one that has run out."""
+    c = PAYMENTS.c
+    return or_(c.lease_until_ns.is_(None), c.lease_until_ns < now)
+
+
+class PaymentStore:
+    """Payment records in SQLite (a file shared by processes) or PostgreSQL."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+        database = open_paywall_database(url, busy_timeout_s=busy_timeout_s)
+        self.engine = database.engine
+        self.display_url = database.display_url
+        self.dialect = database.dialect
+        with self._errors():
+            create_tables(self.engine, _METADATA)
+            self._add_missing_columns()
+            # Sign-in and receipts ask "what did this payer buy?": without this
+            # index that is a scan of every payment (payer is not the key's first column).
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    f"CREATE INDEX IF NOT EXISTS ix_{PAYMENTS.name}_payer_state"
+                    f" ON {PAYMENTS.name} (payer, state)"
+                )
+
+    @classmethod
+    def sqlite(cls, path: Path | str) -> PaymentStore:
+        return cls(f"sqlite:///{Path(path).expanduser()}")
+
+    def __repr__(self) -> str:
+        return f"PaymentStore({self.display_url!r})"
+
+    def _add_missing_columns(self) -> None:
+        """Bring a table made by older code up to date (idempotent, safe to race)."""
+        present = {c["name"] for c in inspect(self.engine).get_columns(PAYMENTS.name)}
+        for name, sql_type in _ADDED_COLUMNS:
+            if name in present:
+                continue
+            try:
+                with self.engine.begin() as connection:
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {PAYMENTS.name} ADD COLUMN {name} {sql_type}"
+                    )
+                    if name == "delivered_at_ns":
+                        # Old code answered right after settling: count those as delivered,
+                        # so an old payment header cannot fetch the content again.
+                        connection.execute(
+                            update(PAYMENTS)
+                            .where(PAYMENTS.c.state == PaymentState.SETTLED)
+                            .values(delivered_at_ns=PAYMENTS.c.updated_at_ns)
+                        )
+            except (ProgrammingError, DBAPIError):
+                # Another process added it first; anything else shows up below.
+                again = {c["name"] for c in inspect(self.engine).get_columns(PAYMENTS.name)}
+                if name not in again:
+                    raise
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        with database_errors("paywall database", self.display_url):
+            yield
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.begin() as connection:
+            yield connection
+
+    # ------------------------------------------------------------ claims
+
+    def claim(
+        self, record: PaymentRecord, *, lease_s: float = CLAIM_LEASE_S_DEFAULT
+    ) -> ClaimOutcome:
+        """Claim ``record.key`` for one request; a released claim may be claimed again."""
+        owner = secrets.token_hex(16)
+        now = _now_ns()
+        row = _row(record, owner=owner, state=PaymentState.CLAIMED, now=now)
+        row["lease_until_ns"] = now + _lease_ns(lease_s)
+        insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        # RETURNING tells a fresh row from a conflict on both backends (the
+        # driver's rowcount is not reliable for an INSERT on PostgreSQL).
+        statement = (
+            insert(PAYMENTS).values(**row).on_conflict_do_nothing().returning(PAYMENTS.c.owner)
+        )
+        with self._begin() as connection:
+            if connection.execute(statement).first() is not None:
+                return ClaimOutcome(True, owner)
+            # Only a claim the handler gave back may be taken again; the
+            # state test in the WHERE makes this a compare-and-swap.
+            retaken = connection.execute(
+                update(PAYMENTS)
+                .where(record.key.where() & (PAYMENTS.c.state == PaymentState.RELEASED))
+                .values(**{k: v for k, v in row.items() if k not in _KEY_COLUMNS})
+            )
+            if retaken.rowcount == 1:
+                return ClaimOutcome(True, owner)
+            existing = self._get(connection, record.key)
+        return ClaimOutcome(False, existing=existing)
+
+    def reclaim_pending(
+        self, key: PaymentKey, *, lease_s: float = CLAIM_LEASE_S_DEFAULT
+    ) -> ClaimOutcome:
+        """Take over a ``pending`` row to resolve it (one request at a time)."""
+        return self._take(key, PAYMENTS.c.state == PaymentState.PENDING, lease_s)
+
+    def take_over(self, key: PaymentKey, *, lease_s: float = CLAIM_LEASE_S_DEFAULT) -> ClaimOutcome:
+        """Take a row nobody is working on, to resolve or deliver it; one taker wins.
+
+        Takeable: a ``pending`` row; a ``claimed`` row whose lease has run out
+        (its owner died or stalled); a ``settled`` row never delivered whose
+        lease has run out. A pending row becomes ``claimed``; a settled one
+        stays settled. ``existing`` is the row as it was before the takeover.
+        """
+        c = PAYMENTS.c
+        now = _now_ns()
+        takeable = (c.state == PaymentState.PENDING) | (
+            _lease_over(now)
+            & (
+                (c.state == PaymentState.CLAIMED)
+                | ((c.state == PaymentState.SETTLED) & c.delivered_at_ns.is_(None))
+            )
+        )
+        return self._take(key, takeable, lease_s)
+
+    def _take(self, key: PaymentKey, condition: Any, lease_s: float) -> ClaimOutcome:
+        c = PAYMENTS.c
+        owner = secrets.token_hex(16)
+        before = self.get(key)
+        if before is None:
+            return ClaimOutcome(False)
+        now = _now_ns()
+        # Every claim, takeover and move changes the owner token or the state,
+        # so matching both makes this a compare-and-swap on the row read above
+        # (a single write statement: no read-then-upgrade lock on SQLite).
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(
+                    key.where() & condition & (c.owner == before.owner) & (c.state == before.state)
+                )
+                .values(
+                    state=PaymentState.CLAIMED
+                    if before.state == PaymentState.PENDING
+                    else before.state,
+                    owner=owner,
+                    lease_until_ns=now + _lease_ns(lease_s),
+                    updated_at_ns=now,
+                )
+            )
+            if moved.rowcount == 1:
+                return ClaimOutcome(True, owner, existing=before)
+        return ClaimOutcome(False, existing=self.get(key))
+
+    def renew(self, key: PaymentKey, owner: str, *, lease_s: float) -> bool:
+        """Extend the owner's lease from now; ``False`` means it was taken over."""
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(key.where() & (PAYMENTS.c.owner == owner))
+                .values(lease_until_ns=_now_ns() + _lease_ns(lease_s))
+            )
+        return moved.rowcount == 1
+
+    def _move(self, key: PaymentKey, owner: str, **values: Any) -> bool:
+        """Move a ``claimed`` row held by ``owner``; settled and final rows never move back."""
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(
+                    key.where()
+                    & (PAYMENTS.c.owner == owner)
+                    & (PAYMENTS.c.state == PaymentState.CLAIMED)
+                )
+                .values(updated_at_ns=_now_ns(), **values)
+            )
+        return moved.rowcount == 1
+
+    def release(self, key: PaymentKey, owner: str) -> bool:
+        return self._move(
+            key, owner, state=PaymentState.RELEASED, reason="handler_failed", lease_until_ns=None
+        )
+
+    def mark_settled(
+        self,
+        key: PaymentKey,
+        owner: str,
+        *,
+        tx_hash: str,
+        block_number: int | None,
+        keep_lease: bool = True,
+    ) -> bool:
+        """Settled; ``keep_lease=False`` (the sweep) lets the payer's retry deliver at once."""
+        values: dict[str, Any] = {
+            "state": PaymentState.SETTLED,
+            "tx_hash": tx_hash.lower(),
+            "block_number": block_number,
+            "reason": None,
+        }
+        if not keep_lease:
+            values["lease_until_ns"] = None
+        return self._move(key, owner, **values)
+
+    def mark_failed(self, key: PaymentKey, owner: str, *, reason: str) -> bool:
+        return self._move(
+            key, owner, state=PaymentState.FAILED, reason=reason[:128], lease_until_ns=None
+        )
+
+    def mark_pending(
+        self, key: PaymentKey, owner: str, *, reason: str, tx_hash: str | None
+    ) -> bool:
+        values: dict[str, Any] = {
+            "state": PaymentState.PENDING,
+            "reason": reason[:128],
+            "lease_until_ns": None,
+        }
+        if tx_hash:
+            values["tx_hash"] = tx_hash.lower()
+        return self._move(key, owner, **values)
+
+    def mark_expired(self, key: PaymentKey, owner: str) -> bool:
+        return self._move(
+            key,
+            owner,
+            state=PaymentState.EXPIRED,
+            reason="authorization_expired",
+            lease_until_ns=None,
+        )
+
+    def mark_delivered(self, key: PaymentKey, owner: str) -> bool:
+        """The paid content went out: this payment header gets nothing more."""
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(
+                    key.where()
+                    & (PAYMENTS.c.owner == owner)
+                    & (PAYMENTS.c.state == PaymentState.SETTLED)
+                )
+                .values(delivered_at_ns=_now_ns(), lease_until_ns=None)
+            )
+        return moved.rowcount == 1
+
+    def give_back(self, key: PaymentKey, owner: str) -> bool:
+        """End the owner's lease without moving the row: the next taker may have it at once."""
+        with self._begin() as connection:
+            moved = connection.execute(
+                update(PAYMENTS)
+                .where(key.where() & (PAYMENTS.c.owner == owner))
+                .values(lease_until_ns=None, updated_at_ns=_now_ns())
+            )
+        return moved.rowcount == 1
+
+    def mark_booked(self, key: PaymentKey) -> None:
+        with self._begin() as connection:
+            connection.execute(update(PAYMENTS).where(key.where()).values(booked=True))
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, key: PaymentKey) -> PaymentRecord | None:
+        with self._begin() as connection:
+            return self._get(connection, key)
+
+    def _get(self, connection: Connection, key: PaymentKey) -> PaymentRecord | None:
+        row = connection.execute(select(PAYMENTS).where(key.where())).first()
+        return None if row is None else _record(row)
+
+    def records(self, *, state: PaymentState | None = None) -> list[PaymentRecord]:
+        query = select(PAYMENTS).order_by(PAYMENTS.c.claimed_at_ns)
+        if state is not None:
+            query = query.where(PAYMENTS.c.state == state)
+        with self._begin() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    def settled_by(self, payer: str) -> list[PaymentRecord]:
+        """The settled payments of one payer (indexed by payer and state)."""
+        query = select(PAYMENTS).where(
+            (PAYMENTS.c.payer == payer.lower()) & (PAYMENTS.c.state == PaymentState.SETTLED)
+        )
+        with self._begin() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    def sweepable(self) -> list[PaymentRecord]:
+        """Rows the sweep resolves: ``pending``, and ``claimed`` with no live owner."""
+        c = PAYMENTS.c
+        query = (
+            select(PAYMENTS)
+            .where(
+                (c.state == PaymentState.PENDING)
+                | ((c.state == PaymentState.CLAIMED) & _lease_over(_now_ns()))
+            )
+            .order_by(c.claimed_at_ns)
+        )
+        with self._begin() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    def unbooked(self) -> list[PaymentRecord]:
+        """Settled payments whose revenue is not in the books yet."""
+        query = select(PAYMENTS).where(
+            (PAYMENTS.c.state == PaymentState.SETTLED) & (PAYMENTS.c.booked.is_(False))
+        )
+        with self._begin() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    # ------------------------------------------------------------ relayer nonces
+
+    @contextmanager
+    def relayer_nonce(
+        self, network: str, address: str, chain_next: Callable[[], int]
+    ) -> Iterator[NonceTicket]:
+        """Hold the relayer's nonce row while one transaction is signed and sent.
+
+        Yields the nonce to use: the larger of the database's next nonce and
+        ``chain_next()`` (the node's pending count, so a key also used
+        elsewhere heals). The row stays locked (PostgreSQL: ``FOR UPDATE`` on
+        the row; SQLite: the write lock the first statement takes) until the
+        block ends, so processes sharing the key take turns at sending only;
+        receipts are awaited outside. Only a ticket marked :meth:`NonceTicket.sent`
+        advances the next nonce: a send that failed leaves no gap.
+        """
+        network, address = network.lower(), address.lower()
+        insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        t = RELAYER_NONCES.c
+        where = (t.network == network) & (t.address == address)
+        with self._errors(), self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                # A write first: SQLite takes its write lock here, not on a later upgrade.
+                connection.execute(
+                    insert(RELAYER_NONCES)
+                    .values(network=network, address=address, next_nonce=0, updated_at_ns=0)
+                    .on_conflict_do_nothing()
+                )
+                stored = connection.execute(
+                    select(t.next_nonce).where(where).with_for_update()
+                ).scalar_one()
+                ticket = NonceTicket(max(int(stored), int(chain_next())))
+            except BaseException:
+                transaction.rollback()
+                raise
+            try:
+                yield ticket
+            finally:
+                # A transaction the node accepted used its nonce, even if the
+                # caller failed afterwards: record it whatever happened.
+                try:
+                    if ticket.was_sent:
+                        connection.execute(
+                            update(RELAYER_NONCES)
+                            .where(where)
+                            .values(next_nonce=ticket.nonce + 1, updated_at_ns=_now_ns())
+                        )
+                    transaction.commit()
+                except BaseException:
+                    transaction.rollback()
+                    raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_KEY_COLUMNS: Final = frozenset({"network", "token", "payer", "nonce"})
+
+
+def _row(record: PaymentRecord, *, owner: str, state: PaymentState, now: int) -> dict[str, Any]:
+    return {
+        "network": record.key.network,
+        "token": record.key.token,
+        "payer": record.key.payer,
+        "nonce": record.key.nonce,
+        "state": state,
+        "owner": owner,
+        "pay_to": record.pay_to.lower(),
+        "amount": str(record.amount),
+        "route": record.route[:512],
+        "resource": record.resource[:2048],
+        "fiat_currency": record.fiat_currency,
+        "fiat_rate": None if record.fiat_rate is None else str(record.fiat_rate),
+        "valid_after": record.valid_after,
+        "valid_before": record.valid_before,
+        "tx_hash": None,
+        "block_number": None,
+        "reason": None,
+        "booked": False,
+        "claimed_at_ns": now,
+        "updated_at_ns": now,
+        "lease_until_ns": None,
+        "delivered_at_ns": None,
+    }
+
+
+def _record(row: Any) -> PaymentRecord:
+    return PaymentRecord(
+        key=PaymentKey(row.network, row.token, row.payer, row.nonce),
+        state=PaymentState(row.state),
+        owner=row.owner,
+        pay_to=row.pay_to,
+        amount=int(row.amount),
+        route=row.route,
+        resource=row.resource,
+        valid_after=int(row.valid_after),
+        valid_before=int(row.valid_before),
+        fiat_currency=row.fiat_currency,
+        fiat_rate=None if row.fiat_rate is None else Decimal(row.fiat_rate),
+        tx_hash=row.tx_hash,
+        block_number=row.block_number,
+        reason=row.reason,
+        booked=bool(row.booked),
+        lease_until_ns=row.lease_until_ns,
+        delivered=row.delivered_at_ns is not None,
+    )

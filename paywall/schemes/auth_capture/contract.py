@@ -1,0 +1,715 @@
+"""x402 ``auth-capture``: payment info, its hashes, the payer's signature, and the escrow binding.
+
+A payment is identified by its immutable :class:`PaymentInfo` (the
+commerce-payments struct, field for field). Two hashes derive from it, as the
+x402 EVM spec sets out:
+
+- ``info.hash(chain_id, escrow)`` is the escrow's ``getHash``: the payment's
+  id, keying ``paymentState`` and every event;
+- ``info.signature_nonce(chain_id, escrow)`` is the same hash with ``payer``
+  zeroed: the nonce of the payer's EIP-3009 ``ReceiveWithAuthorization``.
+
+The payer signs once: a ``ReceiveWithAuthorization`` of ``maxAmount`` to the
+ERC-3009 collector, valid from 0 until ``preApprovalExpiry``
+(:func:`sign_payment_authorization`); its 65 bytes are the ``collectorData``
+of ``authorize`` (or ``charge``).
+
+:class:`AuthCaptureEscrow` drives the escrow: ``authorize`` places the hold,
+``capture`` pays it out (in parts if wanted; the fee is an absolute
+``fee_amount`` per the v1.1 ABI, see :func:`fee_amount`), ``void`` releases
+the rest, ``refund`` returns captured money (its liquidity pulled from the
+operator by the ``OperatorRefundCollector``, which the operator must have
+approved), and ``reclaim`` is the payer's own way back after
+``authorizationExpiry``. Every write is simulated first and its outcome is a
+:class:`~farthing.wallet.chain.TxResult`: a refusal carries the contract's
+custom error in snake_case (``InsufficientAuthorization`` →
+``insufficient_authorization``) or the token's reason
+(``authorization_used_or_canceled``).
+
+:func:`place_auth_capture_contracts` puts our own contracts at the canonical
+v1.1 addresses on the memory chain and anvil; real networks use the deployed
+official ones (``Network.auth_capture``).
+
+Amounts are ints of the token's atomic units (``uint120`` on chain); expiries
+are unix seconds (``uint48``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
+
+from farthing.contracts import load_artifact
+from farthing.invariant import invariant
+from farthing.paywall.schemes.batch_settlement.vouchers import (
+    MULTICALL3_ADDRESS,
+    _runtime_code,
+    _set_code,
+)
+from farthing.wallet.abi_words import (
+    address_word,
+    checked_address,
+    checked_bytes32,
+    checked_uint,
+    keccak,
+    word,
+)
+from farthing.wallet.address import ZERO_ADDRESS, checksum
+from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
+from farthing.wallet.eip712 import keccak256
+from farthing.wallet.eip3009 import (
+    Authorization,
+    SignedAuthorization,
+    TokenDomain,
+    sign_receive_authorization,
+)
+from farthing.wallet.errors import AuthorizationError, ChainError
+from farthing.wallet.networks import (
+    ANVIL_CHAIN_ID,
+    CANONICAL_AUTH_CAPTURE_CONTRACTS,
+    AuthCaptureContracts,
+)
+from farthing.wallet.signer import Signer, TxSigner
+
+__all__ = [
+    "AMOUNT_MAX",
+    "AUTH_CAPTURE_EVENT_TOPICS",
+    "AUTH_CAPTURE_SIGNATURES",
+    "EXPIRY_MAX",
+    "FEE_BPS_MAX",
+    "PAYMENT_INFO_TYPE",
+    "PAYMENT_INFO_TYPEHASH",
+    "SALT_BINDING_TYPEHASH",
+    "AuthCaptureEscrow",
+    "EscrowEvent",
+    "PaymentInfo",
+    "PaymentState",
+    "custom_error_name",
+    "decode_event",
+    "fee_amount",
+    "payment_authorization",
+    "place_auth_capture_contracts",
+    "salt_binding",
+    "sign_payment_authorization",
+]
+
+AMOUNT_MAX: Final = 2**120 - 1  # uint120, the escrow's amounts
+EXPIRY_MAX: Final = 2**48 - 1  # uint48, its expiries (unix seconds)
+_UINT16_MAX: Final = 2**16 - 1
+FEE_BPS_MAX: Final = 10_000
+
+PAYMENT_INFO_TYPE: Final = (
+    "PaymentInfo(address operator,address payer,address receiver,address token,"
+    "uint120 maxAmount,uint48 preApprovalExpiry,uint48 authorizationExpiry,"
+    "uint48 refundExpiry,uint16 minFeeBps,uint16 maxFeeBps,address feeReceiver,uint256 salt)"
+)
+PAYMENT_INFO_TYPEHASH: Final = bytes(keccak256(PAYMENT_INFO_TYPE.encode()))
+SALT_BINDING_TYPEHASH: Final = bytes(
+    keccak256(
+        b"x402AuthCaptureSaltBinding(address receiverAuthorizer,address policy,uint256 saltNonce)"
+    )
+)
+
+_INFO = (
+    "(address,address,address,address,uint120,uint48,uint48,uint48,uint16,uint16,address,uint256)"
+)
+
+# Every escrow call this module encodes, checked against the ABI by a test.
+AUTH_CAPTURE_SIGNATURES: Final[dict[str, str]] = {
+    "authorize": f"authorize({_INFO},uint256,address,bytes)",
+    "charge": f"charge({_INFO},uint256,address,bytes,uint256,address)",
+    "capture": f"capture({_INFO},uint256,uint256,address)",
+    "void": f"void({_INFO})",
+    "reclaim": f"reclaim({_INFO})",
+    "refund": f"refund({_INFO},uint256,address,bytes)",
+    "getHash": f"getHash({_INFO})",
+    "getTokenStore": "getTokenStore(address)",
+    "paymentState": "paymentState(bytes32)",
+}
+_ARG_TYPES: Final[dict[str, list[str]]] = {
+    "authorize": [_INFO, "uint256", "address", "bytes"],
+    "charge": [_INFO, "uint256", "address", "bytes", "uint256", "address"],
+    "capture": [_INFO, "uint256", "uint256", "address"],
+    "void": [_INFO],
+    "reclaim": [_INFO],
+    "refund": [_INFO, "uint256", "address", "bytes"],
+    "getHash": [_INFO],
+    "getTokenStore": ["address"],
+    "paymentState": ["bytes32"],
+}
+
+# Each event: its signature and the types of its data (every one has the
+# payment hash as its only indexed topic, except TokenStoreCreated).
+_EVENTS: Final[dict[str, tuple[str, list[str]]]] = {
+    "PaymentAuthorized": (
+        f"PaymentAuthorized(bytes32,{_INFO},uint256,address)",
+        [_INFO, "uint256", "address"],
+    ),
+    "PaymentCharged": (
+        f"PaymentCharged(bytes32,{_INFO},uint256,address,uint256,address)",
+        [_INFO, "uint256", "address", "uint256", "address"],
+    ),
+    "PaymentCaptured": (
+        "PaymentCaptured(bytes32,uint256,uint256,address)",
+        ["uint256", "uint256", "address"],
+    ),
+    "PaymentVoided": ("PaymentVoided(bytes32,uint256)", ["uint256"]),
+    "PaymentReclaimed": ("PaymentReclaimed(bytes32,uint256)", ["uint256"]),
+    "PaymentRefunded": ("PaymentRefunded(bytes32,uint256,address)", ["uint256", "address"]),
+}
+AUTH_CAPTURE_EVENT_TOPICS: Final[dict[str, bytes]] = {
+    name: bytes(keccak256(sig.encode())) for name, (sig, _) in _EVENTS.items()
+}
+_EVENT_BY_TOPIC: Final = {topic: name for name, topic in AUTH_CAPTURE_EVENT_TOPICS.items()}
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentInfo:
+    """The commerce-payments ``PaymentInfo``: every term of one payment, immutable.
+
+    Addresses are checksummed, amounts and expiries are ints, ``salt`` is 32
+    bytes (the ``uint256`` those bytes denote on chain). Ranges are checked
+    here; the orderings (``preApprovalExpiry <= authorizationExpiry <=
+    refundExpiry``, ``minFeeBps <= maxFeeBps <= 10000``) are the escrow's to
+    refuse, so a caller sees the contract's own reason.
+    """
+
+    operator: str
+    payer: str
+    receiver: str
+    token: str
+    max_amount: int
+    pre_approval_expiry: int
+    authorization_expiry: int
+    refund_expiry: int
+    min_fee_bps: int
+    max_fee_bps: int
+    fee_receiver: str
+    salt: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("operator", "payer", "receiver", "token", "fee_receiver"):
+            object.__setattr__(self, name, checked_address(name, getattr(self, name)))
+        checked_uint("max_amount", self.max_amount, AMOUNT_MAX)
+        for name in ("pre_approval_expiry", "authorization_expiry", "refund_expiry"):
+            checked_uint(name, getattr(self, name), EXPIRY_MAX)
+        checked_uint("min_fee_bps", self.min_fee_bps, _UINT16_MAX)
+        checked_uint("max_fee_bps", self.max_fee_bps, _UINT16_MAX)
+        object.__setattr__(self, "salt", checked_bytes32("salt", self.salt))
+
+    def to_abi(self) -> tuple[Any, ...]:
+        """The ``PaymentInfo`` tuple for eth-abi (``salt`` as its ``uint256``)."""
+        return (
+            self.operator,
+            self.payer,
+            self.receiver,
+            self.token,
+            self.max_amount,
+            self.pre_approval_expiry,
+            self.authorization_expiry,
+            self.refund_expiry,
+            self.min_fee_bps,
+            self.max_fee_bps,
+            self.fee_receiver,
+            int.from_bytes(self.salt, "big"),
+        )
+
+    @classmethod
+    def from_abi(cls, values: Sequence[Any]) -> PaymentInfo:
+        """The inverse of :meth:`to_abi` (as eth-abi decodes an event's struct)."""
+        (op, payer, receiver, token, max_amount, pre, auth, refund, lo, hi, fee_to, salt) = values
+        return cls(
+            op, payer, receiver, token, max_amount, pre, auth, refund, lo, hi, fee_to,
+            int(salt).to_bytes(32, "big"),
+        )  # fmt: skip
+
+    def to_wire(self) -> dict[str, Any]:
+        """The spec's camelCase ``paymentInfo`` (lifecycle payloads): amounts as decimal strings."""
+        return {
+            "operator": self.operator,
+            "payer": self.payer,
+            "receiver": self.receiver,
+            "token": self.token,
+            "maxAmount": str(self.max_amount),
+            "preApprovalExpiry": self.pre_approval_expiry,
+            "authorizationExpiry": self.authorization_expiry,
+            "refundExpiry": self.refund_expiry,
+            "minFeeBps": self.min_fee_bps,
+            "maxFeeBps": self.max_fee_bps,
+            "feeReceiver": self.fee_receiver,
+            "salt": "0x" + self.salt.hex(),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> PaymentInfo:
+        """Parse a wire ``paymentInfo``; malformed input raises ``AuthorizationError``."""
+        if not isinstance(data, dict):
+            raise AuthorizationError("paymentInfo must be an object")
+        max_amount = data.get("maxAmount")
+        if not isinstance(max_amount, str) or not re.fullmatch(r"[0-9]{1,37}", max_amount):
+            raise AuthorizationError("paymentInfo.maxAmount must be a decimal string")
+        try:
+            return cls(
+                operator=data["operator"],
+                payer=data["payer"],
+                receiver=data["receiver"],
+                token=data["token"],
+                max_amount=int(max_amount),
+                pre_approval_expiry=data["preApprovalExpiry"],
+                authorization_expiry=data["authorizationExpiry"],
+                refund_expiry=data["refundExpiry"],
+                min_fee_bps=data["minFeeBps"],
+                max_fee_bps=data["maxFeeBps"],
+                fee_receiver=data["feeReceiver"],
+                salt=data["salt"],
+            )
+        except KeyError as exc:
+            raise AuthorizationError(f"paymentInfo is missing {exc.args[0]}") from None
+
+    def struct_hash(self) -> bytes:
+        """``keccak256(abi.encode(PAYMENT_INFO_TYPEHASH, paymentInfo))``."""
+        return keccak(
+            PAYMENT_INFO_TYPEHASH
+            + address_word(self.operator)
+            + address_word(self.payer)
+            + address_word(self.receiver)
+            + address_word(self.token)
+            + word(self.max_amount)
+            + word(self.pre_approval_expiry)
+            + word(self.authorization_expiry)
+            + word(self.refund_expiry)
+            + word(self.min_fee_bps)
+            + word(self.max_fee_bps)
+            + address_word(self.fee_receiver)
+            + self.salt
+        )
+
+    def hash(self, chain_id: int, escrow: str = CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow) -> bytes:
+        """The escrow's ``getHash``: ``keccak256(abi.encode(chainId, escrow, structHash))``."""
+        invariant(chain_id > 0, "a chain id is positive")
+        escrow_address = checked_address("escrow", escrow)
+        return keccak(word(chain_id) + address_word(escrow_address) + self.struct_hash())
+
+    def signature_nonce(
+        self, chain_id: int, escrow: str = CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow
+    ) -> bytes:
+        """The payer's EIP-3009 nonce: :meth:`hash` of this info with ``payer`` zeroed."""
+        return replace(self, payer=ZERO_ADDRESS).hash(chain_id, escrow)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentState:
+    """The escrow's ``paymentState`` of one payment, in atomic units."""
+
+    has_collected_payment: bool
+    capturable_amount: int  # on hold: may still be captured, voided or reclaimed
+    refundable_amount: int  # captured and not yet refunded
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowEvent:
+    """One decoded escrow event. Fields a kind of event does not carry are None."""
+
+    name: str  # PaymentAuthorized, PaymentCharged, PaymentCaptured, PaymentVoided, …
+    payment_hash: bytes
+    amount: int
+    block_number: int
+    tx_hash: str
+    log_index: int
+    fee_amount: int | None = None  # PaymentCaptured, PaymentCharged
+    fee_receiver: str | None = None  # PaymentCaptured, PaymentCharged
+    token_collector: str | None = None  # PaymentAuthorized, PaymentCharged, PaymentRefunded
+    payment_info: PaymentInfo | None = None  # PaymentAuthorized, PaymentCharged
+
+
+def salt_binding(receiver_authorizer: str, policy: str, salt_nonce: bytes) -> bytes:
+    """The bound ``PaymentInfo.salt``: ``keccak256(abi.encode(SALT_BINDING_TYPEHASH, receiverAuthorizer, policy, saltNonce))``."""
+    return keccak(
+        SALT_BINDING_TYPEHASH
+        + address_word(checked_address("receiver_authorizer", receiver_authorizer))
+        + address_word(checked_address("policy", policy))
+        + checked_bytes32("salt_nonce", salt_nonce)
+    )
+
+
+def fee_amount(amount: int, fee_bps: int) -> int:
+    """``amount * fee_bps / 10000`` rounded down, as the escrow bounds a fee."""
+    checked_uint("amount", amount, AMOUNT_MAX)
+    checked_uint("fee_bps", fee_bps, FEE_BPS_MAX)
+    return amount * fee_bps // FEE_BPS_MAX
+
+
+# ---------------------------------------------------------------- the payer's signature
+
+
+def payment_authorization(
+    info: PaymentInfo,
+    *,
+    chain_id: int,
+    contracts: AuthCaptureContracts = CANONICAL_AUTH_CAPTURE_CONTRACTS,
+) -> Authorization:
+    """The ``ReceiveWithAuthorization`` the ERC-3009 collector redeems for ``info``.
+
+    ``maxAmount`` from the payer to the collector, valid from 0 until
+    ``preApprovalExpiry``, with the payment's :meth:`PaymentInfo.signature_nonce`.
+    """
+    return Authorization(
+        from_address=info.payer,
+        to=contracts.erc3009_collector,
+        value=info.max_amount,
+        valid_after=0,
+        valid_before=info.pre_approval_expiry,
+        nonce=info.signature_nonce(chain_id, contracts.escrow),
+    )
+
+
+def sign_payment_authorization(
+    signer: Signer,
+    info: PaymentInfo,
+    domain: TokenDomain,
+    *,
+    contracts: AuthCaptureContracts = CANONICAL_AUTH_CAPTURE_CONTRACTS,
+) -> SignedAuthorization:
+    """The payer's one signature for ``info``; its ``signature`` is ``authorize``'s ``collectorData``.
+
+    Refuses a signer other than ``info.payer`` and a token domain for another
+    token; the signature is recovered before it is returned.
+    """
+    if domain.verifying_contract != info.token:
+        raise AuthorizationError(
+            f"the token domain is for {domain.verifying_contract}, the payment is in {info.token}"
+        )
+    authorization = payment_authorization(info, chain_id=domain.chain_id, contracts=contracts)
+    return sign_receive_authorization(signer, authorization, domain)
+
+
+# ---------------------------------------------------------------- custom errors
+
+_ERROR_SELECTORS: dict[bytes, str] = {}
+for _name in ("AuthCaptureEscrow", "ERC3009PaymentCollector", "OperatorRefundCollector"):
+    for _item in load_artifact(_name).abi:
+        if _item["type"] == "error":
+            _signature = f"{_item['name']}({','.join(p['type'] for p in _item['inputs'])})"
+            _ERROR_SELECTORS[keccak(_signature.encode())[:4]] = _item["name"]
+
+
+def custom_error_name(revert_message: str | None) -> str | None:
+    """The auth-capture contracts' custom error behind a revert message, e.g. ``ZeroAuthorization``.
+
+    eth-tester reports undecoded revert data as a bytes literal, JSON-RPC as
+    hex; both are read.
+    """
+    if not revert_message:
+        return None
+    data: bytes | None = None
+    text = revert_message.strip()
+    if text.startswith(("b'", 'b"')):
+        try:
+            literal = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            literal = None
+        data = literal if isinstance(literal, bytes) else None
+    if data is None:
+        found = re.search(r"0x([0-9a-fA-F]{8})", text)
+        data = bytes.fromhex(found.group(1)) if found else None
+    return None if data is None else _ERROR_SELECTORS.get(data[:4])
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+# ---------------------------------------------------------------- the binding
+
+
+def _encode(key: str, args: Sequence[Any]) -> bytes:
+    selector = keccak(AUTH_CAPTURE_SIGNATURES[key].encode())[:4]
+    return selector + abi_encode(_ARG_TYPES[key], list(args))
+
+
+class AuthCaptureEscrow:
+    """The ``AuthCaptureEscrow`` at one address on one chain.
+
+    Writes take the transaction's ``sender``: the payment's operator for
+    everything but ``reclaim``, which only the payer may send. A refusal is a
+    ``TxResult`` with ``ok=False`` and a snake_case ``reason``; a refusal found
+    by the simulation sends nothing (``tx_hash is None``).
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        contracts: AuthCaptureContracts = CANONICAL_AUTH_CAPTURE_CONTRACTS,
+    ) -> None:
+        self.chain = chain
+        self.contracts = contracts
+        self.address = checksum(contracts.escrow)
+
+    def __repr__(self) -> str:
+        return f"AuthCaptureEscrow({self.address} on {self.chain.network})"
+
+    # ------------------------------------------------------------ calldata
+
+    @staticmethod
+    def encode_authorize(
+        info: PaymentInfo, amount: int, collector: str, collector_data: bytes
+    ) -> bytes:
+        return _encode("authorize", [info.to_abi(), amount, checksum(collector), collector_data])
+
+    @staticmethod
+    def encode_charge(
+        info: PaymentInfo,
+        amount: int,
+        collector: str,
+        collector_data: bytes,
+        fee: int,
+        fee_receiver: str,
+    ) -> bytes:
+        args = [info.to_abi(), amount, checksum(collector), collector_data, fee]
+        return _encode("charge", [*args, checksum(fee_receiver)])
+
+    @staticmethod
+    def encode_capture(info: PaymentInfo, amount: int, fee: int, fee_receiver: str) -> bytes:
+        return _encode("capture", [info.to_abi(), amount, fee, checksum(fee_receiver)])
+
+    @staticmethod
+    def encode_void(info: PaymentInfo) -> bytes:
+        return _encode("void", [info.to_abi()])
+
+    @staticmethod
+    def encode_reclaim(info: PaymentInfo) -> bytes:
+        return _encode("reclaim", [info.to_abi()])
+
+    @staticmethod
+    def encode_refund(
+        info: PaymentInfo, amount: int, collector: str, collector_data: bytes
+    ) -> bytes:
+        return _encode("refund", [info.to_abi(), amount, checksum(collector), collector_data])
+
+    # ------------------------------------------------------------ writes
+
+    def send(self, data: bytes, *, sender: TxSigner) -> TxResult:
+        """Simulate, then send calldata built by an ``encode_*`` method."""
+        result = self.chain.send(Call(self.address, data), sender=sender)
+        name = None if result.ok else custom_error_name(result.revert_message)
+        return result if name is None else replace(result, reason=_snake(name))
+
+    def authorize(
+        self,
+        info: PaymentInfo,
+        amount: int,
+        collector_data: bytes,
+        *,
+        sender: TxSigner,
+        collector: str | None = None,
+    ) -> TxResult:
+        """Place the hold: collect ``amount`` (the x402 spec says: all of ``max_amount``).
+
+        ``collector_data`` is the payer's signature from
+        :func:`sign_payment_authorization`; ``collector`` defaults to the
+        ERC-3009 collector of this escrow's contract set.
+        """
+        target = self.contracts.erc3009_collector if collector is None else collector
+        return self.send(self.encode_authorize(info, amount, target, collector_data), sender=sender)
+
+    def charge(
+        self,
+        info: PaymentInfo,
+        amount: int,
+        collector_data: bytes,
+        *,
+        fee: int = 0,
+        fee_receiver: str = ZERO_ADDRESS,
+        sender: TxSigner,
+        collector: str | None = None,
+    ) -> TxResult:
+        """Collect and pay out ``amount`` at once, with no hold (the ``authorization`` flow)."""
+        target = self.contracts.erc3009_collector if collector is None else collector
+        data = self.encode_charge(info, amount, target, collector_data, fee, fee_receiver)
+        return self.send(data, sender=sender)
+
+    def capture(
+        self,
+        info: PaymentInfo,
+        amount: int,
+        *,
+        fee: int = 0,
+        fee_receiver: str = ZERO_ADDRESS,
+        sender: TxSigner,
+    ) -> TxResult:
+        """Pay ``amount`` of the hold out: ``fee`` (atomic units) to ``fee_receiver``, the rest to the receiver.
+
+        The escrow bounds ``fee`` by the payment's basis points of ``amount``
+        (:func:`fee_amount` gives the bound for a rate).
+        """
+        return self.send(self.encode_capture(info, amount, fee, fee_receiver), sender=sender)
+
+    def void(self, info: PaymentInfo, *, sender: TxSigner) -> TxResult:
+        """Release the whole remaining hold to the payer."""
+        return self.send(self.encode_void(info), sender=sender)
+
+    def reclaim(self, info: PaymentInfo, *, sender: TxSigner) -> TxResult:
+        """The payer takes its hold back once ``authorization_expiry`` has passed."""
+        return self.send(self.encode_reclaim(info), sender=sender)
+
+    def refund(
+        self,
+        info: PaymentInfo,
+        amount: int,
+        *,
+        sender: TxSigner,
+        collector: str | None = None,
+        collector_data: bytes = b"",
+    ) -> TxResult:
+        """Return ``amount`` of what was captured to the payer, before ``refund_expiry``.
+
+        With the default ``OperatorRefundCollector`` the money comes from the
+        operator, who must have approved that collector for the token first.
+        """
+        target = self.contracts.operator_refund_collector if collector is None else collector
+        return self.send(self.encode_refund(info, amount, target, collector_data), sender=sender)
+
+    # ------------------------------------------------------------ reads
+
+    def _read(self, key: str, args: Sequence[Any], out: list[str]) -> Any:
+        result = self.chain.call(Call(self.address, _encode(key, args)))
+        if not result.ok:
+            raise ChainError(f"{self!r} refused {key}: {result.revert_message}")
+        try:
+            return abi_decode(out, result.return_data)
+        except DecodingError:
+            raise ChainError(
+                f"no AuthCaptureEscrow answers at {self.address} on {self.chain.network}"
+            ) from None
+
+    def get_hash(self, info: PaymentInfo) -> bytes:
+        """The contract's own ``getHash`` (equal to ``info.hash(chain_id, escrow)``)."""
+        return bytes(self._read("getHash", [info.to_abi()], ["bytes32"])[0])
+
+    def token_store(self, operator: str) -> str:
+        """Where ``operator``'s held tokens sit."""
+        return checksum(self._read("getTokenStore", [checksum(operator)], ["address"])[0])
+
+    def payment_state(self, payment: PaymentInfo | bytes) -> PaymentState:
+        """``paymentState`` of a payment, given its info or its hash."""
+        key = (
+            payment.hash(self.chain.chain_id, self.address)
+            if isinstance(payment, PaymentInfo)
+            else payment
+        )
+        collected, capturable, refundable = self._read(
+            "paymentState", [checked_bytes32("payment hash", key)], ["bool", "uint120", "uint120"]
+        )
+        return PaymentState(bool(collected), int(capturable), int(refundable))
+
+    def events(
+        self,
+        from_block: int,
+        to_block: int | None = None,
+        *,
+        payment_hash: bytes | None = None,
+    ) -> list[EscrowEvent]:
+        """The escrow's payment events in a block range, oldest first; optionally of one payment."""
+        topics: list[Any] = [["0x" + t.hex() for t in AUTH_CAPTURE_EVENT_TOPICS.values()]]
+        if payment_hash is not None:
+            topics.append("0x" + checked_bytes32("payment_hash", payment_hash).hex())
+        return [
+            decode_event(log) for log in self.chain.logs(self.address, topics, from_block, to_block)
+        ]
+
+
+def decode_event(log: LogEntry) -> EscrowEvent:
+    """Decode one escrow payment event (its first topic must be one of ours)."""
+    name = _EVENT_BY_TOPIC.get(bytes(log.topics[0])) if log.topics else None
+    if name is None:
+        raise ChainError(f"log {log.tx_hash}:{log.log_index} is not an auth-capture payment event")
+    values = abi_decode(_EVENTS[name][1], log.data)
+    payment_hash = bytes(log.topics[1])
+    where = (log.block_number, log.tx_hash, log.log_index)
+    if name == "PaymentAuthorized":
+        info, amount, collector = values
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where,
+            token_collector=checksum(collector), payment_info=PaymentInfo.from_abi(info),
+        )  # fmt: skip
+    if name == "PaymentCharged":
+        info, amount, collector, fee, fee_to = values
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where,
+            fee_amount=int(fee), fee_receiver=checksum(fee_to),
+            token_collector=checksum(collector), payment_info=PaymentInfo.from_abi(info),
+        )  # fmt: skip
+    if name == "PaymentCaptured":
+        amount, fee, fee_to = values
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where,
+            fee_amount=int(fee), fee_receiver=checksum(fee_to),
+        )  # fmt: skip
+    if name == "PaymentRefunded":
+        amount, collector = values
+        return EscrowEvent(
+            name, payment_hash, int(amount), *where, token_collector=checksum(collector)
+        )
+    (amount,) = values  # PaymentVoided, PaymentReclaimed
+    return EscrowEvent(name, payment_hash, int(amount), *where)
+
+
+# ---------------------------------------------------------------- placement on dev chains
+
+
+def place_auth_capture_contracts(
+    chain: Chain, contracts: AuthCaptureContracts = CANONICAL_AUTH_CAPTURE_CONTRACTS
+) -> AuthCaptureContracts:
+    """Put our escrow, ERC-3009 collector and operator refund collector at ``contracts``' addresses.
+
+    Only on a dev chain (the memory chain or anvil); elsewhere it raises
+    ``ChainError``. The Permit2 collector is not placed. A Multicall3 is placed
+    at its well-known address when that holds no code (the collector sends
+    ERC-6492 preparation calls through it).
+
+    Idempotent: code already in place is left alone. The escrow has no
+    immutables; the collectors' (the escrow's address, Multicall3's) are filled
+    in by running their constructors read-only, so the code placed is exactly
+    what a deployment with those arguments would leave.
+    """
+    dev_chain = isinstance(chain, MemoryChain) or (
+        isinstance(chain, RpcChain) and chain.chain_id == ANVIL_CHAIN_ID
+    )
+    if not dev_chain:
+        raise ChainError(
+            f"{chain!r} is not a dev chain: use the deployed auth-capture contracts there"
+        )
+    escrow = checksum(contracts.escrow)
+
+    def runtime(name: str, types: list[str], args: list[Any]) -> bytes:
+        creation = bytes.fromhex(load_artifact(name).bytecode[2:]) + abi_encode(types, args)
+        return _runtime_code(chain, creation)
+
+    wanted = {
+        escrow: bytes.fromhex(load_artifact("AuthCaptureEscrow").deployed_bytecode[2:]),
+        checksum(contracts.erc3009_collector): runtime(
+            "ERC3009PaymentCollector", ["address", "address"], [escrow, MULTICALL3_ADDRESS]
+        ),
+        checksum(contracts.operator_refund_collector): runtime(
+            "OperatorRefundCollector", ["address"], [escrow]
+        ),
+        MULTICALL3_ADDRESS: bytes.fromhex(load_artifact("Multicall3").deployed_bytecode[2:]),
+    }
+    for address, code in wanted.items():
+        existing = chain.code_at(address)
+        if address == MULTICALL3_ADDRESS and existing:
+            continue  # a chain that has the original keeps it
+        if existing != code:
+            _set_code(chain, address, code)
+            invariant(chain.code_at(address) == code, f"code did not land at {address}")
+    return contracts

@@ -1,0 +1,622 @@
+"""The x402 ``auth-capture`` wire: requirements ``extra``, the client's payload, lifecycle payloads.
+
+Every shape is the spec's camelCase JSON (``specs/schemes/auth-capture/
+scheme_auth_capture_evm.md`` in x402-foundation/x402). What this facilitator
+serves is one corner of the spec, and the rest is refused with the spec's code:
+
+- ``extra.operatorType`` ``"delegated"`` (or absent): the facilitator is the
+  operator. ``"custom"`` and ``"policy"`` are
+  ``invalid_auth_capture_evm_unsupported_operator_type``;
+- ``extra.assetTransferMethod`` ``"eip3009"`` (or absent). ``"permit2"`` (and
+  a ``permit2Authorization`` payload) is
+  ``invalid_auth_capture_evm_unsupported_asset_transfer_method``;
+- ``extra.paymentFlow`` ``"escrow"`` (or absent). ``"authorization"`` (a
+  terminal ``charge``) and ``autoCapture: true`` are
+  ``invalid_auth_capture_evm_unsupported_payment_flow``;
+- the v1.1 escrow only: any other ``extra.authCaptureEscrow`` is
+  ``invalid_auth_capture_evm_extra``.
+
+Parsing is strict: amounts are decimal strings and become ``int``; expiries
+and basis points are JSON integers, never booleans; ``salt``/``saltNonce``
+are full-width ``0x`` + 64 hex digits. Malformed input is a
+:class:`WireRefusal` with the spec's code and a detail that never echoes the
+input; nothing here raises on what a client sends.
+
+The server's consent to ``capture``, ``void`` and ``refund`` is an EIP-712
+signature by ``extra.receiverAuthorizer`` in the domain ``{"x402 Auth
+Capture Operator", "1", chainId, captureAuthorizer}`` (:class:`OperatorDomain`;
+:func:`sign_capture`, :func:`sign_void`, :func:`sign_refund`). ``Capture``
+and ``Refund`` bind the escrow balances the server expects to find, so each
+consent is single-use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from farthing.paywall.schemes.auth_capture.contract import (
+    AMOUNT_MAX,
+    EXPIRY_MAX,
+    FEE_BPS_MAX,
+    PaymentInfo,
+)
+from farthing.paywall.schemes.auth_capture.types import (
+    ERR_EXTRA,
+    ERR_INVALID_NETWORK,
+    ERR_PAYLOAD_FORMAT,
+    ERR_PAYLOAD_METHOD_MISMATCH,
+    ERR_PAYLOAD_TYPE,
+    ERR_POLICY,
+    ERR_SCHEME,
+    ERR_UNSUPPORTED_ASSET_TRANSFER_METHOD,
+    ERR_UNSUPPORTED_OPERATOR_TYPE,
+    ERR_UNSUPPORTED_PAYMENT_FLOW,
+    ERR_VOID_AUTHORIZER_SIGNATURE,
+    WireRefusal,
+)
+from farthing.wallet.address import ZERO_ADDRESS, checksum, is_address
+from farthing.wallet.eip3009 import Authorization
+from farthing.wallet.errors import WalletError
+from farthing.wallet.networks import CANONICAL_AUTH_CAPTURE_CONTRACTS
+
+__all__ = [
+    "FLOW_ESCROW",
+    "IDEMPOTENCY_KEY_RE",
+    "METHOD_EIP3009",
+    "OPERATOR_DELEGATED",
+    "PAYLOAD_CAPTURE",
+    "PAYLOAD_REFUND",
+    "PAYLOAD_VOID",
+    "SCHEME",
+    "SIGNATURE_BYTES_MAX",
+    "AuthCaptureExtra",
+    "AuthCapturePayment",
+    "AuthCaptureRequirements",
+    "CapturePayload",
+    "CollectPayload",
+    "RefundPayload",
+    "VoidPayload",
+    "parse_extra",
+    "parse_payload",
+    "parse_payment",
+    "parse_requirements",
+]
+
+SCHEME: Final = "auth-capture"
+OPERATOR_DELEGATED: Final = "delegated"
+FLOW_ESCROW: Final = "escrow"
+METHOD_EIP3009: Final = "eip3009"
+PAYLOAD_CAPTURE: Final = "capture"
+PAYLOAD_VOID: Final = "void"
+PAYLOAD_REFUND: Final = "refund"
+
+# ERC-1271 wallets may sign with more than 65 bytes; this bounds what we hold.
+SIGNATURE_BYTES_MAX: Final = 4096
+# Our own extension: a caller's key for one lifecycle operation (the spec asks
+# for one per operation and names no field). Absent, the consent's digest is the key.
+IDEMPOTENCY_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+_NETWORK_RE: Final = re.compile(r"eip155:[1-9][0-9]{0,19}")
+_AMOUNT_RE: Final = re.compile(r"(0|[1-9][0-9]{0,77})")
+_BYTES32_RE: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+_HEX_RE: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})+")
+_TEXT_MAX: Final = 2048
+_TIMEOUT_MAX_S: Final = 30 * 86400
+_UINT256_MAX: Final = 2**256 - 1
+
+
+class _Malformed(Exception):
+    """Internal: unwinds a parse to its entry point, where it becomes a WireRefusal."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _need(data: Mapping[str, Any], name: str, reason: str, where: str) -> Any:
+    if name not in data:
+        raise _Malformed(reason, f"{where} has no {name}")
+    return data[name]
+
+
+def _address(value: object, name: str, reason: str) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise _Malformed(reason, f"{name} must be a 20-byte hex address")
+    return str(checksum(value))
+
+
+def _opt_address(data: Mapping[str, Any], name: str, reason: str) -> str:
+    value = data.get(name)
+    return ZERO_ADDRESS if value is None else _address(value, name, reason)
+
+
+def _amount(value: object, name: str, reason: str, maximum: int = _UINT256_MAX) -> int:
+    if not isinstance(value, str) or not _AMOUNT_RE.fullmatch(value) or int(value) > maximum:
+        raise _Malformed(reason, f"{name} must be a decimal string of atomic units")
+    return int(value)
+
+
+def _integer(value: object, name: str, reason: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise _Malformed(reason, f"{name} must be an integer from 0 to {maximum}")
+    return value
+
+
+def _bytes32(value: object, name: str, reason: str) -> bytes:
+    if not isinstance(value, str) or not _BYTES32_RE.fullmatch(value):
+        raise _Malformed(reason, f"{name} must be 0x and 64 hex digits")
+    return bytes.fromhex(value[2:])
+
+
+def _signature(value: object, name: str, reason: str) -> bytes:
+    if (
+        not isinstance(value, str)
+        or len(value) > 2 + 2 * SIGNATURE_BYTES_MAX
+        or not _HEX_RE.fullmatch(value)
+    ):
+        raise _Malformed(reason, f"{name} must be 0x-prefixed hex bytes")
+    return bytes.fromhex(value[2:])
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+# ---------------------------------------------------------------- requirements
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCaptureExtra:
+    """``requirements.extra`` of an auth-capture offer we can serve (delegated, EIP-3009, escrow)."""
+
+    name: str  # the token's EIP-712 name
+    version: str  # the token's EIP-712 version
+    capture_authorizer: str  # the operator: PaymentInfo.operator, our submitter
+    capture_deadline: int  # PaymentInfo.authorizationExpiry
+    refund_deadline: int  # PaymentInfo.refundExpiry
+    fee_recipient: str  # PaymentInfo.feeReceiver
+    min_fee_bps: int
+    max_fee_bps: int
+    receiver_authorizer: str = ZERO_ADDRESS  # signs the server's consents; zero: authorize-only
+    policy: str = ZERO_ADDRESS  # must be zero for "delegated"
+    auth_capture_escrow: str = CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow
+    capture_mode: str = "sync"  # "sync" | "deferred": the server's choice, carried through
+
+    @property
+    def bound(self) -> bool:
+        """Whether the salt commits to the receiver authorizer and policy (``saltNonce`` on the wire)."""
+        return self.receiver_authorizer != ZERO_ADDRESS or self.policy != ZERO_ADDRESS
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "authCaptureEscrow": self.auth_capture_escrow,
+            "captureAuthorizer": self.capture_authorizer,
+            "operatorType": OPERATOR_DELEGATED,
+            "receiverAuthorizer": self.receiver_authorizer,
+            "policy": self.policy,
+            "paymentFlow": FLOW_ESCROW,
+            "captureMode": self.capture_mode,
+            "captureDeadline": self.capture_deadline,
+            "refundDeadline": self.refund_deadline,
+            "minFeeBps": self.min_fee_bps,
+            "maxFeeBps": self.max_fee_bps,
+            "feeRecipient": self.fee_recipient,
+            "assetTransferMethod": METHOD_EIP3009,
+        }
+
+
+def _parse_extra(data: object) -> AuthCaptureExtra:
+    if not isinstance(data, Mapping):
+        raise _Malformed(ERR_EXTRA, "extra must be an object")
+    flow = data.get("paymentFlow", FLOW_ESCROW)
+    if data.get("autoCapture") is True:
+        raise _Malformed(ERR_UNSUPPORTED_PAYMENT_FLOW, "autoCapture was removed: use paymentFlow")
+    if flow != FLOW_ESCROW:
+        raise _Malformed(
+            ERR_UNSUPPORTED_PAYMENT_FLOW, "this facilitator settles paymentFlow 'escrow' only"
+        )
+    operator_type = data.get("operatorType", OPERATOR_DELEGATED)
+    if operator_type != OPERATOR_DELEGATED:
+        raise _Malformed(
+            ERR_UNSUPPORTED_OPERATOR_TYPE, "this facilitator serves operatorType 'delegated' only"
+        )
+    method = data.get("assetTransferMethod", METHOD_EIP3009)
+    if method != METHOD_EIP3009:
+        raise _Malformed(
+            ERR_UNSUPPORTED_ASSET_TRANSFER_METHOD,
+            "this facilitator collects through ERC-3009 only (no Permit2)",
+        )
+    mode = data.get("captureMode", "sync")
+    if mode not in ("sync", "deferred"):
+        raise _Malformed(ERR_EXTRA, "captureMode must be 'sync' or 'deferred'")
+    name, version = (
+        _need(data, "name", ERR_EXTRA, "extra"),
+        _need(data, "version", ERR_EXTRA, "extra"),
+    )
+    for label, text in (("name", name), ("version", version)):
+        if not isinstance(text, str) or not 0 < len(text) <= 64:
+            raise _Malformed(ERR_EXTRA, f"extra.{label} must be the token's EIP-712 {label}")
+    escrow = _opt_address(data, "authCaptureEscrow", ERR_EXTRA)
+    if escrow not in (ZERO_ADDRESS, CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow):
+        raise _Malformed(
+            ERR_EXTRA, "authCaptureEscrow must be the v1.1 escrow (the only one served)"
+        )
+    policy = _opt_address(data, "policy", ERR_EXTRA)
+    if policy != ZERO_ADDRESS:
+        raise _Malformed(ERR_POLICY, "policy must be absent or zero for operatorType 'delegated'")
+    min_bps = _integer(
+        _need(data, "minFeeBps", ERR_EXTRA, "extra"), "minFeeBps", ERR_EXTRA, FEE_BPS_MAX
+    )
+    max_bps = _integer(
+        _need(data, "maxFeeBps", ERR_EXTRA, "extra"), "maxFeeBps", ERR_EXTRA, FEE_BPS_MAX
+    )
+    fee_recipient = _address(
+        _need(data, "feeRecipient", ERR_EXTRA, "extra"), "feeRecipient", ERR_EXTRA
+    )
+    if min_bps > max_bps:
+        raise _Malformed(ERR_EXTRA, "minFeeBps must not exceed maxFeeBps")
+    if fee_recipient == ZERO_ADDRESS and max_bps != 0:
+        raise _Malformed(ERR_EXTRA, "a zero feeRecipient needs minFeeBps == maxFeeBps == 0")
+    return AuthCaptureExtra(
+        name=name,
+        version=version,
+        capture_authorizer=_address(
+            _need(data, "captureAuthorizer", ERR_EXTRA, "extra"), "captureAuthorizer", ERR_EXTRA
+        ),
+        capture_deadline=_integer(
+            _need(data, "captureDeadline", ERR_EXTRA, "extra"),
+            "captureDeadline",
+            ERR_EXTRA,
+            EXPIRY_MAX,
+        ),
+        refund_deadline=_integer(
+            _need(data, "refundDeadline", ERR_EXTRA, "extra"),
+            "refundDeadline",
+            ERR_EXTRA,
+            EXPIRY_MAX,
+        ),
+        fee_recipient=fee_recipient,
+        min_fee_bps=min_bps,
+        max_fee_bps=max_bps,
+        receiver_authorizer=_opt_address(data, "receiverAuthorizer", ERR_EXTRA),
+        policy=policy,
+        auth_capture_escrow=CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow,
+        capture_mode=mode,
+    )
+
+
+def parse_extra(data: object) -> AuthCaptureExtra | WireRefusal:
+    """``requirements.extra``; a refusal carries the spec's code."""
+    try:
+        return _parse_extra(data)
+    except _Malformed as exc:
+        return WireRefusal(exc.reason, exc.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCaptureRequirements:
+    """One ``auth-capture`` entry of ``accepts``: ``amount`` is the hold (``maxAmount``)."""
+
+    network: str
+    asset: str
+    amount: int
+    pay_to: str
+    max_timeout_seconds: int
+    extra: AuthCaptureExtra
+    scheme: str = SCHEME
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.network.split(":", 1)[1])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "network": self.network,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "extra": self.extra.to_wire(),
+        }
+
+    def payment_info(self, payer: str, salt: bytes, pre_approval_expiry: int) -> PaymentInfo:
+        """The ``PaymentInfo`` these terms dictate for one payer, salt and pre-approval expiry."""
+        e = self.extra
+        return PaymentInfo(
+            operator=e.capture_authorizer,
+            payer=payer,
+            receiver=self.pay_to,
+            token=self.asset,
+            max_amount=self.amount,
+            pre_approval_expiry=pre_approval_expiry,
+            authorization_expiry=e.capture_deadline,
+            refund_expiry=e.refund_deadline,
+            min_fee_bps=e.min_fee_bps,
+            max_fee_bps=e.max_fee_bps,
+            fee_receiver=e.fee_recipient,
+            salt=salt,
+        )
+
+
+def _parse_requirements(data: object) -> AuthCaptureRequirements:
+    if not isinstance(data, Mapping):
+        raise _Malformed(ERR_SCHEME, "the requirements must be an object")
+    if data.get("scheme") != SCHEME:
+        raise _Malformed(ERR_SCHEME, f"scheme must be {SCHEME!r}")
+    network = data.get("network")
+    if not isinstance(network, str) or not _NETWORK_RE.fullmatch(network):
+        raise _Malformed(ERR_INVALID_NETWORK, "network must be eip155:<chainId>")
+    timeout = _need(data, "maxTimeoutSeconds", ERR_SCHEME, "requirements")
+    return AuthCaptureRequirements(
+        network=network,
+        asset=_address(data.get("asset"), "asset", ERR_SCHEME),
+        amount=_amount(data.get("amount"), "amount", ERR_SCHEME, AMOUNT_MAX),
+        pay_to=_address(data.get("payTo"), "payTo", ERR_SCHEME),
+        max_timeout_seconds=_integer(timeout, "maxTimeoutSeconds", ERR_SCHEME, _TIMEOUT_MAX_S),
+        extra=_parse_extra(data.get("extra")),
+    )
+
+
+def parse_requirements(data: object) -> AuthCaptureRequirements | WireRefusal:
+    """An ``accepts``/``accepted``/``paymentRequirements`` object of the auth-capture scheme."""
+    try:
+        return _parse_requirements(data)
+    except _Malformed as exc:
+        return WireRefusal(exc.reason, exc.detail)
+
+
+# ---------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True, slots=True)
+class CollectPayload:
+    """The client's payload: one ``ReceiveWithAuthorization`` to the ERC-3009 collector, and the salt."""
+
+    authorization: Authorization
+    signature: bytes  # the collectorData, passed to the escrow untouched
+    salt: bytes  # PaymentInfo.salt
+    salt_nonce: bytes | None = None  # present iff the salt is bound
+
+    @property
+    def payer(self) -> str:
+        return self.authorization.from_address
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "authorization": self.authorization.to_wire(),
+            "signature": _hex(self.signature),
+            "salt": _hex(self.salt),
+        }
+        if self.salt_nonce is not None:
+            out["saltNonce"] = _hex(self.salt_nonce)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CapturePayload:
+    """``payload.type == "capture"``: pay ``amount`` of the hold out, with the server's consent.
+
+    With ``void_authorizer_signature`` the same settle then voids the rest
+    (the spec's sync partial close-out).
+    """
+
+    info: PaymentInfo
+    salt_nonce: bytes
+    amount: int
+    fee_amount: int
+    fee_receiver: str
+    expected_capturable: int
+    expected_refundable: int
+    authorizer_signature: bytes
+    void_authorizer_signature: bytes | None = None
+    idempotency_key: str | None = None
+    type: str = PAYLOAD_CAPTURE
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": PAYLOAD_CAPTURE,
+            "paymentInfo": self.info.to_wire(),
+            "saltNonce": _hex(self.salt_nonce),
+            "amount": str(self.amount),
+            "feeAmount": str(self.fee_amount),
+            "feeReceiver": self.fee_receiver,
+            "expectedCapturableAmount": str(self.expected_capturable),
+            "expectedRefundableAmount": str(self.expected_refundable),
+            "authorizerSignature": _hex(self.authorizer_signature),
+        }
+        if self.void_authorizer_signature is not None:
+            out["voidAuthorizerSignature"] = _hex(self.void_authorizer_signature)
+        if self.idempotency_key is not None:
+            out["idempotencyKey"] = self.idempotency_key
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class VoidPayload:
+    """``payload.type == "void"``: release the whole remaining hold to the payer."""
+
+    info: PaymentInfo
+    salt_nonce: bytes
+    authorizer_signature: bytes
+    idempotency_key: str | None = None
+    type: str = PAYLOAD_VOID
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": PAYLOAD_VOID,
+            "paymentInfo": self.info.to_wire(),
+            "saltNonce": _hex(self.salt_nonce),
+            "authorizerSignature": _hex(self.authorizer_signature),
+        }
+        if self.idempotency_key is not None:
+            out["idempotencyKey"] = self.idempotency_key
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPayload:
+    """``payload.type == "refund"``: return ``amount`` of what was captured (operator-funded)."""
+
+    info: PaymentInfo
+    salt_nonce: bytes
+    amount: int
+    expected_capturable: int
+    expected_refundable: int
+    authorizer_signature: bytes
+    idempotency_key: str | None = None
+    type: str = PAYLOAD_REFUND
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": PAYLOAD_REFUND,
+            "paymentInfo": self.info.to_wire(),
+            "saltNonce": _hex(self.salt_nonce),
+            "amount": str(self.amount),
+            "expectedCapturableAmount": str(self.expected_capturable),
+            "expectedRefundableAmount": str(self.expected_refundable),
+            "authorizerSignature": _hex(self.authorizer_signature),
+        }
+        if self.idempotency_key is not None:
+            out["idempotencyKey"] = self.idempotency_key
+        return out
+
+
+LifecyclePayload = CapturePayload | VoidPayload | RefundPayload
+
+
+def _idempotency_key(data: Mapping[str, Any]) -> str | None:
+    key = data.get("idempotencyKey")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise _Malformed(ERR_PAYLOAD_FORMAT, "idempotencyKey must be 1-128 of [A-Za-z0-9_.:-]")
+    return key
+
+
+def _info(data: Mapping[str, Any]) -> PaymentInfo:
+    try:
+        return PaymentInfo.from_wire(_need(data, "paymentInfo", ERR_PAYLOAD_FORMAT, "payload"))
+    except WalletError as exc:
+        raise _Malformed(ERR_PAYLOAD_FORMAT, str(exc)) from None
+
+
+def _parse_payload(data: object) -> CollectPayload | LifecyclePayload:
+    if not isinstance(data, Mapping):
+        raise _Malformed(ERR_PAYLOAD_FORMAT, "payload must be an object")
+    kind = data.get("type")
+    if "type" in data and kind not in (PAYLOAD_CAPTURE, PAYLOAD_VOID, PAYLOAD_REFUND):
+        raise _Malformed(ERR_PAYLOAD_TYPE, "payload.type must be capture, void or refund")
+    if kind is None:
+        if "permit2Authorization" in data:
+            raise _Malformed(
+                ERR_PAYLOAD_METHOD_MISMATCH,
+                "a Permit2 payload, but the method is eip3009 (the only one served)",
+            )
+        if "authorization" not in data:
+            raise _Malformed(ERR_PAYLOAD_FORMAT, "payload has neither authorization nor type")
+        try:
+            authorization = Authorization.from_wire(data["authorization"])
+        except WalletError as exc:
+            raise _Malformed(ERR_PAYLOAD_FORMAT, f"authorization: {exc}") from None
+        salt_nonce = data.get("saltNonce")
+        return CollectPayload(
+            authorization,
+            _signature(_need(data, "signature", ERR_PAYLOAD_FORMAT, "payload"), "signature",
+                       ERR_PAYLOAD_FORMAT),
+            _bytes32(_need(data, "salt", ERR_PAYLOAD_FORMAT, "payload"), "salt", ERR_PAYLOAD_FORMAT),
+            None if salt_nonce is None else _bytes32(salt_nonce, "saltNonce", ERR_PAYLOAD_FORMAT),
+        )  # fmt: skip
+    info = _info(data)
+    salt_nonce = _bytes32(
+        _need(data, "saltNonce", ERR_PAYLOAD_FORMAT, "payload"), "saltNonce", ERR_PAYLOAD_FORMAT
+    )
+    signature = _signature(
+        _need(data, "authorizerSignature", ERR_PAYLOAD_FORMAT, "payload"),
+        "authorizerSignature",
+        ERR_PAYLOAD_FORMAT,
+    )
+    key = _idempotency_key(data)
+    if kind != PAYLOAD_CAPTURE and "voidAuthorizerSignature" in data:
+        raise _Malformed(
+            ERR_VOID_AUTHORIZER_SIGNATURE, "voidAuthorizerSignature belongs on a capture only"
+        )
+    if kind == PAYLOAD_VOID:
+        return VoidPayload(info, salt_nonce, signature, key)
+
+    def amount(name: str) -> int:
+        return _amount(_need(data, name, ERR_PAYLOAD_FORMAT, "payload"), name, ERR_PAYLOAD_FORMAT)
+
+    if kind == PAYLOAD_REFUND:
+        return RefundPayload(
+            info, salt_nonce, amount("amount"), amount("expectedCapturableAmount"),
+            amount("expectedRefundableAmount"), signature, key,
+        )  # fmt: skip
+    if "feeBps" in data:
+        raise _Malformed(ERR_PAYLOAD_FORMAT, "the v1.1 escrow takes feeAmount, not feeBps")
+    void_signature = data.get("voidAuthorizerSignature")
+    return CapturePayload(
+        info,
+        salt_nonce,
+        amount("amount"),
+        amount("feeAmount"),
+        _address(_need(data, "feeReceiver", ERR_PAYLOAD_FORMAT, "payload"), "feeReceiver",
+                 ERR_PAYLOAD_FORMAT),
+        amount("expectedCapturableAmount"),
+        amount("expectedRefundableAmount"),
+        signature,
+        None if void_signature is None
+        else _signature(void_signature, "voidAuthorizerSignature", ERR_VOID_AUTHORIZER_SIGNATURE),
+        key,
+    )  # fmt: skip
+
+
+def parse_payload(data: object) -> CollectPayload | LifecyclePayload | WireRefusal:
+    """``paymentPayload.payload``: the client's collect payload or a server's lifecycle payload."""
+    try:
+        return _parse_payload(data)
+    except _Malformed as exc:
+        return WireRefusal(exc.reason, exc.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCapturePayment:
+    """A ``paymentPayload`` of the auth-capture scheme: the terms it ``accepted`` and its payload."""
+
+    accepted: AuthCaptureRequirements
+    payload: CollectPayload | LifecyclePayload
+    resource_url: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "x402Version": 2,
+            "accepted": self.accepted.to_wire(),
+            "payload": self.payload.to_wire(),
+        }
+        if self.resource_url is not None:
+            out["resource"] = {"url": self.resource_url}
+        return out
+
+
+def parse_payment(data: object) -> AuthCapturePayment | WireRefusal:
+    """A ``paymentPayload`` JSON object; refusals carry the spec's code."""
+    try:
+        if not isinstance(data, Mapping):
+            raise _Malformed(ERR_PAYLOAD_FORMAT, "the payment must be an object")
+        version = data.get("x402Version")
+        if isinstance(version, bool) or version != 2:
+            raise _Malformed(ERR_PAYLOAD_FORMAT, "x402Version must be 2")
+        accepted = _parse_requirements(data.get("accepted"))
+        payload = _parse_payload(data.get("payload"))
+        resource = data.get("resource")
+        url = resource.get("url") if isinstance(resource, Mapping) else None
+        url = url if isinstance(url, str) and len(url) <= _TEXT_MAX else None
+        return AuthCapturePayment(accepted, payload, url)
+    except _Malformed as exc:
+        return WireRefusal(exc.reason, exc.detail)

@@ -1,0 +1,271 @@
+"""The x402 envelope of a ``batch-settlement`` payment: requirements, payment, results.
+
+The exact scheme's types (``farthing.paywall.wire``) insist on a positive
+price and an EIP-3009 authorization; a channel payment carries a channel
+payload instead, and the server's own ``claim`` and ``settle`` requests carry
+``amount: "0"`` and ``maxTimeoutSeconds: 0`` (as the reference server sends
+them). These types hold that envelope:
+
+- :class:`ChannelRequirements`: one ``accepts`` entry (``extra`` kept as JSON,
+  read with ``channel_wire.parse_extra`` where its fields matter);
+- :class:`ChannelPayment`: a decoded ``PAYMENT-SIGNATURE`` (or a
+  facilitator request's ``paymentPayload``) whose ``payload`` is still raw
+  JSON, parsed by ``channel_wire`` per payload type;
+- :class:`ChannelVerifyResult` and :class:`ChannelSettleResult`: the
+  facilitator's answers, with ``extra`` (``channelState`` and friends), in the
+  camelCase shape the x402 SDK reads.
+
+Nothing here raises on client input: :func:`decode_channel_payment` answers
+``None`` for a payment of another scheme, and a :class:`MalformedPayment` with
+a snake_case reason for one it cannot read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from farthing.paywall.schemes.batch_settlement.wire import (
+    ERR_INVALID_PAYLOAD_TYPE,
+    ERR_INVALID_SCHEME,
+    SCHEME,
+    WireRefusal,
+)
+from farthing.paywall.wire import X402_VERSION, MalformedPayment, b64_json, unb64_json_bounded
+from farthing.wallet.address import checksum, is_address
+
+__all__ = [
+    "ChannelPayment",
+    "ChannelRequirements",
+    "ChannelSettleResult",
+    "ChannelVerifyResult",
+    "decode_channel_payment",
+    "parse_channel_payment",
+    "parse_channel_requirements",
+]
+
+_NETWORK_RE: Final = re.compile(r"eip155:[0-9]{1,20}")
+_AMOUNT_RE: Final = re.compile(r"(0|[1-9][0-9]{0,77})")
+_TEXT_MAX: Final = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRequirements:
+    """One ``batch-settlement`` entry of ``accepts``: the ceiling ``amount`` per request."""
+
+    network: str
+    asset: str
+    amount: int
+    pay_to: str
+    max_timeout_seconds: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    scheme: str = SCHEME
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.network.split(":", 1)[1])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "network": self.network,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "extra": dict(self.extra),
+        }
+
+
+def parse_channel_requirements(data: object) -> ChannelRequirements | WireRefusal:
+    """An ``accepts``/``accepted``/``paymentRequirements`` object; refusals carry the spec's code."""
+    if not isinstance(data, Mapping):
+        return WireRefusal(ERR_INVALID_SCHEME, "the requirements must be an object")
+    scheme, network = data.get("scheme"), data.get("network")
+    asset, pay_to = data.get("asset"), data.get("payTo")
+    amount, timeout = data.get("amount"), data.get("maxTimeoutSeconds", 0)
+    extra = data.get("extra") or {}
+    if not isinstance(scheme, str) or len(scheme) > 64:
+        return WireRefusal(ERR_INVALID_SCHEME, "scheme must be a string")
+    if not isinstance(network, str) or not _NETWORK_RE.fullmatch(network):
+        return WireRefusal(ERR_INVALID_SCHEME, "network must be a CAIP-2 eip155 id")
+    if not isinstance(asset, str) or not is_address(asset):
+        return WireRefusal(ERR_INVALID_SCHEME, "asset must be an address")
+    if not isinstance(pay_to, str) or not is_address(pay_to):
+        return WireRefusal(ERR_INVALID_SCHEME, "payTo must be an address")
+    if not isinstance(amount, str) or not _AMOUNT_RE.fullmatch(amount):
+        return WireRefusal(ERR_INVALID_SCHEME, "amount must be a decimal string of atomic units")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= 7 * 86400:
+        return WireRefusal(ERR_INVALID_SCHEME, "maxTimeoutSeconds must be 0 s to a week")
+    if not isinstance(extra, Mapping):
+        return WireRefusal(ERR_INVALID_SCHEME, "extra must be an object")
+    return ChannelRequirements(
+        network=network,
+        asset=checksum(asset),
+        amount=int(amount),
+        pay_to=checksum(pay_to),
+        max_timeout_seconds=timeout,
+        extra=dict(extra),
+        scheme=scheme,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPayment:
+    """A batch-settlement payment: its raw ``payload`` and the terms it ``accepted``."""
+
+    accepted: ChannelRequirements
+    payload: Mapping[str, Any]
+    resource_url: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "x402Version": X402_VERSION,
+            "payload": dict(self.payload),
+            "accepted": self.accepted.to_wire(),
+        }
+        if self.resource_url is not None:
+            out["resource"] = {"url": self.resource_url}
+        return out
+
+    def header(self) -> str:
+        return b64_json(self.to_wire())
+
+
+def parse_channel_payment(data: object) -> ChannelPayment | WireRefusal:
+    """A ``paymentPayload`` JSON object of the batch-settlement scheme."""
+    if not isinstance(data, Mapping):
+        return WireRefusal(ERR_INVALID_PAYLOAD_TYPE, "the payment must be an object")
+    version = data.get("x402Version")
+    if isinstance(version, bool) or version != X402_VERSION:
+        return WireRefusal(ERR_INVALID_SCHEME, "x402Version must be 2")
+    accepted = parse_channel_requirements(data.get("accepted"))
+    if isinstance(accepted, WireRefusal):
+        return accepted
+    payload = data.get("payload")
+    if not isinstance(payload, Mapping):
+        return WireRefusal(ERR_INVALID_PAYLOAD_TYPE, "payload must be an object")
+    resource = data.get("resource")
+    url = resource.get("url") if isinstance(resource, Mapping) else None
+    return ChannelPayment(
+        accepted,
+        dict(payload),
+        url if isinstance(url, str) and len(url) <= _TEXT_MAX else None,
+    )
+
+
+def decode_channel_payment(
+    header: str, *, bytes_max: int
+) -> ChannelPayment | MalformedPayment | None:
+    """A ``PAYMENT-SIGNATURE`` header of the batch-settlement scheme; ``None`` for another scheme.
+
+    ``None`` hands the header to the exact scheme's decoder, which gives the
+    usual 400 reasons for headers that are not base64 or JSON at all.
+    """
+    if len(header) > bytes_max:
+        return None
+    data = unb64_json_bounded(header, bytes_max=bytes_max)
+    accepted = data.get("accepted") if isinstance(data, dict) else None
+    if not isinstance(accepted, dict) or accepted.get("scheme") != SCHEME:
+        return None
+    parsed = parse_channel_payment(data)
+    if isinstance(parsed, WireRefusal):
+        return MalformedPayment(parsed.reason, parsed.detail)
+    return parsed
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelVerifyResult:
+    """``/verify`` for a channel payment; ``extra`` is the channel's on-chain state."""
+
+    valid: bool
+    reason: str | None = None
+    payer: str | None = None
+    message: str | None = None
+    extra: Mapping[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"isValid": self.valid}
+        if self.reason is not None:
+            out["invalidReason"] = self.reason
+        if self.message is not None:
+            out["invalidMessage"] = self.message
+        if self.payer is not None:
+            out["payer"] = self.payer
+        if self.extra is not None:
+            out["extra"] = dict(self.extra)
+        return out
+
+    @classmethod
+    def from_wire(cls, data: object) -> ChannelVerifyResult | None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("isValid"), bool):
+            return None
+        extra = data.get("extra")
+        return cls(
+            data["isValid"],
+            _opt_str(data, "invalidReason"),
+            _opt_str(data, "payer"),
+            _opt_str(data, "invalidMessage"),
+            dict(extra) if isinstance(extra, Mapping) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettleResult:
+    """``/settle`` for a deposit, claim, settle or refund: a transaction, or the spec's reason."""
+
+    success: bool
+    network: str
+    transaction: str = ""
+    payer: str | None = None
+    amount: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    extra: Mapping[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "success": self.success,
+            "transaction": self.transaction,
+            "network": self.network,
+        }
+        if self.payer is not None:
+            out["payer"] = self.payer
+        if self.amount is not None:
+            out["amount"] = str(self.amount)
+        if self.reason is not None:
+            out["errorReason"] = self.reason
+        if self.message is not None:
+            out["errorMessage"] = self.message
+        if self.extra is not None:
+            out["extra"] = dict(self.extra)
+        return out
+
+    def header(self) -> str:
+        """The ``PAYMENT-RESPONSE`` header value."""
+        return b64_json(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, data: object) -> ChannelSettleResult | None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("success"), bool):
+            return None
+        network = data.get("network")
+        amount = data.get("amount")
+        extra = data.get("extra")
+        return cls(
+            data["success"],
+            network if isinstance(network, str) else "",
+            _opt_str(data, "transaction") or "",
+            _opt_str(data, "payer"),
+            int(amount) if isinstance(amount, str) and amount.isdigit() else None,
+            _opt_str(data, "errorReason"),
+            _opt_str(data, "errorMessage"),
+            dict(extra) if isinstance(extra, Mapping) else None,
+        )
