@@ -11,7 +11,7 @@
   answers only its own host names (``farthing.web.HostGuard``: the loopback
   names on a loopback bind, ``--public-url``'s host, ``--allowed-host``); with
   ``--channel-authorizer-key-file`` it also sells per token through x402
-  ``batch-settlement`` channels (``farthing.paywall.schemes.batch_settlement.setup``), and
+  ``batch-settlement`` channels (``farthing.paywall.site.channels``), and
   claims what they earn in the background while it serves.
 - ``price`` reports the price per 1k tokens and every input behind it.
 
@@ -355,7 +355,7 @@ def gateway(
 
     from farthing.inference.gateway import Gateway
     from farthing.paywall.facilitator.cli import bind_socket
-    from farthing.paywall.schemes.batch_settlement.setup import BackgroundClaims, ChannelSettings
+    from farthing.paywall.site.channels import BackgroundClaims, ChannelSettings
 
     channel_settings = ChannelSettings().with_flags(
         receiver_authorizer_key_file=channel_authorizer_key_file,
@@ -425,14 +425,14 @@ def _payment(settings: InferenceSettings, **flags: Any) -> tuple[Any, Any]:
     """The gateway's payment, and the channel claimer to run beside it (or None)."""
     from farthing.inference.gateway import GatewayPayment
     from farthing.paywall.cli import default_database_url, revenue_books, settlement_facilitator
+    from farthing.paywall.keys import load_token_file
     from farthing.paywall.records.store import PaymentStore
-    from farthing.paywall.schemes.batch_settlement.setup import (
+    from farthing.paywall.site.channels import (
         background_claimer,
         build_channel_options,
         load_receiver_authorizer,
         require_channel_facilitator,
     )
-    from farthing.paywall.site.keys import load_token_file
     from farthing.wallet.chain import open_chain
     from farthing.wallet.token import read_asset
 

@@ -37,7 +37,7 @@ from pydantic import SecretStr
 
 from farthing.paywall.edge.receipts import Receipts
 from farthing.paywall.edge.sign_in import SignInRefusal, declare_sign_in, verify_sign_in
-from farthing.paywall.site.keys import load_token_file
+from farthing.paywall.keys import load_token_file
 from farthing.wallet.address import checksum, is_address
 from farthing.web import JsonBodyError, loads_bounded
 

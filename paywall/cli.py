@@ -16,7 +16,7 @@ any other ``Host`` gets 421. Sign-in with the paying wallet needs the public
 URL; without one ``serve`` says so in one line on stderr. With a ``[channels]``
 table (or ``--channel-authorizer-key-file``), routes whose ``schemes`` list
 ``batch-settlement`` also sell through channels
-(``farthing.paywall.schemes.batch_settlement.setup``): the channel rows live in the payment
+(``farthing.paywall.site.channels``): the channel rows live in the payment
 database, claims run in the background while it serves, and the ready line
 names the receiver authorizer's address (never its key).
 
@@ -27,7 +27,7 @@ names the receiver authorizer's address (never its key).
 ``reconcile-channels`` matches the escrow's channel events with those books
 (``farthing.paywall.schemes.batch_settlement.reconcile``) and exits 1 when breaks remain.
 
-``resolve`` runs the sweep of ``farthing.paywall.records.resolve``: pending payments,
+``resolve`` runs the sweep of ``farthing.paywall.facilitator.resolve``: pending payments,
 and claims whose process died (their lease ran out), are settled, failed or
 expired from what the chain says, and unbooked revenue is booked.
 
@@ -289,6 +289,7 @@ def claim(
     import anyio
 
     from farthing.console import err_console
+    from farthing.paywall.keys import load_key_file
     from farthing.paywall.records.books import ChannelAsset
     from farthing.paywall.records.store import PaymentStore
     from farthing.paywall.schemes.batch_settlement.books import ChannelBookkeeper
@@ -296,7 +297,6 @@ def claim(
     from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
     from farthing.paywall.schemes.batch_settlement.state import ChannelStore
     from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
-    from farthing.paywall.site.keys import load_key_file
     from farthing.wallet.chain import open_chain
     from farthing.wallet.errors import WalletError
     from farthing.wallet.token import read_asset

@@ -36,7 +36,7 @@ from typing import Final
 from pydantic import SecretStr
 
 from farthing.paywall.errors import PaywallConfigError
-from farthing.paywall.site.keys import load_token_file
+from farthing.paywall.keys import load_token_file
 from farthing.web import JsonBodyError, loads_bounded
 
 __all__ = [

@@ -28,7 +28,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
-from farthing.paywall.facilitator.seam import Facilitator
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureSettling
 from farthing.paywall.schemes.auth_capture.types import (
     AuthCaptureSettleResult,
@@ -47,6 +46,7 @@ from farthing.paywall.schemes.batch_settlement.types import (
     parse_channel_requirements,
 )
 from farthing.paywall.schemes.batch_settlement.wire import ERR_INVALID_SCHEME, SCHEME, WireRefusal
+from farthing.paywall.seam import Facilitator
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
 from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
 from farthing.web import JsonBodyError, loads_bounded

@@ -2,7 +2,7 @@
 
 It connects to the chain at ``--rpc-url``, lists that chain's network in
 ``GET /supported``, and settles with the key in ``--key-file`` (see
-``farthing.paywall.site.keys`` for the two accepted forms). Once it listens it
+``farthing.paywall.keys`` for the two accepted forms). Once it listens it
 prints one line (``--json``: ``{"url","network","signer"}``), then serves
 until interrupted. The key and the token are never printed.
 
@@ -189,8 +189,8 @@ def serve(
     from farthing.errors import FarthingError
     from farthing.paywall.facilitator.api import facilitator_app
     from farthing.paywall.facilitator.local import LocalFacilitator
+    from farthing.paywall.keys import load_key_file, load_token_file
     from farthing.paywall.records.store import PaymentStore
-    from farthing.paywall.site.keys import load_key_file, load_token_file
     from farthing.wallet.address import is_address
     from farthing.wallet.chain import open_chain
     from farthing.web import HostGuard, allowed_hosts

@@ -1,7 +1,7 @@
 """The facilitator: verify a payment, then settle it on-chain.
 
 :class:`Facilitator` is the seam (x402's ``FacilitatorClient`` shape, async;
-``farthing.paywall.facilitator.seam``).
+``farthing.paywall.seam``).
 :class:`LocalFacilitator` is the in-process default: it reads and writes the
 chain through ``farthing.wallet`` and answers with values.
 
@@ -43,8 +43,6 @@ from eth_utils.crypto import keccak
 from web3.exceptions import TransactionNotFound
 
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.facilitator.scope import SettleScope
-from farthing.paywall.facilitator.seam import Facilitator, ResolvingFacilitator, Supported
 from farthing.paywall.facilitator.submit import SharedNonces, Submitter
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
 from farthing.paywall.schemes.auth_capture.types import (
@@ -63,6 +61,8 @@ from farthing.paywall.schemes.batch_settlement.types import (
     ChannelVerifyResult,
 )
 from farthing.paywall.schemes.exact.terms import VALID_BEFORE_SKEW_S, check_terms
+from farthing.paywall.scope import SettleScope
+from farthing.paywall.seam import Facilitator, ResolvingFacilitator, Supported
 from farthing.paywall.wire import (
     PaymentPayload,
     PaymentRequirements,
@@ -114,7 +114,7 @@ class LocalFacilitator:
 
     ``signer`` pays the gas of settlements and is never logged. ``assets`` and
     ``payees``, if given, limit which tokens are accepted and whom they may pay,
-    in every scheme (``farthing.paywall.facilitator.scope``). ``nonce_store`` (the paywall's
+    in every scheme (``farthing.paywall.scope``). ``nonce_store`` (the paywall's
     ``PaymentStore``) lets several processes settle with the same key: its
     nonces are allocated in that shared database (``farthing.paywall.facilitator.submit``).
     """

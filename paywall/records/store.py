@@ -15,7 +15,7 @@ guards every move, so a late request can never release someone else's claim)::
        │  ├───► failed             settlement was refused (reason recorded)
        │  └───► pending            the outcome is unknown (a timeout): resolved
        │                           from the chain later, never guessed
-    pending ──► settled | failed | expired   (``farthing.paywall.records.resolve``)
+    pending ──► settled | failed | expired   (``farthing.paywall.facilitator.resolve``)
 
 **A claim is a lease.** The owner holds the row until ``lease_until_ns`` and
 renews it before each long step (the settlement). A process that dies (kill

@@ -42,7 +42,7 @@
 
 Paths in the file are relative to the file. Every value is checked here, so a
 mistake is one clear line at start-up; prices in ``[channels]`` are converted
-with the asset read from the chain (``farthing.paywall.schemes.batch_settlement.setup``).
+with the asset read from the chain (``farthing.paywall.site.channels``).
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ from typing import Any, Final
 
 from farthing.paywall.edge.routes import SCHEMES, PaidRoute
 from farthing.paywall.errors import PaywallConfigError
-from farthing.paywall.schemes.batch_settlement.setup import CHANNEL_KEYS, ChannelSettings
 from farthing.paywall.schemes.batch_settlement.vouchers import (
     WITHDRAW_DELAY_MAX_S,
     WITHDRAW_DELAY_MIN_S,
 )
+from farthing.paywall.site.channels import CHANNEL_KEYS, ChannelSettings
 
 __all__ = ["ServeConfig", "load_config", "parse_route_flag"]
 

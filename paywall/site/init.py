@@ -146,7 +146,7 @@ def init(
 ) -> None:
     """Write a commented farthing.toml, a receipt secret and a relayer key with gas."""
     from farthing.paywall.cli import _rates
-    from farthing.paywall.site.keys import load_key_file
+    from farthing.paywall.keys import load_key_file
     from farthing.paywall.site.template import (
         AUTHORIZER_KEY_NAME,
         InitChoices,

@@ -110,8 +110,8 @@ def resolve(
 ) -> None:
     """Resolve pending payments, and claims whose process died, from the chain; book revenue."""
     from farthing.paywall.facilitator.local import LocalFacilitator
+    from farthing.paywall.facilitator.resolve import sweep
     from farthing.paywall.records.books import LedgerRevenueBook
-    from farthing.paywall.records.resolve import sweep
     from farthing.paywall.records.store import PaymentStore
     from farthing.wallet.chain import open_chain
     from farthing.wallet.signer import LocalSigner

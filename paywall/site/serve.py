@@ -73,7 +73,7 @@ def settlement_facilitator(
     """
     from farthing.paywall.facilitator.local import LocalFacilitator
     from farthing.paywall.facilitator.remote import RemoteFacilitator
-    from farthing.paywall.site.keys import load_key_file, load_token_file
+    from farthing.paywall.keys import load_key_file, load_token_file
 
     if facilitator_url:
         bearer = (
@@ -110,13 +110,13 @@ def build_paywall(
 ) -> BuiltPaywall:
     """The proxy behind the middleware, from checked settings, with its network and channels."""
     from farthing.paywall.edge.middleware import PaywallMiddleware, PaywallOptions
+    from farthing.paywall.keys import load_key_file, load_token_file
     from farthing.paywall.records.store import PaymentStore
-    from farthing.paywall.schemes.batch_settlement.setup import (
+    from farthing.paywall.site.channels import (
         build_channel_options,
         load_receiver_authorizer,
         require_channel_facilitator,
     )
-    from farthing.paywall.site.keys import load_key_file, load_token_file
     from farthing.paywall.site.proxy import ReverseProxy
     from farthing.wallet.chain import open_chain
     from farthing.wallet.token import read_asset

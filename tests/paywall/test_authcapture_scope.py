@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from farthing.paywall.facilitator.scope import SettleScope
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
+from farthing.paywall.scope import SettleScope
 from farthing.wallet.chain import Chain
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.test_authcapture_facilitator import Setup, _setup

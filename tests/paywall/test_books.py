@@ -2,7 +2,7 @@
 
 Real ledger (SQLite, migrated), real anvil. Booking the same settlement twice
 answers ``exists``; the ledger's own audit verification passes. The sweep
-(``farthing.paywall.records.resolve.sweep``) finds a pending payment's transaction
+(``farthing.paywall.facilitator.resolve.sweep``) finds a pending payment's transaction
 through the token's ``AuthorizationUsed`` log, expires one whose window
 passed unused, keeps a still-valid one pending, and books what was unbooked.
 """
@@ -25,7 +25,7 @@ from farthing.paywall import (
     SettledPayment,
     revenue_transfer_id,
 )
-from farthing.paywall.records.resolve import sweep
+from farthing.paywall.facilitator.resolve import sweep
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_authorization
 from tests.paywall.conftest import (
     PRICE_ATOMIC,

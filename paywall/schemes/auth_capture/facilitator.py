@@ -48,7 +48,6 @@ from eth_abi.abi import encode as abi_encode
 from web3.exceptions import TransactionNotFound
 
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.facilitator.scope import SettleScope
 from farthing.paywall.schemes.auth_capture.checks import (
     check_capture,
     check_collect,
@@ -87,6 +86,7 @@ from farthing.paywall.schemes.auth_capture.wire import (
     RefundPayload,
     VoidPayload,
 )
+from farthing.paywall.scope import SettleScope
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import (
@@ -162,7 +162,7 @@ class AuthCaptureFacilitator:
     payees with whom a refund funding agreement exists (refunds come out of
     the operator's own balance). ``send`` replaces ``chain.send`` (a shared
     pipelined submitter for the same key). ``scope`` limits the tokens and
-    payees it settles (``farthing.paywall.facilitator.scope``). ``clock`` defaults to the chain's
+    payees it settles (``farthing.paywall.scope``). ``clock`` defaults to the chain's
     own (``chain.timestamp``), which is what the escrow judges deadlines by.
     """
 

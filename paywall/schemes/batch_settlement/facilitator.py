@@ -35,7 +35,6 @@ import requests
 from eth_abi.abi import encode as abi_encode
 
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.facilitator.scope import SettleScope
 from farthing.paywall.schemes.batch_settlement.contract import (
     ChannelEscrow,
     ChannelSnapshot,
@@ -89,6 +88,7 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     parse_client_payload,
     parse_settle_payload,
 )
+from farthing.paywall.scope import SettleScope
 from farthing.wallet.address import checksum, is_address
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import recover_digest

@@ -93,7 +93,7 @@ def load_receiver_authorizer(
     settings: ChannelSettings, *, passphrase_file: Path | None = None
 ) -> LocalSigner:
     """The receiver authorizer's signer, read from its private key file."""
-    from farthing.paywall.site.keys import load_key_file
+    from farthing.paywall.keys import load_key_file
 
     path = settings.receiver_authorizer_key_file
     if path is None:
