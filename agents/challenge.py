@@ -37,7 +37,6 @@ from farthing.wallet.networks import NETWORKS, caip2
 __all__ = [
     "CHALLENGE_BYTES_MAX",
     "V1_NETWORKS",
-    "X_PAYMENT_HEADER",
     "X_PAYMENT_RESPONSE_HEADER",
     "Challenge",
     "FiatTerms",
@@ -47,7 +46,6 @@ __all__ = [
     "read_settlement",
 ]
 
-X_PAYMENT_HEADER: Final = "X-PAYMENT"
 X_PAYMENT_RESPONSE_HEADER: Final = "X-PAYMENT-RESPONSE"
 # A 402 header with a handful of offers is about 1 KB; 16 KiB is plenty, and a
 # hostile seller cannot make the client parse megabytes.

@@ -18,6 +18,10 @@ The paying client (``farthing.agents.client``) calls it at two points:
    402 refusal voids it, unless the chain says the authorization was used
    anyway (then it is posted); anything else leaves it pending as *possible
    spend* for :mod:`farthing.agents.resolve` or ``farthing ledger reconcile``.
+
+The ``exact`` payment itself (its EIP-3009 terms and the payment header) is
+built by the scheme's client part, ``farthing.paywall.schemes.exact.client``;
+a ``batch-settlement`` offer goes to ``farthing.agents.channels.payer``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import httpx
 from farthing.agents.approvals import Approval, request_approval, wait_for_decision
 from farthing.agents.books import AgentBooks
 from farthing.agents.challenge import (
-    X_PAYMENT_HEADER,
     Challenge,
     MalformedChallenge,
     Offer,
@@ -59,15 +62,13 @@ from farthing.agents.sign_in import sign_in_header
 from farthing.faults import crash_point
 from farthing.ledger import format_transfer_id, new_id
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME as CHANNEL_SCHEME
-from farthing.paywall.wire import PAYMENT_SIGNATURE_HEADER, X402_VERSION, b64_json
-from farthing.wallet.chain import Chain
-from farthing.wallet.eip3009 import (
-    Authorization,
-    SignedAuthorization,
-    TokenDomain,
-    build_authorization,
-    sign_authorization,
+from farthing.paywall.schemes.exact.client import (
+    authorization_again,
+    authorization_for,
+    payment_header,
 )
+from farthing.wallet.chain import Chain
+from farthing.wallet.eip3009 import SignedAuthorization, TokenDomain, sign_authorization
 from farthing.wallet.errors import ChainError
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import Signer
@@ -315,13 +316,12 @@ class Payer:
                 return _not_paid(url, intent, reason, decided.note, terms)
 
         payment_id = new_id()
-        authorization = build_authorization(
-            from_address=self.address,
-            to=requirements.pay_to,
-            value=requirements.amount,
-            valid_for_s=min(self.settings.valid_for_s, requirements.max_timeout_seconds),
-            now=self.chain.timestamp(),  # the chain's clock: the memory chain runs ahead
+        authorization = authorization_for(
+            requirements,
+            payer=self.address,
             nonce=derive_nonce(payment_id, self.address),
+            now=self.chain.timestamp(),  # the chain's clock: the memory chain runs ahead
+            valid_for_s=self.settings.valid_for_s,
         )
         reserved = reserve(
             self.books,
@@ -415,13 +415,12 @@ class Payer:
                 "resolve it from the chain first",
                 replace(terms, payment_id=earlier.payment_id),
             )
-        authorization = Authorization(
-            from_address=self.address,
-            to=offer.requirements.pay_to,
-            value=offer.requirements.amount,
+        authorization = authorization_again(
+            offer.requirements,
+            payer=self.address,
+            nonce=bytes.fromhex(nonce[2:]),
             valid_after=valid_after,
             valid_before=valid_before,
-            nonce=bytes.fromhex(nonce[2:]),
         )
         # Deterministic (RFC 6979) signing: the same authorization, the same bytes.
         signed = sign_authorization(self.signer, authorization, self.domain)
@@ -439,21 +438,15 @@ class Payer:
     def _header(
         self, offer: Offer, challenge: Challenge, signed: SignedAuthorization, url: str
     ) -> tuple[str, str]:
-        if offer.x402_version == 1:
-            payload = {
-                "x402Version": 1,
-                "scheme": offer.requirements.scheme,
-                "network": offer.wire_network,
-                "payload": signed.to_wire(),
-            }
-            return X_PAYMENT_HEADER, b64_json(payload)
-        body: dict[str, object] = {
-            "x402Version": X402_VERSION,
-            "payload": signed.to_wire(),
-            "accepted": dict(offer.raw) or offer.requirements.to_wire(),
-            "resource": dict(challenge.resource) if challenge.resource else {"url": url},
-        }
-        return PAYMENT_SIGNATURE_HEADER, b64_json(body)
+        return payment_header(
+            signed,
+            offer.requirements,
+            x402_version=offer.x402_version,
+            wire_network=offer.wire_network,
+            accepted=offer.raw,
+            resource=challenge.resource,
+            url=url,
+        )
 
     # ------------------------------------------------------------ after sending
 
