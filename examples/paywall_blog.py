@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
-from farthing.devchain.node import load_dev_deployment
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.paywall import (
     LedgerRevenueBook,
@@ -35,6 +34,7 @@ from farthing.paywall import (
     PaywallOptions,
 )
 from farthing.wallet.chain import RpcChain
+from farthing.wallet.deployment import load_dev_deployment
 
 POST = """<html><body><article>
 <h1>The farthing</h1>

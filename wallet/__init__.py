@@ -4,8 +4,8 @@ The names below are the public surface; the modules hold more detail:
 ``money`` (amounts and assets), ``networks`` (the registry), ``keystore``
 (encrypted keys), ``signer`` (the Signer seam), ``eip3009`` (payment
 authorizations), ``eip712`` (the fast verify path), ``chain`` (memory and RPC
-backends), ``token`` (stablecoin and batch settler bindings), ``devchain``
-(anvil), ``account`` (the Wallet facade).
+backends), ``token`` (stablecoin and batch settler bindings), ``deployment``
+(the dev chain's record), ``account`` (the Wallet facade).
 """
 
 from farthing.wallet.account import Wallet

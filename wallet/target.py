@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from farthing.wallet.chain import Chain, DevAccount, anvil_dev_accounts, open_chain
+from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.errors import ChainError, NetworkError
 from farthing.wallet.money import Asset
 from farthing.wallet.networks import Network, get_network, network_for_chain_id
@@ -90,10 +91,6 @@ def _local_target(
     token: str | None,
     chain: Chain | None = None,
 ) -> ChainTarget:
-    # Imported here: the dev-chain module pulls in process management that
-    # remote-network commands never need.
-    from farthing.devchain.node import load_dev_deployment
-
     if token:
         # An explicit token needs no deployment record: any anvil will do.
         url = rpc_url or network.default_rpc_url

@@ -23,17 +23,15 @@ from rich.table import Table
 
 from farthing.console import emit_json, err_console, fail, out_console
 from farthing.devchain.node import (
-    DEPLOYMENT_FILE,
     STATE_FILE,
-    DevDeployment,
     TokenConfig,
-    chain_state_dir,
     ensure_deployment,
     find_anvil,
     lock_state_dir,
     start_anvil,
 )
 from farthing.wallet.chain import DevAccount
+from farthing.wallet.deployment import DEPLOYMENT_FILE, DevDeployment, chain_state_dir
 from farthing.wallet.errors import ChainError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
 from farthing.wallet.settings import WalletSettings

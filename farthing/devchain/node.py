@@ -9,18 +9,13 @@ places the x402 ``batch-settlement`` escrow and ERC-3009 deposit collector at
 their canonical addresses (:func:`farthing.paywall.schemes.batch_settlement.vouchers.place_channel_contracts`),
 and the x402 ``auth-capture`` escrow and its collectors at theirs
 (:func:`farthing.paywall.schemes.auth_capture.contract.place_auth_capture_contracts`).
-The deployment record (``deployment.json`` beside the state file) is how other
-commands find the local token: :func:`load_dev_deployment`.
-
-Layout of a state directory (default ``$FARTHING_DATA_DIR/chain``)::
-
-    anvil-state.json   anvil's own dump (accounts, code, storage, blocks)
-    deployment.json    the DevDeployment record, written by this module
+It writes the deployment record (``deployment.json`` beside the state file),
+which other commands read with
+:func:`farthing.wallet.deployment.load_dev_deployment`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -41,43 +36,34 @@ import farthing.wallet as wallet_package
 from farthing.invariant import invariant
 from farthing.paywall.schemes.auth_capture.contract import place_auth_capture_contracts
 from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
-from farthing.wallet.address import checksum
-from farthing.wallet.chain import DevAccount, RpcChain, anvil_dev_accounts
-from farthing.wallet.errors import ChainError, ChainUnavailableError, DeploymentError
-from farthing.wallet.money import Asset
-from farthing.wallet.networks import (
-    ANVIL_CHAIN_ID,
-    CANONICAL_CHANNEL_CONTRACTS,
-    ChannelContracts,
-    caip2,
+from farthing.wallet.chain import DevAccount, RpcChain
+from farthing.wallet.deployment import (
+    DEPLOYMENT_FILE,
+    MINTER_INDEX,
+    DevDeployment,
+    read_deployment,
+    write_deployment,
 )
-from farthing.wallet.signer import LocalSigner
+from farthing.wallet.errors import ChainError, ChainUnavailableError, DeploymentError
+from farthing.wallet.networks import ANVIL_CHAIN_ID
 from farthing.wallet.token import Stablecoin, deploy_batch_settler, deploy_stablecoin, read_asset
 
 __all__ = [
     "ANVIL_BIN_ENV",
-    "DEPLOYMENT_FILE",
     "DEV_FUND_ATOMIC",
     "STATE_FILE",
     "AnvilNode",
-    "DevDeployment",
     "TokenConfig",
-    "chain_state_dir",
     "ensure_deployment",
     "find_anvil",
-    "load_dev_deployment",
     "lock_state_dir",
     "start_anvil",
 ]
 
 ANVIL_BIN_ENV = "FARTHING_ANVIL_BIN"
 STATE_FILE = "anvil-state.json"
-DEPLOYMENT_FILE = "deployment.json"
-DEPLOYMENT_SCHEMA = 1
 # Tokens minted to each dev account on first deployment: 10,000 USDC.
 DEV_FUND_ATOMIC = 10_000 * 10**6
-# The dev account that deploys, owns and mints; recorded as "anvil:0".
-_MINTER_INDEX = 0
 _NPM_ANVIL = Path("node_modules") / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
 
@@ -88,11 +74,6 @@ class TokenConfig:
     name: str = "USD Coin"
     symbol: str = "USDC"
     version: str = "2"
-
-
-def chain_state_dir(data_dir: Path) -> Path:
-    """Where ``farthing chain dev`` keeps its state under a Farthing data directory."""
-    return Path(data_dir) / "chain"
 
 
 # ---------------------------------------------------------------- the binary
@@ -297,120 +278,6 @@ def lock_state_dir(state_dir: Path) -> Iterator[None]:
 # ---------------------------------------------------------------- the deployment
 
 
-@dataclass(frozen=True, slots=True)
-class DevDeployment:
-    """Where the dev chain's contracts are, as saved in ``deployment.json``.
-
-    ``minter`` names the key that may mint, as ``anvil:<index>`` of anvil's
-    public dev accounts; it is a reference, never the key itself.
-    """
-
-    rpc_url: str
-    chain_id: int
-    token: Asset
-    batch_settler: str
-    minter: str = f"anvil:{_MINTER_INDEX}"
-    channels: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS
-
-    @property
-    def network(self) -> str:
-        return caip2(self.chain_id)
-
-    def minter_signer(self) -> LocalSigner:
-        """The minter's signer: only ever an anvil public dev key, on the local chain."""
-        if self.chain_id != ANVIL_CHAIN_ID or not self.minter.startswith("anvil:"):
-            raise DeploymentError(f"no local minter key for {self.minter!r} on {self.network}")
-        index = int(self.minter.split(":", 1)[1])
-        return anvil_dev_accounts(index + 1)[index].signer()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": DEPLOYMENT_SCHEMA,
-            "rpc_url": self.rpc_url,
-            "chain_id": self.chain_id,
-            "network": self.network,
-            "token": {
-                "address": self.token.address,
-                "name": self.token.name,
-                "symbol": self.token.symbol,
-                "version": self.token.version,
-                "decimals": self.token.decimals,
-            },
-            "batch_settler": self.batch_settler,
-            "minter": self.minter,
-            "channels": {
-                "settlement": self.channels.settlement,
-                "erc3009_collector": self.channels.erc3009_collector,
-                "permit2_collector": self.channels.permit2_collector,
-            },
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DevDeployment:
-        if data.get("schema") != DEPLOYMENT_SCHEMA:
-            raise DeploymentError(f"unsupported deployment record schema {data.get('schema')!r}")
-        chain_id = int(data["chain_id"])
-        token = data["token"]
-        asset = Asset(
-            network=caip2(chain_id),
-            address=checksum(token["address"]),
-            decimals=int(token["decimals"]),
-            name=str(token["name"]),
-            version=str(token["version"]),
-            symbol=str(token["symbol"]),
-        )
-        # Records written before channels existed have no "channels": the
-        # canonical addresses, which ensure_deployment fills in.
-        channels = data.get("channels")
-        return cls(
-            str(data["rpc_url"]),
-            chain_id,
-            asset,
-            checksum(data["batch_settler"]),
-            str(data["minter"]),
-            CANONICAL_CHANNEL_CONTRACTS
-            if channels is None
-            else ChannelContracts(
-                checksum(channels["settlement"]),
-                checksum(channels["erc3009_collector"]),
-                checksum(channels["permit2_collector"]),
-            ),
-        )
-
-
-def _read_record(path: Path) -> DevDeployment | None:
-    if not path.exists():
-        return None
-    try:
-        return DevDeployment.from_json(json.loads(path.read_text("utf-8")))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DeploymentError(f"cannot read the deployment record {path}: {exc}") from None
-
-
-def _write_record(path: Path, deployment: DevDeployment) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(deployment.to_json(), indent=2) + "\n", "utf-8")
-    tmp.replace(path)
-
-
-def load_dev_deployment(
-    data_dir: Path | str, *, state_dir: Path | str | None = None
-) -> DevDeployment:
-    """The local dev chain's deployment, as ``farthing chain dev`` last saved it.
-
-    Looks in ``state_dir`` if given, else in ``<data_dir>/chain``. Raises
-    ``DeploymentError`` (telling the user to start the dev chain) if there is none.
-    """
-    folder = Path(state_dir) if state_dir is not None else chain_state_dir(Path(data_dir))
-    record = _read_record(folder / DEPLOYMENT_FILE)
-    if record is None:
-        raise DeploymentError(
-            f"no local dev chain deployment in {folder}: start one with `farthing chain dev`"
-        )
-    return record
-
-
 def _reusable(chain: RpcChain, record: DevDeployment, config: TokenConfig) -> bool:
     if record.chain_id != chain.chain_id:
         return False
@@ -439,7 +306,7 @@ def ensure_deployment(
     """
     invariant(fund_atomic >= 0, "fund amount must not be negative")
     record_path = Path(state_dir) / DEPLOYMENT_FILE
-    record = _read_record(record_path)
+    record = read_deployment(record_path)
     dev = accounts or chain.dev_accounts()
     # Idempotent: a saved state keeps them; an older one gets them now.
     channels = place_channel_contracts(chain)
@@ -453,9 +320,9 @@ def ensure_deployment(
             record.minter,
             channels,
         )
-        _write_record(record_path, deployment)  # the URL may have changed with --port
+        write_deployment(record_path, deployment)  # the URL may have changed with --port
         return deployment, True
-    owner = dev[_MINTER_INDEX].signer()
+    owner = dev[MINTER_INDEX].signer()
     asset = deploy_stablecoin(
         chain, sender=owner, name=config.name, symbol=config.symbol, version=config.version
     )
@@ -470,7 +337,7 @@ def ensure_deployment(
             if not minted.ok:
                 raise DeploymentError(f"funding {account.address} failed: {minted.reason}")
     deployment = DevDeployment(
-        chain.rpc_url or "", chain.chain_id, asset, settler, f"anvil:{_MINTER_INDEX}", channels
+        chain.rpc_url or "", chain.chain_id, asset, settler, f"anvil:{MINTER_INDEX}", channels
     )
-    _write_record(record_path, deployment)
+    write_deployment(record_path, deployment)
     return deployment, False

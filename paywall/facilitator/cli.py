@@ -278,7 +278,7 @@ def _loopback(host: str) -> bool:
 
 def _own_tokens(chain: Chain, named: list[str], data_dir: Path | None) -> tuple[Asset, ...]:
     """The tokens this facilitator settles: those named, else the chain's own one."""
-    from farthing.devchain.node import load_dev_deployment
+    from farthing.wallet.deployment import load_dev_deployment
     from farthing.wallet.errors import WalletError
     from farthing.wallet.networks import network_for_chain_id
     from farthing.wallet.settings import WalletSettings

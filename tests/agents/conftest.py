@@ -31,13 +31,13 @@ from farthing.agents.payer import Payer
 from farthing.agents.policy import SpendPolicy
 from farthing.agents.reservations import booked_payments
 from farthing.agents.settings import AgentSettings
-from farthing.devchain.node import load_dev_deployment
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.ledger.chainview import TokenChainView
 from farthing.ledger.reconciliation import ReconciliationReport, reconcile
 from farthing.paywall import LocalFacilitator, PaymentStore, PaywallMiddleware
 from farthing.paywall.wire import b64_json
 from farthing.wallet.chain import Chain, RpcChain
+from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings

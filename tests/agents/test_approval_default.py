@@ -22,9 +22,9 @@ import pytest
 from pydantic import SecretStr
 
 from farthing.agents.blog import paywalled_blog
-from farthing.devchain.node import load_dev_deployment
 from farthing.paywall import LocalFacilitator, PaymentStore
 from farthing.wallet.chain import RpcChain
+from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner

@@ -31,7 +31,7 @@ from x402.mechanisms.evm.batch_settlement.utils import (
 )
 
 from farthing.contracts import load_artifact
-from farthing.devchain.node import ensure_deployment, load_dev_deployment, start_anvil
+from farthing.devchain.node import ensure_deployment, start_anvil
 from farthing.paywall.schemes.batch_settlement.contract import (
     ESCROW_EVENT_TOPICS,
     ChannelEscrow,
@@ -50,6 +50,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     sign_voucher,
 )
 from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
+from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner

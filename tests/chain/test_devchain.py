@@ -27,10 +27,10 @@ from farthing.devchain.node import (
     DEV_FUND_ATOMIC,
     ensure_deployment,
     find_anvil,
-    load_dev_deployment,
     start_anvil,
 )
 from farthing.wallet.chain import RpcChain, anvil_dev_accounts
+from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.errors import ChainError, DeploymentError
 from farthing.wallet.token import Stablecoin, read_asset
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from farthing.devchain.node import load_dev_deployment
 from farthing.wallet.chain import RpcChain
+from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner

@@ -24,8 +24,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import SecretStr
 
-from farthing.devchain.node import load_dev_deployment
 from farthing.wallet.chain import RpcChain
+from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.token import Stablecoin
