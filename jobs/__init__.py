@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from farthing.jobs.decision import Decision, decide
 from farthing.jobs.errors import JobConfigError, JobError, JobNotFound, JobStateError
+from farthing.jobs.lifecycle import JobResult, PayerKey
 from farthing.jobs.operators.escrow import DirectEscrowOperator, EscrowOperator
 from farthing.jobs.pricing import JobPrice, convert, parse_price, parse_rate
 from farthing.jobs.reconcile import JobBreak, reconcile_jobs
@@ -28,7 +29,7 @@ from farthing.jobs.review import (
     ReviewVerdict,
     ScriptedReviewer,
 )
-from farthing.jobs.service import JobResult, JobService, PayerKey
+from farthing.jobs.service import JobService
 from farthing.jobs.settings import JobSettings
 from farthing.jobs.states import JobState, can_move, check_move
 from farthing.jobs.store import JobView

@@ -11,7 +11,7 @@
 
 A refused operation (a capture over the hold, a refund over what was captured,
 a delivery from someone who did not accept the job, a hold that would pass the
-budget) is not an exception: it is a :class:`~farthing.jobs.service.JobResult`
+budget) is not an exception: it is a :class:`~farthing.jobs.lifecycle.result.JobResult`
 with ``ok=False`` and a snake_case ``reason``.
 """
 

@@ -54,7 +54,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farthing.errors import FarthingError
 from farthing.jobs.errors import JobNotFound
-from farthing.jobs.service import JobResult, JobService
+from farthing.jobs.lifecycle.result import JobResult
+from farthing.jobs.service import JobService
 from farthing.jobs.states import JobState
 from farthing.jobs.store import JobView, list_jobs
 from farthing.jobs.views import worker_view
