@@ -71,16 +71,6 @@ app = typer.Typer(
 )
 
 
-def _rates(pairs: list[str]) -> dict[str, str]:
-    rates = {}
-    for pair in pairs:
-        currency, sep, rate = pair.partition("=")
-        if not sep or not currency.strip() or not rate.strip():
-            fail(f"--rate wants CURRENCY=RATE (asset units per one unit), got {pair!r}")
-        rates[currency.strip().upper()] = rate.strip()
-    return rates
-
-
 @app.command()
 def serve(
     upstream: Annotated[
@@ -165,7 +155,7 @@ def serve(
     """Serve UPSTREAM behind the paywall."""
     from farthing.console import err_console
     from farthing.paywall.facilitator.cli import bind_socket, serve_app
-    from farthing.paywall.site.config import ServeConfig, parse_route_flag
+    from farthing.paywall.site.config import ServeConfig, parse_rate_flags, parse_route_flag
     from farthing.web import HostGuard, allowed_hosts
 
     base = site_config(config) or ServeConfig()
@@ -180,7 +170,7 @@ def serve(
         database_url=database_url,
         ledger_database_url=ledger_database_url,
         public_url=public_url,
-        rates=_rates(rate or []),
+        rates=parse_rate_flags(rate or []),
         routes=[parse_route_flag(text) for text in route or []],
         channels={
             "receiver_authorizer_key_file": channel_authorizer_key_file,

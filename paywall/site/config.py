@@ -62,7 +62,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
 )
 from farthing.paywall.site.channels import CHANNEL_KEYS, ChannelSettings
 
-__all__ = ["ServeConfig", "load_config", "parse_route_flag"]
+__all__ = ["ServeConfig", "load_config", "parse_rate_flags", "parse_route_flag"]
 
 _ROUTE_FLAG_RE: Final = re.compile(
     r"^\s*(?:(?P<methods>[A-Z]+(?:,[A-Z]+)*)\s+)?(?P<path>/\S*)\s+(?P<price>.+?)\s*$"
@@ -129,6 +129,19 @@ def parse_route_flag(text: str) -> PaidRoute:
         )
     methods = tuple(match["methods"].split(",")) if match["methods"] else ("GET",)
     return PaidRoute(match["path"], match["price"], methods=methods)
+
+
+def parse_rate_flags(pairs: list[str]) -> dict[str, str]:
+    """``--rate CURRENCY=RATE`` flags, e.g. ``["CNY=0.1385"]``, as ``{"CNY": "0.1385"}``."""
+    rates = {}
+    for pair in pairs:
+        currency, sep, rate = pair.partition("=")
+        if not sep or not currency.strip() or not rate.strip():
+            raise PaywallConfigError(
+                f"--rate wants CURRENCY=RATE (asset units per one unit), got {pair!r}"
+            )
+        rates[currency.strip().upper()] = rate.strip()
+    return rates
 
 
 def _text(data: dict[str, Any], key: str, where: str) -> str | None:

@@ -145,8 +145,8 @@ def init(
     ] = False,
 ) -> None:
     """Write a commented farthing.toml, a receipt secret and a relayer key with gas."""
-    from farthing.paywall.cli import _rates
     from farthing.paywall.keys import load_key_file
+    from farthing.paywall.site.config import parse_rate_flags
     from farthing.paywall.site.template import (
         AUTHORIZER_KEY_NAME,
         InitChoices,
@@ -163,7 +163,7 @@ def init(
         ("--public-url", public_url),
     ):
         _check_url(flag, value)
-    currency, rate_value = next(iter(_rates([rate]).items()))
+    currency, rate_value = next(iter(parse_rate_flags([rate]).items()))
     if key_file is None and facilitator_url is None:
         key_file = "relayer.key"
     choices = InitChoices(
