@@ -23,7 +23,7 @@ from farthing.jobs.states import JobState, check_move
 from farthing.jobs.tables import Job
 from farthing.ledger import derived_id as ledger_derived_id
 from farthing.ledger.ids import format_transfer_id
-from farthing.paywall.schemes.auth_capture.contract import PaymentInfo
+from farthing.paywall.schemes.auth_capture.payment import PaymentInfo
 
 __all__ = [
     "JobView",

@@ -21,7 +21,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from farthing.wallet.address import checksum, is_address
@@ -62,6 +62,7 @@ PAYMENT_HEADER_BYTES_MAX: Final = 8192
 
 _NETWORK_RE: Final = re.compile(r"eip155:[0-9]{1,20}")
 _TEXT_MAX: Final = 2048
+_AMOUNT_DIGITS_MAX: Final = 80  # a uint256 has 78; more is not an amount
 # x402 headers nest a few objects deep (payload → authorization, accepted → extra).
 HEADER_JSON_DEPTH_MAX: Final = 8
 
@@ -346,10 +347,16 @@ class VerifyResult:
 
 @dataclass(frozen=True, slots=True)
 class SettleResult:
-    """The outcome of settling on-chain; ``pending`` means it is not known yet.
+    """The outcome of a ``/settle`` in any scheme; ``pending`` means it is not known yet.
 
     A pending settlement was (or may have been) sent: it is resolved from the
     chain later and must never be answered by asking the payer to pay again.
+    ``amount`` is what the call moved (for ``exact`` the price; for
+    ``batch-settlement`` a deposit, claim, sweep or refund; for
+    ``auth-capture`` the hold, the capture, the refund or what a void
+    released). ``extra`` is the scheme's state after the call, on the wire as
+    is: a channel's ``channelState``, an escrow payment's amounts; ``exact``
+    has none.
     """
 
     success: bool
@@ -361,7 +368,7 @@ class SettleResult:
     message: str | None = None
     block_number: int | None = None
     pending: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -377,6 +384,8 @@ class SettleResult:
             out["errorReason"] = self.reason
         if self.message is not None:
             out["errorMessage"] = self.message
+        if self.extra is not None:
+            out["extra"] = dict(self.extra)
         return out
 
     def header(self) -> str:
@@ -385,22 +394,30 @@ class SettleResult:
 
     @classmethod
     def from_wire(cls, data: object) -> SettleResult:
+        """A ``/settle`` answer; anything that is not one raises ``AuthorizationError``."""
         if not isinstance(data, Mapping) or not isinstance(data.get("success"), bool):
             raise AuthorizationError("a settle response needs a boolean success")
-        network = data.get("network")
+        network, transaction = data.get("network"), data.get("transaction", "")
         if not isinstance(network, str):
             raise AuthorizationError("a settle response needs a network")
-        amount = data.get("amount")
+        if not isinstance(transaction, str):
+            raise AuthorizationError("a settle response's transaction must be a string")
+        amount, extra = data.get("amount"), data.get("extra")
         reason = _opt_str(data, "errorReason")
         return cls(
             success=data["success"],
             network=network,
-            transaction=_opt_str(data, "transaction") or "",
+            transaction=transaction,
             payer=_opt_str(data, "payer"),
-            amount=int(amount) if isinstance(amount, str) and amount.isdigit() else None,
+            amount=(
+                int(amount)
+                if isinstance(amount, str) and amount.isdigit() and len(amount) < _AMOUNT_DIGITS_MAX
+                else None
+            ),
             reason=reason,
             message=_opt_str(data, "errorMessage"),
             pending=reason == "settlement_pending",
+            extra=dict(extra) if isinstance(extra, Mapping) else None,
         )
 
 

@@ -19,11 +19,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from farthing.invariant import invariant
-from farthing.paywall.schemes.auth_capture.contract import (
-    AuthCaptureEscrow,
-    PaymentInfo,
-    PaymentState,
-)
+from farthing.paywall.schemes.auth_capture.contract import AuthCaptureEscrow, PaymentState
+from farthing.paywall.schemes.auth_capture.payment import PaymentInfo
 from farthing.wallet.chain import TxResult
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import TxSigner

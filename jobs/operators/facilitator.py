@@ -51,18 +51,16 @@ from farthing.paywall.schemes.auth_capture.consent import (
     refund_payload,
     void_payload,
 )
-from farthing.paywall.schemes.auth_capture.contract import (
-    AuthCaptureEscrow,
-    PaymentInfo,
-    PaymentState,
-    payment_authorization,
-    salt_binding,
-)
+from farthing.paywall.schemes.auth_capture.contract import AuthCaptureEscrow, PaymentState
 from farthing.paywall.schemes.auth_capture.facilitator import (
     AuthCaptureFacilitator,
     AuthCaptureSettling,
 )
-from farthing.paywall.schemes.auth_capture.types import AuthCaptureSettleResult
+from farthing.paywall.schemes.auth_capture.payment import (
+    PaymentInfo,
+    payment_authorization,
+    salt_binding,
+)
 from farthing.paywall.schemes.auth_capture.wire import (
     AuthCaptureExtra,
     AuthCapturePayment,
@@ -71,6 +69,7 @@ from farthing.paywall.schemes.auth_capture.wire import (
     parse_payment,
     parse_requirements,
 )
+from farthing.paywall.wire import SettleResult
 from farthing.wallet.address import ZERO_ADDRESS, checksum
 from farthing.wallet.chain import TxResult
 from farthing.wallet.money import Asset
@@ -406,7 +405,7 @@ class FacilitatorEscrowOperator:
 
     # ------------------------------------------------------------ outcomes
 
-    def _tx(self, settled: AuthCaptureSettleResult) -> TxResult:
+    def _tx(self, settled: SettleResult) -> TxResult:
         tx_hash = settled.transaction or None
         if settled.success:
             invariant(tx_hash is not None, "a settled operation names its transaction")

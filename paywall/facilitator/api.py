@@ -29,10 +29,7 @@ from starlette.routing import Route
 
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureSettling
-from farthing.paywall.schemes.auth_capture.types import (
-    AuthCaptureSettleResult,
-    AuthCaptureVerifyResult,
-)
+from farthing.paywall.schemes.auth_capture.types import AuthCaptureVerifyResult
 from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
 from farthing.paywall.schemes.auth_capture.wire import parse_payment as parse_auth_capture_payment
 from farthing.paywall.schemes.auth_capture.wire import (
@@ -40,7 +37,6 @@ from farthing.paywall.schemes.auth_capture.wire import (
 )
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelSettling
 from farthing.paywall.schemes.batch_settlement.types import (
-    ChannelSettleResult,
     ChannelVerifyResult,
     parse_channel_payment,
     parse_channel_requirements,
@@ -160,9 +156,7 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
                 "invalid_auth_capture_evm_scheme", "this facilitator has no auth-capture"
             )
         if settle:
-            answer = AuthCaptureSettleResult(
-                False, network, reason=refused.reason, message=refused.detail
-            )
+            answer = SettleResult(False, network, reason=refused.reason, message=refused.detail)
             return JSONResponse(answer.to_wire())
         return JSONResponse(
             AuthCaptureVerifyResult(False, refused.reason, None, refused.detail).to_wire()
@@ -184,8 +178,8 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         if refused is not None or not isinstance(facilitator, ChannelSettling):
             assert refused is not None
             if settle:
-                answer = ChannelSettleResult(False, network, reason=refused.reason,
-                                             message=refused.detail)  # fmt: skip
+                answer = SettleResult(False, network, reason=refused.reason,
+                                      message=refused.detail)  # fmt: skip
                 return JSONResponse(answer.to_wire())
             return JSONResponse(
                 ChannelVerifyResult(False, refused.reason, None, refused.detail).to_wire()

@@ -17,16 +17,12 @@ import httpx
 
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.facilitator.local import Supported
-from farthing.paywall.schemes.auth_capture.types import (
-    AuthCaptureSettleResult,
-    AuthCaptureVerifyResult,
-)
+from farthing.paywall.schemes.auth_capture.types import AuthCaptureVerifyResult
 from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
 from farthing.paywall.schemes.batch_settlement.types import (
     ChannelPayment,
     ChannelRequirements,
-    ChannelSettleResult,
     ChannelVerifyResult,
 )
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME as CHANNEL_SCHEME
@@ -181,19 +177,20 @@ class RemoteFacilitator:
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelSettleResult:
+    ) -> SettleResult:
         """``/settle`` of a deposit, claim, settle or refund payload."""
         body = {
             "x402Version": X402_VERSION,
             "paymentPayload": payment.to_wire(),
             "paymentRequirements": requirements.to_wire(),
         }
-        result = ChannelSettleResult.from_wire(await self._call("POST", "/settle", body))
-        if result is None:
+        data = await self._call("POST", "/settle", body)
+        try:
+            return SettleResult.from_wire(data)
+        except AuthorizationError:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} sent a malformed settle response"
-            )
-        return result
+            ) from None
 
     async def verify_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
@@ -213,19 +210,20 @@ class RemoteFacilitator:
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         """``/settle`` of an authorize, capture, void or refund payload."""
         body = {
             "x402Version": X402_VERSION,
             "paymentPayload": payment.to_wire(),
             "paymentRequirements": requirements.to_wire(),
         }
-        result = AuthCaptureSettleResult.from_wire(await self._call("POST", "/settle", body))
-        if result is None:
+        data = await self._call("POST", "/settle", body)
+        try:
+            return SettleResult.from_wire(data)
+        except AuthorizationError:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} sent a malformed settle response"
-            )
-        return result
+            ) from None
 
     async def supported(self) -> Supported:
         data = await self._call("GET", "/supported")

@@ -20,12 +20,8 @@ from __future__ import annotations
 from typing import Final
 
 from farthing.paywall.schemes.auth_capture.consent import OperatorDomain, payment_hash
-from farthing.paywall.schemes.auth_capture.contract import (
-    PaymentInfo,
-    PaymentState,
-    fee_amount,
-    salt_binding,
-)
+from farthing.paywall.schemes.auth_capture.contract import PaymentState
+from farthing.paywall.schemes.auth_capture.payment import PaymentInfo, fee_amount, salt_binding
 from farthing.paywall.schemes.auth_capture.types import (
     ERR_AMOUNT_MISMATCH,
     ERR_AUTHORIZATION_EXPIRED,

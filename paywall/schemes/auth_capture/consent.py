@@ -23,9 +23,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
-from farthing.paywall.schemes.auth_capture.contract import (
+from farthing.paywall.schemes.auth_capture.contract import PaymentState
+from farthing.paywall.schemes.auth_capture.payment import (
     PaymentInfo,
-    PaymentState,
     fee_amount,
     salt_binding,
     sign_payment_authorization,

@@ -59,10 +59,10 @@ from farthing.paywall.schemes.auth_capture.checks import (
 from farthing.paywall.schemes.auth_capture.consent import payment_hash
 from farthing.paywall.schemes.auth_capture.contract import (
     AuthCaptureEscrow,
-    PaymentInfo,
     PaymentState,
     custom_error_name,
 )
+from farthing.paywall.schemes.auth_capture.payment import PaymentInfo
 from farthing.paywall.schemes.auth_capture.types import (
     ERR_IDEMPOTENCY_CONFLICT,
     ERR_INSUFFICIENT_BALANCE,
@@ -74,7 +74,6 @@ from farthing.paywall.schemes.auth_capture.types import (
     ERR_SIMULATION_FAILED,
     ERR_TRANSACTION_REVERTED,
     ESCROW_ERROR_REASONS,
-    AuthCaptureSettleResult,
     AuthCaptureVerifyResult,
     WireRefusal,
 )
@@ -87,6 +86,7 @@ from farthing.paywall.schemes.auth_capture.wire import (
     VoidPayload,
 )
 from farthing.paywall.scope import SettleScope
+from farthing.paywall.wire import SettleResult
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import (
@@ -121,7 +121,7 @@ class AuthCaptureSettling(Protocol):
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureSettleResult: ...
+    ) -> SettleResult: ...
 
 
 class _Refused(Exception):
@@ -136,7 +136,7 @@ class _Refused(Exception):
 @dataclass(slots=True)
 class _Entry:
     fingerprint: bytes  # what the operation was: a different one may not reuse the key
-    result: AuthCaptureSettleResult
+    result: SettleResult
     pending_tx: str | None = None  # sent, receipt not seen yet
 
 
@@ -207,7 +207,7 @@ class AuthCaptureFacilitator:
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         return await anyio.to_thread.run_sync(self.settle, payment, requirements)
 
     # ------------------------------------------------------------ Python API
@@ -246,7 +246,7 @@ class AuthCaptureFacilitator:
 
     def settle(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         """Settle whatever the payload is: authorize, capture (and void), void or refund."""
         payload = payment.payload
         if isinstance(payload, CollectPayload):
@@ -263,7 +263,7 @@ class AuthCaptureFacilitator:
 
     def authorize(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         """Place the hold: re-verify the client's payload, then collect the whole ``amount``."""
         payload = payment.payload
         if not isinstance(payload, CollectPayload):
@@ -292,7 +292,7 @@ class AuthCaptureFacilitator:
         requirements: AuthCaptureRequirements,
         *,
         idempotency_key: str | None = None,
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         """Pay ``payload.amount`` of the hold out (then void the rest, if the payload says so)."""
         return self._lifecycle(payload, requirements, idempotency_key)
 
@@ -302,7 +302,7 @@ class AuthCaptureFacilitator:
         requirements: AuthCaptureRequirements,
         *,
         idempotency_key: str | None = None,
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         """Release the whole remaining hold to the payer."""
         return self._lifecycle(payload, requirements, idempotency_key)
 
@@ -312,7 +312,7 @@ class AuthCaptureFacilitator:
         requirements: AuthCaptureRequirements,
         *,
         idempotency_key: str | None = None,
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         """Return ``payload.amount`` of what was captured, from the operator's funds."""
         return self._lifecycle(payload, requirements, idempotency_key)
 
@@ -409,7 +409,7 @@ class AuthCaptureFacilitator:
         payload: LifecyclePayload,
         requirements: AuthCaptureRequirements,
         idempotency_key: str | None,
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         payer = payload.info.payer
         fingerprint = bytes(keccak256(payload.type.encode() + payload.authorizer_signature))
         if isinstance(payload, CapturePayload) and payload.void_authorizer_signature is not None:
@@ -454,8 +454,8 @@ class AuthCaptureFacilitator:
         fingerprint: bytes,
         requirements: AuthCaptureRequirements,
         info: PaymentInfo,
-        captured: AuthCaptureSettleResult,
-    ) -> AuthCaptureSettleResult:
+        captured: SettleResult,
+    ) -> SettleResult:
         """The second leg of a capture-and-void; a hold emptied meanwhile means capture-only."""
         voided = self._send(Call(self.escrow.address, self.escrow.encode_void(info)))
         extra = dict(self._extra(requirements, info, self._state(info)))
@@ -475,7 +475,7 @@ class AuthCaptureFacilitator:
         amount: int,
         *,
         record: bool = True,
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         """Send one escrow call and journal its outcome (successes and pending ones only)."""
         try:
             sent = self._send(Call(self.escrow.address, data))
@@ -484,7 +484,7 @@ class AuthCaptureFacilitator:
         network, payer = requirements.network, info.payer
         if sent.ok and sent.tx_hash is not None:
             state = self._state(info)
-            result = AuthCaptureSettleResult(
+            result = SettleResult(
                 True, network, sent.tx_hash, payer, amount,
                 extra=self._extra(requirements, info, state),
             )  # fmt: skip
@@ -492,7 +492,7 @@ class AuthCaptureFacilitator:
                 self._remember(key, _Entry(fingerprint, result))
             return result
         if sent.reason == "receipt_timeout" and sent.tx_hash is not None:
-            result = AuthCaptureSettleResult(
+            result = SettleResult(
                 False, network, sent.tx_hash, payer, amount, ERR_SETTLEMENT_PENDING,
                 "sent; no receipt yet: retry with the same idempotency key",
             )  # fmt: skip
@@ -501,10 +501,10 @@ class AuthCaptureFacilitator:
         reason = self._reason(sent.reason, sent.revert_message)
         if sent.tx_hash is not None and reason == ERR_SIMULATION_FAILED:
             reason = ERR_TRANSACTION_REVERTED
-        return AuthCaptureSettleResult(False, network, sent.tx_hash or "", payer, None, reason,
+        return SettleResult(False, network, sent.tx_hash or "", payer, None, reason,
                                        "the escrow refused the call")  # fmt: skip
 
-    def _replay(self, key: str, fingerprint: bytes) -> AuthCaptureSettleResult | None:
+    def _replay(self, key: str, fingerprint: bytes) -> SettleResult | None:
         """The first outcome under ``key``; ``None`` when there is none to replay."""
         entry = self._journal.get(key)
         if entry is None:
@@ -599,7 +599,5 @@ class AuthCaptureFacilitator:
 
     def _refusal(
         self, requirements: AuthCaptureRequirements, payer: str | None, exc: _Refused
-    ) -> AuthCaptureSettleResult:
-        return AuthCaptureSettleResult(
-            False, requirements.network, "", payer, None, exc.reason, exc.message
-        )
+    ) -> SettleResult:
+        return SettleResult(False, requirements.network, "", payer, None, exc.reason, exc.message)

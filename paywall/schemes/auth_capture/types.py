@@ -5,8 +5,9 @@ binding spells them (``invalid_auth_capture_evm_*``), plus two of our own for
 what the spec leaves to the facilitator: a lifecycle idempotency key reused
 for another operation, and a settlement whose receipt did not arrive in time.
 
-:class:`AuthCaptureVerifyResult` and :class:`AuthCaptureSettleResult` are the
-``/verify`` and ``/settle`` answers in the camelCase shape the x402 SDK reads;
+:class:`AuthCaptureVerifyResult` is the ``/verify`` answer in the camelCase
+shape the x402 SDK reads; ``/settle`` answers with
+:class:`farthing.paywall.wire.SettleResult`, as every scheme does. Either's
 ``extra`` carries the escrow's payment state after the call
 (``paymentInfoHash``, ``capturableAmount``, ``refundableAmount`` as decimal
 strings) and, on a capture-and-void, the void's transaction.
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from farthing.paywall.schemes.batch_settlement.wire import WireRefusal
-from farthing.paywall.wire import b64_json
 
 __all__ = [
     "ERR_AMOUNT_MISMATCH",
@@ -64,7 +64,6 @@ __all__ = [
     "ERR_VOID_REMAINDER_FULL_CAPTURE",
     "ERR_ZERO_AUTHORIZATION",
     "ESCROW_ERROR_REASONS",
-    "AuthCaptureSettleResult",
     "AuthCaptureVerifyResult",
     "WireRefusal",
 ]
@@ -189,66 +188,3 @@ class AuthCaptureVerifyResult:
 def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthCaptureSettleResult:
-    """``/settle`` of an authorize, capture, void or refund: a transaction, or the spec's reason.
-
-    ``amount`` is what the operation moved (the hold, the capture, the
-    refund; for a void, what it released).
-    """
-
-    success: bool
-    network: str
-    transaction: str = ""
-    payer: str | None = None
-    amount: int | None = None
-    reason: str | None = None
-    message: str | None = None
-    extra: Mapping[str, Any] | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "success": self.success,
-            "transaction": self.transaction,
-            "network": self.network,
-        }
-        if self.payer is not None:
-            out["payer"] = self.payer
-        if self.amount is not None:
-            out["amount"] = str(self.amount)
-        if self.reason is not None:
-            out["errorReason"] = self.reason
-        if self.message is not None:
-            out["errorMessage"] = self.message
-        if self.extra is not None:
-            out["extra"] = dict(self.extra)
-        return out
-
-    def header(self) -> str:
-        """The ``PAYMENT-RESPONSE`` header value."""
-        return b64_json(self.to_wire())
-
-    @classmethod
-    def from_wire(cls, data: object) -> AuthCaptureSettleResult | None:
-        """A ``/settle`` answer; ``None`` when it is not one."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("success"), bool):
-            return None
-        network, transaction = data.get("network"), data.get("transaction", "")
-        if not isinstance(network, str) or not isinstance(transaction, str):
-            return None
-        amount = data.get("amount")
-        extra = data.get("extra")
-        return cls(
-            data["success"],
-            network,
-            transaction,
-            _opt_str(data, "payer"),
-            int(amount)
-            if isinstance(amount, str) and amount.isdigit() and len(amount) < 80
-            else None,
-            _opt_str(data, "errorReason"),
-            _opt_str(data, "errorMessage"),
-            dict(extra) if isinstance(extra, Mapping) else None,
-        )

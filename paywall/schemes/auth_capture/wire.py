@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from farthing.paywall.schemes.auth_capture.contract import (
+from farthing.paywall.schemes.auth_capture.payment import (
     AMOUNT_MAX,
     EXPIRY_MAX,
     FEE_BPS_MAX,

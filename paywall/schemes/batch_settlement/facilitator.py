@@ -43,7 +43,6 @@ from farthing.paywall.schemes.batch_settlement.contract import (
 from farthing.paywall.schemes.batch_settlement.types import (
     ChannelPayment,
     ChannelRequirements,
-    ChannelSettleResult,
     ChannelVerifyResult,
 )
 from farthing.paywall.schemes.batch_settlement.vouchers import (
@@ -89,6 +88,7 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     parse_settle_payload,
 )
 from farthing.paywall.scope import SettleScope
+from farthing.paywall.wire import SettleResult
 from farthing.wallet.address import checksum, is_address
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import recover_digest
@@ -176,7 +176,7 @@ class ChannelSettling(Protocol):
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelSettleResult: ...
+    ) -> SettleResult: ...
 
 
 class ChannelFacilitator:
@@ -227,7 +227,7 @@ class ChannelFacilitator:
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelSettleResult:
+    ) -> SettleResult:
         return await anyio.to_thread.run_sync(self._outage, self.settle, payment, requirements)
 
     def _outage(self, method: Callable[..., _R], *args: Any) -> _R:
@@ -388,15 +388,11 @@ class ChannelFacilitator:
 
     # ------------------------------------------------------------ settle
 
-    def settle(
-        self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelSettleResult:
+    def settle(self, payment: ChannelPayment, requirements: ChannelRequirements) -> SettleResult:
         network = requirements.network
         refused = self._envelope(payment, requirements)
         if refused is not None:
-            return ChannelSettleResult(
-                False, network, reason=refused.reason, message=refused.detail
-            )
+            return SettleResult(False, network, reason=refused.reason, message=refused.detail)
         kind = payment.payload.get("type")
         if kind == PAYLOAD_CLAIM:
             return self._settle_claim(payment, network)
@@ -407,17 +403,17 @@ class ChannelFacilitator:
         parsed = parse_client_payload(payment.payload)
         if not isinstance(parsed, DepositPayload):
             reason = parsed.reason if isinstance(parsed, WireRefusal) else ERR_INVALID_PAYLOAD_TYPE
-            return ChannelSettleResult(False, network, reason=reason)
+            return SettleResult(False, network, reason=reason)
         return self._settle_deposit(payment, parsed, requirements)
 
     def _submit(
         self, data: bytes, failed: str, network: str, payer: str | None
-    ) -> TxResult | ChannelSettleResult:
+    ) -> TxResult | SettleResult:
         result = self._send(Call(self.escrow.address, data))
         if result.ok:
             return result
         name = custom_error_name(result.revert_message)
-        return ChannelSettleResult(
+        return SettleResult(
             False,
             network,
             result.tx_hash or "",
@@ -428,23 +424,21 @@ class ChannelFacilitator:
 
     def _settle_deposit(
         self, payment: ChannelPayment, deposit: DepositPayload, requirements: ChannelRequirements
-    ) -> ChannelSettleResult:
+    ) -> SettleResult:
         network = requirements.network
         payer = deposit.config.payer
         verified = self.verify(payment, requirements)
         if not verified.valid:
-            return ChannelSettleResult(
+            return SettleResult(
                 False, network, "", payer, reason=verified.reason, message=verified.message
             )
         sent = self._submit(
             self._deposit_calldata(deposit), ERR_DEPOSIT_TRANSACTION_FAILED, network, payer
         )
-        if isinstance(sent, ChannelSettleResult):
+        if isinstance(sent, SettleResult):
             return sent
         extra = self._state_extra(deposit.voucher.channel_id)
-        return ChannelSettleResult(
-            True, network, sent.tx_hash or "", payer, deposit.amount, extra=extra
-        )
+        return SettleResult(True, network, sent.tx_hash or "", payer, deposit.amount, extra=extra)
 
     def _state_extra(self, channel_id: bytes) -> dict[str, Any] | None:
         try:
@@ -467,59 +461,55 @@ class ChannelFacilitator:
         ]
         return sign_claim_batch(self.authorizer, self.domain, entries)
 
-    def _settle_claim(self, payment: ChannelPayment, network: str) -> ChannelSettleResult:
+    def _settle_claim(self, payment: ChannelPayment, network: str) -> SettleResult:
         parsed = parse_claim_payload(payment.payload)
         if isinstance(parsed, WireRefusal):
-            return ChannelSettleResult(False, network, reason=parsed.reason, message=parsed.detail)
+            return SettleResult(False, network, reason=parsed.reason, message=parsed.detail)
         signature = self._claim_signature(parsed.claims, parsed.authorizer_signature)
         if isinstance(signature, str):
-            return ChannelSettleResult(False, network, reason=signature)
+            return SettleResult(False, network, reason=signature)
         data = self.escrow.encode_claim_with_signature(parsed.claims, signature)
         simulated = self.chain.call(Call(self.escrow.address, data), sender=self._signer.address)
         if not simulated.ok:
             name = custom_error_name(simulated.revert_message)
-            return ChannelSettleResult(
-                False, network, reason=ERR_CLAIM_SIMULATION_FAILED, message=name
-            )
+            return SettleResult(False, network, reason=ERR_CLAIM_SIMULATION_FAILED, message=name)
         sent = self._submit(data, ERR_CLAIM_TRANSACTION_FAILED, network, None)
-        if isinstance(sent, ChannelSettleResult):
+        if isinstance(sent, SettleResult):
             return sent
-        return ChannelSettleResult(True, network, sent.tx_hash or "")
+        return SettleResult(True, network, sent.tx_hash or "")
 
-    def _settle_sweep(self, payment: ChannelPayment, network: str) -> ChannelSettleResult:
+    def _settle_sweep(self, payment: ChannelPayment, network: str) -> SettleResult:
         parsed = parse_settle_payload(payment.payload)
         if isinstance(parsed, WireRefusal):
-            return ChannelSettleResult(False, network, reason=parsed.reason, message=parsed.detail)
+            return SettleResult(False, network, reason=parsed.reason, message=parsed.detail)
         claimed, settled = self.escrow.receiver(parsed.receiver, parsed.token)
         if claimed <= settled:
-            return ChannelSettleResult(
+            return SettleResult(
                 False, network, reason=ERR_NOTHING_TO_SETTLE, message="nothing to settle"
             )
         data = self.escrow.encode_settle(parsed.receiver, parsed.token)
         sent = self._submit(data, ERR_SETTLE_TRANSACTION_FAILED, network, None)
-        if isinstance(sent, ChannelSettleResult):
+        if isinstance(sent, SettleResult):
             return sent
         _, after_settled = self.escrow.receiver(parsed.receiver, parsed.token)
-        return ChannelSettleResult(
-            True, network, sent.tx_hash or "", amount=after_settled - settled
-        )
+        return SettleResult(True, network, sent.tx_hash or "", amount=after_settled - settled)
 
-    def _settle_refund(self, payment: ChannelPayment, network: str) -> ChannelSettleResult:
+    def _settle_refund(self, payment: ChannelPayment, network: str) -> SettleResult:
         raw = payment.payload
         plain = {k: raw[k] for k in ("type", "channelConfig", "voucher") if k in raw}
         parsed = parse_client_payload(plain)
         if not isinstance(parsed, (RefundPayload, VoucherPayload)):
             reason = parsed.reason if isinstance(parsed, WireRefusal) else ERR_REFUND_PAYLOAD
-            return ChannelSettleResult(False, network, reason=reason)
+            return SettleResult(False, network, reason=reason)
         config, payer = parsed.config, parsed.config.payer
         amount, nonce = raw.get("amount"), raw.get("refundNonce")
         if not _uint(amount, 128) or int(amount) == 0:
-            return ChannelSettleResult(False, network, reason=ERR_REFUND_AMOUNT_INVALID)
+            return SettleResult(False, network, reason=ERR_REFUND_AMOUNT_INVALID)
         if not _uint(nonce, 256):
-            return ChannelSettleResult(False, network, reason=ERR_REFUND_PAYLOAD)
+            return SettleResult(False, network, reason=ERR_REFUND_PAYLOAD)
         channel_id = self.domain.channel_id(config)
         if channel_id != parsed.voucher.channel_id:
-            return ChannelSettleResult(False, network, reason=ERR_CHANNEL_ID_MISMATCH)
+            return SettleResult(False, network, reason=ERR_CHANNEL_ID_MISMATCH)
         claims: tuple[VoucherClaim, ...] = ()
         claim_signature: bytes | None = None
         if raw.get("claims"):
@@ -535,30 +525,30 @@ class ChannelFacilitator:
                 }
             )
             if isinstance(rows, WireRefusal):
-                return ChannelSettleResult(False, network, reason=rows.reason, message=rows.detail)
+                return SettleResult(False, network, reason=rows.reason, message=rows.detail)
             claims = rows.claims
             signed = self._claim_signature(claims, rows.authorizer_signature)
             if isinstance(signed, str):
-                return ChannelSettleResult(False, network, reason=signed)
+                return SettleResult(False, network, reason=signed)
             claim_signature = signed
         before = self.escrow.snapshot(channel_id)
         claimed_after = max([before.total_claimed, *(c.total_claimed for c in claims)])
         if before.balance <= claimed_after:
-            return ChannelSettleResult(False, network, reason=ERR_REFUND_NO_BALANCE, payer=payer)
+            return SettleResult(False, network, reason=ERR_REFUND_NO_BALANCE, payer=payer)
         refund_signature = raw.get("refundAuthorizerSignature")
         if isinstance(refund_signature, str) and refund_signature.startswith("0x"):
             try:
                 refund_sig = bytes.fromhex(refund_signature[2:])
             except ValueError:
-                return ChannelSettleResult(False, network, reason=ERR_REFUND_PAYLOAD)
+                return SettleResult(False, network, reason=ERR_REFUND_PAYLOAD)
         elif self.authorizer is None:
-            return ChannelSettleResult(False, network, reason=ERR_AUTHORIZER_NOT_CONFIGURED)
+            return SettleResult(False, network, reason=ERR_AUTHORIZER_NOT_CONFIGURED)
         elif config.receiver_authorizer != self.authorizer.address:
-            return ChannelSettleResult(False, network, reason=ERR_AUTHORIZER_ADDRESS_MISMATCH)
+            return SettleResult(False, network, reason=ERR_AUTHORIZER_ADDRESS_MISMATCH)
         elif int(amount) > before.balance - claimed_after:
             # We sign only what the caller left uncharged: the balance less what
             # is claimed, on chain or by the claims sent with this refund.
-            return ChannelSettleResult(
+            return SettleResult(
                 False, network, payer=payer, reason=ERR_REFUND_AMOUNT_INVALID,
                 message=f"at most {before.balance - claimed_after} is refundable",
             )  # fmt: skip
@@ -579,15 +569,15 @@ class ChannelFacilitator:
         simulated = self.chain.call(Call(self.escrow.address, data), sender=self._signer.address)
         if not simulated.ok:
             name = custom_error_name(simulated.revert_message)
-            return ChannelSettleResult(
+            return SettleResult(
                 False, network, payer=payer, reason=ERR_REFUND_SIMULATION_FAILED, message=name
             )
         sent = self._submit(data, ERR_REFUND_TRANSACTION_FAILED, network, payer)
-        if isinstance(sent, ChannelSettleResult):
+        if isinstance(sent, SettleResult):
             return sent
         after = self.escrow.snapshot(channel_id)
         refunded = before.balance - after.balance
-        return ChannelSettleResult(
+        return SettleResult(
             True, network, sent.tx_hash or "", payer, refunded,
             extra={"channelState": snapshot_wire(after)},
         )  # fmt: skip

@@ -11,9 +11,10 @@ them). These types hold that envelope:
 - :class:`ChannelPayment`: a decoded ``PAYMENT-SIGNATURE`` (or a
   facilitator request's ``paymentPayload``) whose ``payload`` is still raw
   JSON, parsed by ``channel_wire`` per payload type;
-- :class:`ChannelVerifyResult` and :class:`ChannelSettleResult`: the
-  facilitator's answers, with ``extra`` (``channelState`` and friends), in the
-  camelCase shape the x402 SDK reads.
+- :class:`ChannelVerifyResult`: the facilitator's ``/verify`` answer, with
+  ``extra`` (the channel's state), in the camelCase shape the x402 SDK reads.
+  ``/settle`` answers with :class:`farthing.paywall.wire.SettleResult`, as
+  every scheme does.
 
 Nothing here raises on client input: :func:`decode_channel_payment` answers
 ``None`` for a payment of another scheme, and a :class:`MalformedPayment` with
@@ -39,7 +40,6 @@ from farthing.wallet.address import checksum, is_address
 __all__ = [
     "ChannelPayment",
     "ChannelRequirements",
-    "ChannelSettleResult",
     "ChannelVerifyResult",
     "decode_channel_payment",
     "parse_channel_payment",
@@ -213,59 +213,5 @@ class ChannelVerifyResult:
             _opt_str(data, "invalidReason"),
             _opt_str(data, "payer"),
             _opt_str(data, "invalidMessage"),
-            dict(extra) if isinstance(extra, Mapping) else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSettleResult:
-    """``/settle`` for a deposit, claim, settle or refund: a transaction, or the spec's reason."""
-
-    success: bool
-    network: str
-    transaction: str = ""
-    payer: str | None = None
-    amount: int | None = None
-    reason: str | None = None
-    message: str | None = None
-    extra: Mapping[str, Any] | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "success": self.success,
-            "transaction": self.transaction,
-            "network": self.network,
-        }
-        if self.payer is not None:
-            out["payer"] = self.payer
-        if self.amount is not None:
-            out["amount"] = str(self.amount)
-        if self.reason is not None:
-            out["errorReason"] = self.reason
-        if self.message is not None:
-            out["errorMessage"] = self.message
-        if self.extra is not None:
-            out["extra"] = dict(self.extra)
-        return out
-
-    def header(self) -> str:
-        """The ``PAYMENT-RESPONSE`` header value."""
-        return b64_json(self.to_wire())
-
-    @classmethod
-    def from_wire(cls, data: object) -> ChannelSettleResult | None:
-        if not isinstance(data, Mapping) or not isinstance(data.get("success"), bool):
-            return None
-        network = data.get("network")
-        amount = data.get("amount")
-        extra = data.get("extra")
-        return cls(
-            data["success"],
-            network if isinstance(network, str) else "",
-            _opt_str(data, "transaction") or "",
-            _opt_str(data, "payer"),
-            int(amount) if isinstance(amount, str) and amount.isdigit() else None,
-            _opt_str(data, "errorReason"),
-            _opt_str(data, "errorMessage"),
             dict(extra) if isinstance(extra, Mapping) else None,
         )

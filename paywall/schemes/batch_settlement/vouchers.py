@@ -21,17 +21,16 @@ Amounts are ints of the token's atomic units; the contract stores them as
 
 from __future__ import annotations
 
-import ast
-import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from eth_abi.abi import encode as abi_encode
-from eth_utils.address import to_canonical_address
 
 from farthing.contracts import load_artifact
 from farthing.invariant import invariant
+from farthing.paywall.schemes.placement import MULTICALL3_ADDRESS, place_code, runtime_code
+from farthing.paywall.schemes.reverts import custom_error, error_selectors
 from farthing.wallet.abi_words import (
     address_word,
     checked_address,
@@ -41,10 +40,10 @@ from farthing.wallet.abi_words import (
     word,
 )
 from farthing.wallet.address import checksum
-from farthing.wallet.chain import Call, Chain, MemoryChain, RpcChain
+from farthing.wallet.chain import Chain
 from farthing.wallet.eip712 import domain_separator, recover_digest
-from farthing.wallet.errors import AuthorizationError, ChainError, DeploymentError, SigningError
-from farthing.wallet.networks import ANVIL_CHAIN_ID, CANONICAL_CHANNEL_CONTRACTS, ChannelContracts
+from farthing.wallet.errors import AuthorizationError, SigningError
+from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS, ChannelContracts
 from farthing.wallet.signer import Signer
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
     "CLAIM_BATCH_TYPES",
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
-    "MULTICALL3_ADDRESS",
     "REFUND_TYPES",
     "UINT128_MAX",
     "VOUCHER_TYPES",
@@ -76,7 +74,7 @@ DOMAIN_VERSION: Final = "1"
 WITHDRAW_DELAY_MIN_S: Final = 900  # 15 minutes, the contract's floor
 WITHDRAW_DELAY_MAX_S: Final = 2_592_000  # 30 days, its ceiling
 UINT128_MAX: Final = 2**128 - 1
-MULTICALL3_ADDRESS: Final = "0xcA11bde05977b3631167028862bE2a173976CA11"
+_WHAT: Final = "batch-settlement"  # names the contracts in a placement error
 _UINT40_MAX: Final = 2**40 - 1
 
 CHANNEL_CONFIG_TYPES: Final[dict[str, list[dict[str, str]]]] = {
@@ -370,69 +368,15 @@ def erc3009_collector_data(
 
 # ---------------------------------------------------------------- custom errors
 
-_ERROR_SELECTORS: dict[bytes, str] = {}
-for _name in ("BatchSettlement", "ERC3009DepositCollector"):
-    for _item in load_artifact(_name).abi:
-        if _item["type"] == "error":
-            _signature = f"{_item['name']}({','.join(p['type'] for p in _item['inputs'])})"
-            _ERROR_SELECTORS[keccak(_signature.encode())[:4]] = _item["name"]
+_ERROR_SELECTORS: Final = error_selectors(("BatchSettlement", "ERC3009DepositCollector"))
 
 
 def custom_error_name(revert_message: str | None) -> str | None:
-    """The channel contracts' custom error behind a revert message, e.g. ``InvalidSignature``.
-
-    The backends report undecoded revert data differently (eth-tester as a
-    bytes literal, JSON-RPC as hex), so both forms are read.
-    """
-    if not revert_message:
-        return None
-    data: bytes | None = None
-    text = revert_message.strip()
-    if text.startswith(("b'", 'b"')):
-        try:
-            literal = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            literal = None
-        data = literal if isinstance(literal, bytes) else None
-    if data is None:
-        found = re.search(r"0x([0-9a-fA-F]{8})", text)
-        data = bytes.fromhex(found.group(1)) if found else None
-    return None if data is None else _ERROR_SELECTORS.get(data[:4])
+    """The channel contracts' custom error behind a revert message, e.g. ``InvalidSignature``."""
+    return custom_error(revert_message, _ERROR_SELECTORS)
 
 
 # ---------------------------------------------------------------- placement on dev chains
-
-
-def _runtime_code(chain: Chain, creation: bytes) -> bytes:
-    """Run creation code read-only; its return data is the runtime code, immutables filled in."""
-    result = chain.call(Call(None, creation))
-    if not result.ok or not result.return_data:
-        raise DeploymentError(f"the channel contracts' constructor failed: {result.revert_message}")
-    return bytes(result.return_data)
-
-
-def _set_code(chain: Chain, address: str, code: bytes) -> None:
-    if isinstance(chain, MemoryChain):
-        # py-evm has no RPC for this: write the code into the pending state,
-        # then mine so "latest" (what eth_getCode reads) carries it.
-        backend = chain._tester.backend  # the memory chain's own py-evm
-        evm_chain = backend.chain
-        vm = evm_chain.get_vm(evm_chain.header)
-        vm.state.set_code(to_canonical_address(address), code)
-        vm.state.persist()
-        evm_chain.header = evm_chain.header.copy(state_root=vm.state.state_root)
-        backend.mine_blocks(1)
-    elif isinstance(chain, RpcChain) and chain.chain_id == ANVIL_CHAIN_ID:
-        response = chain.w3.provider.make_request(
-            cast(Any, "anvil_setCode"),
-            [checksum(address), "0x" + code.hex()],
-        )
-        if "error" in response:
-            raise DeploymentError(f"anvil_setCode at {address} failed: {response['error']}")
-    else:
-        raise ChainError(
-            f"{chain!r} is not a dev chain: use the deployed batch-settlement contracts there"
-        )
 
 
 def place_channel_contracts(
@@ -454,17 +398,11 @@ def place_channel_contracts(
     ) + abi_encode(["address"], [checksum(contracts.settlement)])
     wanted = {
         contracts.settlement: settlement_code,
-        contracts.erc3009_collector: _runtime_code(chain, collector_creation),
+        contracts.erc3009_collector: runtime_code(chain, collector_creation, what=_WHAT),
         # The reference facilitator reads channel state through Multicall3.
         MULTICALL3_ADDRESS: bytes.fromhex(load_artifact("Multicall3").deployed_bytecode[2:]),
     }
-    for address, code in wanted.items():
-        existing = chain.code_at(address)
-        if address == MULTICALL3_ADDRESS and existing:
-            continue  # a chain that has the original keeps it
-        if existing != code:
-            _set_code(chain, address, code)
-            invariant(chain.code_at(address) == code, f"code did not land at {address}")
+    place_code(chain, wanted, what=_WHAT)
     return contracts
 
 
