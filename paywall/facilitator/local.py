@@ -32,32 +32,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Final
 
 import anyio.to_thread
-import requests
-from eth_utils.crypto import keccak
-from web3.exceptions import TransactionNotFound
 
 from farthing.paywall.errors import FacilitatorUnavailableError
+from farthing.paywall.facilitator.onchain import (
+    chain_outage,
+    find_use,
+    moved,
+    receipt_logs,
+    receipt_of,
+    waiting,
+)
 from farthing.paywall.facilitator.submit import SharedNonces, Submitter
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
-from farthing.paywall.schemes.auth_capture.types import (
-    ERR_SCHEME as AUTH_CAPTURE_ERR_SCHEME,
-)
-from farthing.paywall.schemes.auth_capture.types import (
-    AuthCaptureSettleResult,
-    AuthCaptureVerifyResult,
-)
+from farthing.paywall.schemes.auth_capture.types import ERR_SCHEME as AUTH_CAPTURE_ERR_SCHEME
+from farthing.paywall.schemes.auth_capture.types import AuthCaptureVerifyResult
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelFacilitator
 from farthing.paywall.schemes.batch_settlement.types import (
     ChannelPayment,
     ChannelRequirements,
-    ChannelSettleResult,
     ChannelVerifyResult,
 )
 from farthing.paywall.schemes.exact.terms import VALID_BEFORE_SKEW_S, check_terms
@@ -69,14 +67,13 @@ from farthing.paywall.wire import (
     SettleResult,
     VerifyResult,
 )
-from farthing.wallet.chain import TRANSFER_TOPIC, Chain, LogEntry, TxResult
+from farthing.wallet.chain import Chain, TxResult
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import Signer, TxSigner
 from farthing.wallet.token import Stablecoin
 
 __all__ = [
-    "AUTHORIZATION_USED_TOPIC",
     "VALID_BEFORE_MARGIN_S_DEFAULT",
     "VALID_BEFORE_SKEW_S",
     "Facilitator",
@@ -86,7 +83,6 @@ __all__ = [
     "check_terms",
 ]
 
-AUTHORIZATION_USED_TOPIC: Final = keccak(text="AuthorizationUsed(address,bytes32)")
 # Time the payment must still be valid for after verify: the handler runs and
 # the settlement is mined inside it. x402's own facilitator uses 6 s.
 VALID_BEFORE_MARGIN_S_DEFAULT: Final = 10
@@ -189,7 +185,7 @@ class LocalFacilitator:
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelSettleResult:
+    ) -> SettleResult:
         return await self.channels.settle_channel(payment, requirements)
 
     async def verify_auth_capture(
@@ -206,9 +202,9 @@ class LocalFacilitator:
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureSettleResult:
+    ) -> SettleResult:
         if self.auth_capture is None:
-            return AuthCaptureSettleResult(
+            return SettleResult(
                 False, requirements.network, reason=AUTH_CAPTURE_ERR_SCHEME,
                 message="this facilitator has no auth-capture operator",
             )  # fmt: skip
@@ -257,7 +253,7 @@ class LocalFacilitator:
             return refused
         payer = payload.payer
         token = self._token(requirements)
-        with _chain_outage(self.chain):
+        with chain_outage(self.chain):
             try:
                 used = token.authorization_state(payer, payload.authorization.nonce)
             except ChainError as exc:
@@ -298,7 +294,7 @@ class LocalFacilitator:
         if refused is not None and refused.reason == "authorization_valid_too_long":
             # Payers may sign on the chain's clock, which a dev chain can run
             # ahead of ours: judge the upper bound on the later of the two.
-            with _chain_outage(self.chain):
+            with chain_outage(self.chain):
                 chain_now = self.chain.timestamp()
             if chain_now > self._clock():
                 refused = check_terms(payload, requirements, now=chain_now, margin_s=self._margin_s)
@@ -363,14 +359,14 @@ class LocalFacilitator:
     ) -> SettleResult:
         token = self._token(requirements)
         auth = payload.authorization
-        with _chain_outage(self.chain):
+        with chain_outage(self.chain):
             if was_pending:
                 resolved = self.resolve_sync(
                     requirements, auth.from_address, auth.nonce, previous_tx
                 )
                 if resolved is not None:
                     return resolved
-                if previous_tx and _waiting(self.chain.w3, previous_tx):
+                if previous_tx and waiting(self.chain.w3, previous_tx):
                     # Still in the node's pool: a second submission would only
                     # burn gas (the nonce can move money once). Keep waiting.
                     return SettleResult(
@@ -413,7 +409,7 @@ class LocalFacilitator:
         if not tx.ok:
             reason = _SETTLE_REASONS.get(tx.reason or "", "transaction_failed")
             return _failed(network, payer, reason, tx.revert_message or tx.reason)
-        if not _moved(tx.logs, requirements, payer):
+        if not moved(tx.logs, requirements, payer):
             return _failed(
                 network, payer, "transfer_event_mismatch", "the transaction did not move the price"
             )
@@ -438,12 +434,12 @@ class LocalFacilitator:
         transaction that did not pay ``requirements`` is a failure, not a success.
         """
         w3 = self.chain.w3
-        with _chain_outage(self.chain):
+        with chain_outage(self.chain):
             if tx_hash:
-                receipt = _receipt(w3, tx_hash)
+                receipt = receipt_of(w3, tx_hash)
                 if receipt is not None and int(receipt["status"]) == 1:
-                    logs = _logs(receipt, tx_hash)
-                    if _moved(logs, requirements, payer):
+                    logs = receipt_logs(receipt, tx_hash)
+                    if moved(logs, requirements, payer):
                         return SettleResult(
                             True,
                             requirements.network,
@@ -454,46 +450,12 @@ class LocalFacilitator:
                         )
             if not self._token(requirements).authorization_state(payer, nonce):
                 return None
-            found = self._find_use(requirements, payer, nonce)
+            found = find_use(self.chain, requirements, payer, nonce, lookback_blocks=self._lookback)
         if found is not None:
             return found
         return _failed(
             requirements.network, payer, "nonce_already_used", "used by another transaction"
         )
-
-    def _find_use(
-        self, requirements: PaymentRequirements, payer: str, nonce: bytes
-    ) -> SettleResult | None:
-        w3 = self.chain.w3
-        latest = int(w3.eth.block_number)
-        logs = w3.eth.get_logs(
-            cast(
-                Any,
-                {
-                    "address": requirements.asset,
-                    "fromBlock": max(0, latest - self._lookback),
-                    "toBlock": latest,
-                    "topics": [
-                        "0x" + AUTHORIZATION_USED_TOPIC.hex(),
-                        "0x" + bytes(12).hex() + payer[2:].lower(),
-                        "0x" + nonce.hex(),
-                    ],
-                },
-            )
-        )
-        for log in logs:
-            tx_hash = "0x" + bytes(log["transactionHash"]).hex()
-            receipt = _receipt(w3, tx_hash)
-            if receipt is not None and _moved(_logs(receipt, tx_hash), requirements, payer):
-                return SettleResult(
-                    True,
-                    requirements.network,
-                    tx_hash,
-                    payer,
-                    requirements.amount,
-                    block_number=int(receipt["blockNumber"]),
-                )
-        return None
 
     # ------------------------------------------------------------ helpers
 
@@ -524,67 +486,3 @@ def _key(requirements: PaymentRequirements, payload: PaymentPayload) -> tuple[st
 
 def _failed(network: str, payer: str, reason: str, message: str | None) -> SettleResult:
     return SettleResult(False, network, "", payer, None, reason, message)
-
-
-def _moved(
-    logs: tuple[LogEntry, ...] | list[LogEntry], requirements: PaymentRequirements, payer: str
-) -> bool:
-    """True if ``logs`` hold the token's Transfer of the price from ``payer`` to the payee."""
-    for log in logs:
-        if log.address != requirements.asset or len(log.topics) != 3:
-            continue
-        if log.topics[0] != TRANSFER_TOPIC:
-            continue
-        sender = "0x" + log.topics[1][-20:].hex()
-        receiver = "0x" + log.topics[2][-20:].hex()
-        if (
-            sender == payer.lower()
-            and receiver == requirements.pay_to.lower()
-            and int.from_bytes(log.data, "big") == requirements.amount
-        ):
-            return True
-    return False
-
-
-def _receipt(w3: Any, tx_hash: str) -> Any:
-    try:
-        return w3.eth.get_transaction_receipt(tx_hash)
-    except TransactionNotFound:
-        return None
-
-
-def _waiting(w3: Any, tx_hash: str) -> bool:
-    """True if the node knows ``tx_hash`` but has not mined it."""
-    try:
-        tx = w3.eth.get_transaction(tx_hash)
-    except TransactionNotFound:
-        return False
-    return tx.get("blockNumber") is None
-
-
-def _logs(receipt: Any, tx_hash: str) -> list[LogEntry]:
-    from eth_utils.address import to_checksum_address
-
-    return [
-        LogEntry(
-            address=to_checksum_address(log["address"]),
-            topics=tuple(bytes(t) for t in log["topics"]),
-            data=bytes(log["data"]),
-            log_index=int(log["logIndex"]),
-            block_number=int(log["blockNumber"]),
-            tx_hash=tx_hash,
-        )
-        for log in receipt["logs"]
-    ]
-
-
-@contextmanager
-def _chain_outage(chain: Chain) -> Iterator[None]:
-    """An RPC that does not answer is an outage (503), never a payment outcome."""
-    try:
-        yield
-    except ChainUnavailableError as exc:
-        raise FacilitatorUnavailableError(str(exc)) from None
-    except (requests.RequestException, OSError):
-        where = chain.rpc_url or "the chain"
-        raise FacilitatorUnavailableError(f"the chain RPC at {where} did not answer") from None

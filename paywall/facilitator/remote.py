@@ -16,7 +16,6 @@ from typing import Any, Final
 import httpx
 
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
-from farthing.paywall.facilitator.local import Supported
 from farthing.paywall.schemes.auth_capture.types import AuthCaptureVerifyResult
 from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
@@ -26,6 +25,7 @@ from farthing.paywall.schemes.batch_settlement.types import (
     ChannelVerifyResult,
 )
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME as CHANNEL_SCHEME
+from farthing.paywall.seam import Supported
 from farthing.paywall.wire import (
     X402_VERSION,
     PaymentPayload,
