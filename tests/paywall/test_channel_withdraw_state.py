@@ -18,8 +18,9 @@ from farthing.paywall.schemes.batch_settlement.state import (
     ChannelStore,
     ChargeAccepted,
     ChargeRefused,
-    _drive,
 )
+from farthing.paywall.schemes.batch_settlement.state.charge import swap_steps
+from farthing.paywall.schemes.batch_settlement.state.swap import drive
 from farthing.paywall.schemes.batch_settlement.wire import (
     ERR_CHANNEL_BUSY,
     ERR_CUMULATIVE_AMOUNT_MISMATCH,
@@ -87,7 +88,7 @@ def test_a_voucher_decided_before_the_hold_is_not_written_after_it(store: Channe
     assert before is not None
     assert not isinstance(hold_refund(store, before, 9 * PRICE), ChargeRefused)
     # The compare-and-swap was decided on the row before the hold: it must not land.
-    outcome = _drive(store._swap_steps(before, ch.voucher(2 * PRICE), PRICE, PRICE), store._write)
+    outcome = drive(swap_steps(store, before, ch.voucher(2 * PRICE), PRICE, PRICE), store._write)
     assert isinstance(outcome, ChargeRefused)
     assert outcome.reason == ERR_CUMULATIVE_EXCEEDS_BALANCE
     after = store.get(ch.id)

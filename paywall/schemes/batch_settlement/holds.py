@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from farthing.invariant import invariant
 
 if TYPE_CHECKING:
-    from farthing.paywall.schemes.batch_settlement.state import ChannelRecord
+    from farthing.paywall.schemes.batch_settlement.state.record import ChannelRecord
     from farthing.paywall.schemes.batch_settlement.vouchers import SignedVoucher
 
 __all__ = [
