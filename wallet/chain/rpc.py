@@ -1,0 +1,185 @@
+"""The JSON-RPC backend: anvil, or Base and Base Sepolia, behind a URL.
+
+An RPC that does not answer, times out, or answers a JSON-RPC error object
+that is the node's fault rather than the call's raises
+``ChainUnavailableError`` (its message names the URL, and the method and code
+when there is one); a revert or a refused transaction stays the call's own
+outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, Final, cast
+
+import requests
+from web3 import HTTPProvider, Web3
+from web3.exceptions import TimeExhausted
+
+from farthing.invariant import invariant
+from farthing.wallet.chain.base import Backend, Chain
+from farthing.wallet.chain.values import DevAccount, anvil_dev_accounts
+from farthing.wallet.errors import ChainUnavailableError
+from farthing.wallet.networks import ANVIL_CHAIN_ID
+
+__all__ = ["RpcChain"]
+
+
+class RpcChain(Chain):
+    """A chain behind a JSON-RPC URL: anvil, or Base and Base Sepolia."""
+
+    backend: ClassVar[Backend] = "rpc"
+
+    def __init__(
+        self, rpc_url: str, *, timeout_s: float = 5.0, receipt_timeout_s: float = 60.0
+    ) -> None:
+        invariant(timeout_s > 0 and receipt_timeout_s > 0, "timeouts must be positive")
+        self.rpc_url = rpc_url
+        self.timeout_s = timeout_s
+        # No automatic retries: a dead endpoint fails within timeout_s.
+        # web3 checks a transaction's chain id against eth_chainId before every
+        # eth_call, estimate and send; a node's chain id never changes, so that
+        # one answer is cached (it was most of the round trips of a deposit).
+        provider = _NodeFaultProvider(
+            rpc_url,
+            request_kwargs={"timeout": timeout_s},
+            exception_retry_configuration=None,
+            cache_allowed_requests=True,
+            cacheable_requests={cast(Any, "eth_chainId")},
+        )
+        super().__init__(Web3(provider), receipt_timeout_s=receipt_timeout_s)
+        if self.chain_id != ANVIL_CHAIN_ID:
+            # Real networks make blocks every second or two and rate-limit callers.
+            self.receipt_poll_s = 0.5
+
+    def dev_accounts(self) -> tuple[DevAccount, ...]:
+        if self.chain_id != ANVIL_CHAIN_ID:
+            return super().dev_accounts()
+        return anvil_dev_accounts()
+
+    def advance_time(self, seconds: int) -> int:
+        if self.chain_id != ANVIL_CHAIN_ID:
+            return super().advance_time(seconds)
+        invariant(seconds > 0, "advance_time needs a positive number of seconds")
+        with self._rpc_errors():
+            self.w3.provider.make_request(cast(Any, "evm_increaseTime"), [seconds])
+            self.w3.provider.make_request(cast(Any, "evm_mine"), [])
+        return self.timestamp()
+
+    @contextmanager
+    def _rpc_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "an error"
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.rpc_url} answered HTTP {status} (is it a JSON-RPC endpoint?)"
+            ) from None
+        except (requests.RequestException, OSError, TimeExhausted) as exc:
+            kind = (
+                "timed out"
+                if isinstance(exc, (requests.Timeout, TimeExhausted))
+                else "did not answer"
+            )
+            raise ChainUnavailableError(f"the chain RPC at {self.rpc_url} {kind}") from None
+
+
+# Phrases of a node refusing a transaction for what it is (its nonce, fees or
+# gas): the caller's business, left to web3's own error.
+_TX_REFUSALS: Final = (
+    "insufficient funds",
+    "nonce too low",
+    "nonce too high",
+    "already known",
+    "known transaction",
+    "underpriced",
+    "fee cap",
+    "max fee per gas",
+    "intrinsic gas",
+    "gas limit",
+    "gas required exceeds",
+)
+# Phrases of a call failing in the EVM (anvil says "EVM error OutOfGas"):
+# the call's own outcome, like a revert.
+_EXECUTION_FAILURES: Final = ("evm error", "out of gas", "outofgas", "invalid opcode")
+# Dev-chain controls (anvil_*, evm_*) answer errors the test or tool asked for.
+_DEV_METHOD_PREFIXES: Final = ("anvil_", "evm_", "hardhat_")
+
+
+class _NodeFaultProvider(HTTPProvider):
+    """An ``HTTPProvider`` that raises ``ChainUnavailableError`` when the node fails a request.
+
+    A JSON-RPC error object is one of two things. A revert, or a node refusing
+    a transaction for its nonce or fees, is the call's own outcome: web3
+    raises ``ContractLogicError`` or ``Web3RPCError`` and callers turn it into
+    a value. Anything else (``-32000 header not found``, ``-32603 internal
+    error``, ``-32005`` rate limiting, a body that is not JSON-RPC) says
+    nothing about the call, only that the node could not answer it, so it is
+    an outage, raised as the same error as a refused connection. Left to web3,
+    such an answer is a bare ``Web3RPCError`` that escapes every outage
+    handler (a 500 in the paywall), or, with ``"data": null`` on ``eth_call``,
+    is read as a revert.
+    """
+
+    def decode_rpc_response(self, raw_response: bytes) -> Any:  # type: ignore[override]
+        try:
+            return HTTPProvider.decode_rpc_response(raw_response)
+        except ValueError:  # not JSON: a proxy's error page, a truncated body
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.endpoint_uri} answered with something that is not JSON"
+            ) from None
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        # Transport failures are named here too, so code that calls web3
+        # directly (the facilitator's sender) reports them as precisely.
+        try:
+            response = super().make_request(method, params)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "an error"
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.endpoint_uri} answered HTTP {status} "
+                "(is it a JSON-RPC endpoint?)"
+            ) from None
+        except requests.Timeout:
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.endpoint_uri} timed out on {method}"
+            ) from None
+        except (requests.RequestException, OSError):
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.endpoint_uri} did not answer"
+            ) from None
+        if not isinstance(response, dict):
+            return response
+        error = response.get("error")
+        if error is not None and _node_fault(str(method), error):
+            code, message = _error_parts(error)
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.endpoint_uri} failed {method}: error {code} {message}"
+            )
+        return response
+
+
+def _node_fault(method: str, error: Any) -> bool:
+    """True when a JSON-RPC error says the node failed, not that the call was refused."""
+    if method.startswith(_DEV_METHOD_PREFIXES):
+        return False
+    if not isinstance(error, dict):
+        return True
+    code, message = _error_parts(error)
+    text = message.lower()
+    data = error.get("data")
+    if code == "3" or "revert" in text or (isinstance(data, str) and data.startswith("0x")):
+        return False
+    if any(phrase in text for phrase in _EXECUTION_FAILURES):
+        return False
+    refusal = any(phrase in text for phrase in _TX_REFUSALS)
+    return not (
+        refusal and method in ("eth_sendRawTransaction", "eth_sendTransaction", "eth_estimateGas")
+    )
+
+
+def _error_parts(error: Any) -> tuple[str, str]:
+    if not isinstance(error, dict):
+        return "?", " ".join(str(error).split())[:200]
+    return str(error.get("code", "?")), " ".join(str(error.get("message", "")).split())[:200]
