@@ -41,7 +41,8 @@ from farthing.paywall.schemes.batch_settlement.types import (
     parse_channel_payment,
     parse_channel_requirements,
 )
-from farthing.paywall.schemes.batch_settlement.wire import ERR_INVALID_SCHEME, SCHEME, WireRefusal
+from farthing.paywall.schemes.batch_settlement.wire import ERR_INVALID_SCHEME, SCHEME
+from farthing.paywall.schemes.fields import WireRefusal
 from farthing.paywall.seam import Facilitator
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
 from farthing.wallet.errors import AddressError, AmountError, AuthorizationError

@@ -29,8 +29,8 @@ import pytest
 from farthing.agents.channels.deposits import plan_deposit
 from farthing.agents.policy import SpendPolicy
 from farthing.agents.settings import AgentSettings
+from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
 from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
-from farthing.paywall.schemes.batch_settlement.wire import BatchExtra
 from farthing.wallet.signer import LocalSigner
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import ChainEnv, chain_env, inner_app, serve_in_thread

@@ -27,8 +27,15 @@ from x402.mechanisms.evm.batch_settlement.encoding import build_erc3009_deposit_
 from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentRequirements
 
-from farthing.paywall.schemes.batch_settlement import wire
+from farthing.paywall.schemes.batch_settlement import extras, redeem, wire
 from farthing.paywall.schemes.batch_settlement.contract import VoucherClaim
+from farthing.paywall.schemes.batch_settlement.extras import (
+    BatchExtra,
+    ChannelStateWire,
+    PaymentResponseExtra,
+    VoucherStateWire,
+)
+from farthing.paywall.schemes.batch_settlement.redeem import ClaimPayload, SettlePayload
 from farthing.paywall.schemes.batch_settlement.vouchers import (
     ChannelConfig,
     ChannelDomain,
@@ -36,17 +43,11 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     deposit_nonce,
 )
 from farthing.paywall.schemes.batch_settlement.wire import (
-    BatchExtra,
-    ChannelStateWire,
-    ClaimPayload,
     DepositPayload,
-    PaymentResponseExtra,
     RefundPayload,
-    SettlePayload,
     VoucherPayload,
-    VoucherStateWire,
-    WireRefusal,
 )
+from farthing.paywall.schemes.fields import WireRefusal
 from farthing.wallet.eip712 import recover_digest
 from farthing.wallet.signer import LocalSigner
 
@@ -170,11 +171,11 @@ def test_claim_and_settle_payloads_match_the_reference(
     )
     theirs = ref.ClaimPayload.from_dict(_through_json(ours.to_wire()))
     assert theirs.to_dict() == ours.to_wire()
-    assert wire.parse_claim_payload(_through_json(theirs.to_dict())) == ours
+    assert redeem.parse_claim_payload(_through_json(theirs.to_dict())) == ours
 
     settle = SettlePayload(config.receiver, config.token)
     assert ref.SettlePayload.from_dict(settle.to_wire()).to_dict() == settle.to_wire()
-    assert wire.parse_settle_payload(settle.to_wire()) == settle
+    assert redeem.parse_settle_payload(settle.to_wire()) == settle
 
 
 def test_corrective_extra_and_payment_response_extra_match_the_reference() -> None:
@@ -200,13 +201,13 @@ def test_corrective_extra_and_payment_response_extra_match_the_reference() -> No
     assert theirs.to_dict() == extra.to_wire()
     assert theirs.channel_state is not None
     assert theirs.channel_state.charged_cumulative_amount == "3200"
-    assert wire.parse_extra(_through_json(theirs.to_dict())) == extra
+    assert extras.parse_extra(_through_json(theirs.to_dict())) == extra
 
     response = PaymentResponseExtra(charged_amount=700, channel_state=state)
     ref_response = ref.PaymentResponseExtra.from_dict(_through_json(response.to_wire()))
     assert ref_response.to_dict() == response.to_wire()
     assert ref_response.charged_amount == "700"
-    assert wire.parse_response_extra(ref_response.to_dict()) == response
+    assert extras.parse_response_extra(ref_response.to_dict()) == response
     # A refund's response carries no chargedAmount at all.
     assert "chargedAmount" not in PaymentResponseExtra(channel_state=state).to_wire()
 
@@ -310,14 +311,14 @@ def test_bad_deposits_refunds_and_extras_are_values_with_the_specs_codes() -> No
         assert refused.reason == codes.ERR_REFUND_AMOUNT_INVALID
 
     extra = {"receiverAuthorizer": TOKEN, "withdrawDelay": 900, "name": "USDC", "version": "2"}
-    assert isinstance(wire.parse_extra(extra), BatchExtra)
-    refused_extra = wire.parse_extra({**extra, "withdrawDelay": 60})
+    assert isinstance(extras.parse_extra(extra), BatchExtra)
+    refused_extra = extras.parse_extra({**extra, "withdrawDelay": 60})
     assert isinstance(refused_extra, WireRefusal)
     assert refused_extra.reason == codes.ERR_WITHDRAW_DELAY_OUT_OF_RANGE
-    refused_extra = wire.parse_extra({**extra, "name": ""})
+    refused_extra = extras.parse_extra({**extra, "name": ""})
     assert isinstance(refused_extra, WireRefusal)
     assert refused_extra.reason == codes.ERR_MISSING_EIP712_DOMAIN
-    assert isinstance(wire.parse_extra({**extra, "minDeposit": 1.5}), WireRefusal)
-    assert isinstance(wire.parse_response_extra({"chargedAmount": 700}), WireRefusal)
-    assert isinstance(wire.parse_claim_payload({"type": "claim", "claims": []}), WireRefusal)
-    assert isinstance(wire.parse_settle_payload({"type": "settle", "receiver": "x"}), WireRefusal)
+    assert isinstance(extras.parse_extra({**extra, "minDeposit": 1.5}), WireRefusal)
+    assert isinstance(extras.parse_response_extra({"chargedAmount": 700}), WireRefusal)
+    assert isinstance(redeem.parse_claim_payload({"type": "claim", "claims": []}), WireRefusal)
+    assert isinstance(redeem.parse_settle_payload({"type": "settle", "receiver": "x"}), WireRefusal)

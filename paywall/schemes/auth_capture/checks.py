@@ -45,7 +45,6 @@ from farthing.paywall.schemes.auth_capture.types import (
     ERR_VOID_REMAINDER_FULL_CAPTURE,
     ERR_ZERO_AUTHORIZATION,
     ESCROW_ERROR_REASONS,
-    WireRefusal,
 )
 from farthing.paywall.schemes.auth_capture.wire import (
     AuthCaptureRequirements,
@@ -54,6 +53,7 @@ from farthing.paywall.schemes.auth_capture.wire import (
     RefundPayload,
     VoidPayload,
 )
+from farthing.paywall.schemes.fields import WireRefusal
 from farthing.wallet.address import ZERO_ADDRESS, checksum
 from farthing.wallet.eip712 import (
     RECEIVE_WITH_AUTHORIZATION,

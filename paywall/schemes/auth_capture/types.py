@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from farthing.paywall.schemes.batch_settlement.wire import WireRefusal
-
 __all__ = [
     "ERR_AMOUNT_MISMATCH",
     "ERR_AUTHORIZATION_EXPIRED",
@@ -65,7 +63,6 @@ __all__ = [
     "ERR_ZERO_AUTHORIZATION",
     "ESCROW_ERROR_REASONS",
     "AuthCaptureVerifyResult",
-    "WireRefusal",
 ]
 
 _P: Final = "invalid_auth_capture_evm_"

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from farthing.paywall.schemes import fields
 from farthing.paywall.schemes.auth_capture.payment import (
     AMOUNT_MAX,
     EXPIRY_MAX,
@@ -55,11 +56,12 @@ from farthing.paywall.schemes.auth_capture.types import (
     ERR_UNSUPPORTED_OPERATOR_TYPE,
     ERR_UNSUPPORTED_PAYMENT_FLOW,
     ERR_VOID_AUTHORIZER_SIGNATURE,
-    WireRefusal,
 )
-from farthing.wallet.address import ZERO_ADDRESS, checksum, is_address
+from farthing.paywall.schemes.fields import Malformed, WireRefusal
+from farthing.wallet.address import ZERO_ADDRESS
 from farthing.wallet.eip3009 import Authorization
 from farthing.wallet.errors import WalletError
+from farthing.wallet.money import UINT256_MAX
 from farthing.wallet.networks import CANONICAL_AUTH_CAPTURE_CONTRACTS
 
 __all__ = [
@@ -71,7 +73,6 @@ __all__ = [
     "PAYLOAD_REFUND",
     "PAYLOAD_VOID",
     "SCHEME",
-    "SIGNATURE_BYTES_MAX",
     "AuthCaptureExtra",
     "AuthCapturePayment",
     "AuthCaptureRequirements",
@@ -93,77 +94,18 @@ PAYLOAD_CAPTURE: Final = "capture"
 PAYLOAD_VOID: Final = "void"
 PAYLOAD_REFUND: Final = "refund"
 
-# ERC-1271 wallets may sign with more than 65 bytes; this bounds what we hold.
-SIGNATURE_BYTES_MAX: Final = 4096
 # Our own extension: a caller's key for one lifecycle operation (the spec asks
 # for one per operation and names no field). Absent, the consent's digest is the key.
 IDEMPOTENCY_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 _NETWORK_RE: Final = re.compile(r"eip155:[1-9][0-9]{0,19}")
-_AMOUNT_RE: Final = re.compile(r"(0|[1-9][0-9]{0,77})")
-_BYTES32_RE: Final = re.compile(r"0x[0-9a-fA-F]{64}")
-_HEX_RE: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})+")
 _TEXT_MAX: Final = 2048
 _TIMEOUT_MAX_S: Final = 30 * 86400
-_UINT256_MAX: Final = 2**256 - 1
-
-
-class _Malformed(Exception):
-    """Internal: unwinds a parse to its entry point, where it becomes a WireRefusal."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def _need(data: Mapping[str, Any], name: str, reason: str, where: str) -> Any:
-    if name not in data:
-        raise _Malformed(reason, f"{where} has no {name}")
-    return data[name]
-
-
-def _address(value: object, name: str, reason: str) -> str:
-    if not isinstance(value, str) or not is_address(value):
-        raise _Malformed(reason, f"{name} must be a 20-byte hex address")
-    return str(checksum(value))
 
 
 def _opt_address(data: Mapping[str, Any], name: str, reason: str) -> str:
     value = data.get(name)
-    return ZERO_ADDRESS if value is None else _address(value, name, reason)
-
-
-def _amount(value: object, name: str, reason: str, maximum: int = _UINT256_MAX) -> int:
-    if not isinstance(value, str) or not _AMOUNT_RE.fullmatch(value) or int(value) > maximum:
-        raise _Malformed(reason, f"{name} must be a decimal string of atomic units")
-    return int(value)
-
-
-def _integer(value: object, name: str, reason: str, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise _Malformed(reason, f"{name} must be an integer from 0 to {maximum}")
-    return value
-
-
-def _bytes32(value: object, name: str, reason: str) -> bytes:
-    if not isinstance(value, str) or not _BYTES32_RE.fullmatch(value):
-        raise _Malformed(reason, f"{name} must be 0x and 64 hex digits")
-    return bytes.fromhex(value[2:])
-
-
-def _signature(value: object, name: str, reason: str) -> bytes:
-    if (
-        not isinstance(value, str)
-        or len(value) > 2 + 2 * SIGNATURE_BYTES_MAX
-        or not _HEX_RE.fullmatch(value)
-    ):
-        raise _Malformed(reason, f"{name} must be 0x-prefixed hex bytes")
-    return bytes.fromhex(value[2:])
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
+    return ZERO_ADDRESS if value is None else fields.address(value, name, reason)
 
 
 # ---------------------------------------------------------------- requirements
@@ -213,73 +155,75 @@ class AuthCaptureExtra:
 
 def _parse_extra(data: object) -> AuthCaptureExtra:
     if not isinstance(data, Mapping):
-        raise _Malformed(ERR_EXTRA, "extra must be an object")
+        raise Malformed("extra must be an object", ERR_EXTRA)
     flow = data.get("paymentFlow", FLOW_ESCROW)
     if data.get("autoCapture") is True:
-        raise _Malformed(ERR_UNSUPPORTED_PAYMENT_FLOW, "autoCapture was removed: use paymentFlow")
+        raise Malformed("autoCapture was removed: use paymentFlow", ERR_UNSUPPORTED_PAYMENT_FLOW)
     if flow != FLOW_ESCROW:
-        raise _Malformed(
-            ERR_UNSUPPORTED_PAYMENT_FLOW, "this facilitator settles paymentFlow 'escrow' only"
+        raise Malformed(
+            "this facilitator settles paymentFlow 'escrow' only", ERR_UNSUPPORTED_PAYMENT_FLOW
         )
     operator_type = data.get("operatorType", OPERATOR_DELEGATED)
     if operator_type != OPERATOR_DELEGATED:
-        raise _Malformed(
-            ERR_UNSUPPORTED_OPERATOR_TYPE, "this facilitator serves operatorType 'delegated' only"
+        raise Malformed(
+            "this facilitator serves operatorType 'delegated' only", ERR_UNSUPPORTED_OPERATOR_TYPE
         )
     method = data.get("assetTransferMethod", METHOD_EIP3009)
     if method != METHOD_EIP3009:
-        raise _Malformed(
-            ERR_UNSUPPORTED_ASSET_TRANSFER_METHOD,
+        raise Malformed(
             "this facilitator collects through ERC-3009 only (no Permit2)",
+            ERR_UNSUPPORTED_ASSET_TRANSFER_METHOD,
         )
     mode = data.get("captureMode", "sync")
     if mode not in ("sync", "deferred"):
-        raise _Malformed(ERR_EXTRA, "captureMode must be 'sync' or 'deferred'")
+        raise Malformed("captureMode must be 'sync' or 'deferred'", ERR_EXTRA)
     name, version = (
-        _need(data, "name", ERR_EXTRA, "extra"),
-        _need(data, "version", ERR_EXTRA, "extra"),
+        fields.need(data, "name", "extra", ERR_EXTRA),
+        fields.need(data, "version", "extra", ERR_EXTRA),
     )
     for label, text in (("name", name), ("version", version)):
         if not isinstance(text, str) or not 0 < len(text) <= 64:
-            raise _Malformed(ERR_EXTRA, f"extra.{label} must be the token's EIP-712 {label}")
+            raise Malformed(f"extra.{label} must be the token's EIP-712 {label}", ERR_EXTRA)
     escrow = _opt_address(data, "authCaptureEscrow", ERR_EXTRA)
     if escrow not in (ZERO_ADDRESS, CANONICAL_AUTH_CAPTURE_CONTRACTS.escrow):
-        raise _Malformed(
-            ERR_EXTRA, "authCaptureEscrow must be the v1.1 escrow (the only one served)"
+        raise Malformed(
+            "authCaptureEscrow must be the v1.1 escrow (the only one served)", ERR_EXTRA
         )
     policy = _opt_address(data, "policy", ERR_EXTRA)
     if policy != ZERO_ADDRESS:
-        raise _Malformed(ERR_POLICY, "policy must be absent or zero for operatorType 'delegated'")
-    min_bps = _integer(
-        _need(data, "minFeeBps", ERR_EXTRA, "extra"), "minFeeBps", ERR_EXTRA, FEE_BPS_MAX
+        raise Malformed("policy must be absent or zero for operatorType 'delegated'", ERR_POLICY)
+    min_bps = fields.integer(
+        fields.need(data, "minFeeBps", "extra", ERR_EXTRA), "minFeeBps", FEE_BPS_MAX, ERR_EXTRA
     )
-    max_bps = _integer(
-        _need(data, "maxFeeBps", ERR_EXTRA, "extra"), "maxFeeBps", ERR_EXTRA, FEE_BPS_MAX
+    max_bps = fields.integer(
+        fields.need(data, "maxFeeBps", "extra", ERR_EXTRA), "maxFeeBps", FEE_BPS_MAX, ERR_EXTRA
     )
-    fee_recipient = _address(
-        _need(data, "feeRecipient", ERR_EXTRA, "extra"), "feeRecipient", ERR_EXTRA
+    fee_recipient = fields.address(
+        fields.need(data, "feeRecipient", "extra", ERR_EXTRA), "feeRecipient", ERR_EXTRA
     )
     if min_bps > max_bps:
-        raise _Malformed(ERR_EXTRA, "minFeeBps must not exceed maxFeeBps")
+        raise Malformed("minFeeBps must not exceed maxFeeBps", ERR_EXTRA)
     if fee_recipient == ZERO_ADDRESS and max_bps != 0:
-        raise _Malformed(ERR_EXTRA, "a zero feeRecipient needs minFeeBps == maxFeeBps == 0")
+        raise Malformed("a zero feeRecipient needs minFeeBps == maxFeeBps == 0", ERR_EXTRA)
     return AuthCaptureExtra(
         name=name,
         version=version,
-        capture_authorizer=_address(
-            _need(data, "captureAuthorizer", ERR_EXTRA, "extra"), "captureAuthorizer", ERR_EXTRA
+        capture_authorizer=fields.address(
+            fields.need(data, "captureAuthorizer", "extra", ERR_EXTRA),
+            "captureAuthorizer",
+            ERR_EXTRA,
         ),
-        capture_deadline=_integer(
-            _need(data, "captureDeadline", ERR_EXTRA, "extra"),
+        capture_deadline=fields.integer(
+            fields.need(data, "captureDeadline", "extra", ERR_EXTRA),
             "captureDeadline",
-            ERR_EXTRA,
             EXPIRY_MAX,
+            ERR_EXTRA,
         ),
-        refund_deadline=_integer(
-            _need(data, "refundDeadline", ERR_EXTRA, "extra"),
+        refund_deadline=fields.integer(
+            fields.need(data, "refundDeadline", "extra", ERR_EXTRA),
             "refundDeadline",
-            ERR_EXTRA,
             EXPIRY_MAX,
+            ERR_EXTRA,
         ),
         fee_recipient=fee_recipient,
         min_fee_bps=min_bps,
@@ -295,7 +239,7 @@ def parse_extra(data: object) -> AuthCaptureExtra | WireRefusal:
     """``requirements.extra``; a refusal carries the spec's code."""
     try:
         return _parse_extra(data)
-    except _Malformed as exc:
+    except Malformed as exc:
         return WireRefusal(exc.reason, exc.detail)
 
 
@@ -347,19 +291,21 @@ class AuthCaptureRequirements:
 
 def _parse_requirements(data: object) -> AuthCaptureRequirements:
     if not isinstance(data, Mapping):
-        raise _Malformed(ERR_SCHEME, "the requirements must be an object")
+        raise Malformed("the requirements must be an object", ERR_SCHEME)
     if data.get("scheme") != SCHEME:
-        raise _Malformed(ERR_SCHEME, f"scheme must be {SCHEME!r}")
+        raise Malformed(f"scheme must be {SCHEME!r}", ERR_SCHEME)
     network = data.get("network")
     if not isinstance(network, str) or not _NETWORK_RE.fullmatch(network):
-        raise _Malformed(ERR_INVALID_NETWORK, "network must be eip155:<chainId>")
-    timeout = _need(data, "maxTimeoutSeconds", ERR_SCHEME, "requirements")
+        raise Malformed("network must be eip155:<chainId>", ERR_INVALID_NETWORK)
+    timeout = fields.need(data, "maxTimeoutSeconds", "requirements", ERR_SCHEME)
     return AuthCaptureRequirements(
         network=network,
-        asset=_address(data.get("asset"), "asset", ERR_SCHEME),
-        amount=_amount(data.get("amount"), "amount", ERR_SCHEME, AMOUNT_MAX),
-        pay_to=_address(data.get("payTo"), "payTo", ERR_SCHEME),
-        max_timeout_seconds=_integer(timeout, "maxTimeoutSeconds", ERR_SCHEME, _TIMEOUT_MAX_S),
+        asset=fields.address(data.get("asset"), "asset", ERR_SCHEME),
+        amount=fields.amount(data.get("amount"), "amount", AMOUNT_MAX, ERR_SCHEME),
+        pay_to=fields.address(data.get("payTo"), "payTo", ERR_SCHEME),
+        max_timeout_seconds=fields.integer(
+            timeout, "maxTimeoutSeconds", _TIMEOUT_MAX_S, ERR_SCHEME
+        ),
         extra=_parse_extra(data.get("extra")),
     )
 
@@ -368,7 +314,7 @@ def parse_requirements(data: object) -> AuthCaptureRequirements | WireRefusal:
     """An ``accepts``/``accepted``/``paymentRequirements`` object of the auth-capture scheme."""
     try:
         return _parse_requirements(data)
-    except _Malformed as exc:
+    except Malformed as exc:
         return WireRefusal(exc.reason, exc.detail)
 
 
@@ -391,11 +337,11 @@ class CollectPayload:
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "authorization": self.authorization.to_wire(),
-            "signature": _hex(self.signature),
-            "salt": _hex(self.salt),
+            "signature": fields.to_hex(self.signature),
+            "salt": fields.to_hex(self.salt),
         }
         if self.salt_nonce is not None:
-            out["saltNonce"] = _hex(self.salt_nonce)
+            out["saltNonce"] = fields.to_hex(self.salt_nonce)
         return out
 
 
@@ -423,16 +369,16 @@ class CapturePayload:
         out: dict[str, Any] = {
             "type": PAYLOAD_CAPTURE,
             "paymentInfo": self.info.to_wire(),
-            "saltNonce": _hex(self.salt_nonce),
+            "saltNonce": fields.to_hex(self.salt_nonce),
             "amount": str(self.amount),
             "feeAmount": str(self.fee_amount),
             "feeReceiver": self.fee_receiver,
             "expectedCapturableAmount": str(self.expected_capturable),
             "expectedRefundableAmount": str(self.expected_refundable),
-            "authorizerSignature": _hex(self.authorizer_signature),
+            "authorizerSignature": fields.to_hex(self.authorizer_signature),
         }
         if self.void_authorizer_signature is not None:
-            out["voidAuthorizerSignature"] = _hex(self.void_authorizer_signature)
+            out["voidAuthorizerSignature"] = fields.to_hex(self.void_authorizer_signature)
         if self.idempotency_key is not None:
             out["idempotencyKey"] = self.idempotency_key
         return out
@@ -452,8 +398,8 @@ class VoidPayload:
         out: dict[str, Any] = {
             "type": PAYLOAD_VOID,
             "paymentInfo": self.info.to_wire(),
-            "saltNonce": _hex(self.salt_nonce),
-            "authorizerSignature": _hex(self.authorizer_signature),
+            "saltNonce": fields.to_hex(self.salt_nonce),
+            "authorizerSignature": fields.to_hex(self.authorizer_signature),
         }
         if self.idempotency_key is not None:
             out["idempotencyKey"] = self.idempotency_key
@@ -477,11 +423,11 @@ class RefundPayload:
         out: dict[str, Any] = {
             "type": PAYLOAD_REFUND,
             "paymentInfo": self.info.to_wire(),
-            "saltNonce": _hex(self.salt_nonce),
+            "saltNonce": fields.to_hex(self.salt_nonce),
             "amount": str(self.amount),
             "expectedCapturableAmount": str(self.expected_capturable),
             "expectedRefundableAmount": str(self.expected_refundable),
-            "authorizerSignature": _hex(self.authorizer_signature),
+            "authorizerSignature": fields.to_hex(self.authorizer_signature),
         }
         if self.idempotency_key is not None:
             out["idempotencyKey"] = self.idempotency_key
@@ -496,62 +442,71 @@ def _idempotency_key(data: Mapping[str, Any]) -> str | None:
     if key is None:
         return None
     if not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(key):
-        raise _Malformed(ERR_PAYLOAD_FORMAT, "idempotencyKey must be 1-128 of [A-Za-z0-9_.:-]")
+        raise Malformed("idempotencyKey must be 1-128 of [A-Za-z0-9_.:-]", ERR_PAYLOAD_FORMAT)
     return key
 
 
 def _info(data: Mapping[str, Any]) -> PaymentInfo:
     try:
-        return PaymentInfo.from_wire(_need(data, "paymentInfo", ERR_PAYLOAD_FORMAT, "payload"))
+        return PaymentInfo.from_wire(
+            fields.need(data, "paymentInfo", "payload", ERR_PAYLOAD_FORMAT)
+        )
     except WalletError as exc:
-        raise _Malformed(ERR_PAYLOAD_FORMAT, str(exc)) from None
+        raise Malformed(str(exc), ERR_PAYLOAD_FORMAT) from None
 
 
 def _parse_payload(data: object) -> CollectPayload | LifecyclePayload:
     if not isinstance(data, Mapping):
-        raise _Malformed(ERR_PAYLOAD_FORMAT, "payload must be an object")
+        raise Malformed("payload must be an object", ERR_PAYLOAD_FORMAT)
+
+    def need(name: str) -> Any:
+        return fields.need(data, name, "payload", ERR_PAYLOAD_FORMAT)
+
     kind = data.get("type")
     if "type" in data and kind not in (PAYLOAD_CAPTURE, PAYLOAD_VOID, PAYLOAD_REFUND):
-        raise _Malformed(ERR_PAYLOAD_TYPE, "payload.type must be capture, void or refund")
+        raise Malformed("payload.type must be capture, void or refund", ERR_PAYLOAD_TYPE)
     if kind is None:
         if "permit2Authorization" in data:
-            raise _Malformed(
-                ERR_PAYLOAD_METHOD_MISMATCH,
+            raise Malformed(
                 "a Permit2 payload, but the method is eip3009 (the only one served)",
+                ERR_PAYLOAD_METHOD_MISMATCH,
             )
         if "authorization" not in data:
-            raise _Malformed(ERR_PAYLOAD_FORMAT, "payload has neither authorization nor type")
+            raise Malformed("payload has neither authorization nor type", ERR_PAYLOAD_FORMAT)
         try:
             authorization = Authorization.from_wire(data["authorization"])
         except WalletError as exc:
-            raise _Malformed(ERR_PAYLOAD_FORMAT, f"authorization: {exc}") from None
+            raise Malformed(f"authorization: {exc}", ERR_PAYLOAD_FORMAT) from None
         salt_nonce = data.get("saltNonce")
         return CollectPayload(
             authorization,
-            _signature(_need(data, "signature", ERR_PAYLOAD_FORMAT, "payload"), "signature",
-                       ERR_PAYLOAD_FORMAT),
-            _bytes32(_need(data, "salt", ERR_PAYLOAD_FORMAT, "payload"), "salt", ERR_PAYLOAD_FORMAT),
-            None if salt_nonce is None else _bytes32(salt_nonce, "saltNonce", ERR_PAYLOAD_FORMAT),
-        )  # fmt: skip
+            fields.signature(need("signature"), "signature", ERR_PAYLOAD_FORMAT),
+            fields.bytes32(need("salt"), "salt", ERR_PAYLOAD_FORMAT),
+            None
+            if salt_nonce is None
+            else fields.bytes32(salt_nonce, "saltNonce", ERR_PAYLOAD_FORMAT),
+        )
     info = _info(data)
-    salt_nonce = _bytes32(
-        _need(data, "saltNonce", ERR_PAYLOAD_FORMAT, "payload"), "saltNonce", ERR_PAYLOAD_FORMAT
+    salt_nonce = fields.bytes32(
+        need("saltNonce"),
+        "saltNonce",
+        ERR_PAYLOAD_FORMAT,
     )
-    signature = _signature(
-        _need(data, "authorizerSignature", ERR_PAYLOAD_FORMAT, "payload"),
+    signature = fields.signature(
+        need("authorizerSignature"),
         "authorizerSignature",
         ERR_PAYLOAD_FORMAT,
     )
     key = _idempotency_key(data)
     if kind != PAYLOAD_CAPTURE and "voidAuthorizerSignature" in data:
-        raise _Malformed(
-            ERR_VOID_AUTHORIZER_SIGNATURE, "voidAuthorizerSignature belongs on a capture only"
+        raise Malformed(
+            "voidAuthorizerSignature belongs on a capture only", ERR_VOID_AUTHORIZER_SIGNATURE
         )
     if kind == PAYLOAD_VOID:
         return VoidPayload(info, salt_nonce, signature, key)
 
     def amount(name: str) -> int:
-        return _amount(_need(data, name, ERR_PAYLOAD_FORMAT, "payload"), name, ERR_PAYLOAD_FORMAT)
+        return fields.amount(need(name), name, UINT256_MAX, ERR_PAYLOAD_FORMAT)
 
     if kind == PAYLOAD_REFUND:
         return RefundPayload(
@@ -559,29 +514,31 @@ def _parse_payload(data: object) -> CollectPayload | LifecyclePayload:
             amount("expectedRefundableAmount"), signature, key,
         )  # fmt: skip
     if "feeBps" in data:
-        raise _Malformed(ERR_PAYLOAD_FORMAT, "the v1.1 escrow takes feeAmount, not feeBps")
+        raise Malformed("the v1.1 escrow takes feeAmount, not feeBps", ERR_PAYLOAD_FORMAT)
     void_signature = data.get("voidAuthorizerSignature")
     return CapturePayload(
         info,
         salt_nonce,
         amount("amount"),
         amount("feeAmount"),
-        _address(_need(data, "feeReceiver", ERR_PAYLOAD_FORMAT, "payload"), "feeReceiver",
-                 ERR_PAYLOAD_FORMAT),
+        fields.address(need("feeReceiver"), "feeReceiver", ERR_PAYLOAD_FORMAT),
         amount("expectedCapturableAmount"),
         amount("expectedRefundableAmount"),
         signature,
-        None if void_signature is None
-        else _signature(void_signature, "voidAuthorizerSignature", ERR_VOID_AUTHORIZER_SIGNATURE),
+        None
+        if void_signature is None
+        else fields.signature(
+            void_signature, "voidAuthorizerSignature", ERR_VOID_AUTHORIZER_SIGNATURE
+        ),
         key,
-    )  # fmt: skip
+    )
 
 
 def parse_payload(data: object) -> CollectPayload | LifecyclePayload | WireRefusal:
     """``paymentPayload.payload``: the client's collect payload or a server's lifecycle payload."""
     try:
         return _parse_payload(data)
-    except _Malformed as exc:
+    except Malformed as exc:
         return WireRefusal(exc.reason, exc.detail)
 
 
@@ -608,15 +565,15 @@ def parse_payment(data: object) -> AuthCapturePayment | WireRefusal:
     """A ``paymentPayload`` JSON object; refusals carry the spec's code."""
     try:
         if not isinstance(data, Mapping):
-            raise _Malformed(ERR_PAYLOAD_FORMAT, "the payment must be an object")
+            raise Malformed("the payment must be an object", ERR_PAYLOAD_FORMAT)
         version = data.get("x402Version")
         if isinstance(version, bool) or version != 2:
-            raise _Malformed(ERR_PAYLOAD_FORMAT, "x402Version must be 2")
+            raise Malformed("x402Version must be 2", ERR_PAYLOAD_FORMAT)
         accepted = _parse_requirements(data.get("accepted"))
         payload = _parse_payload(data.get("payload"))
         resource = data.get("resource")
         url = resource.get("url") if isinstance(resource, Mapping) else None
         url = url if isinstance(url, str) and len(url) <= _TEXT_MAX else None
         return AuthCapturePayment(accepted, payload, url)
-    except _Malformed as exc:
+    except Malformed as exc:
         return WireRefusal(exc.reason, exc.detail)

@@ -75,10 +75,10 @@ from farthing.paywall.schemes.batch_settlement.claim_rows import (
     simulate_claims,
 )
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelSettling
+from farthing.paywall.schemes.batch_settlement.redeem import ClaimPayload, SettlePayload
 from farthing.paywall.schemes.batch_settlement.state import ChannelRecord, ChannelStore
 from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
 from farthing.paywall.schemes.batch_settlement.vouchers import ClaimEntry, sign_claim_batch
-from farthing.paywall.schemes.batch_settlement.wire import ClaimPayload, SettlePayload
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import WalletError
 from farthing.wallet.signer import Signer

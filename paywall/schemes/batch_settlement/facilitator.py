@@ -40,6 +40,10 @@ from farthing.paywall.schemes.batch_settlement.contract import (
     ChannelSnapshot,
     VoucherClaim,
 )
+from farthing.paywall.schemes.batch_settlement.redeem import (
+    parse_claim_payload,
+    parse_settle_payload,
+)
 from farthing.paywall.schemes.batch_settlement.types import (
     ChannelPayment,
     ChannelRequirements,
@@ -82,11 +86,9 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     DepositPayload,
     RefundPayload,
     VoucherPayload,
-    WireRefusal,
-    parse_claim_payload,
     parse_client_payload,
-    parse_settle_payload,
 )
+from farthing.paywall.schemes.fields import WireRefusal
 from farthing.paywall.scope import SettleScope
 from farthing.paywall.wire import SettleResult
 from farthing.wallet.address import checksum, is_address

@@ -69,6 +69,7 @@ from farthing.paywall.schemes.batch_settlement.books import ChannelBookkeeper
 from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer
 from farthing.paywall.schemes.batch_settlement.contract import VoucherClaim
 from farthing.paywall.schemes.batch_settlement.deposit_check import deposit_refusal
+from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelSettling
 from farthing.paywall.schemes.batch_settlement.holds import CHARGE_LEASE_S_DEFAULT, Hold, live_view
 from farthing.paywall.schemes.batch_settlement.refund_hold import hold_refund, release_refund
@@ -96,13 +97,12 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     ERR_RECEIVER_MISMATCH,
     ERR_TOKEN_MISMATCH,
     PAYLOAD_REFUND,
-    BatchExtra,
     DepositPayload,
     RefundPayload,
     VoucherPayload,
-    WireRefusal,
     parse_client_payload,
 )
+from farthing.paywall.schemes.fields import WireRefusal
 from farthing.paywall.wire import b64_json
 from farthing.wallet.address import checksum
 from farthing.wallet.errors import WalletError

@@ -7,10 +7,10 @@ payload instead, and the server's own ``claim`` and ``settle`` requests carry
 them). These types hold that envelope:
 
 - :class:`ChannelRequirements`: one ``accepts`` entry (``extra`` kept as JSON,
-  read with ``channel_wire.parse_extra`` where its fields matter);
+  read with ``extras.parse_extra`` where its fields matter);
 - :class:`ChannelPayment`: a decoded ``PAYMENT-SIGNATURE`` (or a
   facilitator request's ``paymentPayload``) whose ``payload`` is still raw
-  JSON, parsed by ``channel_wire`` per payload type;
+  JSON, parsed by ``wire`` (or ``redeem``) per payload type;
 - :class:`ChannelVerifyResult`: the facilitator's ``/verify`` answer, with
   ``extra`` (the channel's state), in the camelCase shape the x402 SDK reads.
   ``/settle`` answers with :class:`farthing.paywall.wire.SettleResult`, as
@@ -32,8 +32,8 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     ERR_INVALID_PAYLOAD_TYPE,
     ERR_INVALID_SCHEME,
     SCHEME,
-    WireRefusal,
 )
+from farthing.paywall.schemes.fields import WireRefusal
 from farthing.paywall.wire import X402_VERSION, MalformedPayment, b64_json, unb64_json_bounded
 from farthing.wallet.address import checksum, is_address
 
