@@ -316,12 +316,18 @@ def _refuse_constant(name: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """A facilitator's answer to "is this payment good?": valid, or a snake_case reason."""
+    """A facilitator's answer to "is this payment good?" in any scheme: valid, or a reason.
+
+    ``extra`` is the scheme's state the answer was judged on, on the wire as
+    is: a channel's on-chain state, an escrow payment's amounts; ``exact`` has
+    none.
+    """
 
     valid: bool
     reason: str | None = None
     payer: str | None = None
     message: str | None = None
+    extra: Mapping[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"isValid": self.valid}
@@ -331,17 +337,22 @@ class VerifyResult:
             out["invalidMessage"] = self.message
         if self.payer is not None:
             out["payer"] = self.payer
+        if self.extra is not None:
+            out["extra"] = dict(self.extra)
         return out
 
     @classmethod
     def from_wire(cls, data: object) -> VerifyResult:
+        """A ``/verify`` answer; anything that is not one raises ``AuthorizationError``."""
         if not isinstance(data, Mapping) or not isinstance(data.get("isValid"), bool):
             raise AuthorizationError("a verify response needs a boolean isValid")
+        extra = data.get("extra")
         return cls(
             valid=data["isValid"],
             reason=_opt_str(data, "invalidReason"),
             payer=_opt_str(data, "payer"),
             message=_opt_str(data, "invalidMessage"),
+            extra=dict(extra) if isinstance(extra, Mapping) else None,
         )
 
 

@@ -29,7 +29,6 @@ from starlette.routing import Route
 
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureSettling
-from farthing.paywall.schemes.auth_capture.types import AuthCaptureVerifyResult
 from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
 from farthing.paywall.schemes.auth_capture.wire import parse_payment as parse_auth_capture_payment
 from farthing.paywall.schemes.auth_capture.wire import (
@@ -37,7 +36,6 @@ from farthing.paywall.schemes.auth_capture.wire import (
 )
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelSettling
 from farthing.paywall.schemes.batch_settlement.types import (
-    ChannelVerifyResult,
     parse_channel_payment,
     parse_channel_requirements,
 )
@@ -159,9 +157,7 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         if settle:
             answer = SettleResult(False, network, reason=refused.reason, message=refused.detail)
             return JSONResponse(answer.to_wire())
-        return JSONResponse(
-            AuthCaptureVerifyResult(False, refused.reason, None, refused.detail).to_wire()
-        )
+        return JSONResponse(VerifyResult(False, refused.reason, None, refused.detail).to_wire())
 
     async def channel_call(data: dict[str, Any], settle: bool) -> JSONResponse:
         raw = data.get("paymentRequirements")
@@ -182,9 +178,7 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
                 answer = SettleResult(False, network, reason=refused.reason,
                                       message=refused.detail)  # fmt: skip
                 return JSONResponse(answer.to_wire())
-            return JSONResponse(
-                ChannelVerifyResult(False, refused.reason, None, refused.detail).to_wire()
-            )
+            return JSONResponse(VerifyResult(False, refused.reason, None, refused.detail).to_wire())
         assert not isinstance(requirements, WireRefusal) and not isinstance(payment, WireRefusal)
         try:
             if settle:

@@ -50,14 +50,9 @@ from farthing.paywall.facilitator.onchain import (
 from farthing.paywall.facilitator.submit import SharedNonces, Submitter
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
 from farthing.paywall.schemes.auth_capture.types import ERR_SCHEME as AUTH_CAPTURE_ERR_SCHEME
-from farthing.paywall.schemes.auth_capture.types import AuthCaptureVerifyResult
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelFacilitator
-from farthing.paywall.schemes.batch_settlement.types import (
-    ChannelPayment,
-    ChannelRequirements,
-    ChannelVerifyResult,
-)
+from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
 from farthing.paywall.schemes.exact.terms import VALID_BEFORE_SKEW_S, check_terms
 from farthing.paywall.scope import SettleScope
 from farthing.paywall.seam import Facilitator, ResolvingFacilitator, Supported
@@ -180,7 +175,7 @@ class LocalFacilitator:
 
     async def verify_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelVerifyResult:
+    ) -> VerifyResult:
         return await self.channels.verify_channel(payment, requirements)
 
     async def settle_channel(
@@ -190,9 +185,9 @@ class LocalFacilitator:
 
     async def verify_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureVerifyResult:
+    ) -> VerifyResult:
         if self.auth_capture is None:
-            return AuthCaptureVerifyResult(
+            return VerifyResult(
                 False,
                 AUTH_CAPTURE_ERR_SCHEME,
                 None,

@@ -16,14 +16,9 @@ from typing import Any, Final
 import httpx
 
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
-from farthing.paywall.schemes.auth_capture.types import AuthCaptureVerifyResult
 from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
-from farthing.paywall.schemes.batch_settlement.types import (
-    ChannelPayment,
-    ChannelRequirements,
-    ChannelVerifyResult,
-)
+from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME as CHANNEL_SCHEME
 from farthing.paywall.seam import Supported
 from farthing.paywall.wire import (
@@ -161,19 +156,20 @@ class RemoteFacilitator:
 
     async def verify_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelVerifyResult:
+    ) -> VerifyResult:
         """``/verify`` of a batch-settlement payload (deposit, voucher or refund)."""
         body = {
             "x402Version": X402_VERSION,
             "paymentPayload": payment.to_wire(),
             "paymentRequirements": requirements.to_wire(),
         }
-        result = ChannelVerifyResult.from_wire(await self._call("POST", "/verify", body))
-        if result is None:
+        data = await self._call("POST", "/verify", body)
+        try:
+            return VerifyResult.from_wire(data)
+        except AuthorizationError:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} sent a malformed verify response"
-            )
-        return result
+            ) from None
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
@@ -194,19 +190,20 @@ class RemoteFacilitator:
 
     async def verify_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureVerifyResult:
+    ) -> VerifyResult:
         """``/verify`` of an auth-capture payload (the client's, or a lifecycle one)."""
         body = {
             "x402Version": X402_VERSION,
             "paymentPayload": payment.to_wire(),
             "paymentRequirements": requirements.to_wire(),
         }
-        result = AuthCaptureVerifyResult.from_wire(await self._call("POST", "/verify", body))
-        if result is None:
+        data = await self._call("POST", "/verify", body)
+        try:
+            return VerifyResult.from_wire(data)
+        except AuthorizationError:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} sent a malformed verify response"
-            )
-        return result
+            ) from None
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements

@@ -5,9 +5,8 @@ binding spells them (``invalid_auth_capture_evm_*``), plus two of our own for
 what the spec leaves to the facilitator: a lifecycle idempotency key reused
 for another operation, and a settlement whose receipt did not arrive in time.
 
-:class:`AuthCaptureVerifyResult` is the ``/verify`` answer in the camelCase
-shape the x402 SDK reads; ``/settle`` answers with
-:class:`farthing.paywall.wire.SettleResult`, as every scheme does. Either's
+``/verify`` and ``/settle`` answer with :class:`farthing.paywall.wire.VerifyResult`
+and :class:`~farthing.paywall.wire.SettleResult`, as every scheme does; their
 ``extra`` carries the escrow's payment state after the call
 (``paymentInfoHash``, ``capturableAmount``, ``refundableAmount`` as decimal
 strings) and, on a capture-and-void, the void's transaction.
@@ -16,8 +15,7 @@ strings) and, on a capture-and-void, the void's transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 __all__ = [
     "ERR_AMOUNT_MISMATCH",
@@ -62,7 +60,6 @@ __all__ = [
     "ERR_VOID_REMAINDER_FULL_CAPTURE",
     "ERR_ZERO_AUTHORIZATION",
     "ESCROW_ERROR_REASONS",
-    "AuthCaptureVerifyResult",
 ]
 
 _P: Final = "invalid_auth_capture_evm_"
@@ -143,45 +140,3 @@ ESCROW_ERROR_REASONS: Final[Mapping[str, str]] = {
     "authorization_expired": ERR_AUTHORIZATION_EXPIRED,
     "authorization_not_yet_valid": ERR_AUTHORIZATION_NOT_YET_VALID,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class AuthCaptureVerifyResult:
-    """``/verify`` of an auth-capture payload; ``extra`` is the payment's escrow state."""
-
-    valid: bool
-    reason: str | None = None
-    payer: str | None = None
-    message: str | None = None
-    extra: Mapping[str, Any] | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"isValid": self.valid}
-        if self.reason is not None:
-            out["invalidReason"] = self.reason
-        if self.message is not None:
-            out["invalidMessage"] = self.message
-        if self.payer is not None:
-            out["payer"] = self.payer
-        if self.extra is not None:
-            out["extra"] = dict(self.extra)
-        return out
-
-    @classmethod
-    def from_wire(cls, data: object) -> AuthCaptureVerifyResult | None:
-        """A ``/verify`` answer; ``None`` when it is not one."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("isValid"), bool):
-            return None
-        extra = data.get("extra")
-        return cls(
-            data["isValid"],
-            _opt_str(data, "invalidReason"),
-            _opt_str(data, "payer"),
-            _opt_str(data, "invalidMessage"),
-            dict(extra) if isinstance(extra, Mapping) else None,
-        )
-
-
-def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    return value if isinstance(value, str) else None

@@ -44,11 +44,7 @@ from farthing.paywall.schemes.batch_settlement.redeem import (
     parse_claim_payload,
     parse_settle_payload,
 )
-from farthing.paywall.schemes.batch_settlement.types import (
-    ChannelPayment,
-    ChannelRequirements,
-    ChannelVerifyResult,
-)
+from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
 from farthing.paywall.schemes.batch_settlement.vouchers import (
     WITHDRAW_DELAY_MAX_S,
     WITHDRAW_DELAY_MIN_S,
@@ -90,7 +86,7 @@ from farthing.paywall.schemes.batch_settlement.wire import (
 )
 from farthing.paywall.schemes.fields import WireRefusal
 from farthing.paywall.scope import SettleScope
-from farthing.paywall.wire import SettleResult
+from farthing.paywall.wire import SettleResult, VerifyResult
 from farthing.wallet.address import checksum, is_address
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import recover_digest
@@ -174,7 +170,7 @@ class ChannelSettling(Protocol):
 
     async def verify_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelVerifyResult: ...
+    ) -> VerifyResult: ...
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
@@ -224,7 +220,7 @@ class ChannelFacilitator:
 
     async def verify_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelVerifyResult:
+    ) -> VerifyResult:
         return await anyio.to_thread.run_sync(self._outage, self.verify, payment, requirements)
 
     async def settle_channel(
@@ -251,45 +247,41 @@ class ChannelFacilitator:
 
     # ------------------------------------------------------------ verify
 
-    def verify(
-        self, payment: ChannelPayment, requirements: ChannelRequirements
-    ) -> ChannelVerifyResult:
+    def verify(self, payment: ChannelPayment, requirements: ChannelRequirements) -> VerifyResult:
         refused = self._envelope(payment, requirements)
         if refused is not None:
-            return ChannelVerifyResult(False, refused.reason, None, refused.detail)
+            return VerifyResult(False, refused.reason, None, refused.detail)
         parsed = parse_client_payload(payment.payload)
         if isinstance(parsed, WireRefusal):
-            return ChannelVerifyResult(False, parsed.reason, None, parsed.detail)
+            return VerifyResult(False, parsed.reason, None, parsed.detail)
         payer = parsed.config.payer
         reason = self._check_config(parsed.config, parsed.voucher, requirements)
         if reason is None:
             reason = self._check_voucher_signature(parsed.config, parsed.voucher)
         if reason is not None:
-            return ChannelVerifyResult(False, reason, payer)
+            return VerifyResult(False, reason, payer)
         try:
             snapshot = self.escrow.snapshot(parsed.voucher.channel_id)
         except ChainUnavailableError:
             raise
         except WalletError as exc:
-            return ChannelVerifyResult(
-                False, ERR_CHANNEL_STATE_READ_FAILED, payer, _short(str(exc))
-            )
+            return VerifyResult(False, ERR_CHANNEL_STATE_READ_FAILED, payer, _short(str(exc)))
         ceiling = parsed.voucher.max_claimable_amount
         if isinstance(parsed, DepositPayload):
             refusal = self._check_deposit(parsed, snapshot)
             if refusal is not None:
-                return ChannelVerifyResult(False, refusal[0], payer, refusal[1])
+                return VerifyResult(False, refusal[0], payer, refusal[1])
             balance = snapshot.balance + parsed.amount
         else:
             balance = snapshot.balance
             if balance == 0:
-                return ChannelVerifyResult(False, ERR_CHANNEL_NOT_FOUND, payer)
+                return VerifyResult(False, ERR_CHANNEL_NOT_FOUND, payer)
         if ceiling > balance:
-            return ChannelVerifyResult(False, ERR_CUMULATIVE_EXCEEDS_BALANCE, payer)
+            return VerifyResult(False, ERR_CUMULATIVE_EXCEEDS_BALANCE, payer)
         refund = isinstance(parsed, RefundPayload)
         if ceiling < snapshot.total_claimed or (not refund and ceiling == snapshot.total_claimed):
-            return ChannelVerifyResult(False, ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED, payer)
-        return ChannelVerifyResult(True, None, payer, None, snapshot_wire(snapshot))
+            return VerifyResult(False, ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED, payer)
+        return VerifyResult(True, None, payer, None, snapshot_wire(snapshot))
 
     def _envelope(
         self, payment: ChannelPayment, requirements: ChannelRequirements

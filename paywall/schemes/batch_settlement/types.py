@@ -11,10 +11,9 @@ them). These types hold that envelope:
 - :class:`ChannelPayment`: a decoded ``PAYMENT-SIGNATURE`` (or a
   facilitator request's ``paymentPayload``) whose ``payload`` is still raw
   JSON, parsed by ``wire`` (or ``redeem``) per payload type;
-- :class:`ChannelVerifyResult`: the facilitator's ``/verify`` answer, with
-  ``extra`` (the channel's state), in the camelCase shape the x402 SDK reads.
-  ``/settle`` answers with :class:`farthing.paywall.wire.SettleResult`, as
-  every scheme does.
+- the facilitator answers ``/verify`` and ``/settle`` with
+  :class:`farthing.paywall.wire.VerifyResult` and ``SettleResult``, as every
+  scheme does, ``extra`` carrying the channel's state.
 
 Nothing here raises on client input: :func:`decode_channel_payment` answers
 ``None`` for a payment of another scheme, and a :class:`MalformedPayment` with
@@ -40,7 +39,6 @@ from farthing.wallet.address import checksum, is_address
 __all__ = [
     "ChannelPayment",
     "ChannelRequirements",
-    "ChannelVerifyResult",
     "decode_channel_payment",
     "parse_channel_payment",
     "parse_channel_requirements",
@@ -174,44 +172,3 @@ def decode_channel_payment(
     if isinstance(parsed, WireRefusal):
         return MalformedPayment(parsed.reason, parsed.detail)
     return parsed
-
-
-def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelVerifyResult:
-    """``/verify`` for a channel payment; ``extra`` is the channel's on-chain state."""
-
-    valid: bool
-    reason: str | None = None
-    payer: str | None = None
-    message: str | None = None
-    extra: Mapping[str, Any] | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"isValid": self.valid}
-        if self.reason is not None:
-            out["invalidReason"] = self.reason
-        if self.message is not None:
-            out["invalidMessage"] = self.message
-        if self.payer is not None:
-            out["payer"] = self.payer
-        if self.extra is not None:
-            out["extra"] = dict(self.extra)
-        return out
-
-    @classmethod
-    def from_wire(cls, data: object) -> ChannelVerifyResult | None:
-        if not isinstance(data, Mapping) or not isinstance(data.get("isValid"), bool):
-            return None
-        extra = data.get("extra")
-        return cls(
-            data["isValid"],
-            _opt_str(data, "invalidReason"),
-            _opt_str(data, "payer"),
-            _opt_str(data, "invalidMessage"),
-            dict(extra) if isinstance(extra, Mapping) else None,
-        )
