@@ -40,7 +40,7 @@ import anyio.to_thread
 import httpx
 
 from farthing.agents.challenge import read_challenge, read_settlement
-from farthing.agents.channels.payer import ChannelPrepared
+from farthing.agents.channels.prepared import ChannelPrepared
 from farthing.agents.outcome import OUTCOME_EXTENSION, PaymentOutcome, outcome_of
 from farthing.agents.payer import Intent, Payer, Prepared
 from farthing.faults import crash_point

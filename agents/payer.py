@@ -44,7 +44,8 @@ from farthing.agents.challenge import (
     read_challenge,
     read_settlement,
 )
-from farthing.agents.channels.payer import ChannelPayer, ChannelPrepared
+from farthing.agents.channels.payer import ChannelPayer
+from farthing.agents.channels.prepared import ChannelPrepared
 from farthing.agents.channels.store import list_channels
 from farthing.agents.outcome import OutcomeStatus, PaymentOutcome
 from farthing.agents.policy import SpendPolicy, check_terms, needs_approval

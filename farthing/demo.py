@@ -326,7 +326,7 @@ def run_demo(
             step("reconciling the agent's books with the chain")
             checked = check_books(books, chain, from_block=start_block)
             if channels is not None:
-                from farthing.agents.channels.payer import reconcile_channels
+                from farthing.agents.channels.reconcile import reconcile_channels
                 from farthing.paywall.schemes.batch_settlement.reconcile import (
                     reconcile_channel_books,
                 )

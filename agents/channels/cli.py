@@ -6,7 +6,7 @@ withdrawal (``initiateWithdraw``) of everything not yet claimed and stops the
 channel; ``finalize CHANNEL_ID`` takes the money back once the delay has
 passed and books it. ``reconcile`` matches the escrow's events with the books;
 with ``--resolve`` it first settles from the chain what a process that died
-left behind (``farthing.agents.channels.payer.resolve_channels``).
+left behind (``farthing.agents.channels.reconcile.resolve_channels``).
 Both writes are on-chain transactions from the agent's wallet, which pays
 their gas. A refusal is one line and exit status 1.
 """
@@ -29,8 +29,10 @@ from farthing.agents.admin_cli import (
     TokenOpt,
     WalletOpt,
 )
-from farthing.agents.channels.payer import ChannelPayer, reconcile_channels, resolve_channels
+from farthing.agents.channels.payer import ChannelPayer
+from farthing.agents.channels.reconcile import reconcile_channels, resolve_channels
 from farthing.agents.channels.store import get_channel, list_channels, update_channel
+from farthing.agents.channels.withdraw import finish_withdrawal, start_withdrawal
 from farthing.agents.workspace import Workspace
 from farthing.console import emit_json, fail, out_console
 
@@ -113,11 +115,11 @@ def _act(channel_id: str, action: str, where: _Where, as_json: bool) -> None:
         channels = ChannelPayer(workspace.payer)
         amount = 0
         if action == "withdraw":
-            result = channels.withdraw(channel_id.lower())
+            result = start_withdrawal(channels, channel_id.lower())
             if result == "ok":
                 update_channel(workspace.books, channel_id, reason="withdrawn by the operator")
         else:
-            result, amount = channels.finalize(channel_id.lower())
+            result, amount = finish_withdrawal(channels, channel_id.lower())
         row = get_channel(workspace.books, channel_id)
     finally:
         workspace.close()

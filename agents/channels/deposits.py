@@ -15,22 +15,41 @@ back. So it is approved like a payment:
   ``farthing agent approvals approve|deny`` and timeout as a payment) when the
   planned deposit is above ``approval_above``. The caller holds no channel
   lease and no reservation while it waits.
+* :func:`lock_deposit` reserves the deposit (at most the budget's room) and
+  fixes its ERC-3009 authorization (the scheme's client part) before
+  anything is signed: its nonce from the deposit's id, its window from the
+  chain's clock.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from farthing.agents.approvals import Approval, request_approval, wait_for_decision
+from farthing.agents.channels.books import DepositAuthorization, reserve_deposit, void_pending
+from farthing.agents.channels.store import ChannelRow
 from farthing.agents.policy import SpendPolicy, needs_approval
+from farthing.ledger import new_id
+from farthing.paywall.schemes.batch_settlement.client import deposit_authorization
+from farthing.wallet.eip3009 import Authorization
+from farthing.wallet.errors import ChainError
 
 if TYPE_CHECKING:
+    from farthing.agents.challenge import Offer
+    from farthing.agents.channels.payer import ChannelPayer
     from farthing.agents.payer import Intent, Payer
     from farthing.agents.settings import AgentSettings
-    from farthing.paywall.schemes.batch_settlement.wire import BatchExtra
+    from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
 
-__all__ = ["ask_for_deposit", "deposit_needs_approval", "plan_deposit", "refusal"]
+__all__ = [
+    "ask_for_deposit",
+    "deposit_needs_approval",
+    "lock_deposit",
+    "plan_deposit",
+    "refusal",
+]
 
 log = logging.getLogger("farthing.agents")
 
@@ -94,3 +113,59 @@ def ask_for_deposit(
         timeout_s=policy.approval_timeout_s,
         poll_s=payer.settings.approval_poll_s,
     )
+
+
+def lock_deposit(
+    channels: ChannelPayer,
+    row: ChannelRow,
+    wanted: int,
+    needed: int,
+    intent: Intent,
+    offer: Offer,
+) -> tuple[int, int, Authorization] | str:
+    """Lock a deposit of ``wanted`` (or less: the budget's room) and fix its authorization.
+
+    The nonce comes from the id, the window from the chain's clock.
+    """
+    settings = channels.payer.settings
+    missing = needed - row.balance
+    deposit_id = new_id()
+    try:
+        now = channels.payer.chain.timestamp()
+    except ChainError:
+        return "chain_unavailable"
+    terms = deposit_authorization(
+        payer=channels.payer.address,
+        collector=channels.collector,
+        channel_id=row.channel_id,
+        deposit_id=deposit_id,
+        value=wanted,
+        now=now,
+        valid_for_s=settings.valid_for_s,
+        max_timeout_seconds=offer.requirements.max_timeout_seconds,
+    )
+    locked = reserve_deposit(
+        channels.books,
+        deposit_id=deposit_id,
+        channel_id=row.channel_id,
+        amount=wanted,
+        wanted_min=missing,
+        task_id=intent.task_id,
+        authorization=DepositAuthorization(
+            nonce="0x" + terms.nonce.hex(),
+            payer=channels.payer.address,
+            valid_after=terms.valid_after,
+            valid_before=terms.valid_before,
+        ),
+    )
+    if isinstance(locked, str):
+        return locked
+    try:
+        balance = channels.payer.balance()
+    except ChainError:
+        void_pending(channels.books, deposit_id)
+        return "chain_unavailable"
+    if balance < locked:
+        void_pending(channels.books, deposit_id)
+        return "insufficient_balance"
+    return deposit_id, locked, replace(terms, value=locked)

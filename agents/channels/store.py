@@ -12,7 +12,7 @@ An agent may hold up to ``slots_max`` channels to one seller (same receiver,
 authorizer, token and withdraw delay). Slot *n*'s channel ``salt`` is derived
 from the agent, the seller's terms and *n* (:func:`slot_salt`), so after a
 lost database the same channel ids are found again on chain (cold start,
-``farthing.agents.channels.payer``). Busy slots make a new one: this is how several
+``farthing.agents.channels.recovery``). Busy slots make a new one: this is how several
 processes buy from one seller at once.
 
 Amounts are ints of atomic units. ``balance`` is deposited minus returned,

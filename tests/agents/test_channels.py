@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from sqlalchemy import delete
 
 from farthing.agents.channels.books import escrow_balance, locked_total
-from farthing.agents.channels.payer import reconcile_channels
+from farthing.agents.channels.reconcile import reconcile_channels
 from farthing.agents.channels.store import list_channels
 from farthing.agents.outcome import outcome_of
 from farthing.agents.settings import AgentSettings

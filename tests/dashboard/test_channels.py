@@ -28,6 +28,7 @@ import pytest
 from farthing.agents.channels.books import booked_sums
 from farthing.agents.channels.payer import ChannelPayer
 from farthing.agents.channels.store import list_channels
+from farthing.agents.channels.withdraw import start_withdrawal
 from farthing.dashboard import DashboardSettings, Money, create_app
 from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
 from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
@@ -131,7 +132,7 @@ def test_the_agent_page_shows_the_channel_as_the_chain_and_books_hold_it(
             sender=world.chain.dev_accounts()[6].signer(),
         )
         assert sent.ok
-        assert ChannelPayer(world.payer).withdraw(cid) == "ok"
+        assert start_withdrawal(ChannelPayer(world.payer), cid) == "ok"
         _amount, initiated_at = escrow.pending_withdrawal(bytes.fromhex(cid[2:]))
         (row,) = http.get("/export/agent-channels.json", params={"agent": "agent"}).json()["rows"]
         assert row["state"] == "withdrawing"

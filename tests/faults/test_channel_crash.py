@@ -56,7 +56,7 @@ import pytest
 from eth_abi.abi import decode as abi_decode
 
 from farthing.agents.channels.books import booked_sums, open_deposits
-from farthing.agents.channels.payer import reconcile_channels, resolve_channels
+from farthing.agents.channels.reconcile import reconcile_channels, resolve_channels
 from farthing.agents.channels.store import list_channels
 from farthing.agents.integrity import ledger_balanced, reconcile_books
 from farthing.agents.payer import Payer
