@@ -38,45 +38,29 @@ Results carry ``extra``: ``paymentInfoHash``, ``paymentInfo`` and the escrow's
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from typing import Any, Final, Protocol, runtime_checkable
 
 import anyio.to_thread
-from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
-from web3.exceptions import TransactionNotFound
 
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.schemes.auth_capture.checks import (
-    check_capture,
-    check_collect,
-    check_lifecycle,
-    check_refund,
-    check_void,
-    collect_info,
-)
 from farthing.paywall.schemes.auth_capture.consent import payment_hash
 from farthing.paywall.schemes.auth_capture.contract import (
     AuthCaptureEscrow,
     PaymentState,
-    custom_error_name,
 )
+from farthing.paywall.schemes.auth_capture.journal import JournalEntry, SettleJournal
 from farthing.paywall.schemes.auth_capture.payment import PaymentInfo
+from farthing.paywall.schemes.auth_capture.reads import EscrowReads, Refused
 from farthing.paywall.schemes.auth_capture.types import (
-    ERR_IDEMPOTENCY_CONFLICT,
-    ERR_INSUFFICIENT_BALANCE,
-    ERR_NETWORK_MISMATCH,
-    ERR_OPERATOR_NOT_ADMITTED,
-    ERR_PAYMENT_ALREADY_COLLECTED,
     ERR_REFUND_FUNDING_UNAVAILABLE,
     ERR_SETTLEMENT_PENDING,
     ERR_SIMULATION_FAILED,
     ERR_TRANSACTION_REVERTED,
-    ESCROW_ERROR_REASONS,
-    AuthCaptureVerifyResult,
-    WireRefusal,
 )
+from farthing.paywall.schemes.auth_capture.verify import EscrowVerifier, LifecyclePayload
 from farthing.paywall.schemes.auth_capture.wire import (
     AuthCapturePayment,
     AuthCaptureRequirements,
@@ -86,29 +70,22 @@ from farthing.paywall.schemes.auth_capture.wire import (
     VoidPayload,
 )
 from farthing.paywall.scope import SettleScope
-from farthing.paywall.wire import SettleResult
+from farthing.paywall.wire import SettleResult, VerifyResult
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import (
     keccak256,
 )
-from farthing.wallet.errors import ChainError, ChainUnavailableError
+from farthing.wallet.errors import ChainUnavailableError
 from farthing.wallet.networks import CANONICAL_AUTH_CAPTURE_CONTRACTS, AuthCaptureContracts
 from farthing.wallet.signer import TxSigner
 
 __all__ = [
-    "JOURNAL_SIZE_MAX",
     "AuthCaptureFacilitator",
     "AuthCaptureSettling",
 ]
 
-JOURNAL_SIZE_MAX: Final = 100_000
-
-_BALANCE_OF: Final = bytes(keccak256(b"balanceOf(address)"))[:4]
-_ALLOWANCE: Final = bytes(keccak256(b"allowance(address,address)"))[:4]
 _APPROVE: Final = bytes(keccak256(b"approve(address,uint256)"))[:4]
-
-LifecyclePayload = CapturePayload | VoidPayload | RefundPayload
 
 
 @runtime_checkable
@@ -117,41 +94,15 @@ class AuthCaptureSettling(Protocol):
 
     async def verify_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureVerifyResult: ...
+    ) -> VerifyResult: ...
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> SettleResult: ...
 
 
-class _Refused(Exception):
-    """Internal: unwinds a check to its entry point, where it becomes a refusal value."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(slots=True)
-class _Entry:
-    fingerprint: bytes  # what the operation was: a different one may not reuse the key
-    result: SettleResult
-    pending_tx: str | None = None  # sent, receipt not seen yet
-
-
-def _refuse(refusal: WireRefusal | None) -> None:
-    if refusal is not None:
-        raise _Refused(refusal.reason, refusal.detail)
-
-
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
-
-
-def _snake(name: str) -> str:
-    out = "".join("_" + c.lower() if c.isupper() else c for c in name)
-    return out.lstrip("_")
 
 
 class AuthCaptureFacilitator:
@@ -188,7 +139,15 @@ class AuthCaptureFacilitator:
         self._send = send or (lambda call: chain.send(call, sender=operator_signer))
         # The chain's clock by default: deadlines are the escrow's, judged by block time.
         self._clock: Callable[[], float] = clock or chain.timestamp
-        self._journal: dict[str, _Entry] = {}
+        self._reads = EscrowReads(chain, self.escrow, contracts, self.operator)
+        self._verify = EscrowVerifier(
+            self._reads,
+            network=self.network,
+            scope=self.scope,
+            refund_receivers=self.refund_receivers,
+            clock=self._clock,
+        )
+        self._journal = SettleJournal()
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -202,7 +161,7 @@ class AuthCaptureFacilitator:
 
     async def verify_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureVerifyResult:
+    ) -> VerifyResult:
         return await anyio.to_thread.run_sync(self.verify, payment, requirements)
 
     async def settle_auth_capture(
@@ -222,27 +181,21 @@ class AuthCaptureFacilitator:
         except ChainUnavailableError as exc:
             raise FacilitatorUnavailableError(str(exc)) from None
 
-    def _state(self, info: PaymentInfo) -> PaymentState:
-        state: PaymentState = self._chain_read(lambda: self.escrow.payment_state(info))
-        return state
-
     def verify(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> AuthCaptureVerifyResult:
+    ) -> VerifyResult:
         """Verify a client's collect payload, or a server's lifecycle payload."""
         payload = payment.payload
         payer = payload.payer if isinstance(payload, CollectPayload) else payload.info.payer
         try:
-            self._check_envelope(payment, requirements)
+            self._verify.check_envelope(payment, requirements)
             if isinstance(payload, CollectPayload):
-                info, state = self._verify_collect(payload, requirements)
+                info, state = self._verify.verify_collect(payload, requirements)
             else:
-                info, state = self._verify_lifecycle(payload, requirements)
-        except _Refused as exc:
-            return AuthCaptureVerifyResult(False, exc.reason, payer, exc.message)
-        return AuthCaptureVerifyResult(
-            True, None, payer, None, self._extra(requirements, info, state)
-        )
+                info, state = self._verify.verify_lifecycle(payload, requirements)
+        except Refused as exc:
+            return VerifyResult(False, exc.reason, payer, exc.message)
+        return VerifyResult(True, None, payer, None, self._extra(requirements, info, state))
 
     def settle(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
@@ -252,8 +205,8 @@ class AuthCaptureFacilitator:
         if isinstance(payload, CollectPayload):
             return self.authorize(payment, requirements)
         try:
-            self._check_envelope(payment, requirements)
-        except _Refused as exc:
+            self._verify.check_envelope(payment, requirements)
+        except Refused as exc:
             return self._refusal(requirements, payload.info.payer, exc)
         if isinstance(payload, CapturePayload):
             return self.capture(payload, requirements)
@@ -271,15 +224,15 @@ class AuthCaptureFacilitator:
         payer = payload.payer
         with self._lock:
             try:
-                self._check_envelope(payment, requirements)
-                info = self._collect_info(payload, requirements)
+                self._verify.check_envelope(payment, requirements)
+                info = self._verify.collect_info(payload, requirements)
                 key = "authorize:" + _hex(payment_hash(requirements, info))
                 fingerprint = bytes(keccak256(b"authorize" + payload.signature))
-                done = self._replay(key, fingerprint)
+                done = self._journal.replay(key, fingerprint, self._reads.receipt)
                 if done is not None:
                     return done
-                self._verify_collect(payload, requirements)
-            except _Refused as exc:
+                self._verify.verify_collect(payload, requirements)
+            except Refused as exc:
                 return self._refusal(requirements, payer, exc)
             data = self.escrow.encode_authorize(
                 info, requirements.amount, self.contracts.erc3009_collector, payload.signature
@@ -316,92 +269,6 @@ class AuthCaptureFacilitator:
         """Return ``payload.amount`` of what was captured, from the operator's funds."""
         return self._lifecycle(payload, requirements, idempotency_key)
 
-    # ------------------------------------------------------------ checks
-
-    def _now(self) -> int:
-        return int(self._clock())
-
-    def _check_envelope(
-        self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
-    ) -> None:
-        """The spec's checks 2-5 (scheme and extra were checked by the parser)."""
-        if payment.accepted.network != requirements.network:
-            raise _Refused(ERR_NETWORK_MISMATCH, "paid on another network than the offer's")
-        if requirements.network != self.network:
-            raise _Refused(ERR_NETWORK_MISMATCH, f"this facilitator settles on {self.network}")
-        if requirements.extra.capture_authorizer != self.operator:
-            raise _Refused(
-                ERR_OPERATOR_NOT_ADMITTED,
-                f"captureAuthorizer must be this facilitator's operator {self.operator}",
-            )
-        outside = self.scope.refusal(requirements.asset, requirements.pay_to)
-        if outside is not None:
-            raise _Refused(*outside)
-
-    def _collect_info(
-        self, payload: CollectPayload, requirements: AuthCaptureRequirements
-    ) -> PaymentInfo:
-        info = collect_info(payload, requirements)
-        if isinstance(info, WireRefusal):
-            raise _Refused(info.reason, info.detail)
-        return info
-
-    def _verify_collect(
-        self, payload: CollectPayload, requirements: AuthCaptureRequirements
-    ) -> tuple[PaymentInfo, PaymentState]:
-        info = self._collect_info(payload, requirements)
-        code = self._chain_read(lambda: self.chain.code_at(payload.payer))
-        _refuse(
-            check_collect(
-                payload,
-                requirements,
-                info,
-                now=self._now(),
-                collector=self.contracts.erc3009_collector,
-                payer_is_contract=bool(code),
-            )
-        )
-        nonce = payload.authorization.nonce
-        used = self._chain_read(
-            lambda: self.chain.authorization_state(requirements.asset, payload.payer, nonce)
-        )
-        if used:
-            raise _Refused(ERR_PAYMENT_ALREADY_COLLECTED, "this authorization was already used")
-        if self._balance(requirements.asset, payload.payer) < requirements.amount:
-            raise _Refused(ERR_INSUFFICIENT_BALANCE, "the payer's balance is below the amount")
-        data = self.escrow.encode_authorize(
-            info, requirements.amount, self.contracts.erc3009_collector, payload.signature
-        )
-        self._simulate(data)
-        return info, self._state(info)
-
-    def _verify_lifecycle(
-        self, payload: LifecyclePayload, requirements: AuthCaptureRequirements
-    ) -> tuple[PaymentInfo, PaymentState]:
-        info = payload.info
-        refund_collector = self.contracts.operator_refund_collector
-        _refuse(check_lifecycle(payload, requirements, refund_collector=refund_collector))
-        state = self._state(info)
-        if isinstance(payload, CapturePayload):
-            _refuse(check_capture(payload, info, state, now=self._now()))
-            self._simulate(self._capture_data(payload))
-        elif isinstance(payload, VoidPayload):
-            _refuse(check_void(state))
-            self._simulate(self.escrow.encode_void(info))
-        else:
-            _refuse(check_refund(payload, info, state, now=self._now()))
-            if info.receiver not in self.refund_receivers:
-                raise _Refused(
-                    ERR_REFUND_FUNDING_UNAVAILABLE, "no refund funding agreement with this receiver"
-                )
-            if self._balance(info.token, self.operator) < payload.amount:
-                raise _Refused(
-                    ERR_REFUND_FUNDING_UNAVAILABLE, "the operator's refund funds are short"
-                )
-            if self._allowance(info.token) >= payload.amount:
-                self._simulate(self._refund_data(payload))
-        return info, state
-
     # ------------------------------------------------------------ settlement
 
     def _lifecycle(
@@ -417,15 +284,15 @@ class AuthCaptureFacilitator:
         key = idempotency_key or payload.idempotency_key or f"{payload.type}:{_hex(fingerprint)}"
         with self._lock:
             try:
-                done = self._replay(key, fingerprint)
+                done = self._journal.replay(key, fingerprint, self._reads.receipt)
                 if done is not None:
                     return done
-                info, state = self._verify_lifecycle(payload, requirements)
-            except _Refused as exc:
+                info, state = self._verify.verify_lifecycle(payload, requirements)
+            except Refused as exc:
                 return self._refusal(requirements, payer, exc)
             if isinstance(payload, CapturePayload):
                 result = self._submit(
-                    key, fingerprint, requirements, info, self._capture_data(payload), payload.amount,
+                    key, fingerprint, requirements, info, self._verify.capture_data(payload), payload.amount,
                     record=payload.void_authorizer_signature is None,
                 )  # fmt: skip
                 if not result.success or payload.void_authorizer_signature is None:
@@ -436,16 +303,21 @@ class AuthCaptureFacilitator:
                 return self._submit(
                     key, fingerprint, requirements, info, data, state.capturable_amount
                 )
-            if self._allowance(info.token) < payload.amount:
+            if self._reads.allowance(info.token) < payload.amount:
                 approved = self._send(Call(info.token, _APPROVE + abi_encode(
                     ["address", "uint256"],
                     [checksum(self.contracts.operator_refund_collector), payload.amount],
                 )))  # fmt: skip
                 if not approved.ok:
-                    short = _Refused(ERR_REFUND_FUNDING_UNAVAILABLE, "approving the refund failed")
+                    short = Refused(ERR_REFUND_FUNDING_UNAVAILABLE, "approving the refund failed")
                     return self._refusal(requirements, payer, short)
             return self._submit(
-                key, fingerprint, requirements, info, self._refund_data(payload), payload.amount
+                key,
+                fingerprint,
+                requirements,
+                info,
+                self._verify.refund_data(payload),
+                payload.amount,
             )
 
     def _void_rest(
@@ -458,11 +330,11 @@ class AuthCaptureFacilitator:
     ) -> SettleResult:
         """The second leg of a capture-and-void; a hold emptied meanwhile means capture-only."""
         voided = self._send(Call(self.escrow.address, self.escrow.encode_void(info)))
-        extra = dict(self._extra(requirements, info, self._state(info)))
+        extra = dict(self._extra(requirements, info, self._reads.state(info)))
         if voided.ok:
             extra["voidTransaction"] = voided.tx_hash
         result = replace(captured, extra=extra)
-        self._remember(key, _Entry(fingerprint, result))
+        self._journal.remember(key, JournalEntry(fingerprint, result))
         return result
 
     def _submit(
@@ -483,109 +355,28 @@ class AuthCaptureFacilitator:
             raise FacilitatorUnavailableError(str(exc)) from None
         network, payer = requirements.network, info.payer
         if sent.ok and sent.tx_hash is not None:
-            state = self._state(info)
+            state = self._reads.state(info)
             result = SettleResult(
                 True, network, sent.tx_hash, payer, amount,
                 extra=self._extra(requirements, info, state),
             )  # fmt: skip
             if record:
-                self._remember(key, _Entry(fingerprint, result))
+                self._journal.remember(key, JournalEntry(fingerprint, result))
             return result
         if sent.reason == "receipt_timeout" and sent.tx_hash is not None:
             result = SettleResult(
                 False, network, sent.tx_hash, payer, amount, ERR_SETTLEMENT_PENDING,
                 "sent; no receipt yet: retry with the same idempotency key",
             )  # fmt: skip
-            self._remember(key, _Entry(fingerprint, result, sent.tx_hash))
+            self._journal.remember(key, JournalEntry(fingerprint, result, sent.tx_hash))
             return result
-        reason = self._reason(sent.reason, sent.revert_message)
+        reason = self._reads.reason(sent.reason, sent.revert_message)
         if sent.tx_hash is not None and reason == ERR_SIMULATION_FAILED:
             reason = ERR_TRANSACTION_REVERTED
         return SettleResult(False, network, sent.tx_hash or "", payer, None, reason,
                                        "the escrow refused the call")  # fmt: skip
 
-    def _replay(self, key: str, fingerprint: bytes) -> SettleResult | None:
-        """The first outcome under ``key``; ``None`` when there is none to replay."""
-        entry = self._journal.get(key)
-        if entry is None:
-            return None
-        if entry.fingerprint != fingerprint:
-            raise _Refused(
-                ERR_IDEMPOTENCY_CONFLICT, "this idempotency key belongs to another operation"
-            )
-        if entry.pending_tx is None:
-            return entry.result
-        receipt = self._receipt(entry.pending_tx)
-        if receipt is None:
-            return entry.result  # still pending: never send twice
-        if int(receipt.get("status", 0)) == 1:
-            resolved = replace(entry.result, success=True, reason=None, message=None)
-            self._journal[key] = _Entry(fingerprint, resolved)
-            return resolved
-        del self._journal[key]  # reverted: nothing moved, the caller may try again
-        return None
-
-    def _remember(self, key: str, entry: _Entry) -> None:
-        if len(self._journal) >= JOURNAL_SIZE_MAX:
-            self._journal.pop(next(iter(self._journal)))
-        self._journal[key] = entry
-
-    # ------------------------------------------------------------ chain helpers
-
-    def _capture_data(self, payload: CapturePayload) -> bytes:
-        return self.escrow.encode_capture(
-            payload.info, payload.amount, payload.fee_amount, payload.fee_receiver
-        )
-
-    def _refund_data(self, payload: RefundPayload) -> bytes:
-        return self.escrow.encode_refund(
-            payload.info, payload.amount, self.contracts.operator_refund_collector, b""
-        )
-
-    def _simulate(self, data: bytes) -> None:
-        result = self._chain_read(
-            lambda: self.chain.call(Call(self.escrow.address, data), sender=self.operator)
-        )
-        if not result.ok:
-            raise _Refused(self._reason(result.reason, result.revert_message),
-                           "the simulation reverted")  # fmt: skip
-
-    @staticmethod
-    def _reason(reason: str | None, revert_message: str | None) -> str:
-        name = custom_error_name(revert_message)
-        key = _snake(name) if name is not None else (reason or "")
-        return ESCROW_ERROR_REASONS.get(key, ERR_SIMULATION_FAILED)
-
-    def _balance(self, token: str, owner: str) -> int:
-        data = _BALANCE_OF + abi_encode(["address"], [checksum(owner)])
-        result = self._chain_read(lambda: self.chain.call(Call(checksum(token), data)))
-        if not result.ok:
-            raise _Refused(ERR_SIMULATION_FAILED, "the token has no balanceOf")
-        return int(abi_decode(["uint256"], result.return_data)[0])
-
-    def _allowance(self, token: str) -> int:
-        """What the refund collector may still pull from the operator."""
-        spender = checksum(self.contracts.operator_refund_collector)
-        data = _ALLOWANCE + abi_encode(["address", "address"], [self.operator, spender])
-        result = self._chain_read(lambda: self.chain.call(Call(checksum(token), data)))
-        if not result.ok:
-            raise _Refused(ERR_REFUND_FUNDING_UNAVAILABLE, "the token has no allowance")
-        return int(abi_decode(["uint256"], result.return_data)[0])
-
-    def _receipt(self, tx_hash: str) -> Mapping[str, Any] | None:
-        try:
-            receipt = self._chain_read(lambda: self.chain.w3.eth.get_transaction_receipt(tx_hash))  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return None
-        return dict(receipt) if receipt is not None else None
-
-    def _chain_read(self, read: Callable[[], Any]) -> Any:
-        try:
-            return read()
-        except ChainUnavailableError as exc:
-            raise FacilitatorUnavailableError(str(exc)) from None
-        except ChainError as exc:
-            raise _Refused(ERR_SIMULATION_FAILED, str(exc)) from None
+    # ------------------------------------------------------------ answers
 
     def _extra(
         self, requirements: AuthCaptureRequirements, info: PaymentInfo, state: PaymentState
@@ -598,6 +389,6 @@ class AuthCaptureFacilitator:
         }
 
     def _refusal(
-        self, requirements: AuthCaptureRequirements, payer: str | None, exc: _Refused
+        self, requirements: AuthCaptureRequirements, payer: str | None, exc: Refused
     ) -> SettleResult:
         return SettleResult(False, requirements.network, "", payer, None, exc.reason, exc.message)
