@@ -42,16 +42,16 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, quote, unquote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import fuzzing
 from sqlalchemy import select
 
 from farthing.agents.approvals import request_approval
@@ -71,7 +71,6 @@ BAD_HOSTS: Final = ("rebind.evil.example", "rebind.evil.example:8700", "", "127.
                     "evil@127.0.0.1", "127.0.0.1/x", "[::1", "127.0.0.2", "0.0.0.0",
                     "x" * 2000, "local host", "127.0.0.1 :8700")  # fmt: skip
 PENDING_KEPT: Final = 3
-PROGRESS_EVERY_S: Final = 5.0
 _CSRF: Final = re.compile(r'name="csrf_token" value="([^"]+)"')
 _entries = table_of(AuditEntry)
 _PENDING: Final = "SELECT count(*) FROM agent_approval WHERE status = 'pending'"
@@ -81,52 +80,23 @@ _STATE: Final = f"SELECT (SELECT count(*) FROM {_entries.name}), ({_PENDING})"
 # ---------------------------------------------------------------- raw ASGI
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
 async def call(app: Any, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
-               chunks: list[bytes], client: tuple[str, int] | None) -> Answer:  # fmt: skip
+               chunks: list[bytes], client: tuple[str, int] | None,
+               timeout_s: float = 60.0) -> fuzzing.Outcome:  # fmt: skip
     """One request as a server hands it over: decoded ``path``, untouched ``raw_path``."""
     path_part, _, query = target.partition(b"?")
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": unquote(path_part.decode("latin-1")), "raw_path": path_part,
-        "query_string": query, "root_path": "", "headers": headers, "client": client,
-        "server": ("127.0.0.1", PORT),
-    }  # fmt: skip
-    pending = list(chunks) or [b""]
-    answer = Answer(0, [], b"")
-
-    async def receive() -> dict[str, Any]:
-        if pending:
-            chunk = pending.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
-        await asyncio.sleep(3600)  # a disconnect never comes while the app still answers
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            answer.status = message["status"]
-            answer.headers = list(message.get("headers", []))
-        elif message["type"] == "http.response.body":
-            answer.body += message.get("body", b"")
-
-    await app(scope, receive, send)
-    return answer
+    scope = fuzzing.scope_of(method, path_part, query, headers, client=client, port=PORT)
+    return await fuzzing.drive(app, scope, chunks, timeout_s)
 
 
-def cookie_of(answer: Answer, name: str) -> str | None:
+def cookie_of(answer: fuzzing.Outcome, name: str) -> str | None:
     for key, value in answer.headers:
         if key == b"set-cookie" and value.startswith(name.encode() + b"="):
             return value.split(b";", 1)[0].split(b"=", 1)[1].decode()
     return None
 
 
-def csrf_in(answer: Answer) -> str | None:
+def csrf_in(answer: fuzzing.Outcome) -> str | None:
     found = _CSRF.search(answer.body.decode("utf-8", "replace"))
     return found.group(1) if found else None
 
@@ -378,26 +348,14 @@ def a_case(index: int, seed: int, world: World) -> Case:
 
 
 @dataclass
-class Tally:
-    cases: int = 0
-    status_5xx: int = 0
-    crashes: int = 0
-    hangs: int = 0
-    unauthorized_state_changes: int = 0
-    authorized_state_changes: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    shown: Counter[str] = field(default_factory=Counter)
-
-
-def offend(tally: Tally, kind: str, case: Case, detail: str, show: int) -> None:
-    tally.shown[kind] += 1
-    if tally.shown[kind] <= show:
-        print(f"{kind}: {detail} {case.short()}", file=sys.stderr, flush=True)
+class Tally(fuzzing.Tally):
+    authorized_state_changes: int = 0  # allowed, and counted to show the oracle sees them
 
 
 async def run_cases(world: World, indexes: range | list[int], args: argparse.Namespace) -> Tally:
     tally = Tally()
-    last = time.monotonic()
+    progress = fuzzing.Progress("fuzz_dashboard", len(indexes))
+    shown = fuzzing.Shown(args.show, args.only is not None)
     for index in indexes:
         for target in world.targets.values():
             await world.ready(target)
@@ -405,64 +363,61 @@ async def run_cases(world: World, indexes: range | list[int], args: argparse.Nam
         case = a_case(index, args.seed, world)
         target = world.targets[case.target]
         before = world.state(target)
-        try:
-            answer = await asyncio.wait_for(call(target.app, case.method, case.target_bytes,
-                                                 case.headers, case.chunks, case.client),
-                                            args.timeout_s)  # fmt: skip
-        except TimeoutError:
-            tally.hangs += 1
-            offend(tally, "hang", case, "", args.show)
-            answer = None
-        except Exception as exc:  # noqa: BLE001 - a crash is what the fuzzer looks for
-            tally.crashes += 1
-            offend(tally, "crash", case, repr(exc)[:300], args.show)
-            answer = None
+        answer = await call(target.app, case.method, case.target_bytes, case.headers,
+                            case.chunks, case.client, args.timeout_s)  # fmt: skip
+        found = []
         tally.cases += 1
-        if answer is not None:
+        if answer.error == "hang":
+            found.append("hang")
+        elif answer.error is not None:  # a crash is what the fuzzer looks for
+            found.append("crash")
+        else:
             tally.statuses[f"{case.target}:{answer.status}"] += 1
             if answer.status >= 500:
-                tally.status_5xx += 1
-                offend(tally, "status_5xx", case, str(answer.status), args.show)
+                found.append("status_5xx")
         after = world.state(target)
         if after != before and case.authorized:
             tally.authorized_state_changes += 1
         elif after != before:
-            tally.unauthorized_state_changes += 1
-            offend(tally, "unauthorized_state_change", case, f"{before} -> {after}", args.show)
-        if time.monotonic() - last > PROGRESS_EVERY_S:
-            last = time.monotonic()
-            print(f"{tally.cases} cases, {tally.status_5xx} 5xx, {tally.crashes} crashes, "
-                  f"{tally.unauthorized_state_changes} unauthorized", file=sys.stderr, flush=True)  # fmt: skip
+            found.append("unauthorized_state_change")
+        for failure in found:
+            tally.failures[failure] += 1
+            if shown.due(failure):
+                body = bytes(answer.body[:300])
+                detail = f"{case.short()} state {before} -> {after}"
+                fuzzing.show_found(failure, detail, answer.status, body, answer.error)
+        failures = tally.failures
+        progress.tick(
+            tally.cases,
+            f"{failures['status_5xx']} 5xx, {failures['crash']} crashes, "
+            f"{failures['unauthorized_state_change']} unauthorized",
+        )
     return tally
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Fuzz the dashboard's HTTP API.")
-    parser.add_argument("--cases", type=int, default=100_000, help="number of cases (100000)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the case generator (1)")
-    parser.add_argument("--only", type=int, default=None, help="run just this case index")
-    parser.add_argument("--show", type=int, default=5, help="offending cases printed per kind")
-    parser.add_argument("--timeout-s", type=float, default=30.0, help="a case's time limit")
+    fuzzing.add_case_arguments(parser, timeout_s=30.0)
     args = parser.parse_args()
+    indexes = fuzzing.case_indexes(parser, args)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fuzz-dashboard-") as folder:
         world = World(Path(folder))
-        indexes = [args.only] if args.only is not None else range(args.cases)
         try:
             tally = asyncio.run(run_cases(world, indexes, args))
         finally:
             world.database.dispose()
-    failed = tally.status_5xx + tally.crashes + tally.hangs + tally.unauthorized_state_changes
+    found = tally.failures
     report = {
         "bench": "fuzz_dashboard", "cases": tally.cases, "seed": args.seed,
-        "status_5xx": tally.status_5xx, "crashes": tally.crashes, "hangs": tally.hangs,
-        "unauthorized_state_changes": tally.unauthorized_state_changes,
+        "status_5xx": found["status_5xx"], "crashes": found["crash"], "hangs": found["hang"],
+        "unauthorized_state_changes": found["unauthorized_state_change"],
         "authorized_state_changes": tally.authorized_state_changes,
         "statuses": dict(sorted(tally.statuses.items())),
         "elapsed_s": round(time.monotonic() - started, 1),
     }  # fmt: skip
-    print(json.dumps(report))
-    return 1 if failed else 0
+    failed = sum(found.values())
+    return fuzzing.finish(report, failed > 0)
 
 
 if __name__ == "__main__":

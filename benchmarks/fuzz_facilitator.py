@@ -19,7 +19,10 @@ nesting) or bytes that are not JSON at all.
 Judged per case:
 
 - ``status_5xx``: any status of 500 or more, or an exception out of the app;
-- ``hangs``: a case that does not finish within ``--timeout-s``;
+- ``hangs``: a case that does not finish within ``--timeout-s``; the judge
+  then waits up to ``SETTLE_AFTER_HANG_S`` more for it before the next case,
+  so a transaction it still sends (a loaded machine makes cases slow) is
+  judged with it, not blamed on the next case;
 - ``money_moved_unallowed``: the relayer sent a transaction (the only way the
   facilitator moves money) for anything but a key holder's ``POST /settle``
   to our own host that answered ``success: true``; or a balance moved outside
@@ -45,27 +48,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
 import json
 import random
 import secrets
 import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from fuzz_facilitator_books import Books, books, books_one_by_one, money_rules
+import fuzzing
+from fuzz_facilitator_books import Books, World, books, books_one_by_one, money_rules
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 API_KEY: Final = "fuzz-api-key-" + secrets.token_hex(16)
-PROGRESS_EVERY_S: Final = 5.0
+# A hung case may still send its transaction: the judge waits this long for it
+# (the case is a hang all the same), so the money it moves is judged with that
+# case and not blamed on the next one, however slow a loaded machine makes it.
+SETTLE_AFTER_HANG_S: Final = 300.0
 FUNDS: Final = 10**15
 GRIEFER_FUNDS: Final = 5
 DEPOSIT_START: Final = 10**9
@@ -75,31 +80,6 @@ NASTY: Final[tuple[Any, ...]] = (
     "0x" + "ff" * 20, "0x" + "00" * 20, "0x" + "ab" * 65, str(2**128), str(2**256),
     "99999999999999999999999999999999999999999999999999999999999999999999999999999999",
 )  # fmt: skip
-
-
-@dataclass
-class World:
-    app: Any
-    chain: Any
-    token: Any
-    junk: Any
-    escrow: Any
-    payer: Any
-    griefer: Any
-    voucher_key: Any
-    merchant: str
-    stranger: str
-    relayer: str
-    config: Any
-    domain: Any
-    asset: Any
-    junk_asset: Any
-    network: str
-    authorizer: str
-    operator: str
-    snapshot: Any = None  # the channel as last read; dropped whenever a block is mined
-    channel_id: bytes = b""
-    vouchers: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
 
 def build_world() -> World:
@@ -160,8 +140,9 @@ def build_world() -> World:
         authorizer.address, relayer.address,
     )  # fmt: skip
     world.channel_id = world.domain.channel_id(config)
-    first = asyncio.run(call(world, "POST", "/settle", _headers(), _deposit(world, DEPOSIT_START)))
-    if first[0] != 200 or b'"success":true' not in first[2]:
+    deposit = json.dumps(_deposit(world, DEPOSIT_START)).encode()
+    first = asyncio.run(call(world, "POST", "/settle", _headers(), deposit, timeout_s=60.0))
+    if first.status != 200 or b'"success":true' not in first.body:
         raise RuntimeError(f"the first deposit failed: {first}")
     world.snapshot = None
     return world
@@ -427,71 +408,47 @@ def make_case(world: World, index: int, seed: int) -> Case:
 
 
 async def call(
-    world: World, method: str, path: str, headers: list[tuple[bytes, bytes]], body: Any
-) -> tuple[int, dict[str, str], bytes]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": [*headers, (b"content-length", str(len(data)).encode())],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8402),
-    }  # fmt: skip
-    sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await world.app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]}
-    return int(start["status"]), headers_out, content
+    world: World,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    timeout_s: float,
+    settle_s: float = 0.0,
+) -> fuzzing.Outcome:
+    """One request to the facilitator, as its server would hand it over."""
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    scope = fuzzing.scope_of(
+        method, path.encode(), b"", headers, client=("127.0.0.1", 1), port=8402
+    )
+    return await fuzzing.drive(world.app, scope, [body], timeout_s, settle_s=settle_s)
 
 
 # ---------------------------------------------------------------- the run
 
 
 @dataclass
-class Tally:
-    cases: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
+class Tally(fuzzing.Tally):
     kinds_moved: Counter[str] = field(default_factory=Counter)
-    kinds: Counter[str] = field(default_factory=Counter)
-    shown: Counter[str] = field(default_factory=Counter)
 
 
 async def run_cases(world: World, indexes: range | list[int], args: argparse.Namespace) -> Tally:
     tally = Tally()
-    started = last = time.perf_counter()
+    progress = fuzzing.Progress("fuzz", len(indexes))
+    shown = fuzzing.Shown(args.show, args.only is not None)
     before, head = books(world), world.chain.block_number()
     _check_books(world, before, tally)
     for count, index in enumerate(indexes, 1):
         case = make_case(world, index, args.seed)
-        faulthandler.dump_traceback_later(args.timeout_s * 2 + 5, exit=False)
-        status, error, body = 0, "", b""
-        try:
-            status, _, body = await asyncio.wait_for(
-                call(world, case.method, case.path, case.headers, case.body), args.timeout_s
-            )
-        except TimeoutError:
-            error = "hang"
-        except Exception:  # noqa: BLE001 - any exception out of the app is a 500
-            status, error = 500, traceback.format_exc()
-        faulthandler.cancel_dump_traceback_later()
+        outcome = await call(world, case.method, case.path, case.headers, case.body,
+                             timeout_s=args.timeout_s, settle_s=SETTLE_AFTER_HANG_S)  # fmt: skip
+        status, body, error = outcome.status, bytes(outcome.body), outcome.error or ""
+        if error and error != "hang":
+            status = 500  # any exception out of the app is a 500
         tally.cases += 1
         tally.kinds[case.kind + ("" if case.as_built else "~")] += 1
-        tally.statuses[str(status or "error")] += 1
+        tally.statuses["error" if error == "hang" else str(status)] += 1
         found: list[str] = []
         if error == "hang":
             found.append("hang")
@@ -512,20 +469,15 @@ async def run_cases(world: World, indexes: range | list[int], args: argparse.Nam
         _reason(tally, body)
         for failure in found:
             tally.failures[failure] += 1
-            if tally.shown[failure] < args.show or args.only is not None:
-                tally.shown[failure] += 1
-                print(f"FOUND {failure} {broken}: {case.describe()}\n  -> {status} "
-                      f"{body[:300]!r}\n  {error[-2000:]}", file=sys.stderr, flush=True)  # fmt: skip
-        now = time.perf_counter()
-        if now - last >= PROGRESS_EVERY_S:
-            last = now
-            print(
-                f"fuzz: {count}/{len(indexes)} cases, {count / (now - started):.0f}/s, "
-                f"5xx {tally.failures['status_5xx']}, "
-                f"money {tally.failures['money_moved_unallowed']}, hangs {tally.failures['hang']}",
-                file=sys.stderr,
-                flush=True,
-            )
+            if shown.due(failure):
+                fuzzing.show_found(
+                    f"{failure} {broken}", case.describe(), status, body[:300], error[-2000:]
+                )
+        progress.tick(
+            count,
+            f"5xx {tally.failures['status_5xx']}, "
+            f"money {tally.failures['money_moved_unallowed']}, hangs {tally.failures['hang']}",
+        )
     _check_books(world, books(world), tally)
     return tally
 
@@ -538,52 +490,35 @@ def _check_books(world: World, read: Books, tally: Tally) -> None:
 
 
 def _reason(tally: Tally, body: bytes) -> None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return
-    if isinstance(data, dict):
-        reason = data.get("invalidReason") or data.get("errorReason") or data.get("error")
-        if isinstance(reason, str):
-            tally.reasons[reason[:60]] += 1
+    data = fuzzing.json_object(body) or {}
+    reason = data.get("invalidReason") or data.get("errorReason") or data.get("error")
+    if isinstance(reason, str):
+        tally.reasons[reason[:60]] += 1
 
 
 def main(argv: list[str] | None = None, *, world_factory: Callable[[], World] = build_world) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=100_000, help="number of cases (100000)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the case generator (1)")
-    parser.add_argument("--start", type=int, default=0, help="first case index (0), for shards")
-    parser.add_argument("--only", type=int, default=None, help="run just this case index")
-    parser.add_argument("--show", type=int, default=5, help="offending cases printed per kind")
-    parser.add_argument("--timeout-s", type=float, default=30.0, help="a case's time limit")
+    fuzzing.add_case_arguments(parser, timeout_s=30.0, shards=True)
     args = parser.parse_args(argv)
-    if args.cases < 1 or args.start < 0:
-        parser.error("--cases must be positive and --start not negative")
-    indexes: range | list[int] = (
-        range(args.start, args.start + args.cases) if args.only is None else [args.only]
-    )
+    indexes = fuzzing.case_indexes(parser, args)
     world = world_factory()
     started = time.perf_counter()
     tally = asyncio.run(run_cases(world, indexes, args))
     seconds = time.perf_counter() - started
     report: dict[str, Any] = {
-        "bench": "fuzz_facilitator",
-        "cases": tally.cases,
-        "status_5xx": tally.failures["status_5xx"],
+        **fuzzing.report_head("fuzz_facilitator", tally),
         "money_moved_unallowed": tally.failures["money_moved_unallowed"],
         "hangs": tally.failures["hang"],
         "books_disagree": tally.failures["books_disagree"],
         "seed": args.seed,
         "start": indexes[0],
-        "cases_per_s": round(tally.cases / seconds, 1) if seconds > 0 else 0.0,
+        "cases_per_s": fuzzing.cases_per_s(tally, seconds),
         "statuses": dict(sorted(tally.statuses.items())),
         "moved_by_kind": dict(sorted(tally.kinds_moved.items())),
         "cases_by_kind": dict(sorted(tally.kinds.items())),
         "reasons": dict(sorted(tally.reasons.items())),
     }
-    print(json.dumps(report))
-    failed = sum(tally.failures.values())
-    return 1 if failed else 0
+    return fuzzing.finish(report, sum(tally.failures.values()) > 0)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,43 @@
 """The fuzzer's books and money rules: what the watched accounts hold, and which moves are allowed.
 
-``books`` reads every watched balance and the channel in one ``eth_call`` of
-Multicall3 ``aggregate`` (one block, one round trip); ``books_one_by_one``
+``World`` is what the fuzzer builds and the books read. ``books`` reads
+every watched balance and the channel in one ``eth_call`` of Multicall3
+``aggregate`` (one block, one round trip); ``books_one_by_one``
 reads the same through the library's own readers, so the fuzzer can check the
 first against the second. ``money_rules`` says why a move was not allowed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-class Watched(Protocol):
-    """What the books read: the fuzzer's ``World``."""
+@dataclass
+class World:
+    """What the fuzzer built: the app, the chain and its accounts, and the channel it pays into."""
 
+    app: Any
     chain: Any
     token: Any
     junk: Any
     escrow: Any
     payer: Any
     griefer: Any
+    voucher_key: Any
     merchant: str
+    stranger: str
     relayer: str
+    config: Any
+    domain: Any
     asset: Any
     junk_asset: Any
-    channel_id: bytes
+    network: str
+    authorizer: str
+    operator: str
+    snapshot: Any = None  # the channel as last read; dropped whenever a block is mined
+    channel_id: bytes = b""
+    vouchers: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
 
 class Judged(Protocol):
@@ -50,16 +62,16 @@ class Books:
     channel_claimed: int
 
 
-def _sent(world: Watched) -> int:
+def _sent(world: World) -> int:
     return int(world.chain.w3.eth.get_transaction_count(world.relayer))
 
 
-def books(world: Watched) -> Books:
+def books(world: World) -> Books:
     """The books in one ``eth_call`` of Multicall3 ``aggregate``: one block, one round trip."""
     from eth_abi.abi import decode, encode
     from eth_utils.crypto import keccak
 
-    from farthing.paywall.schemes.batch_settlement.vouchers import MULTICALL3_ADDRESS
+    from farthing.paywall.schemes.placement import MULTICALL3_ADDRESS
     from farthing.wallet.chain import Call
 
     balance_of = keccak(text="balanceOf(address)")[:4]
@@ -79,7 +91,7 @@ def books(world: Watched) -> Books:
     return Books(_sent(world), payer, merchant, griefer, escrow, junk, int(balance), int(claimed))
 
 
-def books_one_by_one(world: Watched) -> Books:
+def books_one_by_one(world: World) -> Books:
     """The same books through the library's own readers, to check ``books`` against."""
     channel = world.escrow.snapshot(world.channel_id)
     token = world.token

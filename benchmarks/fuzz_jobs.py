@@ -39,18 +39,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
 import json
 import random
 import sys
 import tempfile
 import time
-import traceback
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, unquote
+from urllib.parse import quote
+
+import fuzzing
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -60,7 +59,6 @@ PUBLIC: Final = "http://jobs.fuzz/"
 HOST: Final = "jobs.fuzz"
 PRICE: Final = "0.01 USDC"
 OPEN_JOBS_MIN: Final = 2
-PROGRESS_EVERY_S: Final = 5.0
 STATE_ROUTES: Final = ("accept", "deliver")
 
 
@@ -83,13 +81,6 @@ class Case:
             f"case {self.index} ({self.note}): {self.method} {self.raw_path[:120]!r}"
             f"?{self.query[:60]!r} headers={heads} body[{size}]={shown!r}"
         )
-
-
-@dataclass
-class Outcome:
-    status: int = 0
-    body: bytearray = field(default_factory=bytearray)
-    error: str | None = None
 
 
 @dataclass
@@ -466,72 +457,15 @@ def make_case(index: int, seed: int, world: World, ids: list[int]) -> Case:
     return Case(index, method, raw, query, headers, pieces, authorized, note)
 
 
-# ---------------------------------------------------------------- driving
-
-
-def scope_of(case: Case) -> dict[str, Any]:
-    """The scope uvicorn would build for this request line (it unquotes the raw path)."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": case.method,
-        "scheme": "http",
-        "path": unquote(case.raw_path.decode("ascii")),
-        "raw_path": case.raw_path,
-        "query_string": case.query,
-        "root_path": "",
-        "headers": list(case.headers),
-        "client": ("127.0.0.1", 40000 + case.index % 20000),
-        "server": ("127.0.0.1", 8720),
-        "state": {},
-        "extensions": {},
-    }
-
-
-async def drive(app: Any, case: Case, timeout_s: float) -> Outcome:
-    outcome = Outcome()
-    pieces = list(case.body) or [b""]
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if pieces:
-            chunk = pieces.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(pieces)}
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            if outcome.status:
-                raise RuntimeError("the response was started twice")
-            outcome.status = int(message["status"])
-        elif message["type"] == "http.response.body":
-            outcome.body += message.get("body", b"")
-            if not message.get("more_body"):
-                finished.set()
-
-    try:
-        await asyncio.wait_for(app(scope_of(case), receive, send), timeout_s)
-    except TimeoutError:
-        outcome.error = "hang"
-    except Exception:  # noqa: BLE001 - an exception out of the app is what we count
-        outcome.error = traceback.format_exc(limit=8)
-    finished.set()
-    return outcome
+# ---------------------------------------------------------------- the run
 
 
 @dataclass
-class Tally:
-    cases: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    shown: Counter[str] = field(default_factory=Counter)
+class Tally(fuzzing.Tally):
     state_changes: int = 0
 
 
-def judge(outcome: Outcome, case: Case, changed: bool) -> list[str]:
+def judge(outcome: fuzzing.Outcome, case: Case, changed: bool) -> list[str]:
     failures = []
     if outcome.error is not None or not outcome.status:
         failures.append("crash")
@@ -542,27 +476,24 @@ def judge(outcome: Outcome, case: Case, changed: bool) -> list[str]:
     return failures
 
 
-def _error_code(outcome: Outcome) -> str | None:
-    if not outcome.body.startswith(b"{"):
-        return None
-    try:
-        code = json.loads(bytes(outcome.body)).get("error")
-    except (ValueError, AttributeError):
-        return None
+def _error_code(outcome: fuzzing.Outcome) -> str | None:
+    code = (fuzzing.json_object(outcome.body) or {}).get("error")
     return str(code)[:40] if code is not None else None
 
 
 async def run_cases(world: World, indexes: range | list[int], args: argparse.Namespace) -> Tally:
     tally = Tally()
-    started = last = time.perf_counter()
-    total = len(indexes)
+    progress = fuzzing.Progress("fuzz_jobs", len(indexes))
+    shown = fuzzing.Shown(args.show, args.only is not None)
     before = await asyncio.to_thread(snapshot, world)
     for count, index in enumerate(indexes, 1):
         ids = [row[0] for row in before]
         case = make_case(index, args.seed, world, ids)
-        faulthandler.dump_traceback_later(args.timeout_s * 2 + 5, exit=False)
-        outcome = await drive(world.app, case, args.timeout_s)
-        faulthandler.cancel_dump_traceback_later()
+        scope = fuzzing.scope_of(case.method, case.raw_path, case.query, case.headers,
+                         client=("127.0.0.1", 40000 + case.index % 20000), port=8720)  # fmt: skip
+        outcome = await fuzzing.drive(
+            world.app, scope, case.body, args.timeout_s, traceback_limit=8
+        )
         after = await asyncio.to_thread(snapshot, world)
         changed = after != before
         tally.state_changes += changed
@@ -570,58 +501,31 @@ async def run_cases(world: World, indexes: range | list[int], args: argparse.Nam
         tally.statuses[str(outcome.status or "error")] += 1
         code = _error_code(outcome)
         if code is not None:
-            tally.errors[code] += 1
+            tally.reasons[code] += 1
         for failure in judge(outcome, case, changed):
             tally.failures[failure] += 1
-            if tally.shown[failure] < args.show or args.only is not None:
-                tally.shown[failure] += 1
-                _report(failure, case, outcome)
+            if shown.due(failure):
+                body = bytes(outcome.body[:300])
+                fuzzing.show_found(failure, case.describe(), outcome.status, body, outcome.error)
         if sum(1 for row in after if row[1] == "open") < OPEN_JOBS_MIN:
             await asyncio.to_thread(post_job, world)
             after = await asyncio.to_thread(snapshot, world)
         before = after
-        now = time.perf_counter()
-        if now - last >= PROGRESS_EVERY_S:
-            last = now
-            print(
-                f"fuzz_jobs: {count}/{total} cases, {count / (now - started):.0f}/s, "
-                f"5xx {tally.failures['status_5xx']}, crashes {tally.failures['crash']}, "
-                f"unauthorized {tally.failures['unauthorized_state_change']}",
-                file=sys.stderr,
-                flush=True,
-            )
+        progress.tick(
+            count,
+            f"5xx {tally.failures['status_5xx']}, crashes {tally.failures['crash']}, "
+            f"unauthorized {tally.failures['unauthorized_state_change']}",
+        )
     return tally
-
-
-def _report(failure: str, case: Case, outcome: Outcome) -> None:
-    lines = [
-        f"FOUND {failure}: {case.describe()}",
-        f"  -> status {outcome.status or '-'}; body {bytes(outcome.body[:300])!r}",
-    ]
-    if outcome.error:
-        lines.append("  " + outcome.error.rstrip().replace("\n", "\n  "))
-    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Fuzz the jobs page's HTTP API for 5xx, crashes and unauthorized state changes."
     )
-    parser.add_argument("--cases", type=int, default=100_000, help="number of cases (100000)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the case generator (1)")
-    parser.add_argument("--only", type=int, default=None, help="run just this case index")
-    parser.add_argument(
-        "--start", type=int, default=0, help="first case index (to run a long fuzz in shards)"
-    )
-    parser.add_argument("--show", type=int, default=5, help="offending cases printed per kind")
-    parser.add_argument("--timeout-s", type=float, default=60.0, help="a case's time limit")
+    fuzzing.add_case_arguments(parser, timeout_s=60.0, shards=True)
     args = parser.parse_args()
-    if args.cases < 1:
-        parser.error("--cases must be positive")
-    faulthandler.enable()
-    indexes: range | list[int] = (
-        range(args.start, args.start + args.cases) if args.only is None else [args.only]
-    )
+    indexes = fuzzing.case_indexes(parser, args)
     with tempfile.TemporaryDirectory(prefix="fuzz-jobs-") as workdir:
         world = build_world(Path(workdir))
         started = time.perf_counter()
@@ -632,22 +536,19 @@ def main() -> int:
             world.service.chain.close()
         seconds = time.perf_counter() - started
     report: dict[str, Any] = {
-        "bench": "fuzz_jobs",
-        "cases": tally.cases,
-        "status_5xx": tally.failures["status_5xx"],
+        **fuzzing.report_head("fuzz_jobs", tally),
         "crashes": tally.failures["crash"],
         "unauthorized_state_changes": tally.failures["unauthorized_state_change"],
         "state_changes": tally.state_changes,
         "recursion_limit": sys.getrecursionlimit(),
         "seed": args.seed,
         "first_case": indexes[0],
-        "cases_per_s": round(tally.cases / seconds, 1) if seconds > 0 else 0.0,
+        "cases_per_s": fuzzing.cases_per_s(tally, seconds),
         "statuses": dict(sorted(tally.statuses.items())),
-        "errors": dict(sorted(tally.errors.items())),
+        "errors": dict(sorted(tally.reasons.items())),
     }
-    print(json.dumps(report))
     failed = report["status_5xx"] or report["crashes"] or report["unauthorized_state_changes"]
-    return 1 if failed else 0
+    return fuzzing.finish(report, bool(failed))
 
 
 if __name__ == "__main__":

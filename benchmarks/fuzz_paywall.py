@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import faulthandler
 import json
 import random
 import re
@@ -48,18 +46,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+import fuzzing
+from payment_headers import Headers, header_signer, payment_header
+from servers import listen, start_server, stop_server
 
 from farthing.paywall.edge.routes import PaidRoute, compile_glob
 
@@ -73,9 +74,6 @@ UNAVAILABLE_REASONS: Final = frozenset(
         "payment_in_progress",
     }
 )
-PROGRESS_EVERY_S: Final = 5.0
-# Within the paywall's window (maxTimeoutSeconds 300 plus skew), minus verify's margin.
-POOL_VALID_FOR_S: Final = 240
 POOL_RESIGN_EVERY_S: Final = 60.0
 
 
@@ -176,11 +174,8 @@ def serve_upstream(marker: str) -> None:
     """``--serve-upstream MARKER``: the site on a real uvicorn, announced as one JSON line."""
     import uvicorn
 
-    from farthing.paywall.facilitator.cli import bind_socket
-
-    sock = bind_socket("127.0.0.1", 0)
-    host, port = sock.getsockname()[:2]
-    print(json.dumps({"url": f"http://{host}:{port}"}), flush=True)
+    sock, url = listen()
+    print(json.dumps({"url": url}), flush=True)
     config = uvicorn.Config(
         make_site(marker), http="h11", log_level="error", access_log=False, lifespan="off"
     )
@@ -315,114 +310,6 @@ def _query(rng: random.Random) -> bytes:
     )
 
 
-@dataclass
-class Headers:
-    """The pre-built payment headers and bodies the cases draw from."""
-
-    good: list[str]  # right terms, signed by the broke payer
-    wrong_terms: list[str]
-    replayed: str
-    payload: dict[str, Any]  # one good payload as JSON, to mutate
-    v1: str
-
-
-_EVIL: Final[tuple[Any, ...]] = (
-    None, True, False, 0, -1, 1, 2, 1.5, -0.0, 1e308, 10**80, -(10**80), 2**256, 2**256 - 1,
-    "", "0", "-1", "1e6", "0x", "0x" + "0" * 64, " 10000", "10000 ", "10000\n", "+10000",
-    "10_000", "١٠٠٠٠", "１００００", "0x2710", "00010000", "9" * 79, "9" * 78, [], {}, [1, 2],
-    {"a": 1}, "a" * 3000, "\u0000", "\ud800", "eip155:1\n", "eip155:0", "eip155:" + "9" * 20,
-    "0x" + "00" * 20, "0x" + "ff" * 20, "0X" + "ab" * 20, "exact", "EXACT", "upto",
-)  # fmt: skip
-
-
-def _mutate_json(rng: random.Random, data: Any, depth: int = 0) -> Any:
-    """One structural change somewhere inside ``data`` (a copy)."""
-    if isinstance(data, dict) and data and (depth < 3 and rng.random() < 0.7):
-        data = dict(data)
-        key = rng.choice(sorted(data))
-        roll = rng.random()
-        if roll < 0.15:
-            del data[key]
-        elif roll < 0.25:
-            data[rng.choice(("extra", "__proto__", key.upper(), key + " "))] = rng.choice(_EVIL)
-        elif roll < 0.6 and isinstance(data[key], (dict, list)):
-            data[key] = _mutate_json(rng, data[key], depth + 1)
-        else:
-            data[key] = rng.choice(_EVIL)
-        return data
-    if isinstance(data, list) and data and rng.random() < 0.5:
-        return [_mutate_json(rng, item, depth + 1) for item in data]
-    return rng.choice(_EVIL)
-
-
-def _b64(text: str | bytes) -> str:
-    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _payment_header(rng: random.Random, pool: Headers) -> tuple[str | None, str]:
-    """A ``PAYMENT-SIGNATURE`` value (or None: absent) and its kind."""
-    kinds = (
-        "absent", "empty", "spaces", "not_base64", "urlsafe", "not_json", "wrong_shape",
-        "mutated", "mutated", "mutated", "text_json", "deep", "huge", "good", "good",
-        "wrong_terms", "wrong_terms", "replay", "v1_in_v2", "too_large", "tampered",
-    )  # fmt: skip
-    kind = rng.choice(kinds)
-    good = json.dumps(pool.payload, separators=(",", ":"))
-    if kind == "absent":
-        return None, kind
-    if kind == "empty":
-        return "", kind
-    if kind == "spaces":
-        return " \t " + rng.choice(pool.good) + " ", kind
-    if kind == "not_base64":
-        return rng.choice(("!!!", "abc", "====", "YQ", "Y Q==", "eyJ", "%%%", "é" * 10)), kind
-    if kind == "urlsafe":
-        return _b64(good).replace("+", "-").replace("/", "_").rstrip("="), kind
-    if kind == "not_json":
-        raw = rng.choice((b"\xff\xfe\x00", b"not json", b"{", b"[1,", b"\xef\xbb\xbf{}", b"{}x"))
-        return _b64(raw), kind
-    if kind == "wrong_shape":
-        shape: Any = rng.choice(
-            ([], "2", 2, None, {}, {"x402Version": "2"}, {"x402Version": 2},
-             {"x402Version": 2, "payload": []}, {"x402Version": 2.0, **pool.payload},
-             {"x402Version": True}, {"x402Version": 10**30}, {"x402Version": -2})
-        )  # fmt: skip
-        return _b64(json.dumps(shape)), kind
-    if kind == "mutated":
-        mutated = pool.payload
-        for _ in range(rng.randint(1, 3)):
-            mutated = _mutate_json(rng, mutated)
-        return _b64(json.dumps(mutated)), kind
-    if kind == "text_json":
-        text = rng.choice(
-            (good.replace('"2"', "NaN", 1), good.replace("10000", "1e4"),
-             good.replace("10000", "10000.0"), good.replace("10000", "-10000"),
-             good[:-1] + ',"x402Version":1}', good.replace('"x402Version":2', '"x402Version":2e0'),
-             '{"x402Version":Infinity}', good.replace('"', "'"), good + "\n", " " + good)
-        )  # fmt: skip
-        return _b64(text), kind
-    if kind == "deep":
-        depth = rng.choice((50, 999, 1500, 3000))
-        return _b64("[" * depth + "]" * depth), kind
-    if kind == "huge":
-        return _b64('{"x402Version":' + "9" * rng.choice((20, 400, 4400)) + "}"), kind
-    if kind == "good":
-        return rng.choice(pool.good), kind
-    if kind == "wrong_terms":
-        return rng.choice(pool.wrong_terms), kind
-    if kind == "replay":
-        return pool.replayed, kind
-    if kind == "v1_in_v2":
-        return pool.v1, kind
-    if kind == "too_large":
-        return _b64(good + " " * rng.choice((6000, 9000, 20000))), kind
-    # tampered: a good header with one base64 character changed
-    header = rng.choice(pool.good)
-    at = rng.randrange(len(header))
-    return header[:at] + rng.choice("AB+/") + header[at + 1 :], kind
-
-
 def make_case(index: int, seed: int, pool: Headers, targets: tuple[str, ...]) -> Case:
     rng = random.Random(f"{seed}/{index}")
     target = targets[index % len(targets)]
@@ -431,7 +318,7 @@ def make_case(index: int, seed: int, pool: Headers, targets: tuple[str, ...]) ->
     headers: list[tuple[bytes, bytes]] = [(b"host", b"paywall.test")]
     if rng.random() < 0.4:
         headers.append((b"accept", rng.choice((b"text/html", b"application/json", b"*/*"))))
-    payment, kind = _payment_header(rng, pool)
+    payment, kind = payment_header(rng, pool)
     if payment is not None:
         value = payment.encode("latin-1", "replace")
         headers.append((b"payment-signature", value))
@@ -465,73 +352,10 @@ def _body(rng: random.Random) -> list[bytes]:
     return [b"x" * 70_000]
 
 
-# ---------------------------------------------------------------- driving a case
+# ---------------------------------------------------------------- judging a case
 
 
-@dataclass
-class Outcome:
-    status: int = 0
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
-    error: str | None = None
-
-
-def scope_of(case: Case) -> dict[str, Any]:
-    """The scope uvicorn would build for this request line (it unquotes the raw path)."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": case.method,
-        "scheme": "http",
-        "path": unquote(case.raw_path.decode("ascii")),
-        "raw_path": case.raw_path,
-        "query_string": case.query,
-        "root_path": "",
-        "headers": list(case.headers),
-        "client": ("127.0.0.1", 40000 + case.index % 20000),
-        "server": ("127.0.0.1", 8080),
-        "state": {},
-        "extensions": {},
-    }
-
-
-async def drive(app: Any, case: Case, timeout_s: float) -> Outcome:
-    outcome = Outcome()
-    pieces = list(case.body) or [b""]
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if pieces:
-            chunk = pieces.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(pieces)}
-        await finished.wait()  # the client stays until the response is complete
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            if outcome.status:
-                raise RuntimeError("the response was started twice")
-            outcome.status = int(message["status"])
-            outcome.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-        elif message["type"] == "http.response.body":
-            outcome.body += message.get("body", b"")
-            if not message.get("more_body"):
-                finished.set()
-
-    try:
-        await asyncio.wait_for(app(scope_of(case), receive, send), timeout_s)
-    except TimeoutError:
-        outcome.error = "hang"
-    except Exception:  # noqa: BLE001 - under a server this is a 500: report it, go on
-        outcome.error = traceback.format_exc()
-    finished.set()
-    if outcome.error is None and outcome.status == 0:
-        outcome.error = "the app returned without a response"
-    return outcome
-
-
-def judge(outcome: Outcome, marker: bytes) -> list[str]:
+def judge(outcome: fuzzing.Outcome, marker: bytes) -> list[str]:
     """The failures of one outcome: ``hang``, ``status_5xx``, ``unpaid_content``."""
     failures = []
     if outcome.error == "hang":
@@ -546,25 +370,16 @@ def judge(outcome: Outcome, marker: bytes) -> list[str]:
     return failures
 
 
-def reason_of(outcome: Outcome) -> str | None:
+def reason_of(outcome: fuzzing.Outcome) -> str | None:
     """The JSON ``error`` of a refusal (400, 402, 405, 5xx), to show what the cases reached."""
-    if outcome.status < 400 or not outcome.body.startswith(b"{"):
+    if outcome.status < 400:
         return None
-    try:
-        error = json.loads(bytes(outcome.body)).get("error")
-    except (ValueError, AttributeError):
-        return None
+    error = (fuzzing.json_object(outcome.body) or {}).get("error")
     return error if isinstance(error, str) else None
 
 
-def _unavailable(outcome: Outcome) -> bool:
-    if outcome.status != 503:
-        return False
-    try:
-        error = json.loads(bytes(outcome.body)).get("error")
-    except (ValueError, AttributeError):
-        return False
-    return error in UNAVAILABLE_REASONS
+def _unavailable(outcome: fuzzing.Outcome) -> bool:
+    return outcome.status == 503 and reason_of(outcome) in UNAVAILABLE_REASONS
 
 
 # ---------------------------------------------------------------- set-up
@@ -578,24 +393,6 @@ class World:
     sign_pool: Callable[[], Headers]
     upstream: subprocess.Popen[str] | None
     stores: list[Any]
-
-
-def _start_upstream(marker: str, log: Path) -> tuple[subprocess.Popen[str], str]:
-    # The upstream's stderr goes to a file: a pipe nobody reads would fill and
-    # stall the upstream, which would look like a paywall hang.
-    with log.open("w") as errors:
-        process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-upstream", marker],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-        )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.wait(timeout=10)
-        raise RuntimeError(f"the upstream did not start: {log.read_text()[-2000:]}")
-    return process, str(json.loads(line)["url"])
 
 
 def build_world(workdir: Path, targets: tuple[str, ...]) -> World:
@@ -614,7 +411,7 @@ def build_world(workdir: Path, targets: tuple[str, ...]) -> World:
     merchant = LocalSigner.generate().address
     facilitator = LocalFacilitator(chain, relayer)
     marker = "PAIDMARK" + secrets.token_hex(12)
-    sign = _pool(chain, asset, merchant)
+    sign = header_signer(chain, asset, merchant, PRICE_ATOMIC)
     pool = sign()  # before the upstream starts, so a failure here leaves no process behind
     built: dict[str, Any] = {}
     stores = []
@@ -630,131 +427,39 @@ def build_world(workdir: Path, targets: tuple[str, ...]) -> World:
     if "middleware" in targets:
         built["middleware"] = PaywallMiddleware(make_site(marker), options=options("middleware"))
     if "proxy" in targets:
-        upstream, url = _start_upstream(marker, workdir / "upstream.log")
+        # Its stderr goes to a file, shown at the end when it said anything.
+        upstream, ready = start_server(
+            __file__, "--serve-upstream", marker, log=workdir / "upstream.log"
+        )
+        url = str(ready["url"])
         built["proxy"] = PaywallMiddleware(ReverseProxy(url), options=options("proxy"))
     return World(marker, built, pool, sign, upstream, stores)
-
-
-def _pool(chain: Any, asset: Any, merchant: str) -> Callable[[], Headers]:
-    """A signer of the payment headers: right terms by the broke payer, and wrong terms.
-
-    The right terms' window is short (the paywall refuses a validBefore past
-    now + maxTimeoutSeconds + skew), so the run signs them again every minute.
-    """
-    from farthing.paywall.wire import PaymentPayload, PaymentRequirements, encode_payment_signature
-    from farthing.wallet.eip3009 import build_authorization, typed_data
-    from farthing.wallet.signer import LocalSigner
-
-    broke = LocalSigner.generate()  # never funded: no case can ever pay
-    stranger = LocalSigner.generate()
-    right = PaymentRequirements(
-        network=chain.network,
-        asset=asset.address,
-        amount=PRICE_ATOMIC,
-        pay_to=merchant,
-        max_timeout_seconds=300,
-        token_name=asset.name,
-        token_version=asset.version,
-    )
-
-    def header(
-        requirements: PaymentRequirements = right,
-        signer: LocalSigner = broke,
-        payer: str | None = None,
-        **fields: Any,
-    ) -> str:
-        auth_fields: dict[str, Any] = {
-            "from_address": payer or signer.address,
-            "to": requirements.pay_to,
-            "value": requirements.amount,
-            "valid_for_s": POOL_VALID_FOR_S,
-        }
-        auth_fields.update(fields)
-        authorization = build_authorization(**auth_fields)
-        signature = signer.sign_typed_data(*typed_data(authorization, requirements.domain()))
-        # The client claims the terms it signed, right or wrong.
-        payload = PaymentPayload(
-            accepted=requirements, authorization=authorization, signature=signature
-        )
-        return str(encode_payment_signature(payload))
-
-    def other(**changes: Any) -> PaymentRequirements:
-        fields = {
-            "network": right.network,
-            "asset": right.asset,
-            "amount": right.amount,
-            "pay_to": right.pay_to,
-            "max_timeout_seconds": 300,
-            "token_name": right.token_name,
-            "token_version": right.token_version,
-        }
-        fields.update(changes)
-        return PaymentRequirements(**fields)
-
-    def sign() -> Headers:
-        now = int(time.time())
-        good = [header() for _ in range(8)]
-        wrong = [
-            header(other(amount=PRICE_ATOMIC - 1)),
-            header(other(amount=PRICE_ATOMIC * 100)),
-            header(other(pay_to=stranger.address)),
-            header(other(network="eip155:1")),
-            header(other(network="eip155:31337")),
-            header(other(asset=stranger.address)),
-            header(other(token_name="USD Coin")),
-            header(other(token_version="1")),
-            header(value=1),
-            header(value=PRICE_ATOMIC + 1),
-            header(to=stranger.address),
-            header(now=now - 7200, valid_for_s=3600),  # expired an hour ago
-            header(valid_after=now + 120),  # not valid yet
-            header(now=now, valid_for_s=7 * 24 * 3600),  # far too long a window
-            header(signer=stranger, payer=broke.address),  # signed by someone else
-            header(signer=stranger),  # a stranger, also broke
-        ]
-        payload = json.loads(base64.b64decode(good[0]))
-        v1 = {
-            "x402Version": 1,
-            "scheme": "exact",
-            "network": "base-sepolia",
-            "payload": payload["payload"],
-        }
-        return Headers(good, wrong, good[1], payload, _b64(json.dumps(v1)))
-
-    return sign
 
 
 # ---------------------------------------------------------------- the run
 
 
 @dataclass
-class Tally:
-    cases: int = 0
-    per_target: Counter[str] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
+class Tally(fuzzing.Tally):
     by_method: Counter[str] = field(default_factory=Counter)
-    shown: Counter[str] = field(default_factory=Counter)
 
 
 async def run_cases(world: World, indexes: range | list[int], args: argparse.Namespace) -> Tally:
     tally = Tally()
     names = tuple(sorted(world.targets))
     marker = world.marker.encode()
-    started = last = signed = time.perf_counter()
-    total = len(indexes)
+    progress = fuzzing.Progress("fuzz", len(indexes))
+    shown = fuzzing.Shown(args.show, args.only is not None)
+    signed = time.perf_counter()
     for count, index in enumerate(indexes, 1):
         if time.perf_counter() - signed > POOL_RESIGN_EVERY_S:
             world.pool, signed = world.sign_pool(), time.perf_counter()
         case = make_case(index, args.seed, world.pool, names)
-        # A case stuck where cancellation cannot reach (a worker thread) would
-        # stop the run silently: dump every thread's stack to stderr instead.
-        faulthandler.dump_traceback_later(args.timeout_s * 2 + 5, exit=False)
-        outcome = await drive(world.targets[case.target], case, args.timeout_s)
-        faulthandler.cancel_dump_traceback_later()
+        scope = fuzzing.scope_of(case.method, case.raw_path, case.query, case.headers,
+                         client=("127.0.0.1", 40000 + case.index % 20000), port=8080)  # fmt: skip
+        outcome = await fuzzing.drive(world.targets[case.target], scope, case.body, args.timeout_s)
         tally.cases += 1
-        tally.per_target[case.target] += 1
+        tally.kinds[case.target] += 1
         tally.statuses[f"{case.target}:{outcome.status or 'error'}"] += 1
         reason = reason_of(outcome)
         if reason is not None:
@@ -765,33 +470,17 @@ async def run_cases(world: World, indexes: range | list[int], args: argparse.Nam
             tally.by_method[f"{failure}:{case.method.upper()[:20]}"] += 1
             if failure == "unpaid_content_headers_only":
                 continue
-            if tally.shown[failure] < args.show or args.only is not None:
-                tally.shown[failure] += 1
-                _report(failure, case, outcome, marker)
-        now = time.perf_counter()
-        if now - last >= PROGRESS_EVERY_S:
-            last = now
-            print(
-                f"fuzz: {count}/{total} cases, {count / (now - started):.0f}/s, "
-                f"5xx {tally.failures['status_5xx']}, unpaid {tally.failures['unpaid_content']}, "
-                f"hangs {tally.failures['hang']}",
-                file=sys.stderr,
-                flush=True,
-            )
+            if shown.due(failure):
+                body = bytes(outcome.body)
+                at = body.find(marker)
+                excerpt = body[max(0, at - 80) : at + 80] if at >= 0 else body[:200]
+                fuzzing.show_found(failure, case.describe(), outcome.status, excerpt, outcome.error)
+        progress.tick(
+            count,
+            f"5xx {tally.failures['status_5xx']}, unpaid {tally.failures['unpaid_content']}, "
+            f"hangs {tally.failures['hang']}",
+        )
     return tally
-
-
-def _report(failure: str, case: Case, outcome: Outcome, marker: bytes) -> None:
-    body = bytes(outcome.body)
-    at = body.find(marker)
-    excerpt = body[max(0, at - 80) : at + 80] if at >= 0 else body[:200]
-    lines = [
-        f"FOUND {failure}: {case.describe()}",
-        f"  -> status {outcome.status or '-'}; body {excerpt!r}",
-    ]
-    if outcome.error and outcome.error != "hang":
-        lines.append("  " + outcome.error.rstrip().replace("\n", "\n  "))
-    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 async def _close(world: World) -> None:
@@ -804,19 +493,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="Fuzz the paywall (middleware and reverse proxy) for 5xx and unpaid content."
     )
-    parser.add_argument("--cases", type=int, default=100_000, help="number of cases (100000)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the case generator (1)")
+    fuzzing.add_case_arguments(parser, timeout_s=30.0)
     parser.add_argument(
         "--target", choices=("both", "middleware", "proxy"), default="both", help="what to fuzz"
     )
-    parser.add_argument("--only", type=int, default=None, help="run just this case index")
-    parser.add_argument("--show", type=int, default=5, help="offending cases printed per kind")
-    parser.add_argument("--timeout-s", type=float, default=30.0, help="a case's time limit")
     args = parser.parse_args()
-    if args.cases < 1:
-        parser.error("--cases must be positive")
     targets = ("middleware", "proxy") if args.target == "both" else (args.target,)
-    indexes: range | list[int] = range(args.cases) if args.only is None else [args.only]
+    indexes = fuzzing.case_indexes(parser, args)
     with tempfile.TemporaryDirectory(prefix="fuzz-paywall-") as workdir:
         world = build_world(Path(workdir), targets)
         try:
@@ -832,38 +515,30 @@ def main() -> int:
             tally, seconds = asyncio.run(session())
         finally:
             if world.upstream is not None:
-                world.upstream.terminate()
-                try:
-                    world.upstream.communicate(timeout=15)
-                except subprocess.TimeoutExpired:
-                    world.upstream.kill()
-                    world.upstream.communicate()
+                stop_server(world.upstream)
             for store in world.stores:
                 store.dispose()
             log = Path(workdir) / "upstream.log"
             if log.exists() and log.stat().st_size:
                 print(f"upstream stderr (tail):\n{log.read_text()[-3000:]}", file=sys.stderr)
     report: dict[str, Any] = {
-        "bench": "fuzz",
-        "cases": tally.cases,
-        "status_5xx": tally.failures["status_5xx"],
+        **fuzzing.report_head("fuzz", tally),
         "unpaid_content": tally.failures["unpaid_content"],
         "hangs": tally.failures["hang"],
         "unpaid_content_headers_only": tally.failures["unpaid_content_headers_only"],
         "seed": args.seed,
-        "cases_per_s": round(tally.cases / seconds, 1) if seconds > 0 else 0.0,
+        "cases_per_s": fuzzing.cases_per_s(tally, seconds),
     }
     for name in targets:
-        report[f"{name}_cases"] = tally.per_target[name]
+        report[f"{name}_cases"] = tally.kinds[name]
         for failure in ("status_5xx", "unpaid_content"):
             report[f"{name}_{failure}"] = tally.failures[f"{name}_{failure}"]
     report["statuses"] = dict(sorted(tally.statuses.items()))
     report["reasons"] = dict(sorted(tally.reasons.items()))
     if tally.by_method:
         report["failures_by_method"] = dict(sorted(tally.by_method.items()))
-    print(json.dumps(report))
     failed = report["status_5xx"] or report["unpaid_content"] or report["hangs"]
-    return 1 if failed else 0
+    return fuzzing.finish(report, bool(failed))
 
 
 if __name__ == "__main__":
