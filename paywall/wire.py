@@ -37,6 +37,7 @@ __all__ = [
     "PAYMENT_SIGNATURE_HEADER",
     "SCHEME_EXACT",
     "X402_VERSION",
+    "AcceptsEntry",
     "MalformedPayment",
     "PaymentPayload",
     "PaymentRequired",
@@ -101,8 +102,43 @@ class ResourceInfo:
         return {"url": self.url, "description": self.description, "mimeType": self.mime_type}
 
 
+class AcceptsEntry:
+    """What every scheme's ``accepts`` entry shares: its terms, its chain, its wire form.
+
+    A scheme's requirements dataclass mixes this in and writes its own
+    ``extra`` (:meth:`extra_wire`); the rest of the JSON is written here once.
+    """
+
+    __slots__ = ()
+
+    scheme: str
+    network: str
+    asset: str
+    amount: int
+    pay_to: str
+    max_timeout_seconds: int
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.network.split(":", 1)[1])
+
+    def extra_wire(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "network": self.network,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "extra": self.extra_wire(),
+        }
+
+
 @dataclass(frozen=True, slots=True)
-class PaymentRequirements:
+class PaymentRequirements(AcceptsEntry):
     """One ``accepts`` entry of the exact scheme: pay ``amount`` of ``asset`` to ``pay_to``.
 
     ``token_name`` and ``token_version`` are the token's EIP-712 domain
@@ -131,24 +167,12 @@ class PaymentRequirements:
         if not 0 < self.max_timeout_seconds <= 7 * 24 * 3600:
             raise AuthorizationError("max_timeout_seconds must be between 1 s and a week")
 
-    @property
-    def chain_id(self) -> int:
-        return int(self.network.split(":", 1)[1])
-
     def domain(self) -> TokenDomain:
         """The EIP-712 domain a payment for these requirements is signed over."""
         return TokenDomain(self.token_name, self.token_version, self.chain_id, self.asset)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "scheme": self.scheme,
-            "network": self.network,
-            "asset": self.asset,
-            "amount": str(self.amount),
-            "payTo": self.pay_to,
-            "maxTimeoutSeconds": self.max_timeout_seconds,
-            "extra": {"name": self.token_name, "version": self.token_version},
-        }
+    def extra_wire(self) -> dict[str, Any]:
+        return {"name": self.token_name, "version": self.token_version}
 
     @classmethod
     def from_wire(cls, data: object) -> PaymentRequirements:

@@ -58,6 +58,7 @@ from farthing.paywall.schemes.auth_capture.types import (
     ERR_VOID_AUTHORIZER_SIGNATURE,
 )
 from farthing.paywall.schemes.fields import Malformed, WireRefusal
+from farthing.paywall.wire import AcceptsEntry
 from farthing.wallet.address import ZERO_ADDRESS
 from farthing.wallet.eip3009 import Authorization
 from farthing.wallet.errors import WalletError
@@ -244,7 +245,7 @@ def parse_extra(data: object) -> AuthCaptureExtra | WireRefusal:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthCaptureRequirements:
+class AuthCaptureRequirements(AcceptsEntry):
     """One ``auth-capture`` entry of ``accepts``: ``amount`` is the hold (``maxAmount``)."""
 
     network: str
@@ -255,20 +256,8 @@ class AuthCaptureRequirements:
     extra: AuthCaptureExtra
     scheme: str = SCHEME
 
-    @property
-    def chain_id(self) -> int:
-        return int(self.network.split(":", 1)[1])
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "scheme": self.scheme,
-            "network": self.network,
-            "asset": self.asset,
-            "amount": str(self.amount),
-            "payTo": self.pay_to,
-            "maxTimeoutSeconds": self.max_timeout_seconds,
-            "extra": self.extra.to_wire(),
-        }
+    def extra_wire(self) -> dict[str, Any]:
+        return self.extra.to_wire()
 
     def payment_info(self, payer: str, salt: bytes, pre_approval_expiry: int) -> PaymentInfo:
         """The ``PaymentInfo`` these terms dictate for one payer, salt and pre-approval expiry."""

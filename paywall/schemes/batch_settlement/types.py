@@ -33,7 +33,13 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     SCHEME,
 )
 from farthing.paywall.schemes.fields import WireRefusal
-from farthing.paywall.wire import X402_VERSION, MalformedPayment, b64_json, unb64_json_bounded
+from farthing.paywall.wire import (
+    X402_VERSION,
+    AcceptsEntry,
+    MalformedPayment,
+    b64_json,
+    unb64_json_bounded,
+)
 from farthing.wallet.address import checksum, is_address
 
 __all__ = [
@@ -50,7 +56,7 @@ _TEXT_MAX: Final = 2048
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelRequirements:
+class ChannelRequirements(AcceptsEntry):
     """One ``batch-settlement`` entry of ``accepts``: the ceiling ``amount`` per request."""
 
     network: str
@@ -61,20 +67,8 @@ class ChannelRequirements:
     extra: Mapping[str, Any] = field(default_factory=dict)
     scheme: str = SCHEME
 
-    @property
-    def chain_id(self) -> int:
-        return int(self.network.split(":", 1)[1])
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "scheme": self.scheme,
-            "network": self.network,
-            "asset": self.asset,
-            "amount": str(self.amount),
-            "payTo": self.pay_to,
-            "maxTimeoutSeconds": self.max_timeout_seconds,
-            "extra": dict(self.extra),
-        }
+    def extra_wire(self) -> dict[str, Any]:
+        return dict(self.extra)
 
 
 def parse_channel_requirements(data: object) -> ChannelRequirements | WireRefusal:
