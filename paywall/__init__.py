@@ -40,7 +40,8 @@ from farthing.paywall.records.books import (
     SettledPayment,
     revenue_transfer_id,
 )
-from farthing.paywall.records.store import PaymentKey, PaymentRecord, PaymentState, PaymentStore
+from farthing.paywall.records.payments import PaymentKey, PaymentRecord, PaymentState
+from farthing.paywall.records.store import PaymentStore
 from farthing.paywall.schemes.batch_settlement.books import ChannelBookkeeper
 from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer, ClaimReport
 from farthing.paywall.schemes.batch_settlement.reconcile import (

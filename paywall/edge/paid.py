@@ -35,7 +35,8 @@ from farthing.paywall.edge.challenge import Challenger, Priced
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.facilitator.local import Facilitator, ResolvingFacilitator
 from farthing.paywall.records.books import RevenueBook, SettledPayment
-from farthing.paywall.records.store import PaymentKey, PaymentRecord, PaymentState, PaymentStore
+from farthing.paywall.records.payments import PaymentKey, PaymentRecord, PaymentState
+from farthing.paywall.records.store import PaymentStore
 from farthing.paywall.wire import PAYMENT_RESPONSE_HEADER, PaymentPayload, SettleResult
 from farthing.wallet.eip712 import verify_authorization_signature
 

@@ -29,12 +29,8 @@ from dataclasses import dataclass
 
 from farthing.paywall.facilitator.local import LocalFacilitator
 from farthing.paywall.records.books import RevenueBook, SettledPayment
-from farthing.paywall.records.store import (
-    CLAIM_LEASE_S_DEFAULT,
-    PaymentRecord,
-    PaymentState,
-    PaymentStore,
-)
+from farthing.paywall.records.payments import PaymentRecord, PaymentState
+from farthing.paywall.records.store import CLAIM_LEASE_S_DEFAULT, PaymentStore
 from farthing.paywall.wire import PaymentRequirements
 from farthing.wallet.token import read_asset
 

@@ -41,7 +41,7 @@ from eth_utils.address import to_checksum_address
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from farthing.faults import crash_point
-from farthing.paywall.records.store import NonceTicket
+from farthing.paywall.records.payments import NonceTicket
 from farthing.wallet.chain import Call, Chain, LogEntry, TxResult
 from farthing.wallet.revert import reason_for_revert, revert_message
 from farthing.wallet.signer import TxSigner

@@ -41,25 +41,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from decimal import Decimal
-from enum import StrEnum
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    MetaData,
-    String,
-    Table,
-    inspect,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import inspect, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -67,142 +53,27 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.records.database import create_tables, database_errors, open_paywall_database
+from farthing.paywall.records.nonces import hold_relayer_nonce
+from farthing.paywall.records.payments import (
+    ADDED_COLUMNS,
+    KEY_COLUMNS,
+    METADATA,
+    PAYMENTS,
+    ClaimOutcome,
+    NonceTicket,
+    PaymentKey,
+    PaymentRecord,
+    PaymentState,
+    payment_record,
+    payment_row,
+)
 
-__all__ = [
-    "CLAIM_LEASE_S_DEFAULT",
-    "PAYMENTS",
-    "RELAYER_NONCES",
-    "ClaimOutcome",
-    "NonceTicket",
-    "PaymentKey",
-    "PaymentRecord",
-    "PaymentState",
-    "PaymentStore",
-]
-
-_METADATA: Final = MetaData()
+__all__ = ["CLAIM_LEASE_S_DEFAULT", "PaymentStore"]
 
 # How long a claim stays its owner's without a renewal: it must cover running
 # the handler, and (renewed before settling) the settlement's receipt wait.
 CLAIM_LEASE_S_DEFAULT: Final = 180.0
 _LEASE_S_MAX: Final = 24 * 3600.0
-
-PAYMENTS: Final = Table(
-    "paywall_payment",
-    _METADATA,
-    Column("network", String(32), primary_key=True),
-    Column("token", String(42), primary_key=True),
-    Column("payer", String(42), primary_key=True),
-    Column("nonce", String(66), primary_key=True),
-    Column("state", String(16), nullable=False),
-    Column("owner", String(32), nullable=False),
-    Column("pay_to", String(42), nullable=False),
-    Column("amount", String(78), nullable=False),  # uint256 as decimal text
-    Column("route", String(512), nullable=False),
-    Column("resource", String(2048), nullable=False),
-    Column("fiat_currency", String(16)),
-    Column("fiat_rate", String(64)),  # Decimal as text: never a float
-    Column("valid_after", BigInteger, nullable=False),
-    Column("valid_before", BigInteger, nullable=False),
-    Column("tx_hash", String(66)),
-    Column("block_number", BigInteger),
-    Column("reason", String(128)),
-    Column("booked", Boolean, nullable=False, default=False),
-    Column("claimed_at_ns", BigInteger, nullable=False),
-    Column("updated_at_ns", BigInteger, nullable=False),
-    # Added after the first release: nullable, so old databases can gain them.
-    Column("lease_until_ns", BigInteger),  # NULL: no live owner
-    Column("delivered_at_ns", BigInteger),  # NULL: the paid content was not sent yet
-)
-
-# The next account nonce of each relayer key, shared by every process that
-# settles with it (see ``PaymentStore.relayer_nonce``).
-RELAYER_NONCES: Final = Table(
-    "paywall_relayer_nonce",
-    _METADATA,
-    Column("network", String(32), primary_key=True),
-    Column("address", String(42), primary_key=True),
-    Column("next_nonce", BigInteger, nullable=False),
-    Column("updated_at_ns", BigInteger, nullable=False),
-)
-
-# Columns added since the first release, with the SQL type to add them as.
-_ADDED_COLUMNS: Final = (("lease_until_ns", "BIGINT"), ("delivered_at_ns", "BIGINT"))
-
-
-class PaymentState(StrEnum):
-    CLAIMED = "claimed"
-    SETTLED = "settled"
-    RELEASED = "released"
-    FAILED = "failed"
-    PENDING = "pending"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentKey:
-    """What makes a payment unique: EIP-3009 nonces are per (token, payer)."""
-
-    network: str
-    token: str
-    payer: str
-    nonce: str  # 0x + 64 hex digits
-
-    def __post_init__(self) -> None:
-        for name in ("network", "token", "payer", "nonce"):
-            object.__setattr__(self, name, getattr(self, name).lower())
-
-    def where(self) -> Any:
-        c = PAYMENTS.c
-        return (
-            (c.network == self.network)
-            & (c.token == self.token)
-            & (c.payer == self.payer)
-            & (c.nonce == self.nonce)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRecord:
-    """One row of ``paywall_payment``."""
-
-    key: PaymentKey
-    state: PaymentState
-    owner: str
-    pay_to: str
-    amount: int
-    route: str
-    resource: str
-    valid_after: int
-    valid_before: int
-    fiat_currency: str | None = None
-    fiat_rate: Decimal | None = None
-    tx_hash: str | None = None
-    block_number: int | None = None
-    reason: str | None = None
-    booked: bool = False
-    lease_until_ns: int | None = None
-    delivered: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimOutcome:
-    """``won`` with the owner token to pass to later moves, or the row that was there."""
-
-    won: bool
-    owner: str = ""
-    existing: PaymentRecord | None = None
-
-
-@dataclass(slots=True)
-class NonceTicket:
-    """The relayer nonce to sign with; call :meth:`sent` once the node has the transaction."""
-
-    nonce: int
-    was_sent: bool = False
-
-    def sent(self) -> None:
-        self.was_sent = True
 
 
 def _now_ns() -> int:
@@ -230,7 +101,7 @@ class PaymentStore:
         self.display_url = database.display_url
         self.dialect = database.dialect
         with self._errors():
-            create_tables(self.engine, _METADATA)
+            create_tables(self.engine, METADATA)
             self._add_missing_columns()
             # Sign-in and receipts ask "what did this payer buy?": without this
             # index that is a scan of every payment (payer is not the key's first column).
@@ -250,7 +121,7 @@ class PaymentStore:
     def _add_missing_columns(self) -> None:
         """Bring a table made by older code up to date (idempotent, safe to race)."""
         present = {c["name"] for c in inspect(self.engine).get_columns(PAYMENTS.name)}
-        for name, sql_type in _ADDED_COLUMNS:
+        for name, sql_type in ADDED_COLUMNS:
             if name in present:
                 continue
             try:
@@ -290,7 +161,7 @@ class PaymentStore:
         """Claim ``record.key`` for one request; a released claim may be claimed again."""
         owner = secrets.token_hex(16)
         now = _now_ns()
-        row = _row(record, owner=owner, state=PaymentState.CLAIMED, now=now)
+        row = payment_row(record, owner=owner, state=PaymentState.CLAIMED, now=now)
         row["lease_until_ns"] = now + _lease_ns(lease_s)
         insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
         # RETURNING tells a fresh row from a conflict on both backends (the
@@ -306,7 +177,7 @@ class PaymentStore:
             retaken = connection.execute(
                 update(PAYMENTS)
                 .where(record.key.where() & (PAYMENTS.c.state == PaymentState.RELEASED))
-                .values(**{k: v for k, v in row.items() if k not in _KEY_COLUMNS})
+                .values(**{k: v for k, v in row.items() if k not in KEY_COLUMNS})
             )
             if retaken.rowcount == 1:
                 return ClaimOutcome(True, owner)
@@ -478,14 +349,14 @@ class PaymentStore:
 
     def _get(self, connection: Connection, key: PaymentKey) -> PaymentRecord | None:
         row = connection.execute(select(PAYMENTS).where(key.where())).first()
-        return None if row is None else _record(row)
+        return None if row is None else payment_record(row)
 
     def records(self, *, state: PaymentState | None = None) -> list[PaymentRecord]:
         query = select(PAYMENTS).order_by(PAYMENTS.c.claimed_at_ns)
         if state is not None:
             query = query.where(PAYMENTS.c.state == state)
         with self._begin() as connection:
-            return [_record(row) for row in connection.execute(query)]
+            return [payment_record(row) for row in connection.execute(query)]
 
     def settled_by(self, payer: str) -> list[PaymentRecord]:
         """The settled payments of one payer (indexed by payer and state)."""
@@ -493,7 +364,7 @@ class PaymentStore:
             (PAYMENTS.c.payer == payer.lower()) & (PAYMENTS.c.state == PaymentState.SETTLED)
         )
         with self._begin() as connection:
-            return [_record(row) for row in connection.execute(query)]
+            return [payment_record(row) for row in connection.execute(query)]
 
     def sweepable(self) -> list[PaymentRecord]:
         """Rows the sweep resolves: ``pending``, and ``claimed`` with no live owner."""
@@ -507,7 +378,7 @@ class PaymentStore:
             .order_by(c.claimed_at_ns)
         )
         with self._begin() as connection:
-            return [_record(row) for row in connection.execute(query)]
+            return [payment_record(row) for row in connection.execute(query)]
 
     def unbooked(self) -> list[PaymentRecord]:
         """Settled payments whose revenue is not in the books yet."""
@@ -515,112 +386,27 @@ class PaymentStore:
             (PAYMENTS.c.state == PaymentState.SETTLED) & (PAYMENTS.c.booked.is_(False))
         )
         with self._begin() as connection:
-            return [_record(row) for row in connection.execute(query)]
+            return [payment_record(row) for row in connection.execute(query)]
 
     # ------------------------------------------------------------ relayer nonces
 
-    @contextmanager
     def relayer_nonce(
         self, network: str, address: str, chain_next: Callable[[], int]
-    ) -> Iterator[NonceTicket]:
+    ) -> AbstractContextManager[NonceTicket]:
         """Hold the relayer's nonce row while one transaction is signed and sent.
 
-        Yields the nonce to use: the larger of the database's next nonce and
-        ``chain_next()`` (the node's pending count, so a key also used
-        elsewhere heals). The row stays locked (PostgreSQL: ``FOR UPDATE`` on
-        the row; SQLite: the write lock the first statement takes) until the
-        block ends, so processes sharing the key take turns at sending only;
-        receipts are awaited outside. Only a ticket marked :meth:`NonceTicket.sent`
-        advances the next nonce: a send that failed leaves no gap.
+        See :func:`~farthing.paywall.records.nonces.hold_relayer_nonce`: the
+        nonce to use is the larger of the database's and ``chain_next()``, and
+        only a ticket marked :meth:`NonceTicket.sent` advances it.
         """
-        network, address = network.lower(), address.lower()
-        insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
-        t = RELAYER_NONCES.c
-        where = (t.network == network) & (t.address == address)
-        with self._errors(), self.engine.connect() as connection:
-            transaction = connection.begin()
-            try:
-                # A write first: SQLite takes its write lock here, not on a later upgrade.
-                connection.execute(
-                    insert(RELAYER_NONCES)
-                    .values(network=network, address=address, next_nonce=0, updated_at_ns=0)
-                    .on_conflict_do_nothing()
-                )
-                stored = connection.execute(
-                    select(t.next_nonce).where(where).with_for_update()
-                ).scalar_one()
-                ticket = NonceTicket(max(int(stored), int(chain_next())))
-            except BaseException:
-                transaction.rollback()
-                raise
-            try:
-                yield ticket
-            finally:
-                # A transaction the node accepted used its nonce, even if the
-                # caller failed afterwards: record it whatever happened.
-                try:
-                    if ticket.was_sent:
-                        connection.execute(
-                            update(RELAYER_NONCES)
-                            .where(where)
-                            .values(next_nonce=ticket.nonce + 1, updated_at_ns=_now_ns())
-                        )
-                    transaction.commit()
-                except BaseException:
-                    transaction.rollback()
-                    raise
+        return hold_relayer_nonce(
+            self.engine,
+            dialect=self.dialect,
+            display_url=self.display_url,
+            network=network,
+            address=address,
+            chain_next=chain_next,
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-_KEY_COLUMNS: Final = frozenset({"network", "token", "payer", "nonce"})
-
-
-def _row(record: PaymentRecord, *, owner: str, state: PaymentState, now: int) -> dict[str, Any]:
-    return {
-        "network": record.key.network,
-        "token": record.key.token,
-        "payer": record.key.payer,
-        "nonce": record.key.nonce,
-        "state": state,
-        "owner": owner,
-        "pay_to": record.pay_to.lower(),
-        "amount": str(record.amount),
-        "route": record.route[:512],
-        "resource": record.resource[:2048],
-        "fiat_currency": record.fiat_currency,
-        "fiat_rate": None if record.fiat_rate is None else str(record.fiat_rate),
-        "valid_after": record.valid_after,
-        "valid_before": record.valid_before,
-        "tx_hash": None,
-        "block_number": None,
-        "reason": None,
-        "booked": False,
-        "claimed_at_ns": now,
-        "updated_at_ns": now,
-        "lease_until_ns": None,
-        "delivered_at_ns": None,
-    }
-
-
-def _record(row: Any) -> PaymentRecord:
-    return PaymentRecord(
-        key=PaymentKey(row.network, row.token, row.payer, row.nonce),
-        state=PaymentState(row.state),
-        owner=row.owner,
-        pay_to=row.pay_to,
-        amount=int(row.amount),
-        route=row.route,
-        resource=row.resource,
-        valid_after=int(row.valid_after),
-        valid_before=int(row.valid_before),
-        fiat_currency=row.fiat_currency,
-        fiat_rate=None if row.fiat_rate is None else Decimal(row.fiat_rate),
-        tx_hash=row.tx_hash,
-        block_number=row.block_number,
-        reason=row.reason,
-        booked=bool(row.booked),
-        lease_until_ns=row.lease_until_ns,
-        delivered=row.delivered_at_ns is not None,
-    )

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from farthing.paywall.records.store import PAYMENTS, PaymentState, PaymentStore
+from farthing.paywall.records.payments import PAYMENTS, PaymentState
+from farthing.paywall.records.store import PaymentStore
 from farthing.wallet.money import format_amount, format_decimal
 
 __all__ = ["RevenueLine", "RevenueReport", "revenue_report"]

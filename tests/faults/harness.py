@@ -46,7 +46,8 @@ from farthing.devchain.node import AnvilNode
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.ledger.chainview import TokenChainView
 from farthing.ledger.reconciliation import reconcile
-from farthing.paywall.records.store import PaymentState, PaymentStore
+from farthing.paywall.records.payments import PaymentState
+from farthing.paywall.records.store import PaymentStore
 from farthing.wallet.chain import RpcChain, address_topic
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.money import Asset

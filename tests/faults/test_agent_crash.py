@@ -25,7 +25,8 @@ import pytest
 
 from farthing.agents.reservations import booked_payments
 from farthing.ledger import format_transfer_id
-from farthing.paywall.records.store import PaymentState, PaymentStore
+from farthing.paywall.records.payments import PaymentState
+from farthing.paywall.records.store import PaymentStore
 from tests.faults.harness import (
     PRICE_ATOMIC,
     SIGKILLED,
