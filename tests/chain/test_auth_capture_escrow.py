@@ -30,18 +30,20 @@ from farthing.devchain.node import ensure_deployment, start_anvil
 from farthing.paywall.schemes.auth_capture.contract import (
     AUTH_CAPTURE_EVENT_TOPICS,
     AUTH_CAPTURE_SIGNATURES,
-    PAYMENT_INFO_TYPEHASH,
     AuthCaptureEscrow,
-    PaymentInfo,
     PaymentState,
     custom_error_name,
+    place_auth_capture_contracts,
+)
+from farthing.paywall.schemes.auth_capture.payment import (
+    PAYMENT_INFO_TYPEHASH,
+    PaymentInfo,
     fee_amount,
     payment_authorization,
-    place_auth_capture_contracts,
     salt_binding,
     sign_payment_authorization,
 )
-from farthing.paywall.schemes.batch_settlement.vouchers import MULTICALL3_ADDRESS
+from farthing.paywall.schemes.placement import MULTICALL3_ADDRESS
 from farthing.wallet.address import ZERO_ADDRESS
 from farthing.wallet.chain import Call, Chain, MemoryChain, RpcChain, TxResult
 from farthing.wallet.eip3009 import TokenDomain

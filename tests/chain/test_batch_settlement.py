@@ -38,7 +38,6 @@ from farthing.paywall.schemes.batch_settlement.contract import (
     VoucherClaim,
 )
 from farthing.paywall.schemes.batch_settlement.vouchers import (
-    MULTICALL3_ADDRESS,
     ChannelConfig,
     ChannelDomain,
     ClaimEntry,
@@ -49,6 +48,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     sign_refund,
     sign_voucher,
 )
+from farthing.paywall.schemes.placement import MULTICALL3_ADDRESS
 from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
 from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization

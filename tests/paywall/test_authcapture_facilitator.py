@@ -31,12 +31,11 @@ from farthing.paywall.schemes.auth_capture.consent import (
     void_payload,
 )
 from farthing.paywall.schemes.auth_capture.contract import (
-    PaymentInfo,
     PaymentState,
-    fee_amount,
     place_auth_capture_contracts,
 )
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureFacilitator
+from farthing.paywall.schemes.auth_capture.payment import PaymentInfo, fee_amount
 from farthing.paywall.schemes.auth_capture.types import (
     ERR_AUTHORIZATION_EXPIRED,
     ERR_AUTHORIZER_SIGNATURE,
@@ -55,8 +54,6 @@ from farthing.paywall.schemes.auth_capture.types import (
     ERR_UNSUPPORTED_OPERATOR_TYPE,
     ERR_UNSUPPORTED_PAYMENT_FLOW,
     ERR_ZERO_AUTHORIZATION,
-    AuthCaptureSettleResult,
-    WireRefusal,
 )
 from farthing.paywall.schemes.auth_capture.wire import (
     AuthCaptureExtra,
@@ -66,6 +63,8 @@ from farthing.paywall.schemes.auth_capture.wire import (
     parse_payment,
     parse_requirements,
 )
+from farthing.paywall.schemes.fields import WireRefusal
+from farthing.paywall.wire import SettleResult
 from farthing.wallet.chain import Call, Chain, MemoryChain, TxResult
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
@@ -183,7 +182,7 @@ def own_chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
         rpc.close()
 
 
-def _refused(result: AuthCaptureSettleResult, reason: str) -> None:
+def _refused(result: SettleResult, reason: str) -> None:
     assert (result.success, result.reason, result.transaction) == (False, reason, ""), result
 
 
@@ -191,7 +190,7 @@ def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before[k] for k in before if after[k] != before[k]}
 
 
-def _state(result: AuthCaptureSettleResult) -> tuple[int, int]:
+def _state(result: SettleResult) -> tuple[int, int]:
     assert result.extra is not None
     return int(result.extra["capturableAmount"]), int(result.extra["refundableAmount"])
 
