@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from farthing.paywall.schemes.batch_settlement.extras import ChannelStateWire, VoucherStateWire
 from farthing.paywall.schemes.batch_settlement.holds import Hold
 from farthing.paywall.schemes.batch_settlement.vouchers import ChannelConfig
-from farthing.paywall.schemes.batch_settlement.extras import ChannelStateWire, VoucherStateWire
 from farthing.paywall.schemes.batch_settlement.wire import (
     ERR_RECEIVER_AUTHORIZER_MISMATCH,
     ERR_RECEIVER_MISMATCH,
