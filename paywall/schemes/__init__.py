@@ -3,7 +3,10 @@
 ``exact`` (one EIP-3009 transfer per payment), ``batch_settlement`` (a
 deposit in an escrow, then cumulative vouchers) and ``auth_capture`` (an
 escrowed authorization, captured on accepted work). A new scheme is a new
-folder here. See ``docs/architecture.md``.
+folder here. A scheme never imports another: what they share sits directly
+in this package (``fields``: the wire's field readers and ``WireRefusal``;
+``placement``: contract code on dev chains; ``reverts``: custom errors from
+revert data). See ``docs/architecture.md``.
 """
 
 __all__: list[str] = []
