@@ -3,7 +3,8 @@
 ``chain`` is parametrized over the in-process memory chain and anvil, so a test
 that takes it runs on both; the anvil half carries the ``anvil`` marker and is
 skipped only when the anvil binary is missing (run ``npm ci``). Never move a
-shared anvil's clock: tests that need ``advance_time`` start their own.
+shared anvil's clock: tests that need ``advance_time`` take ``own_chain``,
+a chain of their own on each backend.
 """
 
 from __future__ import annotations
@@ -32,6 +33,44 @@ from farthing.wallet.errors import ChainError
 
 # A passphrase good enough for the keystore's checks; tests never print it.
 TEST_PASSPHRASE = "test passphrase, not a secret"
+
+
+# ------------------------------------------------------------------ workers
+# The suite runs under pytest-xdist (``-n``/``--dist loadgroup`` in pyproject).
+# A test that shares something heavy or stateful goes where that thing lives:
+# every test of the session's vLLM on one worker (one server, one model build),
+# and every test of a module-scoped fixture (a module's own anvil, a browser,
+# a served site) on one worker with the rest of its module, in file order, as
+# a serial run would see them.
+VLLM_GROUP = "vllm"
+SHARED_SCOPES = frozenset({"module", "class", "package"})
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs[-1].scope in SHARED_SCOPES for defs in info.name2fixturedefs.values() if defs)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups: dict[str, str] = {}
+    vllm_modules: set[str] = set()
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        names = getattr(item, "fixturenames", ())
+        if "vllm" in names or "tiny_model" in names or item.get_closest_marker("vllm"):
+            groups[item.nodeid] = VLLM_GROUP
+            vllm_modules.add(module)
+        elif _shares_a_fixture(item):
+            groups[item.nodeid] = module
+    for item in items:
+        group = groups.get(item.nodeid)
+        if group is None:
+            continue
+        if item.nodeid.split("::", 1)[0] in vllm_modules:
+            group = VLLM_GROUP  # its module-scoped fixtures stay with the vLLM tests
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def free_port() -> int:
@@ -119,6 +158,23 @@ def chain(request: pytest.FixtureRequest) -> Chain:
     """Each backend in turn."""
     value: Chain = request.getfixturevalue(f"{request.param}_chain")
     return value
+
+
+@pytest.fixture(params=["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
+def own_chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
+    """A chain of this test's own, on each backend: moving its clock must not disturb the shared ones."""
+    if request.param == "memory":
+        chain: Chain = MemoryChain(accounts=4)
+        yield chain
+        chain.close()
+        return
+    reason = anvil_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with start_anvil() as node:
+        rpc = node.chain()
+        yield rpc
+        rpc.close()
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,16 @@ import uvicorn
 
 from farthing.agents.books import AgentBooks
 from farthing.agents.policy import SpendPolicy
-from farthing.devchain.node import start_anvil
 from farthing.jobs import DirectEscrowOperator, JobService, JobSettings, ScriptedReviewer
 from farthing.ledger import LedgerDatabase, LedgerSettings, lookup_accounts, upgrade_database
 from farthing.paywall.schemes.auth_capture.contract import (
     AuthCaptureEscrow,
     place_auth_capture_contracts,
 )
-from farthing.wallet.chain import Chain, MemoryChain
+from farthing.wallet.chain import Chain
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
-from tests.conftest import anvil_missing_reason, free_port
+from tests.conftest import free_port
 
 PAYER_FUNDS = 10_000_000  # 10 USDC: the agent's whole budget
 OPERATOR_FUNDS = 5_000_000  # the operator's refund liquidity
@@ -157,23 +156,6 @@ def postgres_database() -> Iterator[LedgerDatabase]:
 def env(chain: Chain, sqlite_database: LedgerDatabase) -> Env:
     """A fresh token and agent on the shared memory chain, then on the shared anvil."""
     return make_env(chain, sqlite_database)
-
-
-@pytest.fixture(params=["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
-def own_chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
-    """A chain of this test's own: moving its clock must not disturb the shared ones."""
-    if request.param == "memory":
-        chain: Chain = MemoryChain(accounts=4)
-        yield chain
-        chain.close()
-        return
-    reason = anvil_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with start_anvil() as node:
-        rpc = node.chain()
-        yield rpc
-        rpc.close()
 
 
 @contextmanager
