@@ -15,7 +15,6 @@ clock (capture deadline, reclaim, refund deadline) run on a chain of their own.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -573,23 +572,6 @@ def test_bad_terms_are_refused_by_the_escrow(setup: Setup) -> None:
 
 
 # ---------------------------------------------------------------- deadlines (own clock)
-
-
-@pytest.fixture(params=["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
-def own_chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
-    """A chain of this test's own: moving the clock must not disturb the shared ones."""
-    if request.param == "memory":
-        chain: Chain = MemoryChain(accounts=4)
-        yield chain
-        chain.close()
-        return
-    reason = anvil_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with start_anvil() as node:
-        rpc = node.chain()
-        yield rpc
-        rpc.close()
 
 
 def test_deadlines_capture_reclaim_and_refund(own_chain: Chain) -> None:

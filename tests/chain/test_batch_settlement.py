@@ -12,7 +12,6 @@ refusal is checked by the contract's custom error, with balances unchanged.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from x402.mechanisms.evm.batch_settlement.utils import (
 )
 
 from farthing.contracts import load_artifact
-from farthing.devchain.node import ensure_deployment, start_anvil
+from farthing.devchain.node import ensure_deployment
 from farthing.paywall.schemes.batch_settlement.contract import (
     ESCROW_EVENT_TOPICS,
     ChannelEscrow,
@@ -49,13 +48,12 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     sign_voucher,
 )
 from farthing.paywall.schemes.placement import MULTICALL3_ADDRESS
-from farthing.wallet.chain import Call, Chain, LogEntry, MemoryChain, RpcChain, TxResult
+from farthing.wallet.chain import Call, Chain, LogEntry, RpcChain, TxResult
 from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
-from tests.conftest import anvil_missing_reason
 
 CONTRACTS = CANONICAL_CHANNEL_CONTRACTS
 DELAY_S = 900
@@ -417,23 +415,6 @@ def _fields(config: ChannelConfig) -> dict[str, object]:
 
 
 # ---------------------------------------------------------------- timed withdrawal
-
-
-@pytest.fixture(params=["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
-def own_chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
-    """A chain of this test's own: moving the clock must not disturb the shared ones."""
-    if request.param == "memory":
-        chain: Chain = MemoryChain(accounts=4)
-        yield chain
-        chain.close()
-        return
-    reason = anvil_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with start_anvil() as node:
-        rpc = node.chain()
-        yield rpc
-        rpc.close()
 
 
 def test_timed_withdrawal_waits_for_the_delay_and_leaves_claims_alone(own_chain: Chain) -> None:

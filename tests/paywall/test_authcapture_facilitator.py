@@ -14,14 +14,12 @@ transport).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import pytest
 
-from farthing.devchain.node import start_anvil
 from farthing.paywall.facilitator.api import facilitator_app
 from farthing.paywall.facilitator.local import LocalFacilitator
 from farthing.paywall.schemes.auth_capture.consent import (
@@ -68,7 +66,6 @@ from farthing.paywall.wire import SettleResult
 from farthing.wallet.chain import Call, Chain, MemoryChain, TxResult
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
-from tests.conftest import anvil_missing_reason
 
 PAYER_FUNDS = 10_000_000  # 10 USDC
 OPERATOR_FUNDS = 5_000_000  # the operator's refund liquidity (the funding agreement)
@@ -163,23 +160,6 @@ def _setup(chain: Chain, *, refunds: bool = True) -> Setup:
 @pytest.fixture
 def s(chain: Chain) -> Setup:
     return _setup(chain)
-
-
-@pytest.fixture(params=["memory", pytest.param("anvil", marks=pytest.mark.anvil)])
-def own_chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
-    """A chain of this test's own: moving the clock must not disturb the shared ones."""
-    if request.param == "memory":
-        chain: Chain = MemoryChain(accounts=4)
-        yield chain
-        chain.close()
-        return
-    reason = anvil_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with start_anvil() as node:
-        rpc = node.chain()
-        yield rpc
-        rpc.close()
 
 
 def _refused(result: SettleResult, reason: str) -> None:
