@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import payloads
+import servers
 
-REPO = Path(__file__).resolve().parents[1]
 PRICE_ATOMIC = 10_000
 
 
@@ -39,44 +36,16 @@ PRICE_ATOMIC = 10_000
 
 
 def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> None:
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    from farthing.paywall.facilitator.cli import bind_socket, serve_app
-    from farthing.wallet.chain import RpcChain
-    from farthing.wallet.token import read_asset
-
-    chain = RpcChain(rpc_url, timeout_s=10.0, receipt_timeout_s=30.0)
-    asset = read_asset(chain, token)
-    accounts = chain.dev_accounts()
+    chain, asset, accounts = servers.server_chain(rpc_url, token)
     app: Any
     if kind == "ours":
-        from farthing.paywall import (
-            LocalFacilitator,
-            PaidRoute,
-            PaymentStore,
-            PaywallMiddleware,
-            PaywallOptions,
-        )
+        from farthing.paywall import PaidRoute
 
-        async def paid(request: Any) -> JSONResponse:
-            return JSONResponse({"data": "paid content"})
-
-        app = PaywallMiddleware(
-            Starlette(routes=[Route("/paid", paid)]),
-            options=PaywallOptions(
-                routes=[PaidRoute("/paid", PRICE_ATOMIC)],
-                facilitator=LocalFacilitator(chain, accounts[3].signer()),
-                store=PaymentStore.sqlite(Path(workdir) / "payments.sqlite"),
-                pay_to=merchant,
-                asset=asset,
-            ),
-        )
+        app = servers.our_paywall(PaidRoute("/paid", PRICE_ATOMIC), chain=chain,
+                          relayer=accounts[3].signer(), merchant=merchant, asset=asset,
+                          workdir=workdir)  # fmt: skip
     else:
-        from fastapi import FastAPI
         from x402 import x402Facilitator, x402ResourceServer
-        from x402.http.middleware.fastapi import payment_middleware
         from x402.mechanisms.evm import FacilitatorWeb3Signer
         from x402.mechanisms.evm.exact import ExactEvmServerScheme, register_exact_evm_facilitator
 
@@ -88,171 +57,44 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
         )
         server = x402ResourceServer(facilitator)
         server.register(chain.network, ExactEvmServerScheme())
-        price = {
-            "amount": str(PRICE_ATOMIC),
-            "asset": asset.address,
-            "extra": {"name": asset.name, "version": asset.version},
-        }
-        routes = {
-            "GET /paid": {
-                "accepts": {
-                    "scheme": "exact",
-                    "payTo": merchant,
-                    "price": price,
-                    "network": chain.network,
-                }
-            }
-        }
-        app = FastAPI()
-        middleware = payment_middleware(routes, server)
-
-        @app.middleware("http")
-        async def x402(request: Any, call_next: Any) -> Any:
-            return await middleware(request, call_next)
-
-        @app.get("/paid")
-        async def paid_route() -> dict[str, str]:
-            return {"data": "paid content"}
-
-    sock = bind_socket("127.0.0.1", 0)
-    host, port = sock.getsockname()[:2]
-    print(json.dumps({"url": f"http://{host}:{port}"}), flush=True)
-    serve_app(app, sock)
-
-
-def _start(
-    kind: str, rpc_url: str, token: str, merchant: str, workdir: str
-) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, rpc_url, token, merchant, workdir],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{kind} server did not start: {process.communicate(timeout=10)[1]}")
-    return process, json.loads(line)["url"]
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-
-
-# ---------------------------------------------------------------- the load
-
-
-async def _unpaid(url: str, seconds: float, concurrency: int) -> float:
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            response = await client.get(url)
-            assert response.status_code == 402, response.status_code
-            done += 1
-
-    async with httpx.AsyncClient(
-        timeout=30.0, limits=httpx.Limits(max_connections=concurrency)
-    ) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return done / (time.perf_counter() - started)
-
-
-async def _paid(url: str, headers: list[str], concurrency: int, seconds_max: float) -> float:
-    queue = list(headers)
-    done = 0
-    deadline = time.perf_counter() + seconds_max
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal done
-        while queue and time.perf_counter() < deadline:
-            header = queue.pop()
-            response = await client.get(url, headers={"PAYMENT-SIGNATURE": header})
-            assert response.status_code == 200, (response.status_code, response.text[:200])
-            done += 1
-
-    async with httpx.AsyncClient(
-        timeout=60.0, limits=httpx.Limits(max_connections=concurrency)
-    ) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return done / (time.perf_counter() - started)
-
-
-def _headers(accepts: dict[str, Any], payer: Any, count: int) -> list[str]:
-    from farthing.paywall.wire import PaymentPayload, PaymentRequirements, encode_payment_signature
-    from farthing.wallet.eip3009 import build_authorization, sign_authorization
-
-    requirements = PaymentRequirements.from_wire(accepts)
-    out = []
-    for _ in range(count):
-        auth = build_authorization(
-            from_address=payer.address,
-            to=requirements.pay_to,
-            value=requirements.amount,
-            valid_for_s=requirements.max_timeout_seconds,  # the longest the paywall accepts
-        )
-        signed = sign_authorization(payer, auth, requirements.domain())
-        payload = PaymentPayload(
-            accepted=requirements, authorization=auth, signature=signed.signature
-        )
-        out.append(encode_payment_signature(payload))
-    return out
+        app = servers.x402_sdk_app(server, scheme="exact", price_atomic=PRICE_ATOMIC,
+                           merchant=merchant, asset=asset, network=chain.network)  # fmt: skip
+    sock, url = servers.listen()
+    servers.serve(app, sock, url)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paid", type=int, default=120, help="paid requests per server")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=3.0, help="unpaid phase length")
-    parser.add_argument("--paid-seconds-max", type=float, default=15.0)
+    payloads.add_load_arguments(parser, concurrency_help="workers", paid_seconds_max=15.0)
     args = parser.parse_args()
 
-    from farthing.devchain.node import start_anvil
-    from farthing.paywall.wire import unb64_json
-    from farthing.wallet.signer import LocalSigner
-    from farthing.wallet.token import Stablecoin, deploy_stablecoin
-
-    with start_anvil() as node, tempfile.TemporaryDirectory(prefix="bench-paywall-") as workdir:
-        chain = node.chain(receipt_timeout_s=30.0)
-        owner = chain.dev_accounts()[0].signer()
-        asset = deploy_stablecoin(chain, sender=owner)
-        token = Stablecoin(chain, asset)
-        assert token.configure_minter(owner.address, sender=owner).ok
-        payer = LocalSigner.generate()
-        assert token.mint(payer.address, 10_000 * 10**6, sender=owner).ok
-        merchant = LocalSigner.generate().address
+    with servers.anvil_stage("bench-paywall-", payer_funds=10_000 * 10**6, channels=False) as stage:
         results: dict[str, float] = {}
         for kind in ("ours", "x402"):
-            process, url = _start(kind, node.rpc_url, asset.address, merchant, workdir)
+            process, ready = servers.start_server(
+                __file__, "--serve", kind, stage.rpc_url, stage.asset.address, stage.merchant,
+                stage.workdir, log=Path(stage.workdir) / f"{kind}.log",
+            )  # fmt: skip
+            paid_url = f"{ready['url']}/paid"
             try:
-                challenge = httpx.get(f"{url}/paid", timeout=30.0)
-                accepts = unb64_json(challenge.headers["payment-required"])["accepts"][0]
-                headers = _headers(accepts, payer, args.paid)
+                headers = payloads.exact_headers(
+                    payloads.offer(paid_url, "exact"), stage.payer, args.paid
+                )
                 if kind == "ours":
                     results["unpaid_per_s"] = asyncio.run(
-                        _unpaid(f"{url}/paid", args.seconds, args.concurrency)
+                        payloads.unpaid_per_s(paid_url, args.seconds, args.concurrency)
                     )
-                paid = asyncio.run(
-                    _paid(f"{url}/paid", headers, args.concurrency, args.paid_seconds_max)
-                )
+                lanes = [headers[n :: args.concurrency] for n in range(args.concurrency)]
+                paid = asyncio.run(payloads.paid_per_s(paid_url, lanes, args.paid_seconds_max))
                 results["paid_per_s" if kind == "ours" else "x402_sdk_paid_per_s"] = paid
             finally:
-                _stop(process)
+                servers.stop_server(process)
             print(
                 f"{kind}: {json.dumps({k: round(v, 1) for k, v in results.items()})}",
                 file=sys.stderr,
             )
-        settled = token.balance_of(merchant) // PRICE_ATOMIC
+        settled = stage.token.balance_of(stage.merchant) // PRICE_ATOMIC
     report = {
         "bench": "paywall",
         "unpaid_per_s": round(results["unpaid_per_s"], 1),
@@ -266,8 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        sys.path.insert(0, str(REPO))
-        _serve(*sys.argv[2:7])
-    else:
-        main()
+    servers.serve_or_run(main, _serve)

@@ -42,12 +42,8 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import random
-import secrets
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -57,6 +53,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import payloads
+import servers
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -64,6 +62,7 @@ if str(REPO) not in sys.path:
 
 PRICE_ATOMIC: Final = 1_000
 WITHDRAW_DELAY_S: Final = 900
+DEPOSIT_VALID_FOR_S: Final = 7 * 24 * 3600
 RELAYER: Final = 3
 RECEIVER_AUTHORIZER: Final = 5
 BOUGHT: Final = "/articles/bought"
@@ -112,18 +111,10 @@ def _serve(rpc_url: str, token: str, merchant: str, workdir: str) -> None:
         PaywallOptions,
     )
     from farthing.paywall.edge.receipts import Receipts
-    from farthing.paywall.facilitator.cli import bind_socket, serve_app
-    from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
     from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
-    from farthing.paywall.schemes.batch_settlement.state import ChannelStore
-    from farthing.paywall.schemes.batch_settlement.vouchers import ChannelDomain
-    from farthing.wallet.chain import RpcChain
-    from farthing.wallet.token import read_asset
     from farthing.web import HostGuard, allowed_hosts
 
-    chain = RpcChain(rpc_url, timeout_s=10.0, receipt_timeout_s=30.0)
-    asset = read_asset(chain, token)
-    accounts = chain.dev_accounts()
+    chain, asset, accounts = servers.server_chain(rpc_url, token)
     database = f"sqlite:///{Path(workdir) / 'payments.sqlite'}"
 
     async def article(request: Any) -> HTMLResponse:
@@ -142,16 +133,9 @@ def _serve(rpc_url: str, token: str, merchant: str, workdir: str) -> None:
             Route("/free", free),
         ]
     )
-    sock = bind_socket("127.0.0.1", 0)
-    host, port = sock.getsockname()[:2]
-    public_url = f"http://{host}:{port}"
+    sock, public_url = servers.listen()
     channels = ChannelOptions(
-        ChannelStore(
-            database,
-            domain=ChannelDomain(chain.chain_id),
-            network=chain.network,
-            escrow=ChannelEscrow(chain),
-        ),
+        servers.channel_store(chain, database),
         accounts[RECEIVER_AUTHORIZER].signer(),
         withdraw_delay_s=WITHDRAW_DELAY_S,
         claim_in_background=False,
@@ -177,34 +161,8 @@ def _serve(rpc_url: str, token: str, merchant: str, workdir: str) -> None:
             channels=channels,
         ),
     )
-    app = HostGuard(paywall, hosts=allowed_hosts(host, [public_url]))
-    print(json.dumps({"url": public_url, "pid": os.getpid()}), flush=True)
-    serve_app(app, sock)
-
-
-def _start(rpc_url: str, token: str, merchant: str, workdir: str) -> tuple[Any, str, int]:
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", rpc_url, token, merchant, workdir],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.wait(timeout=10)
-        raise RuntimeError("the paywall server did not start")
-    ready = json.loads(line)
-    return process, str(ready["url"]), int(ready["pid"])
-
-
-def _stop(process: Any) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    app = HostGuard(paywall, hosts=allowed_hosts(sock.getsockname()[0], [public_url]))
+    servers.serve(app, sock, public_url)
 
 
 def _rss_kib(pid: int) -> int:
@@ -217,91 +175,12 @@ def _rss_kib(pid: int) -> int:
 # ---------------------------------------------------------------- the client's payloads
 
 
-def _challenge(client: httpx.Client, url: str) -> dict[str, Any]:
-    from farthing.paywall.wire import unb64_json
-
-    answer = client.get(url)
-    assert answer.status_code == 402, answer.status_code
-    decoded: dict[str, Any] = unb64_json(answer.headers["payment-required"])
-    return decoded
-
-
-def _buy(client: httpx.Client, url: str, payer: Any) -> None:
+def _buy(url: str, payer: Any) -> None:
     """One real payment for the article, so the payer's sign-ins open it."""
-    from farthing.paywall.wire import PaymentPayload, PaymentRequirements, encode_payment_signature
-    from farthing.wallet.eip3009 import build_authorization, sign_authorization
-
-    requirements = PaymentRequirements.from_wire(_challenge(client, url)["accepts"][0])
-    auth = build_authorization(
-        from_address=payer.address,
-        to=requirements.pay_to,
-        value=requirements.amount,
-        valid_for_s=120,
-    )
-    signed = sign_authorization(payer, auth, requirements.domain())
-    payload = PaymentPayload(accepted=requirements, authorization=auth, signature=signed.signature)
-    answer = client.get(url, headers={"PAYMENT-SIGNATURE": encode_payment_signature(payload)})
+    (header,) = payloads.exact_headers(payloads.offer(url, "exact"), payer, 1, valid_for_s=120)
+    answer = httpx.get(url, headers={"PAYMENT-SIGNATURE": header}, timeout=60.0)
     if answer.status_code != 200:
         raise RuntimeError(f"buying the article failed: {answer.status_code} {answer.text[:200]}")
-
-
-def _vouchers(chain: Any, asset: Any, offer: dict[str, Any], payer: Any, count: int) -> list[str]:
-    """One new channel's headers: a deposit with the first voucher, then cumulative vouchers."""
-    from farthing.paywall.schemes.batch_settlement.vouchers import (
-        ChannelConfig,
-        ChannelDomain,
-        deposit_nonce,
-        sign_voucher,
-    )
-    from farthing.paywall.wire import b64_json
-    from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
-    from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
-
-    price, extra = int(offer["amount"]), offer["extra"]
-    domain = ChannelDomain(chain.chain_id)
-    config = ChannelConfig(
-        payer=payer.address,
-        payer_authorizer=payer.address,
-        receiver=offer["payTo"],
-        receiver_authorizer=extra["receiverAuthorizer"],
-        token=offer["asset"],
-        withdraw_delay_s=int(extra["withdrawDelay"]),
-        salt=secrets.token_bytes(32),
-    )
-    channel_id = domain.channel_id(config)
-    headers = []
-    for n in range(1, count + 1):
-        voucher = sign_voucher(payer, domain, channel_id, n * price)
-        payload: dict[str, Any] = {
-            "type": "voucher",
-            "channelConfig": config.to_wire(),
-            "voucher": voucher.to_wire(),
-        }
-        if n == 1:
-            salt = secrets.randbits(256)
-            auth = build_authorization(
-                from_address=payer.address,
-                to=CANONICAL_CHANNEL_CONTRACTS.erc3009_collector,
-                value=count * price,
-                valid_for_s=7 * 24 * 3600,
-                now=chain.timestamp(),
-                nonce=deposit_nonce(channel_id, salt),
-            )
-            signed = sign_receive_authorization(payer, auth, TokenDomain.for_asset(asset))
-            payload["type"] = "deposit"
-            payload["deposit"] = {
-                "amount": str(count * price),
-                "authorization": {
-                    "erc3009Authorization": {
-                        "validAfter": str(auth.valid_after),
-                        "validBefore": str(auth.valid_before),
-                        "salt": "0x" + salt.to_bytes(32, "big").hex(),
-                        "signature": "0x" + signed.signature.hex(),
-                    }
-                },
-            }
-        headers.append(b64_json({"x402Version": 2, "payload": payload, "accepted": offer}))
-    return headers
 
 
 def _sign_in(info: dict[str, Any], signer: Any, network: str) -> str:
@@ -508,10 +387,7 @@ def main() -> None:
     if args.requests < 1 or args.concurrency < 1 or args.window_s <= 0 or args.seconds_max <= 0:
         parser.error("--requests, --concurrency, --window-s and --seconds-max must be positive")
 
-    from farthing.devchain.node import start_anvil
-    from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
     from farthing.wallet.signer import LocalSigner
-    from farthing.wallet.token import Stablecoin, deploy_stablecoin
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -520,26 +396,27 @@ def main() -> None:
     per_lane = args.vouchers_per_worker or max(
         2, int(args.requests * voucher_share * 1.3 / args.concurrency) + 2
     )
-    with start_anvil() as node, tempfile.TemporaryDirectory(prefix="soak-paywall-") as workdir:
-        chain = node.chain(receipt_timeout_s=30.0)
-        owner = chain.dev_accounts()[0].signer()
-        asset = deploy_stablecoin(chain, sender=owner)
-        token = Stablecoin(chain, asset)
-        assert token.configure_minter(owner.address, sender=owner).ok
-        place_channel_contracts(chain)
-        payer = LocalSigner.generate()
-        assert token.mint(payer.address, 10**14, sender=owner).ok
-        merchant = LocalSigner.generate().address
-        process, url, pid = _start(node.rpc_url, asset.address, merchant, workdir)
+    with servers.anvil_stage("soak-paywall-", payer_funds=10**14, channels=True) as stage:
+        chain, asset, payer = stage.chain, stage.asset, stage.payer
+        process, ready = servers.start_server(
+            __file__,
+            "--serve",
+            stage.rpc_url,
+            asset.address,
+            stage.merchant,
+            stage.workdir,
+            log=None,
+        )
+        url, pid = str(ready["url"]), int(ready["pid"])
         try:
-            with httpx.Client(base_url=url, timeout=60.0) as client:
-                _buy(client, BOUGHT, payer)
-                offers = _challenge(client, API)["accepts"]
-            (offer,) = [o for o in offers if o["scheme"] == "batch-settlement"]
+            _buy(f"{url}{BOUGHT}", payer)
+            offered = payloads.offer(f"{url}{API}", "batch-settlement")
             say(f"signing {per_lane * args.concurrency} vouchers ahead ...")
             lanes = [
-                _vouchers(chain, asset, offer, payer, per_lane) for _ in range(args.concurrency)
-            ]
+                payloads.channel_headers(chain, asset, offered, payer, per_lane,
+                                deposit_valid_for_s=DEPOSIT_VALID_FOR_S)
+                for _ in range(args.concurrency)
+            ]  # fmt: skip
             strangers = [LocalSigner.generate() for _ in range(32)]
             tally = Tally()
             plan = Plan(
@@ -561,7 +438,7 @@ def main() -> None:
             stop.set()
             seen["thread"].join(timeout=5)
         finally:
-            _stop(process)
+            servers.stop_server(process)
 
     windows = [count / args.window_s for count in seen["window_counts"]]
     first = windows[0] if windows else tally.done / elapsed
@@ -599,7 +476,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        _serve(*sys.argv[2:6])
-    else:
-        main()
+    servers.serve_or_run(main, _serve)
