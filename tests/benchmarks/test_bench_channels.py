@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.benchmarks.test_bench_scripts import run_bench
+from tests.benchmarks.scripts import run_bench
 
 pytestmark = pytest.mark.anvil
 

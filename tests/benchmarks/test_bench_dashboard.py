@@ -6,25 +6,14 @@ PostgreSQL when it answers), every page and endpoint asked twice.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_dashboard.py"
+from tests.benchmarks.scripts import run_bench
 
 
 def run(*args: str) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--transfers", "1200", "--agents", "8", "--requests", "2", *args],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert isinstance(report, dict)
-    return report
+    sizes = ("--transfers", "1200", "--agents", "8", "--requests", "2")
+    return run_bench("bench_dashboard.py", *sizes, *args)
 
 
 def check(report: dict[str, object], backend: str) -> None:

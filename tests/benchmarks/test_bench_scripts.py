@@ -6,27 +6,7 @@ performance is measured by running the scripts themselves, not in tests.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def run_bench(script: str, *args: str) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]
-    report = json.loads(last)
-    assert isinstance(report, dict)
-    return report
+from tests.benchmarks.scripts import run_bench
 
 
 def test_bench_verify_prints_its_json_line() -> None:

@@ -17,42 +17,31 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fuzz_facilitator.py"
+from tests.benchmarks.scripts import BENCHMARKS, run_fuzzer
+
+SCRIPT = BENCHMARKS / "fuzz_facilitator.py"
 CHANNEL_KINDS = ("deposit", "voucher", "claim", "sweep", "refund")
 
 
 def test_fuzz_finds_no_5xx_no_unallowed_money_and_no_hang() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--cases", "250", "--seed", "11"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-3000:]
-    report = json.loads(lines[-1])
-    assert report["bench"] == "fuzz_facilitator" and report["cases"] == 250
-    counts = (report["status_5xx"], report["money_moved_unallowed"], report["hangs"])
-    assert counts == (0, 0, 0), proc.stderr[-4000:]
-    assert report["books_disagree"] == 0, proc.stderr[-4000:]
-    assert proc.returncode == 0
-    for status in ("200", "400", "401", "415", "421"):
-        assert report["statuses"].get(status, 0) > 0, (status, report["statuses"])
-    for reason in ("payee_not_allowed", "asset_not_supported", "unauthorized"):
-        assert report["reasons"].get(reason, 0) > 0, (reason, report["reasons"])
-    for kind in CHANNEL_KINDS:
-        for form in (f"channel_{kind}", f"channel_{kind}~"):
-            assert report["cases_by_kind"].get(form, 0) > 0, (form, report["cases_by_kind"])
+    kinds = [f"channel_{kind}{form}" for kind in CHANNEL_KINDS for form in ("", "~")]
+    report = run_fuzzer(
+        "fuzz_facilitator.py", "--seed", "11", bench="fuzz_facilitator", cases=250,
+        clean=("status_5xx", "money_moved_unallowed", "hangs", "books_disagree"),
+        reached={
+            "statuses": ("200", "400", "401", "415", "421"),
+            "reasons": ("payee_not_allowed", "asset_not_supported", "unauthorized"),
+            "cases_by_kind": kinds,
+        },
+        timeout_s=900,
+    )  # fmt: skip
     assert sum(report["moved_by_kind"].values()) > 0, report
 
 

@@ -8,44 +8,15 @@ line; speed is not checked here.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fuzz_jobs.py"
-
-
-def run_fuzz(*args: str) -> tuple[int, dict[str, object], str]:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-3000:]  # no line at all: the process died (a crash)
-    report = json.loads(lines[-1])
-    assert isinstance(report, dict)
-    return proc.returncode, report, proc.stderr
+from tests.benchmarks.scripts import run_fuzzer
 
 
 def test_fuzz_jobs_finds_no_5xx_no_crash_and_no_unauthorized_change() -> None:
-    code, report, stderr = run_fuzz("--cases", "400", "--seed", "11")
-    assert report["bench"] == "fuzz_jobs" and report["cases"] == 400
-    failures = (report["status_5xx"], report["crashes"], report["unauthorized_state_changes"])
-    assert failures == (0, 0, 0), stderr[-4000:]
-    assert code == 0
-    assert report["recursion_limit"] == 1000
-    statuses = report["statuses"]
-    assert isinstance(statuses, dict)
     # The cases reach every layer: the host guard, sign-in, refusals and successes.
-    for status in ("200", "400", "401", "403", "404", "405", "421", "422"):
-        assert statuses.get(status, 0) > 0, (status, statuses)
-
-
-def test_fuzz_jobs_replays_one_case() -> None:
-    code, report, _ = run_fuzz("--only", "5")
-    assert code == 0
-    assert report["cases"] == 1
+    report = run_fuzzer(
+        "fuzz_jobs.py", "--seed", "11", bench="fuzz_jobs", cases=400,
+        clean=("status_5xx", "crashes", "unauthorized_state_changes"),
+        reached={"statuses": ("200", "400", "401", "403", "404", "405", "421", "422")},
+        timeout_s=600,
+    )  # fmt: skip
+    assert report["recursion_limit"] == 1000

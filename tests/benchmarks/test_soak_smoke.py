@@ -8,28 +8,18 @@ its one JSON line. Speed and memory are reported, never asserted here.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "soak_paywall.py"
+from tests.benchmarks.scripts import run_script
 
 
 @pytest.mark.anvil
 def test_soak_smoke_has_no_5xx_and_refuses_no_valid_sign_in() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable, str(SCRIPT), "--requests", "2500", "--concurrency", "4",
-            "--window-s", "5", "--seconds-max", "900",
-        ],
-        capture_output=True, text=True, timeout=1200, check=False,
-    )  # fmt: skip
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-3000:]
-    report = json.loads(lines[-1])
+    code, report, _ = run_script(
+        "soak_paywall.py",
+        *("--requests", "2500", "--concurrency", "4", "--window-s", "5", "--seconds-max", "900"),
+        timeout_s=1200,
+    )
     assert report["bench"] == "soak_paywall"
     assert report["requests"] >= 2500
     assert report["status_5xx"] == 0 and report["valid_sign_ins_refused"] == 0, report
@@ -39,4 +29,4 @@ def test_soak_smoke_has_no_5xx_and_refuses_no_valid_sign_in() -> None:
     assert report["vouchers_paid"] > 0
     for key in ("rss_growth_pct", "slowest_vs_first", "first_window_per_s"):
         assert key in report
-    assert proc.returncode == 0
+    assert code == 0
