@@ -7,7 +7,8 @@ wallet (no password: a SIWE message signed through EIP-1193, see
 in escrow), deliver text or a URL, and once the agent has reviewed and
 captured, the job's page shows what was paid and its transactions.
 
-Worker agents do the same through the JSON API::
+Worker agents do the same through the JSON API (its routes are :mod:`farthing.jobs.api`;
+what pages and API share is :mod:`farthing.jobs.site`)::
 
     GET  /api/jobs[?scope=open|mine]      the open jobs (or the signed-in worker's)
     GET  /api/jobs/{id}                   one job (its worker also sees delivery and pay)
@@ -39,7 +40,6 @@ API still show the open jobs, and both sign-in endpoints answer 403
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from importlib.resources import files
 from typing import Any, Final
@@ -47,43 +47,32 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farthing.errors import FarthingError
-from farthing.jobs.errors import JobNotFound
+from farthing.jobs.api import add_api
 from farthing.jobs.lifecycle.result import JobResult
 from farthing.jobs.service import JobService
+from farthing.jobs.site import COOKIE_NAME, DELIVERY_KINDS, SIGN_IN_OFF, WorkerSite, status_of
 from farthing.jobs.states import JobState
-from farthing.jobs.store import JobView, list_jobs
+from farthing.jobs.store import JobView
 from farthing.jobs.views import worker_view
-from farthing.jobs.web_edge import (
-    JOB_ID_MAX,
-    SecurityHeaders,
-    error,
-    is_json,
-    job_id_of,
-    json_object,
-    read_body,
-)
+from farthing.jobs.web_edge import SecurityHeaders, error, job_id_of, read_body
 from farthing.jobs.worker_auth import WorkerSession, WorkerSessions
 from farthing.paywall.edge.page import network_label
 from farthing.web import HostGuard, allowed_hosts
 
 __all__ = [
-    "COOKIE_NAME",
     "CSP",
     "SCRIPT_PATH",
-    "SIGN_IN_OFF",
     "STYLE_PATH",
     "create_app",
     "public_origin",
-    "status_of",
 ]
 
-COOKIE_NAME: Final = "farthing_jobs_session"
 SCRIPT_PATH: Final = "/.jobs/jobs.js"
 STYLE_PATH: Final = "/.jobs/jobs.css"
 CSP: Final = (
@@ -94,33 +83,7 @@ _ASSETS: Final = {
     SCRIPT_PATH: ("jobs.js", "text/javascript; charset=utf-8"),
     STYLE_PATH: ("jobs.css", "text/css; charset=utf-8"),
 }
-_JOBS_SHOWN_MAX: Final = 200
-_SIGN_IN_BYTES_MAX: Final = 8 * 1024
 _FORM_FIELDS_MAX: Final = 10
-SIGN_IN_OFF: Final = (
-    "sign-in is off: this server has no public URL to name in sign-in messages "
-    "(start it with farthing jobs serve --public-url URL)"
-)
-_DELIVERY_KINDS: Final = ("text", "url", "file")
-
-# A refusal's HTTP status, by the service's reason; anything else is a 409.
-_STATUS: Final[dict[str, int]] = {
-    "not_the_worker": 403,
-    "invalid_worker": 403,
-    "payee_denied": 403,
-    "payee_not_allowed": 403,
-    "empty_delivery": 422,
-    "delivery_too_long": 422,
-    "invalid_delivery_kind": 422,
-    "invalid_delivery_url": 422,
-}
-
-
-def status_of(result: JobResult) -> int:
-    """The HTTP status for a refused step: 403 for who, 422 for what, 409 for when, 503 if in flight."""
-    if result.tx_hash is not None:
-        return 503  # sent and not confirmed: the agent reconciles, the worker tries later
-    return _STATUS.get(result.reason or "", 409)
 
 
 def public_origin(url: str) -> str:
@@ -157,16 +120,15 @@ def create_app(
     sessions = sessions or WorkerSessions.ephemeral()
     public_url = None if public_url is None else public_origin(public_url)
     hosts = allowed_hosts("127.0.0.1", [public_url]) if hosts is None else frozenset(hosts)
-    asset = service.asset
-    network = service.chain.network
-    # One step at a time: the chain client and the job rows change together.
-    step_lock = threading.Lock()
-    body_bytes_max = service.settings.delivery_chars_max * 4 + 4096
+    site = WorkerSite(service, sessions, public_url)
+    asset, step_lock, body_bytes_max = site.asset, site.step_lock, site.body_bytes_max
+    viewer_of, now_s, read_job = site.viewer_of, site.now_s, site.read_job
+    jobs_of, open_jobs, step = site.jobs_of, site.open_jobs, site.step
     env = Environment(
         loader=PackageLoader("farthing.jobs", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    shown = {"network": network_label(network), "asset": asset.symbol}
+    shown = {"network": network_label(site.network), "asset": asset.symbol}
 
     app = FastAPI(title="Farthing jobs", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
@@ -175,44 +137,6 @@ def create_app(
     app.state.step_lock = step_lock
 
     # ------------------------------------------------------------ plumbing
-
-    def viewer_of(request: Request) -> tuple[WorkerSession | None, bool]:
-        """The session and whether it came as a bearer token (not the cookie)."""
-        authorization = request.headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return sessions.check(token.strip()), True
-        return sessions.check(request.cookies.get(COOKIE_NAME)), False
-
-    def now_s() -> int:
-        with step_lock:
-            return service.chain.timestamp()
-
-    def read_job(job_id: int) -> JobView | None:
-        if job_id > JOB_ID_MAX:
-            return None
-        try:
-            job = service.get(job_id)
-        except JobNotFound:
-            return None
-        return job if job.agent_id == service.books.agent_id else None
-
-    def jobs_of(*, state: str | None = None, worker: str | None = None) -> list[JobView]:
-        with service.database.read() as session:
-            return list_jobs(
-                session,
-                agent_id=service.books.agent_id,
-                state=state,
-                worker=worker,
-                limit=_JOBS_SHOWN_MAX,
-            )
-
-    def open_jobs(now: int) -> list[JobView]:
-        return [job for job in jobs_of(state=str(JobState.OPEN)) if now < job.deadline]
-
-    def step(call: Callable[[], JobResult]) -> JobResult:
-        with step_lock:
-            return call()
 
     def render(
         name: str, viewer: WorkerSession | None, status: int = 200, **context: Any
@@ -377,7 +301,7 @@ def create_app(
     async def deliver_form(request: Request, job_id: str) -> Response:
         def act(job: JobView, viewer: WorkerSession, form: dict[str, str]) -> JobResult | str:
             kind = form.get("kind", "text")
-            if kind not in _DELIVERY_KINDS:
+            if kind not in DELIVERY_KINDS:
                 return "a delivery is text, a URL or a file reference"
             content = form.get("content", "")
             return step(lambda: service.deliver(job.id, viewer.address, content, kind=kind))
@@ -394,166 +318,7 @@ def create_app(
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
         return response
 
-    # ------------------------------------------------------------ JSON API
-
-    def not_signed_in() -> JSONResponse:
-        return error(
-            401,
-            "not_signed_in",
-            "sign in with your wallet first (GET then POST /api/sign-in)",
-            **{"www-authenticate": 'Bearer realm="farthing jobs"'},
-        )
-
-    @app.get("/api/jobs")
-    async def api_jobs(request: Request, scope: str = "open") -> Response:
-        viewer, _ = viewer_of(request)
-        if scope not in ("open", "mine"):
-            return error(400, "invalid_scope", "scope is open or mine")
-        now = await run_in_threadpool(now_s)
-        if scope == "mine":
-            if viewer is None:
-                return not_signed_in()
-            found = await run_in_threadpool(lambda: jobs_of(worker=viewer.address))
-        else:
-            found = await run_in_threadpool(open_jobs, now)
-        address = viewer.address if viewer else None
-        return JSONResponse({"jobs": [worker_view(j, asset, address, now_s=now) for j in found]})
-
-    @app.get("/api/jobs/{job_id}")
-    async def api_job(request: Request, job_id: str) -> Response:
-        viewer, _ = viewer_of(request)
-        number = job_id_of(job_id)
-        if number is None:
-            return error(400, "invalid_job_id", "a job id is a positive integer")
-        job = await run_in_threadpool(read_job, number)
-        if job is None:
-            return error(404, "unknown_job", f"there is no job {number}")
-        now = await run_in_threadpool(now_s)
-        return JSONResponse(worker_view(job, asset, viewer.address if viewer else None, now_s=now))
-
-    @app.get("/api/sign-in")
-    async def api_challenge(request: Request) -> Response:
-        if public_url is None:
-            return error(403, "sign_in_off", SIGN_IN_OFF)
-        return JSONResponse(
-            sessions.challenge(public_url, network), headers={"cache-control": "no-store"}
-        )
-
-    @app.post("/api/sign-in")
-    async def api_sign_in(request: Request) -> Response:
-        if public_url is None:
-            return error(403, "sign_in_off", SIGN_IN_OFF)
-        body = await read_body(request, _SIGN_IN_BYTES_MAX)
-        if body is None:
-            return error(413, "body_too_large", "a sign-in is a few hundred bytes of JSON")
-        if not is_json(request):
-            return error(415, "json_required", "send the signed sign-in as application/json")
-        payload = json_object(body, bytes_max=_SIGN_IN_BYTES_MAX)
-        if isinstance(payload, JSONResponse):
-            return payload
-        if not payload:
-            return error(400, "malformed_body", "the body is not a JSON object of the sign-in")
-        outcome = sessions.sign_in(payload, site_url=public_url, network=network)
-        if isinstance(outcome, tuple):
-            reason, message = outcome
-            status = 422 if reason in ("invalid_siwx_header", "invalid_siwx_statement") else 401
-            return error(status, reason, message)
-        response = JSONResponse(
-            {"address": outcome.address, "token": outcome.token, "expiresAt": outcome.expires_at_s},
-            headers={"cache-control": "no-store"},
-        )
-        response.set_cookie(
-            COOKIE_NAME,
-            outcome.token,
-            max_age=sessions.lifetime_s,
-            path="/",
-            httponly=True,
-            samesite="strict",
-            secure=public_url.startswith("https://"),
-        )
-        return response
-
-    @app.get("/api/me")
-    async def api_me(request: Request) -> Response:
-        viewer, _ = viewer_of(request)
-        if viewer is None:
-            return not_signed_in()
-        return JSONResponse({"address": viewer.address, "expiresAt": viewer.expires_at_s})
-
-    ApiStep = Callable[[JobView, WorkerSession, dict[str, Any]], JobResult | JSONResponse]
-
-    async def api_action(request: Request, job_id: str, act: ApiStep) -> Response:
-        viewer, bearer = viewer_of(request)
-        if viewer is None:
-            return not_signed_in()
-        body = await read_body(request, body_bytes_max)
-        if body is None:
-            return error(413, "body_too_large", "the body is larger than a delivery may be")
-        if not bearer and not is_json(request):
-            # A cookie session: only this site's own script can send JSON (no CSRF by form).
-            return error(415, "json_required", "send application/json")
-        payload = json_object(body, bytes_max=body_bytes_max)
-        if isinstance(payload, JSONResponse):
-            return payload
-        number = job_id_of(job_id)
-        if number is None:
-            return error(400, "invalid_job_id", "a job id is a positive integer")
-        job = await run_in_threadpool(read_job, number)
-        if job is None:
-            return error(404, "unknown_job", f"there is no job {number}")
-        outcome = await run_in_threadpool(act, job, viewer, payload)
-        if isinstance(outcome, JSONResponse):
-            return outcome
-        now = await run_in_threadpool(now_s)
-        shown_job = outcome.job or job
-        if not outcome.ok:
-            reason = outcome.reason or "refused"
-            return JSONResponse(
-                {
-                    "error": reason,
-                    "message": outcome.message or reason,
-                    "txHash": outcome.tx_hash,
-                    "job": worker_view(shown_job, asset, viewer.address, now_s=now),
-                },
-                status_code=status_of(outcome),
-            )
-        return JSONResponse(
-            {
-                "ok": True,
-                "txHash": outcome.tx_hash,
-                "job": worker_view(shown_job, asset, viewer.address, now_s=now),
-            }
-        )
-
-    @app.post("/api/jobs/{job_id}/accept")
-    async def api_accept(request: Request, job_id: str) -> Response:
-        def act(
-            job: JobView, viewer: WorkerSession, body: dict[str, Any]
-        ) -> JobResult | JSONResponse:
-            if body:
-                return error(422, "unexpected_fields", "accept takes no fields")
-            return step(lambda: service.accept(job.id, viewer.address))
-
-        return await api_action(request, job_id, act)
-
-    @app.post("/api/jobs/{job_id}/deliver")
-    async def api_deliver(request: Request, job_id: str) -> Response:
-        def act(
-            job: JobView, viewer: WorkerSession, body: dict[str, Any]
-        ) -> JobResult | JSONResponse:
-            kind, content = body.get("kind", "text"), body.get("content")
-            extra = set(body) - {"kind", "content"}
-            if extra:
-                return error(
-                    422, "unexpected_fields", f"unknown field(s): {', '.join(sorted(extra))[:200]}"
-                )
-            if kind not in _DELIVERY_KINDS:
-                return error(422, "invalid_delivery_kind", "kind is text, url or file")
-            if not isinstance(content, str):
-                return error(422, "invalid_delivery", "content is the delivery, as a string")
-            return step(lambda: service.deliver(job.id, viewer.address, content, kind=kind))
-
-        return await api_action(request, job_id, act)
+    add_api(app, site)
 
     # Added last, runs first: the strict headers wrap even the guard's 421.
     app.add_middleware(HostGuard, hosts=hosts)

@@ -22,7 +22,8 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from farthing.jobs import JobState
-from farthing.jobs.server import COOKIE_NAME, CSP, create_app
+from farthing.jobs.server import CSP, create_app
+from farthing.jobs.site import COOKIE_NAME
 from farthing.jobs.worker_auth import WorkerSessions
 from farthing.ledger import LedgerDatabase
 from farthing.paywall.edge.sign_in import siwe_message
