@@ -24,9 +24,9 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import KW_ONLY, dataclass, replace
-from typing import Concatenate, Final, ParamSpec, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar, cast
 
 import anyio.to_thread
 from sqlalchemy import update
@@ -116,10 +116,16 @@ def called_with(
     """
 
     def decorate(method: Callable[[_S, _Q], _R]) -> Callable[Concatenate[_S, _P], _R]:
-        @functools.wraps(method)
         def call(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
             return method(self, make(*args, **kwargs))
 
+        async def call_async(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> Any:
+            return await cast(Awaitable[Any], method(self, make(*args, **kwargs)))
+
+        # An async method stays a coroutine function (inspect, anyio and asyncio check).
+        if inspect.iscoroutinefunction(method):
+            call = cast(Callable[Concatenate[_S, _P], _R], call_async)
+        functools.update_wrapper(call, method)
         self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
         call.__signature__ = inspect.signature(make).replace(  # type: ignore[attr-defined]
             parameters=[self_parameter, *inspect.signature(make).parameters.values()],
