@@ -44,6 +44,12 @@ from typing import Annotated, Any
 import typer
 
 from farthing.console import emit_json, fail, out_console
+from farthing.paywall.site.channels import (
+    ChannelClaimIntervalOpt,
+    ChannelMinDepositOpt,
+    ChannelWithdrawDelayOpt,
+    channel_authorizer_option,
+)
 from farthing.paywall.site.init import init
 from farthing.paywall.site.reports import ConfigOpt, DataDirOpt, resolve, revenue, site_config
 from farthing.paywall.site.serve import (
@@ -124,27 +130,13 @@ def serve(
     ] = 180.0,
     channel_authorizer_key_file: Annotated[
         Path | None,
-        typer.Option(
-            "--channel-authorizer-key-file",
-            help="batch-settlement: the receiver authorizer's key file (signs claims, refunds).",
+        channel_authorizer_option(
+            "batch-settlement: the receiver authorizer's key file (signs claims, refunds)."
         ),
     ] = None,
-    channel_withdraw_delay_s: Annotated[
-        int | None,
-        typer.Option(
-            "--channel-withdraw-delay-s", min=900, max=2_592_000, help="The payer's withdraw delay."
-        ),
-    ] = None,
-    channel_min_deposit: Annotated[
-        str | None,
-        typer.Option("--channel-min-deposit", help="Smallest deposit, e.g. '0.5 USDC'."),
-    ] = None,
-    channel_claim_interval_s: Annotated[
-        float | None,
-        typer.Option(
-            "--channel-claim-interval-s", min=0.05, max=600.0, help="How often claims are checked."
-        ),
-    ] = None,
+    channel_withdraw_delay_s: ChannelWithdrawDelayOpt = None,
+    channel_min_deposit: ChannelMinDepositOpt = None,
+    channel_claim_interval_s: ChannelClaimIntervalOpt = None,
     passphrase_file: Annotated[
         Path | None,
         typer.Option("--passphrase-file", help="The keystore passphrase (else the environment)."),
