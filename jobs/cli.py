@@ -107,74 +107,9 @@ def _common(
 
 def _open(*, with_wallet: bool = True, reviewer: Any = None) -> Any:
     """The agent's workspace and a JobService over it (the caller closes the workspace)."""
-    from farthing.agents.cli import agent_settings
-    from farthing.agents.workspace import open_workspace
-    from farthing.jobs.operators.escrow import DirectEscrowOperator
-    from farthing.jobs.service import JobService
-    from farthing.jobs.settings import JobSettings
-    from farthing.paywall.schemes.auth_capture.contract import AuthCaptureEscrow
-    from farthing.wallet.keystore import read_passphrase, unlock_keystore
-    from farthing.wallet.settings import WalletSettings
+    from farthing.jobs.workspace import open_jobs
 
-    settings = agent_settings(_state["data_dir"], _state["agent_id"], _state["wallet"])
-    workspace = open_workspace(
-        settings,
-        network=_state["network"],
-        rpc_url=_state["rpc_url"],
-        token=_state["token"],
-        database_url=_state["database_url"],
-        passphrase_file=_state["passphrase_file"],
-        with_wallet=with_wallet,
-    )
-    chain = workspace.target.chain
-    network = workspace.target.network
-    contracts = getattr(network, "auth_capture", None)
-    escrow = (
-        AuthCaptureEscrow(chain, contracts) if contracts is not None else AuthCaptureEscrow(chain)
-    )
-    payer = workspace.signer
-    if payer is None:
-        return workspace, _ReadOnly(workspace, escrow)
-    operator_key = payer
-    if _state["operator_wallet"] not in (None, settings.wallet):
-        wallet_settings = WalletSettings(data_dir=settings.data_dir.expanduser())
-        passphrase = read_passphrase(wallet_settings, passphrase_file=_state["passphrase_file"])
-        operator_key = unlock_keystore(wallet_settings, _state["operator_wallet"], passphrase)
-    service = JobService(
-        books=workspace.books,
-        chain=chain,
-        operator=DirectEscrowOperator(escrow, operator_key, workspace.target.asset),
-        payer=payer,
-        escrow=escrow,
-        reviewer=reviewer,
-        settings=JobSettings(),
-    )
-    return workspace, service
-
-
-class _ReadOnly:
-    """Reading jobs needs no key."""
-
-    def __init__(self, workspace: Any, escrow: Any) -> None:
-        from farthing.jobs.tables import ensure_tables
-
-        self.books = workspace.books
-        self.database = workspace.database
-        self.escrow = escrow
-        self.asset = workspace.target.asset
-        ensure_tables(self.database)
-
-    def get(self, job_id: int) -> Any:
-        from farthing.jobs.store import load
-
-        with self.database.read() as session:
-            return load(session, job_id)
-
-    def list(self, *, state: str | None = None, limit: int = 100) -> Any:
-        from farthing.jobs.store import list_jobs
-
-        with self.database.read() as session:
-            return list_jobs(session, agent_id=self.books.agent_id, state=state, limit=limit)
+    return open_jobs(_state, with_wallet=with_wallet, reviewer=reviewer)
 
 
 def _deadline(text: str, now: int) -> int:
