@@ -12,12 +12,14 @@ import importlib
 import pkgutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 import farthing
 
+REPO = Path(__file__).resolve().parents[1]
 PACKAGES = [
     "farthing",
     "farthing.wallet",
@@ -96,3 +98,18 @@ def test_all_is_sorted_and_complete(module_name: str) -> None:
 
 def test_version_is_exposed() -> None:
     assert farthing.__version__
+
+
+def test_every_package_folder_is_installed() -> None:
+    # A subpackage missing from pyproject's list works in the editable install
+    # and vanishes from a wheel: every folder with an __init__.py is listed.
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {folder: name for name, folder in config["package-dir"].items()}
+    found = set()
+    for folder, name in folders.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(REPO / folder)
+            if "__pycache__" not in relative.parts:
+                found.add(".".join([name, *relative.parts]))
+    missing = sorted(found - set(config["packages"]))
+    assert not missing, f"packages not listed in pyproject.toml: {missing}"
