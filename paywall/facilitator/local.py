@@ -41,10 +41,12 @@ import anyio.to_thread
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.facilitator.onchain import (
     chain_outage,
+    failed,
     find_use,
     moved,
     receipt_logs,
     receipt_of,
+    settle_outcome,
     waiting,
 )
 from farthing.paywall.facilitator.submit import SharedNonces, Submitter
@@ -62,7 +64,7 @@ from farthing.paywall.wire import (
     SettleResult,
     VerifyResult,
 )
-from farthing.wallet.chain import Chain, TxResult
+from farthing.wallet.chain import Chain
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import Signer, TxSigner
@@ -82,15 +84,6 @@ __all__ = [
 # the settlement is mined inside it. x402's own facilitator uses 6 s.
 VALID_BEFORE_MARGIN_S_DEFAULT: Final = 10
 _JOURNAL_SIZE_MAX: Final = 100_000
-
-# Token revert reasons (farthing.wallet.revert) as payment reasons.
-_SETTLE_REASONS: Final = {
-    "authorization_used_or_canceled": "nonce_already_used",
-    "authorization_expired": "authorization_expired",
-    "authorization_not_yet_valid": "authorization_not_yet_valid",
-    "invalid_signature": "invalid_signature",
-    "insufficient_balance": "insufficient_balance",
-}
 
 
 @dataclass(slots=True)
@@ -314,9 +307,9 @@ class LocalFacilitator:
         with self._lock:
             entry = self._journal.get(key)
             if refused is not None and not (entry is not None and entry.state == "pending"):
-                return _failed(network, payer, refused.reason or "invalid_payment", refused.message)
+                return failed(network, payer, refused.reason or "invalid_payment", refused.message)
             if entry is not None and entry.state != "pending":
-                return _failed(
+                return failed(
                     network, payer, "nonce_already_used", "this authorization is being settled"
                 )
             previous = entry.tx_hash if entry is not None else None
@@ -378,7 +371,7 @@ class LocalFacilitator:
                 # authorization the chain already consumed. (A first
                 # submission follows verify, which has just read it.)
                 if token.authorization_state(auth.from_address, auth.nonce):
-                    return _failed(
+                    return failed(
                         requirements.network, auth.from_address, "nonce_already_used", None
                     )
             call = token.transfer_with_authorization_call(payload.signed(requirements.domain()))
@@ -386,36 +379,7 @@ class LocalFacilitator:
                 tx = self._submitter.send(call)
             else:
                 tx = self.chain.send(call, sender=self._signer)
-        return self._outcome(tx, requirements, auth.from_address)
-
-    def _outcome(self, tx: TxResult, requirements: PaymentRequirements, payer: str) -> SettleResult:
-        network = requirements.network
-        if tx.reason == "receipt_timeout":
-            return SettleResult(
-                False,
-                network,
-                tx.tx_hash or "",
-                payer,
-                requirements.amount,
-                "settlement_pending",
-                "the settlement was sent but not yet mined; retry with the same payment",
-                pending=True,
-            )
-        if not tx.ok:
-            reason = _SETTLE_REASONS.get(tx.reason or "", "transaction_failed")
-            return _failed(network, payer, reason, tx.revert_message or tx.reason)
-        if not moved(tx.logs, requirements, payer):
-            return _failed(
-                network, payer, "transfer_event_mismatch", "the transaction did not move the price"
-            )
-        return SettleResult(
-            True,
-            network,
-            tx.tx_hash or "",
-            payer,
-            requirements.amount,
-            block_number=tx.block_number,
-        )
+        return settle_outcome(tx, requirements, auth.from_address)
 
     # ------------------------------------------------------------ resolve
 
@@ -448,7 +412,7 @@ class LocalFacilitator:
             found = find_use(self.chain, requirements, payer, nonce, lookback_blocks=self._lookback)
         if found is not None:
             return found
-        return _failed(
+        return failed(
             requirements.network, payer, "nonce_already_used", "used by another transaction"
         )
 
@@ -477,7 +441,3 @@ class LocalFacilitator:
 
 def _key(requirements: PaymentRequirements, payload: PaymentPayload) -> tuple[str, str, bytes]:
     return (requirements.asset, payload.payer, payload.authorization.nonce)
-
-
-def _failed(network: str, payer: str, reason: str, message: str | None) -> SettleResult:
-    return SettleResult(False, network, "", payer, None, reason, message)

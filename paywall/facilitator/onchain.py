@@ -1,19 +1,21 @@
-"""What the chain shows of an ``exact`` settlement: its receipt, the token's logs, an outage.
+"""What the chain shows of an ``exact`` settlement: its outcome, receipt and logs, an outage.
 
 :class:`~farthing.paywall.facilitator.local.LocalFacilitator` resolves a
 pending or repeated settlement from here: the receipt of the transaction it
 sent (:func:`receipt_of`, :func:`receipt_logs`), whether the node still holds it
 unmined (:func:`waiting`), or the token's ``AuthorizationUsed`` log of the
-nonce (:func:`find_use`). A transaction counts only if it moved the price
-from the payer to the payee (:func:`moved`). An RPC that does not answer is
-an outage (:func:`chain_outage`), never a payment outcome.
+nonce (:func:`find_use`); what a sent transaction did is
+:func:`settle_outcome` (paid, pending or failed, with the token's revert as
+the reason). A transaction counts only if it moved the price from the payer
+to the payee (:func:`moved`). An RPC that does not answer is an outage
+(:func:`chain_outage`), never a payment outcome.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import requests
 from eth_utils.address import to_checksum_address
@@ -21,11 +23,66 @@ from web3.exceptions import TransactionNotFound
 
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.wire import PaymentRequirements, SettleResult
-from farthing.wallet.chain import TRANSFER_TOPIC, Chain, LogEntry
+from farthing.wallet.chain import TRANSFER_TOPIC, Chain, LogEntry, TxResult
 from farthing.wallet.errors import ChainUnavailableError
 from farthing.wallet.token import AUTHORIZATION_USED_TOPIC
 
-__all__ = ["chain_outage", "find_use", "moved", "receipt_logs", "receipt_of", "waiting"]
+__all__ = [
+    "chain_outage",
+    "failed",
+    "find_use",
+    "moved",
+    "receipt_logs",
+    "receipt_of",
+    "settle_outcome",
+    "waiting",
+]
+
+
+# Token revert reasons (farthing.wallet.revert) as payment reasons.
+_SETTLE_REASONS: Final = {
+    "authorization_used_or_canceled": "nonce_already_used",
+    "authorization_expired": "authorization_expired",
+    "authorization_not_yet_valid": "authorization_not_yet_valid",
+    "invalid_signature": "invalid_signature",
+    "insufficient_balance": "insufficient_balance",
+}
+
+
+def settle_outcome(tx: TxResult, requirements: PaymentRequirements, payer: str) -> SettleResult:
+    """What a sent ``transferWithAuthorization`` did: paid, pending (no receipt yet) or failed."""
+    network = requirements.network
+    if tx.reason == "receipt_timeout":
+        return SettleResult(
+            False,
+            network,
+            tx.tx_hash or "",
+            payer,
+            requirements.amount,
+            "settlement_pending",
+            "the settlement was sent but not yet mined; retry with the same payment",
+            pending=True,
+        )
+    if not tx.ok:
+        reason = _SETTLE_REASONS.get(tx.reason or "", "transaction_failed")
+        return failed(network, payer, reason, tx.revert_message or tx.reason)
+    if not moved(tx.logs, requirements, payer):
+        return failed(
+            network, payer, "transfer_event_mismatch", "the transaction did not move the price"
+        )
+    return SettleResult(
+        True,
+        network,
+        tx.tx_hash or "",
+        payer,
+        requirements.amount,
+        block_number=tx.block_number,
+    )
+
+
+def failed(network: str, payer: str, reason: str, message: str | None) -> SettleResult:
+    """A settlement that moved nothing, with its snake_case reason."""
+    return SettleResult(False, network, "", payer, None, reason, message)
 
 
 def find_use(
