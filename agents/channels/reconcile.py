@@ -4,7 +4,7 @@
 that died mid-request left on the agent's channels (deposits, refunds,
 withdrawals, charges in flight). :func:`reconcile_channels` matches the
 escrow's events to the channel books and reports each disagreement as a
-:class:`ChannelBreak`.
+:class:`AgentChannelBreak`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from farthing.paywall.schemes.batch_settlement.contract import ESCROW_EVENT_TOPI
 if TYPE_CHECKING:
     from farthing.agents.payer import Payer
 
-__all__ = ["ChannelBreak", "ChannelResolution", "reconcile_channels", "resolve_channels"]
+__all__ = ["AgentChannelBreak", "ChannelResolution", "reconcile_channels", "resolve_channels"]
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelBreak:
+class AgentChannelBreak:
     """A disagreement between the escrow's events and the agent's books, for one channel."""
 
     channel_id: str
@@ -143,7 +143,7 @@ def resolve_channels(payer: Payer, *, from_block: int = 0) -> list[ChannelResolu
 
 def reconcile_channels(
     payer: Payer, *, from_block: int = 0, resolve: bool = False
-) -> list[ChannelBreak]:
+) -> list[AgentChannelBreak]:
     """Match the escrow's ``Deposited``, ``Refunded``, ``WithdrawFinalized`` and ``Claimed`` events to the books.
 
     Deposits must equal the posted ``CHANNEL_DEPOSIT`` transfers, money back
@@ -154,7 +154,7 @@ def reconcile_channels(
     if resolve:
         resolve_channels(payer, from_block=from_block)
     channels = ChannelPayer(payer)
-    breaks: list[ChannelBreak] = []
+    breaks: list[AgentChannelBreak] = []
     for row in list_channels(payer.books):
         cid = channel_key(row.channel_id)
 
@@ -169,9 +169,11 @@ def reconcile_channels(
         back = total("Refunded") + total("WithdrawFinalized")
         _, claimed = channels.escrow.channel(cid)
         if on_chain != deposited:
-            breaks.append(ChannelBreak(row.channel_id, "deposits_differ", on_chain, deposited))
+            breaks.append(AgentChannelBreak(row.channel_id, "deposits_differ", on_chain, deposited))
         if back != returned:
-            breaks.append(ChannelBreak(row.channel_id, "returns_differ", back, returned))
+            breaks.append(AgentChannelBreak(row.channel_id, "returns_differ", back, returned))
         if claimed > charged:
-            breaks.append(ChannelBreak(row.channel_id, "claimed_above_charged", claimed, charged))
+            breaks.append(
+                AgentChannelBreak(row.channel_id, "claimed_above_charged", claimed, charged)
+            )
     return breaks
