@@ -20,6 +20,7 @@ and refunds for its callers, so it is served only behind an API key:
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -126,68 +127,58 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         accepted = payment.get("accepted") if isinstance(payment, dict) else None
         return any(isinstance(x, dict) and x.get("scheme") == scheme for x in (raw, accepted))
 
+    def unavailable(exc: FacilitatorUnavailableError) -> JSONResponse:
+        return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+
+    async def outcome(answer: Awaitable[VerifyResult | SettleResult]) -> JSONResponse:
+        """The facilitator's answer as JSON; an outage (the chain silent) is the one 503."""
+        try:
+            return JSONResponse((await answer).to_wire())
+        except FacilitatorUnavailableError as exc:
+            return unavailable(exc)
+
+    def refusal(data: dict[str, Any], refused: WireRefusal, settle: bool) -> JSONResponse:
+        """A refused payment as x402 answers it: a 200 with the reason, on the request's network."""
+        if settle:
+            raw = data.get("paymentRequirements")
+            network = raw.get("network") if isinstance(raw, dict) else None
+            network = network if isinstance(network, str) else ""
+            answer = SettleResult(False, network, reason=refused.reason, message=refused.detail)
+            return JSONResponse(answer.to_wire())
+        return JSONResponse(VerifyResult(False, refused.reason, None, refused.detail).to_wire())
+
     async def auth_capture_call(data: dict[str, Any], settle: bool) -> JSONResponse:
         """An auth-capture request; every refusal is a 200 with the spec's code."""
-        raw = data.get("paymentRequirements")
-        network = raw.get("network") if isinstance(raw, dict) else None
-        network = network if isinstance(network, str) else ""
-        requirements = parse_auth_capture_requirements(raw)
+        requirements = parse_auth_capture_requirements(data.get("paymentRequirements"))
         payment = parse_auth_capture_payment(data.get("paymentPayload"))
         if (
             isinstance(facilitator, AuthCaptureSettling)
             and not isinstance(requirements, WireRefusal)
             and not isinstance(payment, WireRefusal)
         ):
-            try:
-                if settle:
-                    settled = await facilitator.settle_auth_capture(payment, requirements)
-                    return JSONResponse(settled.to_wire())
-                verified = await facilitator.verify_auth_capture(payment, requirements)
-                return JSONResponse(verified.to_wire())
-            except FacilitatorUnavailableError as exc:
-                return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+            if settle:
+                return await outcome(facilitator.settle_auth_capture(payment, requirements))
+            return await outcome(facilitator.verify_auth_capture(payment, requirements))
         if isinstance(requirements, WireRefusal):
-            refused = requirements
-        elif isinstance(payment, WireRefusal):
-            refused = payment
-        else:
-            refused = WireRefusal(
-                "invalid_auth_capture_evm_scheme", "this facilitator has no auth-capture"
-            )
-        if settle:
-            answer = SettleResult(False, network, reason=refused.reason, message=refused.detail)
-            return JSONResponse(answer.to_wire())
-        return JSONResponse(VerifyResult(False, refused.reason, None, refused.detail).to_wire())
+            return refusal(data, requirements, settle)
+        if isinstance(payment, WireRefusal):
+            return refusal(data, payment, settle)
+        no_scheme = "this facilitator has no auth-capture"
+        return refusal(data, WireRefusal("invalid_auth_capture_evm_scheme", no_scheme), settle)
 
     async def channel_call(data: dict[str, Any], settle: bool) -> JSONResponse:
-        raw = data.get("paymentRequirements")
-        network = raw.get("network") if isinstance(raw, dict) else None
-        network = network if isinstance(network, str) else ""
-        requirements = parse_channel_requirements(raw)
+        requirements = parse_channel_requirements(data.get("paymentRequirements"))
         payment = parse_channel_payment(data.get("paymentPayload"))
-        refused: WireRefusal | None = None
         if not isinstance(facilitator, ChannelSettling):
-            refused = WireRefusal(ERR_INVALID_SCHEME, "this facilitator has no batch-settlement")
-        elif isinstance(requirements, WireRefusal):
-            refused = requirements
-        elif isinstance(payment, WireRefusal):
-            refused = payment
-        if refused is not None or not isinstance(facilitator, ChannelSettling):
-            assert refused is not None
-            if settle:
-                answer = SettleResult(False, network, reason=refused.reason,
-                                      message=refused.detail)  # fmt: skip
-                return JSONResponse(answer.to_wire())
-            return JSONResponse(VerifyResult(False, refused.reason, None, refused.detail).to_wire())
-        assert not isinstance(requirements, WireRefusal) and not isinstance(payment, WireRefusal)
-        try:
-            if settle:
-                settled = await facilitator.settle_channel(payment, requirements)
-                return JSONResponse(settled.to_wire())
-            verified = await facilitator.verify_channel(payment, requirements)
-            return JSONResponse(verified.to_wire())
-        except FacilitatorUnavailableError as exc:
-            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+            no_scheme = "this facilitator has no batch-settlement"
+            return refusal(data, WireRefusal(ERR_INVALID_SCHEME, no_scheme), settle)
+        if isinstance(requirements, WireRefusal):
+            return refusal(data, requirements, settle)
+        if isinstance(payment, WireRefusal):
+            return refusal(data, payment, settle)
+        if settle:
+            return await outcome(facilitator.settle_channel(payment, requirements))
+        return await outcome(facilitator.verify_channel(payment, requirements))
 
     async def supported(request: Request) -> JSONResponse:
         if not authorized(request):
@@ -195,54 +186,32 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         try:
             kinds = await facilitator.supported()
         except FacilitatorUnavailableError as exc:
-            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+            return unavailable(exc)
         return JSONResponse(kinds.to_wire())
 
-    async def verify(request: Request) -> JSONResponse:
+    async def call(request: Request, settle: bool) -> JSONResponse:
+        """``POST /verify`` (``settle`` false) or ``POST /settle``, routed by scheme."""
         if not authorized(request):
             return unauthorized()
         data, problem = await read(request)
         if problem is not None:
             return problem
         if channel_request(data):
-            return await channel_call(data, settle=False)
+            return await channel_call(data, settle)
         if channel_request(data, AUTH_CAPTURE_SCHEME):
-            return await auth_capture_call(data, settle=False)
+            return await auth_capture_call(data, settle)
         parsed = parse(data)
         if isinstance(parsed, str):
-            return JSONResponse(VerifyResult(False, "invalid_payload", None, parsed).to_wire())
-        try:
-            result = await facilitator.verify(*parsed)
-        except FacilitatorUnavailableError as exc:
-            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
-        return JSONResponse(result.to_wire())
+            return refusal(data, WireRefusal("invalid_payload", parsed), settle)
+        if settle:
+            return await outcome(facilitator.settle(*parsed))
+        return await outcome(facilitator.verify(*parsed))
+
+    async def verify(request: Request) -> JSONResponse:
+        return await call(request, settle=False)
 
     async def settle(request: Request) -> JSONResponse:
-        if not authorized(request):
-            return unauthorized()
-        data, problem = await read(request)
-        if problem is not None:
-            return problem
-        if channel_request(data):
-            return await channel_call(data, settle=True)
-        if channel_request(data, AUTH_CAPTURE_SCHEME):
-            return await auth_capture_call(data, settle=True)
-        parsed = parse(data)
-        if isinstance(parsed, str):
-            raw = data.get("paymentRequirements")
-            network = raw.get("network") if isinstance(raw, dict) else None
-            refusal = SettleResult(
-                False,
-                network if isinstance(network, str) else "",
-                reason="invalid_payload",
-                message=parsed,
-            )
-            return JSONResponse(refusal.to_wire())
-        try:
-            result = await facilitator.settle(*parsed)
-        except FacilitatorUnavailableError as exc:
-            return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
-        return JSONResponse(result.to_wire())
+        return await call(request, settle=True)
 
     return Starlette(
         routes=[

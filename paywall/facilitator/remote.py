@@ -11,7 +11,7 @@ payer sees the same reasons whichever facilitator is behind the paywall.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import httpx
 
@@ -47,6 +47,12 @@ X402_REASONS: Final = {
     "invalid_exact_evm_payload_recipient_mismatch": "pay_to_mismatch",
     "invalid_exact_evm_payload_authorization_value_mismatch": "amount_mismatch",
 }
+
+
+class _Wired(Protocol):
+    """A payload or requirements of any scheme: what goes into a request body."""
+
+    def to_wire(self) -> dict[str, Any]: ...
 
 
 class RemoteFacilitator:
@@ -108,24 +114,36 @@ class RemoteFacilitator:
                 f"bounded JSON ({exc.reason})"
             ) from None
 
-    @staticmethod
-    def _body(payload: PaymentPayload, requirements: PaymentRequirements) -> dict[str, Any]:
-        return {
+    async def _post(self, path: str, payload: _Wired, requirements: _Wired) -> Any:
+        body = {
             "x402Version": X402_VERSION,
             "paymentPayload": payload.to_wire(),
             "paymentRequirements": requirements.to_wire(),
         }
+        return await self._call("POST", path, body)
 
-    async def verify(
-        self, payload: PaymentPayload, requirements: PaymentRequirements
-    ) -> VerifyResult:
-        data = await self._call("POST", "/verify", self._body(payload, requirements))
+    async def _verify(self, payload: _Wired, requirements: _Wired) -> VerifyResult:
+        data = await self._post("/verify", payload, requirements)
         try:
-            result = VerifyResult.from_wire(data)
+            return VerifyResult.from_wire(data)
         except AuthorizationError:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} sent a malformed verify response"
             ) from None
+
+    async def _settle(self, payload: _Wired, requirements: _Wired) -> SettleResult:
+        data = await self._post("/settle", payload, requirements)
+        try:
+            return SettleResult.from_wire(data)
+        except AuthorizationError:
+            raise FacilitatorUnavailableError(
+                f"the facilitator at {self.url} sent a malformed settle response"
+            ) from None
+
+    async def verify(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResult:
+        result = await self._verify(payload, requirements)
         if result.reason in X402_REASONS:
             return VerifyResult(
                 result.valid, X402_REASONS[result.reason], result.payer, result.message
@@ -135,13 +153,7 @@ class RemoteFacilitator:
     async def settle(
         self, payload: PaymentPayload, requirements: PaymentRequirements
     ) -> SettleResult:
-        data = await self._call("POST", "/settle", self._body(payload, requirements))
-        try:
-            result = SettleResult.from_wire(data)
-        except AuthorizationError:
-            raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} sent a malformed settle response"
-            ) from None
+        result = await self._settle(payload, requirements)
         if result.reason in X402_REASONS:
             return SettleResult(
                 result.success,
@@ -158,69 +170,25 @@ class RemoteFacilitator:
         self, payment: ChannelPayment, requirements: ChannelRequirements
     ) -> VerifyResult:
         """``/verify`` of a batch-settlement payload (deposit, voucher or refund)."""
-        body = {
-            "x402Version": X402_VERSION,
-            "paymentPayload": payment.to_wire(),
-            "paymentRequirements": requirements.to_wire(),
-        }
-        data = await self._call("POST", "/verify", body)
-        try:
-            return VerifyResult.from_wire(data)
-        except AuthorizationError:
-            raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} sent a malformed verify response"
-            ) from None
+        return await self._verify(payment, requirements)
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
     ) -> SettleResult:
         """``/settle`` of a deposit, claim, settle or refund payload."""
-        body = {
-            "x402Version": X402_VERSION,
-            "paymentPayload": payment.to_wire(),
-            "paymentRequirements": requirements.to_wire(),
-        }
-        data = await self._call("POST", "/settle", body)
-        try:
-            return SettleResult.from_wire(data)
-        except AuthorizationError:
-            raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} sent a malformed settle response"
-            ) from None
+        return await self._settle(payment, requirements)
 
     async def verify_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> VerifyResult:
         """``/verify`` of an auth-capture payload (the client's, or a lifecycle one)."""
-        body = {
-            "x402Version": X402_VERSION,
-            "paymentPayload": payment.to_wire(),
-            "paymentRequirements": requirements.to_wire(),
-        }
-        data = await self._call("POST", "/verify", body)
-        try:
-            return VerifyResult.from_wire(data)
-        except AuthorizationError:
-            raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} sent a malformed verify response"
-            ) from None
+        return await self._verify(payment, requirements)
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> SettleResult:
         """``/settle`` of an authorize, capture, void or refund payload."""
-        body = {
-            "x402Version": X402_VERSION,
-            "paymentPayload": payment.to_wire(),
-            "paymentRequirements": requirements.to_wire(),
-        }
-        data = await self._call("POST", "/settle", body)
-        try:
-            return SettleResult.from_wire(data)
-        except AuthorizationError:
-            raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} sent a malformed settle response"
-            ) from None
+        return await self._settle(payment, requirements)
 
     async def supported(self) -> Supported:
         data = await self._call("GET", "/supported")
