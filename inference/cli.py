@@ -37,6 +37,14 @@ if TYPE_CHECKING:
 
 from farthing.console import emit_json, err_console, fail, out_console
 from farthing.inference.settings import InferenceSettings
+from farthing.paywall.site.options import (
+    ChannelClaimEveryOpt,
+    ChannelClaimIntervalOpt,
+    ChannelClaimThresholdOpt,
+    ChannelMinDepositOpt,
+    ChannelWithdrawDelayOpt,
+    channel_authorizer_option,
+)
 
 __all__ = ["app", "load_settings"]
 
@@ -284,35 +292,15 @@ def gateway(
     max_tokens_max: Annotated[int | None, typer.Option("--max-tokens-max", min=1)] = None,
     channel_authorizer_key_file: Annotated[
         Path | None,
-        typer.Option(
-            "--channel-authorizer-key-file",
-            help="Also sell per token through batch-settlement channels; this key signs claims.",
+        channel_authorizer_option(
+            "Also sell per token through batch-settlement channels; this key signs claims."
         ),
     ] = None,
-    channel_withdraw_delay_s: Annotated[
-        int | None,
-        typer.Option(
-            "--channel-withdraw-delay-s", min=900, max=2_592_000, help="The payer's withdraw delay."
-        ),
-    ] = None,
-    channel_min_deposit: Annotated[
-        str | None,
-        typer.Option("--channel-min-deposit", help="Smallest deposit, e.g. '0.5 USDC'."),
-    ] = None,
-    channel_claim_interval_s: Annotated[
-        float | None,
-        typer.Option(
-            "--channel-claim-interval-s", min=0.05, max=600.0, help="How often claims are checked."
-        ),
-    ] = None,
-    channel_claim_every_s: Annotated[
-        float | None,
-        typer.Option("--channel-claim-every-s", min=0.05, help="Claim a channel idle this long."),
-    ] = None,
-    channel_claim_threshold: Annotated[
-        str | None,
-        typer.Option("--channel-claim-threshold", help="Claim once this much is unclaimed."),
-    ] = None,
+    channel_withdraw_delay_s: ChannelWithdrawDelayOpt = None,
+    channel_min_deposit: ChannelMinDepositOpt = None,
+    channel_claim_interval_s: ChannelClaimIntervalOpt = None,
+    channel_claim_every_s: ChannelClaimEveryOpt = None,
+    channel_claim_threshold: ChannelClaimThresholdOpt = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(

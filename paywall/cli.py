@@ -44,13 +44,13 @@ from typing import Annotated, Any
 import typer
 
 from farthing.console import emit_json, fail, out_console
-from farthing.paywall.site.channels import (
+from farthing.paywall.site.init import init
+from farthing.paywall.site.options import (
     ChannelClaimIntervalOpt,
     ChannelMinDepositOpt,
     ChannelWithdrawDelayOpt,
     channel_authorizer_option,
 )
-from farthing.paywall.site.init import init
 from farthing.paywall.site.reports import ConfigOpt, DataDirOpt, resolve, revenue, site_config
 from farthing.paywall.site.serve import (
     CHANNEL,

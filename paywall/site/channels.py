@@ -22,9 +22,8 @@ way:
   claimer beside an app whose lifespan does not reach the paywall (the
   inference gateway).
 
-The ``--channel-*`` options are declared once, here, and both commands use
-them: :func:`channel_authorizer_option` (its help says what each command
-sells) and the ``Channel…Opt`` parameter types.
+The ``--channel-*`` options both commands take are declared once, in
+:mod:`farthing.paywall.site.options`.
 
 Every mistake is a :class:`~farthing.paywall.errors.PaywallConfigError` with
 one line naming the setting.
@@ -36,9 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final
-
-import typer
+from typing import TYPE_CHECKING, Any, Final
 
 from farthing.paywall.errors import PaywallConfigError
 
@@ -51,15 +48,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CHANNEL_KEYS",
     "BackgroundClaims",
-    "ChannelClaimEveryOpt",
-    "ChannelClaimIntervalOpt",
-    "ChannelClaimThresholdOpt",
-    "ChannelMinDepositOpt",
     "ChannelSettings",
-    "ChannelWithdrawDelayOpt",
     "background_claimer",
     "build_channel_options",
-    "channel_authorizer_option",
     "load_receiver_authorizer",
     "require_channel_facilitator",
 ]
@@ -77,38 +68,6 @@ CHANNEL_KEYS: Final = frozenset(
     }
 )
 _PROBE_TIMEOUT_S: Final = 10.0
-
-# The --channel-* options, as the commands that sell through channels declare
-# them; each feeds the ChannelSettings field of the same name.
-ChannelWithdrawDelayOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--channel-withdraw-delay-s", min=900, max=2_592_000, help="The payer's withdraw delay."
-    ),
-]
-ChannelMinDepositOpt = Annotated[
-    str | None,
-    typer.Option("--channel-min-deposit", help="Smallest deposit, e.g. '0.5 USDC'."),
-]
-ChannelClaimIntervalOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--channel-claim-interval-s", min=0.05, max=600.0, help="How often claims are checked."
-    ),
-]
-ChannelClaimEveryOpt = Annotated[
-    float | None,
-    typer.Option("--channel-claim-every-s", min=0.05, help="Claim a channel idle this long."),
-]
-ChannelClaimThresholdOpt = Annotated[
-    str | None,
-    typer.Option("--channel-claim-threshold", help="Claim once this much is unclaimed."),
-]
-
-
-def channel_authorizer_option(help_text: str) -> Any:
-    """``--channel-authorizer-key-file``, with help saying what the command sells."""
-    return typer.Option("--channel-authorizer-key-file", help=help_text)
 
 
 @dataclass(frozen=True, slots=True)
