@@ -240,27 +240,27 @@ class PaymentStore:
 
     def renew(self, key: PaymentKey, owner: str, *, lease_s: float) -> bool:
         """Extend the owner's lease from now; ``False`` means it was taken over."""
+        return self._update_held(key, owner, None, lease_until_ns=_now_ns() + _lease_ns(lease_s))
+
+    def _update_held(
+        self, key: PaymentKey, owner: str, in_state: PaymentState | None, /, **values: Any
+    ) -> bool:
+        """Write ``values`` to the row ``owner`` holds (in ``in_state``, when one is named).
+
+        ``False`` when no such row is there: another owner took it over, or it moved on.
+        """
+        held = key.where() & (PAYMENTS.c.owner == owner)
+        if in_state is not None:
+            held = held & (PAYMENTS.c.state == in_state)
         with self._begin() as connection:
-            moved = connection.execute(
-                update(PAYMENTS)
-                .where(key.where() & (PAYMENTS.c.owner == owner))
-                .values(lease_until_ns=_now_ns() + _lease_ns(lease_s))
-            )
+            moved = connection.execute(update(PAYMENTS).where(held).values(**values))
         return moved.rowcount == 1
 
     def _move(self, key: PaymentKey, owner: str, **values: Any) -> bool:
         """Move a ``claimed`` row held by ``owner``; settled and final rows never move back."""
-        with self._begin() as connection:
-            moved = connection.execute(
-                update(PAYMENTS)
-                .where(
-                    key.where()
-                    & (PAYMENTS.c.owner == owner)
-                    & (PAYMENTS.c.state == PaymentState.CLAIMED)
-                )
-                .values(updated_at_ns=_now_ns(), **values)
-            )
-        return moved.rowcount == 1
+        return self._update_held(
+            key, owner, PaymentState.CLAIMED, updated_at_ns=_now_ns(), **values
+        )
 
     def release(self, key: PaymentKey, owner: str) -> bool:
         return self._move(
@@ -315,27 +315,13 @@ class PaymentStore:
 
     def mark_delivered(self, key: PaymentKey, owner: str) -> bool:
         """The paid content went out: this payment header gets nothing more."""
-        with self._begin() as connection:
-            moved = connection.execute(
-                update(PAYMENTS)
-                .where(
-                    key.where()
-                    & (PAYMENTS.c.owner == owner)
-                    & (PAYMENTS.c.state == PaymentState.SETTLED)
-                )
-                .values(delivered_at_ns=_now_ns(), lease_until_ns=None)
-            )
-        return moved.rowcount == 1
+        return self._update_held(
+            key, owner, PaymentState.SETTLED, delivered_at_ns=_now_ns(), lease_until_ns=None
+        )
 
     def give_back(self, key: PaymentKey, owner: str) -> bool:
         """End the owner's lease without moving the row: the next taker may have it at once."""
-        with self._begin() as connection:
-            moved = connection.execute(
-                update(PAYMENTS)
-                .where(key.where() & (PAYMENTS.c.owner == owner))
-                .values(lease_until_ns=None, updated_at_ns=_now_ns())
-            )
-        return moved.rowcount == 1
+        return self._update_held(key, owner, None, lease_until_ns=None, updated_at_ns=_now_ns())
 
     def mark_booked(self, key: PaymentKey) -> None:
         with self._begin() as connection:
