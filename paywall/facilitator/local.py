@@ -43,8 +43,7 @@ from farthing.paywall.facilitator.onchain import (
     chain_outage,
     failed,
     find_use,
-    moved,
-    receipt_logs,
+    paid_by,
     receipt_of,
     settle_outcome,
     waiting,
@@ -84,6 +83,7 @@ __all__ = [
 # the settlement is mined inside it. x402's own facilitator uses 6 s.
 VALID_BEFORE_MARGIN_S_DEFAULT: Final = 10
 _JOURNAL_SIZE_MAX: Final = 100_000
+_NO_AUTH_CAPTURE: Final = "this facilitator has no auth-capture operator"
 
 
 @dataclass(slots=True)
@@ -180,12 +180,7 @@ class LocalFacilitator:
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> VerifyResult:
         if self.auth_capture is None:
-            return VerifyResult(
-                False,
-                AUTH_CAPTURE_ERR_SCHEME,
-                None,
-                "this facilitator has no auth-capture operator",
-            )
+            return VerifyResult(False, AUTH_CAPTURE_ERR_SCHEME, None, _NO_AUTH_CAPTURE)
         return await self.auth_capture.verify_auth_capture(payment, requirements)
 
     async def settle_auth_capture(
@@ -193,9 +188,11 @@ class LocalFacilitator:
     ) -> SettleResult:
         if self.auth_capture is None:
             return SettleResult(
-                False, requirements.network, reason=AUTH_CAPTURE_ERR_SCHEME,
-                message="this facilitator has no auth-capture operator",
-            )  # fmt: skip
+                False,
+                requirements.network,
+                reason=AUTH_CAPTURE_ERR_SCHEME,
+                message=_NO_AUTH_CAPTURE,
+            )
         return await self.auth_capture.settle_auth_capture(payment, requirements)
 
     # ------------------------------------------------------------ async API
@@ -397,16 +394,9 @@ class LocalFacilitator:
             if tx_hash:
                 receipt = receipt_of(w3, tx_hash)
                 if receipt is not None and int(receipt["status"]) == 1:
-                    logs = receipt_logs(receipt, tx_hash)
-                    if moved(logs, requirements, payer):
-                        return SettleResult(
-                            True,
-                            requirements.network,
-                            tx_hash,
-                            payer,
-                            requirements.amount,
-                            block_number=int(receipt["blockNumber"]),
-                        )
+                    paid = paid_by(receipt, tx_hash, requirements, payer)
+                    if paid is not None:
+                        return paid
             if not self._token(requirements).authorization_state(payer, nonce):
                 return None
             found = find_use(self.chain, requirements, payer, nonce, lookback_blocks=self._lookback)

@@ -7,7 +7,7 @@ unmined (:func:`waiting`), or the token's ``AuthorizationUsed`` log of the
 nonce (:func:`find_use`); what a sent transaction did is
 :func:`settle_outcome` (paid, pending or failed, with the token's revert as
 the reason). A transaction counts only if it moved the price from the payer
-to the payee (:func:`moved`). An RPC that does not answer is an outage
+to the payee (:func:`moved`; its settlement :func:`paid_by`). An RPC that does not answer is an outage
 (:func:`chain_outage`), never a payment outcome.
 """
 
@@ -32,6 +32,7 @@ __all__ = [
     "failed",
     "find_use",
     "moved",
+    "paid_by",
     "receipt_logs",
     "receipt_of",
     "settle_outcome",
@@ -114,16 +115,26 @@ def find_use(
     for log in logs:
         tx_hash = "0x" + bytes(log["transactionHash"]).hex()
         found = receipt_of(w3, tx_hash)
-        if found is not None and moved(receipt_logs(found, tx_hash), requirements, payer):
-            return SettleResult(
-                True,
-                requirements.network,
-                tx_hash,
-                payer,
-                requirements.amount,
-                block_number=int(found["blockNumber"]),
-            )
+        paid = None if found is None else paid_by(found, tx_hash, requirements, payer)
+        if paid is not None:
+            return paid
     return None
+
+
+def paid_by(
+    receipt: Any, tx_hash: str, requirements: PaymentRequirements, payer: str
+) -> SettleResult | None:
+    """The settlement ``receipt`` shows if its logs moved the price from ``payer``, else None."""
+    if not moved(receipt_logs(receipt, tx_hash), requirements, payer):
+        return None
+    return SettleResult(
+        True,
+        requirements.network,
+        tx_hash,
+        payer,
+        requirements.amount,
+        block_number=int(receipt["blockNumber"]),
+    )
 
 
 def moved(

@@ -11,7 +11,7 @@ payer sees the same reasons whichever facilitator is behind the paywall.
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 
@@ -47,6 +47,9 @@ X402_REASONS: Final = {
     "invalid_exact_evm_payload_recipient_mismatch": "pay_to_mismatch",
     "invalid_exact_evm_payload_authorization_value_mismatch": "amount_mismatch",
 }
+
+
+_Answer = TypeVar("_Answer", VerifyResult, SettleResult)
 
 
 class _Wired(Protocol):
@@ -114,36 +117,27 @@ class RemoteFacilitator:
                 f"bounded JSON ({exc.reason})"
             ) from None
 
-    async def _post(self, path: str, payload: _Wired, requirements: _Wired) -> Any:
+    async def _ask(
+        self, kind: type[_Answer], path: str, payload: _Wired, requirements: _Wired
+    ) -> _Answer:
+        """``POST path`` (``/verify`` or ``/settle``) of any scheme's payload, as ``kind``."""
         body = {
             "x402Version": X402_VERSION,
             "paymentPayload": payload.to_wire(),
             "paymentRequirements": requirements.to_wire(),
         }
-        return await self._call("POST", path, body)
-
-    async def _verify(self, payload: _Wired, requirements: _Wired) -> VerifyResult:
-        data = await self._post("/verify", payload, requirements)
+        data = await self._call("POST", path, body)
         try:
-            return VerifyResult.from_wire(data)
+            return kind.from_wire(data)
         except AuthorizationError:
             raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} sent a malformed verify response"
-            ) from None
-
-    async def _settle(self, payload: _Wired, requirements: _Wired) -> SettleResult:
-        data = await self._post("/settle", payload, requirements)
-        try:
-            return SettleResult.from_wire(data)
-        except AuthorizationError:
-            raise FacilitatorUnavailableError(
-                f"the facilitator at {self.url} sent a malformed settle response"
+                f"the facilitator at {self.url} sent a malformed {path[1:]} response"
             ) from None
 
     async def verify(
         self, payload: PaymentPayload, requirements: PaymentRequirements
     ) -> VerifyResult:
-        result = await self._verify(payload, requirements)
+        result = await self._ask(VerifyResult, "/verify", payload, requirements)
         if result.reason in X402_REASONS:
             return VerifyResult(
                 result.valid, X402_REASONS[result.reason], result.payer, result.message
@@ -153,7 +147,7 @@ class RemoteFacilitator:
     async def settle(
         self, payload: PaymentPayload, requirements: PaymentRequirements
     ) -> SettleResult:
-        result = await self._settle(payload, requirements)
+        result = await self._ask(SettleResult, "/settle", payload, requirements)
         if result.reason in X402_REASONS:
             return SettleResult(
                 result.success,
@@ -170,25 +164,25 @@ class RemoteFacilitator:
         self, payment: ChannelPayment, requirements: ChannelRequirements
     ) -> VerifyResult:
         """``/verify`` of a batch-settlement payload (deposit, voucher or refund)."""
-        return await self._verify(payment, requirements)
+        return await self._ask(VerifyResult, "/verify", payment, requirements)
 
     async def settle_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
     ) -> SettleResult:
         """``/settle`` of a deposit, claim, settle or refund payload."""
-        return await self._settle(payment, requirements)
+        return await self._ask(SettleResult, "/settle", payment, requirements)
 
     async def verify_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> VerifyResult:
         """``/verify`` of an auth-capture payload (the client's, or a lifecycle one)."""
-        return await self._verify(payment, requirements)
+        return await self._ask(VerifyResult, "/verify", payment, requirements)
 
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> SettleResult:
         """``/settle`` of an authorize, capture, void or refund payload."""
-        return await self._settle(payment, requirements)
+        return await self._ask(SettleResult, "/settle", payment, requirements)
 
     async def supported(self) -> Supported:
         data = await self._call("GET", "/supported")

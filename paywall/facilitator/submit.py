@@ -37,12 +37,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol, cast
 
-from eth_utils.address import to_checksum_address
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from farthing.faults import crash_point
+from farthing.paywall.facilitator.onchain import receipt_logs
 from farthing.paywall.records.payments import NonceTicket
-from farthing.wallet.chain import Call, Chain, LogEntry, TxResult
+from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.revert import reason_for_revert, revert_message
 from farthing.wallet.signer import TxSigner
 
@@ -179,17 +179,7 @@ class Submitter:
         return self._fees[0], self._fees[1]
 
     def _result(self, tx: dict[str, Any], tx_hash: str, receipt: Any) -> TxResult:
-        logs = tuple(
-            LogEntry(
-                address=to_checksum_address(log["address"]),
-                topics=tuple(bytes(t) for t in log["topics"]),
-                data=bytes(log["data"]),
-                log_index=int(log["logIndex"]),
-                block_number=int(log["blockNumber"]),
-                tx_hash=tx_hash,
-            )
-            for log in receipt["logs"]
-        )
+        logs = tuple(receipt_logs(receipt, tx_hash))
         block = int(receipt["blockNumber"])
         gas_used = int(receipt["gasUsed"])
         if int(receipt["status"]) == 1:
