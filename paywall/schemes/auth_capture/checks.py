@@ -17,6 +17,7 @@ between the reads they need (the payer's code and balance, the nonce's state,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 from farthing.paywall.schemes.auth_capture.consent import OperatorDomain, payment_hash
@@ -191,22 +192,62 @@ def _expected(payload: CapturePayload | RefundPayload, state: PaymentState) -> W
     )
 
 
-def check_capture(
-    payload: CapturePayload, info: PaymentInfo, state: PaymentState, *, now: int
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """What a capture or a refund is called in its refusals, and their codes."""
+
+    name: str  # "capture", "refund"
+    deadline_expired: str  # the code past its deadline
+    over: str  # the code for an amount over what it may move
+    available: str  # what it may move, as the detail names it
+
+
+_CAPTURE: Final = _Move(
+    "capture", ERR_CAPTURE_DEADLINE_EXPIRED, ERR_INSUFFICIENT_AUTHORIZATION, "the hold of"
+)
+_REFUND: Final = _Move(
+    "refund", ERR_REFUND_DEADLINE_EXPIRED, ERR_REFUND_EXCEEDS_CAPTURE, "the refundable"
+)
+
+
+def _move_within(
+    move: _Move,
+    payload: CapturePayload | RefundPayload,
+    state: PaymentState,
+    *,
+    now: int,
+    deadline: int,
+    available: int,
 ) -> WireRefusal | None:
-    """Deadline, the single-use balance check, the amount within the hold, the fee within bounds."""
-    if now >= info.authorization_expiry:
-        return WireRefusal(ERR_CAPTURE_DEADLINE_EXPIRED, "the capture deadline has passed")
+    """Before ``deadline``, the single-use balance check, then more than 0 and at most ``available``."""
+    if now >= deadline:
+        return WireRefusal(move.deadline_expired, f"the {move.name} deadline has passed")
     refused = _expected(payload, state)
     if refused is not None:
         return refused
     if payload.amount == 0:
-        return WireRefusal(ERR_AMOUNT_MISMATCH, "a capture must be of more than 0")
-    if payload.amount > state.capturable_amount:
+        return WireRefusal(ERR_AMOUNT_MISMATCH, f"a {move.name} must be of more than 0")
+    if payload.amount > available:
         return WireRefusal(
-            ERR_INSUFFICIENT_AUTHORIZATION,
-            f"capture of {payload.amount} over the hold of {state.capturable_amount}",
+            move.over, f"{move.name} of {payload.amount} over {move.available} {available}"
         )
+    return None
+
+
+def check_capture(
+    payload: CapturePayload, info: PaymentInfo, state: PaymentState, *, now: int
+) -> WireRefusal | None:
+    """Deadline, the single-use balance check, the amount within the hold, the fee within bounds."""
+    refused = _move_within(
+        _CAPTURE,
+        payload,
+        state,
+        now=now,
+        deadline=info.authorization_expiry,
+        available=state.capturable_amount,
+    )
+    if refused is not None:
+        return refused
     if payload.void_authorizer_signature is not None and payload.amount == state.capturable_amount:
         return WireRefusal(ERR_VOID_REMAINDER_FULL_CAPTURE, "a full capture leaves nothing to void")
     low, high = (fee_amount(payload.amount, bps) for bps in (info.min_fee_bps, info.max_fee_bps))
@@ -233,16 +274,11 @@ def check_refund(
     payload: RefundPayload, info: PaymentInfo, state: PaymentState, *, now: int
 ) -> WireRefusal | None:
     """Deadline, the single-use balance check, the amount within what was captured."""
-    if now >= info.refund_expiry:
-        return WireRefusal(ERR_REFUND_DEADLINE_EXPIRED, "the refund deadline has passed")
-    refused = _expected(payload, state)
-    if refused is not None:
-        return refused
-    if payload.amount == 0:
-        return WireRefusal(ERR_AMOUNT_MISMATCH, "a refund must be of more than 0")
-    if payload.amount > state.refundable_amount:
-        return WireRefusal(
-            ERR_REFUND_EXCEEDS_CAPTURE,
-            f"refund of {payload.amount} over the refundable {state.refundable_amount}",
-        )
-    return None
+    return _move_within(
+        _REFUND,
+        payload,
+        state,
+        now=now,
+        deadline=info.refund_expiry,
+        available=state.refundable_amount,
+    )

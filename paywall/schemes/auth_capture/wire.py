@@ -355,22 +355,16 @@ class CapturePayload:
     type: str = PAYLOAD_CAPTURE
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": PAYLOAD_CAPTURE,
-            "paymentInfo": self.info.to_wire(),
-            "saltNonce": fields.to_hex(self.salt_nonce),
+        terms = {
             "amount": str(self.amount),
             "feeAmount": str(self.fee_amount),
             "feeReceiver": self.fee_receiver,
             "expectedCapturableAmount": str(self.expected_capturable),
             "expectedRefundableAmount": str(self.expected_refundable),
-            "authorizerSignature": fields.to_hex(self.authorizer_signature),
         }
-        if self.void_authorizer_signature is not None:
-            out["voidAuthorizerSignature"] = fields.to_hex(self.void_authorizer_signature)
-        if self.idempotency_key is not None:
-            out["idempotencyKey"] = self.idempotency_key
-        return out
+        return _lifecycle_wire(
+            PAYLOAD_CAPTURE, self, terms, void_authorizer_signature=self.void_authorizer_signature
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,15 +378,7 @@ class VoidPayload:
     type: str = PAYLOAD_VOID
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": PAYLOAD_VOID,
-            "paymentInfo": self.info.to_wire(),
-            "saltNonce": fields.to_hex(self.salt_nonce),
-            "authorizerSignature": fields.to_hex(self.authorizer_signature),
-        }
-        if self.idempotency_key is not None:
-            out["idempotencyKey"] = self.idempotency_key
-        return out
+        return _lifecycle_wire(PAYLOAD_VOID, self, {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,21 +395,37 @@ class RefundPayload:
     type: str = PAYLOAD_REFUND
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": PAYLOAD_REFUND,
-            "paymentInfo": self.info.to_wire(),
-            "saltNonce": fields.to_hex(self.salt_nonce),
+        terms = {
             "amount": str(self.amount),
             "expectedCapturableAmount": str(self.expected_capturable),
             "expectedRefundableAmount": str(self.expected_refundable),
-            "authorizerSignature": fields.to_hex(self.authorizer_signature),
         }
-        if self.idempotency_key is not None:
-            out["idempotencyKey"] = self.idempotency_key
-        return out
+        return _lifecycle_wire(PAYLOAD_REFUND, self, terms)
 
 
 LifecyclePayload = CapturePayload | VoidPayload | RefundPayload
+
+
+def _lifecycle_wire(
+    kind: str,
+    payload: LifecyclePayload,
+    terms: Mapping[str, str],
+    *,
+    void_authorizer_signature: bytes | None = None,
+) -> dict[str, Any]:
+    """A lifecycle payload on the wire: type, payment and salt nonce, its own terms, the consent, the key."""
+    out: dict[str, Any] = {
+        "type": kind,
+        "paymentInfo": payload.info.to_wire(),
+        "saltNonce": fields.to_hex(payload.salt_nonce),
+        **terms,
+        "authorizerSignature": fields.to_hex(payload.authorizer_signature),
+    }
+    if void_authorizer_signature is not None:
+        out["voidAuthorizerSignature"] = fields.to_hex(void_authorizer_signature)
+    if payload.idempotency_key is not None:
+        out["idempotencyKey"] = payload.idempotency_key
+    return out
 
 
 def _idempotency_key(data: Mapping[str, Any]) -> str | None:
