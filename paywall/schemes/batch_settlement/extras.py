@@ -114,6 +114,28 @@ def _voucher_state(value: object, where: str) -> VoucherStateWire:
     )
 
 
+def _with_states(
+    out: dict[str, Any],
+    channel_state: ChannelStateWire | None,
+    voucher_state: VoucherStateWire | None,
+) -> dict[str, Any]:
+    """``out`` with ``channelState`` and ``voucherState`` added where there are any."""
+    if channel_state is not None:
+        out["channelState"] = channel_state.to_wire()
+    if voucher_state is not None:
+        out["voucherState"] = voucher_state.to_wire()
+    return out
+
+
+def _states(data: dict[str, Any]) -> tuple[ChannelStateWire | None, VoucherStateWire | None]:
+    """An ``extra``'s optional ``channelState`` and ``voucherState``, parsed in that order."""
+    state, voucher = data.get("channelState"), data.get("voucherState")
+    return (
+        None if state is None else _channel_state(state, "extra.channelState"),
+        None if voucher is None else _voucher_state(voucher, "extra.voucherState"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BatchExtra:
     """``PaymentRequirements.extra`` of a batch-settlement offer.
@@ -141,11 +163,7 @@ class BatchExtra:
             out["assetTransferMethod"] = self.asset_transfer_method
         if self.min_deposit is not None:
             out["minDeposit"] = str(self.min_deposit)
-        if self.channel_state is not None:
-            out["channelState"] = self.channel_state.to_wire()
-        if self.voucher_state is not None:
-            out["voucherState"] = self.voucher_state.to_wire()
-        return out
+        return _with_states(out, self.channel_state, self.voucher_state)
 
 
 def parse_extra(value: object) -> BatchExtra | WireRefusal:
@@ -165,23 +183,21 @@ def parse_extra(value: object) -> BatchExtra | WireRefusal:
         method = data.get("assetTransferMethod")
         if method is not None and method not in ASSET_TRANSFER_METHODS:
             raise Malformed("extra.assetTransferMethod must be eip3009 or permit2")
-        min_deposit = data.get("minDeposit")
-        state, voucher = data.get("channelState"), data.get("voucherState")
+        receiver_authorizer = address(
+            need(data, "receiverAuthorizer", "extra"), "extra.receiverAuthorizer"
+        )
+        deposit = data.get("minDeposit")
+        min_deposit = None if deposit is None else parse_amount(deposit, "extra.minDeposit")
+        channel_state, voucher_state = _states(data)
         return BatchExtra(
-            receiver_authorizer=address(
-                need(data, "receiverAuthorizer", "extra"), "extra.receiverAuthorizer"
-            ),
+            receiver_authorizer=receiver_authorizer,
             withdraw_delay_s=delay,
             name=name,
             version=version,
             asset_transfer_method=method,
-            min_deposit=None
-            if min_deposit is None
-            else parse_amount(min_deposit, "extra.minDeposit"),
-            channel_state=None if state is None else _channel_state(state, "extra.channelState"),
-            voucher_state=None
-            if voucher is None
-            else _voucher_state(voucher, "extra.voucherState"),
+            min_deposit=min_deposit,
+            channel_state=channel_state,
+            voucher_state=voucher_state,
         )
     except Malformed as exc:
         return WireRefusal(ERR_INVALID_SCHEME, exc.detail)
@@ -202,30 +218,16 @@ class PaymentResponseExtra:
         out: dict[str, Any] = {}
         if self.charged_amount is not None:
             out["chargedAmount"] = str(self.charged_amount)
-        if self.channel_state is not None:
-            out["channelState"] = self.channel_state.to_wire()
-        if self.voucher_state is not None:
-            out["voucherState"] = self.voucher_state.to_wire()
-        return out
+        return _with_states(out, self.channel_state, self.voucher_state)
 
 
 def parse_response_extra(value: object) -> PaymentResponseExtra | WireRefusal:
     """Parse a settle response's ``extra`` (the paying client's side)."""
     try:
         data = object_of(value, "extra")
-        charged, state, voucher = (
-            data.get("chargedAmount"),
-            data.get("channelState"),
-            data.get("voucherState"),
-        )
-        return PaymentResponseExtra(
-            charged_amount=None
-            if charged is None
-            else parse_amount(charged, "extra.chargedAmount"),
-            channel_state=None if state is None else _channel_state(state, "extra.channelState"),
-            voucher_state=None
-            if voucher is None
-            else _voucher_state(voucher, "extra.voucherState"),
-        )
+        charged = data.get("chargedAmount")
+        charged_amount = None if charged is None else parse_amount(charged, "extra.chargedAmount")
+        channel_state, voucher_state = _states(data)
+        return PaymentResponseExtra(charged_amount, channel_state, voucher_state)
     except Malformed as exc:
         return WireRefusal(ERR_INVALID_SCHEME, exc.detail)
