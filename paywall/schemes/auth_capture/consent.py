@@ -37,10 +37,11 @@ from farthing.paywall.schemes.auth_capture.wire import (
     RefundPayload,
     VoidPayload,
 )
+from farthing.paywall.schemes.typed_data import sign_checked, type_hash, typed_digest
+from farthing.wallet.abi_words import address_word, keccak, word
 from farthing.wallet.address import checksum
-from farthing.wallet.eip712 import domain_separator, keccak256, recover_digest
+from farthing.wallet.eip712 import domain_separator
 from farthing.wallet.eip3009 import TokenDomain
-from farthing.wallet.errors import SigningError
 from farthing.wallet.networks import CANONICAL_AUTH_CAPTURE_CONTRACTS, AuthCaptureContracts
 from farthing.wallet.signer import Signer
 
@@ -88,26 +89,13 @@ REFUND_TYPES: Final[dict[str, list[dict[str, str]]]] = {
 }
 
 
-def _hash(data: bytes) -> bytes:
-    return bytes(keccak256(data))
-
-
-def _type_hash(types: dict[str, list[dict[str, str]]], primary: str) -> bytes:
-    fields = ",".join(f"{f['type']} {f['name']}" for f in types[primary])
-    return _hash(f"{primary}({fields})".encode())
-
-
-_CAPTURE_TYPEHASH: Final = _type_hash(CAPTURE_TYPES, "Capture")
-_VOID_TYPEHASH: Final = _type_hash(VOID_TYPES, "Void")
-_REFUND_TYPEHASH: Final = _type_hash(REFUND_TYPES, "Refund")
-
-
-def _word(value: int) -> bytes:
-    return value.to_bytes(32, "big")
+_CAPTURE_TYPEHASH: Final = type_hash(CAPTURE_TYPES, "Capture")
+_VOID_TYPEHASH: Final = type_hash(VOID_TYPES, "Void")
+_REFUND_TYPEHASH: Final = type_hash(REFUND_TYPES, "Refund")
 
 
 def _address_word(address: str) -> bytes:
-    return bytes(12) + bytes.fromhex(checksum(address)[2:])
+    return address_word(checksum(address))
 
 
 def payment_hash(requirements: AuthCaptureRequirements, info: PaymentInfo) -> bytes:
@@ -141,7 +129,7 @@ class OperatorDomain:
             self.chain_id,
             checksum(self.capture_authorizer),
         )
-        return _hash(b"\x19\x01" + bytes(separator) + struct_hash)
+        return typed_digest(bytes(separator), struct_hash)
 
     def capture_digest(
         self,
@@ -152,31 +140,31 @@ class OperatorDomain:
         expected: PaymentState,
     ) -> bytes:
         return self._digest(
-            _hash(
+            keccak(
                 _CAPTURE_TYPEHASH
                 + info_hash
-                + _word(amount)
-                + _word(fee)
+                + word(amount)
+                + word(fee)
                 + _address_word(fee_receiver)
-                + _word(expected.capturable_amount)
-                + _word(expected.refundable_amount)
+                + word(expected.capturable_amount)
+                + word(expected.refundable_amount)
             )
         )
 
     def void_digest(self, info_hash: bytes) -> bytes:
-        return self._digest(_hash(_VOID_TYPEHASH + info_hash))
+        return self._digest(keccak(_VOID_TYPEHASH + info_hash))
 
     def refund_digest(
         self, info_hash: bytes, amount: int, token_collector: str, expected: PaymentState
     ) -> bytes:
         return self._digest(
-            _hash(
+            keccak(
                 _REFUND_TYPEHASH
                 + info_hash
-                + _word(amount)
+                + word(amount)
                 + _address_word(token_collector)
-                + _word(expected.capturable_amount)
-                + _word(expected.refundable_amount)
+                + word(expected.capturable_amount)
+                + word(expected.refundable_amount)
             )
         )
 
@@ -189,12 +177,7 @@ def _sign_checked(
     message: dict[str, Any],
     digest: bytes,
 ) -> bytes:
-    """encode → sign → recover: a consent that does not recover to its signer never leaves."""
-    copied = {name: [dict(f) for f in fields] for name, fields in types.items()}
-    signature = bytes(signer.sign_typed_data(domain.as_eip712(), copied, primary, message))
-    if recover_digest(digest, signature) != signer.address:
-        raise SigningError(f"the {primary} consent does not recover to {signer.address}")
-    return signature
+    return sign_checked(signer, domain.as_eip712(), types, primary, message, digest, what="consent")
 
 
 def sign_capture(

@@ -31,6 +31,7 @@ from farthing.contracts import load_artifact
 from farthing.invariant import invariant
 from farthing.paywall.schemes.placement import MULTICALL3_ADDRESS, place_code, runtime_code
 from farthing.paywall.schemes.reverts import custom_error, error_selectors
+from farthing.paywall.schemes.typed_data import sign_checked, type_hash, typed_digest
 from farthing.wallet.abi_words import (
     address_word,
     checked_address,
@@ -41,8 +42,8 @@ from farthing.wallet.abi_words import (
 )
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Chain
-from farthing.wallet.eip712 import domain_separator, recover_digest
-from farthing.wallet.errors import AuthorizationError, SigningError
+from farthing.wallet.eip712 import domain_separator
+from farthing.wallet.errors import AuthorizationError
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS, ChannelContracts
 from farthing.wallet.signer import Signer
 
@@ -111,19 +112,11 @@ CLAIM_BATCH_TYPES: Final[dict[str, list[dict[str, str]]]] = {
 }
 
 
-def _type_hash(types: dict[str, list[dict[str, str]]], primary: str) -> bytes:
-    def one(name: str) -> str:
-        return f"{name}({','.join(f['type'] + ' ' + f['name'] for f in types[name])})"
-
-    referenced = sorted(name for name in types if name != primary)
-    return keccak("".join([one(primary), *(one(n) for n in referenced)]).encode())
-
-
-_CHANNEL_CONFIG_TYPEHASH = _type_hash(CHANNEL_CONFIG_TYPES, "ChannelConfig")
-_VOUCHER_TYPEHASH = _type_hash(VOUCHER_TYPES, "Voucher")
-_REFUND_TYPEHASH = _type_hash(REFUND_TYPES, "Refund")
-_CLAIM_ENTRY_TYPEHASH = _type_hash({"ClaimEntry": CLAIM_BATCH_TYPES["ClaimEntry"]}, "ClaimEntry")
-_CLAIM_BATCH_TYPEHASH = _type_hash(CLAIM_BATCH_TYPES, "ClaimBatch")
+_CHANNEL_CONFIG_TYPEHASH = type_hash(CHANNEL_CONFIG_TYPES, "ChannelConfig")
+_VOUCHER_TYPEHASH = type_hash(VOUCHER_TYPES, "Voucher")
+_REFUND_TYPEHASH = type_hash(REFUND_TYPES, "Refund")
+_CLAIM_ENTRY_TYPEHASH = type_hash({"ClaimEntry": CLAIM_BATCH_TYPES["ClaimEntry"]}, "ClaimEntry")
+_CLAIM_BATCH_TYPEHASH = type_hash(CLAIM_BATCH_TYPES, "ClaimBatch")
 
 
 # ---------------------------------------------------------------- values
@@ -243,7 +236,7 @@ class ChannelDomain:
         return bytes(domain_separator(DOMAIN_NAME, DOMAIN_VERSION, self.chain_id, self.settlement))
 
     def _digest(self, struct_hash: bytes) -> bytes:
-        return keccak(b"\x19\x01" + self.separator() + struct_hash)
+        return typed_digest(self.separator(), struct_hash)
 
     def channel_id(self, config: ChannelConfig) -> bytes:
         return _channel_id(self, config)
@@ -295,16 +288,14 @@ class SignedVoucher:
 def _sign_checked(
     signer: Signer,
     domain: ChannelDomain,
-    types: dict[str, Any],
+    types: dict[str, list[dict[str, str]]],
     primary: str,
     message: dict[str, Any],
     digest: bytes,
 ) -> bytes:
-    """encode → sign → recover: a signature that does not recover to its signer never leaves."""
-    signature = signer.sign_typed_data(domain.as_eip712(), types, primary, message)
-    if recover_digest(digest, signature) != signer.address:
-        raise SigningError(f"the {primary} signature does not recover to {signer.address}")
-    return bytes(signature)
+    return sign_checked(
+        signer, domain.as_eip712(), types, primary, message, digest, what="signature"
+    )
 
 
 def sign_voucher(
