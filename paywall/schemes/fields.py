@@ -21,9 +21,9 @@ own; a scheme that names the code at its entry point leaves it empty.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from farthing.wallet.address import checksum, is_address
 
@@ -38,6 +38,7 @@ __all__ = [
     "integer",
     "need",
     "object_of",
+    "refusing",
     "signature",
     "to_hex",
 ]
@@ -49,6 +50,8 @@ AMOUNT_DIGITS_MAX: Final = 78  # a uint256 has 78 decimal digits
 _AMOUNT_RE: Final = re.compile(r"0|[1-9][0-9]*")
 _BYTES32_RE: Final = re.compile(r"0x[0-9a-fA-F]{64}")
 _HEX_RE: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})+")
+
+_Parsed = TypeVar("_Parsed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,14 @@ class Malformed(Exception):
         super().__init__(detail)
         self.detail = detail
         self.reason = reason
+
+
+def refusing(parse: Callable[[object], _Parsed], data: object) -> _Parsed | WireRefusal:
+    """``parse(data)``, or the refusal its :class:`Malformed` carries (for a scheme whose fields name their codes)."""
+    try:
+        return parse(data)
+    except Malformed as exc:
+        return WireRefusal(exc.reason, exc.detail)
 
 
 def need(data: Mapping[str, Any], name: str, where: str, reason: str = "") -> Any:

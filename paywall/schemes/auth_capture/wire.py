@@ -238,10 +238,7 @@ def _parse_extra(data: object) -> AuthCaptureExtra:
 
 def parse_extra(data: object) -> AuthCaptureExtra | WireRefusal:
     """``requirements.extra``; a refusal carries the spec's code."""
-    try:
-        return _parse_extra(data)
-    except Malformed as exc:
-        return WireRefusal(exc.reason, exc.detail)
+    return fields.refusing(_parse_extra, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,10 +298,7 @@ def _parse_requirements(data: object) -> AuthCaptureRequirements:
 
 def parse_requirements(data: object) -> AuthCaptureRequirements | WireRefusal:
     """An ``accepts``/``accepted``/``paymentRequirements`` object of the auth-capture scheme."""
-    try:
-        return _parse_requirements(data)
-    except Malformed as exc:
-        return WireRefusal(exc.reason, exc.detail)
+    return fields.refusing(_parse_requirements, data)
 
 
 # ---------------------------------------------------------------- payloads
@@ -527,10 +521,7 @@ def _parse_payload(data: object) -> CollectPayload | LifecyclePayload:
 
 def parse_payload(data: object) -> CollectPayload | LifecyclePayload | WireRefusal:
     """``paymentPayload.payload``: the client's collect payload or a server's lifecycle payload."""
-    try:
-        return _parse_payload(data)
-    except Malformed as exc:
-        return WireRefusal(exc.reason, exc.detail)
+    return fields.refusing(_parse_payload, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,19 +543,20 @@ class AuthCapturePayment:
         return out
 
 
+def _parse_payment(data: object) -> AuthCapturePayment:
+    if not isinstance(data, Mapping):
+        raise Malformed("the payment must be an object", ERR_PAYLOAD_FORMAT)
+    version = data.get("x402Version")
+    if isinstance(version, bool) or version != 2:
+        raise Malformed("x402Version must be 2", ERR_PAYLOAD_FORMAT)
+    accepted = _parse_requirements(data.get("accepted"))
+    payload = _parse_payload(data.get("payload"))
+    resource = data.get("resource")
+    url = resource.get("url") if isinstance(resource, Mapping) else None
+    url = url if isinstance(url, str) and len(url) <= _TEXT_MAX else None
+    return AuthCapturePayment(accepted, payload, url)
+
+
 def parse_payment(data: object) -> AuthCapturePayment | WireRefusal:
     """A ``paymentPayload`` JSON object; refusals carry the spec's code."""
-    try:
-        if not isinstance(data, Mapping):
-            raise Malformed("the payment must be an object", ERR_PAYLOAD_FORMAT)
-        version = data.get("x402Version")
-        if isinstance(version, bool) or version != 2:
-            raise Malformed("x402Version must be 2", ERR_PAYLOAD_FORMAT)
-        accepted = _parse_requirements(data.get("accepted"))
-        payload = _parse_payload(data.get("payload"))
-        resource = data.get("resource")
-        url = resource.get("url") if isinstance(resource, Mapping) else None
-        url = url if isinstance(url, str) and len(url) <= _TEXT_MAX else None
-        return AuthCapturePayment(accepted, payload, url)
-    except Malformed as exc:
-        return WireRefusal(exc.reason, exc.detail)
+    return fields.refusing(_parse_payment, data)
