@@ -32,7 +32,7 @@ from farthing.agents.channels.books import (
 from farthing.agents.channels.store import list_channels
 from farthing.dashboard.listing import Listing, Money
 from farthing.ledger.database import LedgerDatabase
-from farthing.ledger.flags import TransferFlags
+from farthing.ledger.flags import NOT_POSTED_FLAGS
 from farthing.ledger.tables import Asset as LedgerAssetRow
 from farthing.ledger.tables import Transfer, table_of
 from farthing.wallet.money import Asset
@@ -41,13 +41,6 @@ __all__ = ["ChannelTables", "channel_tables"]
 
 _transfers = table_of(Transfer)
 _assets = table_of(LedgerAssetRow)
-
-# Posted transfers only: not a reservation, nor the void or expiry of one.
-_NOT_POSTED = int(
-    TransferFlags.PENDING
-    | TransferFlags.VOID_PENDING_TRANSFER
-    | TransferFlags.EXPIRE_PENDING_TRANSFER
-)
 _CHANNEL_COLUMNS = (
     "payee", "channel", "deposited", "charged", "returned", "in_escrow", "state", "reason",
     "withdraw_requested", "withdraw_after", "channel_id", "deposited_atomic", "charged_atomic",
@@ -146,7 +139,7 @@ def channel_tables(
             }
         )  # fmt: skip
     t = _transfers.c
-    posted = t.flags.op("&")(_NOT_POSTED) == 0
+    posted = t.flags.op("&")(int(NOT_POSTED_FLAGS)) == 0
     deposit = (
         (t.debit_account_id == wallet_account_id(books))
         & (t.code == int(ChannelTransferCode.CHANNEL_DEPOSIT))

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from farthing.dashboard.listing import Listing, Money
 from farthing.ledger.budget import TOTAL_PAYEE, WINDOW_HOURS, hour_of
 from farthing.ledger.codes import TransferCode
-from farthing.ledger.flags import TransferFlags
+from farthing.ledger.flags import NOT_POSTED_FLAGS
 from farthing.ledger.report import ledger_decimals
 from farthing.ledger.tables import Account, Budget, BudgetUsage, Transfer, table_of
 
@@ -52,12 +52,6 @@ _transfers = table_of(Transfer)
 _budgets = table_of(Budget)
 _accounts = table_of(Account)
 _usage = table_of(BudgetUsage)
-# A transfer that is itself the settled money: posted, or single-phase.
-_NOT_SETTLED = int(
-    TransferFlags.PENDING
-    | TransferFlags.VOID_PENDING_TRANSFER
-    | TransferFlags.EXPIRE_PENDING_TRANSFER
-)
 
 
 def midnight_ns(now_ns: int) -> int:
@@ -220,7 +214,7 @@ def payments_per_minute(session: Session, now_ns: int, *, minutes: int = 60) -> 
     query = select(t.c.timestamp_ns).where(
         t.c.timestamp_ns >= since,
         t.c.code.in_((int(TransferCode.PAYMENT), int(TransferCode.REVENUE))),
-        t.c.flags.op("&")(_NOT_SETTLED) == 0,
+        t.c.flags.op("&")(int(NOT_POSTED_FLAGS)) == 0,
     )
     counts = [0] * minutes
     for (timestamp,) in session.execute(query):
@@ -250,7 +244,7 @@ def revenue_by_resource(session: Session, since_ns: int) -> list[RevenueLine]:
     query = (
         select(t.c.resource, t.c.ledger, t.c.amount)
         .where(t.c.timestamp_ns >= since_ns, t.c.code == int(TransferCode.REVENUE))
-        .where(t.c.flags.op("&")(_NOT_SETTLED) == 0)
+        .where(t.c.flags.op("&")(int(NOT_POSTED_FLAGS)) == 0)
     )
     return _group(
         (row.resource or "-", row.ledger, int(row.amount)) for row in session.execute(query)

@@ -37,6 +37,14 @@ RESOLVING_FLAGS = (
     | TransferFlags.VOID_PENDING_TRANSFER
     | TransferFlags.EXPIRE_PENDING_TRANSFER
 )
+# Flags of a transfer that moved no money itself: a reservation, or the void
+# or expiry of one. A transfer with none of them is posted money (the post of
+# a reservation, or a single-phase transfer).
+NOT_POSTED_FLAGS = (
+    TransferFlags.PENDING
+    | TransferFlags.VOID_PENDING_TRANSFER
+    | TransferFlags.EXPIRE_PENDING_TRANSFER
+)
 CLIENT_ACCOUNT_FLAGS = (
     AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
 )

@@ -53,11 +53,6 @@ _accounts = table_of(Account)
 _usage = table_of(BudgetUsage)
 _assets = table_of(Asset)
 _ID_COLUMNS = frozenset({"id", "pending_id", "debit_account_id", "credit_account_id"})
-_RESOLVING = (
-    TransferFlags.POST_PENDING_TRANSFER
-    | TransferFlags.VOID_PENDING_TRANSFER
-    | TransferFlags.EXPIRE_PENDING_TRANSFER
-)
 
 
 def transfer_kind(flags: int) -> str:
