@@ -18,7 +18,6 @@ take turns and can never overspend it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,12 +36,14 @@ from farthing.ledger import (
     reserve_payment,
     settle_payment,
 )
+from farthing.ledger.flags import RESOLVING_FLAGS
 from farthing.ledger.tables import table_of
 
 __all__ = [
     "BookedPayment",
     "PaymentIntent",
     "booked_payments",
+    "budget_passed",
     "find_open_payment",
     "open_payments",
     "release",
@@ -53,11 +54,6 @@ __all__ = [
 
 _transfers = table_of(Transfer)
 _pending = table_of(PendingTransfer)
-_RESOLVING: Final = (
-    TransferFlags.POST_PENDING_TRANSFER
-    | TransferFlags.VOID_PENDING_TRANSFER
-    | TransferFlags.EXPIRE_PENDING_TRANSFER
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,21 +114,9 @@ def reserve(books: AgentBooks, intent: PaymentIntent) -> str:
             )
             if result is not CreateTransferResult.OK:
                 return str(result)
-            # The ledger's write lock is held until this block commits, so
-            # these sums see every other process's reservations, and they
-            # see ours.
-            if intent.task_id is not None:
-                budget = books.task_budget(session, intent.task_id)
-                spent = task_spend(session, books.budget_account_id, intent.task_id)
-                if budget is not None and spent > budget:
-                    raise _Refused("exceeds_task_budget")
-            total = session.execute(
-                select(agent_policy.c.total_budget).where(agent_policy.c.agent_id == books.agent_id)
-            ).scalar()
-            if total is not None:
-                (account,) = lookup_accounts(session=session, ids=[books.budget_account_id])
-                if account.debits_posted + account.debits_pending > total:
-                    raise _Refused("exceeds_total_budget")
+            passed = budget_passed(session, books, intent.task_id)
+            if passed is not None:
+                raise _Refused(passed)
     except _Refused as refused:
         return refused.reason
     return "ok"
@@ -158,6 +142,30 @@ def release(books: AgentBooks, payment_id: int) -> str:
     return str(result)
 
 
+def budget_passed(session: Session, books: AgentBooks, task_id: str | None) -> str | None:
+    """The first budget the spends booked in ``session`` pass, or ``None``.
+
+    ``"exceeds_task_budget"`` (the task's budget, when ``task_id`` names one)
+    or ``"exceeds_total_budget"`` (the agent's lifetime budget). Called with
+    the ledger's write lock held, after a new reservation is written and
+    before it commits, so these sums see every other process's reservations,
+    and they see ours; the caller rolls back when it answers a reason.
+    """
+    if task_id is not None:
+        budget = books.task_budget(session, task_id)
+        spent = task_spend(session, books.budget_account_id, task_id)
+        if budget is not None and spent > budget:
+            return "exceeds_task_budget"
+    total = session.execute(
+        select(agent_policy.c.total_budget).where(agent_policy.c.agent_id == books.agent_id)
+    ).scalar()
+    if total is not None:
+        (account,) = lookup_accounts(session=session, ids=[books.budget_account_id])
+        if account.debits_posted + account.debits_pending > total:
+            return "exceeds_total_budget"
+    return None
+
+
 def task_spend(session: Session, budget_account_id: int, task_id: str) -> int:
     """What a task has spent or holds reserved: open reservations plus posted amounts."""
     t = _transfers
@@ -170,7 +178,7 @@ def task_spend(session: Session, budget_account_id: int, task_id: str) -> int:
     for flags, amount, open_id in session.execute(query):
         if flags & TransferFlags.PENDING:
             total += amount if open_id is not None else 0
-        elif flags & TransferFlags.POST_PENDING_TRANSFER or not flags & _RESOLVING:
+        elif flags & TransferFlags.POST_PENDING_TRANSFER or not flags & RESOLVING_FLAGS:
             total += amount  # a posted amount, or a single-phase correction
     return total
 

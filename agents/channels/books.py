@@ -48,7 +48,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from farthing.agents.books import AgentBooks, derived_id
-from farthing.agents.reservations import task_spend
+from farthing.agents.reservations import budget_passed, task_spend
 from farthing.agents.tables import agent_policy
 from farthing.ledger import (
     CreateTransferResult,
@@ -62,6 +62,7 @@ from farthing.ledger import (
     create_transfers,
     lookup_accounts,
 )
+from farthing.ledger.flags import NOT_POSTED_FLAGS
 from farthing.ledger.payments import reservation, resolution_id
 from farthing.ledger.tables import table_of
 
@@ -195,16 +196,7 @@ def booked_sums(books: AgentBooks, channel_id: str) -> tuple[int, int, int]:
             (ChannelTransferCode.CHANNEL_REFUND, t.debit_account_id),
             (ChannelTransferCode.CHANNEL_RELEASE, t.debit_account_id),
         ):
-            posted = (
-                t.flags.op("&")(
-                    int(
-                        TransferFlags.PENDING
-                        | TransferFlags.VOID_PENDING_TRANSFER
-                        | TransferFlags.EXPIRE_PENDING_TRANSFER
-                    )
-                )
-                == 0
-            )
+            posted = t.flags.op("&")(int(NOT_POSTED_FLAGS)) == 0
             sums[code] = int(
                 session.execute(
                     select(func.coalesce(func.sum(t.amount), 0)).where(
@@ -430,18 +422,9 @@ def reserve_charge(books: AgentBooks, intent: ChargeIntent) -> str:
                 raise _Refused(str(result))
             # As for exact payments: the task's and the agent's lifetime
             # budgets are summed with the new reservation, under the lock.
-            if intent.task_id is not None:
-                budget = books.task_budget(session, intent.task_id)
-                spent = task_spend(session, books.budget_account_id, intent.task_id)
-                if budget is not None and spent > budget:
-                    raise _Refused("exceeds_task_budget")
-            total = session.execute(
-                select(agent_policy.c.total_budget).where(agent_policy.c.agent_id == books.agent_id)
-            ).scalar()
-            if total is not None:
-                (account,) = lookup_accounts(session=session, ids=[books.budget_account_id])
-                if account.debits_posted + account.debits_pending > total:
-                    raise _Refused("exceeds_total_budget")
+            passed = budget_passed(session, books, intent.task_id)
+            if passed is not None:
+                raise _Refused(passed)
     except _Refused as refused:
         return refused.reason
     return "ok"
@@ -449,6 +432,31 @@ def reserve_charge(books: AgentBooks, intent: ChargeIntent) -> str:
 
 def _release_id(payment_id: int) -> int:
     return derived_id("channel-release", str(payment_id))
+
+
+def _book_with_release(
+    session: Session,
+    books: AgentBooks,
+    charge: NewTransfer,
+    *,
+    charge_id: int,
+    channel_id: str,
+    amount: int,
+) -> str:
+    """Write ``charge`` (a post or a spend) and release ``amount`` from the channel's escrow account.
+
+    The answer is the first of the two results that did not succeed, else the release's.
+    """
+    release = NewTransfer(
+        id=_release_id(charge_id),
+        debit_account_id=escrow_account_id(books, channel_id),
+        credit_account_id=wallet_account_id(books),
+        amount=amount,
+        ledger=books.ledger,
+        code=ChannelTransferCode.CHANNEL_RELEASE,
+    )
+    first, second = create_transfers(session=session, transfers=[charge, release])
+    return str(first) if not first.succeeded else str(second)
 
 
 def post_charge(books: AgentBooks, payment_id: int, channel_id: str, amount: int) -> str:
@@ -463,16 +471,9 @@ def post_charge(books: AgentBooks, payment_id: int, channel_id: str, amount: int
             (result,) = create_transfers(session=session, transfers=[event])
             return str(result)
         post = NewTransfer.post(id=resolution_id(payment_id), pending_id=payment_id, amount=amount)
-        release = NewTransfer(
-            id=_release_id(payment_id),
-            debit_account_id=escrow_account_id(books, channel_id),
-            credit_account_id=wallet_account_id(books),
-            amount=amount,
-            ledger=books.ledger,
-            code=ChannelTransferCode.CHANNEL_RELEASE,
+        return _book_with_release(
+            session, books, post, charge_id=payment_id, channel_id=channel_id, amount=amount
         )
-        first, second = create_transfers(session=session, transfers=[post, release])
-    return str(first) if not first.succeeded else str(second)
 
 
 def book_extra_charge(
@@ -490,16 +491,9 @@ def book_extra_charge(
             code=ChannelTransferCode.CHANNEL_CHARGE,
             payment=PaymentDetails(payee_address=pay_to, purpose="channel resync"),
         )
-        release = NewTransfer(
-            id=_release_id(transfer_id),
-            debit_account_id=escrow_account_id(books, channel_id),
-            credit_account_id=wallet_account_id(books),
-            amount=amount,
-            ledger=books.ledger,
-            code=ChannelTransferCode.CHANNEL_RELEASE,
+        return _book_with_release(
+            session, books, spend, charge_id=transfer_id, channel_id=channel_id, amount=amount
         )
-        first, second = create_transfers(session=session, transfers=[spend, release])
-    return str(first) if not first.succeeded else str(second)
 
 
 def void_pending(books: AgentBooks, pending_id: int) -> str:
