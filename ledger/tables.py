@@ -209,7 +209,8 @@ def _refuse_change(mapper: Mapper[Any], connection: Any, target: Any) -> None:
     )
 
 
-for _model in (
+# Every ledger table's model: each refuses ORM changes, and LEDGER_TABLES lists their tables.
+_LEDGER_MODELS: tuple[type[SQLModel], ...] = (
     Asset,
     Account,
     Transfer,
@@ -218,7 +219,9 @@ for _model in (
     BudgetUsage,
     AuditEntry,
     AuditHead,
-):
+)
+
+for _model in _LEDGER_MODELS:
     for _action in ("before_insert", "before_update", "before_delete"):
         event.listen(_model, _action, _refuse_change)
 
@@ -229,16 +232,4 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-LEDGER_TABLES: tuple[Table, ...] = tuple(
-    table_of(model)
-    for model in (
-        Asset,
-        Account,
-        Transfer,
-        PendingTransfer,
-        Budget,
-        BudgetUsage,
-        AuditEntry,
-        AuditHead,
-    )
-)
+LEDGER_TABLES: tuple[Table, ...] = tuple(table_of(model) for model in _LEDGER_MODELS)
