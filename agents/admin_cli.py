@@ -20,11 +20,11 @@ from farthing.agents.approvals import ApprovalStatus, decide_approval, list_appr
 from farthing.agents.errors import AgentConfigError
 from farthing.agents.policy import SpendPolicy
 from farthing.agents.settings import AgentSettings
-from farthing.agents.workspace import open_database, open_workspace
+from farthing.agents.workspace import Workspace, open_database, open_workspace
 from farthing.console import emit_json, out_console
 from farthing.wallet.money import Asset
 
-__all__ = ["approvals_app", "policy_app"]
+__all__ = ["agent_settings", "approvals_app", "open_from_options", "policy_app"]
 
 approvals_app = typer.Typer(
     help="Payments waiting for a person: list, approve, deny.",
@@ -54,13 +54,42 @@ PassFileOpt = Annotated[
 _NONE = "none"
 
 
-def _settings(data_dir: Path | None, agent_id: str | None = None) -> AgentSettings:
+def agent_settings(
+    data_dir: Path | None, agent_id: str | None = None, wallet: str | None = None
+) -> AgentSettings:
+    """The agent's settings from the command line's options (``None``: the setting's default)."""
     values: dict[str, Any] = {}
     if data_dir is not None:
         values["data_dir"] = data_dir
     if agent_id is not None:
         values["agent_id"] = agent_id
+    if wallet is not None:
+        values["wallet"] = wallet
     return AgentSettings(**values)
+
+
+def open_from_options(
+    data_dir: Path | None,
+    agent_id: str | None,
+    wallet: str | None,
+    network: str | None,
+    rpc_url: str | None,
+    token: str | None,
+    database_url: str | None,
+    passphrase_file: Path | None = None,
+    *,
+    with_wallet: bool = True,
+) -> Workspace:
+    """The agent's workspace from the command line's options (the caller closes it)."""
+    return open_workspace(
+        agent_settings(data_dir, agent_id, wallet),
+        network=network,
+        rpc_url=rpc_url,
+        token=token,
+        database_url=database_url,
+        passphrase_file=passphrase_file,
+        with_wallet=with_wallet,
+    )
 
 
 # ------------------------------------------------------------------ approvals
@@ -80,7 +109,7 @@ def list_command(
         raise AgentConfigError(
             f"--status must be pending, approved, denied, expired or all, not {status!r}"
         )
-    database = open_database(_settings(data_dir), database_url)
+    database = open_database(agent_settings(data_dir), database_url)
     try:
         wanted: ApprovalStatus | None = None if status == "all" else status  # type: ignore[assignment]
         rows = list_approvals(database, status=wanted)
@@ -135,7 +164,7 @@ def _decide(
     database_url: str | None,
     as_json: bool,
 ) -> None:
-    database = open_database(_settings(data_dir), database_url)
+    database = open_database(agent_settings(data_dir), database_url)
     try:
         decided = decide_approval(database, approval_id, approve=approve, note=note)
     finally:
@@ -262,10 +291,9 @@ def show_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Every limit of the agent's spend policy."""
-    workspace = open_workspace(
-        _settings(data_dir, agent_id), network=network, rpc_url=rpc_url, token=token,
-        database_url=database_url, with_wallet=False,
-    )  # fmt: skip
+    workspace = open_from_options(
+        data_dir, agent_id, None, network, rpc_url, token, database_url, with_wallet=False
+    )
     try:
         policy = workspace.books.policy()
     finally:
@@ -304,10 +332,9 @@ def set_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Change the limits named; the others stay as they are."""
-    workspace = open_workspace(
-        _settings(data_dir, agent_id), network=network, rpc_url=rpc_url, token=token,
-        database_url=database_url, with_wallet=False,
-    )  # fmt: skip
+    workspace = open_from_options(
+        data_dir, agent_id, None, network, rpc_url, token, database_url, with_wallet=False
+    )
     try:
         asset = workspace.target.asset
         policy = workspace.books.policy()

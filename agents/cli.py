@@ -37,11 +37,11 @@ from farthing.agents.admin_cli import (
     TokenOpt,
     WalletOpt,
     approvals_app,
+    open_from_options,
     policy_app,
 )
 from farthing.agents.channels.cli import channels_app
-from farthing.agents.settings import AgentSettings
-from farthing.agents.workspace import Workspace, open_workspace
+from farthing.agents.workspace import Workspace
 from farthing.console import emit_json, err_console, fail, out_console
 from farthing.ledger.ids import format_transfer_id
 
@@ -70,19 +70,6 @@ AgentOpt = Annotated[
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')]+")
 
 
-def agent_settings(
-    data_dir: Path | None, agent_id: str | None, wallet: str | None
-) -> AgentSettings:
-    values: dict[str, Any] = {}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    if agent_id is not None:
-        values["agent_id"] = agent_id
-    if wallet is not None:
-        values["wallet"] = wallet
-    return AgentSettings(**values)
-
-
 def tell_approval(approval: Approval, timeout_s: int) -> None:
     """Say on stderr, where a person watching reads it, that a payment waits for them."""
     err_console.print(
@@ -91,29 +78,6 @@ def tell_approval(approval: Approval, timeout_s: int) -> None:
         f"`farthing agent approvals approve {approval.id}` (or `deny {approval.id}`).",
         markup=False,
         highlight=False,
-    )
-
-
-def _open(
-    data_dir: Path | None,
-    agent_id: str | None,
-    wallet: str | None,
-    network: str | None,
-    rpc_url: str | None,
-    token: str | None,
-    database_url: str | None,
-    passphrase_file: Path | None = None,
-    *,
-    with_wallet: bool = True,
-) -> Workspace:
-    return open_workspace(
-        agent_settings(data_dir, agent_id, wallet),
-        network=network,
-        rpc_url=rpc_url,
-        token=token,
-        database_url=database_url,
-        passphrase_file=passphrase_file,
-        with_wallet=with_wallet,
     )
 
 
@@ -166,7 +130,7 @@ def run(
         if not as_json:
             out_console.print(f"[dim]{time.perf_counter() - started:5.2f}s[/dim] {message}")
 
-    workspace = _open(
+    workspace = open_from_options(
         data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
     )
     try:
@@ -234,7 +198,7 @@ def fetch(
     """Fetch one URL, paying within the policy and --max-price; print its text."""
     from farthing.agents.tools import AgentToolkit, FetchResult, Task
 
-    workspace = _open(
+    workspace = open_from_options(
         data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
     )
     try:
@@ -300,7 +264,7 @@ def price(
     """
     from farthing.agents.tools import AgentToolkit, PriceCheck, Task
 
-    workspace = _open(
+    workspace = open_from_options(
         data_dir, agent_id, wallet, network, rpc_url, token, database_url, with_wallet=False
     )
     try:
@@ -373,7 +337,7 @@ def status(
     from farthing.agents.reservations import open_payments
     from farthing.wallet.token import Stablecoin
 
-    workspace = _open(
+    workspace = open_from_options(
         data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file,
         with_wallet=False,
     )  # fmt: skip
@@ -439,7 +403,7 @@ def resolve(
     from farthing.agents.integrity import ledger_balanced, reconcile_books
     from farthing.agents.resolve import resolve_possible_spend
 
-    workspace = _open(
+    workspace = open_from_options(
         data_dir, agent_id, wallet, network, rpc_url, token, database_url, passphrase_file
     )
     try:

@@ -19,7 +19,7 @@ __all__ = ["JobReader", "open_jobs"]
 
 def open_jobs(options: Mapping[str, Any], *, with_wallet: bool = True, reviewer: Any = None) -> Any:
     """The agent's workspace and a JobService over it (the caller closes the workspace)."""
-    from farthing.agents.cli import agent_settings
+    from farthing.agents.admin_cli import agent_settings
     from farthing.agents.workspace import open_workspace
     from farthing.jobs.operators.escrow import DirectEscrowOperator
     from farthing.jobs.service import JobService

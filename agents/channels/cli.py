@@ -28,6 +28,7 @@ from farthing.agents.admin_cli import (
     RpcOpt,
     TokenOpt,
     WalletOpt,
+    open_from_options,
 )
 from farthing.agents.channels.payer import ChannelPayer
 from farthing.agents.channels.reconcile import reconcile_channels, resolve_channels
@@ -57,9 +58,7 @@ def list_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Every channel with its balance, charged total and status."""
-    from farthing.agents.cli import _open
-
-    workspace = _open(
+    workspace = open_from_options(
         data_dir, None, None, network, rpc_url, token, database_url, with_wallet=False
     )
     try:
@@ -93,9 +92,7 @@ class _Where:
     database_url: str | None
 
     def open(self) -> Workspace:
-        from farthing.agents.cli import _open
-
-        return _open(
+        return open_from_options(
             self.data_dir,
             None,
             self.wallet,
