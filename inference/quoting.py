@@ -366,14 +366,24 @@ class ChatPricer:
         return cache.items.get(name)
 
 
+def _whole_number(body: dict[str, Any], key: str, least: int, reason: str) -> int | Refusal | None:
+    """``body[key]``: ``None`` when absent, else an int of at least ``least`` or a refusal."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        return Refusal(400, reason, f"{key} must be a whole number >= {least}", key)
+    return value
+
+
 def _max_tokens(body: dict[str, Any], settings: InferenceSettings) -> int | Refusal:
     given: list[int] = []
     for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
+        value = _whole_number(body, key, 1, "invalid_max_tokens")
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            return Refusal(400, "invalid_max_tokens", f"{key} must be a whole number >= 1", key)
+        if isinstance(value, Refusal):
+            return value
         given.append(value)
     if len(set(given)) > 1:
         return Refusal(
@@ -394,11 +404,11 @@ def _sequences(body: dict[str, Any]) -> tuple[int, int] | Refusal:
     """``(n, sequences)``: the choices answered and the sequences generated (``best_of``)."""
     values: dict[str, int] = {}
     for key in ("n", "best_of"):
-        value = body.get(key)
+        value = _whole_number(body, key, 1, "invalid_n")
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            return Refusal(400, "invalid_n", f"{key} must be a whole number >= 1", key)
+        if isinstance(value, Refusal):
+            return value
         if value > SEQUENCES_MAX:
             return Refusal(
                 400,
@@ -420,13 +430,9 @@ def _sequences(body: dict[str, Any]) -> tuple[int, int] | Refusal:
 
 
 def _top_logprobs(body: dict[str, Any]) -> Refusal | None:
-    value = body.get("top_logprobs")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return Refusal(
-            400, "invalid_top_logprobs", "top_logprobs must be a whole number >= 0", "top_logprobs"
-        )
+    value = _whole_number(body, "top_logprobs", 0, "invalid_top_logprobs")
+    if value is None or isinstance(value, Refusal):
+        return value
     if value > TOP_LOGPROBS_MAX:
         return Refusal(
             400,
