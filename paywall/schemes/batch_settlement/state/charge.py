@@ -224,6 +224,19 @@ def _swap(db: ChannelDatabase, before: ChannelRecord, after: ChannelRecord, now:
     return Swap(db._sql_swap, params)
 
 
+def _decide(
+    record: ChannelRecord, voucher: SignedVoucher, price: int, actual: int, hold_ns: int | None
+) -> tuple[int, ChannelRecord, ChannelRecord] | ChargeRefused:
+    """The charge decided on ``record`` now: the time, its live view and the row after, or why not."""
+    now = time.time_ns()
+    view = live_view(record, now)
+    refused = refusal(view, voucher, price)
+    if refused is not None:
+        return refused
+    after = charged_after(view, voucher, price=price, actual=actual, now_ns=now, hold_ns=hold_ns)
+    return now, view, after
+
+
 def swap_steps(
     db: ChannelDatabase,
     record: ChannelRecord,
@@ -241,14 +254,10 @@ def swap_steps(
     decided again.
     """
     for _ in range(_SWAP_ATTEMPTS):
-        now = time.time_ns()
-        view = live_view(record, now)
-        refused = refusal(view, voucher, price)
-        if refused is not None:
-            return refused
-        after = charged_after(
-            view, voucher, price=price, actual=actual, now_ns=now, hold_ns=hold_ns
-        )
+        decided = _decide(record, voucher, price, actual, hold_ns)
+        if isinstance(decided, ChargeRefused):
+            return decided
+        now, view, after = decided
         if (yield _swap(db, record, after, now)):
             return _accepted(view, after, price, actual, now, hold_ns)
         fresh = db._fetch(voucher.channel_id, record.config)
@@ -303,14 +312,10 @@ def charge_locked(
             apply_mirror(db, connection, record, snapshot)
             record = db._locked(connection, voucher.channel_id)
             assert record is not None
-        now = time.time_ns()
-        view = live_view(record, now)
-        refused = refusal(view, voucher, price)
-        if refused is not None:
-            return refused
-        planned = charged_after(
-            view, voucher, price=price, actual=actual, now_ns=now, hold_ns=hold_ns
-        )
+        decided = _decide(record, voucher, price, actual, hold_ns)
+        if isinstance(decided, ChargeRefused):
+            return decided
+        now, view, planned = decided
         signed = planned.signature
         signature = None if signed is None else "0x" + signed.hex()
         connection.execute(
