@@ -58,6 +58,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     sign_refund,
 )
 from farthing.paywall.schemes.batch_settlement.wire import (
+    CODE_PREFIX,
     ERR_AUTHORIZER_NOT_CONFIGURED,
     ERR_CHANNEL_ID_MISMATCH,
     ERR_CHANNEL_NOT_FOUND,
@@ -113,20 +114,19 @@ __all__ = [
     "snapshot_wire",
 ]
 
-_PREFIX: Final = "invalid_batch_settlement_evm_"
-ERR_AUTHORIZER_ADDRESS_MISMATCH: Final = _PREFIX + "authorizer_address_mismatch"
-ERR_DEPOSIT_SIMULATION_FAILED: Final = _PREFIX + "deposit_simulation_failed"
-ERR_DEPOSIT_TRANSACTION_FAILED: Final = _PREFIX + "deposit_transaction_failed"
-ERR_CLAIM_SIMULATION_FAILED: Final = _PREFIX + "claim_simulation_failed"
-ERR_CLAIM_TRANSACTION_FAILED: Final = _PREFIX + "claim_transaction_failed"
-ERR_SETTLE_SIMULATION_FAILED: Final = _PREFIX + "settle_simulation_failed"
-ERR_SETTLE_TRANSACTION_FAILED: Final = _PREFIX + "settle_transaction_failed"
-ERR_NOTHING_TO_SETTLE: Final = _PREFIX + "nothing_to_settle"
-ERR_REFUND_SIMULATION_FAILED: Final = _PREFIX + "refund_simulation_failed"
-ERR_REFUND_TRANSACTION_FAILED: Final = _PREFIX + "refund_transaction_failed"
-ERR_REFUND_NO_BALANCE: Final = _PREFIX + "refund_no_balance"
-ERR_VALID_AFTER_IN_FUTURE: Final = _PREFIX + "payload_authorization_valid_after"
-ERR_VALID_BEFORE_EXPIRED: Final = _PREFIX + "payload_authorization_valid_before"
+ERR_AUTHORIZER_ADDRESS_MISMATCH: Final = CODE_PREFIX + "authorizer_address_mismatch"
+ERR_DEPOSIT_SIMULATION_FAILED: Final = CODE_PREFIX + "deposit_simulation_failed"
+ERR_DEPOSIT_TRANSACTION_FAILED: Final = CODE_PREFIX + "deposit_transaction_failed"
+ERR_CLAIM_SIMULATION_FAILED: Final = CODE_PREFIX + "claim_simulation_failed"
+ERR_CLAIM_TRANSACTION_FAILED: Final = CODE_PREFIX + "claim_transaction_failed"
+ERR_SETTLE_SIMULATION_FAILED: Final = CODE_PREFIX + "settle_simulation_failed"
+ERR_SETTLE_TRANSACTION_FAILED: Final = CODE_PREFIX + "settle_transaction_failed"
+ERR_NOTHING_TO_SETTLE: Final = CODE_PREFIX + "nothing_to_settle"
+ERR_REFUND_SIMULATION_FAILED: Final = CODE_PREFIX + "refund_simulation_failed"
+ERR_REFUND_TRANSACTION_FAILED: Final = CODE_PREFIX + "refund_transaction_failed"
+ERR_REFUND_NO_BALANCE: Final = CODE_PREFIX + "refund_no_balance"
+ERR_VALID_AFTER_IN_FUTURE: Final = CODE_PREFIX + "payload_authorization_valid_after"
+ERR_VALID_BEFORE_EXPIRED: Final = CODE_PREFIX + "payload_authorization_valid_before"
 
 _ZERO: Final = "0x" + "00" * 20
 _ERC1271_SELECTOR: Final = bytes.fromhex("1626ba7e")

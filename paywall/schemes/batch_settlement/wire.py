@@ -47,6 +47,7 @@ from farthing.wallet.money import UINT256_MAX
 
 __all__ = [
     "ASSET_TRANSFER_METHODS",
+    "CODE_PREFIX",
     "ERR_AUTHORIZER_NOT_CONFIGURED",
     "ERR_CHANNEL_BUSY",
     "ERR_CHANNEL_ID_MISMATCH",
@@ -101,35 +102,35 @@ PAYLOAD_SETTLE: Final = "settle"
 ASSET_TRANSFER_METHODS: Final = frozenset({"eip3009", "permit2"})
 
 # The spec's error codes: part of the wire, so spelled exactly as the spec does.
-_PREFIX: Final = "invalid_batch_settlement_evm_"
-ERR_INVALID_SCHEME: Final = _PREFIX + "scheme"
-ERR_NETWORK_MISMATCH: Final = _PREFIX + "network_mismatch"
-ERR_MISSING_EIP712_DOMAIN: Final = _PREFIX + "missing_eip712_domain"
-ERR_INVALID_PAYLOAD_TYPE: Final = _PREFIX + "payload_type"
-ERR_CHANNEL_NOT_FOUND: Final = _PREFIX + "channel_not_found"
-ERR_CHANNEL_ID_MISMATCH: Final = _PREFIX + "channel_id_mismatch"
-ERR_CHANNEL_STATE_READ_FAILED: Final = _PREFIX + "channel_state_read_failed"
-ERR_RECEIVER_MISMATCH: Final = _PREFIX + "receiver_mismatch"
-ERR_RECEIVER_AUTHORIZER_MISMATCH: Final = _PREFIX + "receiver_authorizer_mismatch"
-ERR_AUTHORIZER_NOT_CONFIGURED: Final = _PREFIX + "authorizer_not_configured"
-ERR_TOKEN_MISMATCH: Final = _PREFIX + "token_mismatch"
-ERR_WITHDRAW_DELAY_MISMATCH: Final = _PREFIX + "withdraw_delay_mismatch"
-ERR_WITHDRAW_DELAY_OUT_OF_RANGE: Final = _PREFIX + "withdraw_delay_out_of_range"
-ERR_INVALID_VOUCHER_SIGNATURE: Final = _PREFIX + "voucher_signature"
-ERR_CUMULATIVE_EXCEEDS_BALANCE: Final = _PREFIX + "cumulative_exceeds_balance"
-ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED: Final = _PREFIX + "cumulative_below_claimed"
-ERR_CUMULATIVE_AMOUNT_MISMATCH: Final = _PREFIX + "cumulative_amount_mismatch"
-ERR_DEPOSIT_PAYLOAD: Final = _PREFIX + "deposit_payload"
-ERR_VOUCHER_PAYLOAD: Final = _PREFIX + "voucher_payload"
-ERR_REFUND_PAYLOAD: Final = _PREFIX + "refund_payload"
-ERR_REFUND_AMOUNT_INVALID: Final = _PREFIX + "refund_amount_invalid"
-ERR_CLAIM_PAYLOAD: Final = _PREFIX + "claim_payload"
-ERR_SETTLE_PAYLOAD: Final = _PREFIX + "settle_payload"
-ERR_PERMIT2_AUTHORIZATION_REQUIRED: Final = _PREFIX + "permit2_authorization_required"
-ERR_CHANNEL_BUSY: Final = _PREFIX + "channel_busy"
-ERR_INVALID_CHANNEL_ID: Final = _PREFIX + "channel_id_invalid"
-ERR_VERIFICATION_STATE_UNAVAILABLE: Final = _PREFIX + "verification_state_unavailable"
-ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE: Final = _PREFIX + "charge_exceeds_signed_cumulative"
+CODE_PREFIX: Final = "invalid_batch_settlement_evm_"  # every code of this scheme
+ERR_INVALID_SCHEME: Final = CODE_PREFIX + "scheme"
+ERR_NETWORK_MISMATCH: Final = CODE_PREFIX + "network_mismatch"
+ERR_MISSING_EIP712_DOMAIN: Final = CODE_PREFIX + "missing_eip712_domain"
+ERR_INVALID_PAYLOAD_TYPE: Final = CODE_PREFIX + "payload_type"
+ERR_CHANNEL_NOT_FOUND: Final = CODE_PREFIX + "channel_not_found"
+ERR_CHANNEL_ID_MISMATCH: Final = CODE_PREFIX + "channel_id_mismatch"
+ERR_CHANNEL_STATE_READ_FAILED: Final = CODE_PREFIX + "channel_state_read_failed"
+ERR_RECEIVER_MISMATCH: Final = CODE_PREFIX + "receiver_mismatch"
+ERR_RECEIVER_AUTHORIZER_MISMATCH: Final = CODE_PREFIX + "receiver_authorizer_mismatch"
+ERR_AUTHORIZER_NOT_CONFIGURED: Final = CODE_PREFIX + "authorizer_not_configured"
+ERR_TOKEN_MISMATCH: Final = CODE_PREFIX + "token_mismatch"
+ERR_WITHDRAW_DELAY_MISMATCH: Final = CODE_PREFIX + "withdraw_delay_mismatch"
+ERR_WITHDRAW_DELAY_OUT_OF_RANGE: Final = CODE_PREFIX + "withdraw_delay_out_of_range"
+ERR_INVALID_VOUCHER_SIGNATURE: Final = CODE_PREFIX + "voucher_signature"
+ERR_CUMULATIVE_EXCEEDS_BALANCE: Final = CODE_PREFIX + "cumulative_exceeds_balance"
+ERR_CUMULATIVE_AMOUNT_BELOW_CLAIMED: Final = CODE_PREFIX + "cumulative_below_claimed"
+ERR_CUMULATIVE_AMOUNT_MISMATCH: Final = CODE_PREFIX + "cumulative_amount_mismatch"
+ERR_DEPOSIT_PAYLOAD: Final = CODE_PREFIX + "deposit_payload"
+ERR_VOUCHER_PAYLOAD: Final = CODE_PREFIX + "voucher_payload"
+ERR_REFUND_PAYLOAD: Final = CODE_PREFIX + "refund_payload"
+ERR_REFUND_AMOUNT_INVALID: Final = CODE_PREFIX + "refund_amount_invalid"
+ERR_CLAIM_PAYLOAD: Final = CODE_PREFIX + "claim_payload"
+ERR_SETTLE_PAYLOAD: Final = CODE_PREFIX + "settle_payload"
+ERR_PERMIT2_AUTHORIZATION_REQUIRED: Final = CODE_PREFIX + "permit2_authorization_required"
+ERR_CHANNEL_BUSY: Final = CODE_PREFIX + "channel_busy"
+ERR_INVALID_CHANNEL_ID: Final = CODE_PREFIX + "channel_id_invalid"
+ERR_VERIFICATION_STATE_UNAVAILABLE: Final = CODE_PREFIX + "verification_state_unavailable"
+ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE: Final = CODE_PREFIX + "charge_exceeds_signed_cumulative"
 
 _AMOUNT_DIGITS_MAX: Final = 39  # a uint128 has 39 decimal digits
 
