@@ -33,7 +33,7 @@ For a request that matches a :class:`~farthing.paywall.edge.routes.PaidRoute`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -263,15 +263,12 @@ class PaywallMiddleware:
                 signature, bytes_max=self.options.payment_header_bytes_max
             )
             if isinstance(channel, MalformedPayment):
-                await send_json(
-                    send,
-                    400,
-                    {"x402Version": 2, "error": channel.reason, "message": channel.message},
-                )
+                await _send_malformed(send, channel)
                 return
             if channel is not None:
-                try:
-                    await serve_channel(
+                await _outages_as_503(
+                    send,
+                    serve_channel(
                         self.app,
                         scope,
                         receive,
@@ -281,11 +278,8 @@ class PaywallMiddleware:
                         priced=priced,
                         payment=channel,
                         body_bytes_max=self.options.response_body_bytes_max,
-                    )
-                except FacilitatorUnavailableError as exc:
-                    await send_unavailable(send, "facilitator_unavailable", str(exc))
-                except PaymentStoreError as exc:
-                    await send_unavailable(send, "payment_database_unavailable", str(exc))
+                    ),
+                )
                 return
         decoded = decode_payment_signature(
             signature, bytes_max=self.options.payment_header_bytes_max
@@ -296,18 +290,9 @@ class PaywallMiddleware:
             )
             return
         if isinstance(decoded, MalformedPayment):
-            await send_json(
-                send,
-                400,
-                {"x402Version": 2, "error": decoded.reason, "message": decoded.message},
-            )
+            await _send_malformed(send, decoded)
             return
-        try:
-            await self.exact.serve(scope, receive, send, priced, decoded)
-        except FacilitatorUnavailableError as exc:
-            await send_unavailable(send, "facilitator_unavailable", str(exc))
-        except PaymentStoreError as exc:
-            await send_unavailable(send, "payment_database_unavailable", str(exc))
+        await _outages_as_503(send, self.exact.serve(scope, receive, send, priced, decoded))
 
     def _claims_in_background(self) -> bool:
         options = self.options.channels
@@ -322,3 +307,19 @@ class PaywallMiddleware:
                 await self.app(scope, receive, send)
             finally:
                 group.cancel_scope.cancel()
+
+
+async def _send_malformed(send: Send, malformed: MalformedPayment) -> None:
+    """400 for a payment header that cannot be decoded (step 2)."""
+    body = {"x402Version": 2, "error": malformed.reason, "message": malformed.message}
+    await send_json(send, 400, body)
+
+
+async def _outages_as_503(send: Send, serving: Awaitable[None]) -> None:
+    """Serve a paid request; a facilitator or payment-database outage is a 503 to retry."""
+    try:
+        await serving
+    except FacilitatorUnavailableError as exc:
+        await send_unavailable(send, "facilitator_unavailable", str(exc))
+    except PaymentStoreError as exc:
+        await send_unavailable(send, "payment_database_unavailable", str(exc))

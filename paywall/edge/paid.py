@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import anyio
@@ -52,6 +52,17 @@ _RETRY_SAME_HEADER: Final = (
 log = logging.getLogger("farthing.paywall")
 
 
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """One paid request in flight: the ASGI call and the exact payment it carries."""
+
+    scope: dict[str, Any]
+    receive: Any
+    send: Send
+    priced: Priced
+    payload: PaymentPayload
+
+
 class ExactPaidPath:
     """The exact scheme's paid path for one :class:`PaywallMiddleware`."""
 
@@ -83,6 +94,7 @@ class ExactPaidPath:
         payload: PaymentPayload,
     ) -> None:
         """Answer a request that carries an exact payment for ``priced``."""
+        exchange = _Exchange(scope, receive, send, priced, payload)
         requirements = priced.requirements
         auth = payload.authorization
         key = PaymentKey(
@@ -92,7 +104,7 @@ class ExactPaidPath:
         if known is not None and _unowned(known):
             # Pending, or its owner's lease ran out (it died, or stalled):
             # finish it from the chain instead of refusing the payer.
-            await self._resume_pending(scope, receive, send, priced, payload, key)
+            await self._resume_pending(exchange, key)
             return
         if known is not None and _in_progress(known):
             await self._send_in_progress(send, known)
@@ -104,13 +116,13 @@ class ExactPaidPath:
                 if known.state in _FINAL_REFUSALS and known.reason
                 else "nonce_already_used"
             )
-            await self._send_402(send, priced, reason, "This payment cannot be used again.")
+            await self._send_402(exchange, reason, "This payment cannot be used again.")
             return
         verified = await self.facilitator.verify(payload, requirements)
         if not verified.valid:
             reason = verified.reason or "invalid_payment"
             await self._send_402(
-                send, priced, reason, f"The payment was refused: {verified.message or reason}."
+                exchange, reason, f"The payment was refused: {verified.message or reason}."
             )
             return
         crash_point("paywall.after_verify")
@@ -120,18 +132,22 @@ class ExactPaidPath:
             lease_s=self.claim_lease_s,
         )
         if not claim.won:
-            if claim.existing is not None and _in_progress(claim.existing):
-                await self._send_in_progress(send, claim.existing)
-                return
-            await self._send_402(
-                send, priced, "nonce_already_used", "This payment was already used."
-            )
+            await self._send_lost(exchange, claim.existing, "This payment was already used.")
             return
         crash_point("paywall.after_claim")
-        await self._serve_and_settle(scope, receive, send, priced, payload, key, claim.owner)
+        await self._serve_and_settle(exchange, key, claim.owner)
 
-    async def _send_402(self, send: Send, priced: Priced, reason: str, detail: str) -> None:
-        await self.challenger.send_402(send, priced, reason, detail)
+    async def _send_402(self, exchange: _Exchange, reason: str, detail: str) -> None:
+        await self.challenger.send_402(exchange.send, exchange.priced, reason, detail)
+
+    async def _send_lost(
+        self, exchange: _Exchange, existing: PaymentRecord | None, detail: str
+    ) -> None:
+        """A claim lost to another request: 503 while it is live, else the nonce is used."""
+        if existing is not None and _in_progress(existing):
+            await self._send_in_progress(exchange.send, existing)
+            return
+        await self._send_402(exchange, "nonce_already_used", detail)
 
     async def _send_in_progress(self, send: Send, record: PaymentRecord) -> None:
         """503 for a copy of a payment another live request is settling right now.
@@ -154,45 +170,33 @@ class ExactPaidPath:
             [(b"retry-after", str(wait_s).encode())],
         )
 
-    async def _resume_pending(
-        self,
-        scope: dict[str, Any],
-        receive: Any,
-        send: Send,
-        priced: Priced,
-        payload: PaymentPayload,
-        key: PaymentKey,
-    ) -> None:
+    async def _resume_pending(self, exchange: _Exchange, key: PaymentKey) -> None:
         """A retry of a payment nobody is finishing: take it over, read the chain first.
 
         The row is pending (the outcome was unknown), claimed by an owner whose
         lease ran out (it died mid-way), or settled but never delivered.
         """
+        priced, payload = exchange.priced, exchange.payload
         known = await in_thread(self.store.get, key)
         if known is None:
-            await self._send_402(send, priced, "nonce_already_used", "This payment is unknown.")
+            await self._send_402(exchange, "nonce_already_used", "This payment is unknown.")
             return
         # The key (payer, nonce) is public on-chain: only the payer's own
         # signed authorization for these terms may collect what it paid for.
         signed = payload.signed(priced.requirements.domain())
         if not verify_authorization_signature(signed, payload.payer).valid:
-            await self._send_402(
-                send, priced, "invalid_signature", "The signature does not verify."
-            )
+            await self._send_402(exchange, "invalid_signature", "The signature does not verify.")
             return
         auth = payload.authorization
         if auth.value != known.amount or auth.to.lower() != known.pay_to.lower():
             await self._send_402(
-                send, priced, "nonce_already_used", "This nonce paid for something else."
+                exchange, "nonce_already_used", "This nonce paid for something else."
             )
             return
         claim = await in_thread(self.store.take_over, key, lease_s=self.claim_lease_s)
         if not claim.won or claim.existing is None:
-            if claim.existing is not None and _in_progress(claim.existing):
-                await self._send_in_progress(send, claim.existing)
-                return
-            await self._send_402(
-                send, priced, "nonce_already_used", "This payment is already being settled."
+            await self._send_lost(
+                exchange, claim.existing, "This payment is already being settled."
             )
             return
         record = claim.existing
@@ -207,7 +211,7 @@ class ExactPaidPath:
                 record.amount,
                 block_number=record.block_number,
             )
-            await self._deliver(scope, receive, send, priced, payload, record, owner, settled)
+            await self._deliver(exchange, record, owner, settled)
             return
         if isinstance(self.facilitator, ResolvingFacilitator):
             try:
@@ -224,32 +228,24 @@ class ExactPaidPath:
                 )
                 raise
             if resolved is not None:
-                await self._settled(scope, receive, send, priced, payload, record, owner, resolved)
+                await self._settled(exchange, record, owner, resolved)
                 return
             if time.time() > record.valid_before:
                 # Unused and past validBefore: it can never move money any more.
                 await in_thread(self.store.mark_expired, key, owner)
                 await self._send_402(
-                    send, priced, "authorization_expired", "The payment expired unused."
+                    exchange, "authorization_expired", "The payment expired unused."
                 )
                 return
         # The nonce is unused on-chain (or the facilitator resolves on its own):
         # serve and settle; the facilitator re-reads the nonce before resubmitting.
-        await self._serve_and_settle(scope, receive, send, priced, payload, key, owner)
+        await self._serve_and_settle(exchange, key, owner)
 
-    async def _serve_and_settle(
-        self,
-        scope: dict[str, Any],
-        receive: Any,
-        send: Send,
-        priced: Priced,
-        payload: PaymentPayload,
-        key: PaymentKey,
-        owner: str,
-    ) -> None:
+    async def _serve_and_settle(self, exchange: _Exchange, key: PaymentKey, owner: str) -> None:
+        send, priced, payload = exchange.send, exchange.priced, exchange.payload
         try:
             buffered = await run_buffered(
-                self.app, scope, receive, body_bytes_max=self.body_bytes_max
+                self.app, exchange.scope, exchange.receive, body_bytes_max=self.body_bytes_max
             )
         except BodyTooLarge:
             await in_thread(self.store.release, key, owner)
@@ -302,22 +298,18 @@ class ExactPaidPath:
                 # Used, by whom is not known here (a remote facilitator, or an
                 # unmined transaction): pending, for the sweep to read the chain.
                 settled = _unknown(settled)
-        await self._settled(scope, receive, send, priced, payload, record, owner, settled, buffered)
+        await self._settled(exchange, record, owner, settled, buffered)
 
     async def _settled(
         self,
-        scope: dict[str, Any],
-        receive: Any,
-        send: Send,
-        priced: Priced,
-        payload: PaymentPayload,
+        exchange: _Exchange,
         record: PaymentRecord,
         owner: str,
         settled: SettleResult,
         buffered: Buffered | None = None,
     ) -> None:
         """Record a settlement's outcome (ours only while we own the row), then answer."""
-        key = record.key
+        key, send = record.key, exchange.send
         if settled.success:
             marked = await in_thread(
                 self.store.mark_settled,
@@ -332,9 +324,7 @@ class ExactPaidPath:
                 await send_unavailable(send, "settlement_pending", _RETRY_SAME_HEADER)
                 return
             crash_point("paywall.after_mark")
-            await self._deliver(
-                scope, receive, send, priced, payload, record, owner, settled, buffered
-            )
+            await self._deliver(exchange, record, owner, settled, buffered)
             return
         if settled.pending:
             await in_thread(
@@ -345,10 +335,7 @@ class ExactPaidPath:
                 tx_hash=settled.transaction or None,
             )
             await send_unavailable(
-                send,
-                "settlement_pending",
-                _RETRY_SAME_HEADER,
-                [(PAYMENT_RESPONSE_HEADER.encode(), settled.header().encode())],
+                send, "settlement_pending", _RETRY_SAME_HEADER, _payment_response(settled)
             )
             return
         await in_thread(
@@ -356,7 +343,7 @@ class ExactPaidPath:
         )
         await self.challenger.send_402(
             send,
-            priced,
+            exchange.priced,
             settled.reason or "settlement_failed",
             f"The payment could not be settled: {settled.message or settled.reason}.",
             settlement=settled,
@@ -364,24 +351,21 @@ class ExactPaidPath:
 
     async def _deliver(
         self,
-        scope: dict[str, Any],
-        receive: Any,
-        send: Send,
-        priced: Priced,
-        payload: PaymentPayload,
+        exchange: _Exchange,
         record: PaymentRecord,
         owner: str,
         settled: SettleResult,
         buffered: Buffered | None = None,
     ) -> None:
         """Book a settled payment (idempotently), then send its content once."""
+        send = exchange.send
         if not record.booked:
-            await self._book(priced, payload, record.key, settled, record)
+            await self._book(exchange.priced, exchange.payload, record.key, settled, record)
         crash_point("paywall.after_book")
         if buffered is None:
             try:
                 buffered = await run_buffered(
-                    self.app, scope, receive, body_bytes_max=self.body_bytes_max
+                    self.app, exchange.scope, exchange.receive, body_bytes_max=self.body_bytes_max
                 )
             except BaseException:
                 # Paid but not served: the payer's next retry gets it.
@@ -392,7 +376,7 @@ class ExactPaidPath:
             await in_thread(self.store.give_back, record.key, owner)
             await send_buffered(send, buffered, [])
             return
-        await send_buffered(send, buffered, _paid_headers(settled))
+        await send_buffered(send, buffered, _payment_response(settled))
         await in_thread(self.store.mark_delivered, record.key, owner)
 
     def _record(self, key: PaymentKey, priced: Priced, payload: PaymentPayload) -> PaymentRecord:
@@ -476,5 +460,6 @@ def _unknown(refused: SettleResult) -> SettleResult:
     return replace(refused, success=False, reason="settlement_pending", pending=True)
 
 
-def _paid_headers(settled: SettleResult) -> list[tuple[bytes, bytes]]:
+def _payment_response(settled: SettleResult) -> list[tuple[bytes, bytes]]:
+    """The ``PAYMENT-RESPONSE`` header of a settlement (paid, or pending with its transaction)."""
     return [(PAYMENT_RESPONSE_HEADER.encode(), settled.header().encode())]
