@@ -134,9 +134,14 @@ def deposit_salt(deposit_id: int) -> int:
     return int.from_bytes(digest.digest(), "big")
 
 
+def _deposit_nonce(channel_id: str, deposit_id: int) -> bytes:
+    """The EIP-3009 nonce of the deposit ``deposit_id`` into ``channel_id``: its salt bound to the channel."""
+    return deposit_nonce(channel_key(channel_id), deposit_salt(deposit_id))
+
+
 def deposit_nonce_hex(channel_id: str, deposit_id: int) -> str:
     """The EIP-3009 nonce of the deposit ``deposit_id`` into ``channel_id``, as ``0x`` hex."""
-    return "0x" + deposit_nonce(channel_key(channel_id), deposit_salt(deposit_id)).hex()
+    return "0x" + _deposit_nonce(channel_id, deposit_id).hex()
 
 
 def deposit_authorization(
@@ -157,7 +162,7 @@ def deposit_authorization(
         value=value,
         valid_for_s=min(valid_for_s, max_timeout_seconds),
         now=now,
-        nonce=deposit_nonce(channel_key(channel_id), deposit_salt(deposit_id)),
+        nonce=_deposit_nonce(channel_id, deposit_id),
     )
 
 
@@ -178,7 +183,7 @@ def deposit_authorization_again(
         value=value,
         valid_after=valid_after,
         valid_before=valid_before,
-        nonce=deposit_nonce(channel_key(channel_id), deposit_salt(deposit_id)),
+        nonce=_deposit_nonce(channel_id, deposit_id),
     )
 
 
@@ -186,14 +191,13 @@ def sign_deposit(
     signer: Signer, asset: Asset, channel_id: str, authorization: Authorization, deposit_id: int
 ) -> wire.Erc3009Deposit:
     """Sign a deposit's ``ReceiveWithAuthorization``; its nonce must be the channel's for its salt."""
-    salt = deposit_salt(deposit_id)
-    if authorization.nonce != deposit_nonce(channel_key(channel_id), salt):
+    if authorization.nonce != _deposit_nonce(channel_id, deposit_id):
         raise AssertionError("a deposit's nonce must be the channel's nonce for its salt")
     signed = sign_receive_authorization(signer, authorization, TokenDomain.for_asset(asset))
     return wire.Erc3009Deposit(
         valid_after=authorization.valid_after,
         valid_before=authorization.valid_before,
-        salt=salt,
+        salt=deposit_salt(deposit_id),
         signature=signed.signature,
     )
 
