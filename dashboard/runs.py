@@ -23,7 +23,6 @@ from farthing.dashboard.actions import record_action
 from farthing.dashboard.errors import DashboardConfigError
 from farthing.dashboard.settings import DashboardSettings
 from farthing.ledger.database import LedgerDatabase
-from farthing.ledger.ids import format_transfer_id
 from farthing.ledger.reconciliation import ReconciliationReport
 
 __all__ = ["Reconciler", "ReconciliationRun", "ensure_runs_table", "last_run"]
@@ -68,18 +67,7 @@ class ReconciliationRun:
 
 
 def _report_json(report: ReconciliationReport) -> str:
-    items = [
-        {
-            "kind": b.kind.value,
-            "detail": b.detail,
-            "transfer_id": None if b.transfer_id is None else format_transfer_id(b.transfer_id),
-            "tx_hash": b.tx_hash,
-            "ledger_amount": None if b.ledger_amount is None else str(b.ledger_amount),
-            "chain_amount": None if b.chain_amount is None else str(b.chain_amount),
-            "resolution": b.resolution,
-        }
-        for b in report.breaks
-    ]
+    items = [b.to_json() for b in report.breaks]
     return json.dumps({"by_kind": report.counts(), "breaks": items})
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from farthing.ledger.codes import AccountCode
 from farthing.ledger.flags import TransferFlags
+from farthing.ledger.ids import format_transfer_id
 from farthing.ledger.inputs import derived_id
 from farthing.ledger.repository import lookup_transfers
 from farthing.ledger.tables import Account, PendingTransfer, Transfer, table_of
@@ -135,6 +136,20 @@ class Break:
     # When known: "post" or "void" for pending_past_timeout, "reverse" or
     # "rebook" for missing_on_chain (see farthing.ledger.reconciliation).
     resolution: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        """The break as JSON: amounts as decimal strings, the transfer id in its display form."""
+        return {
+            "kind": self.kind.value,
+            "detail": self.detail,
+            "transfer_id": None
+            if self.transfer_id is None
+            else format_transfer_id(self.transfer_id),
+            "tx_hash": self.tx_hash,
+            "ledger_amount": None if self.ledger_amount is None else str(self.ledger_amount),
+            "chain_amount": None if self.chain_amount is None else str(self.chain_amount),
+            "resolution": self.resolution,
+        }
 
 
 def reversal_id(payment_id: int) -> int:

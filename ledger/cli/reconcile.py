@@ -150,18 +150,7 @@ def _as_json(report: ReconciliationReport) -> dict[str, Any]:
             for u in report.unchecked
         ],
         "by_kind": report.counts(),
-        "items": [
-            {
-                "kind": b.kind.value,
-                "detail": b.detail,
-                "transfer_id": None if b.transfer_id is None else format_transfer_id(b.transfer_id),
-                "tx_hash": b.tx_hash,
-                "ledger_amount": None if b.ledger_amount is None else str(b.ledger_amount),
-                "chain_amount": None if b.chain_amount is None else str(b.chain_amount),
-                "resolution": b.resolution,
-            }
-            for b in report.breaks
-        ],
+        "items": [b.to_json() for b in report.breaks],
         "resolutions": [
             {
                 "transfer_id": format_transfer_id(r.transfer_id),
