@@ -461,15 +461,9 @@ def _book_with_release(
 
 def post_charge(books: AgentBooks, payment_id: int, channel_id: str, amount: int) -> str:
     """Post a charge of ``amount`` (at most its ceiling) and move it out of the escrow account."""
+    if amount == 0:
+        return void_pending(books, payment_id)
     with books.database.write() as session:
-        if amount == 0:
-            event = NewTransfer(
-                id=resolution_id(payment_id),
-                pending_id=payment_id,
-                flags=TransferFlags.VOID_PENDING_TRANSFER,
-            )
-            (result,) = create_transfers(session=session, transfers=[event])
-            return str(result)
         post = NewTransfer.post(id=resolution_id(payment_id), pending_id=payment_id, amount=amount)
         return _book_with_release(
             session, books, post, charge_id=payment_id, channel_id=channel_id, amount=amount
