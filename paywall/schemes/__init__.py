@@ -6,8 +6,9 @@ escrowed authorization, captured on accepted work). A new scheme is a new
 folder here. A scheme never imports another: what they share sits directly
 in this package (``fields``: the wire's field readers and ``WireRefusal``;
 ``placement``: contract code on dev chains; ``reverts``: custom errors from
-revert data; ``typed_data``: EIP-712 type hashes, digests and checked
-signatures). See ``docs/architecture.md``.
+revert data; ``calldata``: a call encoded from its signature;
+``typed_data``: EIP-712 type hashes, digests and checked signatures). See
+``docs/architecture.md``.
 """
 
 __all__: list[str] = []

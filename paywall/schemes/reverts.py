@@ -3,19 +3,23 @@
 Each scheme builds its table of error selectors from its own artifacts
 (:func:`error_selectors`) and reads a revert with :func:`custom_error` (the
 backends report undecoded revert data differently: eth-tester as a bytes
-literal, JSON-RPC as hex, so both forms are read).
+literal, JSON-RPC as hex, so both forms are read). A binding's failed
+transaction takes that error as its snake_case reason
+(:func:`with_error_reason`, :func:`error_reason`).
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from farthing.contracts import load_artifact
 from farthing.wallet.abi_words import keccak
+from farthing.wallet.chain import TxResult
 
-__all__ = ["custom_error", "error_selectors"]
+__all__ = ["custom_error", "error_reason", "error_selectors", "with_error_reason"]
 
 
 def error_selectors(artifact_names: Iterable[str]) -> dict[bytes, str]:
@@ -45,3 +49,16 @@ def custom_error(revert_message: str | None, selectors: Mapping[bytes, str]) -> 
         found = re.search(r"0x([0-9a-fA-F]{8})", text)
         data = bytes.fromhex(found.group(1)) if found else None
     return None if data is None else selectors.get(data[:4])
+
+
+def error_reason(name: str) -> str:
+    """A custom error's name as a snake_case reason: ``InvalidSignature`` → ``invalid_signature``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def with_error_reason(
+    result: TxResult, custom_error_name: Callable[[str | None], str | None]
+) -> TxResult:
+    """``result``, with the custom error its revert names (if it failed with one) as its reason."""
+    name = None if result.ok else custom_error_name(result.revert_message)
+    return result if name is None else replace(result, reason=error_reason(name))

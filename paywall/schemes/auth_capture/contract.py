@@ -21,9 +21,8 @@ official ones (``Network.auth_capture``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
@@ -32,14 +31,15 @@ from eth_abi.exceptions import DecodingError
 
 from farthing.contracts import load_artifact
 from farthing.paywall.schemes.auth_capture.payment import PaymentInfo
+from farthing.paywall.schemes.calldata import arg_types, encode_call
 from farthing.paywall.schemes.placement import (
     MULTICALL3_ADDRESS,
     is_dev_chain,
     place_code,
     runtime_code,
 )
-from farthing.paywall.schemes.reverts import custom_error, error_selectors
-from farthing.wallet.abi_words import checked_bytes32, keccak
+from farthing.paywall.schemes.reverts import custom_error, error_selectors, with_error_reason
+from farthing.wallet.abi_words import checked_bytes32
 from farthing.wallet.address import ZERO_ADDRESS, checksum
 from farthing.wallet.chain import Call, Chain, LogEntry, TxResult
 from farthing.wallet.eip712 import keccak256
@@ -77,15 +77,7 @@ AUTH_CAPTURE_SIGNATURES: Final[dict[str, str]] = {
     "paymentState": "paymentState(bytes32)",
 }
 _ARG_TYPES: Final[dict[str, list[str]]] = {
-    "authorize": [_INFO, "uint256", "address", "bytes"],
-    "charge": [_INFO, "uint256", "address", "bytes", "uint256", "address"],
-    "capture": [_INFO, "uint256", "uint256", "address"],
-    "void": [_INFO],
-    "reclaim": [_INFO],
-    "refund": [_INFO, "uint256", "address", "bytes"],
-    "getHash": [_INFO],
-    "getTokenStore": ["address"],
-    "paymentState": ["bytes32"],
+    key: arg_types(signature) for key, signature in AUTH_CAPTURE_SIGNATURES.items()
 }
 
 # Each event: its signature and the types of its data (every one has the
@@ -153,16 +145,11 @@ def custom_error_name(revert_message: str | None) -> str | None:
     return custom_error(revert_message, _ERROR_SELECTORS)
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 # ---------------------------------------------------------------- the binding
 
 
 def _encode(key: str, args: Sequence[Any]) -> bytes:
-    selector = keccak(AUTH_CAPTURE_SIGNATURES[key].encode())[:4]
-    return selector + abi_encode(_ARG_TYPES[key], list(args))
+    return encode_call(AUTH_CAPTURE_SIGNATURES[key], _ARG_TYPES[key], args)
 
 
 class AuthCaptureEscrow:
@@ -228,9 +215,9 @@ class AuthCaptureEscrow:
 
     def send(self, data: bytes, *, sender: TxSigner) -> TxResult:
         """Simulate, then send calldata built by an ``encode_*`` method."""
-        result = self.chain.send(Call(self.address, data), sender=sender)
-        name = None if result.ok else custom_error_name(result.revert_message)
-        return result if name is None else replace(result, reason=_snake(name))
+        return with_error_reason(
+            self.chain.send(Call(self.address, data), sender=sender), custom_error_name
+        )
 
     def authorize(
         self,

@@ -31,6 +31,7 @@ from farthing.paywall.schemes.auth_capture.types import (
     ESCROW_ERROR_REASONS,
 )
 from farthing.paywall.schemes.fields import WireRefusal
+from farthing.paywall.schemes.reverts import error_reason
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain
 from farthing.wallet.eip712 import keccak256
@@ -56,11 +57,6 @@ def refuse(refusal: WireRefusal | None) -> None:
     """Raise a check's refusal, if there is one."""
     if refusal is not None:
         raise Refused(refusal.reason, refusal.detail)
-
-
-def _snake(name: str) -> str:
-    out = "".join("_" + c.lower() if c.isupper() else c for c in name)
-    return out.lstrip("_")
 
 
 class EscrowReads:
@@ -108,7 +104,7 @@ class EscrowReads:
     def reason(reason: str | None, revert_message: str | None) -> str:
         """The spec's reason for an escrow call that failed (its custom error, if any)."""
         name = custom_error_name(revert_message)
-        key = _snake(name) if name is not None else (reason or "")
+        key = error_reason(name) if name is not None else (reason or "")
         return ESCROW_ERROR_REASONS.get(key, ERR_SIMULATION_FAILED)
 
     def balance(self, token: str, owner: str) -> int:

@@ -11,17 +11,17 @@ its ``reason`` is the contract's custom error in snake_case
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
 
 from farthing.invariant import invariant
 from farthing.paywall.schemes.batch_settlement.vouchers import ChannelConfig, custom_error_name
+from farthing.paywall.schemes.calldata import arg_types, encode_call
+from farthing.paywall.schemes.reverts import with_error_reason
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import keccak256
@@ -62,22 +62,7 @@ ESCROW_SIGNATURES: dict[str, str] = {
 }
 
 
-def _top_level_types(signature: str) -> list[str]:
-    """The argument types of ``name(a,(b,c),d[])``, split at top-level commas."""
-    inner = signature[signature.index("(") + 1 : -1]
-    types: list[str] = []
-    depth = start = 0
-    for i, char in enumerate(inner):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            types.append(inner[start:i])
-            start = i + 1
-    if inner:
-        types.append(inner[start:])
-    return types
-
-
-_ARG_TYPES: dict[str, list[str]] = {k: _top_level_types(v) for k, v in ESCROW_SIGNATURES.items()}
+_ARG_TYPES: dict[str, list[str]] = {k: arg_types(v) for k, v in ESCROW_SIGNATURES.items()}
 
 ESCROW_EVENT_TOPICS: dict[str, bytes] = {
     name: keccak256(sig.encode())
@@ -129,13 +114,7 @@ class ChannelSnapshot:
 
 
 def _encode(key: str, args: Sequence[Any]) -> bytes:
-    return bytes(keccak256(ESCROW_SIGNATURES[key].encode()))[:4] + abi_encode(
-        _ARG_TYPES[key], list(args)
-    )
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return encode_call(ESCROW_SIGNATURES[key], _ARG_TYPES[key], args)
 
 
 class ChannelEscrow:
@@ -194,9 +173,9 @@ class ChannelEscrow:
 
     def send(self, data: bytes, *, sender: TxSigner) -> TxResult:
         """Send calldata built by an ``encode_*`` method; a custom error becomes the reason."""
-        result = self.chain.send(Call(self.address, data), sender=sender)
-        name = None if result.ok else custom_error_name(result.revert_message)
-        return result if name is None else replace(result, reason=_snake(name))
+        return with_error_reason(
+            self.chain.send(Call(self.address, data), sender=sender), custom_error_name
+        )
 
     def deposit(
         self,
