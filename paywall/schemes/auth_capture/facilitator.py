@@ -69,6 +69,7 @@ from farthing.paywall.schemes.auth_capture.wire import (
     RefundPayload,
     VoidPayload,
 )
+from farthing.paywall.schemes.fields import to_hex
 from farthing.paywall.scope import SettleScope
 from farthing.paywall.wire import SettleResult, VerifyResult
 from farthing.wallet.address import checksum
@@ -99,10 +100,6 @@ class AuthCaptureSettling(Protocol):
     async def settle_auth_capture(
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> SettleResult: ...
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
 
 
 class AuthCaptureFacilitator:
@@ -226,7 +223,7 @@ class AuthCaptureFacilitator:
             try:
                 self._verify.check_envelope(payment, requirements)
                 info = self._verify.collect_info(payload, requirements)
-                key = "authorize:" + _hex(payment_hash(requirements, info))
+                key = "authorize:" + to_hex(payment_hash(requirements, info))
                 fingerprint = bytes(keccak256(b"authorize" + payload.signature))
                 done = self._journal.replay(key, fingerprint, self._reads.receipt)
                 if done is not None:
@@ -281,7 +278,7 @@ class AuthCaptureFacilitator:
         fingerprint = bytes(keccak256(payload.type.encode() + payload.authorizer_signature))
         if isinstance(payload, CapturePayload) and payload.void_authorizer_signature is not None:
             fingerprint = bytes(keccak256(fingerprint + payload.void_authorizer_signature))
-        key = idempotency_key or payload.idempotency_key or f"{payload.type}:{_hex(fingerprint)}"
+        key = idempotency_key or payload.idempotency_key or f"{payload.type}:{to_hex(fingerprint)}"
         with self._lock:
             try:
                 done = self._journal.replay(key, fingerprint, self._reads.receipt)
@@ -382,7 +379,7 @@ class AuthCaptureFacilitator:
         self, requirements: AuthCaptureRequirements, info: PaymentInfo, state: PaymentState
     ) -> dict[str, Any]:
         return {
-            "paymentInfoHash": _hex(payment_hash(requirements, info)),
+            "paymentInfoHash": to_hex(payment_hash(requirements, info)),
             "paymentInfo": info.to_wire(),
             "capturableAmount": str(state.capturable_amount),
             "refundableAmount": str(state.refundable_amount),
