@@ -33,10 +33,10 @@ from farthing.paywall.schemes.batch_settlement.state import (
     ChannelStore,
     ChargeRefused,
 )
+from farthing.paywall.schemes.batch_settlement.state.record import NO_DEPOSIT
 from farthing.paywall.schemes.batch_settlement.vouchers import UINT128_MAX
 from farthing.paywall.schemes.batch_settlement.wire import (
     ERR_CHANNEL_BUSY,
-    ERR_CHANNEL_NOT_FOUND,
     ERR_CUMULATIVE_AMOUNT_MISMATCH,
 )
 
@@ -53,7 +53,7 @@ def hold_refund(
     with store._begin() as connection:
         current = store._locked(connection, record.channel_id)
         if current is None:
-            return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
+            return NO_DEPOSIT
         if current.charged != record.charged:
             return ChargeRefused(
                 ERR_CUMULATIVE_AMOUNT_MISMATCH,

@@ -48,6 +48,7 @@ from farthing.paywall.schemes.batch_settlement.state.mirror import (
     read_chain,
 )
 from farthing.paywall.schemes.batch_settlement.state.record import (
+    NO_DEPOSIT,
     ChannelRecord,
     ChannelTerms,
     ChargeAccepted,
@@ -57,7 +58,6 @@ from farthing.paywall.schemes.batch_settlement.state.swap import Swap, drive, dr
 from farthing.paywall.schemes.batch_settlement.state.table import CHANNELS
 from farthing.paywall.schemes.batch_settlement.vouchers import ChannelConfig, SignedVoucher
 from farthing.paywall.schemes.batch_settlement.wire import (
-    ERR_CHANNEL_NOT_FOUND,
     ERR_CHARGE_EXCEEDS_SIGNED_CUMULATIVE,
 )
 
@@ -262,7 +262,7 @@ def swap_steps(
             return _accepted(view, after, price, actual, now, hold_ns)
         fresh = db._fetch(voucher.channel_id, record.config)
         if fresh is None:
-            return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
+            return NO_DEPOSIT
         record = fresh
         if not _hot(db, record):
             break
@@ -307,7 +307,7 @@ def charge_locked(
             insert_row(db, connection, request.config, snapshot)
         record = db._locked(connection, voucher.channel_id)
         if record is None:
-            return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
+            return NO_DEPOSIT
         if snapshot is not None:
             apply_mirror(db, connection, record, snapshot)
             record = db._locked(connection, voucher.channel_id)

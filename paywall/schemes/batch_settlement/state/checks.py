@@ -17,6 +17,7 @@ from typing import Final
 
 from farthing.paywall.schemes.batch_settlement.state.database import ChannelDatabase
 from farthing.paywall.schemes.batch_settlement.state.record import (
+    NO_DEPOSIT,
     ChannelRecord,
     ChannelTerms,
     ChargeRefused,
@@ -129,7 +130,7 @@ def check_refund(
         return refused
     record = db.get(voucher.channel_id)
     if record is None:
-        return ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
+        return NO_DEPOSIT
     if voucher.max_claimable_amount != record.charged:
         return ChargeRefused(
             ERR_CUMULATIVE_AMOUNT_MISMATCH,

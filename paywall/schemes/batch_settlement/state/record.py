@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from farthing.paywall.schemes.batch_settlement.extras import ChannelStateWire, VoucherStateWire
 from farthing.paywall.schemes.batch_settlement.holds import Hold
 from farthing.paywall.schemes.batch_settlement.vouchers import ChannelConfig
 from farthing.paywall.schemes.batch_settlement.wire import (
+    ERR_CHANNEL_NOT_FOUND,
     ERR_RECEIVER_AUTHORIZER_MISMATCH,
     ERR_RECEIVER_MISMATCH,
     ERR_TOKEN_MISMATCH,
@@ -23,7 +25,7 @@ from farthing.paywall.schemes.batch_settlement.wire import (
 )
 from farthing.wallet.address import checksum
 
-__all__ = ["ChannelRecord", "ChannelTerms", "ChargeAccepted", "ChargeRefused"]
+__all__ = ["NO_DEPOSIT", "ChannelRecord", "ChannelTerms", "ChargeAccepted", "ChargeRefused"]
 
 
 def _live_held(record: ChannelRecord) -> int:
@@ -133,3 +135,7 @@ class ChargeRefused:
     reason: str
     detail: str
     record: ChannelRecord | None = None
+
+
+# A charge or refund on a channel the server has no row for (and the chain no deposit).
+NO_DEPOSIT: Final = ChargeRefused(ERR_CHANNEL_NOT_FOUND, "no deposit is known for this channel")
