@@ -53,9 +53,22 @@ def _shares_a_fixture(item: pytest.Item) -> bool:
     return any(defs[-1].scope in SHARED_SCOPES for defs in info.name2fixturedefs.values() if defs)
 
 
-# tryfirst: xdist's own hook reads the marks. Known gap (#19): pytest-xdist
-# 3.8.0 applies a group by setting item._nodeid, which pytest 9 no longer
-# reads (a node's id is item._id), so --dist loadgroup runs these as plain load.
+def _join_group(item: pytest.Item, group: str) -> None:
+    """Mark ``item`` for ``group``; on an xdist worker, also name the group in its id.
+
+    --dist loadgroup schedules by an ``@group`` suffix on the node id. pytest-xdist
+    3.8.0 writes that suffix to ``item._nodeid``, which pytest 9 no longer reads
+    (a node's id is ``item._id``), so the suffix is written here as pytest 9 keeps it.
+    """
+    item.add_marker(pytest.mark.xdist_group(group))
+    config = item.config
+    if hasattr(config, "workerinput") and config.getvalue("loadgroup"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")  # type: ignore[attr-defined]
+
+
+# tryfirst: before xdist's own hook, which reads the marks.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     groups: dict[str, str] = {}
@@ -74,7 +87,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if item.nodeid.split("::", 1)[0] in vllm_modules:
             group = VLLM_GROUP  # its module-scoped fixtures stay with the vLLM tests
-        item.add_marker(pytest.mark.xdist_group(group))
+        _join_group(item, group)
 
 
 def free_port() -> int:
