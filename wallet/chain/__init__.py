@@ -24,38 +24,30 @@ the wall clock. Read the chain's time with :meth:`Chain.timestamp`.
 ``values`` (calls, results, logs, dev accounts), ``base`` (the interface both
 backends share), ``memory`` and ``rpc`` (the backends), ``backends``
 (:func:`open_chain`).
+
+The names are imported on first use (``farthing.lazy``): importing one
+submodule does not load the whole package.
 """
 
-from farthing.wallet.chain.backends import open_chain
-from farthing.wallet.chain.base import Backend, Chain, address_topic
-from farthing.wallet.chain.memory import MemoryChain
-from farthing.wallet.chain.rpc import RpcChain
-from farthing.wallet.chain.values import (
-    ANVIL_DEV_MNEMONIC,
-    TRANSFER_TOPIC,
-    Call,
-    CallResult,
-    DevAccount,
-    LogEntry,
-    TransferEvent,
-    TxResult,
-    anvil_dev_accounts,
-)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ANVIL_DEV_MNEMONIC",
-    "TRANSFER_TOPIC",
-    "Backend",
-    "Call",
-    "CallResult",
-    "Chain",
-    "DevAccount",
-    "LogEntry",
-    "MemoryChain",
-    "RpcChain",
-    "TransferEvent",
-    "TxResult",
-    "address_topic",
-    "anvil_dev_accounts",
-    "open_chain",
-]
+from farthing.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from farthing.wallet.chain.backends import open_chain as open_chain
+    from farthing.wallet.chain.base import Backend as Backend
+    from farthing.wallet.chain.base import Chain as Chain
+    from farthing.wallet.chain.base import address_topic as address_topic
+    from farthing.wallet.chain.memory import MemoryChain as MemoryChain
+    from farthing.wallet.chain.rpc import RpcChain as RpcChain
+    from farthing.wallet.chain.values import ANVIL_DEV_MNEMONIC as ANVIL_DEV_MNEMONIC
+    from farthing.wallet.chain.values import TRANSFER_TOPIC as TRANSFER_TOPIC
+    from farthing.wallet.chain.values import Call as Call
+    from farthing.wallet.chain.values import CallResult as CallResult
+    from farthing.wallet.chain.values import DevAccount as DevAccount
+    from farthing.wallet.chain.values import LogEntry as LogEntry
+    from farthing.wallet.chain.values import TransferEvent as TransferEvent
+    from farthing.wallet.chain.values import TxResult as TxResult
+    from farthing.wallet.chain.values import anvil_dev_accounts as anvil_dev_accounts
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, __file__)

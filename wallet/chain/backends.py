@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from farthing.wallet.chain.base import Chain
-from farthing.wallet.chain.memory import MemoryChain
 from farthing.wallet.chain.rpc import RpcChain
 from farthing.wallet.errors import ChainError
 
@@ -15,6 +14,10 @@ def open_chain(
 ) -> Chain:
     """Open ``"memory"`` (in-process py-evm) or a JSON-RPC URL (``http(s)://…``)."""
     if where == "memory":
+        # Imported here: py-evm and eth-tester cost half a second to import,
+        # which a command talking to a node never needs.
+        from farthing.wallet.chain.memory import MemoryChain
+
         return MemoryChain()
     if where.startswith(("http://", "https://")):
         return RpcChain(where, timeout_s=timeout_s, receipt_timeout_s=receipt_timeout_s)
