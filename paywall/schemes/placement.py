@@ -12,15 +12,11 @@ Real networks use the deployed official contracts and are refused here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, cast
-
-from eth_utils.address import to_canonical_address
+from typing import Final
 
 from farthing.invariant import invariant
-from farthing.wallet.address import checksum
-from farthing.wallet.chain import Call, Chain, MemoryChain, RpcChain
+from farthing.wallet.chain import Call, Chain
 from farthing.wallet.errors import ChainError, DeploymentError
-from farthing.wallet.networks import ANVIL_CHAIN_ID
 
 __all__ = [
     "MULTICALL3_ADDRESS",
@@ -36,9 +32,7 @@ MULTICALL3_ADDRESS: Final = "0xcA11bde05977b3631167028862bE2a173976CA11"
 
 def is_dev_chain(chain: Chain) -> bool:
     """Whether code may be written on ``chain``: the memory chain, or anvil."""
-    return isinstance(chain, MemoryChain) or (
-        isinstance(chain, RpcChain) and chain.chain_id == ANVIL_CHAIN_ID
-    )
+    return chain.is_dev
 
 
 def runtime_code(chain: Chain, creation: bytes, *, what: str) -> bytes:
@@ -51,25 +45,9 @@ def runtime_code(chain: Chain, creation: bytes, *, what: str) -> bytes:
 
 def set_code(chain: Chain, address: str, code: bytes, *, what: str) -> None:
     """Write ``code`` at ``address`` on a dev chain; anything else raises ``ChainError``."""
-    if isinstance(chain, MemoryChain):
-        # py-evm has no RPC for this: write the code into the pending state,
-        # then mine so "latest" (what eth_getCode reads) carries it.
-        backend = chain._tester.backend  # the memory chain's own py-evm
-        evm_chain = backend.chain
-        vm = evm_chain.get_vm(evm_chain.header)
-        vm.state.set_code(to_canonical_address(address), code)
-        vm.state.persist()
-        evm_chain.header = evm_chain.header.copy(state_root=vm.state.state_root)
-        backend.mine_blocks(1)
-    elif isinstance(chain, RpcChain) and chain.chain_id == ANVIL_CHAIN_ID:
-        response = chain.w3.provider.make_request(
-            cast(Any, "anvil_setCode"),
-            [checksum(address), "0x" + code.hex()],
-        )
-        if "error" in response:
-            raise DeploymentError(f"anvil_setCode at {address} failed: {response['error']}")
-    else:
+    if not chain.is_dev:
         raise ChainError(f"{chain!r} is not a dev chain: use the deployed {what} contracts there")
+    chain.set_code(address, code)
 
 
 def place_code(chain: Chain, wanted: Mapping[str, bytes], *, what: str) -> None:

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, Literal, cast
 
 from eth_abi.abi import decode as abi_decode
-from eth_tester.exceptions import TransactionFailed
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
@@ -61,6 +60,9 @@ class Chain:
     gas_headroom_percent: ClassVar[int] = 20
     receipt_poll_s: float = 0.05  # how often to ask for a receipt; slower on real networks
     log_block_span_max: ClassVar[int] = 5_000
+    # What a revert raises on this backend (py-evm adds its own): a class
+    # attribute, so the RPC path never imports eth-tester and py-evm.
+    revert_errors: ClassVar[tuple[type[Exception], ...]] = (ContractLogicError,)
 
     def __init__(self, w3: Web3, *, receipt_timeout_s: float) -> None:
         self.w3 = w3
@@ -113,7 +115,7 @@ class Chain:
         with self._rpc_errors():
             try:
                 data = self.w3.eth.call(cast(Any, tx), block_identifier=cast(Any, block))
-            except (ContractLogicError, TransactionFailed) as exc:
+            except self.revert_errors as exc:
                 message = revert_message(exc)
                 return CallResult(False, b"", reason_for_revert(message), message)
         return CallResult(True, bytes(data))
@@ -209,7 +211,7 @@ class Chain:
             raw = sender.sign_transaction(tx)
             try:
                 tx_hash = _hex(self.w3.eth.send_raw_transaction(raw))
-            except (ContractLogicError, TransactionFailed) as exc:
+            except self.revert_errors as exc:
                 message = revert_message(exc)
                 return TxResult(False, None, reason_for_revert(message), message)
             except (Web3RPCError, EthValidationError) as exc:  # the latter from py-evm
@@ -237,6 +239,15 @@ class Chain:
         """Move a dev chain's clock forward and mine a block; return the new timestamp."""
         raise ChainError(f"{self!r} cannot move its clock (only dev chains can)")
 
+    def set_code(self, address: str, code: bytes) -> None:
+        """Write runtime ``code`` at ``address``; only dev chains can."""
+        raise ChainError(f"{self!r} cannot write contract code (only dev chains can)")
+
+    @property
+    def is_dev(self) -> bool:
+        """Whether this is a dev chain (the memory chain, or anvil)."""
+        return False
+
     def dev_accounts(self) -> tuple[DevAccount, ...]:
         """Funded accounts with public keys; only dev chains have them."""
         raise ChainError(f"{self!r} has no dev accounts (only dev chains do)")
@@ -258,7 +269,7 @@ class Chain:
         """Return (a refusal, 0) or (None, the gas to send with)."""
         try:
             estimate = int(self.w3.eth.estimate_gas(cast(Any, tx)))
-        except (ContractLogicError, TransactionFailed) as exc:
+        except self.revert_errors as exc:
             message = revert_message(exc)
             return TxResult(False, None, reason_for_revert(message), message), 0
         gas = estimate + estimate * self.gas_headroom_percent // 100
@@ -284,7 +295,7 @@ class Chain:
         message: str | None = None
         try:
             self.w3.eth.call(cast(Any, replay), block_identifier=block - 1)
-        except (ContractLogicError, TransactionFailed) as exc:
+        except self.revert_errors as exc:
             message = revert_message(exc)
         except Web3RPCError as exc:  # e.g. anvil's "EVM error OutOfGas"
             message = _one_line(exc)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, cast
 
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
+from eth_utils.address import to_canonical_address
 from eth_utils.exceptions import ValidationError as EthValidationError
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import ContractLogicError
@@ -38,6 +39,7 @@ class MemoryChain(Chain):
     """
 
     backend: ClassVar[Backend] = "memory"
+    revert_errors: ClassVar[tuple[type[Exception], ...]] = (ContractLogicError, TransactionFailed)
     # py-evm's estimate_gas searches by re-running the call; a plain eth_call is
     # enough to simulate, and gas is then sent with a fixed generous limit (the
     # unused part is refunded, but the sender must hold enough ETH to cover it
@@ -55,6 +57,20 @@ class MemoryChain(Chain):
     def dev_accounts(self) -> tuple[DevAccount, ...]:
         return anvil_dev_accounts(self._accounts)
 
+    @property
+    def is_dev(self) -> bool:
+        return True
+
+    def set_code(self, address: str, code: bytes) -> None:
+        # py-evm has no RPC for this: write the code into the pending state,
+        # then mine so "latest" (what eth_getCode reads) carries it.
+        evm_chain = self._tester.backend.chain
+        vm = evm_chain.get_vm(evm_chain.header)
+        vm.state.set_code(to_canonical_address(address), code)
+        vm.state.persist()
+        evm_chain.header = evm_chain.header.copy(state_root=vm.state.state_root)
+        self._tester.backend.mine_blocks(1)
+
     def advance_time(self, seconds: int) -> int:
         invariant(seconds > 0, "advance_time needs a positive number of seconds")
         target = self.timestamp() + seconds
@@ -68,7 +84,7 @@ class MemoryChain(Chain):
             # With the gas it will be sent with, so py-evm's "can the sender
             # afford it" check matches the real send.
             self.w3.eth.call(cast(Any, {**tx, "gas": gas}))
-        except (ContractLogicError, TransactionFailed) as exc:
+        except self.revert_errors as exc:
             message = revert_message(exc)
             return TxResult(False, None, reason_for_revert(message), message), 0
         except EthValidationError as exc:

@@ -18,9 +18,10 @@ from web3 import HTTPProvider, Web3
 from web3.exceptions import TimeExhausted
 
 from farthing.invariant import invariant
+from farthing.wallet.address import checksum
 from farthing.wallet.chain.base import Backend, Chain
 from farthing.wallet.chain.values import DevAccount, anvil_dev_accounts
-from farthing.wallet.errors import ChainUnavailableError
+from farthing.wallet.errors import ChainUnavailableError, DeploymentError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
 
 __all__ = ["RpcChain"]
@@ -57,6 +58,20 @@ class RpcChain(Chain):
         if self.chain_id != ANVIL_CHAIN_ID:
             return super().dev_accounts()
         return anvil_dev_accounts()
+
+    @property
+    def is_dev(self) -> bool:
+        return self.chain_id == ANVIL_CHAIN_ID
+
+    def set_code(self, address: str, code: bytes) -> None:
+        if not self.is_dev:
+            return super().set_code(address, code)
+        with self._rpc_errors():
+            response = self.w3.provider.make_request(
+                cast(Any, "anvil_setCode"), [checksum(address), "0x" + code.hex()]
+            )
+        if "error" in response:
+            raise DeploymentError(f"anvil_setCode at {address} failed: {response['error']}")
 
     def advance_time(self, seconds: int) -> int:
         if self.chain_id != ANVIL_CHAIN_ID:
