@@ -63,8 +63,10 @@ def _join_group(item: pytest.Item, group: str) -> None:
     item.add_marker(pytest.mark.xdist_group(group))
     config = item.config
     if hasattr(config, "workerinput") and config.getvalue("loadgroup"):
-        from _pytest.nodeid import NodeId
-
+        try:
+            from _pytest.nodeid import NodeId
+        except ImportError:
+            return  # pytest 8 reads the suffix xdist itself writes to item._nodeid
         item._id = NodeId.parse(f"{item.nodeid}@{group}")  # type: ignore[attr-defined]
 
 
