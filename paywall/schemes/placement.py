@@ -20,7 +20,6 @@ from farthing.wallet.errors import ChainError, DeploymentError
 
 __all__ = [
     "MULTICALL3_ADDRESS",
-    "is_dev_chain",
     "place_code",
     "runtime_code",
     "set_code",
@@ -28,11 +27,6 @@ __all__ = [
 
 # Multicall3's well-known address: the same on every chain that has one.
 MULTICALL3_ADDRESS: Final = "0xcA11bde05977b3631167028862bE2a173976CA11"
-
-
-def is_dev_chain(chain: Chain) -> bool:
-    """Whether code may be written on ``chain``: the memory chain, or anvil."""
-    return chain.is_dev
 
 
 def runtime_code(chain: Chain, creation: bytes, *, what: str) -> bytes:

@@ -34,7 +34,6 @@ from farthing.paywall.schemes.auth_capture.payment import PaymentInfo
 from farthing.paywall.schemes.calldata import arg_types, encode_call
 from farthing.paywall.schemes.placement import (
     MULTICALL3_ADDRESS,
-    is_dev_chain,
     place_code,
     runtime_code,
 )
@@ -397,7 +396,7 @@ def place_auth_capture_contracts(
     in by running their constructors read-only, so the code placed is exactly
     what a deployment with those arguments would leave.
     """
-    if not is_dev_chain(chain):
+    if not chain.is_dev:
         raise ChainError(f"{chain!r} is not a dev chain: use the deployed {_WHAT} contracts there")
     escrow = checksum(contracts.escrow)
 
