@@ -42,14 +42,20 @@ __all__ = [
     "FiatTerms",
     "MalformedChallenge",
     "Offer",
+    "SellerAnswer",
+    "answer_of",
     "read_challenge",
+    "read_payment_required",
     "read_settlement",
+    "settlement_from",
 ]
 
 X_PAYMENT_RESPONSE_HEADER: Final = "X-PAYMENT-RESPONSE"
 # A 402 header with a handful of offers is about 1 KB; 16 KiB is plenty, and a
 # hostile seller cannot make the client parse megabytes.
 CHALLENGE_BYTES_MAX: Final = 16 * 1024
+# A settlement response carries a channel's state too; this bounds it before parsing.
+_SETTLEMENT_BYTES_MAX: Final = 64 * 1024
 _BODY_BYTES_MAX: Final = 256 * 1024
 _OFFERS_MAX: Final = 16
 _PREVIEW_CHARS_MAX: Final = 8_000
@@ -144,13 +150,52 @@ def read_settlement(response: httpx.Response) -> SettleResult | None:
     )
     if header is None:
         return None
-    data = _unb64_json(header)
+    return settlement_from(_unb64_json(header))
+
+
+def settlement_from(data: Any) -> SettleResult | None:
+    """A settlement response object as any transport carried it, or None if it is not one."""
     if data is None:
         return None
     try:
         return SettleResult.from_wire(data)
     except (AuthorizationError, ValueError):
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class SellerAnswer:
+    """The seller's answer to a signed payment, whatever transport carried it (HTTP, MCP).
+
+    ``delivered``: the content came (an HTTP 2xx, a tool result that is not
+    an error). ``refused``: the seller asked for payment again (an HTTP 402, a
+    tool's payment-required error), with the terms it sent (``challenge``).
+    ``settlement`` is the settlement response object as sent, unparsed (a
+    scheme reads its own fields from it); ``status`` says in a few words what
+    came back, for messages ("500", "a tool error").
+    """
+
+    delivered: bool
+    refused: bool
+    settlement: Mapping[str, Any] | None
+    challenge: Challenge | MalformedChallenge | None
+    status: str
+
+
+def answer_of(response: httpx.Response) -> SellerAnswer:
+    """An HTTP response (its body read) as a :class:`SellerAnswer`."""
+    header = response.headers.get(PAYMENT_RESPONSE_HEADER) or response.headers.get(
+        X_PAYMENT_RESPONSE_HEADER
+    )
+    data = _unb64_json(header, _SETTLEMENT_BYTES_MAX) if header is not None else None
+    refused = response.status_code == 402
+    return SellerAnswer(
+        delivered=response.is_success,
+        refused=refused,
+        settlement=data if isinstance(data, Mapping) else None,
+        challenge=read_challenge(response) if refused else None,
+        status=str(response.status_code),
+    )
 
 
 # ------------------------------------------------------------------ v2
@@ -166,15 +211,26 @@ def _read_v2(header: str, body: Any) -> Challenge | MalformedChallenge:
         return MalformedChallenge(
             "malformed_payment_required", "PAYMENT-REQUIRED is not base64 of a JSON object"
         )
+    return read_payment_required(data, body, source="PAYMENT-REQUIRED")
+
+
+def read_payment_required(
+    data: Mapping[str, Any], body: Any = None, *, source: str = "the PaymentRequired"
+) -> Challenge | MalformedChallenge:
+    """The terms of an x402 v2 ``PaymentRequired`` object, whatever transport carried it.
+
+    The caller bounds its size first. ``body`` is where Farthing's own sellers
+    put the free preview and the fiat price (the 402's JSON body over HTTP).
+    """
     version = data.get("x402Version")
     if version != 2 or isinstance(version, bool):
         return MalformedChallenge(
-            "unsupported_x402_version", f"PAYMENT-REQUIRED has x402Version {version!r}, not 2"
+            "unsupported_x402_version", f"{source} has x402Version {version!r}, not 2"
         )
     accepts = data.get("accepts")
     if not isinstance(accepts, list) or not accepts:
         return MalformedChallenge(
-            "malformed_payment_required", "PAYMENT-REQUIRED has no list of accepted payments"
+            "malformed_payment_required", f"{source} has no list of accepted payments"
         )
     offers, skipped = _offers(accepts[:_OFFERS_MAX], version=2)
     resource = data.get("resource")
@@ -265,8 +321,8 @@ def _offers(
     return tuple(offers), tuple(skipped)
 
 
-def _unb64_json(text: str) -> Any:
-    if len(text) > CHALLENGE_BYTES_MAX:
+def _unb64_json(text: str, bytes_max: int = CHALLENGE_BYTES_MAX) -> Any:
+    if len(text) > bytes_max:
         return None
     try:
         raw = base64.b64decode(text.strip(), validate=True)

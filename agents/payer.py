@@ -41,8 +41,9 @@ from farthing.agents.challenge import (
     Challenge,
     MalformedChallenge,
     Offer,
-    read_challenge,
-    read_settlement,
+    SellerAnswer,
+    answer_of,
+    settlement_from,
 )
 from farthing.agents.channels.payer import ChannelPayer
 from farthing.agents.channels.prepared import ChannelPrepared
@@ -454,19 +455,25 @@ class Payer:
     def finish(
         self, prepared: Prepared | ChannelPrepared, response: httpx.Response
     ) -> PaymentOutcome:
-        """Book what the seller's answer to a signed payment means; see the module doc."""
+        """Book what the seller's HTTP answer to a signed payment means; see the module doc."""
+        return self.conclude(prepared, answer_of(response))
+
+    def conclude(
+        self, prepared: Prepared | ChannelPrepared, answer: SellerAnswer
+    ) -> PaymentOutcome:
+        """Book the seller's answer to a signed payment, from any transport; see the module doc."""
         if isinstance(prepared, ChannelPrepared):
-            return self.channels.finish(prepared, response)
-        settlement = read_settlement(response)
-        if response.is_success and settlement is not None and settlement.success:
+            return self.channels.conclude(prepared, answer)
+        settlement = settlement_from(answer.settlement)
+        if answer.delivered and settlement is not None and settlement.success:
             if settlement.network not in ("", self.asset.network) or (
                 settlement.payer is not None and settlement.payer.lower() != self.address.lower()
             ):
                 detail = "the receipt names another payment"
                 return self._unknown(prepared, "settlement_unknown", detail)
             return self._post(prepared, settlement.transaction or None)
-        if response.status_code == 402:
-            challenge = read_challenge(response)
+        if answer.refused:
+            challenge = answer.challenge
             seller_reason = (
                 (settlement.reason if settlement is not None else None)
                 or (challenge.error if isinstance(challenge, Challenge) else None)
@@ -482,10 +489,10 @@ class Payer:
             if result not in ("ok", "exists"):
                 log.warning("voiding payment %d failed: %s", prepared.payment_id, result)
             return prepared.outcome("refused", seller_reason, message=message)
-        detail = f"the seller answered {response.status_code}"
+        detail = f"the seller answered {answer.status}"
         if settlement is not None and settlement.reason:
             detail += f" ({settlement.reason})"
-        if response.is_success:  # the content came, with a receipt we cannot match
+        if answer.delivered:  # the content came, with a receipt we cannot match
             return self._unknown(prepared, "settlement_unknown", detail)
         return self._undelivered(prepared, "settlement_unknown", detail)
 

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from farthing.agents.challenge import Challenge, Offer, read_challenge
+from farthing.agents.challenge import Challenge, Offer, SellerAnswer, answer_of
 from farthing.agents.channels.books import (
     ChargeIntent,
     book_extra_charge,
@@ -88,7 +88,6 @@ from farthing.paywall.schemes.batch_settlement.client import (
     payment_header,
     read_correction,
     read_offer,
-    response_data,
     sign_deposit,
     voucher_payload,
 )
@@ -96,7 +95,6 @@ from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
 from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
 from farthing.paywall.schemes.batch_settlement.vouchers import ChannelConfig, ChannelDomain
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME, Erc3009Deposit
-from farthing.paywall.wire import PAYMENT_RESPONSE_HEADER
 from farthing.wallet.errors import ChainError
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 
@@ -331,17 +329,21 @@ class ChannelPayer:
     # ------------------------------------------------------------ after sending
 
     def finish(self, prepared: ChannelPrepared, response: httpx.Response) -> PaymentOutcome:
-        """Check and book the seller's answer to a voucher; see the module doc."""
+        """Check and book the seller's HTTP answer to a voucher; see the module doc."""
+        return self.conclude(prepared, answer_of(response))
+
+    def conclude(self, prepared: ChannelPrepared, answer: SellerAnswer) -> PaymentOutcome:
+        """Check and book the seller's answer to a voucher, from any transport; see the module doc."""
         # The seller answered; nothing of its answer is booked yet.
         if prepared.deposit_id is not None:
             crash_point("agent.channel_after_deposit_sent")
         else:
             crash_point("agent.channel_after_voucher_sent")
-        data = response_data(response.headers.get(PAYMENT_RESPONSE_HEADER))
-        if response.is_success and data is not None and data.get("success") is True:
+        data = dict(answer.settlement) if answer.settlement is not None else None
+        if answer.delivered and data is not None and data.get("success") is True:
             return self._charged(prepared, data)
-        if response.status_code == 402:
-            challenge = read_challenge(response)
+        if answer.refused:
+            challenge = answer.challenge
             error = challenge.error if isinstance(challenge, Challenge) else None
             seller_reason = (data or {}).get("errorReason") or error or "payment_not_accepted"
             void_pending(self.books, prepared.payment_id)
@@ -358,7 +360,7 @@ class ChannelPayer:
         # reserved and in flight; the next corrective 402 or reconciliation
         # settles it.
         release(self.books, prepared.lease)
-        detail = f"the seller answered {response.status_code}"
+        detail = f"the seller answered {answer.status}"
         return prepared.outcome("possible_spend", "settlement_unknown", message=detail)
 
     def after_error(self, prepared: ChannelPrepared, error: BaseException) -> PaymentOutcome:
