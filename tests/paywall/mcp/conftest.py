@@ -1,0 +1,49 @@
+"""Fixtures for x402 over MCP, the seller's side: real MCP clients over streamable HTTP.
+
+Servers are real (uvicorn on 127.0.0.1, through ``serve_in_thread``), the
+chain is the module's anvil from ``tests/paywall/conftest.py``, and calls go
+through ``mcp``'s own ``ClientSession``; payments are signed with Farthing's
+wallet and carried in ``_meta["x402/payment"]`` as x402's binding says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult
+
+from farthing.paywall.wire import unb64_json
+from farthing.wallet.signer import LocalSigner
+from tests.paywall.conftest import sign_for
+
+
+async def call_tool(
+    url: str,
+    name: str,
+    arguments: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> CallToolResult:
+    """One tools/call on the MCP server at ``url`` (its /mcp endpoint)."""
+    async with (
+        httpx.AsyncClient(timeout=30.0, headers=headers) as http,
+        streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        return await session.call_tool(name, arguments or {}, meta=meta)
+
+
+def payment_for(challenge: dict[str, Any], payer: LocalSigner, **overrides: Any) -> dict[str, Any]:
+    """``_meta`` paying the first exact offer of a 402 result's ``structuredContent``."""
+    accepts = next(a for a in challenge["accepts"] if a["scheme"] == "exact")
+    payload: dict[str, Any] = unb64_json(sign_for(accepts, payer, **overrides))
+    payload["resource"] = challenge["resource"]
+    return {"x402/payment": payload}
+
+
+def text_of(result: CallToolResult) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
