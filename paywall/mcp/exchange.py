@@ -150,7 +150,9 @@ def tool_result(
     )
 
 
-def error_result(reason: str, message: str, *, meta: dict[str, Any] | None = None) -> CallToolResult:
+def error_result(
+    reason: str, message: str, *, meta: dict[str, Any] | None = None
+) -> CallToolResult:
     """An error result that is not a payment request: a reason and a sentence."""
     body = {"error": reason, "message": message}
     return tool_result(

@@ -44,7 +44,6 @@ RECEIPT_META: Final = "farthing/receipt"
 SIGN_IN_META: Final = SIGN_IN_WITH_X
 _DEPTH_MAX: Final = 8  # the payment header's own bound (wire.HEADER_JSON_DEPTH_MAX)
 _ITEMS_MAX: Final = 256
-_PROOF_CHARS_MAX: Final = 4096
 _COOKIE_PAIR_RE: Final = re.compile(r"^[A-Za-z0-9_\-]{1,64}=[A-Za-z0-9_\-.~]{1,2048}$")
 _HEADER_VALUE_RE: Final = re.compile(r"^[\x21-\x7e]{1,4096}$")
 
@@ -93,9 +92,8 @@ def proofs_of(meta: Mapping[str, Any]) -> Proofs:
     if isinstance(receipt, str) and _COOKIE_PAIR_RE.match(receipt):
         headers.append((b"cookie", receipt.encode("ascii")))
     signed = meta.get(SIGN_IN_META)
-    if isinstance(signed, str) and len(signed) <= _PROOF_CHARS_MAX:
-        if _HEADER_VALUE_RE.match(signed):
-            headers.append((SIGN_IN_WITH_X.lower().encode(), signed.encode("ascii")))
+    if isinstance(signed, str) and _HEADER_VALUE_RE.match(signed):
+        headers.append((SIGN_IN_WITH_X.lower().encode(), signed.encode("ascii")))
     return Proofs(tuple(headers))
 
 

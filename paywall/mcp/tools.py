@@ -201,9 +201,7 @@ class PaidTools:
             if settled is None:
                 return result
             meta = {**(result.meta or {}), PAYMENT_RESPONSE_META: settled}
-            return tool_result(
-                result.content, structured=result.structuredContent, meta=meta
-            )
+            return tool_result(result.content, structured=result.structuredContent, meta=meta)
         if result is not None and result.isError:
             return result  # the tool failed: released, nothing settled
         return error_result(

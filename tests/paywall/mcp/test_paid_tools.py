@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,9 +198,7 @@ def test_nulls_in_the_payment_are_accepted(tools: ToolServer, chain_env: ChainEn
     ],
     ids=["string", "deep", "large", "many-items", "float"],
 )
-def test_a_malformed_payment_gets_a_clean_402_result(
-    tools: ToolServer, payment: Any
-) -> None:
+def test_a_malformed_payment_gets_a_clean_402_result(tools: ToolServer, payment: Any) -> None:
     result = _call(tools, "forecast", {"city": "Oslo"}, {"x402/payment": payment})
     assert result.isError is True
     assert result.structuredContent["accepts"] and result.structuredContent["error"] not in (

@@ -1,0 +1,112 @@
+"""``/mcp`` beside the site: MCP over streamable HTTP, its body bounded before it is parsed.
+
+:class:`McpMount` sends ``/mcp`` to an MCP server and everything else to the
+site (the paywalled proxy). ``farthing paywall serve`` puts ``HostGuard`` in
+front of both, so ``/mcp`` answers only the site's own host names (that is
+the DNS-rebinding guard; the ``mcp`` package's own is left off so there is one
+list of names). A request body is read up to ``body_bytes_max`` (413 past
+it) and its JSON nesting measured (400 past ``depth_max``) before the MCP
+server sees a byte. Each request gets a stateless session manager of its own:
+no session outlives its request, so replicas need not share anything but the
+payment database, and no ASGI lifespan is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+
+from farthing.paywall.edge.asgi import Send, header, send_json
+from farthing.paywall.edge.middleware import PaywallMiddleware
+from farthing.paywall.mcp.fetch import site_server
+from farthing.web import json_depth
+
+__all__ = ["MCP_BODY_BYTES_MAX_DEFAULT", "MCP_PATH", "McpMount", "site_mount"]
+
+MCP_PATH: Final = "/mcp"
+MCP_BODY_BYTES_MAX_DEFAULT: Final = 64 * 1024
+_DEPTH_MAX_DEFAULT: Final = 32
+
+
+class McpMount:
+    """``/mcp`` to ``server``, anything else (and the lifespan) to ``site``."""
+
+    def __init__(
+        self,
+        site: Any,
+        server: Server[Any, Any],
+        *,
+        body_bytes_max: int = MCP_BODY_BYTES_MAX_DEFAULT,
+        depth_max: int = _DEPTH_MAX_DEFAULT,
+    ) -> None:
+        if not 1024 <= body_bytes_max <= 4 * 1024 * 1024:
+            raise ValueError("body_bytes_max must be between 1 KiB and 4 MiB")
+        self.site = site
+        self.server = server
+        self.body_bytes_max = body_bytes_max
+        self.depth_max = depth_max
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in (MCP_PATH, MCP_PATH + "/"):
+            await self._serve(scope, receive, send)
+            return
+        await self.site(scope, receive, send)
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        declared = header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.body_bytes_max):
+            await _too_large(send, self.body_bytes_max)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.body_bytes_max:
+                await _too_large(send, self.body_bytes_max)
+                return
+            if not message.get("more_body", False):
+                break
+        if json_depth(bytes(body)) > self.depth_max:
+            await send_json(
+                send,
+                400,
+                {
+                    "error": "json_too_deep",
+                    "message": f"the body nests deeper than {self.depth_max}",
+                },
+            )
+            return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        manager = StreamableHTTPSessionManager(
+            app=self.server,
+            json_response=True,
+            stateless=True,
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            max_request_body_size=self.body_bytes_max,
+        )
+        async with manager.run():
+            await manager.handle_request(scope, replay, send)
+
+
+async def _too_large(send: Send, bytes_max: int) -> None:
+    await send_json(
+        send, 413, {"error": "body_too_large", "message": f"the body is over {bytes_max} bytes"}
+    )
+
+
+def site_mount(site: Any, paywall: PaywallMiddleware) -> McpMount:
+    """The site with ``/mcp`` (the ``fetch`` tool and resources over ``paywall``) beside it."""
+    return McpMount(site, site_server(paywall))
