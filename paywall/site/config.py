@@ -16,6 +16,7 @@
     receipt_lifetime_s = 2592000             # a receipt reads the article again for 30 days
     public_url = "https://blog.example"      # the origin sign-in names; its host is answered
     allowed_hosts = ["www.blog.example"]     # more host names to answer (besides localhost)
+    mcp = true                               # also serve MCP at /mcp (a fetch tool; docs/mcp.md)
     preview_selectors = ["article", "main"]  # the element cut to its preview on the 402 page
 
     [rates]
@@ -72,7 +73,7 @@ _KNOWN_KEYS: Final = frozenset(
         "upstream", "pay_to", "token", "rpc_url", "key_file", "facilitator_url",
         "facilitator_token_file", "database_url", "ledger_database_url", "rounding",
         "rates", "routes", "public_url", "receipt_secret_file", "receipt_lifetime_s",
-        "preview_selectors", "channels", "allowed_hosts",
+        "preview_selectors", "channels", "allowed_hosts", "mcp",
     }
 )  # fmt: skip
 
@@ -99,6 +100,7 @@ class ServeConfig:
     preview_selectors: tuple[str, ...] | None = None  # the article element, tried in order
     channels: ChannelSettings | None = None  # the [channels] table: batch-settlement is on
     allowed_hosts: tuple[str, ...] = ()  # host names answered besides loopback and public_url
+    mcp: bool = False  # also serve MCP at /mcp: the fetch tool (farthing.paywall.mcp)
 
     def with_flags(self, **flags: Any) -> ServeConfig:
         """Flags win over the file; routes given as flags are added after the file's.
@@ -311,6 +313,9 @@ def load_config(path: Path) -> ServeConfig:
         raise PaywallConfigError(
             f'{path}: allowed_hosts must be a list of host names, e.g. ["shop.example"]'
         )
+    mcp = data.get("mcp", False)
+    if not isinstance(mcp, bool):
+        raise PaywallConfigError(f"{path}: mcp must be true or false")
     public_url = _text(data, "public_url", where)
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise PaywallConfigError(f"{path}: public_url must start with https:// or http://")
@@ -345,4 +350,5 @@ def load_config(path: Path) -> ServeConfig:
         receipt_lifetime_s=lifetime,
         preview_selectors=tuple(selectors) if selectors is not None else None,
         channels=channels,
+        mcp=mcp,
     )

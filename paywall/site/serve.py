@@ -200,11 +200,16 @@ def build_paywall(
         channels=channels,
         **page,
     )
-    app = PaywallMiddleware(ReverseProxy(settings.upstream), options=options)
+    paywall = PaywallMiddleware(ReverseProxy(settings.upstream), options=options)
+    app: Any = paywall
+    if getattr(settings, "mcp", False):
+        from farthing.paywall.mcp.mount import site_mount
+
+        app = site_mount(app, paywall)  # /mcp: the fetch tool over the same paywall
     articles = any(
         r.preview_fraction is not None or r.preview_blocks is not None for r in settings.routes
     )
-    sign_in_off = app.sign_in_off_reason if articles else None
+    sign_in_off = paywall.sign_in_off_reason if articles else None
     if channels is None:
         return BuiltPaywall(app, chain.network, sign_in_off=sign_in_off)
     return BuiltPaywall(
