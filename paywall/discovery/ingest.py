@@ -1,0 +1,146 @@
+"""From a verified or settled payment to a catalog entry, without ever stopping the payment.
+
+A facilitator sees ``{"paymentPayload", "paymentRequirements"}``; the payload
+carries what the buyer echoed of the seller's 402: ``resource`` (its URL,
+description, media type and service metadata) and ``extensions.bazaar``.
+:func:`offer_from` turns that into an :class:`~farthing.paywall.discovery.catalog.Offer`
+or a :class:`~farthing.paywall.discovery.validation.Refused` reason:
+
+- the declaration must pass :func:`~farthing.paywall.discovery.validation.check_declaration`;
+- the resource URL must be an absolute ``http(s)`` URL without userinfo or
+  control characters (at most 2048 characters); its query and fragment are
+  cut, and a valid ``routeTemplate`` replaces its path;
+- ``serviceName``, ``tags`` and ``iconUrl`` are soft-dropped field by field
+  (``farthing.paywall.discovery.metadata``); description and media type are
+  cut to their column's size;
+- the price is the paid ``accepts`` entry's, a decimal string of at most 78
+  digits.
+
+:func:`catalog_payment` is what the facilitator's API calls after a payment
+was found valid or settled: in a worker thread, and whatever goes wrong (a
+poisoned declaration, a full or unreachable database) is logged as one line
+and swallowed, so the payment's answer is the one it would have been.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio.to_thread
+
+from farthing.paywall.discovery.catalog import Catalog, Offer
+from farthing.paywall.discovery.metadata import clean_service_metadata
+from farthing.paywall.discovery.validation import Checked, Refused, check_declaration
+
+__all__ = ["URL_CHARS_MAX", "catalog_payment", "offer_from"]
+
+URL_CHARS_MAX: Final = 2048
+_DESCRIPTION_CHARS_MAX: Final = 512
+_MIME_CHARS_MAX: Final = 128
+_FIELD_CHARS_MAX: Final = 64
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_DIGITS: Final = re.compile(r"[0-9]{1,78}")
+
+logger = logging.getLogger(__name__)
+
+
+def _url(raw: object, checked: Checked) -> str | Refused:
+    if not isinstance(raw, str) or not 0 < len(raw) <= URL_CHARS_MAX or _CONTROL.search(raw):
+        return Refused("invalid_resource_url", "resource.url must be a short absolute URL")
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname
+    except ValueError:
+        return Refused("invalid_resource_url", "resource.url does not parse")
+    if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc:
+        return Refused("invalid_resource_url", "resource.url must be http(s) without userinfo")
+    path = checked.route_template or parts.path or "/"
+    return urlunsplit((parts.scheme, parts.netloc.lower(), path, "", ""))
+
+
+def _text(value: object, chars_max: int) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return _CONTROL.sub(" ", value[:chars_max])
+
+
+def _short(value: object) -> str | None:
+    if not isinstance(value, str) or not 0 < len(value) <= _FIELD_CHARS_MAX:
+        return None
+    return None if _CONTROL.search(value) else value
+
+
+def offer_from(body: Mapping[str, Any]) -> Offer | Refused | None:
+    """The catalog entry a verify or settle body declares; None when it declares nothing."""
+    payload = body.get("paymentPayload")
+    requirements = body.get("paymentRequirements")
+    if not isinstance(payload, Mapping) or not isinstance(requirements, Mapping):
+        return None
+    extensions = payload.get("extensions")
+    if not isinstance(extensions, Mapping) or "bazaar" not in extensions:
+        return None
+    checked = check_declaration(extensions["bazaar"])
+    if isinstance(checked, Refused):
+        return checked
+    resource = payload.get("resource")
+    if not isinstance(resource, Mapping):
+        return Refused("invalid_resource", "the payment names no resource")
+    url = _url(resource.get("url"), checked)
+    if isinstance(url, Refused):
+        return url
+    amount = requirements.get("amount")
+    scheme, network = _short(requirements.get("scheme")), _short(requirements.get("network"))
+    asset, pay_to = _short(requirements.get("asset")), _short(requirements.get("payTo"))
+    if not isinstance(amount, str) or not _DIGITS.fullmatch(amount):
+        return Refused("invalid_requirements", "amount must be a decimal string")
+    if scheme is None or network is None or asset is None or pay_to is None:
+        return Refused("invalid_requirements", "scheme, network, asset and payTo are needed")
+    accepts = {
+        key: requirements[key]
+        for key in ("scheme", "network", "asset", "amount", "payTo", "maxTimeoutSeconds", "extra")
+        if key in requirements
+    }
+    service = clean_service_metadata(resource)
+    return Offer(
+        kind=checked.kind,
+        url=url,
+        method=checked.method,
+        tool_name=checked.tool_name,
+        description=_text(resource.get("description"), _DESCRIPTION_CHARS_MAX),
+        mime_type=_short(resource.get("mimeType")),
+        service_name=service.get("serviceName"),
+        tags=tuple(service.get("tags", ())),
+        icon_url=service.get("iconUrl"),
+        scheme=scheme,
+        network=network,
+        asset=asset,
+        pay_to=pay_to,
+        amount=int(amount),
+        accepts=accepts,
+        declaration=checked.to_wire(),
+    )
+
+
+def _catalog_now(catalog: Catalog, body: Mapping[str, Any]) -> str:
+    offer = offer_from(body)
+    if offer is None:
+        return "none"
+    if isinstance(offer, Refused):
+        return f"dropped ({offer.reason})"
+    return catalog.record(offer)
+
+
+async def catalog_payment(catalog: Catalog, body: Mapping[str, Any]) -> str:
+    """Catalog what a valid or settled payment declares; never raises (the payment goes on)."""
+    try:
+        outcome = await anyio.to_thread.run_sync(_catalog_now, catalog, body)
+    except Exception as exc:  # noqa: BLE001 - the catalog must never cost a payment its answer
+        logger.warning("discovery catalog: not recorded (%s)", type(exc).__name__)
+        return "error"
+    if outcome.startswith("dropped"):
+        logger.info("discovery catalog: declaration %s", outcome)
+    return outcome
