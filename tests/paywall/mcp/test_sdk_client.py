@@ -130,7 +130,7 @@ def channel_tools(
 def test_the_sdk_mcp_client_pays_a_tool_through_a_channel(
     chain_env: ChainEnv, channel_tools: tuple[str, ChannelStore]
 ) -> None:
-    url, channels = channel_tools
+    url, _ = channel_tools
     payer = chain_env.new_payer()
     account = Account.from_key(payer.private_key.get_secret_value())
     client = _allow_our_token(x402Client(), chain_env)
