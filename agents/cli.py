@@ -41,6 +41,7 @@ from farthing.agents.admin_cli import (
     policy_app,
 )
 from farthing.agents.channels.cli import channels_app
+from farthing.agents.mcp.cli import call as mcp_call
 from farthing.agents.workspace import Workspace
 from farthing.console import emit_json, err_console, fail, out_console
 from farthing.ledger.ids import format_transfer_id
@@ -58,6 +59,7 @@ app = typer.Typer(
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
 app.add_typer(channels_app, name="channels")
+app.command("call")(mcp_call)
 
 DataDirOpt = Annotated[
     Path | None,
@@ -103,6 +105,10 @@ def run(
     task_id: Annotated[
         str | None, typer.Option("--task-id", help="Reuse a task id (its budget must match).")
     ] = None,
+    mcp: Annotated[
+        list[str] | None,
+        typer.Option("--mcp", help="Use this MCP server's tools instead of pages (repeatable)."),
+    ] = None,
     data_dir: DataDirOpt = None,
     agent_id: AgentOpt = None,
     wallet: WalletOpt = None,
@@ -113,7 +119,7 @@ def run(
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the agent on a task: it prices pages, buys what is worth it within budget, and answers."""
+    """Run the agent on a task: it prices pages (or an MCP server's tools), buys what is worth it within budget, and answers."""
     from farthing.agents.brain import Brain, LlmBrain, RuleBrain
     from farthing.agents.render import render_report, report_json
     from farthing.agents.runner import AgentRun, RunReport
@@ -122,7 +128,9 @@ def run(
     if (llm_url is None) != (model is None):
         fail("pass --llm-url and --model together (or neither, for the rule brain)")
     starts = list(dict.fromkeys([*(url or []), *_URL_IN_TEXT.findall(task)]))
-    if not starts:
+    if mcp and url:
+        fail("give the agent pages (--url) or MCP servers (--mcp), not both", exit_code=2)
+    if not starts and not mcp:
         fail("give the agent somewhere to start: --url URL, or a URL in the task")
     started = time.perf_counter()
 
@@ -154,6 +162,13 @@ def run(
 
         async def go() -> RunReport:
             try:
+                if mcp:
+                    from farthing.agents.mcp.runner import McpRun
+
+                    servers = McpRun(
+                        workspace.payer, the_task, brain, servers=mcp, progress=progress
+                    )
+                    return await servers.run()
                 async with AgentToolkit(workspace.payer, the_task) as toolkit:
                     return await AgentRun(
                         toolkit, brain, start_urls=starts, progress=progress

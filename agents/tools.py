@@ -26,7 +26,7 @@ import httpx
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from farthing.agents.books import BudgetStatus
+from farthing.agents.books import AgentBooks, BudgetStatus
 from farthing.agents.challenge import Challenge, FiatTerms, read_challenge
 from farthing.agents.client import asettle_after_error
 from farthing.agents.outcome import PaymentOutcome, outcome_of
@@ -47,6 +47,7 @@ __all__ = [
     "PriceCheck",
     "StatusArgs",
     "Task",
+    "policy_note",
     "tool_call",
 ]
 
@@ -238,19 +239,7 @@ class AgentToolkit:
         )
 
     def _policy_note(self, url: str, amount: int, pay_to: str) -> str | None:
-        """What the policy would say, without reserving anything (the payment re-checks it all)."""
-        books = self.payer.books
-        policy = books.policy()
-        refusal = check_terms(policy, host=urlsplit(url).hostname or "", pay_to=pay_to)
-        if refusal is not None:
-            return refusal
-        if policy.payment_cap is not None and amount > policy.payment_cap:
-            return "exceeds_payment_cap"
-        if amount > books.status(self.task.task_id or None).remaining():
-            return "exceeds_task_budget"
-        if needs_approval(policy, amount):
-            return "needs_approval"
-        return None
+        return policy_note(self.payer.books, self.task.task_id, url, amount, pay_to)
 
     def describe_check(self, check: PriceCheck) -> str:
         asset = self.payer.asset
@@ -379,6 +368,25 @@ class AgentToolkit:
             lines.append(f"{possible} payment(s) await resolution from the chain (possible spend).")
         lines.append(f"The most the next payment can be: {f(status.remaining())}.")
         return "\n".join(lines)
+
+
+def policy_note(books: AgentBooks, task_id: str, url: str, amount: int, pay_to: str) -> str | None:
+    """What the policy would say of paying ``amount`` to ``pay_to`` for ``url``, reserving nothing.
+
+    The payment itself checks it all again; this is what a price check tells
+    the brain beforehand.
+    """
+    policy = books.policy()
+    refusal = check_terms(policy, host=urlsplit(url).hostname or "", pay_to=pay_to)
+    if refusal is not None:
+        return refusal
+    if policy.payment_cap is not None and amount > policy.payment_cap:
+        return "exceeds_payment_cap"
+    if amount > books.status(task_id or None).remaining():
+        return "exceeds_task_budget"
+    if needs_approval(policy, amount):
+        return "needs_approval"
+    return None
 
 
 def _invalid_arguments(error: ValidationError) -> str:
