@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
+from farthing.paywall.discovery.declaration import BAZAAR, SiteDiscovery
 from farthing.paywall.edge.asgi import (
     EXPOSE,
     BodyTooLarge,
@@ -59,6 +60,7 @@ class Priced:
     requirements: PaymentRequirements
     resource: ResourceInfo
     channel: ChannelRequirements | None = None
+    method: str = "GET"  # the request's: the bazaar declaration names it
 
     def challenge(self, error: str | None) -> PaymentRequired:
         offers: dict[str, Any] = {"exact": self.requirements, "batch-settlement": self.channel}
@@ -90,8 +92,10 @@ class Challenger:
         sign_in: bool,
         preview_selectors: tuple[str, ...],
         body_bytes_max: int,
+        discovery: SiteDiscovery | None = None,
     ) -> None:
         self.app = app
+        self.discovery = discovery  # bazaar declarations and service metadata in every 402
         self.channels = channels
         self.public_url = public_url
         self.receipts = receipts
@@ -125,7 +129,7 @@ class Challenger:
                 name=requirements.token_name,
                 version=requirements.token_version,
             )
-        return Priced(route, quote, requirements, resource, channel)
+        return Priced(route, quote, requirements, resource, channel, str(scope["method"]).upper())
 
     async def challenge(
         self, scope: dict[str, Any], receive: Any, send: Send, priced: Priced
@@ -216,17 +220,30 @@ class Challenger:
         return self.sign_in and priced.route.is_article
 
     def _extensions(self, priced: Priced) -> dict[str, Any]:
-        if not self._sign_in_offered(priced) or self.receipts is None:
-            return {}
-        declared = declare_sign_in(priced.resource.url, priced.requirements.network, self.receipts)
-        return {SIGN_IN_WITH_X: declared}
+        extensions: dict[str, Any] = {}
+        if self._sign_in_offered(priced) and self.receipts is not None:
+            extensions[SIGN_IN_WITH_X] = declare_sign_in(
+                priced.resource.url, priced.requirements.network, self.receipts
+            )
+        if self.discovery is not None:
+            declared = self.discovery.declaration(priced.route.route.path, priced.method)
+            if declared is not None:
+                extensions[BAZAAR] = declared
+        return extensions
+
+    def _challenge_wire(self, priced: Priced, reason: str | None) -> dict[str, Any]:
+        """The PaymentRequired object, with the site's service metadata on ``resource``."""
+        wire = priced.challenge(reason).to_wire()
+        if self.discovery is not None:
+            wire["resource"] = {**wire["resource"], **self.discovery.resource_metadata()}
+        return wire
 
     def _challenge_header(self, priced: Priced, reason: str | None) -> str:
         extensions = self._extensions(priced)
-        challenge = priced.challenge(reason)
+        wire = self._challenge_wire(priced, reason)
         if not extensions:
-            return challenge.header()
-        return b64_json({**challenge.to_wire(), "extensions": extensions})
+            return b64_json(wire)
+        return b64_json({**wire, "extensions": extensions})
 
     async def send_402(
         self,
@@ -238,7 +255,6 @@ class Challenger:
         settlement: SettleResult | None = None,
     ) -> None:
         """402 with ``PAYMENT-REQUIRED`` (and ``PAYMENT-RESPONSE`` of a refused settlement)."""
-        challenge = priced.challenge(reason)
         requirements = priced.requirements
         extensions = self._extensions(priced)
         message = (
@@ -247,7 +263,7 @@ class Challenger:
             f"(scheme exact, header {PAYMENT_REQUIRED_HEADER})."
         )
         body: dict[str, Any] = {
-            **challenge.to_wire(),
+            **self._challenge_wire(priced, reason),
             "message": message,
             "price": _price_terms(priced.quote),
         }

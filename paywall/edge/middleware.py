@@ -40,6 +40,7 @@ from typing import Any, Final
 
 import anyio
 
+from farthing.paywall.discovery.declaration import SiteDiscovery
 from farthing.paywall.edge.asgi import Send, header, send_json, send_unavailable
 from farthing.paywall.edge.challenge import Challenger
 from farthing.paywall.edge.channel import serve_channel
@@ -111,6 +112,9 @@ class PaywallOptions:
     # x402 batch-settlement (farthing.paywall.schemes.batch_settlement.server): routes whose
     # schemes include it need these.
     channels: ChannelOptions | None = None
+    # Discovery (farthing.paywall.discovery): every 402 declares the bazaar
+    # extension and the service metadata; None declares nothing.
+    discovery: SiteDiscovery | None = None
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.claim_lease_s <= 24 * 3600:
@@ -180,6 +184,7 @@ class PaywallMiddleware:
             sign_in=self.used_sign_ins is not None,
             preview_selectors=options.preview_selectors,
             body_bytes_max=body_bytes_max,
+            discovery=options.discovery,
         )
         self.owned = (
             OwnedArticles(

@@ -20,14 +20,19 @@ and refunds for its callers, so it is served only behind an API key:
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable
 from typing import Any, Final
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from farthing.paywall.discovery.catalog import Catalog
+from farthing.paywall.discovery.ingest import catalog_payment
+from farthing.paywall.discovery.listing import catalog_routes
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureSettling
 from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
@@ -55,8 +60,16 @@ REQUEST_BYTES_MAX: Final = 64 * 1024
 JSON_DEPTH_MAX: Final = 16
 
 
-def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> Starlette:
+def facilitator_app(
+    facilitator: Facilitator, *, token: str | None = None, catalog: Catalog | None = None
+) -> Starlette:
     """An ASGI app serving ``facilitator`` over HTTP; ``token`` requires ``Bearer`` auth.
+
+    With a ``catalog`` (``farthing.paywall.discovery``), what a valid or
+    settled payment declares in ``extensions.bazaar`` is cataloged after the
+    answer is sent (a poisoned declaration is dropped, the payment unaffected),
+    ``/supported`` lists the ``bazaar`` extension, and anyone may read
+    ``GET /discovery/resources`` and ``GET /discovery/search``.
 
     Raises ``PaywallConfigError`` for a facilitator that signs as a channel
     receiver authorizer with no ``token``: it would sign claims and refunds
@@ -187,7 +200,10 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             kinds = await facilitator.supported()
         except FacilitatorUnavailableError as exc:
             return unavailable(exc)
-        return JSONResponse(kinds.to_wire())
+        wire = kinds.to_wire()
+        if catalog is not None:
+            wire["extensions"] = [*wire.get("extensions", []), "bazaar"]
+        return JSONResponse(wire)
 
     async def call(request: Request, settle: bool) -> JSONResponse:
         """``POST /verify`` (``settle`` false) or ``POST /settle``, routed by scheme."""
@@ -196,6 +212,13 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
         data, problem = await read(request)
         if problem is not None:
             return problem
+        response = await answer(data, settle)
+        if catalog is not None and response.background is None and _accepted(response):
+            # After the answer is sent: the catalog never delays or changes a payment.
+            response.background = BackgroundTask(catalog_payment, catalog, data)
+        return response
+
+    async def answer(data: dict[str, Any], settle: bool) -> JSONResponse:
         if channel_request(data):
             return await channel_call(data, settle)
         if channel_request(data, AUTH_CAPTURE_SCHEME):
@@ -218,5 +241,16 @@ def facilitator_app(facilitator: Facilitator, *, token: str | None = None) -> St
             Route("/supported", supported, methods=["GET"]),
             Route("/verify", verify, methods=["POST"]),
             Route("/settle", settle, methods=["POST"]),
+            *(catalog_routes(catalog) if catalog is not None else []),
         ]
+    )
+
+
+def _accepted(response: JSONResponse) -> bool:
+    """A verify found valid or a settle that succeeded: only those are cataloged."""
+    if response.status_code != 200:
+        return False
+    answer = json.loads(bytes(response.body))
+    return isinstance(answer, dict) and (
+        answer.get("isValid") is True or answer.get("success") is True
     )

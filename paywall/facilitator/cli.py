@@ -29,6 +29,13 @@ every settlement, so:
   claims and refunds) an API key;
 - it answers only its own host names (``farthing.web.HostGuard``): the
   localhost names on loopback, ``--public-url``'s host and ``--allowed-host``.
+
+Discovery (``farthing.paywall.discovery``): what it verifies or settles is
+cataloged from each payment's ``bazaar`` declaration, checked and never
+fetched from, into its database (``--database-url``, else
+``DATA_DIR/facilitator.sqlite``), and served read-only at
+``GET /discovery/resources`` and ``GET /discovery/search``; ``--no-catalog``
+turns that off.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from farthing.console import emit_json, fail, out_console
 from farthing.web.hosts import LOOPBACK_NAMES
 
 if TYPE_CHECKING:
+    from farthing.paywall.discovery.catalog import Catalog
     from farthing.wallet.chain import Chain
     from farthing.wallet.money import Asset
 
@@ -183,6 +191,13 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    catalog_on: Annotated[
+        bool,
+        typer.Option(
+            "--catalog/--no-catalog",
+            help="Catalog what it settles (bazaar) in its database and serve /discovery/*.",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ready line as JSON.")] = False,
 ) -> None:
     """Serve GET /supported, POST /verify and POST /settle (x402 v2 JSON; exact, batch-settlement, auth-capture)."""
@@ -246,7 +261,10 @@ def serve(
         auth_capture_operator=operator,
         auth_capture_refund_receivers=refund_receivers,
     )
-    api = facilitator_app(facilitator, token=token.get_secret_value() if token else None)
+    catalog = _catalog(database_url, data_dir) if catalog_on else None
+    api = facilitator_app(
+        facilitator, token=token.get_secret_value() if token else None, catalog=catalog
+    )
     asgi = HostGuard(api, hosts=hosts)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -259,6 +277,7 @@ def serve(
                 "signer": signer.address,
                 "assets": [a.address for a in tokens],
                 "payees": list(payees or []),
+                "catalog": catalog.display_url if catalog is not None else None,
             }
         )
     else:
@@ -267,6 +286,23 @@ def serve(
             f"facilitator on {url} settling on {chain.network} as {signer.address}{auth}"
         )
     serve_app(asgi, sock)
+
+
+def _catalog(database_url: str | None, data_dir: Path | None) -> Catalog:
+    """The discovery catalog in the facilitator's database, else a SQLite file in the data dir."""
+    from farthing.errors import FarthingError
+    from farthing.paywall.discovery.catalog import Catalog
+    from farthing.wallet.settings import WalletSettings
+
+    if database_url is None:
+        folder = (
+            WalletSettings(data_dir=data_dir).data_dir if data_dir else WalletSettings().data_dir
+        )
+        database_url = f"sqlite:///{folder / 'facilitator.sqlite'}"
+    try:
+        return Catalog(database_url)
+    except FarthingError as exc:
+        fail(f"cannot open the discovery catalog: {exc}")
 
 
 def _loopback(host: str) -> bool:

@@ -41,6 +41,10 @@
     claim_threshold = "1 USDC"               # optional: claim once this much is unclaimed
     charge_lease_s = 60                      # a voucher's charge waits this long for its answer
 
+    [discovery]                              # service metadata and /.well-known/x402;
+    service_name = "Farthing Blog"           # each route may add [routes.discovery]
+    tags = ["history"]                       # (farthing.paywall.discovery.settings)
+
 Paths in the file are relative to the file. Every value is checked here, so a
 mistake is one clear line at start-up; prices in ``[channels]`` are converted
 with the asset read from the chain (``farthing.paywall.site.channels``).
@@ -55,6 +59,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from farthing.paywall.discovery.declaration import SiteDiscovery
+from farthing.paywall.discovery.settings import route_discovery, site_discovery
 from farthing.paywall.edge.routes import SCHEMES, PaidRoute
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.schemes.batch_settlement.vouchers import (
@@ -73,7 +79,7 @@ _KNOWN_KEYS: Final = frozenset(
         "upstream", "pay_to", "token", "rpc_url", "key_file", "facilitator_url",
         "facilitator_token_file", "database_url", "ledger_database_url", "rounding",
         "rates", "routes", "public_url", "receipt_secret_file", "receipt_lifetime_s",
-        "preview_selectors", "channels", "allowed_hosts", "mcp",
+        "preview_selectors", "channels", "allowed_hosts", "discovery", "mcp",
     }
 )  # fmt: skip
 
@@ -101,6 +107,7 @@ class ServeConfig:
     channels: ChannelSettings | None = None  # the [channels] table: batch-settlement is on
     allowed_hosts: tuple[str, ...] = ()  # host names answered besides loopback and public_url
     mcp: bool = False  # also serve MCP at /mcp: the fetch tool (farthing.paywall.mcp)
+    discovery: SiteDiscovery | None = None  # [discovery] and [routes.discovery] (discovery.md)
 
     def with_flags(self, **flags: Any) -> ServeConfig:
         """Flags win over the file; routes given as flags are added after the file's.
@@ -168,6 +175,7 @@ def _route(data: object, index: int) -> PaidRoute:
         "preview_blocks",
         "max_timeout_seconds",
         "schemes",
+        "discovery",
     }
     if unknown:
         raise PaywallConfigError(f"{where}: unknown keys {sorted(unknown)}")
@@ -320,6 +328,12 @@ def load_config(path: Path) -> ServeConfig:
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise PaywallConfigError(f"{path}: public_url must start with https:// or http://")
     parsed_routes = tuple(_route(route, i) for i, route in enumerate(routes))
+    declared = [
+        (parsed_routes[i].path, route_discovery(route["discovery"], f"{path}: routes[{i}]"))
+        for i, route in enumerate(routes)
+        if "discovery" in route
+    ]
+    discovery = site_discovery(data.get("discovery"), declared, where)
     for index, route in enumerate(parsed_routes):
         if "batch-settlement" in route.schemes and channels is None:
             raise PaywallConfigError(
@@ -350,5 +364,6 @@ def load_config(path: Path) -> ServeConfig:
         receipt_lifetime_s=lifetime,
         preview_selectors=tuple(selectors) if selectors is not None else None,
         channels=channels,
+        discovery=discovery,
         mcp=mcp,
     )

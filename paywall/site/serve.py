@@ -4,8 +4,9 @@
 into the ASGI app: the chain and its token, the payment database, the
 facilitator (remote by URL, else local with a key), the revenue books, the
 receipt signer and, with a ``[channels]`` table, the batch-settlement
-options. Every mistake is one ``error:`` line (``farthing.console.fail``).
-The command line itself, and the host names it answers, live in
+options; every 402 declares the ``bazaar`` extension and the site serves
+``/.well-known/x402`` (``farthing.paywall.discovery``). Every mistake is one
+``error:`` line (``farthing.console.fail``). The command line itself, and the host names it answers, live in
 ``farthing.paywall.cli``.
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "default_database_url",
     "revenue_books",
     "settlement_facilitator",
+    "well_known",
 ]
 
 
@@ -109,6 +111,7 @@ def build_paywall(
     passphrase_file: Path | None = None,
 ) -> BuiltPaywall:
     """The proxy behind the middleware, from checked settings, with its network and channels."""
+    from farthing.paywall.discovery.declaration import SiteDiscovery
     from farthing.paywall.edge.middleware import PaywallMiddleware, PaywallOptions
     from farthing.paywall.keys import load_key_file, load_token_file
     from farthing.paywall.records.store import PaymentStore
@@ -181,6 +184,7 @@ def build_paywall(
         )
     books = revenue_books(settings.ledger_database_url)
     receipts = _receipts(settings)
+    discovery = getattr(settings, "discovery", None) or SiteDiscovery()
     page: dict[str, Any] = {}
     if settings.preview_selectors:
         page["preview_selectors"] = tuple(settings.preview_selectors)
@@ -198,10 +202,11 @@ def build_paywall(
         public_url=settings.public_url,
         receipts=receipts,
         channels=channels,
+        discovery=discovery,
         **page,
     )
     paywall = PaywallMiddleware(ReverseProxy(settings.upstream), options=options)
-    app: Any = paywall
+    app = well_known(paywall, settings, discovery)
     if getattr(settings, "mcp", False):
         from farthing.paywall.mcp.mount import site_mount
 
@@ -219,6 +224,26 @@ def build_paywall(
         channels.withdraw_delay_s,
         sign_in_off=sign_in_off,
     )
+
+
+def well_known(app: Any, settings: Any, discovery: Any) -> Any:
+    """``app`` behind ``/.well-known/x402``: the paid routes as pointers from the public URL."""
+    from farthing.paywall.discovery.manifest import Pointer, WellKnown, manifest_document
+
+    if not discovery.manifest:
+        return app
+    if not settings.public_url:
+        return WellKnown(app, document=None)
+    pointers = [
+        Pointer(listed, method.upper(), route.description)
+        for route in settings.routes
+        if (listed := discovery.listed_path(route.path)) is not None
+        for method in route.methods
+    ]
+    document = manifest_document(
+        settings.public_url, pointers, name=discovery.name, description=discovery.description
+    )
+    return WellKnown(app, document=document)
 
 
 def _receipts(settings: Any) -> Any:
