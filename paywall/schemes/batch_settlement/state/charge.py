@@ -54,7 +54,12 @@ from farthing.paywall.schemes.batch_settlement.state.record import (
     ChargeAccepted,
     ChargeRefused,
 )
-from farthing.paywall.schemes.batch_settlement.state.swap import Swap, drive, drive_async
+from farthing.paywall.schemes.batch_settlement.state.swap import (
+    Swap,
+    WrittenRows,
+    drive,
+    drive_async,
+)
 from farthing.paywall.schemes.batch_settlement.state.table import CHANNELS
 from farthing.paywall.schemes.batch_settlement.vouchers import ChannelConfig, SignedVoucher
 from farthing.paywall.schemes.batch_settlement.wire import (
@@ -220,8 +225,11 @@ def _swap(db: ChannelDatabase, before: ChannelRecord, after: ChannelRecord, now:
         "was_held": str(before.held),
         "was_hold_epoch": before.hold_epoch,
         "was_refunding": str(before.refunding),
+        "was_held_until_ns": before.held_until_ns,
+        "was_signed_max": str(before.signed_max),
+        "was_withdraw_amount": str(before.withdraw_amount),
     }
-    return Swap(db._sql_swap, params)
+    return Swap(db._sql_swap, params, after)
 
 
 def _decide(
@@ -244,6 +252,8 @@ def swap_steps(
     price: int,
     actual: int,
     hold_ns: int | None = None,
+    *,
+    written: bool = False,
 ) -> Generator[Swap, bool, _Outcome | Contended]:
     """Decide on ``record`` as read, then write only if the row still says the same.
 
@@ -251,15 +261,19 @@ def swap_steps(
     or the loop's) and is sent whether it wrote. The UPDATE's WHERE names
     every column the decision read, so a row that another request or
     process changed meanwhile is not written; it is read again and
-    decided again.
+    decided again. ``written`` says ``record`` is this process's last
+    write of the row (:class:`~.swap.WrittenRows`), not a read: a charge may
+    be decided on it, a refusal only on the row read back.
     """
     for _ in range(_SWAP_ATTEMPTS):
         decided = _decide(record, voucher, price, actual, hold_ns)
-        if isinstance(decided, ChargeRefused):
+        if not isinstance(decided, ChargeRefused):
+            now, view, after = decided
+            if (yield _swap(db, record, after, now)):
+                return _accepted(view, after, price, actual, now, hold_ns)
+        elif not written:
             return decided
-        now, view, after = decided
-        if (yield _swap(db, record, after, now)):
-            return _accepted(view, after, price, actual, now, hold_ns)
+        written = False
         fresh = db._fetch(voucher.channel_id, record.config)
         if fresh is None:
             return NO_DEPOSIT
@@ -271,19 +285,27 @@ def swap_steps(
 
 
 def charge_steps(
-    db: ChannelDatabase, request: ChargeRequest
+    db: ChannelDatabase, request: ChargeRequest, rows: WrittenRows | None = None
 ) -> Generator[Swap, bool, _Outcome | Contended]:
-    """The charge up to the lock: checks, then compare-and-swap on a fresh known row."""
+    """The charge up to the lock: checks, then compare-and-swap on a fresh known row.
+
+    With ``rows`` (the loop's), a channel this process wrote last is decided
+    on as written rather than read back first.
+    """
     refused = _admit(db, request)
     if refused is not None:
         return refused
     hold_ns = _hold_ns(request.hold_s)
-    known = db._fetch(request.voucher.channel_id, request.config)
-    if not _hot(db, known):
-        return Contended(known)
+    channel_id = request.voucher.channel_id
+    known = rows.get(channel_id) if rows is not None else None
+    written = _hot(db, known)
+    if not written:
+        known = db._fetch(channel_id, request.config)
+        if not _hot(db, known):
+            return Contended(known)
     assert known is not None  # _hot says so
     voucher, price, actual = request.voucher, request.price, request.actual
-    return (yield from swap_steps(db, known, voucher, price, actual, hold_ns))
+    return (yield from swap_steps(db, known, voucher, price, actual, hold_ns, written=written))
 
 
 def charge_locked(
@@ -333,6 +355,7 @@ def charge_locked(
             )
         )
         after = db._locked(connection, voucher.channel_id)
+    db._rows.drop(voucher.channel_id)
     assert after is not None
     return _accepted(view, after, price, actual, now, hold_ns)
 
@@ -351,7 +374,8 @@ async def charge_on_loop(db: ChannelDatabase, request: ChargeRequest) -> _Outcom
     if committer is None:
         outcome: _Outcome = await anyio.to_thread.run_sync(lambda: charge_now(db, request))
         return outcome
-    swapped = await drive_async(charge_steps(db, request), committer.execute_async)
+    rows = db._rows
+    swapped = await drive_async(charge_steps(db, request, rows), committer.execute_async, rows)
     if not isinstance(swapped, Contended):
         return swapped
     known = swapped.record
@@ -368,14 +392,16 @@ def hold_steps(
             raise PaywallConfigError("a hold moves non-negative ints of atomic units")
     if charge + keep > hold.amount:
         raise PaywallConfigError("a hold cannot charge or keep more than it holds")
-    record = known if known is not None else db._fetch(hold.channel_id)
+    read = known is None
+    record = db._fetch(hold.channel_id) if read else known
     while record is not None:
         after = held_after(record, hold, charge=charge, keep=keep)
-        if after is None:
-            return None
-        now = time.time_ns()
-        params = hold_params(db._key(hold.channel_id), record, after, hold.epoch, now)
-        if (yield Swap(db._sql_hold, params)):
-            return after
-        record = db._fetch(hold.channel_id)  # changed meanwhile: decide again
+        if after is not None:
+            now = time.time_ns()
+            params = hold_params(db._key(hold.channel_id), record, after, hold.epoch, now)
+            if (yield Swap(db._sql_hold, params, after)):
+                return after
+        elif read:
+            return None  # the hold is gone from the row as read
+        record, read = db._fetch(hold.channel_id), True  # changed meanwhile: decide again
     return None

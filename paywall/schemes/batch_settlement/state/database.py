@@ -35,7 +35,7 @@ from farthing.paywall.schemes.batch_settlement.columns import add_missing_channe
 from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
 from farthing.paywall.schemes.batch_settlement.holds import hold_sql
 from farthing.paywall.schemes.batch_settlement.state.record import ChannelRecord
-from farthing.paywall.schemes.batch_settlement.state.swap import Swap
+from farthing.paywall.schemes.batch_settlement.state.swap import Swap, WrittenRows
 from farthing.paywall.schemes.batch_settlement.state.table import (
     CHANNEL_METADATA,
     CHANNELS,
@@ -95,6 +95,8 @@ class ChannelDatabase:
         self._owned = threading.local()
         self._owned_lock = threading.Lock()
         self._owned_fairies: list[Any] = []
+        # The rows as this process's queued writes leave them (the loop's charges).
+        self._rows = WrittenRows()
         # Set when a chain read shows a new timed withdrawal on a channel with
         # unclaimed earnings: the claimer wakes at once rather than at its next tick.
         self.withdrawal_seen = threading.Event()
@@ -108,6 +110,7 @@ class ChannelDatabase:
         with self._owned_lock:
             fairies, self._owned_fairies = self._owned_fairies, []
             self._owned = threading.local()
+        self._rows = WrittenRows()
         for fairy in fairies:
             fairy.close()
         self.engine.dispose()

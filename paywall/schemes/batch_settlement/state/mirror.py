@@ -107,6 +107,7 @@ def mirror_snapshot(
         assert current is not None  # for mypy; the invariant above is the check
         apply_mirror(db, connection, current, snapshot)
         after = db._locked(connection, snapshot.channel_id)
+    db._rows.drop(snapshot.channel_id)
     assert after is not None
     return after
 

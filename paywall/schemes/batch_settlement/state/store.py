@@ -142,7 +142,7 @@ class ChannelStore(ChannelDatabase):
             )
             return updated
         steps = hold_steps(self, hold, charge, keep, known)
-        return await drive_async(steps, self._committer.execute_async)
+        return await drive_async(steps, self._committer.execute_async, self._rows)
 
     def check_refund(
         self,

@@ -137,6 +137,12 @@ def hot_sql(dialect: str) -> tuple[str, str]:
         f"AND balance = {p('was_balance')} AND total_claimed = {p('was_total_claimed')} "
         f"AND withdraw_requested_at = {p('was_withdraw_requested_at')} "
         f"AND onchain_synced_at_ns = {p('was_synced_at_ns')} "
-        f"AND refunding = {p('was_refunding')}"
+        f"AND refunding = {p('was_refunding')} "
+        # The rest of what a decision reads (mirrored with onchain_synced_at_ns,
+        # or moved only with held or charged): named too, so that a decision on
+        # a row this process wrote earlier, not read back, is as safe as on a read.
+        f"AND held_until_ns = {p('was_held_until_ns')} "
+        f"AND signed_max = {p('was_signed_max')} "
+        f"AND withdraw_amount = {p('was_withdraw_amount')}"
     )
     return select_sql, swap_sql
