@@ -13,7 +13,7 @@ payment database, and no ASGI lifespan is needed.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -88,7 +88,8 @@ class McpMount:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
+            message: dict[str, Any] = await receive()
+            return message
 
         manager = StreamableHTTPSessionManager(
             app=self.server,
@@ -98,7 +99,7 @@ class McpMount:
             max_request_body_size=self.body_bytes_max,
         )
         async with manager.run():
-            await manager.handle_request(scope, replay, send)
+            await manager.handle_request(scope, replay, cast(Any, send))
 
 
 async def _too_large(send: Send, bytes_max: int) -> None:
