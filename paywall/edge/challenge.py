@@ -48,7 +48,7 @@ from farthing.paywall.wire import (
     b64_json,
 )
 
-__all__ = ["Challenger", "Priced", "resource_url"]
+__all__ = ["Challenger", "Priced", "decode_text", "resource_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +149,7 @@ class Challenger:
                 await send_buffered(send, buffered, [])
                 return
             media_type = header_of(buffered.headers, b"content-type") or "text/html"
-            text = _decode(bytes(buffered.body), media_type)
+            text = decode_text(bytes(buffered.body), media_type)
             fraction = priced.route.preview_share
             blocks = priced.route.preview_blocks
             if page:
@@ -285,7 +285,8 @@ def _is_html(media_type: str) -> bool:
     return kind in ("text/html", "application/xhtml+xml")
 
 
-def _decode(body: bytes, media_type: str) -> str | None:
+def decode_text(body: bytes, media_type: str) -> str | None:
+    """A body as text in its ``media_type``'s charset (UTF-8 if none); None if it is not."""
     charset = "utf-8"
     for part in media_type.split(";")[1:]:
         name, _, value = part.strip().partition("=")

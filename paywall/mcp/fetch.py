@@ -44,6 +44,7 @@ from mcp.types import (
 )
 from pydantic import AnyUrl
 
+from farthing.paywall.edge.challenge import decode_text
 from farthing.paywall.edge.middleware import PaywallMiddleware
 from farthing.paywall.mcp.exchange import Answer, InnerRequest, error_result, exchange, tool_result
 from farthing.paywall.mcp.meta import (
@@ -174,16 +175,9 @@ async def _fetch(paywall: PaywallMiddleware, context: Any, path: Any) -> CallToo
 def _content_of(answer: Answer, request: InnerRequest) -> ContentBlock:
     media_type = answer.header("content-type") or "application/octet-stream"
     kind = media_type.split(";", 1)[0].strip().lower()
-    if kind.startswith(_TEXT_KINDS):
-        charset = "utf-8"
-        for part in media_type.split(";")[1:]:
-            key, _, value = part.strip().partition("=")
-            if key.lower() == "charset" and value:
-                charset = value.strip('"')
-        try:
-            return TextContent(type="text", text=answer.body.decode(charset))
-        except (LookupError, UnicodeDecodeError):
-            pass
+    text = decode_text(answer.body, media_type) if kind.startswith(_TEXT_KINDS) else None
+    if text is not None:
+        return TextContent(type="text", text=text)
     uri = f"{request.scheme}://{request.host}{request.path}"
     blob = BlobResourceContents(
         uri=AnyUrl(uri), mimeType=kind, blob=base64.b64encode(answer.body).decode("ascii")
