@@ -8,6 +8,8 @@ wallet and carried in ``_meta["x402/payment"]`` as x402's binding says.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -20,20 +22,23 @@ from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import sign_for
 
 
-async def call_tool(
-    url: str,
-    name: str,
-    arguments: dict[str, Any] | None = None,
-    meta: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> CallToolResult:
-    """One tools/call on the MCP server at ``url`` (its /mcp endpoint)."""
+@asynccontextmanager
+async def mcp_session(url: str) -> AsyncIterator[ClientSession]:
+    """An initialized MCP session with the server at ``url`` (its /mcp endpoint)."""
     async with (
-        httpx.AsyncClient(timeout=30.0, headers=headers) as http,
+        httpx.AsyncClient(timeout=30.0) as http,
         streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, _),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
+        yield session
+
+
+async def call_tool(
+    url: str, name: str, arguments: dict[str, Any] | None = None, meta: Any = None
+) -> CallToolResult:
+    """One tools/call on the MCP server at ``url``."""
+    async with mcp_session(url) as session:
         return await session.call_tool(name, arguments or {}, meta=meta)
 
 

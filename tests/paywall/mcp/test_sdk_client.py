@@ -17,11 +17,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from eth_account import Account
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.server.fastmcp import FastMCP
 from x402 import x402Client
 from x402.mcp import x402MCPSession
@@ -43,6 +40,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
 from farthing.wallet.signer import LocalSigner
 from farthing.web import HostGuard
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, paywalled, serve_in_thread
+from tests.paywall.mcp.conftest import mcp_session
 
 pytestmark = pytest.mark.anvil
 
@@ -55,13 +53,8 @@ def _allow_our_token(client: x402Client, env: ChainEnv) -> x402Client:
 
 
 async def _sdk_calls(url: str, client: x402Client, name: str, args: list[dict[str, Any]]) -> Any:
-    async with (
-        httpx.AsyncClient(timeout=30.0) as http,
-        streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, _),
-        ClientSession(read, write) as session,
-    ):
+    async with mcp_session(url) as session:
         paying = x402MCPSession(session, client)
-        await paying.initialize()
         return [await paying.call_tool(name, a) for a in args]
 
 

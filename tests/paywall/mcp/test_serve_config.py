@@ -16,12 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import free_port
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread
-from tests.paywall.mcp.conftest import call_tool, payment_for, text_of
+from tests.paywall.mcp.conftest import call_tool, mcp_session, payment_for, text_of
 from tests.paywall.test_serve_origin import Served, start_serve, write_config
 
 pytestmark = pytest.mark.anvil
@@ -42,12 +40,7 @@ def served(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def test_serve_with_mcp_sells_the_article_over_mcp(served: Served, chain_env: ChainEnv) -> None:
     async def tools() -> Any:
-        async with (
-            httpx.AsyncClient(timeout=30.0) as http,
-            streamable_http_client(f"{served.url}/mcp", http_client=http) as (read, write, _),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
+        async with mcp_session(served.url) as session:
             return await session.list_tools()
 
     assert [t.name for t in asyncio.run(tools()).tools] == ["fetch"]

@@ -18,8 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from farthing.paywall import PaymentStore
 from farthing.paywall.edge.middleware import PaywallMiddleware
@@ -35,7 +33,7 @@ from tests.paywall.conftest import (
     serve_in_thread,
     sign_for,
 )
-from tests.paywall.mcp.conftest import call_tool, payment_for, text_of
+from tests.paywall.mcp.conftest import call_tool, mcp_session, payment_for, text_of
 from tests.paywall.test_serve_origin import signed_sign_in
 
 pytestmark = pytest.mark.anvil
@@ -135,12 +133,7 @@ def test_a_free_path_is_free_and_a_bad_path_is_refused(site: Site) -> None:
 
 def test_paid_routes_are_listed_as_resources(site: Site) -> None:
     async def go() -> Any:
-        async with (
-            httpx.AsyncClient(timeout=30.0) as http,
-            streamable_http_client(f"{site.url}/mcp", http_client=http) as (read, write, _),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
+        async with mcp_session(site.url) as session:
             templates = await session.list_resource_templates()
             free = await session.read_resource(f"{site.url}/free")
             return templates, free
