@@ -22,10 +22,13 @@ from sqlmodel import Session
 from farthing.ledger import LedgerDatabase, LedgerSettings, revenue_report, upgrade_database
 from farthing.paywall import LedgerRevenueBook, PaymentState, PaymentStore, PaywallOptions
 from farthing.paywall.mcp.tools import PaidTools
+from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, serve_in_thread
 from tests.paywall.mcp.conftest import call_tool, payment_for, text_of
 
 pytestmark = pytest.mark.anvil
+
+tools_payers: dict[str, LocalSigner] = {}  # who pays spend_first, by its city argument
 
 
 @dataclass
@@ -43,6 +46,7 @@ def tools(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Iter
     ledger = LedgerDatabase(LedgerSettings(database_url=f"sqlite:///{folder / 'ledger.sqlite'}"))
     upgrade_database(ledger)
     calls: list[str] = []
+    tools_payers.clear()
     server = FastMCP("weather", stateless_http=True, json_response=True)
     paid = PaidTools(
         server,
@@ -69,6 +73,14 @@ def tools(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Iter
     async def broken(city: str) -> str:
         calls.append("broken")
         raise RuntimeError("the weather service is down")
+
+    @paid.tool(PRICE_ATOMIC)
+    def spend_first(city: str) -> str:
+        # The payer empties its wallet while the tool runs: settling must fail.
+        payer = tools_payers[city]
+        balance = chain_env.token.balance_of(payer.address)
+        assert chain_env.token.transfer(chain_env.owner.address, balance, sender=payer).ok
+        return f"secret for {city}"
 
     @server.tool()
     async def free_hint() -> str:
@@ -206,3 +218,17 @@ def test_a_malformed_payment_gets_a_clean_402_result(tools: ToolServer, payment:
         "payment_required",
     )
     assert tools.calls.count("Oslo") == 0
+
+
+def test_a_failed_settlement_withholds_the_output(tools: ToolServer, chain_env: ChainEnv) -> None:
+    # A dev account pays: it has the gas to empty its own wallet mid-call.
+    payer = chain_env.chain.dev_accounts()[7].signer()
+    assert chain_env.token.mint(payer.address, PRICE_ATOMIC, sender=chain_env.owner).ok
+    tools_payers["Rome"] = payer
+    merchant_before = chain_env.token.balance_of(chain_env.merchant)
+    challenge = _call(tools, "spend_first", {"city": "Rome"}).structuredContent
+    result = _call(tools, "spend_first", {"city": "Rome"}, payment_for(challenge, payer))
+    assert result.isError is True and "secret for Rome" not in text_of(result), text_of(result)
+    assert result.structuredContent["accepts"] and result.structuredContent["error"]
+    assert result.meta["x402/payment-response"]["success"] is False
+    assert chain_env.token.balance_of(chain_env.merchant) == merchant_before
