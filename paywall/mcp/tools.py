@@ -204,6 +204,15 @@ class PaidTools:
             return tool_result(result.content, structured=result.structuredContent, meta=meta)
         if result is not None and result.isError:
             return result  # the tool failed: released, nothing settled
+        if 200 <= outcome.status < 300 and result is None:
+            # The paywall answered for itself (a channel's cooperative refund).
+            body = outcome.json()
+            settled = outcome.settlement()
+            return tool_result(
+                [TextContent(type="text", text=outcome.body.decode("utf-8", "replace"))],
+                structured=body or None,
+                meta={PAYMENT_RESPONSE_META: settled} if settled is not None else None,
+            )
         return error_result(
             str(outcome.json().get("error") or "paywall_error"),
             f"The paywall answered {outcome.status}.",
