@@ -5,6 +5,7 @@
     farthing agent run --task TEXT --budget AMOUNT [--url URL]... [--llm-url URL --model NAME]
     farthing agent fetch URL [--max-price AMOUNT] [--task-id ID --budget AMOUNT]
     farthing agent price URL
+    farthing agent discover QUERY [--facilitator URL] [--max-price AMOUNT]   # the catalog
     farthing agent status [--task-id ID]
     farthing agent resolve                      # possible spend, then reconcile with the chain
     farthing agent approvals list|approve ID|deny ID
@@ -41,6 +42,7 @@ from farthing.agents.admin_cli import (
     policy_app,
 )
 from farthing.agents.channels.cli import channels_app
+from farthing.agents.discovery import discover_command
 from farthing.agents.mcp.cli import call as mcp_call
 from farthing.agents.workspace import Workspace
 from farthing.console import emit_json, err_console, fail, out_console
@@ -60,6 +62,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
 app.add_typer(channels_app, name="channels")
 app.command("call")(mcp_call)
+app.command("discover")(discover_command)
 
 DataDirOpt = Annotated[
     Path | None,
@@ -109,6 +112,20 @@ def run(
         list[str] | None,
         typer.Option("--mcp", help="Use this MCP server's tools instead of pages (repeatable)."),
     ] = None,
+    discover_query: Annotated[
+        str | None,
+        typer.Option(
+            "--discover",
+            help="Start from what the facilitator's catalog sells for this query, the cheaper "
+            "of two sellers of the same thing.",
+        ),
+    ] = None,
+    facilitator: Annotated[
+        str,
+        typer.Option(
+            "--facilitator", envvar="FARTHING_FACILITATOR_URL", help="The catalog for --discover."
+        ),
+    ] = "http://127.0.0.1:8402",
     data_dir: DataDirOpt = None,
     agent_id: AgentOpt = None,
     wallet: WalletOpt = None,
@@ -130,8 +147,8 @@ def run(
     starts = list(dict.fromkeys([*(url or []), *_URL_IN_TEXT.findall(task)]))
     if mcp and url:
         fail("give the agent pages (--url) or MCP servers (--mcp), not both", exit_code=2)
-    if not starts and not mcp:
-        fail("give the agent somewhere to start: --url URL, or a URL in the task")
+    if not starts and not mcp and discover_query is None:
+        fail("give the agent somewhere to start: --url URL, --discover QUERY, or a URL in the task")
     started = time.perf_counter()
 
     def progress(message: str) -> None:
@@ -159,6 +176,17 @@ def run(
             f"paying from {workspace.payer.address} (agent id {workspace.settings.agent_id!r})"
         )
         workspace.payer.on_approval = tell_approval
+        passed_over: list[Any] = []
+        if discover_query is not None:
+            from farthing.agents.discovery import discovered_starts
+
+            chosen = asyncio.run(
+                discovered_starts(facilitator, discover_query, asset, progress=progress)
+            )
+            if chosen.error is not None and not starts:
+                fail(chosen.error)
+            starts = list(dict.fromkeys([*starts, *chosen.urls]))
+            passed_over = chosen.passed_over
 
         async def go() -> RunReport:
             try:
@@ -171,7 +199,11 @@ def run(
                     return await servers.run()
                 async with AgentToolkit(workspace.payer, the_task) as toolkit:
                     return await AgentRun(
-                        toolkit, brain, start_urls=starts, progress=progress
+                        toolkit,
+                        brain,
+                        start_urls=starts,
+                        progress=progress,
+                        passed_over=passed_over,
                     ).run()
             finally:
                 await brain.aclose()

@@ -91,8 +91,12 @@ class AgentRun:
         *,
         start_urls: Sequence[str],
         progress: Callable[[str], None] | None = None,
+        passed_over: Sequence[Skip] = (),
     ) -> None:
         self.toolkit = toolkit
+        # Listings a catalog offered that the run will not start from (a cheaper
+        # seller of the same thing was chosen): reported as skipped, never fetched.
+        self.passed_over = list(passed_over)
         self.brain = brain
         self.start_urls = list(dict.fromkeys(start_urls))
         self.progress = progress or (lambda message: None)
@@ -118,6 +122,7 @@ class AgentRun:
         task = self.toolkit.task
         asset = self.toolkit.payer.asset
         report = RunReport(task.task_id, task.text, task.budget, self.brain.description)
+        report.skipped.extend(self.passed_over)
         self.progress(self.brain.description)
         await self._call("wallet_status", {})
 
