@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHAT_PATH",
+    "CHAT_TOOL",
     "QUOTE_HEADER",
     "Gateway",
     "GatewayPayment",
@@ -78,6 +79,29 @@ __all__ = [
 ]
 
 CHAT_PATH: Final = "/v1/chat/completions"
+CHAT_TOOL: Final = "chat"  # the chat endpoint as an MCP tool (Gateway.mcp_app)
+_CHAT_TOOL_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string", "maxLength": 256},
+        "messages": {
+            "type": "array",
+            "maxItems": 256,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "role": {"type": "string", "maxLength": 32},
+                    "content": {"type": "string"},
+                },
+                "required": ["role", "content"],
+            },
+        },
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0},
+    },
+    "required": ["messages"],
+    "additionalProperties": False,
+}
 QUOTE_HEADER: Final = "x-farthing-quote"
 _QUOTE_HEADER_BYTES: Final = QUOTE_HEADER.encode()
 # farthing.paywall.schemes.batch_settlement.server.CHARGE_HEADER, spelled here so that the
@@ -225,6 +249,26 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+
+    def mcp_app(self) -> Any:
+        """The gateway with MCP at ``/mcp`` beside it: its chat as the paid tool ``chat``.
+
+        A tool call is the same chat request, quoted, paid (``exact``, or
+        metered per token through a channel) and answered by the same code as
+        over HTTP (``farthing.paywall.mcp.endpoints``); docs/mcp.md.
+        """
+        from farthing.paywall.mcp.endpoints import EndpointTool, endpoint_server
+        from farthing.paywall.mcp.mount import McpMount
+
+        chat = EndpointTool(
+            name=CHAT_TOOL,
+            description=_DESCRIPTION + ". Answers the OpenAI chat completion as JSON.",
+            input_schema=_CHAT_TOOL_SCHEMA,
+            path=CHAT_PATH,
+        )
+        server = endpoint_server(self, [chat], name="farthing-inference")
+        body_bytes_max = min(max(self.settings.request_body_bytes_max, 1024), 4 * 1024 * 1024)
+        return McpMount(self, server, body_bytes_max=body_bytes_max)
 
     # ------------------------------------------------------------ the paywall's price
 

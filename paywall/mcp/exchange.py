@@ -41,7 +41,15 @@ from farthing.paywall.wire import (
     unb64_json,
 )
 
-__all__ = ["Answer", "InnerRequest", "error_result", "exchange", "tool_result"]
+__all__ = [
+    "Answer",
+    "InnerRequest",
+    "error_result",
+    "exchange",
+    "failure_result",
+    "request_host",
+    "tool_result",
+]
 
 _PAYWALL_OUTAGES: Final = frozenset(
     {
@@ -64,6 +72,7 @@ class InnerRequest:
     host: str = "localhost"
     scheme: str = "http"
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    body: bytes = b""  # the request's own body (a tool's arguments as the endpoint takes them)
     body_bytes_max: int = 32 * 1024 * 1024
     scope_extra: dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +169,21 @@ def error_result(
     )
 
 
+def failure_result(answer: Answer) -> CallToolResult:
+    """A non-2xx answer of the content itself (not of the paywall) as an error result."""
+    reason = str(answer.json().get("error") or f"http_{answer.status}")
+    detail = answer.body[:_TEXT_CHARS_MAX].decode("utf-8", "replace")
+    return error_result(reason, f"The server answered {answer.status}: {detail}")
+
+
+def request_host(context: Any) -> str:
+    """The Host of the MCP request (``HostGuard`` admitted it), else localhost."""
+    request = getattr(context, "request", None)
+    headers = getattr(request, "headers", None)
+    host = headers.get("host") if headers is not None else None
+    return host if isinstance(host, str) and host else "localhost"
+
+
 async def _ask(app: Any, request: InnerRequest, payment: str | None) -> Answer:
     delivered = False
 
@@ -167,7 +191,7 @@ async def _ask(app: Any, request: InnerRequest, payment: str | None) -> Answer:
         nonlocal delivered
         if not delivered:
             delivered = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": request.body, "more_body": False}
         await anyio.sleep_forever()  # no disconnect: the answer is awaited whole
         raise AssertionError("unreachable")  # pragma: no cover
 

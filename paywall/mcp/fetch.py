@@ -46,7 +46,15 @@ from pydantic import AnyUrl
 
 from farthing.paywall.edge.challenge import decode_text
 from farthing.paywall.edge.middleware import PaywallMiddleware
-from farthing.paywall.mcp.exchange import Answer, InnerRequest, error_result, exchange, tool_result
+from farthing.paywall.mcp.exchange import (
+    Answer,
+    InnerRequest,
+    error_result,
+    exchange,
+    failure_result,
+    request_host,
+    tool_result,
+)
 from farthing.paywall.mcp.meta import (
     PAYMENT_RESPONSE_META,
     RECEIPT_META,
@@ -150,7 +158,7 @@ async def _fetch(paywall: PaywallMiddleware, context: Any, path: Any) -> CallToo
         path=target,
         method="GET",
         query=query.encode("ascii"),
-        host=_host(context),
+        host=request_host(context),
         scheme="https" if (options.public_url or "").startswith("https://") else "http",
         headers=((b"accept", _ACCEPT), *proofs_of(meta).headers),
         body_bytes_max=options.response_body_bytes_max,
@@ -159,9 +167,7 @@ async def _fetch(paywall: PaywallMiddleware, context: Any, path: Any) -> CallToo
     if isinstance(outcome, CallToolResult):
         return outcome
     if not 200 <= outcome.status < 300:
-        reason = str(outcome.json().get("error") or f"http_{outcome.status}")
-        detail = outcome.body[:512].decode("utf-8", "replace")
-        return error_result(reason, f"The site answered {outcome.status}: {detail}")
+        return failure_result(outcome)
     meta_out: dict[str, Any] = {}
     settled = outcome.settlement()
     if settled is not None:
@@ -195,19 +201,11 @@ def _receipt_of(answer: Answer) -> str | None:
     return None
 
 
-def _host(context: Any) -> str:
-    """The Host of the MCP request (``HostGuard`` admitted it), else localhost."""
-    request = getattr(context, "request", None)
-    headers = getattr(request, "headers", None)
-    host = headers.get("host") if headers is not None else None
-    return host if isinstance(host, str) and host else "localhost"
-
-
 def _base_url(paywall: PaywallMiddleware, context: Any) -> str:
     public = paywall.options.public_url
     if public:
         return public.rstrip("/")
-    return f"http://{_host(context)}"
+    return f"http://{request_host(context)}"
 
 
 def _template(glob: str) -> str:
