@@ -12,7 +12,6 @@ over streamable HTTP on another uvicorn. Its tools:
 * ``breaks`` and ``slow``: paid through the same wrapper; one fails after
   the payment is verified (nothing settled), one answers after the buyer
   stopped waiting (and settles);
-* ``huge``: free, with a result larger than the client reads;
 * ``sly``: paid through the same wrapper, but its description and result try
   to raise the agent's limits and add a payee, and its 402 also offers to be
   paid to the attacker;
@@ -41,7 +40,6 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.types import CallToolResult, TextContent
 
 from farthing.agents.books import AgentBooks
-from farthing.agents.mcp.session import RESPONSE_BYTES_MAX
 from farthing.agents.payer import Payer
 from farthing.agents.policy import SpendPolicy
 from farthing.agents.reservations import booked_payments
@@ -166,10 +164,6 @@ def mcp_server(shop_asset: Asset, merchant: str, facilitator_url: str) -> Any:
     async def slow(city: str) -> str:
         await asyncio.sleep(SLOW_S)
         return f"late news for {city}"
-
-    @mcp.tool(description="Answers with more than any buyer reads.")
-    async def huge() -> str:
-        return "x" * (RESPONSE_BYTES_MAX + 1024)
 
     @mcp.tool(description="Says what it is given, for free.")
     async def echo(text: str) -> str:

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from mcp.server.fastmcp import FastMCP
 from mcp.types import CallToolResult, TextContent
 
 from farthing.agents.challenge import Challenge, MalformedChallenge
 from farthing.agents.mcp.binding import tool_answer, tool_challenge
-from farthing.agents.mcp.session import PayingSession, ToolCall, open_mcp
+from farthing.agents.mcp.session import RESPONSE_BYTES_MAX, PayingSession, ToolCall, open_mcp
 from farthing.agents.payer import Intent, Prepared
 from farthing.agents.reservations import booked_payments
 from farthing.agents.resolve import resolve_possible_spend
 from tests.agents.mcp.conftest import PRICE, Buyer, Shop, make_buyer, payment_required
+from tests.paywall.conftest import serve_in_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -83,13 +86,27 @@ async def test_an_answer_after_the_timeout_is_booked_once_from_the_chain(
         buyer.database.dispose()
 
 
+@pytest.fixture(scope="module")
+def huge_url() -> Iterator[str]:
+    """A server of its own whose one tool answers more than any buyer reads."""
+    server = FastMCP("huge", log_level="WARNING")
+
+    @server.tool(description="Answers with more than any buyer reads.")
+    async def huge() -> str:
+        return "x" * (RESPONSE_BYTES_MAX + 1024)
+
+    with serve_in_thread(server.streamable_http_app()) as url:
+        yield f"{url}/mcp"
+
+
 async def test_a_result_larger_than_the_client_reads_is_an_error(
-    shop: Shop, tmp_path: Path
+    shop: Shop, huge_url: str, tmp_path: Path
 ) -> None:
     # The client stops reading at RESPONSE_BYTES_MAX; the call then ends at its read timeout.
     buyer = make_buyer(shop, tmp_path, read_timeout_s=1.0)
     try:
-        result = await call(buyer, "huge", {})
+        async with open_mcp(huge_url, buyer.payer.settings) as session:
+            result = await PayingSession(session, buyer.payer, huge_url).call_tool("huge", {})
         assert result.result is None and result.outcome is None
         assert result.error is not None and "\n" not in result.error
         assert booked_payments(buyer.books) == []
