@@ -97,7 +97,7 @@ class Checked:
 
 
 def _refuse(*_args: Any) -> Any:
-    raise referencing.exceptions.NoSuchResource(ref="(retrieval is off)")
+    raise referencing.exceptions.NoSuchResource("(retrieval is off)")
 
 
 _NO_RETRIEVAL: Final = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
