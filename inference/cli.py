@@ -313,6 +313,9 @@ def gateway(
     free: Annotated[
         bool, typer.Option("--free", help="Serve without charging (a private node).")
     ] = False,
+    mcp: Annotated[
+        bool, typer.Option("--mcp", help="Also serve MCP at /mcp: the chat as a paid tool.")
+    ] = False,
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port", min=0, max=65535)] = None,
     as_json: JsonFlag = False,
@@ -402,7 +405,8 @@ def gateway(
                 f"{channels['receiver_authorizer']}, withdraw delay {channels['withdraw_delay_s']} s"
             )
     # The gateway answers the lifespan itself, so the channel claimer runs beside it.
-    served = app_ if claimer is None else BackgroundClaims(app_, claimer)
+    mounted = app_.mcp_app() if mcp else app_  # /mcp beside the gateway (docs/mcp.md)
+    served = mounted if claimer is None else BackgroundClaims(mounted, claimer)
     # The gateway's own ASGI signature is narrower than starlette's alias; it is an ASGI app.
     _serve(HostGuard(cast("ASGIApp", served), hosts=hosts), sock)
     if not as_json:

@@ -4,7 +4,7 @@ Real pieces: the gateway and its paywall on the session's memory chain with
 our escrow contracts at their canonical addresses, SQLite payment and channel
 stores, the local facilitator, and ``mcp``'s ``ClientSession`` over
 streamable HTTP driven through ``httpx.ASGITransport`` into
-``Gateway.mcp_app()``. Only vLLM is the fake (``tests/inference/fake_vllm.py``,
+``Gateway.mcp_app()``, and ``farthing inference gateway --mcp`` as a process. Only vLLM is the fake (``tests/inference/fake_vllm.py``,
 five completion tokens). The buyer signs its own deposit and vouchers, so the
 test knows each voucher's ceiling; the charge is read from the payment
 response and the channel row.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,8 +25,13 @@ from mcp.types import CallToolResult
 
 from farthing.inference.pricing import call_price_atomic
 from farthing.paywall.wire import unb64_json
-from tests.inference.conftest import paid_env, payment_header  # noqa: F401 - a fixture
+from tests.inference.conftest import (  # noqa: F401 - paid_env is a fixture
+    fake_vllm_process,
+    paid_env,
+    payment_header,
+)
 from tests.inference.fake_vllm import MODEL, FakeVllm, prompt_tokens
+from tests.inference.test_cli import gateway_process
 from tests.inference.test_gateway_metered import (  # noqa: F401 - the metered fixture
     COMPLETION_TOKENS,
     DEPOSIT,
@@ -33,6 +39,7 @@ from tests.inference.test_gateway_metered import (  # noqa: F401 - the metered f
     Metered,
     metered_fixture,
 )
+from tests.paywall.mcp.conftest import mcp_session
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +128,16 @@ def _as_response(result: CallToolResult) -> httpx.Response:
 
     assert result.structuredContent is not None
     return httpx.Response(402, headers={"payment-required": b64_json(result.structuredContent)})
+
+
+async def test_inference_gateway_mcp_serves_the_chat_tool_as_a_process(tmp_path: Path) -> None:
+    with (
+        fake_vllm_process() as (upstream, _),
+        gateway_process(["--upstream", upstream, "--free", "--mcp"], tmp_path) as (ready, _),
+    ):
+        async with mcp_session(ready["url"]) as session:
+            result = await session.call_tool("chat", {**CHAT, "max_tokens": 4})
+        assert result.isError is False, result.content
+        assert result.structuredContent["model"] == MODEL
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            assert (await http.get(f"{ready['url']}/v1/models")).status_code == 200
