@@ -6,7 +6,8 @@ facilitator app, both on uvicorn at 127.0.0.1. The command is run as a user
 types it, with an encrypted keystore in a fresh data directory and
 ``--rpc-url``/``--token``: ``--json`` prints one line, the chain moves
 exactly the price, and a price above ``--max-price`` pays nothing and exits 1.
-Bad ``--args`` is one usage line with exit 2.
+Bad ``--args`` is one usage line with exit 2. ``farthing agent run --mcp``
+with no model buys the tool relevant to the task and prints its report.
 """
 
 from __future__ import annotations
@@ -101,3 +102,23 @@ def test_bad_input_is_one_usage_line(bad: list[str], tmp_path: Path) -> None:
     assert done.code == 2, done.stderr
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_agent_run_mcp_buys_the_relevant_tool(
+    anvil_shop: Shop, agent_dir: tuple[Path, LocalSigner]
+) -> None:
+    data_dir, agent = agent_dir
+    assert isinstance(anvil_shop.chain, RpcChain) and anvil_shop.chain.rpc_url
+    done = run_farthing(
+        [
+            "agent", "run", "--task", "weather in Porto", "--budget", "0.05",
+            "--mcp", anvil_shop.mcp_url, "--rpc-url", anvil_shop.chain.rpc_url,
+            "--token", anvil_shop.asset.address, "--data-dir", str(data_dir), "--json",
+        ],
+        env=cli_env(data_dir),
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    report = done.json()
+    assert report["payments"] == 1 and report["spent_atomic"] == PRICE
+    assert report["bought"][0]["title"] == "weather"
+    assert anvil_shop.token.balance_of(agent.address) == 1_000_000 - PRICE
