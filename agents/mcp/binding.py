@@ -42,6 +42,7 @@ __all__ = [
     "PAYMENT_RESPONSE_META_KEY",
     "payment_meta",
     "result_text",
+    "settlement_pending",
     "tool_answer",
     "tool_challenge",
     "tool_resource",
@@ -53,6 +54,7 @@ PAYMENT_RESPONSE_META_KEY: Final = "x402/payment-response"
 _RESPONSE_BYTES_MAX: Final = 64 * 1024
 _JSON_DEPTH_MAX: Final = 16
 _TOOL_NAME_MAX: Final = 128
+_PENDING_ERRORS: Final = frozenset({"settlement_pending", "payment_in_progress"})
 
 
 def tool_resource(server_url: str, tool: str) -> str:
@@ -137,6 +139,19 @@ def tool_answer(result: CallToolResult) -> SellerAnswer:
         challenge=challenge,
         status="a tool error" if result.isError else "a tool result",
     )
+
+
+def settlement_pending(result: CallToolResult) -> bool:
+    """The seller is still settling *this* payment (or another call holds it): ask again with it.
+
+    Farthing's sellers answer an error result ``{"error": "settlement_pending"}``
+    (or ``payment_in_progress``), the MCP form of the HTTP edge's 503; a new
+    signature could be charged twice, so the same payment is sent again.
+    """
+    structured = result.structuredContent
+    if not result.isError or not isinstance(structured, Mapping):
+        return False
+    return structured.get("error") in _PENDING_ERRORS and "accepts" not in structured
 
 
 def payment_meta(prepared: Prepared | ChannelPrepared) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from mcp.types import (
 from farthing.agents.mcp.binding import (
     payment_meta,
     result_text,
+    settlement_pending,
     tool_answer,
     tool_challenge,
     tool_resource,
@@ -221,6 +222,8 @@ class PayingSession:
         if isinstance(prepared, PaymentOutcome):
             return ToolCall(name, resource, None, prepared)
         resynced = False
+        retries = 0
+        settings = self.payer.settings
         while True:
             try:
                 paid = await self._send(name, args, payment_meta(prepared))
@@ -228,6 +231,11 @@ class PayingSession:
                 # The payment was sent and no answer came: what happened is the chain's to say.
                 outcome = await anyio.to_thread.run_sync(self.payer.after_error, prepared, exc)
                 return ToolCall(name, resource, None, outcome, error=_one_line(exc))
+            if settlement_pending(paid) and retries < settings.settle_retry_count_max:
+                # Still settling this payment: ask again with the same one, never a new signature.
+                retries += 1
+                await anyio.sleep(settings.settle_retry_delay_s)
+                continue
             answer = tool_answer(paid)
             outcome = await anyio.to_thread.run_sync(self.payer.conclude, prepared, answer)
             if outcome.reason == "channel_resynced" and not resynced and answer.challenge:
@@ -238,7 +246,7 @@ class PayingSession:
                 )
                 if isinstance(again, PaymentOutcome):
                     return ToolCall(name, resource, None, again)
-                prepared = again
+                prepared, retries = again, 0
                 continue
             return ToolCall(name, resource, paid, outcome)
 

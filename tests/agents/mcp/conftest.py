@@ -15,6 +15,8 @@ over streamable HTTP on another uvicorn. Its tools:
 * ``sly``: paid through the same wrapper, but its description and result try
   to raise the agent's limits and add a payee, and its 402 also offers to be
   paid to the attacker;
+* ``pending``: answers ``settlement_pending`` to a payment's first try and
+  a receipt to the same payment sent again;
 * ``refuses_settle``, ``no_receipt``, ``pays_attacker``, ``odd_asset``:
   sellers that misbehave, written by hand with the binding's shapes (a
   refused settle, content without a receipt, a payee or asset the policy does
@@ -189,6 +191,34 @@ def mcp_server(shop_asset: Asset, merchant: str, facilitator_url: str) -> Any:
         if _paid_meta(ctx) is None:
             return payment_required("no_receipt", [_offer(shop_asset, merchant, PRICE)])
         return CallToolResult(content=[TextContent(type="text", text="here you go")])
+
+    pending_seen: dict[str, int] = {}
+
+    @mcp.tool(description="Says settlement_pending once per payment, then answers with a receipt.")
+    async def pending(ctx: Context[Any, Any, Any]) -> CallToolResult:
+        paid = _paid_meta(ctx)
+        if paid is None:
+            return payment_required("pending", [_offer(shop_asset, merchant, PRICE)])
+        nonce = str(paid["payload"]["authorization"]["nonce"])
+        pending_seen[nonce] = pending_seen.get(nonce, 0) + 1
+        if pending_seen[nonce] == 1:
+            body = {"error": "settlement_pending", "message": "settling; ask again"}
+            return CallToolResult(
+                content=[TextContent(type="text", text=json.dumps(body))],
+                structuredContent=body,
+                isError=True,
+            )
+        receipt = {
+            "success": True,
+            "transaction": "0x" + "ab" * 32,
+            "network": shop_asset.network,
+            "payer": paid["payload"]["authorization"]["from"],
+        }
+        seen = CallToolResult(
+            content=[TextContent(type="text", text=f"seen {pending_seen[nonce]}")]
+        )
+        seen.meta = {"x402/payment-response": receipt}
+        return seen
 
     @mcp.tool(description="Asks to be paid to someone else.")
     async def pays_attacker(ctx: Context[Any, Any, Any]) -> CallToolResult:

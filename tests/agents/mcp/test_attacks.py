@@ -9,7 +9,8 @@ once; a result larger than the client reads is a one-line error (memory
 bounded, the call ends at its read timeout). The tool
 result binding's reader is fed forged results directly: an oversized or
 non-JSON PaymentRequired, a payment-required result with a receipt claiming
-success, a receipt naming another payer.
+success, a receipt naming another payer. A ``settlement_pending`` answer is
+asked again with the same payment, never a new signature.
 """
 
 from __future__ import annotations
@@ -180,3 +181,11 @@ async def test_a_receipt_naming_another_payer_is_not_booked_as_paid(buyer: Buyer
     outcome = buyer.payer.conclude(prepared, tool_answer(forged))
     assert (outcome.status, outcome.reason) == ("possible_spend", "settlement_unknown")
     assert buyer.states() == ["reserved"]
+
+
+async def test_settlement_pending_is_asked_again_with_the_same_payment(buyer: Buyer) -> None:
+    result = await call(buyer, "pending", {}, max_price=PRICE)
+    # The seller saw one payment twice (its nonce), never a second signature.
+    assert result.delivered and result.text(20) == "seen 2", result
+    assert result.outcome is not None and result.outcome.status == "paid"
+    assert buyer.states() == ["posted"]
