@@ -21,7 +21,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from farthing.wallet.address import checksum, is_address
@@ -243,6 +243,10 @@ class PaymentPayload:
     signature: bytes
     resource_url: str | None = None
     x402_version: int = X402_VERSION
+    # What the seller's own 402 said of the resource ({"resource": {...},
+    # "extensions": {...}}, farthing.paywall.discovery), sent on to the
+    # facilitator, which catalogs it. Set by the seller, never read from a buyer.
+    declared: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def payer(self) -> str:
@@ -263,6 +267,10 @@ class PaymentPayload:
         }
         if self.resource_url is not None:
             out["resource"] = {"url": self.resource_url}
+        if self.declared is not None:
+            out["resource"] = dict(self.declared.get("resource") or out.get("resource") or {})
+            if self.declared.get("extensions"):
+                out["extensions"] = dict(self.declared["extensions"])
         return out
 
     @classmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, cast
 
@@ -41,6 +41,7 @@ from farthing.paywall.schemes.batch_settlement.types import ChannelRequirements
 from farthing.paywall.wire import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
+    PaymentPayload,
     PaymentRequired,
     PaymentRequirements,
     ResourceInfo,
@@ -230,6 +231,20 @@ class Challenger:
             if declared is not None:
                 extensions[BAZAAR] = declared
         return extensions
+
+    def declared(self, priced: Priced, payload: PaymentPayload) -> PaymentPayload:
+        """``payload`` carrying this 402's resource and bazaar declaration to the facilitator.
+
+        The seller's own words, never the buyer's echo: a facilitator with a
+        catalog (``farthing facilitator serve``) lists what it settles from them.
+        """
+        if self.discovery is None:
+            return payload
+        declared = self.discovery.declaration(priced.route.route.path, priced.method)
+        if declared is None:
+            return payload
+        resource = self._challenge_wire(priced, None)["resource"]
+        return replace(payload, declared={"resource": resource, "extensions": {BAZAAR: declared}})
 
     def _challenge_wire(self, priced: Priced, reason: str | None) -> dict[str, Any]:
         """The PaymentRequired object, with the site's service metadata on ``resource``."""

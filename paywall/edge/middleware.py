@@ -297,6 +297,7 @@ class PaywallMiddleware:
         if isinstance(decoded, MalformedPayment):
             await _send_malformed(send, decoded)
             return
+        decoded = self.challenger.declared(priced, decoded)  # what the facilitator catalogs
         await _outages_as_503(send, self.exact.serve(scope, receive, send, priced, decoded))
 
     def _claims_in_background(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,8 +19,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from x402.extensions.bazaar import extract_discovery_info, validate_discovery_extension
 
-from farthing.paywall import LocalFacilitator, PaidRoute, PaymentStore, PaywallMiddleware
+from farthing.paywall import (
+    LocalFacilitator,
+    PaidRoute,
+    PaymentStore,
+    PaywallMiddleware,
+    RemoteFacilitator,
+)
 from farthing.paywall.discovery import (
+    Catalog,
     RouteDiscovery,
     ServiceMetadata,
     SiteDiscovery,
@@ -31,7 +39,8 @@ from farthing.paywall.edge.middleware import PaywallOptions
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.site.config import load_config
 from farthing.paywall.wire import unb64_json
-from tests.paywall.discovery.conftest import Market, call
+from tests.paywall.conftest import run, sign_for
+from tests.paywall.discovery.conftest import Market, call, facilitator_for
 
 WEATHER = RouteDiscovery(
     input_example={"city": "Paris"},
@@ -48,7 +57,13 @@ async def _weather(request: Request) -> JSONResponse:
     return JSONResponse({"city": "Paris", "temperature": 12})
 
 
-def _paywall(market: Market, store: PaymentStore, discovery: SiteDiscovery | None) -> Any:
+def _paywall(
+    market: Market,
+    store: PaymentStore,
+    discovery: SiteDiscovery | None,
+    facilitator: Any = None,
+    pay_to: str | None = None,
+) -> Any:
     inner = Starlette(routes=[Route("/api/{name}", _weather, methods=["GET", "POST"])])
     routes = [
         PaidRoute("/api/weather", "0.01 USDC", description="Weather for a city"),
@@ -56,9 +71,9 @@ def _paywall(market: Market, store: PaymentStore, discovery: SiteDiscovery | Non
     ]
     options = PaywallOptions(
         routes=routes,
-        facilitator=LocalFacilitator(market.chain, market.relayer),
+        facilitator=facilitator or LocalFacilitator(market.chain, market.relayer),
         store=store,
-        pay_to=market.payer(0).address,
+        pay_to=pay_to or market.payer(0).address,
         asset=market.asset,
         public_url="https://weather.example",
         discovery=discovery,
@@ -113,6 +128,36 @@ def test_a_body_route_declares_its_body_and_an_undeclared_route_its_method(
     }
     assert validate_discovery_extension(declared).valid
     assert check_declaration(declared).kind == "http"  # type: ignore[union-attr]
+
+
+def test_a_sale_through_our_facilitator_is_cataloged_from_the_sellers_own_402(
+    market: Market, store: PaymentStore, catalog: Catalog
+) -> None:
+    transport = httpx.ASGITransport(app=facilitator_for(market, catalog))
+    facilitator = RemoteFacilitator("http://facilitator.test", transport=transport)
+    pay_to = market.payer(0).address
+    paywall = _paywall(market, store, SITE, facilitator=facilitator, pay_to=pay_to)
+    payer = market.payer()
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=paywall)
+        async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
+            unpaid = await client.get("/api/weather")
+            accepts = unb64_json(unpaid.headers["payment-required"])["accepts"][0]
+            # The buyer echoes nothing (and could echo anything): the seller's words go on.
+            signature = sign_for(accepts, payer)
+            paid = await client.get("/api/weather", headers={"PAYMENT-SIGNATURE": signature})
+        await facilitator.aclose()
+        return paid
+
+    assert run(go()).status_code == 200
+    listed = call(facilitator_for(market, catalog), "GET", "/discovery/resources").json()
+    (item,) = listed["items"]
+    assert item["resource"] == "https://weather.example/api/weather"
+    assert item["serviceName"] == "Weather Co" and item["tags"] == ["weather", "maps"]
+    assert item["description"] == "Weather for a city"
+    assert item["accepts"][0]["payTo"] == pay_to
+    assert item["extensions"]["bazaar"] == declare_http("GET", WEATHER)
 
 
 def test_without_discovery_the_402_is_as_before(market: Market, store: PaymentStore) -> None:
