@@ -36,7 +36,7 @@ from farthing.paywall.discovery.catalog import Catalog, Offer
 from farthing.paywall.discovery.metadata import clean_service_metadata
 from farthing.paywall.discovery.validation import Checked, Refused, check_declaration
 
-__all__ = ["URL_CHARS_MAX", "catalog_payment", "offer_from"]
+__all__ = ["URL_CHARS_MAX", "catalog_payment", "declares", "offer_from"]
 
 URL_CHARS_MAX: Final = 2048
 _DESCRIPTION_CHARS_MAX: Final = 512
@@ -123,6 +123,13 @@ def offer_from(body: Mapping[str, Any]) -> Offer | Refused | None:
         accepts=accepts,
         declaration=checked.to_wire(),
     )
+
+
+def declares(body: Mapping[str, Any]) -> bool:
+    """Whether a verify or settle body carries a ``bazaar`` declaration at all (cheap)."""
+    payload = body.get("paymentPayload")
+    extensions = payload.get("extensions") if isinstance(payload, Mapping) else None
+    return isinstance(extensions, Mapping) and "bazaar" in extensions
 
 
 def _catalog_now(catalog: Catalog, body: Mapping[str, Any]) -> str:

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from farthing.paywall.discovery.catalog import Catalog
-from farthing.paywall.discovery.ingest import catalog_payment
+from farthing.paywall.discovery.ingest import catalog_payment, declares
 from farthing.paywall.discovery.listing import catalog_routes
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureSettling
@@ -213,7 +213,12 @@ def facilitator_app(
         if problem is not None:
             return problem
         response = await answer(data, settle)
-        if catalog is not None and response.background is None and _accepted(response):
+        if (
+            catalog is not None
+            and declares(data)
+            and response.background is None
+            and _accepted(response)
+        ):
             # After the answer is sent: the catalog never delays or changes a payment.
             response.background = BackgroundTask(catalog_payment, catalog, data)
         return response
