@@ -1,7 +1,7 @@
 """The facilitator's catalog: what it has verified or settled, searchable, in its database.
 
 One row per offer: a resource (its URL, and its tool name for MCP, or its
-method for HTTP) sold in one scheme on one network. The row keeps the
+method for HTTP) sold in one scheme on one network to one payee. The row keeps the
 resource's checked declaration, its sanitized service metadata and the
 ``accepts`` entry that was paid, so the list endpoint answers in the SDK's
 shape (``farthing.paywall.discovery.listing``). It lives in the facilitator's
@@ -102,7 +102,8 @@ class Offer:
     @property
     def key(self) -> str:
         name = self.tool_name if self.kind == "mcp" else self.method
-        parts = (self.kind, self.url, name or "", self.scheme, self.network)
+        # The payee is part of it: a payment to someone else never rewrites a seller's entry.
+        parts = (self.kind, self.url, name or "", self.scheme, self.network, self.pay_to.lower())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

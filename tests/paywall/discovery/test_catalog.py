@@ -184,6 +184,19 @@ def test_the_same_offer_is_refreshed_not_doubled(market: Market, catalog: Catalo
     assert item["accepts"][0]["amount"] == "2000"
 
 
+def test_a_payment_to_someone_else_never_rewrites_a_sellers_entry(
+    market: Market, catalog: Catalog
+) -> None:
+    app = facilitator_for(market, catalog)
+    seller, squatter = market.payer(0).address, market.payer(0).address
+    _settle(market, app, pay_to=seller, amount=5_000)
+    _settle(market, app, pay_to=squatter, amount=1)  # same URL, paid to oneself
+    items = call(app, "GET", "/discovery/resources").json()["items"]
+    assert sorted((i["accepts"][0]["payTo"], i["accepts"][0]["amount"]) for i in items) == sorted(
+        [(seller, "5000"), (squatter, "1")]
+    )
+
+
 def test_a_full_catalog_refuses_new_offers_and_still_settles(
     market: Market, tmp_path: Path
 ) -> None:
