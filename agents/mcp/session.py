@@ -65,6 +65,7 @@ from farthing.agents.mcp.binding import (
 from farthing.agents.outcome import PaymentOutcome
 from farthing.agents.payer import Intent, Payer
 from farthing.agents.settings import AgentSettings
+from farthing.invariant import invariant
 
 __all__ = ["RESPONSE_BYTES_MAX", "PayingSession", "ToolCall", "open_mcp"]
 
@@ -106,10 +107,10 @@ class _Bounded(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
         stream = response.stream
+        invariant(isinstance(stream, httpx.AsyncByteStream), "an async transport streams async")
 
         async def bounded() -> AsyncIterator[bytes]:
             size = 0
-            assert isinstance(stream, httpx.AsyncByteStream)
             try:
                 async for chunk in stream:
                     size += len(chunk)

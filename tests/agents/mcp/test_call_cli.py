@@ -122,3 +122,13 @@ def test_agent_run_mcp_buys_the_relevant_tool(
     assert report["payments"] == 1 and report["spent_atomic"] == PRICE
     assert report["bought"][0]["title"] == "weather"
     assert anvil_shop.token.balance_of(agent.address) == 1_000_000 - PRICE
+
+
+def test_an_unreachable_server_is_one_line(
+    anvil_shop: Shop, agent_dir: tuple[Path, LocalSigner]
+) -> None:
+    data_dir, _ = agent_dir
+    done = agent_call(anvil_shop, data_dir, "http://127.0.0.1:9/mcp", "weather")
+    assert done.code == 1 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "could not reach the MCP server" in done.stderr
