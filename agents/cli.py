@@ -147,6 +147,8 @@ def run(
     starts = list(dict.fromkeys([*(url or []), *_URL_IN_TEXT.findall(task)]))
     if mcp and url:
         fail("give the agent pages (--url) or MCP servers (--mcp), not both", exit_code=2)
+    if mcp and discover_query is not None:
+        fail("--discover starts from pages; with --mcp, name the servers alone", exit_code=2)
     if not starts and not mcp and discover_query is None:
         fail("give the agent somewhere to start: --url URL, --discover QUERY, or a URL in the task")
     started = time.perf_counter()

@@ -143,6 +143,13 @@ def test_a_bad_query_is_a_400(
     assert response.json()["error"] == "invalid_query"
 
 
+def test_the_catalog_is_read_only(market: Market, catalog: Catalog) -> None:
+    app = facilitator_for(market, catalog)
+    for path in ("/discovery/resources", "/discovery/search"):
+        assert call(app, "POST", path, json={}).status_code == 405
+        assert call(app, "DELETE", path).status_code == 405
+
+
 def test_the_catalog_survives_a_restart(market: Market, tmp_path: Path) -> None:
     first = Catalog.sqlite(tmp_path / "restart.sqlite")
     _settle(market, facilitator_for(market, first), url="https://kept.example/a")
