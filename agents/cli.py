@@ -3,7 +3,9 @@
 ::
 
     farthing agent run --task TEXT --budget AMOUNT [--url URL]... [--llm-url URL --model NAME]
+    farthing agent run --task TEXT --budget AMOUNT --mcp MCP_URL...   # an MCP server's tools
     farthing agent fetch URL [--max-price AMOUNT] [--task-id ID --budget AMOUNT]
+    farthing agent call MCP_URL TOOL [--args JSON] [--max-price AMOUNT]  # farthing.agents.mcp.cli
     farthing agent price URL
     farthing agent discover QUERY [--facilitator URL] [--max-price AMOUNT]   # the catalog
     farthing agent status [--task-id ID]
