@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from farthing.paywall.discovery import Catalog, check_declaration, clean_service_metadata
-from farthing.paywall.discovery.validation import Refused, clean_route_template
+from farthing.paywall.discovery.validation import Checked, Refused, clean_route_template
 from tests.paywall.discovery.conftest import Market, call, facilitator_for
 
 
@@ -235,3 +237,33 @@ def test_a_bad_resource_url_is_not_cataloged(market: Market, catalog: Catalog, u
     answer, listed = _settle_and_list(market, catalog, url=url)
     assert answer["success"] is True
     assert listed == []
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+_KEYWORDS = st.sampled_from(
+    ["type", "properties", "required", "$ref", "$id", "allOf", "anyOf", "not", "items",
+     "additionalProperties", "const", "enum", "$defs", "minimum", "pattern", "if", "then"]
+)  # fmt: skip
+_SCHEMA = st.recursive(
+    st.booleans() | st.dictionaries(_KEYWORDS, _JSON, max_size=3),
+    lambda inner: st.dictionaries(_KEYWORDS, inner | st.lists(inner, max_size=3), max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    info=st.dictionaries(st.sampled_from(["input", "output"]), _JSON, max_size=2) | _JSON,
+    schema=_SCHEMA | _JSON,
+    template=st.none() | st.text(max_size=30),
+)
+def test_any_declaration_is_checked_without_raising(info: Any, schema: Any, template: Any) -> None:
+    declared = {"info": info, "schema": schema, "routeTemplate": template}
+    result = check_declaration(declared)
+    assert isinstance(result, (Checked, Refused))
