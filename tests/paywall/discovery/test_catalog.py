@@ -9,14 +9,18 @@ are exercised over HTTP.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from farthing.paywall.discovery import Catalog, RouteDiscovery, declare_http, declare_tool
+from farthing.paywall.discovery.catalog import CATALOG_TABLE
 from tests.paywall.discovery.conftest import PRICE_ATOMIC, Market, call, facilitator_for
 
-POSTGRES_URL = "postgresql://postgres:postgres@127.0.0.1:5432/test"
+POSTGRES_URL = os.environ.get(
+    "FARTHING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def _settle(market: Market, app: object, **body: object) -> dict[str, object]:
@@ -179,6 +183,8 @@ def test_the_catalog_lives_in_postgresql(market: Market) -> None:
         ).json()
         assert [item["resource"] for item in page["resources"]] == [url]
     finally:
+        with reopened.engine.begin() as tx:  # the server is shared: leave it as found
+            tx.execute(CATALOG_TABLE.delete().where(CATALOG_TABLE.c.url == url))
         reopened.dispose()
 
 
