@@ -151,6 +151,13 @@ def run(
         fail("give the agent pages (--url) or MCP servers (--mcp), not both", exit_code=2)
     if mcp and discover_query is not None:
         fail("--discover starts from pages; with --mcp, name the servers alone", exit_code=2)
+    if mcp:
+        from farthing.agents.mcp.session import check_mcp_url
+
+        for server in mcp:
+            problem = check_mcp_url(server)
+            if problem is not None:
+                fail(f"--mcp {server}: {problem}", exit_code=2)
     if not starts and not mcp and discover_query is None:
         fail("give the agent somewhere to start: --url URL, --discover QUERY, or a URL in the task")
     started = time.perf_counter()

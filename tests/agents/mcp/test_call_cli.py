@@ -95,10 +95,12 @@ def test_agent_call_above_max_price_pays_nothing(
         ["http://127.0.0.1:1/mcp", "weather", "--args", "[1, 2]"],
         ["http://127.0.0.1:1/mcp", "weather", "--args", "{not json"],
         ["ftp://example.com/mcp", "weather"],
+        ["--run", "--task", "t", "--budget", "0.01", "--mcp", "http://127.0.0.1:1/mcp#x"],
     ],
 )
 def test_bad_input_is_one_usage_line(bad: list[str], tmp_path: Path) -> None:
-    done = run_farthing(["agent", "call", *bad], env=cli_env(tmp_path))
+    command = ["agent", "run", *bad[1:]] if bad[0] == "--run" else ["agent", "call", *bad]
+    done = run_farthing(command, env=cli_env(tmp_path))
     assert done.code == 2, done.stderr
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
