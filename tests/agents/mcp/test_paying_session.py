@@ -63,7 +63,25 @@ async def test_a_free_tool_is_free(buyer: Buyer) -> None:
     assert booked_payments(buyer.books) == []
 
 
+class CountingSigner:
+    """The agent's own key, counting what it signs: the refusals must sign nothing."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.signed = 0
+
+    @property
+    def address(self) -> str:
+        return str(self.inner.address)
+
+    def sign_typed_data(self, *args: Any) -> bytes:
+        self.signed += 1
+        return bytes(self.inner.sign_typed_data(*args))
+
+
 async def test_over_max_price_or_budget_nothing_is_signed_or_reserved(buyer: Buyer) -> None:
+    signer = CountingSigner(buyer.payer.signer)
+    buyer.payer.signer = signer
     over_max = await call(buyer, "weather", {"city": "Oslo"}, max_price=PRICE - 1)
     assert over_max.outcome is not None
     assert (over_max.outcome.status, over_max.outcome.reason) == ("not_paid", "price_above_max")
@@ -75,6 +93,7 @@ async def test_over_max_price_or_budget_nothing_is_signed_or_reserved(buyer: Buy
         "exceeds_task_budget",
     )
     assert over_budget.result is None  # no content without payment
+    assert signer.signed == 0
     assert booked_payments(buyer.books) == []
     assert buyer.shop.token.balance_of(buyer.agent.address) == 1_000_000
 
