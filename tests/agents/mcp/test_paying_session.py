@@ -5,7 +5,8 @@ Against a real FastMCP server over streamable HTTP (uvicorn, 127.0.0.1):
 settled by our facilitator app over HTTP on the memory chain, so this is also
 the interop test: the chain moves exactly the price, the books post it and
 reconcile. Over budget, above ``max_price`` or to a payee or asset the policy
-refuses, nothing is signed or reserved; above the approval threshold the call
+refuses, or on a host the policy's lists do not allow (the MCP server's),
+nothing is signed or reserved; above the approval threshold the call
 waits for a person; a refused settle is voided; content without a receipt
 stays reserved as possible spend, reported once.
 """
@@ -166,3 +167,14 @@ async def test_a_payee_or_asset_the_policy_refuses_is_not_paid(buyer: Buyer) -> 
     assert (odd.outcome.status, odd.outcome.reason) == ("not_paid", "unsupported_asset")
     assert booked_payments(buyer.books) == []
     assert buyer.shop.token.balance_of(ATTACKER) == 0
+
+
+async def test_the_host_lists_apply_to_the_mcp_servers_host(buyer: Buyer) -> None:
+    buyer.set_policy(hosts_allowed=frozenset({"tools.example.com"}))
+    result = await call(buyer, "weather", {"city": "Oslo"}, max_price=PRICE)
+    assert result.outcome is not None
+    assert (result.outcome.status, result.outcome.reason) == ("not_paid", "host_not_allowed")
+    buyer.set_policy(hosts_denied=frozenset({"127.0.0.1"}))
+    denied = await call(buyer, "weather", {"city": "Oslo"}, max_price=PRICE)
+    assert denied.outcome is not None and denied.outcome.reason == "host_denied"
+    assert booked_payments(buyer.books) == []
