@@ -65,7 +65,6 @@ from farthing.agents.mcp.binding import (
 from farthing.agents.outcome import PaymentOutcome
 from farthing.agents.payer import Intent, Payer
 from farthing.agents.settings import AgentSettings
-from farthing.invariant import invariant
 
 __all__ = ["RESPONSE_BYTES_MAX", "PayingSession", "ToolCall", "open_mcp"]
 
@@ -107,7 +106,8 @@ class _Bounded(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
         stream = response.stream
-        invariant(isinstance(stream, httpx.AsyncByteStream), "an async transport streams async")
+        if not isinstance(stream, httpx.AsyncByteStream):  # a programmer error: async only
+            raise TypeError("an async transport answered with a sync stream")
 
         async def bounded() -> AsyncIterator[bytes]:
             size = 0
