@@ -6,7 +6,9 @@ front of both, so ``/mcp`` answers only the site's own host names (that is
 the DNS-rebinding guard; the ``mcp`` package's own is left off so there is one
 list of names). A request body is read up to ``body_bytes_max`` (413 past
 it) and its JSON nesting measured (400 past ``depth_max``) before the MCP
-server sees a byte. Each request gets a stateless session manager of its own:
+server sees a byte; anything but ``POST`` is 405 (a stateless server that
+answers in JSON has no stream to ``GET``). Each request gets a stateless
+session manager of its own:
 no session outlives its request, so replicas need not share anything but the
 payment database, and no ASGI lifespan is needed.
 """
@@ -56,6 +58,16 @@ class McpMount:
         await self.site(scope, receive, send)
 
     async def _serve(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if str(scope["method"]).upper() != "POST":
+            # Stateless and answering in JSON: there is no stream to GET and no
+            # session to DELETE, and a GET would hold a connection open for nothing.
+            await send_json(
+                send,
+                405,
+                {"error": "method_not_allowed", "message": "MCP here is POST only"},
+                [(b"allow", b"POST")],
+            )
+            return
         declared = header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.body_bytes_max):
             await _too_large(send, self.body_bytes_max)

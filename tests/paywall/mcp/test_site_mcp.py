@@ -155,6 +155,12 @@ def test_mcp_refuses_other_hosts_and_oversized_or_deep_bodies(site: Site) -> Non
         assert large.status_code == 413 and large.json()["error"] == "body_too_large"
         deep = http.post(f"{site.url}/mcp", headers=headers, content=b"[" * 100 + b"]" * 100)
         assert deep.status_code == 400 and deep.json()["error"] == "json_too_deep"
+        for method in ("GET", "DELETE", "PUT", "OPTIONS"):
+            odd = http.request(method, f"{site.url}/mcp", headers=headers)
+            assert odd.status_code == 405 and odd.headers["allow"] == "POST", method
+        listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        batch = http.post(f"{site.url}/mcp", headers=headers, json=[listing, listing])
+        assert batch.status_code == 400
         meta = {"x402/payment": {"a": [[[[[[[[[[1]]]]]]]]]]}}
         call = {
             "jsonrpc": "2.0",
