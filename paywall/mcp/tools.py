@@ -151,6 +151,10 @@ class PaidTools:
                 mime_type="application/json",
                 schemes=schemes,
             )
+            if "batch-settlement" in schemes and self.options.channels is None:
+                raise PaywallConfigError(
+                    f"paid tool {tool.name}: batch-settlement needs PaywallOptions.channels"
+                )
             # Checked now: a price that does not convert fails at start-up.
             RouteTable(
                 [route],

@@ -19,12 +19,13 @@ import pytest
 from mcp.server.fastmcp import FastMCP
 from sqlmodel import Session
 
+from farthing.errors import FarthingError
 from farthing.ledger import LedgerDatabase, LedgerSettings, revenue_report, upgrade_database
 from farthing.paywall import LedgerRevenueBook, PaymentState, PaymentStore, PaywallOptions
 from farthing.paywall.mcp.tools import PaidTools
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, serve_in_thread
-from tests.paywall.mcp.conftest import call_tool, payment_for, text_of
+from tests.paywall.mcp.conftest import call_tool, mcp_session, payment_for, text_of
 
 pytestmark = pytest.mark.anvil
 
@@ -232,3 +233,39 @@ def test_a_failed_settlement_withholds_the_output(tools: ToolServer, chain_env: 
     assert result.structuredContent["accepts"] and result.structuredContent["error"]
     assert result.meta["x402/payment-response"]["success"] is False
     assert chain_env.token.balance_of(chain_env.merchant) == merchant_before
+
+
+def test_the_tool_schema_is_the_functions_and_mistakes_fail_at_registration(
+    tools: ToolServer, chain_env: ChainEnv
+) -> None:
+    async def listed() -> Any:
+        async with mcp_session(tools.url) as session:
+            return {t.name: t.inputSchema for t in (await session.list_tools()).tools}
+
+    schemas = asyncio.run(listed())
+    assert set(schemas["forecast"]["properties"]) == {"city"}
+    assert schemas["forecast"]["required"] == ["city"]
+    server = FastMCP("mistakes")
+    paid = PaidTools(
+        server,
+        options=PaywallOptions(
+            routes=(),
+            facilitator=chain_env.facilitator(),
+            store=tools.store,
+            pay_to=chain_env.merchant,
+            asset=chain_env.asset,
+        ),
+    )
+
+    def tool() -> str:
+        return "x"
+
+    for price, options in [
+        ("0.0000001 USDC", {}),
+        ("1 USDC", {"schemes": ("batch-settlement",)}),
+        ("1 USDC", {"name": ".."}),
+        ("1 USDC", {"name": "a/b"}),
+    ]:
+        with pytest.raises(FarthingError):
+            paid.tool(price, **options)(tool)
+    assert asyncio.run(server.list_tools()) == []
