@@ -64,8 +64,11 @@ PAYMENT_HEADER_BYTES_MAX: Final = 8192
 _NETWORK_RE: Final = re.compile(r"eip155:[0-9]{1,20}")
 _TEXT_MAX: Final = 2048
 _AMOUNT_DIGITS_MAX: Final = 80  # a uint256 has 78; more is not an amount
-# x402 headers nest a few objects deep (payload → authorization, accepted → extra).
-HEADER_JSON_DEPTH_MAX: Final = 8
+# x402 headers nest a few objects deep (payload → authorization, accepted → extra);
+# clients echo the 402's extensions too, and a bazaar declaration's JSON schema
+# (extensions → bazaar → schema → properties → input → properties → …) needs
+# more: the discovery catalog's own bound (12) under the payload's three levels.
+HEADER_JSON_DEPTH_MAX: Final = 16
 
 
 def b64_json(data: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ facilitator silently drops.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -35,6 +36,7 @@ __all__ = [
     "BODY_METHODS",
     "BODY_TYPES",
     "DRAFT_2020_12",
+    "OWN_DECLARATION_BYTES_MAX",
     "QUERY_METHODS",
     "RouteDiscovery",
     "ServiceMetadata",
@@ -49,6 +51,9 @@ QUERY_METHODS: Final = ("GET", "HEAD", "DELETE")
 BODY_METHODS: Final = ("POST", "PUT", "PATCH")
 BODY_TYPES: Final = ("json", "form-data", "text")
 MCP_TRANSPORTS: Final = ("streamable-http", "sse")
+# Buyers echo a 402's extensions in PAYMENT-SIGNATURE (8 KiB in all, with the
+# payment itself and any sign-in declaration): one declaration keeps to half.
+OWN_DECLARATION_BYTES_MAX: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +210,12 @@ def _check_own(where: str, declared: dict[str, Any]) -> None:
     checked = check_declaration(declared)
     if isinstance(checked, Refused):
         raise PaywallConfigError(f"{where}: a facilitator would drop this declaration: {checked}")
+    size = len(json.dumps(declared, separators=(",", ":")).encode())
+    if size > OWN_DECLARATION_BYTES_MAX:
+        raise PaywallConfigError(
+            f"{where}: the declaration is {size} bytes, more than {OWN_DECLARATION_BYTES_MAX}: "
+            "buyers echo it in their payment header (at most 8 KiB), keep the examples short"
+        )
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,7 @@ ROUTE = '[[routes]]\npath = "/a"\nprice = "1"\n[routes.discovery]\n'
         ),
         ('[[routes]]\npath = "/a"\nprice = "1"\n[routes.discovery]\nnope = 1', "unknown keys"),
         (ROUTE + 'input_schema = { "$ref" = "https://evil.example/s.json" }', "would drop"),
+        (ROUTE + 'output = { text = "' + "x" * 5000 + '" }', "keep the examples short"),
         (
             ROUTE
             + 'input = { city = 3 }\ninput_schema = { properties = { city = { type = "string" } } }',

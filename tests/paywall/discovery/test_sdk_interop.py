@@ -5,14 +5,24 @@ app; the SDK's ``with_bazaar`` client (over its sync facilitator client, given
 Starlette's ``TestClient`` as its httpx client) lists and searches the
 catalog. The declarations come from the SDK's own ``declare_discovery_extension``
 and ``declare_mcp_discovery_extension``, enriched with the request's method by
-its ``bazaar_resource_server_extension`` as an SDK server does.
+its ``bazaar_resource_server_extension`` as an SDK server does. The SDK's
+paying client (``x402HttpxClient``, over uvicorn) echoes our declaration into
+its payment header and pays.
 """
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
+from x402 import x402Client
 from x402.extensions.bazaar import (
     DeclareMcpDiscoveryConfig,
     ListDiscoveryResourcesParams,
@@ -24,8 +34,19 @@ from x402.extensions.bazaar import (
     with_bazaar,
 )
 from x402.http import FacilitatorConfig, HTTPFacilitatorClientSync
+from x402.http.clients import x402HttpxClient
+from x402.mechanisms.evm.exact import ExactEvmClientScheme
 
-from farthing.paywall.discovery import Catalog
+from farthing.paywall import LocalFacilitator, PaidRoute, PaymentStore, PaywallMiddleware
+from farthing.paywall.discovery import (
+    Catalog,
+    RouteDiscovery,
+    ServiceMetadata,
+    SiteDiscovery,
+)
+from farthing.paywall.edge.middleware import PaywallOptions
+from farthing.paywall.wire import unb64_json
+from tests.paywall.conftest import serve_in_thread
 from tests.paywall.discovery.conftest import PRICE_ATOMIC, Market, call, facilitator_for
 
 
@@ -88,3 +109,55 @@ def test_an_sdk_declaration_is_cataloged_and_the_sdk_client_reads_it(
     assert found.resources[0].type == "mcp"
     assert found.pagination is not None and found.pagination.cursor is None
     http.close()
+
+
+async def _weather(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("12 degrees")
+
+
+def test_the_sdk_client_echoes_our_declaration_and_pays(market: Market, tmp_path: Path) -> None:
+    # The SDK's client copies the 402's extensions, JSON schema and all, into
+    # PAYMENT-SIGNATURE: our edge must take that header (it nests deep).
+    discovery = SiteDiscovery(
+        service=ServiceMetadata("Weather Co", ("weather",)),
+        routes={
+            "/weather": RouteDiscovery(
+                input_example={"city": "Paris"},
+                input_schema={"properties": {"city": {"type": "string"}}, "required": ["city"]},
+                output_example={"city": "Paris", "reading": {"temperature": {"celsius": 12}}},
+            )
+        },
+    )
+    store = PaymentStore.sqlite(tmp_path / "paywall.sqlite")
+    payee = market.payer(0).address
+    app = PaywallMiddleware(
+        Starlette(routes=[Route("/weather", _weather)]),
+        options=PaywallOptions(
+            routes=[PaidRoute("/weather", "0.01 USDC")],
+            facilitator=LocalFacilitator(market.chain, market.relayer),
+            store=store,
+            pay_to=payee,
+            asset=market.asset,
+            public_url="https://weather.example",
+            discovery=discovery,
+        ),
+    )
+    client = x402Client()
+    client.register(market.chain.network, ExactEvmClientScheme(market.payer()))
+    client.set_spend_controls(
+        {"allowed_assets": [{"network": market.chain.network, "asset": market.asset.address}]}
+    )
+
+    async def go(url: str) -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient() as plain:
+            unpaid = await plain.get(f"{url}/weather?city=Oslo")
+        async with x402HttpxClient(client, timeout=30.0) as http:
+            return unpaid, await http.get(f"{url}/weather?city=Oslo")
+
+    with serve_in_thread(app) as url:
+        unpaid, paid = asyncio.run(go(url))
+    store.dispose()
+    assert "bazaar" in unb64_json(unpaid.headers["payment-required"])["extensions"]
+    assert paid.status_code == 200, paid.text
+    assert paid.text == "12 degrees"
+    assert market.token.balance_of(payee) == 10_000
