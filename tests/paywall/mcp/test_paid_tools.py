@@ -269,3 +269,20 @@ def test_the_tool_schema_is_the_functions_and_mistakes_fail_at_registration(
         with pytest.raises(FarthingError):
             paid.tool(price, **options)(tool)
     assert asyncio.run(server.list_tools()) == []
+
+
+def test_one_payment_sent_many_times_at_once_runs_the_tool_once(
+    tools: ToolServer, chain_env: ChainEnv
+) -> None:
+    payer = chain_env.new_payer()
+    challenge = _call(tools, "forecast", {"city": "Lagos"}).structuredContent
+    meta = payment_for(challenge, payer)
+
+    async def together() -> list[Any]:
+        calls = [call_tool(tools.url, "forecast", {"city": "Lagos"}, meta) for _ in range(6)]
+        return list(await asyncio.gather(*calls))
+
+    results = asyncio.run(together())
+    assert sum(1 for r in results if not r.isError) == 1
+    assert tools.calls.count("Lagos") == 1
+    assert chain_env.token.balance_of(payer.address) == 50_000_000 - PRICE_ATOMIC

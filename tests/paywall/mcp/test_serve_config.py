@@ -10,6 +10,8 @@ chain moves by exactly the price; a forged Host is refused before MCP runs.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import cli_env, free_port
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread
 from tests.paywall.mcp.conftest import call_tool, mcp_session, payment_for, text_of
 from tests.paywall.test_serve_origin import Served, start_serve, write_config
@@ -57,3 +59,18 @@ def test_serve_with_mcp_sells_the_article_over_mcp(served: Served, chain_env: Ch
         f"{served.url}/mcp", headers={"Host": "evil.example"}, content=b"{}", timeout=30.0
     )
     assert forged.status_code == 421
+
+
+def test_an_mcp_key_that_is_not_a_boolean_is_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "paywall.toml"
+    config.write_text('mcp = "yes"\nupstream = "http://127.0.0.1:9"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "farthing", "paywall", "serve", "--config", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path / "data"),
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [f"error: {config}: mcp must be true or false"]

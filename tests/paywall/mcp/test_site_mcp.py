@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp.shared.exceptions import McpError
 
 from farthing.paywall import PaymentStore
 from farthing.paywall.edge.middleware import PaywallMiddleware
@@ -136,6 +137,13 @@ def test_paid_routes_are_listed_as_resources(site: Site) -> None:
         async with mcp_session(site.url) as session:
             templates = await session.list_resource_templates()
             free = await session.read_resource(f"{site.url}/free")
+            with pytest.raises(McpError) as unpaid:
+                await session.read_resource(f"{site.url}/articles/six")
+            error = unpaid.value.error
+            assert error.code == 402 and error.data["accepts"][0]["amount"] == str(PRICE_ATOMIC)
+            with pytest.raises(McpError) as elsewhere:
+                await session.read_resource("http://evil.example/articles/six")
+            assert elsewhere.value.error.code == -32602
             return templates, free
 
     templates, free = asyncio.run(go())
