@@ -23,13 +23,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from farthing.paywall.edge.receipts import RECEIPT_COOKIE_PREFIX
 from farthing.paywall.edge.sign_in import SIGN_IN_WITH_X
-from farthing.paywall.wire import PAYMENT_HEADER_BYTES_MAX, MalformedPayment, b64_json
+from farthing.paywall.wire import (
+    HEADER_JSON_DEPTH_MAX,
+    PAYMENT_HEADER_BYTES_MAX,
+    MalformedPayment,
+    b64_json,
+)
 
 __all__ = [
     "PAYMENT_META",
     "PAYMENT_RESPONSE_META",
     "RECEIPT_META",
+    "RECEIPT_PAIR_RE",
     "SIGN_IN_META",
     "Proofs",
     "dumps",
@@ -42,9 +49,12 @@ PAYMENT_META: Final = "x402/payment"
 PAYMENT_RESPONSE_META: Final = "x402/payment-response"
 RECEIPT_META: Final = "farthing/receipt"
 SIGN_IN_META: Final = SIGN_IN_WITH_X
-_DEPTH_MAX: Final = 8  # the payment header's own bound (wire.HEADER_JSON_DEPTH_MAX)
+_DEPTH_MAX: Final = HEADER_JSON_DEPTH_MAX  # the payment header's own bound (echoed extensions)
 _ITEMS_MAX: Final = 256
-_COOKIE_PAIR_RE: Final = re.compile(r"^[A-Za-z0-9_\-]{1,64}=[A-Za-z0-9_\-.~]{1,2048}$")
+# A receipt cookie's pair (farthing.paywall.edge.receipts): its name, then its signed token.
+RECEIPT_PAIR_RE: Final = re.compile(
+    re.escape(RECEIPT_COOKIE_PREFIX) + r"[0-9a-f]{16}=[A-Za-z0-9_\-.]{1,2048}"
+)
 _HEADER_VALUE_RE: Final = re.compile(r"^[\x21-\x7e]{1,4096}$")
 
 
@@ -89,7 +99,7 @@ def proofs_of(meta: Mapping[str, Any]) -> Proofs:
     """A receipt and a sign-in from ``_meta``, as headers; malformed ones are left out."""
     headers: list[tuple[bytes, bytes]] = []
     receipt = meta.get(RECEIPT_META)
-    if isinstance(receipt, str) and _COOKIE_PAIR_RE.match(receipt):
+    if isinstance(receipt, str) and RECEIPT_PAIR_RE.fullmatch(receipt):
         headers.append((b"cookie", receipt.encode("ascii")))
     signed = meta.get(SIGN_IN_META)
     if isinstance(signed, str) and _HEADER_VALUE_RE.match(signed):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -35,6 +36,7 @@ from x402.extensions.bazaar import (
 )
 from x402.http import FacilitatorConfig, HTTPFacilitatorClientSync
 from x402.http.clients import x402HttpxClient
+from x402.mcp import x402MCPSession
 from x402.mechanisms.evm.exact import ExactEvmClientScheme
 
 from farthing.paywall import LocalFacilitator, PaidRoute, PaymentStore, PaywallMiddleware
@@ -45,9 +47,12 @@ from farthing.paywall.discovery import (
     SiteDiscovery,
 )
 from farthing.paywall.edge.middleware import PaywallOptions
+from farthing.paywall.mcp.mount import site_mount
 from farthing.paywall.wire import unb64_json
+from farthing.web import HostGuard
 from tests.paywall.conftest import serve_in_thread
 from tests.paywall.discovery.conftest import PRICE_ATOMIC, Market, call, facilitator_for
+from tests.paywall.mcp.conftest import mcp_session
 
 
 def _sdk_get_declaration() -> dict[str, object]:
@@ -115,9 +120,8 @@ async def _weather(request: Request) -> PlainTextResponse:
     return PlainTextResponse("12 degrees")
 
 
-def test_the_sdk_client_echoes_our_declaration_and_pays(market: Market, tmp_path: Path) -> None:
-    # The SDK's client copies the 402's extensions, JSON schema and all, into
-    # PAYMENT-SIGNATURE: our edge must take that header (it nests deep).
+def _declared_site(market: Market, store: PaymentStore, payee: str) -> PaywallMiddleware:
+    """A paywall whose one route declares a bazaar extension with a deep schema."""
     discovery = SiteDiscovery(
         service=ServiceMetadata("Weather Co", ("weather",)),
         routes={
@@ -128,9 +132,7 @@ def test_the_sdk_client_echoes_our_declaration_and_pays(market: Market, tmp_path
             )
         },
     )
-    store = PaymentStore.sqlite(tmp_path / "paywall.sqlite")
-    payee = market.payer(0).address
-    app = PaywallMiddleware(
+    return PaywallMiddleware(
         Starlette(routes=[Route("/weather", _weather)]),
         options=PaywallOptions(
             routes=[PaidRoute("/weather", "0.01 USDC")],
@@ -142,11 +144,24 @@ def test_the_sdk_client_echoes_our_declaration_and_pays(market: Market, tmp_path
             discovery=discovery,
         ),
     )
+
+
+def _sdk_client(market: Market) -> x402Client:
     client = x402Client()
     client.register(market.chain.network, ExactEvmClientScheme(market.payer()))
     client.set_spend_controls(
         {"allowed_assets": [{"network": market.chain.network, "asset": market.asset.address}]}
     )
+    return client
+
+
+def test_the_sdk_client_echoes_our_declaration_and_pays(market: Market, tmp_path: Path) -> None:
+    # The SDK's client copies the 402's extensions, JSON schema and all, into
+    # PAYMENT-SIGNATURE: our edge must take that header (it nests deep).
+    store = PaymentStore.sqlite(tmp_path / "paywall.sqlite")
+    payee = market.payer(0).address
+    app = _declared_site(market, store, payee)
+    client = _sdk_client(market)
 
     async def go(url: str) -> tuple[httpx.Response, httpx.Response]:
         async with httpx.AsyncClient() as plain:
@@ -160,4 +175,26 @@ def test_the_sdk_client_echoes_our_declaration_and_pays(market: Market, tmp_path
     assert "bazaar" in unb64_json(unpaid.headers["payment-required"])["extensions"]
     assert paid.status_code == 200, paid.text
     assert paid.text == "12 degrees"
+    assert market.token.balance_of(payee) == 10_000
+
+
+def test_the_sdk_mcp_client_echoes_our_declaration_and_pays_the_sites_fetch(
+    market: Market, tmp_path: Path
+) -> None:
+    # Over MCP the echo travels in _meta["x402/payment"], under the same bound.
+    store = PaymentStore.sqlite(tmp_path / "paywall.sqlite")
+    payee = market.payer(0).address
+    paywall = _declared_site(market, store, payee)
+
+    async def go(url: str) -> Any:
+        async with mcp_session(url) as session:
+            return await x402MCPSession(session, _sdk_client(market)).call_tool(
+                "fetch", {"path": "/weather"}
+            )
+
+    with serve_in_thread(HostGuard(site_mount(paywall, paywall), hosts=["127.0.0.1"])) as url:
+        result = asyncio.run(go(url))
+    store.dispose()
+    assert result.is_error is False and result.payment_made is True
+    assert "12 degrees" in "".join(c.text for c in result.content)
     assert market.token.balance_of(payee) == 10_000
