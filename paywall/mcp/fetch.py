@@ -58,6 +58,7 @@ from farthing.paywall.mcp.exchange import (
 from farthing.paywall.mcp.meta import (
     PAYMENT_RESPONSE_META,
     RECEIPT_META,
+    RECEIPT_PAIR_RE,
     meta_of,
     payment_header,
     proofs_of,
@@ -70,7 +71,6 @@ PATH_CHARS_MAX: Final = 2048
 _PATH_RE: Final = re.compile(r"^/[\x21-\x7e]*$")  # printable ASCII, no spaces
 _ACCEPT: Final = b"text/plain, application/json;q=0.9, */*;q=0.5"  # never a browser's page
 _TEXT_KINDS: Final = ("text/", "application/json", "application/xml", "application/xhtml+xml")
-_RECEIPT_COOKIE_RE: Final = re.compile(r"^\s*([A-Za-z0-9_\-]{1,64}=[A-Za-z0-9_\-.~]{1,2048})")
 
 
 def site_server(paywall: PaywallMiddleware, *, name: str = "farthing-site") -> Server[Any, Any]:
@@ -195,9 +195,9 @@ def _receipt_of(answer: Answer) -> str | None:
     """The receipt cookie a paid (or signed-in) article answer set, as ``name=value``."""
     for key, value in answer.headers:
         if key.lower() == b"set-cookie":
-            match = _RECEIPT_COOKIE_RE.match(value.decode("latin-1"))
+            match = RECEIPT_PAIR_RE.match(value.decode("latin-1").strip())
             if match is not None:
-                return match.group(1)
+                return match.group(0)
     return None
 
 

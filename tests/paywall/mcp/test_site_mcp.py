@@ -90,6 +90,10 @@ def test_a_paid_fetch_serves_the_page_and_its_receipt_reads_it_again(
     assert chain_env.token.balance_of(payer.address) == 50_000_000 - PRICE_ATOMIC
     again = _fetch(site, "/articles/two", {"farthing/receipt": receipt})
     assert again.isError is False and text_of(again).count("PAID-PART") == 2
+    assert receipt.startswith("farthing_receipt_")
+    # Only a receipt's cookie is carried: any other cookie in its place is dropped.
+    other_cookie = _fetch(site, "/articles/two", {"farthing/receipt": "session=abc"})
+    assert other_cookie.isError is True and "PAID-PART" not in text_of(other_cookie)
     # A receipt is for its own page only.
     other = _fetch(site, "/articles/three", {"farthing/receipt": receipt})
     assert other.isError is True and "PAID-PART" not in text_of(other)
