@@ -15,11 +15,14 @@ from typing import Any
 import httpx
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.fastmcp import FastMCP
 from mcp.types import CallToolResult
 
+from farthing.paywall import PaymentStore, PaywallOptions
+from farthing.paywall.mcp.tools import PaidTools
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.signer import LocalSigner
-from tests.paywall.conftest import sign_for
+from tests.paywall.conftest import ChainEnv, sign_for
 
 
 @asynccontextmanager
@@ -40,6 +43,22 @@ async def call_tool(
     """One tools/call on the MCP server at ``url``."""
     async with mcp_session(url) as session:
         return await session.call_tool(name, arguments or {}, meta=meta)
+
+
+def paid_tools(
+    name: str, env: ChainEnv, store: PaymentStore, **options: Any
+) -> tuple[FastMCP, PaidTools]:
+    """A stateless FastMCP server and its PaidTools, paying the module's merchant in our token."""
+    server = FastMCP(name, stateless_http=True, json_response=True)
+    settings = PaywallOptions(
+        routes=(),
+        facilitator=env.facilitator(),
+        store=store,
+        pay_to=env.merchant,
+        asset=env.asset,
+        **options,
+    )
+    return server, PaidTools(server, options=settings)
 
 
 def payment_for(challenge: dict[str, Any], payer: LocalSigner, **overrides: Any) -> dict[str, Any]:

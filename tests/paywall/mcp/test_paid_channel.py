@@ -6,20 +6,30 @@ addresses, SQLite payment and channel databases, a FastMCP server on uvicorn
 with Farthing's own scheme code and carried in ``_meta["x402/payment"]``.
 A replayed voucher gets the corrective 402 with the channel's state, a
 failing tool charges nothing, and the refund returns what was not charged.
+The x402 SDK's MCP client (``x402MCPSession``, its spend controls allowing
+our token) pays the same tool through a channel of its own: it deposits and
+its first voucher is charged; its session does not carry the channel's state
+from one call to the next (it never hands the payment response to the
+scheme), so its second voucher gets our corrective 402. That limit is the
+SDK's, and docs/mcp.md says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from mcp.server.fastmcp import FastMCP
+from eth_account import Account
+from x402 import x402Client
+from x402.mcp import x402MCPSession
+from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme
+from x402.mechanisms.evm.batch_settlement.client.config import BatchSettlementDepositPolicy
 
-from farthing.paywall import PaymentStore, PaywallOptions
-from farthing.paywall.mcp.tools import PaidTools
+from farthing.paywall import PaymentStore
 from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
 from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
 from farthing.paywall.schemes.batch_settlement.state import ChannelStore
@@ -30,7 +40,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, serve_in_thread
-from tests.paywall.mcp.conftest import call_tool, text_of
+from tests.paywall.mcp.conftest import call_tool, mcp_session, paid_tools, text_of
 from tests.paywall.test_channel_paywall import DELAY_S, _Channel
 
 pytestmark = pytest.mark.anvil
@@ -57,20 +67,10 @@ def channel_tools(
     )
     store = PaymentStore.sqlite(folder / "paywall.sqlite")
     authorizer = LocalSigner.generate()
-    server = FastMCP("metered", stateless_http=True, json_response=True)
-    paid = PaidTools(
-        server,
-        options=PaywallOptions(
-            routes=(),
-            facilitator=chain_env.facilitator(),
-            store=store,
-            pay_to=chain_env.merchant,
-            asset=chain_env.asset,
-            channels=ChannelOptions(
-                channels, authorizer, withdraw_delay_s=DELAY_S, claim_in_background=False
-            ),
-        ),
+    options = ChannelOptions(
+        channels, authorizer, withdraw_delay_s=DELAY_S, claim_in_background=False
     )
+    server, paid = paid_tools("metered", chain_env, store, channels=options)
 
     @paid.tool(PRICE_ATOMIC, schemes=("batch-settlement",))
     async def quote(symbol: str) -> str:
@@ -125,3 +125,35 @@ def test_a_channel_pays_many_calls_with_one_deposit(
     assert chain_env.token.balance_of(ch.payer.address) == 50_000_000 - 4 * p
     (record,) = channel_tools.store.records()
     assert record.charged == 4 * p
+
+
+def test_the_sdk_mcp_client_pays_a_tool_through_a_channel(
+    channel_tools: ChannelTools, chain_env: ChainEnv
+) -> None:
+    payer = chain_env.new_payer()
+    account = Account.from_key(payer.private_key.get_secret_value())
+    client = x402Client()
+    client.set_spend_controls(
+        {"allowed_assets": [{"network": chain_env.chain.network, "asset": chain_env.asset.address}]}
+    )
+    policy = BatchSettlementDepositPolicy(deposit_multiplier=10)
+    client.register(chain_env.chain.network, BatchSettlementEvmScheme(account, policy))
+
+    async def calls() -> list[Any]:
+        async with mcp_session(channel_tools.url) as session:
+            paying = x402MCPSession(session, client)
+            return [await paying.call_tool("quote", {"symbol": s}) for s in ("ABC", "DEF")]
+
+    first, second = asyncio.run(calls())
+    # The first call deposits ten calls' worth and pays one by voucher.
+    assert first.is_error is False, first.content
+    assert first.content[0].text == "ABC: 42"
+    assert first.payment_response.success is True
+    assert first.payment_response.extra["chargedAmount"] == str(PRICE_ATOMIC)
+    assert chain_env.token.balance_of(payer.address) == 50_000_000 - 10 * PRICE_ATOMIC
+    # Its next voucher repeats the old cumulative amount: the corrective 402, no tool run.
+    assert second.is_error is True
+    refused = json.loads(second.content[0].text)
+    assert refused["error"] == "invalid_batch_settlement_evm_cumulative_amount_mismatch"
+    state = refused["accepts"][0]["extra"]["channelState"]
+    assert state["chargedCumulativeAmount"] == str(PRICE_ATOMIC)

@@ -16,16 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from mcp.server.fastmcp import FastMCP
 from sqlmodel import Session
 
 from farthing.errors import FarthingError
 from farthing.ledger import LedgerDatabase, LedgerSettings, revenue_report, upgrade_database
-from farthing.paywall import LedgerRevenueBook, PaymentState, PaymentStore, PaywallOptions
-from farthing.paywall.mcp.tools import PaidTools
+from farthing.paywall import LedgerRevenueBook, PaymentState, PaymentStore
 from farthing.wallet.signer import LocalSigner
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, serve_in_thread
-from tests.paywall.mcp.conftest import call_tool, mcp_session, payment_for, text_of
+from tests.paywall.mcp.conftest import call_tool, mcp_session, paid_tools, payment_for, text_of
 
 pytestmark = pytest.mark.anvil
 
@@ -48,18 +46,7 @@ def tools(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Iter
     upgrade_database(ledger)
     calls: list[str] = []
     tools_payers.clear()
-    server = FastMCP("weather", stateless_http=True, json_response=True)
-    paid = PaidTools(
-        server,
-        options=PaywallOptions(
-            routes=(),
-            facilitator=chain_env.facilitator(),
-            store=store,
-            books=LedgerRevenueBook(ledger),
-            pay_to=chain_env.merchant,
-            asset=chain_env.asset,
-        ),
-    )
+    server, paid = paid_tools("weather", chain_env, store, books=LedgerRevenueBook(ledger))
 
     @paid.tool(PRICE_ATOMIC, description="The forecast for a city.")
     async def forecast(city: str) -> str:
@@ -91,6 +78,13 @@ def tools(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield ToolServer(url, store, ledger, calls)
     store.dispose()
     ledger.dispose()
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
 
 
 def _call(tools: ToolServer, name: str, args: dict[str, Any], meta: Any = None) -> Any:
@@ -204,7 +198,7 @@ def test_nulls_in_the_payment_are_accepted(tools: ToolServer, chain_env: ChainEn
     "payment",
     [
         "not an object",
-        {"x402Version": 2, "payload": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {}}}}}}}}},
+        {"x402Version": 2, "payload": _nested(40)},
         {"x402Version": 2, "payload": {"blob": "x" * 20_000}},
         {"x402Version": 2, "accepted": [0] * 1000},
         {"x402Version": 2, "payload": {"authorization": {"value": 1.5}}},
@@ -245,17 +239,7 @@ def test_the_tool_schema_is_the_functions_and_mistakes_fail_at_registration(
     schemas = asyncio.run(listed())
     assert set(schemas["forecast"]["properties"]) == {"city"}
     assert schemas["forecast"]["required"] == ["city"]
-    server = FastMCP("mistakes")
-    paid = PaidTools(
-        server,
-        options=PaywallOptions(
-            routes=(),
-            facilitator=chain_env.facilitator(),
-            store=tools.store,
-            pay_to=chain_env.merchant,
-            asset=chain_env.asset,
-        ),
-    )
+    server, paid = paid_tools("mistakes", chain_env, tools.store)
 
     def tool() -> str:
         return "x"
