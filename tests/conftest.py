@@ -30,6 +30,7 @@ from farthing.inference.builder import build_tiny_model
 from farthing.inference.server import STOP_BOUND_S
 from farthing.wallet.chain import Chain, MemoryChain, RpcChain
 from farthing.wallet.errors import ChainError
+from tests import zygote
 
 # A passphrase good enough for the keystore's checks; tests never print it.
 TEST_PASSPHRASE = "test passphrase, not a secret"
@@ -126,17 +127,11 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
 def run_farthing(
     args: list[str], *, env: dict[str, str], stdin: str | None = None, timeout_s: float = 120
 ) -> CliResult:
-    """Run ``python -m farthing ARGS`` as a real process."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "farthing", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout_s,
-        check=False,
+    """Run ``python -m farthing ARGS`` as a real process (forked from ``tests.zygote``)."""
+    code, out, err = zygote.run(
+        [sys.executable, "-m", "farthing", *args], env=env, stdin=stdin, timeout_s=timeout_s
     )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    return CliResult(code, out, err)
 
 
 def anvil_missing_reason() -> str | None:
@@ -220,7 +215,7 @@ class DevChainProcess:
 
 def start_dev_chain(data_dir: Path, *, port: int | None = None) -> DevChainProcess:
     """Start ``farthing chain dev --json`` and wait for its one JSON line."""
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [
             sys.executable,
             "-m",
@@ -366,7 +361,7 @@ def vllm(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "--startup-timeout-s", str(VLLM_STARTUP_TIMEOUT_S), "--log-file", str(vllm_log), "--json",
     ]  # fmt: skip
     with cli_err.open("w") as stderr:
-        cli = subprocess.Popen(
+        cli = zygote.spawn(
             argv,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -19,6 +19,7 @@ import pytest
 import typer.main
 
 from farthing.cli import _SUBCOMMANDS, _tidy_flags, main
+from tests import zygote
 
 
 def _leaves(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -89,7 +90,7 @@ def test_every_command_takes_json() -> None:
     ids=" ".join,
 )
 def test_a_usage_error_is_one_line_on_stderr_and_exit_2(argv: list[str], tmp_path: Any) -> None:
-    done = subprocess.run(
+    done = zygote.run_process(
         [sys.executable, "-m", "farthing", *argv],
         capture_output=True,
         text=True,

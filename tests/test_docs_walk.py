@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests import zygote
 from tests.agents.test_quickstart_doc import quickstart_block
 from tests.conftest import CliResult, anvil_missing_reason, cli_env, free_port, ready_line
 
@@ -111,14 +112,14 @@ class Walk:
             _wait_for_port(int(argv[3]))
         elif argv[:2] == ["python", "quickstart.py"]:
             (self.cwd / "quickstart.py").write_text(quickstart_block())
-            done = subprocess.run(
+            done = zygote.run_process(
                 [sys.executable, *argv[1:]], cwd=self.cwd, env=self.env, capture_output=True,
                 text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT_S, check=False,
             )  # fmt: skip
             assert done.returncode == 0, f"{stripped}: {done.stderr}"
             self.quickstart_output = done.stdout
         else:
-            done = subprocess.run(
+            done = zygote.run_process(
                 ["bash", "-c", stripped], cwd=self.cwd, env=self.env, capture_output=True,
                 text=True, timeout=TIMEOUT_S, check=False,
             )  # fmt: skip
@@ -126,7 +127,7 @@ class Walk:
 
     def farthing(self, args: list[str]) -> CliResult:
         """``python -m farthing ARGS`` in the walk's folder, as a real process."""
-        done = subprocess.run(
+        done = zygote.run_process(
             [sys.executable, "-m", "farthing", *args], cwd=self.cwd, env=self.env,
             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT_S,
             check=False,
@@ -136,7 +137,7 @@ class Walk:
     def _start(self, argv: list[str]) -> subprocess.Popen[str]:
         log = self.logs / f"{len(self.background)}.stderr"
         with log.open("w") as stderr:
-            process = subprocess.Popen(
+            process = zygote.spawn(
                 argv, cwd=self.cwd, env=dict(self.env), stdout=subprocess.PIPE, stderr=stderr,
                 stdin=subprocess.DEVNULL, text=True,
             )  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import farthing
+from tests import zygote
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = [
@@ -43,14 +43,14 @@ def test_no_top_level_module_is_installed(name: str, tmp_path: Path) -> None:
         "sys.exit(0 if spec is None else 1)\n"
     )
     # Run from an empty directory so the repository itself is not on sys.path.
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, check=False
     )
     assert proc.returncode == 0, f"a top-level module named {name!r} is importable"
 
 
 def test_farthing_wallet_imports_from_anywhere(tmp_path: Path) -> None:
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, "-c", "import farthing.wallet, farthing.ledger, farthing.contracts"],
         cwd=tmp_path,
         capture_output=True,

@@ -29,6 +29,7 @@ from farthing.wallet.keystore import write_keystore
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin
+from tests import zygote
 from tests.agents.conftest import Site
 from tests.agents.test_cli import TASK
 from tests.conftest import TEST_PASSPHRASE, DevChainProcess, cli_env
@@ -77,7 +78,7 @@ def test_the_default_policy_waits_for_a_person_above_ten_cents(dear_site: Site) 
     assert "approval above" in human.stdout and "0.1 USDC" in human.stdout
 
     argv = [sys.executable, "-m", "farthing", "agent", "run", "--task", TASK, "--budget", "1"]
-    run = subprocess.Popen(
+    run = zygote.spawn(
         [*argv, "--url", f"{site.url}/", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

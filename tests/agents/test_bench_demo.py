@@ -7,15 +7,16 @@ the benchmark itself (see docs/agents.md for the numbers).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from tests import zygote
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_demo.py"
 
 
 def test_bench_demo_prints_its_json_line() -> None:
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, str(SCRIPT), "--runs", "1"],
         check=False,
         capture_output=True,

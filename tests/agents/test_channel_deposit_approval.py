@@ -32,6 +32,7 @@ from farthing.agents.settings import AgentSettings
 from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
 from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.wallet.signer import LocalSigner
+from tests import zygote
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import ChainEnv, chain_env, inner_app, serve_in_thread
 from tests.paywall.test_serve_channels import _config, _private, _serving
@@ -93,7 +94,7 @@ def _fetch(url: str, env: ChainEnv, agent_dir: Path, answer: str | None) -> tupl
         sys.executable, "-m", "farthing", "agent", "fetch", url, "--json", *_chain_args(env),
         "--max-price", "10", "--budget", "20",
     ]  # fmt: skip
-    process = subprocess.Popen(
+    process = zygote.spawn(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(agent_dir)
     )
     lines: list[str] = []

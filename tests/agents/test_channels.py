@@ -43,6 +43,7 @@ from farthing.paywall.schemes.batch_settlement.contract import ESCROW_EVENT_TOPI
 from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.wallet.chain import Call, RpcChain
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
+from tests import zygote
 from tests.agents.conftest import World, make_world
 
 pytestmark = [pytest.mark.anvil, pytest.mark.anyio]
@@ -315,7 +316,7 @@ def start_buyers(world: World, url: str, barrier: Path) -> subprocess.Popen[str]
         **{k: v for k, v in os.environ.items() if not k.startswith("FARTHING_")},
         "FARTHING_TEST_AGENT_KEY": world.agent.private_key.get_secret_value(),
     }
-    return subprocess.Popen(
+    return zygote.spawn(
         [sys.executable, str(BUYER), json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

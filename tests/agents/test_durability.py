@@ -23,6 +23,7 @@ import pytest
 
 from farthing.agents.integrity import ledger_balanced
 from farthing.wallet.chain import RpcChain
+from tests import zygote
 from tests.agents.conftest import PRICE_ATOMIC, World, make_world
 from tests.paywall.conftest import serve_in_thread
 
@@ -62,7 +63,7 @@ def start_worker(
         "start_at": start_at,
     }
     env = {**os.environ, "FARTHING_TEST_AGENT_KEY": world.agent.private_key.get_secret_value()}
-    return subprocess.Popen(
+    return zygote.spawn(
         [sys.executable, str(WORKER), json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

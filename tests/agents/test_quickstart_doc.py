@@ -20,6 +20,7 @@ from farthing.paywall import LocalFacilitator, PaymentStore, PaywallMiddleware, 
 from farthing.wallet.chain import RpcChain
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, read_asset
+from tests import zygote
 from tests.conftest import DevChainProcess, cli_env, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, default_routes, inner_app, serve_in_thread
 
@@ -64,7 +65,7 @@ def test_the_quickstart_buys_an_article_on_a_fresh_data_dir(
     script.write_text(quickstart_block())
     try:
         with serve_in_thread(app) as base:
-            done = subprocess.run(
+            done = zygote.run_process(
                 [sys.executable, str(script), f"{base}/articles/farthing"],
                 capture_output=True,
                 text=True,

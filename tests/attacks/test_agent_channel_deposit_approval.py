@@ -24,6 +24,7 @@ import pytest
 
 from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
 from farthing.wallet.signer import LocalSigner
+from tests import zygote
 from tests.conftest import cli_env, run_farthing
 from tests.paywall.conftest import ChainEnv, chain_env, inner_app, serve_in_thread
 from tests.paywall.test_serve_channels import _config, _private, _serving
@@ -57,7 +58,7 @@ def _fetch(url: str, env: ChainEnv, agent_dir: Path) -> tuple[str, str]:
         "--rpc-url", env.chain.rpc_url or "", "--token", env.asset.address,
         "--max-price", "10", "--budget", "20",
     ]  # fmt: skip
-    process = subprocess.Popen(
+    process = zygote.spawn(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(agent_dir)
     )
     assert process.stderr is not None

@@ -9,18 +9,19 @@ status 0) or :func:`run_fuzzer` (the fuzzers' shared checks).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tests import zygote
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def run_script(script: str, *args: str, timeout_s: float = 300) -> tuple[int, dict[str, Any], str]:
     """The exit status, the report and stderr of ``benchmarks/<script> ARGS``."""
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,

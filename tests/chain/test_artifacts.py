@@ -12,7 +12,6 @@ one the x402 reference package ships.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from farthing.paywall.schemes.batch_settlement.contract import (
 from farthing.wallet.chain import Call, MemoryChain
 from farthing.wallet.eip712 import TYPE_STRINGS
 from farthing.wallet.token import SIGNATURES, deploy_stablecoin
+from tests import zygote
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "contracts" / "build.mjs"
@@ -62,7 +62,7 @@ def test_artifacts_match_a_fresh_compile() -> None:
         pytest.skip(
             "npm solc is not installed (run `npm ci`), so the artifacts cannot be recompiled"
         )
-    result = subprocess.run(
+    result = zygote.run_process(
         [node, str(BUILD_SCRIPT), "--check"],
         cwd=REPO,
         capture_output=True,

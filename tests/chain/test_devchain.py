@@ -33,6 +33,7 @@ from farthing.wallet.chain import RpcChain, anvil_dev_accounts
 from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.errors import ChainError, DeploymentError
 from farthing.wallet.token import Stablecoin, read_asset
+from tests import zygote
 
 pytestmark = pytest.mark.anvil
 
@@ -58,7 +59,7 @@ def _farthing(
 ) -> subprocess.Popen[str]:
     env = {**os.environ, "FARTHING_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("FARTHING_DEBUG", None)
-    return subprocess.Popen(
+    return zygote.spawn(
         [sys.executable, "-m", "farthing", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

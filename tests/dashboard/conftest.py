@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from farthing.dashboard import DashboardSettings, create_app, hash_password
+from tests import zygote
 from tests.conftest import ready_line
 from tests.paywall.conftest import serve_in_thread
 
@@ -49,7 +50,7 @@ def dashboard(
     args: list[str], env: dict[str, str]
 ) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
     """``farthing dashboard ARGS --port 0 --json``, its ready line, and a client on 127.0.0.1."""
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [sys.executable, "-m", "farthing", "dashboard", *args, "--port", "0", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

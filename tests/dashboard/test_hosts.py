@@ -25,6 +25,7 @@ from farthing.agents.approvals import get_approval, request_approval
 from farthing.dashboard import DashboardConfigError, DashboardSettings, create_app
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.wallet.money import Asset
+from tests import zygote
 from tests.conftest import cli_env, free_port, run_farthing
 from tests.dashboard.conftest import users_line
 
@@ -66,7 +67,7 @@ def status_of(books: str, approval_id: int) -> str:
 @pytest.fixture
 def dashboard_process(books: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [sys.executable, "-m", "farthing", "dashboard", "--database-url", books,
          "--host", "127.0.0.1", "--port", str(port)],
         env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -14,7 +14,6 @@ unreconciled.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from decimal import Decimal
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from farthing.devchain.node import start_anvil
+from tests import zygote
 from tests.conftest import REPO, VllmProcess, anvil_missing_reason, clean_env
 
 EXAMPLE = REPO / "examples" / "agent_hires_translators.py"
@@ -31,7 +31,7 @@ PRICES = {"Chinese": ("40 CNY", "0.1385"), "Hindi": ("500 INR", "0.0119"),
 
 
 def run_example(*args: str, timeout_s: float = 300) -> dict[str, Any]:
-    done = subprocess.run(
+    done = zygote.run_process(
         [sys.executable, str(EXAMPLE), "--json", *args],
         check=False, capture_output=True, text=True, timeout=timeout_s, env=clean_env(),
         cwd=REPO,
@@ -97,7 +97,7 @@ def test_on_anvil() -> None:
 
 
 def test_help_and_bad_options_answer_in_one_line() -> None:
-    shown = subprocess.run(
+    shown = zygote.run_process(
         [sys.executable, str(EXAMPLE), "--help"], check=False, capture_output=True, text=True,
         timeout=120,
         env=clean_env(), cwd=REPO,
@@ -105,7 +105,7 @@ def test_help_and_bad_options_answer_in_one_line() -> None:
     assert shown.returncode == 0
     for option in ("--model-url", "--rpc-url", "--json", "--approve"):
         assert option in shown.stdout
-    bad = subprocess.run(
+    bad = zygote.run_process(
         [sys.executable, str(EXAMPLE), "--max-tokens", "0"], check=False, capture_output=True,
         text=True,
         timeout=120, env=clean_env(), cwd=REPO,

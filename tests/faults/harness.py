@@ -54,6 +54,7 @@ from farthing.wallet.money import Asset
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import AUTHORIZATION_USED_TOPIC, Stablecoin
+from tests import zygote
 from tests.conftest import TEST_PASSPHRASE, CliResult, cli_env
 from tests.faults.pay_once import buy
 
@@ -224,7 +225,7 @@ def spawn_paywall(
     if lease_s is not None:
         argv += ["--claim-lease-s", str(lease_s)]
     with log:
-        process = subprocess.Popen(
+        process = zygote.spawn(
             argv,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -335,7 +336,7 @@ def spawn_pay(
     env = cli_env(agent.data_dir, FARTHING_TEST_AGENT_KEY=agent.key.private_key.get_secret_value())
     if crash_at:
         env["FARTHING_CRASH_AT"] = crash_at
-    return subprocess.Popen(
+    return zygote.spawn(
         [sys.executable, str(PAY_ONCE), json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -449,7 +450,7 @@ def spawn_agent_resolve(fc: FaultChain, agent: Agent) -> subprocess.Popen[str]:
         "--rpc-url", fc.chain.rpc_url, "--token", fc.asset.address,
         "--database-url", agent.database_url,
     ]  # fmt: skip
-    return subprocess.Popen(
+    return zygote.spawn(
         [sys.executable, "-m", "farthing", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -477,7 +478,7 @@ def spawn_paywall_resolve(fc: FaultChain, site: Site) -> subprocess.Popen[str]:
         "paywall", "resolve", "--json", "--rpc-url", fc.chain.rpc_url,
         "--database-url", site.store_url, "--ledger-database-url", site.revenue_url,
     ]  # fmt: skip
-    return subprocess.Popen(
+    return zygote.spawn(
         [sys.executable, "-m", "farthing", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -72,6 +72,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
 )
 from farthing.wallet.chain import Call, address_topic
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
+from tests import zygote
 from tests.conftest import cli_env
 from tests.faults.channel_pay import channel_settings
 from tests.faults.harness import (
@@ -198,7 +199,7 @@ def spawn_server(
     extra = {"FARTHING_CRASH_AT": crash_at} if crash_at else {}
     log = (site.data_dir / f"server-{len(site.processes)}.log").open("w")
     with log:
-        process = subprocess.Popen(
+        process = zygote.spawn(
             [sys.executable, str(CHANNEL_SERVER), json.dumps(config)],
             stdout=subprocess.PIPE,
             stderr=log,
@@ -247,7 +248,7 @@ def spawn_serve(
     extra = {"FARTHING_CRASH_AT": crash_at} if crash_at else {}
     log = (site.data_dir / f"server-{len(site.processes)}.log").open("w")
     with log:
-        process = subprocess.Popen(
+        process = zygote.spawn(
             argv,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -302,7 +303,7 @@ def spawn_buyer(
     if crash_at:
         env["FARTHING_CRASH_AT"] = crash_at
     return _track(
-        subprocess.Popen(
+        zygote.spawn(
             [sys.executable, str(CHANNEL_PAY), json.dumps(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -325,7 +326,7 @@ def spawn_cli(
 ) -> subprocess.Popen[str]:
     extra = {"FARTHING_CRASH_AT": crash_at} if crash_at else {}
     return _track(
-        subprocess.Popen(
+        zygote.spawn(
             [sys.executable, "-m", "farthing", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import zygote
 from tests.faults.harness import REPO, SIGKILLED
 from tests.faults.test_agent_crash import POINTS as AGENT_POINTS
 from tests.faults.test_channel_crash import POINTS as CHANNEL_POINTS
@@ -52,7 +53,7 @@ def run_child(crash_at: str | None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin"}
     if crash_at is not None:
         env["FARTHING_CRASH_AT"] = crash_at
-    return subprocess.run(
+    return zygote.run_process(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,

@@ -40,6 +40,7 @@ from farthing.wallet.eip3009 import build_authorization, sign_authorization
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
+from tests import zygote
 from tests.conftest import free_port
 from tests.inference.fake_vllm import FakeVllm
 
@@ -64,7 +65,7 @@ def fake_vllm() -> FakeVllm:
 def fake_vllm_process(mode: str = "ok") -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """The fake vLLM as a real server process; yields its URL and the process."""
     port = free_port()
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [sys.executable, str(FAKE_SCRIPT), "--port", str(port), "--mode", mode],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

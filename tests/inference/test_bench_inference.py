@@ -7,15 +7,16 @@ It checks the script's correctness, never its speed (the numbers are in
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from tests import zygote
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_inference.py"
 
 
 def test_bench_inference_prints_its_json_line() -> None:
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, str(SCRIPT), "--calls", "5", "--price-duration-s", "0.05"],
         capture_output=True,
         text=True,

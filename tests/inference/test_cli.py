@@ -26,6 +26,7 @@ from farthing.paywall.wire import unb64_json
 from farthing.wallet.chain import RpcChain
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
+from tests import zygote
 from tests.conftest import CliResult, clean_env, free_port, ready_line, run_farthing
 from tests.inference.conftest import PAYER_FUNDS, fake_vllm_process, payment_header
 from tests.inference.fake_vllm import MODEL, prompt_tokens
@@ -114,7 +115,7 @@ def gateway_process(
 
     What it printed (stdout, then stderr) is appended to ``output``.
     """
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [
             sys.executable,
             "-m",

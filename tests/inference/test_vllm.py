@@ -10,7 +10,6 @@ was forced, that the gateway counts prompts exactly as vLLM does (its
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from farthing.inference import (
     structured_answer,
 )
 from farthing.paywall.wire import unb64_json
+from tests import zygote
 from tests.conftest import VLLM_PYTHON, VllmProcess, clean_env
 from tests.inference.conftest import PaidEnv, client_for
 
@@ -262,7 +262,7 @@ async def test_a_paying_client_buys_a_structured_decision(
 
 
 def test_price_command_reads_a_live_server(vllm: VllmProcess, tmp_path: Path) -> None:
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [
             sys.executable,
             "-m",

@@ -29,6 +29,7 @@ from farthing.wallet.deployment import load_dev_deployment
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.token import Stablecoin
+from tests import zygote
 from tests.conftest import TEST_PASSPHRASE, DevChainProcess, cli_env, free_port, run_farthing
 from tests.jobs.test_server import _signed
 
@@ -61,7 +62,7 @@ def _agent_with_a_job(dev_chain: DevChainProcess) -> tuple[dict[str, str], int]:
 
 
 def _start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [sys.executable, "-m", "farthing", "jobs", "serve", "--json", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip

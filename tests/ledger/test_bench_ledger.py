@@ -7,9 +7,10 @@ second per case; speed is measured by running the script itself, not here.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from tests import zygote
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ledger.py"
 KEYS = [
@@ -36,7 +37,7 @@ def test_bench_prints_its_json_line(postgres_url_or_none: str | None) -> None:
     args += (
         ["--postgres-url", postgres_url_or_none] if postgres_url_or_none else ["--skip-postgres"]
     )
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, str(SCRIPT), *args],
         check=False,
         capture_output=True,
@@ -53,7 +54,7 @@ def test_bench_prints_its_json_line(postgres_url_or_none: str | None) -> None:
 
 
 def test_bench_help() -> None:
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, str(SCRIPT), "--help"],
         check=False,
         capture_output=True,

@@ -30,6 +30,7 @@ from farthing.ledger import (
     upgrade_database,
 )
 from farthing.ledger.cli.commands import app
+from tests import zygote
 
 COMMANDS = ["migrate", "report", "export", "verify", "expire", "reconcile"]
 MERCHANT = "0x" + "bb" * 20
@@ -179,7 +180,7 @@ def test_bad_day_is_a_one_line_error(runner: CliRunner, filled: str) -> None:
 def _farthing(*args: str, env_dir: str) -> subprocess.CompletedProcess[str]:
     # Run as a user types it: the console script's module in a fresh process,
     # output piped (not a terminal), no COLUMNS set.
-    return subprocess.run(
+    return zygote.run_process(
         [sys.executable, "-m", "farthing", *args],
         capture_output=True,
         text=True,

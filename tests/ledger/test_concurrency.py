@@ -24,6 +24,7 @@ from farthing.ledger import (
     upgrade_database,
     verify,
 )
+from tests import zygote
 
 WORKERS = 8
 ATTEMPTS = 1_000
@@ -43,7 +44,7 @@ def _race(settings: LedgerSettings, make_books) -> Counter[str]:
     start_at = time.time() + 2.5  # time for every interpreter to import the ledger
     per_worker = ATTEMPTS // WORKERS
     processes = [
-        subprocess.Popen(
+        zygote.spawn(
             [sys.executable, str(WORKER), payload]
             + [str(10_000 + i * per_worker), str(per_worker), str(AMOUNT), str(start_at)],
             stdout=subprocess.PIPE,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import zygote
 from tests.conftest import cli_env, ready_line
 
 API_KEY = "an-api-key-for-tests-only-0123456789"
@@ -41,7 +42,7 @@ def running_facilitator(
     rpc_url: str, key_file: Path, data_dir: Path, *extra: str
 ) -> Iterator[FacilitatorProcess]:
     """A facilitator process that printed its ready line; stopped on exit."""
-    process = subprocess.Popen(
+    process = zygote.spawn(
         serve_args(rpc_url, key_file, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -63,7 +64,7 @@ def running_facilitator(
 
 def refused_start(rpc_url: str, key_file: Path, data_dir: Path, *extra: str) -> tuple[int, str]:
     """Start a facilitator that must refuse to: its exit code and stderr (it may not serve)."""
-    process = subprocess.Popen(
+    process = zygote.spawn(
         serve_args(rpc_url, key_file, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

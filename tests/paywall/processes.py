@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import zygote
+
 SERVER = Path(__file__).with_name("lease_server.py")
 
 
@@ -40,7 +42,7 @@ def start_paywall(config: dict[str, Any], *, crash_at: str | None = None) -> Pay
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARTHING_")}
     if crash_at:
         env["FARTHING_CRASH_AT"] = crash_at
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [sys.executable, str(SERVER), json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

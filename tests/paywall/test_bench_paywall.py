@@ -7,11 +7,12 @@ anvil), never its speed: performance is measured by running the script itself.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests import zygote
 
 pytestmark = pytest.mark.anvil
 
@@ -19,7 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_paywall.py"
 
 
 def test_bench_paywall_prints_its_json_line() -> None:
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, str(SCRIPT), "--paid", "6", "--seconds", "0.3", "--concurrency", "2"],
         capture_output=True,
         text=True,

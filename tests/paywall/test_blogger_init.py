@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from farthing.wallet.chain import open_chain
+from tests import zygote
 from tests.conftest import DevChainProcess, cli_env, free_port, ready_line, run_farthing
 
 PAY_TO = "0x" + "ab" * 20
@@ -80,7 +81,7 @@ def test_init_then_its_next_lines_work_as_printed_on_a_dev_chain(
     env = cli_env(dev_chain.data_dir)
     token = dev_chain.info["token"]["address"]
     args = _init_args(Path("farthing.toml"), **{"--rpc-url": dev_chain.rpc_url, "--token": token})
-    done = subprocess.run(
+    done = zygote.run_process(
         [sys.executable, "-m", "farthing", *args, "--json"],
         cwd=site, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -95,7 +96,7 @@ def test_init_then_its_next_lines_work_as_printed_on_a_dev_chain(
     argv = shlex.split(said["next"])
     assert argv[:3] == ["farthing", "paywall", "serve"]
     port = str(free_port())
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [sys.executable, "-m", "farthing", *argv[1:], "--json", "--port", port],
         cwd=site, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -106,14 +107,14 @@ def test_init_then_its_next_lines_work_as_printed_on_a_dev_chain(
         process.terminate()
         process.communicate(timeout=30)
     # revenue in the site's folder reads the site's database, and says so.
-    report = subprocess.run(
+    report = zygote.run_process(
         [sys.executable, "-m", "farthing", "paywall", "revenue", "--json"],
         cwd=site, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["database"].endswith(str(site / "paywall.sqlite"))
     assert not (dev_chain.data_dir / "paywall.sqlite").exists()
-    text = subprocess.run(
+    text = zygote.run_process(
         [sys.executable, "-m", "farthing", "paywall", "resolve", "--rpc-url", dev_chain.rpc_url],
         cwd=site, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -151,7 +152,7 @@ def test_serve_takes_the_passphrase_file_its_error_names(
     secret = tmp_path / "pass.txt"
     secret.write_text(env_passphrase() + "\n")
     secret.chmod(0o600)
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [sys.executable, "-m", "farthing", *args, "--passphrase-file", str(secret), "--json",
          "--port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -32,6 +32,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.staticfiles import StaticFiles
 
+from tests import zygote
 from tests.conftest import cli_env
 from tests.paywall.browser_wallets import FakeWallet, chromium, reader_with_ethereum
 from tests.paywall.conftest import PRICE_ATOMIC as PRICE_ATOMIC_DEFAULT
@@ -79,7 +80,7 @@ def blog(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
     port = free_port()
     with serve_in_thread(_strict_csp(site)) as upstream:
         env = cli_env(folder / "data")
-        init = subprocess.run(
+        init = zygote.run_process(
             [
                 sys.executable, "-m", "farthing", "paywall", "init",
                 "--output", str(folder / "farthing.toml"), "--upstream", upstream,
@@ -91,7 +92,7 @@ def blog(chain_env: ChainEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             check=False, capture_output=True, text=True, env=env, timeout=60,
         )  # fmt: skip
         assert init.returncode == 0, init.stderr
-        process = subprocess.Popen(
+        process = zygote.spawn(
             [
                 sys.executable, "-m", "farthing", "paywall", "serve", "--json",
                 "--config", str(folder / "farthing.toml"), "--port", str(port),

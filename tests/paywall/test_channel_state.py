@@ -52,6 +52,7 @@ from farthing.paywall.schemes.batch_settlement.wire import (
 from farthing.wallet.chain import MemoryChain
 from farthing.wallet.eip712 import recover_digest
 from farthing.wallet.signer import LocalSigner
+from tests import zygote
 
 POSTGRES_URL = os.environ.get(
     "FARTHING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -281,7 +282,7 @@ def test_two_processes_racing_with_the_same_vouchers_charge_each_once(
     worker = Path(__file__).with_name("channel_charge_worker.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     processes = [
-        subprocess.Popen(
+        zygote.spawn(
             [sys.executable, str(worker), str(path)], stdout=subprocess.PIPE, text=True, env=env
         )
         for _ in range(2)

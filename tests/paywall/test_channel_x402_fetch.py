@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from farthing.paywall.records.books import LedgerRevenueBook
 from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
 from farthing.paywall.schemes.batch_settlement.state import ChannelStore
 from farthing.wallet.signer import LocalSigner
+from tests import zygote
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, serve_in_thread
 from tests.paywall.test_channel_books import balances, channel_app, ledger_fixture
 from tests.paywall.test_channel_paywall import channel_store_fixture
@@ -48,7 +48,7 @@ def test_x402_fetch_in_node_pays_our_channel_route(
     block_before = env.chain.block_number()
     merchant_before = env.token.balance_of(env.merchant)
     with serve_in_thread(app) as url:
-        proc = subprocess.run(
+        proc = zygote.run_process(
             [
                 "node", str(SCRIPT), f"{url}/api/data", env.chain.network,
                 env.asset.address, env.chain.rpc_url or "", str(requests_n),

@@ -26,6 +26,7 @@ from x402.http.clients import x402HttpxClient
 from farthing.wallet.keystore import write_keystore
 from farthing.wallet.settings import WalletSettings
 from farthing.wallet.signer import LocalSigner
+from tests import zygote
 from tests.conftest import TEST_PASSPHRASE, cli_env, free_port, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread
 from tests.paywall.test_x402_sdk import sdk_client
@@ -62,7 +63,7 @@ def proxy(chain_env: ChainEnv, tmp_path: Path) -> Iterator[dict[str, Any]]:
     )
     assert key.exists()
     with serve_in_thread(inner_app()) as upstream:
-        process = subprocess.Popen(
+        process = zygote.spawn(
             [
                 sys.executable, "-m", "farthing", "paywall", "serve", "--json",
                 "--config", str(config), "--upstream", upstream,

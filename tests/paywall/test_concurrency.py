@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import zygote
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, challenge_of, sign_for
 
 pytestmark = pytest.mark.anvil
@@ -35,7 +36,7 @@ def two_servers(chain_env: ChainEnv, tmp_path: Path) -> Iterator[list[str]]:
     urls = []
     try:
         for relayer_index in (3, 4):
-            process = subprocess.Popen(
+            process = zygote.spawn(
                 [
                     sys.executable,
                     str(SERVER),

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import zygote
+
 OPENERS = 6
 
 _OPEN = """
@@ -29,7 +31,7 @@ def test_processes_creating_the_tables_at_once_all_start(tmp_path: Path) -> None
     database = tmp_path / "paywall.sqlite"
     start = time.time() + 3.0  # every process is up and spinning by then
     processes = [
-        subprocess.Popen(
+        zygote.spawn(
             [sys.executable, "-c", _OPEN, str(database), repr(start)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from x402.http.clients import x402HttpxClient
 
+from tests import zygote
 from tests.conftest import cli_env, ready_line
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread
 from tests.paywall.facilitator_process import API_KEY, private_file, running_facilitator
@@ -47,7 +48,7 @@ def _paywall(env: ChainEnv, tmp_path: Path, facilitator_url: str, key: str) -> I
         )
     )
     with serve_in_thread(inner_app()) as upstream:
-        process = subprocess.Popen(
+        process = zygote.spawn(
             [
                 sys.executable, "-m", "farthing", "paywall", "serve", "--json",
                 "--config", str(config), "--upstream", upstream,

@@ -37,6 +37,7 @@ from farthing.paywall.edge.paths import (
     remove_dot_segments,
 )
 from farthing.paywall.wire import unb64_json
+from tests import zygote
 from tests.conftest import cli_env
 from tests.paywall.conftest import ChainEnv, serve_in_thread
 from tests.raw_asgi import raw_asgi_request
@@ -277,7 +278,7 @@ def served(chain_env: ChainEnv, tmp_path: Path) -> Iterator[tuple[str, list[str]
     key.write_text(chain_env.chain.dev_accounts()[7].private_key.get_secret_value())
     key.chmod(0o600)
     with serve_in_thread(upstream_app) as upstream:
-        process = subprocess.Popen(
+        process = zygote.spawn(
             [
                 sys.executable, "-m", "farthing", "paywall", "serve", "--json",
                 "--upstream", upstream, "--route", "GET /posts/* 0.01 USDC",

@@ -40,6 +40,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_con
 from farthing.paywall.site.config import load_config
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.signer import LocalSigner
+from tests import zygote
 from tests.conftest import cli_env, free_port, run_farthing
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, inner_app, serve_in_thread
 from tests.paywall.test_channel_paywall import _sdk_client
@@ -104,7 +105,7 @@ def _serving(
     config: Path, upstream: str, data_dir: Path
 ) -> Iterator[tuple[dict[str, Any], list[str]]]:
     """``farthing paywall serve --json --config CONFIG`` as a real process; yields its ready line."""
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [
             sys.executable, "-m", "farthing", "paywall", "serve", "--json",
             "--config", str(config), "--upstream", upstream, "--port", "0",

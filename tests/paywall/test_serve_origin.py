@@ -28,6 +28,7 @@ from eth_account.messages import encode_defunct
 from farthing.paywall.edge.receipts import write_receipt_secret
 from farthing.paywall.edge.sign_in import siwe_message
 from farthing.wallet.signer import LocalSigner
+from tests import zygote
 from tests.conftest import cli_env, free_port, run_farthing
 from tests.paywall.conftest import ChainEnv, challenge_of, inner_app, serve_in_thread, sign_for
 
@@ -78,7 +79,7 @@ def write_config(env: ChainEnv, folder: Path, upstream: str, *, public_url: str 
 
 
 def start_serve(config: Path, folder: Path, port: int, *extra: str) -> Served:
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [
             sys.executable, "-m", "farthing", "paywall", "serve", "--json",
             "--config", str(config), "--port", str(port), *extra,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from farthing.paywall import PaymentStore
+from tests import zygote
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, paywalled, serve_in_thread
 
 pytestmark = pytest.mark.anvil
@@ -38,7 +38,7 @@ def test_x402_fetch_in_node_pays_our_middleware(chain_env: ChainEnv, store: Paym
     payer = chain_env.new_payer()
     merchant_before = chain_env.token.balance_of(chain_env.merchant)
     with serve_in_thread(paywalled(chain_env, store)) as url:
-        proc = subprocess.run(
+        proc = zygote.run_process(
             [
                 "node",
                 str(SCRIPT),

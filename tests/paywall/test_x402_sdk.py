@@ -30,6 +30,7 @@ from x402.mechanisms.evm.exact import ExactEvmClientScheme, ExactEvmServerScheme
 
 from farthing.paywall import PaymentState, PaymentStore, RemoteFacilitator
 from farthing.paywall.wire import unb64_json
+from tests import zygote
 from tests.conftest import cli_env
 from tests.paywall.conftest import PRICE_ATOMIC, ChainEnv, paywalled, serve_in_thread
 
@@ -74,7 +75,7 @@ def facilitator_process(chain_env: ChainEnv, tmp_path: Path) -> Iterator[dict[st
     token_file = tmp_path / "token"
     token_file.write_text("a-bearer-token-for-tests-only\n")
     os.chmod(token_file, 0o600)
-    process = subprocess.Popen(
+    process = zygote.spawn(
         [
             sys.executable, "-m", "farthing", "facilitator", "serve", "--json",
             "--rpc-url", chain_env.chain.rpc_url or "", "--key-file", str(key_file),

@@ -9,7 +9,6 @@ headers.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import httpx
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from farthing.errors import FarthingError
 from farthing.web import HostGuard, JsonBodyError, allowed_hosts, host_of, json_depth, loads_bounded
+from tests import zygote
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ _PRINT_LIMIT = "import sys; print(sys.getrecursionlimit())"
 def _limits(code: str) -> tuple[int, int]:
     """The recursion limit before and after ``code`` runs in a fresh interpreter."""
     script = f"{_PRINT_LIMIT}\n{code}\n{_PRINT_LIMIT}\n"
-    proc = subprocess.run(
+    proc = zygote.run_process(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
