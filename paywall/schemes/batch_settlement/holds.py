@@ -93,17 +93,18 @@ def charged_after(
     next voucher may be lower than one already signed.
     """
     signed = voucher.max_claimable_amount >= view.signed_max
-    after = replace(
-        view,
-        signed_max=voucher.max_claimable_amount if signed else view.signed_max,
-        signature=voucher.signature if signed else view.signature,
-        last_request_at_ns=now_ns,
-    )
+    kept: dict[str, Any] = {
+        "signed_max": voucher.max_claimable_amount if signed else view.signed_max,
+        "signature": voucher.signature if signed else view.signature,
+        "last_request_at_ns": now_ns,
+    }
     if hold_ns is None:
-        return replace(after, charged=view.charged + actual)
+        return replace(view, charged=view.charged + actual, **kept)
     # The row's deadline is the latest live hold's (a freed row's old one counts for nothing).
     until_ns = view.held_until_ns if view.held > 0 else 0
-    return replace(after, held=view.held + price, held_until_ns=max(until_ns, now_ns + hold_ns))
+    return replace(
+        view, held=view.held + price, held_until_ns=max(until_ns, now_ns + hold_ns), **kept
+    )
 
 
 def held_after(

@@ -117,8 +117,10 @@ __all__ = [
 ]
 
 CHARGE_HEADER: Final = "farthing-charge"
-_ZERO: Final = "0x" + "00" * 20
+_ZERO: Final = checksum("0x" + "00" * 20)
 _ERR_REFUND_NO_BALANCE: Final = "invalid_batch_settlement_evm_refund_no_balance"
+# Offers' extras and terms kept (one per token and payee; more are built each time).
+_OFFERS_KEPT_MAX: Final = 256
 
 log = logging.getLogger("farthing.paywall")
 
@@ -220,6 +222,10 @@ class ChannelPaywall:
         self.facilitator: ChannelSettling = facilitator
         self.authorizer = options.receiver_authorizer
         self.bookkeeper = None if books is None else ChannelBookkeeper(books, options.store)
+        # An offer's extra and terms depend on the route's terms only: built
+        # once per terms, not on every request (a handful of routes and tokens).
+        self._extras: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._terms_of: dict[tuple[str, str], ChannelTerms] = {}
         self.claimer = ChannelClaimer(
             options.store,
             facilitator,
@@ -243,7 +249,23 @@ class ChannelPaywall:
         record: ChannelRecord | None = None,
     ) -> ChannelRequirements:
         """The ``accepts`` entry; with ``record``, the corrective 402's channel and voucher state."""
-        extra = BatchExtra(
+        if record is None:
+            key = (name, version, self.options.withdraw_delay_s)
+            wire = self._extras.get(key)
+            if wire is None:
+                wire = self._extra(name, version, None).to_wire()
+                if len(self._extras) < _OFFERS_KEPT_MAX:
+                    self._extras[key] = wire
+            return ChannelRequirements(
+                network, asset, amount, pay_to, max_timeout_seconds, dict(wire)
+            )
+        extra = self._extra(name, version, record)
+        return ChannelRequirements(
+            network, asset, amount, pay_to, max_timeout_seconds, extra.to_wire()
+        )
+
+    def _extra(self, name: str, version: str, record: ChannelRecord | None) -> BatchExtra:
+        return BatchExtra(
             receiver_authorizer=self.authorizer.address,
             withdraw_delay_s=self.options.withdraw_delay_s,
             name=name,
@@ -252,17 +274,20 @@ class ChannelPaywall:
             channel_state=record.channel_state() if record is not None else None,
             voucher_state=record.voucher_state() if record is not None else None,
         )
-        return ChannelRequirements(
-            network, asset, amount, pay_to, max_timeout_seconds, extra.to_wire()
-        )
 
     def _terms(self, offer: ChannelRequirements) -> ChannelTerms:
-        return ChannelTerms(
-            receiver=offer.pay_to,
-            receiver_authorizer=self.authorizer.address,
-            token=offer.asset,
-            withdraw_delay_s=self.options.withdraw_delay_s,
-        )
+        key = (offer.pay_to, offer.asset)
+        terms = self._terms_of.get(key)
+        if terms is None:
+            terms = ChannelTerms(
+                receiver=offer.pay_to,
+                receiver_authorizer=self.authorizer.address,
+                token=offer.asset,
+                withdraw_delay_s=self.options.withdraw_delay_s,
+            )
+            if len(self._terms_of) < _OFFERS_KEPT_MAX:
+                self._terms_of[key] = terms
+        return terms
 
     async def _thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
@@ -291,7 +316,7 @@ class ChannelPaywall:
         if isinstance(parsed, WireRefusal):
             return ChannelReply(402, parsed.reason, parsed.detail), None
         terms = self._terms(offer)
-        smart_wallet = parsed.config.payer_authorizer == checksum(_ZERO)
+        smart_wallet = parsed.config.payer_authorizer == _ZERO
         # A plain voucher is checked by the charge itself, in the worker thread
         # beside its write (the signature's recovery is the costliest step of
         # the hot path). Anything that reaches the chain first is checked here:
