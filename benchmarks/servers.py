@@ -132,12 +132,21 @@ def listen() -> tuple[socket.socket, str]:
     return sock, f"http://{host}:{port}"
 
 
-def serve(app: Any, sock: socket.socket, url: str) -> None:
-    """Say where the server listens (one JSON line), then serve ``app`` until stopped."""
+def serve(app: Any, sock: socket.socket, url: str, *, lifespan: bool = False) -> None:
+    """Say where the server listens (one JSON line), then serve ``app`` until stopped.
+
+    ``lifespan`` runs the app's ASGI lifespan (an MCP server's session manager needs it).
+    """
     from farthing.paywall.facilitator.cli import serve_app
 
     print(json.dumps({"url": url, "pid": os.getpid()}), flush=True)
-    serve_app(app, sock)
+    if not lifespan:
+        serve_app(app, sock)
+        return
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 # ---------------------------------------------------------------- the server parts
