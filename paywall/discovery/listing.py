@@ -66,7 +66,8 @@ def _number(request: Request, name: str, low: int, high: int, default: int) -> i
     text = _param(request, name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 6 or not low <= int(text) <= high:
+    # ASCII digits only: str.isdigit and int() also take '１' and '٣'.
+    if not _DIGITS.fullmatch(text) or len(text) > 6 or not low <= int(text) <= high:
         raise _BadQuery(f"{name} must be a whole number from {low} to {high}")
     return int(text)
 

@@ -1,0 +1,59 @@
+"""Anyone querying the facilitator's open catalog (``/discovery/resources``, ``/discovery/search``) gets a ``limit`` or ``offset`` written in non-ASCII digits (full-width ``１``, Arabic-Indic ``٣``) accepted as a number.
+
+Found from outside against ``farthing facilitator serve``: ``limit=１`` and
+``offset=٣`` answered 200, because ``str.isdigit`` and ``int`` take any
+Unicode decimal digit, while docs/discovery.md promises whole numbers and
+``maxAmount`` already takes ASCII digits only. Harmless in itself, but the
+bound check was not the one the docs state, and every parameter is now read
+by one rule. Here the real catalog routes over a SQLite catalog, through
+``httpx.ASGITransport``; ASCII numbers still work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from farthing.paywall.discovery import Catalog
+from farthing.paywall.discovery.listing import catalog_routes
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Starlette]:
+    catalog = Catalog.sqlite(tmp_path / "facilitator.sqlite")
+    yield Starlette(routes=catalog_routes(catalog))
+    catalog.dispose()
+
+
+def _get(app: Starlette, path: str, params: dict[str, str]) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://f") as http:
+            return await http.get(path, params=params)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("name", ["limit", "offset"])
+@pytest.mark.parametrize("digits", ["\uff11", "\u0663", "\u0b67\u0b66", "\U0001d7cf"])
+def test_non_ascii_digits_are_refused(app: Starlette, name: str, digits: str) -> None:
+    answer = _get(app, "/discovery/resources", {name: digits})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_query"
+
+
+def test_non_ascii_digits_in_a_search_limit_are_refused(app: Starlette) -> None:
+    answer = _get(app, "/discovery/search", {"query": "weather", "limit": "\uff15"})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_query"
+
+
+def test_ascii_numbers_still_work(app: Starlette) -> None:
+    answer = _get(app, "/discovery/resources", {"limit": "5", "offset": "10"})
+    assert answer.status_code == 200
+    assert answer.json()["pagination"] == {"limit": 5, "offset": 10, "total": 0}
