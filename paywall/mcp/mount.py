@@ -5,10 +5,11 @@ site (the paywalled proxy). ``farthing paywall serve`` puts ``HostGuard`` in
 front of both, so ``/mcp`` answers only the site's own host names (that is
 the DNS-rebinding guard; the ``mcp`` package's own is left off so there is one
 list of names). A request body is read up to ``body_bytes_max`` (413 past
-it) and its JSON nesting measured (400 past ``depth_max``) before the MCP
-server sees a byte; anything but ``POST`` is 405 (a stateless server that
-answers in JSON has no stream to ``GET``). Each request gets a stateless
-session manager of its own:
+it), its JSON nesting measured (400 past ``depth_max``) and it is parsed as
+UTF-8 JSON text (400 otherwise: invalid UTF-8 or a lone surrogate escape made
+the MCP server answer 500) before the MCP server sees a byte; anything but
+``POST`` is 405 (a stateless server that answers in JSON has no stream to
+``GET``). Each request gets a stateless session manager of its own:
 no session outlives its request, so replicas need not share anything but the
 payment database, and no ASGI lifespan is needed.
 """
@@ -24,7 +25,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from farthing.paywall.edge.asgi import Send, header, send_json
 from farthing.paywall.edge.middleware import PaywallMiddleware
 from farthing.paywall.mcp.fetch import site_server
-from farthing.web import json_depth
+from farthing.web import JsonBodyError, loads_bounded
 
 __all__ = ["MCP_BODY_BYTES_MAX_DEFAULT", "MCP_PATH", "McpMount", "site_mount"]
 
@@ -83,15 +84,10 @@ class McpMount:
                 return
             if not message.get("more_body", False):
                 break
-        if json_depth(bytes(body)) > self.depth_max:
-            await send_json(
-                send,
-                400,
-                {
-                    "error": "json_too_deep",
-                    "message": f"the body nests deeper than {self.depth_max}",
-                },
-            )
+        try:
+            loads_bounded(bytes(body), depth_max=self.depth_max, bytes_max=self.body_bytes_max)
+        except JsonBodyError as refused:
+            await send_json(send, 400, {"error": refused.reason, "message": str(refused)})
             return
         replayed = False
 
