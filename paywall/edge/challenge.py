@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from farthing.paywall.discovery.declaration import BAZAAR, SiteDiscovery
 from farthing.paywall.edge.asgi import (
@@ -49,7 +49,31 @@ from farthing.paywall.wire import (
     b64_json,
 )
 
-__all__ = ["Challenger", "Priced", "decode_text", "resource_url"]
+__all__ = [
+    "TOOL_SCOPE_KEY",
+    "Challenger",
+    "Priced",
+    "ToolDeclaration",
+    "decode_text",
+    "resource_url",
+]
+
+# Set by a caller in this process that sells a route as an MCP tool (the site's
+# ``fetch``, farthing.paywall.mcp.fetch): no HTTP request can carry a scope key.
+TOOL_SCOPE_KEY: Final = "farthing.tool"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDeclaration:
+    """What a site that declares (``discovery``) says of a route sold as an MCP tool.
+
+    The bazaar spec catalogs a tool by its server's endpoint and its name, so the
+    402 (and what the facilitator is sent) names ``url``, the MCP endpoint, and
+    declares ``bazaar``, the tool's ``mcp``-type declaration, instead of the page.
+    """
+
+    url: str
+    bazaar: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +86,7 @@ class Priced:
     resource: ResourceInfo
     channel: ChannelRequirements | None = None
     method: str = "GET"  # the request's: the bazaar declaration names it
+    tool: ToolDeclaration | None = None  # sold as an MCP tool (TOOL_SCOPE_KEY)
 
     def challenge(self, error: str | None) -> PaymentRequired:
         offers: dict[str, Any] = {"exact": self.requirements, "batch-settlement": self.channel}
@@ -130,7 +155,16 @@ class Challenger:
                 name=requirements.token_name,
                 version=requirements.token_version,
             )
-        return Priced(route, quote, requirements, resource, channel, str(scope["method"]).upper())
+        tool = scope.get(TOOL_SCOPE_KEY)
+        return Priced(
+            route,
+            quote,
+            requirements,
+            resource,
+            channel,
+            str(scope["method"]).upper(),
+            tool if isinstance(tool, ToolDeclaration) else None,
+        )
 
     async def challenge(
         self, scope: dict[str, Any], receive: Any, send: Send, priced: Priced
@@ -226,11 +260,18 @@ class Challenger:
             extensions[SIGN_IN_WITH_X] = declare_sign_in(
                 priced.resource.url, priced.requirements.network, self.receipts
             )
-        if self.discovery is not None:
-            declared = self.discovery.declaration(priced.route.route.path, priced.method)
-            if declared is not None:
-                extensions[BAZAAR] = declared
+        declared = self._declaration(priced)
+        if declared is not None:
+            extensions[BAZAAR] = declared
         return extensions
+
+    def _declaration(self, priced: Priced) -> Mapping[str, Any] | None:
+        """The route's bazaar declaration, or the tool's when it is sold as one."""
+        if self.discovery is None:
+            return None
+        if priced.tool is not None:
+            return priced.tool.bazaar
+        return self.discovery.declaration(priced.route.route.path, priced.method)
 
     def declared(self, priced: Priced, payload: PaymentPayload) -> PaymentPayload:
         """``payload`` carrying this 402's resource and bazaar declaration to the facilitator.
@@ -238,9 +279,7 @@ class Challenger:
         The seller's own words, never the buyer's echo: a facilitator with a
         catalog (``farthing facilitator serve``) lists what it settles from them.
         """
-        if self.discovery is None:
-            return payload
-        declared = self.discovery.declaration(priced.route.route.path, priced.method)
+        declared = self._declaration(priced)
         if declared is None:
             return payload
         resource = self._challenge_wire(priced, None)["resource"]
@@ -251,6 +290,8 @@ class Challenger:
         wire = priced.challenge(reason).to_wire()
         if self.discovery is not None:
             wire["resource"] = {**wire["resource"], **self.discovery.resource_metadata()}
+            if priced.tool is not None:
+                wire["resource"]["url"] = priced.tool.url
         return wire
 
     def _challenge_header(self, priced: Priced, reason: str | None) -> str:

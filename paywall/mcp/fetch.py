@@ -15,6 +15,14 @@ books, receipts and sign-in as over HTTP. So:
   header value in ``_meta["sign-in-with-x"]``, and reads it without paying;
 - a free path is fetched free.
 
+A site that declares (``PaywallOptions.discovery``) declares the tool, not the
+page, in a paid page's 402 over MCP, as x402's bazaar spec declares a tool:
+``extensions.bazaar`` of ``input.type`` ``mcp`` (``declare_tool``: the tool's
+name, its input schema, the path asked as the example) and ``resource.url``
+the site's MCP endpoint. A facilitator with a catalog lists the site's
+``fetch`` tool from a sale made over MCP, keyed by that endpoint and the
+tool's name.
+
 ``resources/list`` names each paid route as a resource template (its price in
 the description); ``resources/read`` serves what ``fetch`` serves, and a page
 that needs paying is a JSON-RPC error (code 402) whose data is the
@@ -25,8 +33,9 @@ that needs paying is a JSON-RPC error (code 402) whose data is the
 from __future__ import annotations
 
 import base64
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from mcp.server.lowlevel import Server
@@ -44,8 +53,10 @@ from mcp.types import (
 )
 from pydantic import AnyUrl
 
-from farthing.paywall.edge.challenge import decode_text
+from farthing.paywall.discovery.declaration import declare_tool
+from farthing.paywall.edge.challenge import TOOL_SCOPE_KEY, ToolDeclaration, decode_text
 from farthing.paywall.edge.middleware import PaywallMiddleware
+from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.mcp.exchange import (
     Answer,
     InnerRequest,
@@ -64,36 +75,44 @@ from farthing.paywall.mcp.meta import (
     proofs_of,
 )
 
-__all__ = ["FETCH_TOOL", "PATH_CHARS_MAX", "site_server"]
+__all__ = ["FETCH_INPUT_SCHEMA", "FETCH_TOOL", "PATH_CHARS_MAX", "site_server"]
 
 FETCH_TOOL: Final = "fetch"
 PATH_CHARS_MAX: Final = 2048
+FETCH_DESCRIPTION: Final = (
+    "Read a page of this site by its path. A paid page answers with its x402 "
+    "payment terms and free preview; pay with _meta['x402/payment']."
+)
+FETCH_INPUT_SCHEMA: Final[Mapping[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "path": {
+            "type": "string",
+            "description": "The page's path, e.g. /posts/hello",
+            "maxLength": PATH_CHARS_MAX,
+        }
+    },
+    "required": ["path"],
+    "additionalProperties": False,
+}
+# The path asked is the declaration's example up to this length (buyers echo a
+# declaration in their payment, so it stays small); a longer one declares none.
+_EXAMPLE_PATH_CHARS_MAX: Final = 256
 _PATH_RE: Final = re.compile(r"^/[\x21-\x7e]*$")  # printable ASCII, no spaces
 _ACCEPT: Final = b"text/plain, application/json;q=0.9, */*;q=0.5"  # never a browser's page
 _TEXT_KINDS: Final = ("text/", "application/json", "application/xml", "application/xhtml+xml")
 
 
-def site_server(paywall: PaywallMiddleware, *, name: str = "farthing-site") -> Server[Any, Any]:
-    """The site's MCP server over its paywall (``farthing paywall serve`` with ``mcp = true``)."""
+def site_server(
+    paywall: PaywallMiddleware, *, name: str = "farthing-site", endpoint: str = "/mcp"
+) -> Server[Any, Any]:
+    """The site's MCP server over its paywall (``farthing paywall serve`` with ``mcp = true``).
+
+    ``endpoint`` is the path the server is mounted at: a declared tool's resource URL.
+    """
     server: Server[Any, Any] = Server(name)
     fetch_tool = Tool(
-        name=FETCH_TOOL,
-        description=(
-            "Read a page of this site by its path. A paid page answers with its x402 "
-            "payment terms and free preview; pay with _meta['x402/payment']."
-        ),
-        inputSchema={
-            "type": "object",
-            "properties": {
-                "path": {
-                    "type": "string",
-                    "description": "The page's path, e.g. /posts/hello",
-                    "maxLength": PATH_CHARS_MAX,
-                }
-            },
-            "required": ["path"],
-            "additionalProperties": False,
-        },
+        name=FETCH_TOOL, description=FETCH_DESCRIPTION, inputSchema=dict(FETCH_INPUT_SCHEMA)
     )
 
     @server.list_tools()  # type: ignore[no-untyped-call,untyped-decorator]
@@ -105,7 +124,7 @@ def site_server(paywall: PaywallMiddleware, *, name: str = "farthing-site") -> S
         if name != FETCH_TOOL:
             return error_result("unknown_tool", f"This server has one tool, {FETCH_TOOL}.")
         path = arguments.get("path")
-        return await _fetch(paywall, server.request_context, path)
+        return await _fetch(paywall, server.request_context, path, endpoint)
 
     @server.list_resource_templates()  # type: ignore[no-untyped-call,untyped-decorator]
     async def list_templates() -> list[ResourceTemplate]:
@@ -130,7 +149,7 @@ def site_server(paywall: PaywallMiddleware, *, name: str = "farthing-site") -> S
         text = str(uri)
         if not text.startswith(base + "/"):
             raise McpError(ErrorData(code=-32602, message="not a resource of this site"))
-        result = await _fetch(paywall, server.request_context, text[len(base) :])
+        result = await _fetch(paywall, server.request_context, text[len(base) :], endpoint)
         if result.isError:
             raise McpError(
                 ErrorData(
@@ -146,7 +165,9 @@ def site_server(paywall: PaywallMiddleware, *, name: str = "farthing-site") -> S
     return server
 
 
-async def _fetch(paywall: PaywallMiddleware, context: Any, path: Any) -> CallToolResult:
+async def _fetch(
+    paywall: PaywallMiddleware, context: Any, path: Any, endpoint: str
+) -> CallToolResult:
     if not isinstance(path, str) or len(path) > PATH_CHARS_MAX or not _PATH_RE.match(path):
         return error_result("invalid_path", "path must be printable ASCII starting with '/'")
     target, _, query = path.partition("?")
@@ -162,6 +183,7 @@ async def _fetch(paywall: PaywallMiddleware, context: Any, path: Any) -> CallToo
         scheme="https" if (options.public_url or "").startswith("https://") else "http",
         headers=((b"accept", _ACCEPT), *proofs_of(meta).headers),
         body_bytes_max=options.response_body_bytes_max,
+        scope_extra=_declaring(paywall, context, path, endpoint),
     )
     outcome = await exchange(paywall, request, payment_header(meta))
     if isinstance(outcome, CallToolResult):
@@ -176,6 +198,33 @@ async def _fetch(paywall: PaywallMiddleware, context: Any, path: Any) -> CallToo
     if receipt is not None:
         meta_out[RECEIPT_META] = receipt
     return tool_result([_content_of(outcome, request)], meta=meta_out)
+
+
+def _declaring(
+    paywall: PaywallMiddleware, context: Any, path: str, endpoint: str
+) -> dict[str, Any]:
+    """The scope key that has a declaring site's 402 declare this tool (see the module doc)."""
+    if paywall.options.discovery is None:
+        return {}
+    url = _base_url(paywall, context) + endpoint
+    example = path if len(path) <= _EXAMPLE_PATH_CHARS_MAX else None
+    try:
+        declared = _fetch_declaration(example)
+    except PaywallConfigError:  # an example the facilitator's rules refuse: declare none
+        declared = _fetch_declaration(None)
+    return {TOOL_SCOPE_KEY: ToolDeclaration(url, declared)}
+
+
+@functools.lru_cache(maxsize=256)
+def _fetch_declaration(example_path: str | None) -> Mapping[str, Any]:
+    """``fetch``'s bazaar declaration, checked once per example (the facilitator's own rules)."""
+    return declare_tool(
+        FETCH_TOOL,
+        FETCH_INPUT_SCHEMA,
+        description=FETCH_DESCRIPTION,
+        example=None if example_path is None else {"path": example_path},
+        output_example=None,
+    )
 
 
 def _content_of(answer: Answer, request: InnerRequest) -> ContentBlock:

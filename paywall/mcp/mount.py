@@ -118,4 +118,4 @@ async def _too_large(send: Send, bytes_max: int) -> None:
 
 def site_mount(site: Any, paywall: PaywallMiddleware) -> McpMount:
     """The site with ``/mcp`` (the ``fetch`` tool and resources over ``paywall``) beside it."""
-    return McpMount(site, site_server(paywall))
+    return McpMount(site, site_server(paywall, endpoint=MCP_PATH))

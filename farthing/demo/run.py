@@ -1,53 +1,21 @@
-"""``farthing demo``: an agent buys articles from a paywalled blog, on embedded defaults.
-
-Everything runs in this process, with no node and no server: the in-process
-chain (py-evm), SQLite files in a fresh folder under FARTHING_DATA_DIR/demo
-(kept, so `farthing dashboard` can open them: the command it prints
-opens the agent's books, the merchant's and the paywall's payments), and the blog served
-through ``httpx.ASGITransport``. The demo
-
-1. deploys the stablecoin and funds a fresh agent wallet by minting, booking
-   the mint as the agent's funding (with its transaction hash);
-2. serves ``farthing.agents.blog`` behind ``PaywallMiddleware``: six articles,
-   the first third of each free, the whole at 0.1 CNY (0.01385 USDC at the
-   stated 0.1385 USDC per CNY), revenue booked in the merchant's own ledger;
-3. runs the agent with a task and a budget that covers only some articles,
-   showing its progress;
-4. prints the purchases, what was skipped and why, and the reconciliation of
-   the agent's books with the chain.
-
-``--scheme batch-settlement`` has the blog offer x402 ``batch-settlement``
-beside ``exact``; the agent, expecting several buys from the one blog, takes
-the channel: one deposit, a voucher per article (no transaction), then one
-claim and one settle by the merchant's own claimer at the end. Both sides'
-channel books are also reconciled with the escrow's events (the agent's
-deposits and charges, the merchant's claims and settles), and the breaks
-reported are the sum. ``exact`` (one transfer per article)
-stays the default.
-
-``--chain-url URL`` runs the same against anvil (or any dev chain whose
-first two accounts are anvil's funded dev accounts). ``--json`` prints one
-line; its ``onchain_tx`` counts the transactions the purchases and their
-settlement took (the setup's deploy and mint are not counted).
-"""
+"""What every demo run shares, and the run over HTTP (``run_demo``); see ``farthing.demo``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import shlex
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import typer
-
-from farthing.console import emit_json, fail, out_console
+from farthing.console import fail
 
 if TYPE_CHECKING:
+    from farthing.agents.books import AgentBooks
     from farthing.agents.brain import Brain
     from farthing.agents.runner import RunReport
     from farthing.agents.settings import AgentSettings
@@ -56,130 +24,32 @@ if TYPE_CHECKING:
     from farthing.paywall.schemes.batch_settlement.claims import ClaimReport
     from farthing.paywall.schemes.batch_settlement.server import ChannelOptions
     from farthing.wallet.chain import Chain
+    from farthing.wallet.money import Asset
+    from farthing.wallet.signer import LocalSigner
+    from farthing.wallet.token import Stablecoin
 
-__all__ = ["DEMO_BUDGET", "DEMO_SCHEMES", "DEMO_TASK", "app", "run_demo"]
+__all__ = [
+    "BLOG_URL",
+    "DEMO_BUDGET",
+    "DEMO_SCHEMES",
+    "DEMO_TASK",
+    "Stage",
+    "brain_for",
+    "database",
+    "demo_dir",
+    "fund_agent",
+    "open_demo_chain",
+    "run_demo",
+    "set_stage",
+    "transactions_since",
+]
 
 DEMO_TASK = (
     "How was the English farthing coin minted, in silver or copper, and why was it withdrawn?"
 )
 DEMO_BUDGET = "0.03"  # two articles at 0.01385 USDC; the blog has three on the subject
-_BLOG_URL = "http://blog.farthing.test"
+BLOG_URL = "http://blog.farthing.test"
 DEMO_SCHEMES = ("exact", "batch-settlement")
-
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def demo(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON line for scripts.")
-    ] = False,
-    chain_url: Annotated[
-        str | None,
-        typer.Option(
-            "--chain-url", help="Run on this JSON-RPC chain (anvil) instead of in-process."
-        ),
-    ] = None,
-    budget: Annotated[
-        str, typer.Option("--budget", help="The agent's budget for the task, in USDC.")
-    ] = DEMO_BUDGET,
-    llm_url: Annotated[
-        str | None,
-        typer.Option(
-            "--llm-url", help="An OpenAI-compatible (vLLM) base URL for the agent's brain."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="The model name the server serves.")
-    ] = None,
-    scheme: Annotated[
-        str,
-        typer.Option(
-            "--scheme",
-            help="How articles are paid: exact (a transfer each) or batch-settlement "
-            "(one deposit, a voucher each).",
-        ),
-    ] = "exact",
-) -> None:
-    """Run the end-to-end demo: an agent pays a paywalled blog, then the books are reconciled."""
-    if (llm_url is None) != (model is None):
-        fail("pass --llm-url and --model together")
-    if scheme not in DEMO_SCHEMES:
-        fail(f"--scheme must be one of {', '.join(DEMO_SCHEMES)}")
-    started = time.perf_counter()
-
-    def step(message: str) -> None:
-        if not as_json:
-            out_console.print(f"[dim]{time.perf_counter() - started:5.2f}s[/dim] {message}")
-
-    result = run_demo(
-        step,
-        chain_url=chain_url,
-        budget=budget,
-        llm_url=llm_url,
-        model=model,
-        started=started,
-        scheme=scheme,
-    )
-    if as_json:
-        emit_json(
-            {
-                "payments": len(result["report"].bought),
-                "skipped": len(result["report"].skipped),
-                "spent_atomic": result["report"].spent,
-                "budget_atomic": result["report"].budget,
-                "ledger_balanced": result["balanced"],
-                "reconciliation_breaks": result["breaks"],
-                "chain": result["chain"],
-                "scheme": scheme,
-                "onchain_tx": result["onchain_tx"],
-            }
-        )
-        return
-    from farthing.agents.render import render_report
-
-    render_report(out_console, result["report"], result["asset"])
-    asset = result["asset"]
-    if scheme == "exact":
-        out_console.print(
-            f"Merchant revenue in its own books: {asset.format(result['revenue'])} "
-            f"from {result['revenue_count']} payment(s)."
-        )
-    else:
-        out_console.print(
-            f"Merchant earned {asset.format(result['revenue'])} through the channel "
-            f"({result['revenue_count']} voucher(s)); claimed and settled on chain: "
-            f"{asset.format(result['settled'])}. The unspent deposit stays in escrow, "
-            "the agent's to refund or withdraw."
-        )
-    out_console.print(
-        f"On-chain transactions for the purchases and their settlement: {result['onchain_tx']}."
-    )
-    verdict = "balanced, audit log verified" if result["balanced"] else "[red]NOT balanced[/red]"
-    out_console.print(
-        f"Reconciliation with the chain: {result['breaks']} break(s) across "
-        f"{result['payments_checked']} booked transfer(s) in blocks {result['blocks']}; "
-        f"the agent's ledger is {verdict}."
-    )
-    if result["last_paid_s"] is not None:
-        out_console.print(
-            f"Last paid article {result['last_paid_s']:.2f}s after the command started."
-        )
-    books = Path(result["books_dir"])
-
-    # The agent's and the merchant's books are separate ledgers; the dashboard shows both.
-    def url(name: str) -> str:
-        return shlex.quote(f"sqlite:///{books / name}")
-
-    out_console.print(
-        "See it in the dashboard: farthing dashboard "
-        f"--database-url {url('agent.sqlite')} "
-        f"--merchant-database-url {url('merchant.sqlite')} "
-        f"--paywall-database-url {url('paywall.sqlite')}",
-        soft_wrap=True,
-        markup=False,
-        highlight=False,
-    )
 
 
 def run_demo(
@@ -201,7 +71,6 @@ def run_demo(
     import httpx
 
     from farthing.agents.blog import ARTICLES, CNY_RATE, PRICE, paywalled_blog
-    from farthing.agents.books import AgentBooks
     from farthing.agents.integrity import check_books
     from farthing.agents.payer import Payer
     from farthing.agents.runner import AgentRun
@@ -209,54 +78,17 @@ def run_demo(
     from farthing.agents.tools import AgentToolkit, Task
     from farthing.ledger.report import revenue_report
     from farthing.paywall import LedgerRevenueBook, LocalFacilitator, PaymentStore
-    from farthing.wallet.chain import MemoryChain, open_chain
-    from farthing.wallet.errors import AmountError
     from farthing.wallet.signer import LocalSigner
-    from farthing.wallet.token import Stablecoin, deploy_stablecoin
 
     started = time.perf_counter() if started is None else started
-    chain: Chain
-    if chain_url is None:
-        step("starting the in-process chain (py-evm)")
-        chain, kind = MemoryChain(), "memory"
-    else:
-        step(f"connecting to {chain_url}")
-        chain = open_chain(chain_url)
-        kind = "anvil" if chain.chain_id == 31337 else "rpc"
-    if kind != "rpc":
-        # The x402 batch-settlement contracts at their canonical addresses (docs/channels.md).
-        from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
-
-        place_channel_contracts(chain)
+    chain, kind = open_demo_chain(step, chain_url)
     # Kept after the run, so `farthing dashboard` can open the demo's own books.
-    with contextlib.nullcontext(str(_demo_dir())) as tmp:
+    with contextlib.nullcontext(str(demo_dir())) as tmp:
         try:
-            operator, relayer = (account.signer() for account in chain.dev_accounts()[:2])
-            start_block = chain.block_number() + 1
-            asset = deploy_stablecoin(chain, sender=operator)
-            try:
-                budget_atomic = asset.parse(budget)
-            except AmountError as exc:
-                fail(f"--budget: {exc}")
-            token = Stablecoin(chain, asset)
-            token.configure_minter(operator.address, sender=operator)
-            step(f"deployed {asset.symbol} at {asset.address} on {chain.network}")
-
-            agent_db = _database(Path(tmp) / "agent.sqlite")
-            merchant_db = _database(Path(tmp) / "merchant.sqlite")
-            agent = LocalSigner.generate()
-            books = AgentBooks(agent_db, agent_id="demo-agent", asset=asset).ensure()
-            funds = asset.parse("1")
-            minted = token.mint(agent.address, funds, sender=operator)
-            if not minted.ok or minted.tx_hash is None or minted.block_number is None:
-                fail(f"minting the agent's funds failed: {minted.reason}")
-            books.book_funding(
-                amount=funds,
-                to_address=agent.address,
-                tx_hash=minted.tx_hash,
-                block_number=minted.block_number,
-            )
-            step(f"funded agent {agent.address} with {asset.format(funds)} (booked as funding)")
+            staged = set_stage(step, chain, budget, Path(tmp))
+            relayer, asset, budget_atomic = staged.relayer, staged.asset, staged.budget
+            agent_db, merchant_db = staged.agent_db, staged.merchant_db
+            agent, books, start_block = staged.agent, staged.books, staged.start_block
 
             merchant = LocalSigner.generate().address
             store = PaymentStore.sqlite(Path(tmp) / "paywall.sqlite")
@@ -276,7 +108,7 @@ def run_demo(
                 channels=channels,
             )
             step(
-                f"serving {len(ARTICLES)} articles at {_BLOG_URL}: the first third free, "
+                f"serving {len(ARTICLES)} articles at {BLOG_URL}: the first third free, "
                 f"the rest {PRICE} at {CNY_RATE} {asset.symbol}/CNY, paid by {scheme}"
             )
             # Purchases and their settlement start here; the setup above is not counted.
@@ -287,7 +119,7 @@ def run_demo(
             step(f"task {task.task_id}: {task.text} (budget {asset.format(budget_atomic)})")
             settings = AgentSettings(agent_id="demo-agent")
             payer = Payer(signer=agent, chain=chain, asset=asset, books=books, settings=settings)
-            brain = _brain(settings, llm_url, model)
+            brain = brain_for(settings, llm_url, model)
             paid_at: list[float] = []
 
             def progress(message: str) -> None:
@@ -305,7 +137,7 @@ def run_demo(
                         payer, task, transport=transport, expected_buys=len(ARTICLES)
                     ) as toolkit:
                         run = AgentRun(
-                            toolkit, brain, start_urls=[f"{_BLOG_URL}/"], progress=progress
+                            toolkit, brain, start_urls=[f"{BLOG_URL}/"], progress=progress
                         )
                         return await run.run()
                 finally:
@@ -347,7 +179,7 @@ def run_demo(
                     revenue = revenue_report(session=session, payee_address=merchant)
                 revenue_total = sum(row.posted for row in revenue)
                 revenue_count = sum(row.payment_count for row in revenue)
-            onchain_tx = _transactions_since(chain, payments_block)
+            onchain_tx = transactions_since(chain, payments_block)
             store.dispose()
             agent_db.dispose()
             merchant_db.dispose()
@@ -369,6 +201,85 @@ def run_demo(
         "last_paid_s": paid_at[-1] if paid_at else None,
         "books_dir": tmp,
     }
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What every demo run starts from: the token deployed, a funded agent, its books."""
+
+    relayer: LocalSigner  # the facilitator's: it sends the settlements
+    asset: Asset
+    budget: int  # the task's, in atomic units
+    agent: LocalSigner
+    books: AgentBooks
+    agent_db: LedgerDatabase
+    merchant_db: LedgerDatabase
+    start_block: int  # the first block the reconciliation reads
+    token: Stablecoin
+    operator: LocalSigner  # deploys the token and mints
+
+
+def open_demo_chain(step: Any, chain_url: str | None) -> tuple[Chain, str]:
+    """The in-process chain, or the one at ``chain_url``; and its kind for the report."""
+    from farthing.wallet.chain import MemoryChain, open_chain
+
+    chain: Chain
+    if chain_url is None:
+        step("starting the in-process chain (py-evm)")
+        chain, kind = MemoryChain(), "memory"
+    else:
+        step(f"connecting to {chain_url}")
+        chain = open_chain(chain_url)
+        kind = "anvil" if chain.chain_id == 31337 else "rpc"
+    if kind != "rpc":
+        # The x402 batch-settlement contracts at their canonical addresses (docs/channels.md).
+        from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
+
+        place_channel_contracts(chain)
+    return chain, kind
+
+
+def set_stage(step: Any, chain: Chain, budget: str, folder: Path) -> Stage:
+    """Deploy the token, fund a fresh agent by minting and book the mint as its funding."""
+    from farthing.agents.books import AgentBooks
+    from farthing.wallet.errors import AmountError
+    from farthing.wallet.signer import LocalSigner
+    from farthing.wallet.token import Stablecoin, deploy_stablecoin
+
+    operator, relayer = (account.signer() for account in chain.dev_accounts()[:2])
+    start_block = chain.block_number() + 1
+    asset = deploy_stablecoin(chain, sender=operator)
+    try:
+        budget_atomic = asset.parse(budget)
+    except AmountError as exc:
+        fail(f"--budget: {exc}")
+    token = Stablecoin(chain, asset)
+    token.configure_minter(operator.address, sender=operator)
+    step(f"deployed {asset.symbol} at {asset.address} on {chain.network}")
+
+    agent_db = database(folder / "agent.sqlite")
+    merchant_db = database(folder / "merchant.sqlite")
+    agent = LocalSigner.generate()
+    books = AgentBooks(agent_db, agent_id="demo-agent", asset=asset).ensure()
+    funds = asset.parse("1")
+    fund_agent(token, operator, books, agent.address, funds)
+    step(f"funded agent {agent.address} with {asset.format(funds)} (booked as funding)")
+    return Stage(
+        relayer, asset, budget_atomic, agent, books, agent_db, merchant_db, start_block,
+        token, operator,
+    )  # fmt: skip
+
+
+def fund_agent(
+    token: Stablecoin, operator: LocalSigner, books: AgentBooks, address: str, amount: int
+) -> None:
+    """Mint ``amount`` to ``address`` and book the mint as the agent's funding."""
+    minted = token.mint(address, amount, sender=operator)
+    if not minted.ok or minted.tx_hash is None or minted.block_number is None:
+        fail(f"minting the agent's funds failed: {minted.reason}")
+    books.book_funding(
+        amount=amount, to_address=address, tx_hash=minted.tx_hash, block_number=minted.block_number
+    )
 
 
 def _channel_options(chain: Chain, database: Path) -> ChannelOptions:
@@ -401,7 +312,7 @@ async def _claim_and_settle(blog: PaywallMiddleware) -> ClaimReport:
     return await blog.channels.claimer.tick(force=True)
 
 
-def _transactions_since(chain: Chain, from_block: int) -> int:
+def transactions_since(chain: Chain, from_block: int) -> int:
     """On-chain transactions in the blocks ``from_block`` to the latest."""
     eth = chain.w3.eth
     return sum(
@@ -409,7 +320,7 @@ def _transactions_since(chain: Chain, from_block: int) -> int:
     )
 
 
-def _demo_dir() -> Path:
+def demo_dir() -> Path:
     """A fresh folder for this run under FARTHING_DATA_DIR/demo; runs older than a day go."""
     root = Path(os.environ.get("FARTHING_DATA_DIR", "~/.farthing")).expanduser() / "demo"
     root.mkdir(parents=True, exist_ok=True)
@@ -421,18 +332,18 @@ def _demo_dir() -> Path:
     return path
 
 
-def _database(path: Path) -> LedgerDatabase:
+def database(path: Path) -> LedgerDatabase:
     from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 
     # A throwaway file: NORMAL loses nothing on a process crash, only on power loss.
-    database = LedgerDatabase(
+    opened = LedgerDatabase(
         LedgerSettings(database_url=f"sqlite:///{path}", sqlite_synchronous="NORMAL")
     )
-    upgrade_database(database)
-    return database
+    upgrade_database(opened)
+    return opened
 
 
-def _brain(settings: AgentSettings, llm_url: str | None, model: str | None) -> Brain:
+def brain_for(settings: AgentSettings, llm_url: str | None, model: str | None) -> Brain:
     from farthing.agents.brain import LlmBrain, RuleBrain
 
     if llm_url is None or model is None:
