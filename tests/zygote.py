@@ -8,7 +8,7 @@ machine, for each of the suite's hundreds of processes.
 
 The zygote is one long-lived process per test process. It imports the
 *third-party* modules the command line uses (found by a probe child that
-imports every sub-command and reports ``sys.modules``), then waits on a Unix
+imports every Farthing module and reports ``sys.modules``), then waits on a Unix
 socket. Each program is a child forked from it, so it is still a separate
 process with its own pid, argv, environment, working directory, stdin, stdout,
 stderr, session and exit status (a signal that kills it is reported as
@@ -349,7 +349,7 @@ def _ours(name: str) -> bool:
 
 
 def _probe_modules() -> list[str]:
-    """The modules a process that imports every sub-command holds, in import order, but ours."""
+    """The modules a process that imports all of Farthing holds, in import order, but ours."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -357,10 +357,17 @@ def _probe_modules() -> list[str]:
         code = 0
         try:
             import importlib
+            import pkgutil
 
-            cli: Any = importlib.import_module("farthing.cli")
-            for sub in cli._SUBCOMMANDS.values():
-                importlib.import_module(sub.module)
+            # Every module of ours, so the servers' and scripts' libraries are loaded too.
+            tops = ("", ".wallet", ".ledger", ".paywall", ".agents", ".inference", ".jobs")
+            for top in (f"farthing{name}" for name in (*tops, ".dashboard")):
+                package = importlib.import_module(top)
+                for found in pkgutil.walk_packages(package.__path__, f"{top}."):
+                    if found.name.rsplit(".", 1)[-1] == "__main__":  # that one runs the CLI
+                        continue
+                    with contextlib.suppress(Exception):
+                        importlib.import_module(found.name)
             with os.fdopen(write_fd, "w") as out:
                 out.write("\n".join(name for name in list(sys.modules) if not _ours(name)))
         except BaseException:  # noqa: BLE001 (then it preloads nothing; programs still run)
