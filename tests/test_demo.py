@@ -7,6 +7,9 @@ throwaway anvil. The command it prints to open the dashboard is run as
 printed and shows the merchant's books. With `--scheme batch-settlement` the same purchases take one
 deposit, a voucher each, then one claim and one settle: three transactions,
 read from the chain by the command itself, against one transfer per article.
+With `--mcp` the whole loop runs over MCP as a process: the agent finds the
+blog's fetch tool in the facilitator's catalog (after a first reader's sale
+there), pays two articles, and its wallet moved exactly their price on chain.
 """
 
 from __future__ import annotations
@@ -103,6 +106,37 @@ def test_demo_as_a_process(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) == 1
     check_report(result.json(), "memory")
+
+
+def test_demo_over_mcp_as_a_process(tmp_path: Path) -> None:
+    result = run_farthing(["demo", "--mcp", "--json"], env=cli_env(tmp_path))
+    assert result.code == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == 1
+    report = result.json()
+    assert report["transport"] == "mcp"
+    check_report({k: report[k] for k in FIELDS}, "memory")
+    # Found in the catalog: the blog's MCP endpoint and its tool, as the bazaar keys a tool.
+    assert report["server"] == "http://blog.farthing.test/mcp" and report["tool"] == "fetch"
+    assert report["listings"] == 1
+    # The chain moved exactly the price of what was bought, from the agent's wallet.
+    assert report["agent_paid_onchain_atomic"] == report["spent_atomic"] == 2 * 13_850
+
+
+def test_demo_over_mcp_human_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--mcp"]) == 0
+    out = capsys.readouterr().out
+    assert "a first reader bought /posts/sourdough over MCP" in out
+    assert "the catalog lists 1 offer(s) for 'farthing blog'" in out
+    assert "read the index through fetch (free): 6 article(s)" in out
+    assert "Spent 0.0277 USDC of the 0.03 USDC budget" in out
+    assert "the agent's wallet paid 0.0277 USDC on chain" in out
+    assert "0 break(s)" in out and "balanced, audit log verified" in out
+
+
+def test_demo_over_mcp_takes_exact_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--mcp", "--scheme", "batch-settlement"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --mcp")
 
 
 @pytest.mark.anvil
