@@ -10,11 +10,16 @@ through the facilitator's own app (a ``RemoteFacilitator`` over
 with the MCP endpoint as its resource; over HTTP the same page still
 declares its GET. A sale over MCP lists the tool, keyed by that endpoint and
 its name. An over-long path is not echoed into the declaration, and no HTTP
-request can name a tool for the edge.
+request can name a tool for the edge. The Python examples of docs/mcp.md's
+"Discovery" run as written: ``declare_tool``'s declaration passes the
+facilitator's check, and ``find_tools`` finds the blog's tool in the catalog
+served by uvicorn on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -42,10 +47,11 @@ from farthing.paywall.mcp.mount import site_mount
 from farthing.paywall.wire import unb64_json
 from farthing.wallet.signer import LocalSigner
 from farthing.web import HostGuard
-from tests.paywall.conftest import run
+from tests.paywall.conftest import run, serve_in_thread
 from tests.paywall.discovery.conftest import Market, facilitator_for
 from tests.paywall.mcp.conftest import payment_for
 
+DOC = Path(__file__).resolve().parents[3] / "docs" / "mcp.md"
 BLOG = "http://blog.example"
 FACILITATOR = "http://facilitator.example"
 
@@ -146,10 +152,33 @@ def test_an_over_long_path_is_not_echoed_into_the_declaration(site: Site) -> Non
 def test_a_sale_over_mcp_catalogs_the_tool_by_its_endpoint(site: Site, market: Market) -> None:
     challenge = _fetch(site, "/posts/copper-farthings").structuredContent
     assert challenge is not None
-    paid = _fetch(site, "/posts/copper-farthings", payment_for(challenge, market.payer()))
+    meta = payment_for(challenge, market.payer())
+    # The buyer's echo names another server: the facilitator is sent the seller's own words.
+    meta["x402/payment"]["resource"] = {"url": "https://evil.example/mcp", "description": "x"}
+    paid = _fetch(site, "/posts/copper-farthings", meta)
     assert paid.isError is False
     page = site.catalog.search(Search(kind="mcp"))
     (item,) = page.items
     assert item["resource"] == f"{BLOG}/mcp" and item["type"] == "mcp"
     assert item["toolName"] == "fetch"
     assert item["extensions"]["bazaar"]["info"]["input"]["type"] == "mcp"
+
+
+def test_the_discovery_examples_run(
+    site: Site, market: Market, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = DOC.read_text().split("## Discovery", 1)[1]
+    declaring, finding = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    exec(compile(declaring, str(DOC), "exec"), {})  # noqa: S102 - our own doc
+    assert capsys.readouterr().out == "mcp forecast\n"
+    challenge = _fetch(site, "/posts/withdrawn-1960").structuredContent
+    assert challenge is not None
+    assert (
+        _fetch(site, "/posts/withdrawn-1960", payment_for(challenge, market.payer())).isError
+        is False
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(finding, str(DOC), "exec"), namespace)  # noqa: S102 - our own doc
+    with serve_in_thread(facilitator_for(market, site.catalog)) as facilitator:
+        found = asyncio.run(namespace["find_tools"](facilitator, "farthings"))
+    assert found == [(f"{BLOG}/mcp", "fetch", int(challenge["accepts"][0]["amount"]))]
