@@ -188,6 +188,7 @@ def run(
         )
         workspace.payer.on_approval = tell_approval
         passed_over: list[Any] = []
+        listed: dict[str, tuple[int, str]] = {}
         if discover_query is not None:
             from farthing.agents.discovery import discovered_starts
 
@@ -197,7 +198,7 @@ def run(
             if chosen.error is not None and not starts:
                 fail(chosen.error)
             starts = list(dict.fromkeys([*starts, *chosen.urls]))
-            passed_over = chosen.passed_over
+            passed_over, listed = chosen.passed_over, chosen.listed
 
         async def go() -> RunReport:
             try:
@@ -215,6 +216,7 @@ def run(
                         start_urls=starts,
                         progress=progress,
                         passed_over=passed_over,
+                        listed=listed,
                     ).run()
             finally:
                 await brain.aclose()

@@ -22,7 +22,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import unquote, urlsplit
@@ -345,6 +345,10 @@ class Starts:
     urls: list[str]
     passed_over: list[Any]  # farthing.agents.runner.Skip, for the run's report
     error: str | None = None
+    # What each chosen URL's listing said it costs, and to whom: it was chosen
+    # over other sellers for that price, so the run never pays that payee more
+    # for it (AgentRun.listed).
+    listed: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 async def discovered_starts(
@@ -382,7 +386,7 @@ async def discovered_starts(
     say(
         f"the catalog offers {len(found.listings)} listing(s) for {query!r}; starting from {len(kept)}"
     )
-    return Starts([x.url for x in kept], skips)
+    return Starts([x.url for x in kept], skips, listed={x.url: (x.amount, x.pay_to) for x in kept})
 
 
 # ------------------------------------------------------------------ farthing agent discover

@@ -20,7 +20,7 @@ awaiting the chain, and the answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,11 +92,17 @@ class AgentRun:
         start_urls: Sequence[str],
         progress: Callable[[str], None] | None = None,
         passed_over: Sequence[Skip] = (),
+        listed: Mapping[str, tuple[int, str]] | None = None,
     ) -> None:
         self.toolkit = toolkit
         # Listings a catalog offered that the run will not start from (a cheaper
         # seller of the same thing was chosen): reported as skipped, never fetched.
         self.passed_over = list(passed_over)
+        # A catalog's price and payee for each URL it chose (the cheapest
+        # seller): a 402 from that payee asking more is bait, never bought. A
+        # 402 naming another payee is not held to a listing someone else made
+        # (a squatter could otherwise bar a seller's own page); docs/discovery.md.
+        self.listed = dict(listed or {})
         self.brain = brain
         self.start_urls = list(dict.fromkeys(start_urls))
         self.progress = progress or (lambda message: None)
@@ -130,6 +136,16 @@ class AgentRun:
         self.progress(f"found {len(candidates)} candidate page(s); asking the brain about each")
         decisions = []
         for candidate in candidates:
+            amount, pay_to = self.listed.get(candidate.url, (None, ""))
+            payee = (candidate.check.pay_to or "").lower()
+            if amount is not None and payee == pay_to.lower() and candidate.price > amount:
+                reason = (
+                    f"its 402 asks {asset.format(candidate.price)}, more than the"
+                    f" {asset.format(amount)} its catalog listing offered"
+                )
+                report.skipped.append(Skip(candidate.url, candidate.title, reason, candidate.price))
+                self.progress(f"skip {candidate.title or candidate.url}: {reason}")
+                continue
             left = (await self.toolkit.status()).remaining()
             decision = await self.brain.decide(task, candidate, left, asset)
             decisions.append((candidate, decision))
