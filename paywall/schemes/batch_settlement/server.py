@@ -69,9 +69,9 @@ from farthing.paywall.schemes.batch_settlement.books import ChannelBookkeeper
 from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer
 from farthing.paywall.schemes.batch_settlement.contract import VoucherClaim
 from farthing.paywall.schemes.batch_settlement.deposit_check import deposit_refusal
-from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelSettling
 from farthing.paywall.schemes.batch_settlement.holds import CHARGE_LEASE_S_DEFAULT, Hold, live_view
+from farthing.paywall.schemes.batch_settlement.offers import ChannelOffers
 from farthing.paywall.schemes.batch_settlement.refund_hold import hold_refund, release_refund
 from farthing.paywall.schemes.batch_settlement.state import (
     ChannelRecord,
@@ -119,8 +119,6 @@ __all__ = [
 CHARGE_HEADER: Final = "farthing-charge"
 _ZERO: Final = checksum("0x" + "00" * 20)
 _ERR_REFUND_NO_BALANCE: Final = "invalid_batch_settlement_evm_refund_no_balance"
-# Offers' extras and terms kept (one per token and payee; more are built each time).
-_OFFERS_KEPT_MAX: Final = 256
 
 log = logging.getLogger("farthing.paywall")
 
@@ -222,10 +220,8 @@ class ChannelPaywall:
         self.facilitator: ChannelSettling = facilitator
         self.authorizer = options.receiver_authorizer
         self.bookkeeper = None if books is None else ChannelBookkeeper(books, options.store)
-        # An offer's extra and terms depend on the route's terms only: built
-        # once per terms, not on every request (a handful of routes and tokens).
-        self._extras: dict[tuple[str, str, int], dict[str, Any]] = {}
-        self._terms_of: dict[tuple[str, str], ChannelTerms] = {}
+        address = options.receiver_authorizer.address
+        self.offers = ChannelOffers(address, options.withdraw_delay_s, options.min_deposit)
         self.claimer = ChannelClaimer(
             options.store,
             facilitator,
@@ -249,45 +245,9 @@ class ChannelPaywall:
         record: ChannelRecord | None = None,
     ) -> ChannelRequirements:
         """The ``accepts`` entry; with ``record``, the corrective 402's channel and voucher state."""
-        if record is None:
-            key = (name, version, self.options.withdraw_delay_s)
-            wire = self._extras.get(key)
-            if wire is None:
-                wire = self._extra(name, version, None).to_wire()
-                if len(self._extras) < _OFFERS_KEPT_MAX:
-                    self._extras[key] = wire
-            return ChannelRequirements(
-                network, asset, amount, pay_to, max_timeout_seconds, dict(wire)
-            )
-        extra = self._extra(name, version, record)
-        return ChannelRequirements(
-            network, asset, amount, pay_to, max_timeout_seconds, extra.to_wire()
-        )
-
-    def _extra(self, name: str, version: str, record: ChannelRecord | None) -> BatchExtra:
-        return BatchExtra(
-            receiver_authorizer=self.authorizer.address,
-            withdraw_delay_s=self.options.withdraw_delay_s,
-            name=name,
-            version=version,
-            min_deposit=self.options.min_deposit,
-            channel_state=record.channel_state() if record is not None else None,
-            voucher_state=record.voucher_state() if record is not None else None,
-        )
-
-    def _terms(self, offer: ChannelRequirements) -> ChannelTerms:
-        key = (offer.pay_to, offer.asset)
-        terms = self._terms_of.get(key)
-        if terms is None:
-            terms = ChannelTerms(
-                receiver=offer.pay_to,
-                receiver_authorizer=self.authorizer.address,
-                token=offer.asset,
-                withdraw_delay_s=self.options.withdraw_delay_s,
-            )
-            if len(self._terms_of) < _OFFERS_KEPT_MAX:
-                self._terms_of[key] = terms
-        return terms
+        return self.offers.offer(network=network, asset=asset, amount=amount, pay_to=pay_to,
+                                 max_timeout_seconds=max_timeout_seconds, name=name,
+                                 version=version, record=record)  # fmt: skip
 
     async def _thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
@@ -315,7 +275,7 @@ class ChannelPaywall:
         parsed = parse_client_payload(payment.payload)
         if isinstance(parsed, WireRefusal):
             return ChannelReply(402, parsed.reason, parsed.detail), None
-        terms = self._terms(offer)
+        terms = self.offers.terms(offer)
         smart_wallet = parsed.config.payer_authorizer == _ZERO
         # A plain voucher is checked by the charge itself, in the worker thread
         # beside its write (the signature's recovery is the costliest step of
