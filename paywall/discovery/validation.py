@@ -18,7 +18,8 @@ raises, and bounds everything before jsonschema runs:
 - ``$schema``, when present, must be draft 2020-12 (the spec's);
 - then ``info`` must satisfy ``schema``, and the spec's own rules: an
   ``http`` input with one of the six methods (``bodyType`` only with a body
-  method), or an ``mcp`` input with a ``toolName`` and an ``inputSchema``;
+  method), or an ``mcp`` input with a ``toolName`` (what MCP allows a
+  tool's name to be) and an ``inputSchema``;
 - ``routeTemplate``, when present, is kept only if it passes the spec's rule
   (a ``/``-path of safe characters, no ``..`` and no ``://`` at any
   percent-encoding depth); otherwise it is dropped, not the declaration.
@@ -52,6 +53,9 @@ DECLARATION_BYTES_MAX: Final = 16 * 1024
 DECLARATION_DEPTH_MAX: Final = 12
 REFS_MAX: Final = 8
 TOOL_NAME_CHARS_MAX: Final = 128
+# What MCP allows a tool's name to be: no escapes, spaces, bidi or look-alikes
+# for a catalog reader to be shown, or to call.
+_TOOL_NAME: Final = re.compile(rf"[A-Za-z0-9_.\-]{{1,{TOOL_NAME_CHARS_MAX}}}")
 _DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 _METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH"})
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
@@ -175,8 +179,11 @@ def _spec_problem(info: dict[str, Any]) -> Refused | None:
         return None
     if kind == "mcp":
         name = given.get("toolName")
-        if not isinstance(name, str) or not 0 < len(name) <= TOOL_NAME_CHARS_MAX:
-            return Refused("invalid_info", "info.input.toolName must be a short name")
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            return Refused(
+                "invalid_info",
+                f"info.input.toolName must be 1 to {TOOL_NAME_CHARS_MAX} ASCII letters, digits, _ - .",
+            )
         if not isinstance(given.get("inputSchema"), Mapping):
             return Refused("invalid_info", "info.input.inputSchema must be an object")
         transport = given.get("transport")
