@@ -30,7 +30,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
@@ -51,7 +51,7 @@ from farthing.demo.run import (
 if TYPE_CHECKING:
     import httpx
 
-    from farthing.agents.brain import Brain, Candidate
+    from farthing.agents.brain import Brain, Candidate, Reading
     from farthing.agents.discovery import Listing
     from farthing.agents.mcp.session import PayingSession
     from farthing.agents.runner import RunReport, Skip
@@ -67,6 +67,18 @@ DEMO_QUERY: Final = "farthing blog"  # what the agent asks the catalog for
 FACILITATOR_URL: Final = "http://facilitator.farthing.test"
 FIRST_READ: Final = "/posts/sourdough"  # the first reader bakes
 _PREVIEW_CHARS: Final = 600
+
+
+@dataclass
+class _Run:
+    """What the run found and did, filled in as it goes, for the report."""
+
+    payments_block: int = 0  # the first block of the agent's purchases
+    server: str | None = None  # the MCP server the catalog named
+    tool: str | None = None
+    listings: int = 0  # what the catalog offered for the query
+    paid_at: list[float] = field(default_factory=list)  # perf_counter() of each purchase
+    readings: list[Reading] = field(default_factory=list)
 
 
 def _blog_discovery() -> SiteDiscovery:
@@ -128,14 +140,14 @@ def run_mcp_demo(
                 "sells each article, the first third free, declared as an MCP tool (bazaar)"
             )
             balance_before = staged.token.balance_of(staged.agent.address)
-            outcome: dict[str, Any] = {}
+            run = _Run()
 
             async def go() -> RunReport:
                 try:
                     await _first_reader(step, chain, staged, folder, to_site)
-                    outcome["payments_block"] = chain.block_number() + 1
+                    run.payments_block = chain.block_number() + 1
                     return await _agent(
-                        step, chain, staged, (to_facilitator, to_site), outcome, (llm_url, model)
+                        step, chain, staged, (to_facilitator, to_site), run, (llm_url, model)
                     )
                 finally:
                     await facilitator.aclose()
@@ -146,7 +158,7 @@ def run_mcp_demo(
             paid_onchain = balance_before - staged.token.balance_of(staged.agent.address)
             with staged.merchant_db.read() as session:
                 revenue = revenue_report(session=session, payee_address=merchant)
-            onchain_tx = transactions_since(chain, outcome["payments_block"])
+            onchain_tx = transactions_since(chain, run.payments_block)
             store.dispose()
             catalog.dispose()
             staged.agent_db.dispose()
@@ -154,7 +166,6 @@ def run_mcp_demo(
         finally:
             chain.close()
     recon = checked.reconciliation
-    paid_at = outcome.get("paid_at", [])
     return {
         "report": report,
         "asset": asset,
@@ -167,14 +178,14 @@ def run_mcp_demo(
         "revenue_count": sum(row.payment_count for row in revenue),
         "settled": 0,
         "onchain_tx": onchain_tx,
-        "last_paid_s": (paid_at[-1] - started) if paid_at else None,
+        "last_paid_s": (run.paid_at[-1] - started) if run.paid_at else None,
         "books_dir": str(folder),
         "mcp": {
             "transport": "mcp",
             "query": DEMO_QUERY,
-            "server": outcome.get("server"),
-            "tool": outcome.get("tool"),
-            "listings": outcome.get("listings", 0),
+            "server": run.server,
+            "tool": run.tool,
+            "listings": run.listings,
             "agent_paid_onchain_atomic": paid_onchain,
         },
     }
@@ -243,7 +254,7 @@ async def _agent(
     chain: Chain,
     staged: Stage,
     transports: tuple[httpx.AsyncBaseTransport, httpx.AsyncBaseTransport],
-    outcome: dict[str, Any],
+    run: _Run,
     llm: tuple[str | None, str | None],
 ) -> RunReport:
     """Discover, open the server found, price, decide, buy, answer.
@@ -276,7 +287,7 @@ async def _agent(
     if not kept:
         fail(f"the catalog lists no MCP fetch tool for {DEMO_QUERY!r}")
     listing = kept[0]
-    outcome.update(server=listing.url, tool=listing.tool_name, listings=len(found.listings))
+    run.server, run.tool, run.listings = listing.url, listing.tool_name, len(found.listings)
     step(
         f"the catalog lists {len(found.listings)} offer(s) for {DEMO_QUERY!r}: "
         f"{_described(listing, asset)}"
@@ -291,9 +302,9 @@ async def _agent(
     try:
         async with open_mcp(listing.url, settings, transport=to_site) as session:
             paying = PayingSession(session, payer, listing.url)
-            await _shop(step, paying, brain, task, report, outcome)
+            await _shop(step, paying, brain, task, report, run)
         step("writing the answer")
-        report.answer = await brain.answer(task, outcome.pop("readings", []))
+        report.answer = await brain.answer(task, run.readings)
     finally:
         await brain.aclose()
     report.status = staged.books.status(task.task_id)
@@ -313,7 +324,7 @@ async def _shop(
     brain: Brain,
     task: Task,
     report: RunReport,
-    outcome: dict[str, Any],
+    run: _Run,
 ) -> None:
     """The free index through ``fetch``, an unpaid call per article, the brain, the purchases."""
     from farthing.agents.brain import Reading
@@ -341,8 +352,6 @@ async def _shop(
         decision = await brain.decide(task, candidate, left, asset)
         step(f"{decision.decision:4} {title} ({asset.format(candidate.price)}): {decision.reason}")
         decided.append((path, candidate, decision))
-    readings: list[Reading] = []
-    paid_at: list[float] = outcome.setdefault("paid_at", [])
     for path, candidate, decision in sorted(
         decided, key=lambda item: (-item[2].relevance, item[1].price)
     ):
@@ -372,8 +381,8 @@ async def _shop(
                 Purchase(candidate.url, candidate.title, paid, decision.relevance,
                          decision.reason, len(text.text))
             )  # fmt: skip
-            readings.append(Reading(candidate.url, candidate.title, text.text))
-            paid_at.append(time.perf_counter())
+            run.readings.append(Reading(candidate.url, candidate.title, text.text))
+            run.paid_at.append(time.perf_counter())
             step(f"bought {candidate.title}: {paid.describe()}")
             continue
         if paid is not None and paid.status == "possible_spend":
@@ -381,7 +390,6 @@ async def _shop(
         why = paid.describe() if paid is not None else (call.error or "no answer")
         report.skipped.append(Skip(candidate.url, candidate.title, why, candidate.price))
         step(f"not bought {candidate.title}: {why}")
-    outcome["readings"] = readings
 
 
 def _left(paying: PayingSession, task: Task) -> int:
