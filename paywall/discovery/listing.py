@@ -42,6 +42,9 @@ WORDS_MAX: Final = 8
 _KINDS: Final = frozenset({"http", "mcp"})
 _DIGITS: Final = re.compile(r"[0-9]{1,78}")
 _CURSOR: Final = re.compile(r"o([0-9]{1,5})")
+# A NUL ends SQLite's LIKE pattern early ("blog\0zzz" searched for "blog"); no
+# control character belongs in a search.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class _BadQuery(Exception):
@@ -59,6 +62,8 @@ def _param(request: Request, name: str) -> str | None:
     value = values[0]
     if len(value) > PARAM_CHARS_MAX:
         raise _BadQuery(f"{name} is longer than {PARAM_CHARS_MAX} characters")
+    if _CONTROL.search(value):
+        raise _BadQuery(f"{name} holds a control character")
     return value or None
 
 

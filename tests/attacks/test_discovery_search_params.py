@@ -1,12 +1,13 @@
-"""Anyone querying the facilitator's open catalog (``/discovery/resources``, ``/discovery/search``) gets a ``limit`` or ``offset`` written in non-ASCII digits (full-width ``１``, Arabic-Indic ``٣``) accepted as a number.
+"""Anyone querying the facilitator's open catalog (``/discovery/resources``, ``/discovery/search``) gets a ``limit`` or ``offset`` in non-ASCII digits accepted, or a search widened by a NUL.
 
 Found from outside against ``farthing facilitator serve``: ``limit=１`` and
 ``offset=٣`` answered 200, because ``str.isdigit`` and ``int`` take any
 Unicode decimal digit, while docs/discovery.md promises whole numbers and
-``maxAmount`` already takes ASCII digits only. Harmless in itself, but the
-bound check was not the one the docs state, and every parameter is now read
-by one rule. Here the real catalog routes over a SQLite catalog, through
-``httpx.ASGITransport``; ASCII numbers still work.
+``maxAmount`` already took ASCII digits only; and ``query=blog%00zzz``
+listed everything matching ``blog``, because a NUL ends SQLite's ``LIKE``
+pattern. Both are now a 400 ``invalid_query`` (numbers are ASCII digits, no
+parameter holds a control character). Here the real catalog routes over a
+SQLite catalog, through ``httpx.ASGITransport``; ASCII numbers still work.
 """
 
 from __future__ import annotations
@@ -57,3 +58,21 @@ def test_ascii_numbers_still_work(app: Starlette) -> None:
     answer = _get(app, "/discovery/resources", {"limit": "5", "offset": "10"})
     assert answer.status_code == 200
     assert answer.json()["pagination"] == {"limit": 5, "offset": 10, "total": 0}
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/discovery/search", {"query": "blog\x00zzz"}),
+        ("/discovery/search", {"query": "weather", "tag": "\x00"}),
+        ("/discovery/resources", {"network": "eip155:1\x00x"}),
+        ("/discovery/resources", {"payTo": "\x1b[2J"}),
+    ],
+)
+def test_a_control_character_in_a_parameter_is_refused(
+    app: Starlette, path: str, params: dict[str, str]
+) -> None:
+    # Found: a NUL cut SQLite's LIKE pattern short, so "blog\0zzz" searched for "blog".
+    answer = _get(app, path, params)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_query"
