@@ -130,6 +130,7 @@ def test_demo_over_mcp_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "read the index through fetch (free): 6 article(s)" in out
     assert "Spent 0.0277 USDC of the 0.03 USDC budget" in out
     assert "the agent's wallet paid 0.0277 USDC on chain" in out
+    assert "0.04155 USDC from 3 payment(s), the first reader's among them" in out
     assert "0 break(s)" in out and "balanced, audit log verified" in out
 
 

@@ -117,7 +117,8 @@ def demo(
     if scheme == "exact":
         out_console.print(
             f"Merchant revenue in its own books: {asset.format(result['revenue'])} "
-            f"from {result['revenue_count']} payment(s)."
+            f"from {result['revenue_count']} payment(s)"
+            + (", the first reader's among them." if mcp else ".")
         )
     else:
         out_console.print(
