@@ -42,7 +42,11 @@ URL_CHARS_MAX: Final = 2048
 _DESCRIPTION_CHARS_MAX: Final = 512
 _MIME_CHARS_MAX: Final = 128
 _FIELD_CHARS_MAX: Final = 64
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, and the invisible ones that make text read other than it
+# is: bidi marks, embeddings, overrides and isolates, zero-width characters.
+_CONTROL: Final = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+)
 _DIGITS: Final = re.compile(r"[0-9]{1,78}")
 
 logger = logging.getLogger(__name__)
