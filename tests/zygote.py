@@ -104,20 +104,20 @@ def _zygote() -> _Zygote:
         return found
 
 
-def _program(args: list[str]) -> dict[str, Any] | None:
-    """What to run for ``[python, ...]``, or None when only a fresh interpreter will do."""
+def _program(args: list[str], cwd: Any) -> dict[str, Any] | None:
+    """What to run for ``[python, ...]`` in ``cwd``, or None when only a fresh interpreter will do."""
     if len(args) < 2 or args[0] != sys.executable:
         return None
     if args[1] == "-m" and len(args) >= 3:
         return {"module": args[2], "args": args[3:]}
     if args[1].startswith("-"):
         return None
-    return {"path": str(Path(args[1]).resolve()), "args": args[2:]}
+    return {"path": str(Path(cwd or os.getcwd(), args[1]).resolve()), "args": args[2:]}
 
 
 def spawn(args: list[str], **kwargs: Any) -> Any:
     """``subprocess.Popen(args, **kwargs)``, forked from the zygote where it can be."""
-    program = _program([str(a) for a in args])
+    program = _program([str(a) for a in args], kwargs.get("cwd"))
     if program is None or not fork_enabled() or set(kwargs) - _SUPPORTED:
         return subprocess.Popen(args, **kwargs)
     return ForkedProcess([str(a) for a in args], program, **kwargs)
