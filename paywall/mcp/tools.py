@@ -44,12 +44,14 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.tools import Tool
 from mcp.types import CallToolResult, TextContent
 
+from farthing.paywall.edge.asgi import send_json
 from farthing.paywall.edge.middleware import PaywallMiddleware, PaywallOptions
 from farthing.paywall.edge.pricing import Quote
 from farthing.paywall.edge.routes import PaidRoute, PriceRequest, RouteTable
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.mcp.exchange import InnerRequest, error_result, exchange, tool_result
 from farthing.paywall.mcp.meta import PAYMENT_RESPONSE_META, meta_of, payment_header
+from farthing.paywall.mcp.mount import MCP_BODY_BYTES_MAX_DEFAULT, McpMount
 
 __all__ = ["TOOL_NAME_RE", "PaidTools", "ToolPrice"]
 
@@ -109,6 +111,11 @@ async def _run_tool(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def _no_route(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "http":
+        await send_json(send, 404, {"error": "not_found", "message": "MCP is served at /mcp"})
+
+
 class PaidTools:
     """Registers paid tools on one FastMCP server, all sold through one paywall."""
 
@@ -122,6 +129,15 @@ class PaidTools:
         self.options = replace(options, routes=(), receipts=None, public_url=None)
         self._routes: list[PaidRoute] = []
         self._paywall: PaywallMiddleware | None = None
+
+    def app(self, *, body_bytes_max: int = MCP_BODY_BYTES_MAX_DEFAULT) -> McpMount:
+        """The server as an ASGI app at ``/mcp`` (stateless, JSON answers), to put behind ``HostGuard``.
+
+        Its body is bounded and parsed as UTF-8 JSON text before MCP sees it
+        (``McpMount``): ``FastMCP.streamable_http_app()`` answers 500 to a body
+        that is not UTF-8, nests 100,000 deep or holds a lone surrogate.
+        """
+        return McpMount(_no_route, self.server._mcp_server, body_bytes_max=body_bytes_max)
 
     def tool(
         self,
