@@ -188,7 +188,7 @@ def run(
         )
         workspace.payer.on_approval = tell_approval
         passed_over: list[Any] = []
-        listed: dict[str, tuple[int, str]] = {}
+        listed: dict[str, int] = {}
         if discover_query is not None:
             from farthing.agents.discovery import discovered_starts
 

@@ -345,10 +345,9 @@ class Starts:
     urls: list[str]
     passed_over: list[Any]  # farthing.agents.runner.Skip, for the run's report
     error: str | None = None
-    # What each chosen URL's listing said it costs, and to whom: it was chosen
-    # over other sellers for that price, so the run never pays that payee more
-    # for it (AgentRun.listed).
-    listed: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # What each chosen URL's listing said it costs: it was chosen over other
+    # sellers for that price, so the run never pays more for it (AgentRun.listed).
+    listed: dict[str, int] = field(default_factory=dict)
 
 
 async def discovered_starts(
@@ -386,7 +385,7 @@ async def discovered_starts(
     say(
         f"the catalog offers {len(found.listings)} listing(s) for {query!r}; starting from {len(kept)}"
     )
-    return Starts([x.url for x in kept], skips, listed={x.url: (x.amount, x.pay_to) for x in kept})
+    return Starts([x.url for x in kept], skips, listed={x.url: x.amount for x in kept})
 
 
 # ------------------------------------------------------------------ farthing agent discover

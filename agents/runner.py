@@ -92,16 +92,15 @@ class AgentRun:
         start_urls: Sequence[str],
         progress: Callable[[str], None] | None = None,
         passed_over: Sequence[Skip] = (),
-        listed: Mapping[str, tuple[int, str]] | None = None,
+        listed: Mapping[str, int] | None = None,
     ) -> None:
         self.toolkit = toolkit
         # Listings a catalog offered that the run will not start from (a cheaper
         # seller of the same thing was chosen): reported as skipped, never fetched.
         self.passed_over = list(passed_over)
-        # A catalog's price and payee for each URL it chose (the cheapest
-        # seller): a 402 from that payee asking more is bait, never bought. A
-        # 402 naming another payee is not held to a listing someone else made
-        # (a squatter could otherwise bar a seller's own page); docs/discovery.md.
+        # A catalog's price for each URL it chose (the cheapest seller): a 402
+        # asking more is bait, never bought, whoever it names as payee (a seller
+        # could list its page under a second payee); docs/discovery.md.
         self.listed = dict(listed or {})
         self.brain = brain
         self.start_urls = list(dict.fromkeys(start_urls))
@@ -136,9 +135,8 @@ class AgentRun:
         self.progress(f"found {len(candidates)} candidate page(s); asking the brain about each")
         decisions = []
         for candidate in candidates:
-            amount, pay_to = self.listed.get(candidate.url, (None, ""))
-            payee = (candidate.check.pay_to or "").lower()
-            if amount is not None and payee == pay_to.lower() and candidate.price > amount:
+            amount = self.listed.get(candidate.url)
+            if amount is not None and candidate.price > amount:
                 reason = (
                     f"its 402 asks {asset.format(candidate.price)}, more than the"
                     f" {asset.format(amount)} its catalog listing offered"
