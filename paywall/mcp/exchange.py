@@ -25,7 +25,8 @@ binding here:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -60,6 +61,7 @@ _PAYWALL_OUTAGES: Final = frozenset(
     }
 )
 _TEXT_CHARS_MAX: Final = 2048
+_REASON: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ class Answer:
     def json(self) -> dict[str, Any]:
         try:
             decoded = json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # the content's own body may nest past the limit
             return {}
         return decoded if isinstance(decoded, dict) else {}
 
@@ -171,7 +173,13 @@ def error_result(
 
 def failure_result(answer: Answer) -> CallToolResult:
     """A non-2xx answer of the content itself (not of the paywall) as an error result."""
-    reason = str(answer.json().get("error") or f"http_{answer.status}")
+    error = answer.json().get("error")
+    if isinstance(error, Mapping):  # OpenAI's {"error": {"code", "type", "message"}}
+        error = error.get("code") or error.get("type")
+    # A short code, never a Python repr of an object or a page of text.
+    reason = (
+        error if isinstance(error, str) and _REASON.fullmatch(error) else f"http_{answer.status}"
+    )
     detail = answer.body[:_TEXT_CHARS_MAX].decode("utf-8", "replace")
     return error_result(reason, f"The server answered {answer.status}: {detail}")
 
