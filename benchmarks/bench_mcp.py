@@ -6,7 +6,7 @@ price in the same token, paid with ``exact``). Each server is its own process
 HTTP (stateless, JSON answers) under uvicorn on 127.0.0.1, settling before it
 answers:
 
-* ours: ``PaidTools`` (behind ``HostGuard``) with the in-process
+* ours: ``PaidTools.app()`` (behind ``HostGuard``) with the in-process
   ``LocalFacilitator`` and a SQLite payment store (nonce claims, records);
 * theirs: the x402 SDK's ``create_payment_wrapper`` over an
   ``x402ResourceServer`` with the SDK's own in-process ``x402Facilitator``
@@ -29,10 +29,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +82,7 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
         async def forecast(city: str) -> str:
             return forecast_text(city)
 
-        app = HostGuard(mcp.streamable_http_app(), hosts=["127.0.0.1"])
+        app = HostGuard(paid.app(), hosts=["127.0.0.1"])
     else:
         from x402 import x402Facilitator, x402ResourceServer
         from x402.mcp import create_payment_wrapper
@@ -116,7 +118,8 @@ def _serve(kind: str, rpc_url: str, token: str, merchant: str, workdir: str) -> 
 
         app = mcp.streamable_http_app()
     sock, url = servers.listen()
-    servers.serve(app, sock, url, lifespan=True)
+    # The SDK's server is FastMCP's own app, whose session manager runs in its lifespan.
+    servers.serve(app, sock, url, lifespan=kind != "ours")
 
 
 # ---------------------------------------------------------------- the client
@@ -186,14 +189,29 @@ class Side:
 
     kind: str
     url: str
+    pid: int
     scheme: PresignedExact
     client: Any = None
+    cpu_s: float = 0.0
     calls: int = 0
     elapsed_s: float = 0.0
     moved: int = 0
 
     def per_s(self) -> float:
         return self.calls / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def cpu_ms_per_call(self) -> float | None:
+        return round(1000 * self.cpu_s / self.calls, 1) if self.calls and self.cpu_s else None
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU seconds process ``pid`` has used (Linux's /proc; 0 elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def paying_client(scheme: PresignedExact, network: str) -> Any:
@@ -250,10 +268,11 @@ async def measure(stage: Any, sides: list[Side], args: argparse.Namespace) -> No
             share = args.calls // args.rounds + (round_ < args.calls % args.rounds)
             order = list(zip(sides, opened, strict=True))
             for side, its_sessions in order if round_ % 2 == 0 else order[::-1]:
-                before = stage.token.balance_of(stage.merchant)
+                before, cpu_before = stage.token.balance_of(stage.merchant), cpu_s(side.pid)
                 done, elapsed = await paid_calls(
                     side, its_sessions, share, args.seconds_max / args.rounds
                 )
+                side.cpu_s += cpu_s(side.pid) - cpu_before
                 side.moved += stage.token.balance_of(stage.merchant) - before
                 side.calls += done
                 side.elapsed_s += elapsed
@@ -283,26 +302,33 @@ def main() -> None:
 
     funds = 2 * args.calls * PRICE_ATOMIC
     with servers.anvil_stage("bench-mcp-", payer_funds=funds, channels=False) as stage:
-        processes = []
+        kinds = ("ours", "x402_sdk")
+
+        def start(kind: str) -> tuple[Any, dict[str, Any]]:
+            return servers.start_server(
+                __file__, "--serve", kind, stage.rpc_url, stage.asset.address, stage.merchant,
+                stage.workdir, log=Path(stage.workdir) / f"{kind}.log",
+            )  # fmt: skip
+
+        # Both start at once (each is a fresh interpreter importing for seconds).
+        with ThreadPoolExecutor(len(kinds)) as pool:
+            starting = [pool.submit(start, kind) for kind in kinds]
+        processes = [f.result()[0] for f in starting if f.exception() is None]
         try:
             sides = []
-            for kind in ("ours", "x402_sdk"):
-                process, ready = servers.start_server(
-                    __file__, "--serve", kind, stage.rpc_url, stage.asset.address,
-                    stage.merchant, stage.workdir, log=Path(stage.workdir) / f"{kind}.log",
-                )  # fmt: skip
-                processes.append(process)
+            for kind, future in zip(kinds, starting, strict=True):
+                ready = future.result()[1]
                 url = str(ready["url"])
                 offered = asyncio.run(offer_of(url))
                 payments = presigned(offered, stage.payer, args.calls)
-                sides.append(Side(kind, url, PresignedExact(offered, payments)))
+                sides.append(Side(kind, url, int(ready["pid"]), PresignedExact(offered, payments)))
             asyncio.run(measure(stage, sides, args))
         finally:
             for process in processes:
                 servers.stop_server(process)
     for side in sides:
         say(f"{side.kind}: {side.calls} paid calls, {side.per_s():.1f}/s, "
-            f"{side.moved} atomic units settled")  # fmt: skip
+            f"{side.moved} atomic units settled, server CPU {side.cpu_ms_per_call()} ms a call")  # fmt: skip
         if side.moved != side.calls * PRICE_ATOMIC:
             raise SystemExit(f"{side.kind}: {side.calls} paid calls moved {side.moved} on chain")
     ours, theirs = sides
@@ -315,6 +341,8 @@ def main() -> None:
         "x402_sdk_calls": theirs.calls,
         "ours_settled_atomic": ours.moved,
         "x402_sdk_settled_atomic": theirs.moved,
+        "ours_cpu_ms_per_call": ours.cpu_ms_per_call(),
+        "x402_sdk_cpu_ms_per_call": theirs.cpu_ms_per_call(),
         "price_atomic": PRICE_ATOMIC,
         "concurrency": args.concurrency,
         "rounds": args.rounds,
