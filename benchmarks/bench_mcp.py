@@ -19,9 +19,12 @@ ahead of time by the one payer (:class:`PresignedExact`), so the numbers
 measure the servers, not the client's signing. A paid call counts when its
 result is the tool's output with a successful settle response; each server's
 calls must move exactly ``calls × price`` to the merchant on chain, or the run
-fails. The last line is one JSON object.
+fails. Both servers run from the start and take turns, ``--rounds`` times,
+alternating which goes first, so a change in a shared machine's load falls
+on both; each server's CPU time over its paid calls is reported beside its
+rate. The last line is one JSON object.
 
-    python benchmarks/bench_mcp.py [--calls 60] [--concurrency 4] [--seconds-max 40]
+    python benchmarks/bench_mcp.py [--calls 120] [--concurrency 8] [--rounds 3] [--seconds-max 45]
 """
 
 from __future__ import annotations
@@ -332,6 +335,8 @@ def main() -> None:
         if side.moved != side.calls * PRICE_ATOMIC:
             raise SystemExit(f"{side.kind}: {side.calls} paid calls moved {side.moved} on chain")
     ours, theirs = sides
+    if not (ours.calls and theirs.calls):
+        raise SystemExit("a server made no paid call within --seconds-max: no rate to compare")
     report = {
         "bench": "mcp",
         "ours_per_s": round(ours.per_s(), 1),
