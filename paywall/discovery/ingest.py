@@ -31,6 +31,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio.to_thread
+import idna
 
 from farthing.paywall.discovery.catalog import Catalog, Offer
 from farthing.paywall.discovery.metadata import clean_service_metadata
@@ -62,8 +63,18 @@ def _url(raw: object, checked: Checked) -> str | Refused:
         return Refused("invalid_resource_url", "resource.url does not parse")
     if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc:
         return Refused("invalid_resource_url", "resource.url must be http(s) without userinfo")
+    netloc = parts.netloc.lower()
+    if not host.isascii():
+        # Shown as its IDNA (punycode) form: a look-alike host ("раypal" in
+        # Cyrillic) reads as what it is, a full-width one as its ASCII self.
+        try:
+            ascii_host = idna.encode(host, uts46=True).decode("ascii")
+            port = parts.port
+        except (UnicodeError, idna.IDNAError, ValueError):
+            return Refused("invalid_resource_url", "resource.url has a host that is not a name")
+        netloc = ascii_host if port is None else f"{ascii_host}:{port}"
     path = checked.route_template or parts.path or "/"
-    return urlunsplit((parts.scheme, parts.netloc.lower(), path, "", ""))
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
 def _text(value: object, chars_max: int) -> str | None:

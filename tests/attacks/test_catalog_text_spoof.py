@@ -8,7 +8,8 @@ zero-width characters; ``agent discover`` strips them, other catalog readers
 treats them as the control characters they are: replaced in text, refused
 in URLs and short fields. Ordinary non-ASCII text is kept. Real payments
 settle on the memory chain through the facilitator's HTTP app with its
-SQLite catalog.
+SQLite catalog. A look-alike host (Cyrillic letters, full-width forms) is
+listed in its IDNA form, so it reads as what it is.
 """
 
 from __future__ import annotations
@@ -51,3 +52,19 @@ def test_a_url_with_them_is_not_cataloged(market: Market, catalog: Catalog, char
 def test_ordinary_non_ascii_text_is_kept(market: Market, catalog: Catalog) -> None:
     (item,) = _listed(market, catalog, resource={"description": "Météo à Paris, 天气"})
     assert item["description"] == "Météo à Paris, 天气"
+
+
+@pytest.mark.parametrize(
+    ("url", "listed"),
+    [
+        ("https://\u0440\u0430ypal.example/w", "https://xn--ypal-43d9g.example/w"),
+        ("https://\uff57\uff45\uff41\uff54\uff48\uff45\uff52.example:8443/w", "https://weather.example:8443/w"),
+        ("https://WEATHER.example/w", "https://weather.example/w"),
+    ],
+)  # fmt: skip
+def test_a_look_alike_host_is_listed_as_what_it_is(
+    market: Market, catalog: Catalog, url: str, listed: str
+) -> None:
+    # Found with the rest: a Cyrillic "раypal" host was listed as it came.
+    (item,) = _listed(market, catalog, url=url)
+    assert item["resource"] == listed
