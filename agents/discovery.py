@@ -18,16 +18,13 @@ agent's own token; the others are passed over with the reason.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import idna
 import typer
 
 from farthing.agents.admin_cli import (
@@ -160,37 +157,6 @@ def _url(value: object) -> str | None:
     return value
 
 
-def _not_global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    return not address.is_global or (mapped is not None and not mapped.is_global)
-
-
-def _is_local(host: str) -> bool:
-    """Whether ``host`` names this machine or a private network, in any spelling.
-
-    A loopback or private name, or an IP literal that is not global, however
-    it is written: percent-encoded, full-width, IPv4-mapped, or the decimal,
-    hex and octal forms a resolver accepts (``2130706433``, ``0x7f.1``). A
-    host that cannot be read counts as local. A public name that resolves to
-    a private address is not caught here (that needs the resolver).
-    """
-    text = host.strip("[]").lower().rstrip(".")
-    try:
-        return _not_global(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    try:
-        name = idna.encode(unquote(text, errors="strict"), uts46=True).decode("ascii").rstrip(".")
-    except (UnicodeError, idna.IDNAError, ValueError):
-        return True
-    if not name or name in _LOCAL_NAMES or name.endswith(_LOCAL_SUFFIXES):
-        return True
-    try:
-        return _not_global(ipaddress.IPv4Address(socket.inet_aton(name)))
-    except OSError:
-        return False
-
-
 def _listing(item: object) -> Listing | None:
     """One catalog item as a :class:`Listing`, or None when any part of it is not well formed."""
     if not isinstance(item, Mapping):
@@ -299,11 +265,14 @@ async def _search(
     # A catalog anyone can list in must not steer the agent into its own
     # network (a GET to 169.254.169.254 or an admin page on 127.0.0.1, read
     # into the model's context); a catalog on this machine or network may.
-    local_ok = _is_local(urlsplit(facilitator_url).hostname or "")
+    from farthing.paywall.discovery.metadata import local_host
+
+    local_ok = local_host(urlsplit(facilitator_url).hostname or "")
     return [
         listing
         for listing in found
-        if listing is not None and (local_ok or not _is_local(urlsplit(listing.url).hostname or ""))
+        if listing is not None
+        and (local_ok or not local_host(urlsplit(listing.url).hostname or ""))
     ]
 
 

@@ -153,8 +153,12 @@ class Catalog:
         *,
         entries_max: int = ENTRIES_MAX,
         entries_per_payee_max: int = ENTRIES_PER_PAYEE_MAX,
+        local_resources: bool = True,
     ) -> None:
         database = open_paywall_database(url, busy_timeout_s=_BUSY_TIMEOUT_S)
+        # False for a facilitator strangers reach: a resource at a loopback or
+        # private host is not listed (no reader is steered into its own network).
+        self.local_resources = local_resources
         self.engine = database.engine
         self.display_url = database.display_url
         self.entries_max = entries_max
@@ -163,8 +167,8 @@ class Catalog:
             create_tables(self.engine, METADATA)
 
     @classmethod
-    def sqlite(cls, path: Path, **limits: int) -> Catalog:
-        return cls(f"sqlite:///{path}", **limits)
+    def sqlite(cls, path: Path, *, local_resources: bool = True, **limits: int) -> Catalog:
+        return cls(f"sqlite:///{path}", local_resources=local_resources, **limits)
 
     def dispose(self) -> None:
         self.engine.dispose()

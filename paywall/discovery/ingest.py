@@ -34,7 +34,7 @@ import anyio.to_thread
 import idna
 
 from farthing.paywall.discovery.catalog import Catalog, Offer
-from farthing.paywall.discovery.metadata import clean_service_metadata
+from farthing.paywall.discovery.metadata import clean_service_metadata, local_host
 from farthing.paywall.discovery.validation import Checked, Refused, check_declaration
 
 __all__ = ["URL_CHARS_MAX", "catalog_payment", "declares", "offer_from"]
@@ -53,7 +53,7 @@ _DIGITS: Final = re.compile(r"[0-9]{1,78}")
 logger = logging.getLogger(__name__)
 
 
-def _url(raw: object, checked: Checked) -> str | Refused:
+def _url(raw: object, checked: Checked, local_resources: bool) -> str | Refused:
     if not isinstance(raw, str) or not 0 < len(raw) <= URL_CHARS_MAX or _CONTROL.search(raw):
         return Refused("invalid_resource_url", "resource.url must be a short absolute URL")
     try:
@@ -63,6 +63,8 @@ def _url(raw: object, checked: Checked) -> str | Refused:
         return Refused("invalid_resource_url", "resource.url does not parse")
     if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc:
         return Refused("invalid_resource_url", "resource.url must be http(s) without userinfo")
+    if not local_resources and local_host(host):
+        return Refused("private_resource_url", "resource.url is on a loopback or private host")
     netloc = parts.netloc.lower()
     if not host.isascii():
         # Shown as its IDNA (punycode) form: a look-alike host ("раypal" in
@@ -89,8 +91,11 @@ def _short(value: object) -> str | None:
     return None if _CONTROL.search(value) else value
 
 
-def offer_from(body: Mapping[str, Any]) -> Offer | Refused | None:
-    """The catalog entry a verify or settle body declares; None when it declares nothing."""
+def offer_from(body: Mapping[str, Any], *, local_resources: bool = True) -> Offer | Refused | None:
+    """The catalog entry a verify or settle body declares; None when it declares nothing.
+
+    Without ``local_resources`` a resource at a loopback or private host is refused.
+    """
     payload = body.get("paymentPayload")
     requirements = body.get("paymentRequirements")
     if not isinstance(payload, Mapping) or not isinstance(requirements, Mapping):
@@ -104,7 +109,7 @@ def offer_from(body: Mapping[str, Any]) -> Offer | Refused | None:
     resource = payload.get("resource")
     if not isinstance(resource, Mapping):
         return Refused("invalid_resource", "the payment names no resource")
-    url = _url(resource.get("url"), checked)
+    url = _url(resource.get("url"), checked, local_resources)
     if isinstance(url, Refused):
         return url
     amount = requirements.get("amount")
@@ -148,7 +153,7 @@ def declares(body: Mapping[str, Any]) -> bool:
 
 
 def _catalog_now(catalog: Catalog, body: Mapping[str, Any]) -> str:
-    offer = offer_from(body)
+    offer = offer_from(body, local_resources=catalog.local_resources)
     if offer is None:
         return "none"
     if isinstance(offer, Refused):

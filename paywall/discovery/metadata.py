@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -39,6 +40,7 @@ __all__ = [
     "clean_service_metadata",
     "clean_service_name",
     "clean_tags",
+    "local_host",
 ]
 
 SERVICE_NAME_CHARS_MAX: Final = 32
@@ -154,3 +156,40 @@ def check_service_metadata(
             f"{where}: icon_url must be an http(s) URL on a public host name (no IP, no localhost)"
         )
     return None
+
+
+_LOCAL_HOST_NAMES: Final = frozenset(
+    {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+)
+_LOCAL_SUFFIXES: Final = (".localhost", ".local", ".internal", ".home.arpa", ".lan")
+
+
+def _not_global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    return not address.is_global or (mapped is not None and not mapped.is_global)
+
+
+def local_host(host: str) -> bool:
+    """Whether ``host`` names this machine or a private network, in any spelling.
+
+    A loopback or private name, or an IP literal that is not global, however
+    it is written: percent-encoded, full-width, IPv4-mapped, or the decimal,
+    hex and octal forms a resolver accepts (``2130706433``, ``0x7f.1``). A
+    host that cannot be read counts as local. A public name that resolves to
+    a private address is not caught here (that needs the resolver).
+    """
+    text = host.strip("[]").lower().rstrip(".")
+    try:
+        return _not_global(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        name = idna.encode(unquote(text, errors="strict"), uts46=True).decode("ascii").rstrip(".")
+    except (UnicodeError, idna.IDNAError, ValueError):
+        return True
+    if not name or name in _LOCAL_HOST_NAMES or name.endswith(_LOCAL_SUFFIXES):
+        return True
+    try:
+        return _not_global(ipaddress.IPv4Address(socket.inet_aton(name)))
+    except OSError:
+        return False

@@ -261,7 +261,9 @@ def serve(
         auth_capture_operator=operator,
         auth_capture_refund_receivers=refund_receivers,
     )
-    catalog = _catalog(database_url, data_dir) if catalog_on else None
+    # Only a facilitator on this machine alone may list resources on local hosts.
+    local = _loopback(host) and hosts <= LOOPBACK_NAMES
+    catalog = _catalog(database_url, data_dir, local) if catalog_on else None
     api = facilitator_app(
         facilitator, token=token.get_secret_value() if token else None, catalog=catalog
     )
@@ -288,7 +290,7 @@ def serve(
     serve_app(asgi, sock)
 
 
-def _catalog(database_url: str | None, data_dir: Path | None) -> Catalog:
+def _catalog(database_url: str | None, data_dir: Path | None, local: bool) -> Catalog:
     """The discovery catalog in the facilitator's database, else a SQLite file in the data dir."""
     from farthing.errors import FarthingError
     from farthing.paywall.discovery.catalog import Catalog
@@ -300,7 +302,7 @@ def _catalog(database_url: str | None, data_dir: Path | None) -> Catalog:
         )
         database_url = f"sqlite:///{folder / 'facilitator.sqlite'}"
     try:
-        return Catalog(database_url)
+        return Catalog(database_url, local_resources=local)
     except FarthingError as exc:
         fail(f"cannot open the discovery catalog: {exc}")
 

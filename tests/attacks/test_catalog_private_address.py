@@ -10,11 +10,18 @@ octal, IPv4-mapped, full-width, percent-encoded). A catalog on 127.0.0.1 (a
 dev setup) may still list local sites. Here a Fake of a third-party catalog
 (a seam we do not own) over ``httpx.ASGITransport``, read by the real
 :func:`farthing.agents.discovery.discover`.
+
+The facilitator's side too, for readers that are not Farthing's: ``farthing
+facilitator serve`` reachable beyond this machine (a non-loopback bind, a
+public URL or another allowed host) no longer catalogs a resource at such a
+host; the payment settles all the same. Real payments settle on the memory
+chain through the facilitator's HTTP app with its SQLite catalog.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +32,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from farthing.agents.discovery import Found, discover
+from farthing.paywall.discovery import Catalog
+from tests.paywall.discovery.conftest import Market, call, facilitator_for, market
+
+__all__ = ["market"]
 
 OFFER = {"scheme": "exact", "network": "eip155:1", "asset": "0xA", "payTo": "0xB", "amount": "1"}
 
@@ -86,3 +97,24 @@ def test_a_catalog_on_this_machine_may_list_local_sites() -> None:
     urls = ["http://127.0.0.1:8080/posts/a", "http://localhost:9000/b"]
     found = _discover("http://127.0.0.1:8402", urls)
     assert [x.url for x in found.listings] == urls
+
+
+@pytest.mark.parametrize("url", PRIVATE[:8] + PRIVATE[12:16])
+def test_a_public_facilitator_never_lists_a_private_resource(
+    market: Market, tmp_path: Path, url: str
+) -> None:
+    catalog = Catalog.sqlite(tmp_path / "facilitator.sqlite", local_resources=False)
+    app = facilitator_for(market, catalog)
+    answer = call(app, "POST", "/settle", json=market.body(url=url))
+    assert answer.status_code == 200 and answer.json()["success"] is True
+    assert call(app, "GET", "/discovery/resources").json()["items"] == []
+    catalog.dispose()
+
+
+def test_a_local_facilitator_lists_local_sites(market: Market, tmp_path: Path) -> None:
+    catalog = Catalog.sqlite(tmp_path / "facilitator.sqlite")
+    app = facilitator_for(market, catalog)
+    call(app, "POST", "/settle", json=market.body(url="http://127.0.0.1:8080/posts/a"))
+    (item,) = call(app, "GET", "/discovery/resources").json()["items"]
+    assert item["resource"] == "http://127.0.0.1:8080/posts/a"
+    catalog.dispose()
