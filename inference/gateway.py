@@ -99,7 +99,7 @@ _CHAT_TOOL_SCHEMA: Final = {
         "max_tokens": {"type": "integer", "minimum": 1},
         "temperature": {"type": "number", "minimum": 0},
     },
-    "required": ["messages"],
+    "required": ["model", "messages"],
     "additionalProperties": False,
 }
 QUOTE_HEADER: Final = "x-farthing-quote"
