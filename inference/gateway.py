@@ -63,6 +63,7 @@ from farthing.inference.pricing import call_price_atomic
 from farthing.inference.quoting import CallQuote, ChatPricer, Refusal
 from farthing.inference.settings import InferenceSettings
 from farthing.inference.upstream import Upstream
+from farthing.web import read_body
 
 if TYPE_CHECKING:
     from farthing.paywall.edge.routes import PriceRequest
@@ -311,9 +312,12 @@ class Gateway:
                 return
 
     async def _quoted(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive, self.settings.request_body_bytes_max)
-        if body is None:
-            await _send(send, Refusal(413, "request_too_large", "the request body is too large"))
+        body = await read_body(receive, bytes_max=self.settings.request_body_bytes_max)
+        if isinstance(body, str):  # refused; after a disconnect nobody is left to answer
+            if body == "too_large":
+                await _send(
+                    send, Refusal(413, "request_too_large", "the request body is too large")
+                )
             return
         try:
             quoted = await self.pricer.quote(body)
@@ -402,9 +406,11 @@ class Gateway:
         return JSONResponse(payload, headers={"cache-control": "no-store"})
 
     async def _price_call(self, request: Request) -> Response:
-        body = await _read_body(request.receive, self.settings.request_body_bytes_max)
-        if body is None:
+        body = await read_body(request.receive, bytes_max=self.settings.request_body_bytes_max)
+        if body == "too_large":
             return _json(Refusal(413, "request_too_large", "the request body is too large"))
+        if isinstance(body, str):  # the client left; the answer reaches nobody
+            return _json(Refusal(400, "incomplete_body", "the client left before its body ended"))
         try:
             quoted = await self.pricer.quote(body)
         except InferenceUpstreamError as exc:
@@ -440,20 +446,6 @@ class Gateway:
                 {"status": "degraded", "upstream": f"HTTP {answer.status}"}, status_code=503
             )
         return JSONResponse({"status": "ok", "upstream": "ok"})
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None past ``limit`` bytes (read no further)."""
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return bytes(body)
-        body += message.get("body", b"")
-        if len(body) > limit:
-            return None
-        if not message.get("more_body"):
-            return bytes(body)
 
 
 async def _send(send: Send, refusal: Refusal) -> None:

@@ -25,7 +25,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from farthing.paywall.edge.asgi import Send, header, send_json
 from farthing.paywall.edge.middleware import PaywallMiddleware
 from farthing.paywall.mcp.fetch import site_server
-from farthing.web import JsonBodyError, loads_bounded
+from farthing.web import JsonBodyError, loads_bounded, read_body
 
 __all__ = ["MCP_BODY_BYTES_MAX_DEFAULT", "MCP_PATH", "McpMount", "site_mount"]
 
@@ -73,17 +73,11 @@ class McpMount:
         if declared is not None and (not declared.isdigit() or int(declared) > self.body_bytes_max):
             await _too_large(send, self.body_bytes_max)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.body_bytes_max:
+        body = await read_body(receive, bytes_max=self.body_bytes_max)
+        if isinstance(body, str):  # refused; after a disconnect nobody is left to answer
+            if body == "too_large":
                 await _too_large(send, self.body_bytes_max)
-                return
-            if not message.get("more_body", False):
-                break
+            return
         try:
             loads_bounded(bytes(body), depth_max=self.depth_max, bytes_max=self.body_bytes_max)
         except JsonBodyError as refused:

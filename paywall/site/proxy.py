@@ -25,6 +25,7 @@ import httpx
 from farthing.paywall.edge.paths import encode_path
 from farthing.paywall.edge.websocket import refuse_websocket
 from farthing.paywall.errors import PaywallConfigError
+from farthing.web import read_body
 
 __all__ = ["HOP_BY_HOP", "ReverseProxy"]
 
@@ -74,17 +75,11 @@ class ReverseProxy:
             # WebSockets are not proxied: refused (403), never left unanswered (a 500).
             await refuse_websocket(receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.request_body_bytes_max:
+        body = await read_body(receive, bytes_max=self.request_body_bytes_max)
+        if isinstance(body, str):  # refused; after a disconnect nobody is left to answer
+            if body == "too_large":
                 await _plain(send, 413, b'{"error":"request_too_large"}')
-                return
-            if not message.get("more_body"):
-                break
+            return
         query = scope.get("query_string", b"").decode("latin-1")
         url = self.upstream + _forwarded_path(scope) + (f"?{query}" if query else "")
         headers = [
