@@ -264,20 +264,12 @@ def background_claimer(options: ChannelOptions, facilitator: object, books: obje
     """
     from farthing.paywall.records.books import ChannelRevenueBook
     from farthing.paywall.schemes.batch_settlement.books import ChannelBookkeeper
-    from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer
+    from farthing.paywall.schemes.batch_settlement.server import claimer_of
 
     bookkeeper = (
         ChannelBookkeeper(books, options.store) if isinstance(books, ChannelRevenueBook) else None
     )
-    return ChannelClaimer(
-        options.store,
-        facilitator,
-        options.receiver_authorizer,
-        interval_s=options.claim_interval_s,
-        claim_every_s=options.claim_every_s,
-        threshold=options.claim_threshold,
-        bookkeeper=bookkeeper,
-    )
+    return claimer_of(options, facilitator, bookkeeper)
 
 
 class BackgroundClaims:

@@ -113,6 +113,7 @@ __all__ = [
     "ChannelOptions",
     "ChannelPaywall",
     "ChannelReply",
+    "claimer_of",
     "parse_charge",
 ]
 
@@ -201,6 +202,21 @@ Buffered = Any  # the middleware's buffered answer: .status, .headers, .body, .c
 RunHandler = Callable[[], Awaitable[Buffered]]
 
 
+def claimer_of(
+    options: ChannelOptions, facilitator: object, bookkeeper: ChannelBookkeeper | None
+) -> ChannelClaimer:
+    """The claimer ``options`` ask for: when to claim, and who books the claims."""
+    return ChannelClaimer(
+        options.store,
+        facilitator,
+        options.receiver_authorizer,
+        interval_s=options.claim_interval_s,
+        claim_every_s=options.claim_every_s,
+        threshold=options.claim_threshold,
+        bookkeeper=bookkeeper,
+    )
+
+
 class ChannelPaywall:
     """The batch-settlement side of one :class:`PaywallMiddleware`."""
 
@@ -222,15 +238,7 @@ class ChannelPaywall:
         self.bookkeeper = None if books is None else ChannelBookkeeper(books, options.store)
         address = options.receiver_authorizer.address
         self.offers = ChannelOffers(address, options.withdraw_delay_s, options.min_deposit)
-        self.claimer = ChannelClaimer(
-            options.store,
-            facilitator,
-            options.receiver_authorizer,
-            interval_s=options.claim_interval_s,
-            claim_every_s=options.claim_every_s,
-            threshold=options.claim_threshold,
-            bookkeeper=self.bookkeeper,
-        )
+        self.claimer = claimer_of(options, facilitator, self.bookkeeper)
 
     def offer(
         self,
