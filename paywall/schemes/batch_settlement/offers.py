@@ -4,8 +4,8 @@ Both depend only on the route's own terms (token, payee, the server's
 receiver authorizer and withdraw delay), never on the request, so
 :class:`ChannelOffers` builds each once and hands out copies: the paywall
 prices every request, and rebuilding the ``extra`` and the checksummed
-terms each time cost a voucher more than its row's read. A corrective 402's
-offer, which carries a channel's state, is built each time.
+terms each time cost a voucher more than its row's read. (A corrective 402's
+channel and voucher state is added to the refusal by the server, not here.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
-from farthing.paywall.schemes.batch_settlement.state import ChannelRecord, ChannelTerms
+from farthing.paywall.schemes.batch_settlement.state import ChannelTerms
 from farthing.paywall.schemes.batch_settlement.types import ChannelRequirements
 
 __all__ = ["ChannelOffers"]
@@ -44,18 +44,14 @@ class ChannelOffers:
         max_timeout_seconds: int,
         name: str,
         version: str,
-        record: ChannelRecord | None = None,
     ) -> ChannelRequirements:
-        """The ``accepts`` entry; with ``record``, the corrective 402's channel and voucher state."""
-        if record is not None:
-            wire = self._extra(name, version, record).to_wire()
-        else:
-            kept = self._extras.get((name, version))
-            if kept is None:
-                kept = self._extra(name, version, None).to_wire()
-                if len(self._extras) < _KEPT_MAX:
-                    self._extras[(name, version)] = kept
-            wire = dict(kept)  # the caller's own: it may change it
+        """The route's ``accepts`` entry."""
+        kept = self._extras.get((name, version))
+        if kept is None:
+            kept = self._extra(name, version).to_wire()
+            if len(self._extras) < _KEPT_MAX:
+                self._extras[(name, version)] = kept
+        wire = dict(kept)  # the caller's own: it may change it
         return ChannelRequirements(network, asset, amount, pay_to, max_timeout_seconds, wire)
 
     def terms(self, offer: ChannelRequirements) -> ChannelTerms:
@@ -73,13 +69,11 @@ class ChannelOffers:
                 self._terms[key] = terms
         return terms
 
-    def _extra(self, name: str, version: str, record: ChannelRecord | None) -> BatchExtra:
+    def _extra(self, name: str, version: str) -> BatchExtra:
         return BatchExtra(
             receiver_authorizer=self.receiver_authorizer,
             withdraw_delay_s=self.withdraw_delay_s,
             name=name,
             version=version,
             min_deposit=self.min_deposit,
-            channel_state=record.channel_state() if record is not None else None,
-            voucher_state=record.voucher_state() if record is not None else None,
         )

@@ -250,12 +250,11 @@ class ChannelPaywall:
         max_timeout_seconds: int,
         name: str,
         version: str,
-        record: ChannelRecord | None = None,
     ) -> ChannelRequirements:
-        """The ``accepts`` entry; with ``record``, the corrective 402's channel and voucher state."""
+        """The route's ``accepts`` entry (a corrective 402's state is added by ``_refusal``)."""
         return self.offers.offer(network=network, asset=asset, amount=amount, pay_to=pay_to,
                                  max_timeout_seconds=max_timeout_seconds, name=name,
-                                 version=version, record=record)  # fmt: skip
+                                 version=version)  # fmt: skip
 
     async def _thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: method(*args, **kwargs))
