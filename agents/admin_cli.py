@@ -51,6 +51,19 @@ PassFileOpt = Annotated[
     Path | None,
     typer.Option("--passphrase-file", help="File whose first line is the keystore passphrase."),
 ]
+# What the paying commands (fetch, call, run, ...) share: their data dir also holds the keys.
+PayerDataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Keys, dev-chain record and books (default ~/.farthing)."),
+]
+PayerAgentOpt = Annotated[
+    str | None, typer.Option("--agent-id", help="Whose budget and policy (default: agent).")
+]
+MaxPriceOpt = Annotated[str, typer.Option("--max-price", help="The most to pay, e.g. 0.02 (USDC).")]
+TaskIdOpt = Annotated[str | None, typer.Option("--task-id", help="Charge it to this task.")]
+BudgetOpt = Annotated[
+    str | None, typer.Option("--budget", help="The task's budget, if the task is new.")
+]
 _NONE = "none"
 
 

@@ -25,18 +25,22 @@ import asyncio
 import re
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 # The options both command modules take are defined once, in admin_cli.
 from farthing.agents.admin_cli import (
+    BudgetOpt,
     DatabaseOpt,
     JsonOpt,
+    MaxPriceOpt,
     NetworkOpt,
     PassFileOpt,
+    PayerAgentOpt,
+    PayerDataDirOpt,
     RpcOpt,
+    TaskIdOpt,
     TokenOpt,
     WalletOpt,
     approvals_app,
@@ -66,13 +70,6 @@ app.add_typer(channels_app, name="channels")
 app.command("call")(mcp_call)
 app.command("discover")(discover_command)
 
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Keys, dev-chain record and books (default ~/.farthing)."),
-]
-AgentOpt = Annotated[
-    str | None, typer.Option("--agent-id", help="Whose budget and policy (default: agent).")
-]
 
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')]+")
 
@@ -128,8 +125,8 @@ def run(
             "--facilitator", envvar="FARTHING_FACILITATOR_URL", help="The catalog for --discover."
         ),
     ] = "http://127.0.0.1:8402",
-    data_dir: DataDirOpt = None,
-    agent_id: AgentOpt = None,
+    data_dir: PayerDataDirOpt = None,
+    agent_id: PayerAgentOpt = None,
     wallet: WalletOpt = None,
     passphrase_file: PassFileOpt = None,
     network: NetworkOpt = None,
@@ -233,20 +230,14 @@ def run(
 @app.command()
 def fetch(
     url: Annotated[str, typer.Argument(help="The URL to fetch, paying if it asks.")],
-    max_price: Annotated[
-        str, typer.Option("--max-price", help="The most to pay, e.g. 0.02 (USDC).")
-    ] = "0",
+    max_price: MaxPriceOpt = "0",
     purpose: Annotated[
         str, typer.Option("--purpose", help="Why, recorded with the payment.")
     ] = "fetched from the command line",
-    task_id: Annotated[
-        str | None, typer.Option("--task-id", help="Charge it to this task.")
-    ] = None,
-    budget: Annotated[
-        str | None, typer.Option("--budget", help="The task's budget, if the task is new.")
-    ] = None,
-    data_dir: DataDirOpt = None,
-    agent_id: AgentOpt = None,
+    task_id: TaskIdOpt = None,
+    budget: BudgetOpt = None,
+    data_dir: PayerDataDirOpt = None,
+    agent_id: PayerAgentOpt = None,
     wallet: WalletOpt = None,
     passphrase_file: PassFileOpt = None,
     network: NetworkOpt = None,
@@ -309,8 +300,8 @@ def fetch(
 @app.command()
 def price(
     url: Annotated[str, typer.Argument(help="The URL to price; nothing is paid.")],
-    data_dir: DataDirOpt = None,
-    agent_id: AgentOpt = None,
+    data_dir: PayerDataDirOpt = None,
+    agent_id: PayerAgentOpt = None,
     wallet: WalletOpt = None,
     network: NetworkOpt = None,
     rpc_url: RpcOpt = None,
@@ -380,8 +371,8 @@ def status(
     task_id: Annotated[
         str | None, typer.Option("--task-id", help="Also show this task's budget.")
     ] = None,
-    data_dir: DataDirOpt = None,
-    agent_id: AgentOpt = None,
+    data_dir: PayerDataDirOpt = None,
+    agent_id: PayerAgentOpt = None,
     wallet: WalletOpt = None,
     passphrase_file: PassFileOpt = None,
     network: NetworkOpt = None,
@@ -445,8 +436,8 @@ def status(
 
 @app.command()
 def resolve(
-    data_dir: DataDirOpt = None,
-    agent_id: AgentOpt = None,
+    data_dir: PayerDataDirOpt = None,
+    agent_id: PayerAgentOpt = None,
     wallet: WalletOpt = None,
     passphrase_file: PassFileOpt = None,
     network: NetworkOpt = None,

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
 from farthing.agents.admin_cli import (
-    AgentOpt,
+    BudgetOpt,
     DatabaseOpt,
     JsonOpt,
+    MaxPriceOpt,
     NetworkOpt,
     PassFileOpt,
+    PayerAgentOpt,
+    PayerDataDirOpt,
     RpcOpt,
+    TaskIdOpt,
     TokenOpt,
     WalletOpt,
     open_from_options,
@@ -41,11 +44,6 @@ __all__ = ["call"]
 
 _ARGS_CHARS_MAX: Final = 16 * 1024
 _TEXT_CHARS_MAX: Final = 20_000
-
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Keys, dev-chain record and books (default ~/.farthing)."),
-]
 
 
 def _arguments(text: str) -> dict[str, Any]:
@@ -70,20 +68,14 @@ def call(
     args: Annotated[
         str, typer.Option("--args", help="The tool's arguments as a JSON object.")
     ] = "{}",
-    max_price: Annotated[
-        str, typer.Option("--max-price", help="The most to pay, e.g. 0.02 (USDC).")
-    ] = "0",
+    max_price: MaxPriceOpt = "0",
     purpose: Annotated[
         str, typer.Option("--purpose", help="Why, recorded with the payment.")
     ] = "called from the command line",
-    task_id: Annotated[
-        str | None, typer.Option("--task-id", help="Charge it to this task.")
-    ] = None,
-    budget: Annotated[
-        str | None, typer.Option("--budget", help="The task's budget, if the task is new.")
-    ] = None,
-    data_dir: DataDirOpt = None,
-    agent_id: AgentOpt = None,
+    task_id: TaskIdOpt = None,
+    budget: BudgetOpt = None,
+    data_dir: PayerDataDirOpt = None,
+    agent_id: PayerAgentOpt = None,
     wallet: WalletOpt = None,
     passphrase_file: PassFileOpt = None,
     network: NetworkOpt = None,
