@@ -21,17 +21,17 @@ import asyncio
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import typer
 
 from farthing.agents.admin_cli import (
-    AgentOpt,
     DatabaseOpt,
     JsonOpt,
     NetworkOpt,
+    PayerAgentOpt,
+    PayerDataDirOpt,
     RpcOpt,
     TokenOpt,
     WalletOpt,
@@ -377,11 +377,8 @@ def discover_command(
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=LIMIT_MAX, help="At most this many.")
     ] = 20,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option("--data-dir", help="Keys, dev-chain record and books (default ~/.farthing)."),
-    ] = None,
-    agent_id: AgentOpt = None,
+    data_dir: PayerDataDirOpt = None,
+    agent_id: PayerAgentOpt = None,
     wallet: WalletOpt = None,
     network: NetworkOpt = None,
     rpc_url: RpcOpt = None,
