@@ -128,10 +128,15 @@ def run_farthing(
     args: list[str], *, env: dict[str, str], stdin: str | None = None, timeout_s: float = 120
 ) -> CliResult:
     """Run ``python -m farthing ARGS`` as a real process (forked from ``tests.zygote``)."""
-    code, out, err = zygote.run(
-        [sys.executable, "-m", "farthing", *args], env=env, stdin=stdin, timeout_s=timeout_s
+    done = zygote.run_process(
+        [sys.executable, "-m", "farthing", *args],
+        input=stdin or "",  # a closed stdin when there is nothing to type: no prompt waits
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
     )
-    return CliResult(code, out, err)
+    return CliResult(done.returncode, done.stdout, done.stderr)
 
 
 def anvil_missing_reason() -> str | None:

@@ -43,7 +43,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Self
 
-__all__ = ["ForkedProcess", "fork_enabled", "run", "run_process", "spawn"]
+__all__ = ["ForkedProcess", "fork_enabled", "run_process", "spawn"]
 
 _REQUEST_BYTES_MAX = 4 << 20
 _START_TIMEOUT_S = 120.0
@@ -288,27 +288,6 @@ def _drain(stream: IO[Any], into: list[Any]) -> None:
     """Read a pipe to its end and close it, as ``Popen.communicate`` does."""
     with contextlib.suppress(ValueError, OSError), stream:
         into.append(stream.read())
-
-
-def run(
-    args: list[str], *, env: dict[str, str], stdin: str | None, timeout_s: float
-) -> tuple[int, str, str]:
-    """``subprocess.run(args, input=stdin, capture_output=True, text=True, ...)``."""
-    process = spawn(
-        args,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        out, err = process.communicate(stdin, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise
-    return int(process.returncode), out or "", err or ""
 
 
 def run_process(
