@@ -154,7 +154,6 @@ class ForkedProcess:
         self._status = b""
         self._readers: list[threading.Thread] = []
         self._output: dict[str, list[Any]] = {}
-        sent: list[int] = []  # the child's 0, 1, 2
         close_after: list[int] = []
 
         def child_end(spec: Any, default: int, *, reading: bool) -> tuple[int, int | None]:
@@ -180,7 +179,7 @@ class ForkedProcess:
             fd_err, mine_err = fd_out, None
         else:
             fd_err, mine_err = child_end(stderr, 2, reading=False)
-        sent = [fd_in, fd_out, fd_err]
+        sent = [fd_in, fd_out, fd_err]  # the child's 0, 1, 2
         if mine_in is not None:
             self.stdin = os.fdopen(mine_in, "w" + mode, bufsize)
         if mine_out is not None:
