@@ -26,7 +26,9 @@ ARTIFACT_NAMES: tuple[str, ...] = (
     "ERC3009PaymentCollector",
     "Multicall3",
     "OperatorRefundCollector",
+    "Permit2",
     "Stablecoin",
+    "X402UptoPermit2Proxy",
 )
 
 

@@ -234,8 +234,10 @@ def open_demo_chain(step: Any, chain_url: str | None) -> tuple[Chain, str]:
     if kind != "rpc":
         # The x402 batch-settlement contracts at their canonical addresses (docs/channels.md).
         from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
+        from farthing.paywall.schemes.upto.contract import place_upto_contracts
 
         place_channel_contracts(chain)
+        place_upto_contracts(chain)  # Permit2 and the x402 upto proxy (docs/paywall.md)
     return chain, kind
 
 

@@ -8,7 +8,9 @@ state still holds their code, and funds anvil's public dev accounts. It also
 places the x402 ``batch-settlement`` escrow and ERC-3009 deposit collector at
 their canonical addresses (:func:`farthing.paywall.schemes.batch_settlement.vouchers.place_channel_contracts`),
 and the x402 ``auth-capture`` escrow and its collectors at theirs
-(:func:`farthing.paywall.schemes.auth_capture.contract.place_auth_capture_contracts`).
+(:func:`farthing.paywall.schemes.auth_capture.contract.place_auth_capture_contracts`),
+and Permit2 with the x402 ``upto`` proxy at theirs
+(:func:`farthing.paywall.schemes.upto.contract.place_upto_contracts`).
 It writes the deployment record (``deployment.json`` beside the state file),
 which other commands read with
 :func:`farthing.wallet.deployment.load_dev_deployment`.
@@ -36,6 +38,7 @@ import farthing.wallet as wallet_package
 from farthing.invariant import invariant
 from farthing.paywall.schemes.auth_capture.contract import place_auth_capture_contracts
 from farthing.paywall.schemes.batch_settlement.vouchers import place_channel_contracts
+from farthing.paywall.schemes.upto.contract import place_upto_contracts
 from farthing.wallet.chain import DevAccount, RpcChain
 from farthing.wallet.deployment import (
     DEPLOYMENT_FILE,
@@ -311,6 +314,7 @@ def ensure_deployment(
     # Idempotent: a saved state keeps them; an older one gets them now.
     channels = place_channel_contracts(chain)
     place_auth_capture_contracts(chain)  # at the canonical addresses: nothing to record
+    place_upto_contracts(chain)  # Permit2 and the upto proxy, canonical too
     if record is not None and _reusable(chain, record, config):
         deployment = DevDeployment(
             chain.rpc_url or "",
