@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 from farthing.paywall.discovery.declaration import BAZAAR, SiteDiscovery
 from farthing.paywall.edge.asgi import (
@@ -37,7 +37,7 @@ from farthing.paywall.edge.receipts import Receipts
 from farthing.paywall.edge.routes import PriceRequest, ResolvedRoute
 from farthing.paywall.edge.sign_in import SIGN_IN_WITH_X, declare_sign_in
 from farthing.paywall.schemes.batch_settlement.server import ChannelPaywall
-from farthing.paywall.schemes.batch_settlement.types import ChannelRequirements
+from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
 from farthing.paywall.wire import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
@@ -57,6 +57,8 @@ __all__ = [
     "decode_text",
     "resource_url",
 ]
+
+_Payment = TypeVar("_Payment", PaymentPayload, ChannelPayment)
 
 # Set by a caller in this process that sells a route as an MCP tool (the site's
 # ``fetch``, farthing.paywall.mcp.fetch): no HTTP request can carry a scope key.
@@ -273,11 +275,12 @@ class Challenger:
             return priced.tool.bazaar
         return self.discovery.declaration(priced.route.route.path, priced.method)
 
-    def declared(self, priced: Priced, payload: PaymentPayload) -> PaymentPayload:
+    def declared(self, priced: Priced, payload: _Payment) -> _Payment:
         """``payload`` carrying this 402's resource and bazaar declaration to the facilitator.
 
         The seller's own words, never the buyer's echo: a facilitator with a
-        catalog (``farthing facilitator serve``) lists what it settles from them.
+        catalog (``farthing facilitator serve``) lists what it settles from them
+        (an ``exact`` payment, or a channel's deposit).
         """
         declared = self._declaration(priced)
         if declared is None:

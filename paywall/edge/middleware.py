@@ -281,7 +281,7 @@ class PaywallMiddleware:
                         challenger=self.challenger,
                         channels=self.channels,
                         priced=priced,
-                        payment=channel,
+                        payment=self.challenger.declared(priced, channel),
                         body_bytes_max=self.options.response_body_bytes_max,
                     ),
                 )

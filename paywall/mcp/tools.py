@@ -28,6 +28,18 @@ A computed price is a function of the tool's validated arguments returning
 what a route's price may be (``"0.01 USDC"``, atomic units, a ``Quote``).
 Channel claims are made with ``farthing paywall claim`` over the same
 payment database (a tool server runs no ASGI lifespan of the paywall's).
+
+Discovery: with ``PaywallOptions.discovery`` (its ``service`` metadata) and
+the public URL the server is reached at (``app(public_url=...)``, else
+``PaywallOptions.public_url``), each paid tool declares itself in its 402 as
+x402's bazaar spec declares a tool: ``extensions.bazaar`` of ``input.type``
+``mcp`` (the tool's name, its own input schema, an optional example) and
+``resource.url`` the server's MCP endpoint (``<public URL>/mcp``), which the
+seller also sends its facilitator, so ``farthing facilitator serve`` catalogs
+the tool keyed by that endpoint and the tool's name. The URL comes from
+configuration only, never from a request's Host: a caller cannot have the
+seller declare its tools at another address. Without a public URL nothing is
+declared.
 """
 
 from __future__ import annotations
@@ -38,13 +50,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.tools import Tool
 from mcp.types import CallToolResult, TextContent
 
+from farthing.paywall.discovery.declaration import declare_tool
 from farthing.paywall.edge.asgi import send_json
+from farthing.paywall.edge.challenge import TOOL_SCOPE_KEY, ToolDeclaration
 from farthing.paywall.edge.middleware import PaywallMiddleware, PaywallOptions
 from farthing.paywall.edge.pricing import Quote
 from farthing.paywall.edge.routes import PaidRoute, PriceRequest, RouteTable
@@ -64,6 +79,7 @@ TOOL_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 _CONTEXT_PARAM: Final = "x402_context"
 _RESOURCE_SCHEME: Final = "mcp"
 _RESOURCE_HOST: Final = "tool"
+MCP_PATH: Final = "/mcp"
 
 
 @dataclass(slots=True)
@@ -125,18 +141,35 @@ class PaidTools:
         if not isinstance(options, PaywallOptions):
             raise PaywallConfigError("options must be a PaywallOptions")
         self.server = server
+        self._public_url = _checked_public_url(options.public_url)
         # Tools are not articles and name no site: no receipts, no sign-in, mcp:// resources.
         self.options = replace(options, routes=(), receipts=None, public_url=None)
         self._routes: list[PaidRoute] = []
+        self._declared: dict[str, ToolDeclaration] = {}
+        self._pending: list[tuple[Tool, Mapping[str, Any] | None, Any]] = []
         self._paywall: PaywallMiddleware | None = None
 
-    def app(self, *, body_bytes_max: int = MCP_BODY_BYTES_MAX_DEFAULT) -> McpMount:
+    @property
+    def endpoint(self) -> str | None:
+        """The MCP endpoint the tools are declared at (``<public URL>/mcp``), if one is known."""
+        return None if self._public_url is None else self._public_url + MCP_PATH
+
+    def app(
+        self, *, body_bytes_max: int = MCP_BODY_BYTES_MAX_DEFAULT, public_url: str | None = None
+    ) -> McpMount:
         """The server as an ASGI app at ``/mcp`` (stateless, JSON answers), to put behind ``HostGuard``.
 
         Its body is bounded and parsed as UTF-8 JSON text before MCP sees it
         (``McpMount``): ``FastMCP.streamable_http_app()`` answers 500 to a body
         that is not UTF-8, nests 100,000 deep or holds a lone surrogate.
+        ``public_url`` is the origin (and base path) the app is reached at:
+        with ``PaywallOptions.discovery``, each tool declares ``<public_url>/mcp``.
         """
+        if public_url is not None:
+            if self._paywall is not None and _checked_public_url(public_url) != self._public_url:
+                raise PaywallConfigError("set the public URL before the first call")
+            self._public_url = _checked_public_url(public_url)
+            self._declare_pending()
         return McpMount(_no_route, self.server._mcp_server, body_bytes_max=body_bytes_max)
 
     def tool(
@@ -148,8 +181,14 @@ class PaidTools:
         schemes: tuple[str, ...] = ("exact",),
         pay_to: str | None = None,
         max_timeout_seconds: int | None = None,
+        example: Mapping[str, Any] | None = None,
+        output_example: Any = None,
     ) -> Callable[[F], F]:
-        """Register the decorated function as a tool that costs ``price`` a call."""
+        """Register the decorated function as a tool that costs ``price`` a call.
+
+        ``example`` (arguments) and ``output_example`` go into the tool's bazaar
+        declaration when the tools declare (see the module doc).
+        """
 
         def register(fn: F) -> F:
             if self._paywall is not None:
@@ -180,6 +219,9 @@ class PaidTools:
                 rounding=self.options.rounding,
             )
             self._routes.append(route)
+            if self.options.discovery is not None:
+                self._pending.append((tool, example, output_example))
+                self._declare_pending()  # checked now: a declaration a facilitator drops fails here
             self.server.add_tool(
                 self._entry(tool, fn),
                 name=tool.name,
@@ -191,11 +233,30 @@ class PaidTools:
 
         return register
 
+    def _declare_pending(self) -> None:
+        """Each registered tool's declaration, once the endpoint is known."""
+        endpoint = self.endpoint
+        for tool, example, output_example in self._pending:
+            declared = declare_tool(
+                tool.name,
+                tool.parameters,
+                description=tool.description or None,
+                example=example,
+                output_example=output_example,
+            )
+            if endpoint is not None:
+                self._declared[tool.name] = ToolDeclaration(endpoint, declared)
+        if endpoint is not None:
+            self._pending.clear()
+
     def paywall(self) -> PaywallMiddleware:
         """The one paywall every tool is sold through, built at the first call."""
         if self._paywall is None:
+            # Without the endpoint a tool has no URL a catalog could list: declare nothing.
+            discovery = self.options.discovery if self.endpoint is not None else None
             self._paywall = PaywallMiddleware(
-                _run_tool, options=replace(self.options, routes=tuple(self._routes))
+                _run_tool,
+                options=replace(self.options, routes=tuple(self._routes), discovery=discovery),
             )
         return self._paywall
 
@@ -207,6 +268,7 @@ class PaidTools:
             host=_RESOURCE_HOST,
             scheme=_RESOURCE_SCHEME,
             body_bytes_max=self.options.response_body_bytes_max,
+            scope_extra=_declaring(self._declared.get(tool.name)),
         )
         token = _CURRENT.set(call)
         try:
@@ -264,6 +326,35 @@ class PaidTools:
         entry.__name__ = tool.name
         entry.__doc__ = tool.description
         return entry
+
+
+def _declaring(declared: ToolDeclaration | None) -> dict[str, Any]:
+    """The scope key that has the paywall's 402 declare this tool (``TOOL_SCOPE_KEY``)."""
+    return {} if declared is None else {TOOL_SCOPE_KEY: declared}
+
+
+def _checked_public_url(url: str | None) -> str | None:
+    """An http(s) origin (and base path) without query, fragment or userinfo; None stays None."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        host = parts.hostname if parts is not None else None
+    except ValueError:
+        parts, host = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not host
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or any(ord(c) < 0x21 or ord(c) > 0x7E for c in url)
+    ):
+        raise PaywallConfigError(
+            f"a public URL must be http(s)://host[:port][/base] without query or userinfo: {url!r}"
+        )
+    return url.rstrip("/")
 
 
 def _route_price(price: ToolPrice | ToolPriceFunction) -> Any:

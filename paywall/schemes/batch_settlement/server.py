@@ -266,6 +266,7 @@ class ChannelPaywall:
         run: RunHandler,
         *,
         asset: ChannelAsset | None = None,
+        metered: Callable[..., Awaitable[ChannelReply]] | None = None,
     ) -> tuple[ChannelReply, Buffered | None]:
         """Take one channel payment; the reply, and the buffered answer when it is to be sent.
 
@@ -317,11 +318,14 @@ class ChannelPaywall:
             deposit_tx = settled.transaction
             crash_point("paywall.channel_after_deposit")
             await self._refresh(parsed.config, parsed.voucher.channel_id)
-        return await self._voucher(offer, parsed, terms, verified, checked, deposit_tx, run)
+        return await self._voucher(offer, parsed, terms, verified, checked, deposit_tx, run, metered)
 
     def _ours(self, payment: ChannelPayment, offer: ChannelRequirements) -> ChannelPayment:
-        """The payment as the facilitator should judge it: against our offer, not the client's."""
-        return ChannelPayment(offer, payment.payload, payment.resource_url)
+        """The payment as the facilitator should judge it: against our offer, not the client's.
+
+        It keeps what the seller declared (``declared``), so a facilitator with
+        a catalog lists a route sold through channels from its deposit."""
+        return ChannelPayment(offer, payment.payload, payment.resource_url, payment.declared)
 
     async def _refresh(self, config: Any, channel_id: bytes) -> ChannelRecord | None:
         escrow = self.store.escrow
@@ -370,6 +374,7 @@ class ChannelPaywall:
         checked: bool,
         deposit_tx: str,
         run: RunHandler,
+        metered: Callable[..., Awaitable[ChannelReply]] | None = None,
     ) -> tuple[ChannelReply, Buffered | None]:
         price = offer.amount
         voucher = parsed.voucher
@@ -406,6 +411,8 @@ class ChannelPaywall:
         assert isinstance(charged, ChargeAccepted) and charged.hold is not None
         hold, known = charged.hold, charged.record
         crash_point("paywall.channel_after_charge")
+        if metered is not None:  # streamed: it sends, and charges as the stream ends (.stream)
+            return await metered(hold, known, deposit_tx), None
         try:
             buffered = await run()
         except BaseException:

@@ -111,6 +111,10 @@ class ChannelPayment:
     accepted: ChannelRequirements
     payload: Mapping[str, Any]
     resource_url: str | None = None
+    # What the seller's own 402 said of the resource ({"resource": {...},
+    # "extensions": {...}}, farthing.paywall.discovery), sent on to the
+    # facilitator, which catalogs it. Set by the seller, never read from a buyer.
+    declared: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -120,6 +124,10 @@ class ChannelPayment:
         }
         if self.resource_url is not None:
             out["resource"] = {"url": self.resource_url}
+        if self.declared is not None:
+            out["resource"] = dict(self.declared.get("resource") or out.get("resource") or {})
+            if self.declared.get("extensions"):
+                out["extensions"] = dict(self.declared["extensions"])
         return out
 
     def header(self) -> str:
