@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from mcp.types import CallToolResult, TextContent
 
@@ -31,15 +31,16 @@ from farthing.agents.challenge import (
     SellerAnswer,
     read_payment_required,
 )
-from farthing.agents.channels.prepared import ChannelPrepared
-from farthing.agents.payer import Prepared
+from farthing.agents.payer import AnyPrepared
 from farthing.invariant import invariant
+from farthing.paywall.edge.paths import PathRefusal, canonical_path, encode_path
 from farthing.paywall.wire import PAYMENT_SIGNATURE_HEADER, unb64_json
 from farthing.web import JsonBodyError, loads_bounded
 
 __all__ = [
     "PAYMENT_META_KEY",
     "PAYMENT_RESPONSE_META_KEY",
+    "bought_resource",
     "payment_meta",
     "result_text",
     "settlement_pending",
@@ -55,6 +56,10 @@ _RESPONSE_BYTES_MAX: Final = 64 * 1024
 _JSON_DEPTH_MAX: Final = 16
 _TOOL_NAME_MAX: Final = 128
 _PENDING_ERRORS: Final = frozenset({"settlement_pending", "payment_in_progress"})
+# A Farthing site's page tool (farthing.paywall.mcp.fetch): its ``path`` names the page bought.
+_FETCH_TOOL: Final = "fetch"
+_PATH_CHARS_MAX: Final = 2048
+_MCP_PATH: Final = "/mcp"
 
 
 def tool_resource(server_url: str, tool: str) -> str:
@@ -64,6 +69,44 @@ def tool_resource(server_url: str, tool: str) -> str:
     as to a page; the same tool on the same server is the same purchase.
     """
     return f"{server_url}#tool={quote(tool[:_TOOL_NAME_MAX], safe='')}"
+
+
+def bought_resource(server_url: str, tool: str, arguments: Mapping[str, Any]) -> str:
+    """What a call buys, for the books: a site's page for ``fetch``, else :func:`tool_resource`.
+
+    A Farthing site sells each page through one tool, ``fetch`` (argument
+    ``path``); recorded as ``…/mcp#tool=fetch``, every article would read the
+    same in the books. So a ``fetch`` with a readable ``path`` is recorded as
+    the page's canonical URL: the path made canonical as the seller's edge
+    makes it (``farthing.paywall.edge.paths``; its query and any fragment
+    dropped) joined to the site, the MCP server's URL without its ``/mcp``.
+    The host is the MCP server's own, whatever the path says, so the spend
+    policy's host lists judge it as before; a path the seller would refuse is
+    recorded as the tool.
+    """
+    page = _page_url(server_url, arguments.get("path")) if tool == _FETCH_TOOL else None
+    return page if page is not None else tool_resource(server_url, tool)
+
+
+def _page_url(server_url: str, path: object) -> str | None:
+    if not isinstance(path, str) or not 0 < len(path) <= _PATH_CHARS_MAX:
+        return None
+    if not path.startswith("/") or any(not "\x21" <= c <= "\x7e" for c in path):
+        return None
+    target = path.split("?", 1)[0].split("#", 1)[0]
+    canonical = canonical_path({"raw_path": target.encode("ascii"), "path": target})
+    if isinstance(canonical, PathRefusal):
+        return None
+    try:
+        parts = urlsplit(server_url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    base = parts.path.rstrip("/")
+    base = base.removesuffix(_MCP_PATH)
+    site_path = base + encode_path(canonical).decode("ascii")
+    return urlunsplit((parts.scheme, parts.netloc, site_path, "", ""))
 
 
 def _bounded_object(value: Any, bytes_max: int) -> Mapping[str, Any] | None:
@@ -154,7 +197,7 @@ def settlement_pending(result: CallToolResult) -> bool:
     return structured.get("error") in _PENDING_ERRORS and "accepts" not in structured
 
 
-def payment_meta(prepared: Prepared | ChannelPrepared) -> dict[str, Any]:
+def payment_meta(prepared: AnyPrepared) -> dict[str, Any]:
     """The ``_meta`` of the paid call: the ``PaymentPayload`` the payer signed, as an object.
 
     The payer writes it as a ``PAYMENT-SIGNATURE`` header value (our own

@@ -55,6 +55,7 @@ from mcp.types import (
 )
 
 from farthing.agents.mcp.binding import (
+    bought_resource,
     payment_meta,
     result_text,
     settlement_pending,
@@ -205,12 +206,19 @@ class PayingSession:
         max_price: int | None = None,
         expected_buys: int | None = None,
     ) -> ToolCall:
-        """Call ``name``, paying its 402 within ``max_price``, the policy and the books."""
-        resource = tool_resource(self.server_url, name)
+        """Call ``name``, paying its 402 within ``max_price``, the policy and the books.
+
+        The books record what was bought (:func:`bought_resource`: a site's
+        page for ``fetch``); when that is not the tool itself, the purpose
+        keeps the server and the tool's name.
+        """
+        args = dict(arguments or {})
+        resource = bought_resource(self.server_url, name, args)
+        if resource != tool_resource(self.server_url, name):
+            purpose = _with_tool(purpose, self.server_url, name)
         intent = Intent(
             task_id=task_id, purpose=purpose, max_price=max_price, expected_buys=expected_buys
         )
-        args = dict(arguments or {})
         try:
             first = await self._send(name, args, None)
         except _CALL_ERRORS as exc:
@@ -253,7 +261,7 @@ class PayingSession:
 
     async def probe(self, name: str, arguments: dict[str, Any] | None = None) -> ToolCall:
         """Call ``name`` without paying: a free tool's result, or its terms (nothing signed)."""
-        resource = tool_resource(self.server_url, name)
+        resource = bought_resource(self.server_url, name, dict(arguments or {}))
         try:
             result = await self._send(name, dict(arguments or {}), None)
         except _CALL_ERRORS as exc:
@@ -286,6 +294,12 @@ _CALL_ERRORS: Final = (
     anyio.ClosedResourceError,
     ValueError,
 )
+
+
+def _with_tool(purpose: str | None, server_url: str, tool: str) -> str:
+    """The caller's purpose, then which tool of which server it was bought through."""
+    via = f"through MCP tool {tool[:128]} at {server_url[:512]}"
+    return f"{purpose} ({via})" if purpose else via
 
 
 def _one_line(error: BaseException) -> str:
