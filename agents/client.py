@@ -42,7 +42,8 @@ import httpx
 from farthing.agents.challenge import read_challenge, read_settlement
 from farthing.agents.channels.prepared import ChannelPrepared
 from farthing.agents.outcome import OUTCOME_EXTENSION, PaymentOutcome, outcome_of
-from farthing.agents.payer import Intent, Payer, Prepared
+from farthing.agents.payer import AnyPrepared, Intent, Payer, Prepared
+from farthing.agents.upto import UptoPrepared
 from farthing.faults import crash_point
 
 __all__ = [
@@ -200,7 +201,7 @@ class PaymentAuth(httpx.Auth):
             steps.close()
 
 
-def _with_payment(request: httpx.Request, prepared: Prepared | ChannelPrepared) -> httpx.Request:
+def _with_payment(request: httpx.Request, prepared: AnyPrepared) -> httpx.Request:
     headers = request.headers.copy()
     name, value = prepared.header
     headers[name] = value
@@ -242,7 +243,7 @@ def settle_after_error(payer: Payer, error: httpx.HTTPError) -> PaymentOutcome |
     """After a transport error: the payment's outcome, asking the chain; None if nothing was signed."""
     request = _request_of(error)
     prepared = request.extensions.get(PREPARED_EXTENSION) if request is not None else None
-    if not isinstance(prepared, Prepared | ChannelPrepared):
+    if not isinstance(prepared, Prepared | ChannelPrepared | UptoPrepared):
         return outcome_of(request) if request is not None else None
     return payer.after_error(prepared, error)
 

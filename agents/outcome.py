@@ -86,6 +86,14 @@ REASONS: Final[dict[str, str]] = {
     "channel_id_mismatch": "the seller answered for another channel; the channel is stopped",
     "channel_response_malformed": "the seller's channel receipt could not be read; channel stopped",
     "already_owned": "already paid for, so it signed in with the paying wallet to read it again",
+    "permit2_allowance_required": (
+        "the seller asks for an upto payment and Permit2 may not spend this wallet's token "
+        "(approve Permit2 once)"
+    ),
+    "settlement_unverified": (
+        "the seller's receipt does not match the chain; the ceiling stays reserved until "
+        "the chain says what was settled"
+    ),
     "content_not_delivered": (
         "the payment was settled on-chain but the seller's answer never came; "
         "retry the same purchase to collect it without paying again"

@@ -8,11 +8,11 @@ The paying client (``farthing.agents.client``) calls it at two points:
    same purchase (its authorization is re-signed, byte for byte, never a
    second one), ask a person if the amount is above the approval threshold
    (0.10 of the token for an agent nobody configured; not for a payment the
-   budgets would refuse anyway),
-   make the payment id and derive the nonce from it, **reserve** the amount
-   against every budget (committed), check the wallet's balance (voiding the
-   reservation if it is short), and only then sign. Anything that says no
-   returns a ``not_paid`` outcome and leaves nothing reserved.
+   budgets would refuse anyway), make the payment id and derive the nonce
+   from it, **reserve** the amount against every budget (committed), check the
+   wallet's balance (voiding the reservation if it is short), and only then
+   sign. Anything that says no returns a ``not_paid`` outcome and leaves
+   nothing reserved.
 2. :meth:`Payer.finish`, given the seller's answer to the signed request: a
    ``PAYMENT-RESPONSE`` success posts the reservation with its transaction; a
    402 refusal voids it, unless the chain says the authorization was used
@@ -21,7 +21,8 @@ The paying client (``farthing.agents.client``) calls it at two points:
 
 The ``exact`` payment itself (its EIP-3009 terms and the payment header) is
 built by the scheme's client part, ``farthing.paywall.schemes.exact.client``;
-a ``batch-settlement`` offer goes to ``farthing.agents.channels.payer``.
+a ``batch-settlement`` offer goes to ``farthing.agents.channels.payer``, an
+``upto`` one (the same checks judging its ceiling) to ``farthing.agents.upto``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from farthing.agents.reservations import (
 from farthing.agents.selection import choose_offer
 from farthing.agents.settings import AgentSettings
 from farthing.agents.sign_in import sign_in_header
+from farthing.agents.upto import UptoPayer, UptoPrepared
 from farthing.faults import crash_point
 from farthing.ledger import format_transfer_id, new_id
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME as CHANNEL_SCHEME
@@ -69,6 +71,7 @@ from farthing.paywall.schemes.exact.client import (
     authorization_for,
     payment_header,
 )
+from farthing.paywall.schemes.upto.types import SCHEME as UPTO_SCHEME
 from farthing.wallet.chain import Chain
 from farthing.wallet.eip3009 import SignedAuthorization, TokenDomain, sign_authorization
 from farthing.wallet.errors import ChainError
@@ -76,7 +79,7 @@ from farthing.wallet.money import Asset
 from farthing.wallet.signer import Signer
 from farthing.wallet.token import Stablecoin
 
-__all__ = ["Intent", "Payer", "Prepared", "derive_nonce"]
+__all__ = ["AnyPrepared", "Intent", "Payer", "Prepared", "derive_nonce"]
 
 log = logging.getLogger("farthing.agents")
 
@@ -144,6 +147,10 @@ class Prepared:
         )
 
 
+# What prepare signs: an exact authorization, a channel voucher, or an upto permit.
+AnyPrepared = Prepared | ChannelPrepared | UptoPrepared
+
+
 class Payer:
     """One wallet (a signer for one token on one chain) paying under one agent's books."""
 
@@ -167,6 +174,7 @@ class Payer:
         self.domain = TokenDomain.for_asset(asset)
         self._token = Stablecoin(chain, asset)
         self.channels = ChannelPayer(self)
+        self.upto = UptoPayer(self)
         # Told of each payment that starts waiting for a person (the request
         # and how many seconds it will wait), so a command can say so.
         self.on_approval = on_approval
@@ -223,7 +231,7 @@ class Payer:
 
     def prepare(
         self, url: str, challenge: Challenge | MalformedChallenge, intent: Intent
-    ) -> Prepared | ChannelPrepared | PaymentOutcome:
+    ) -> AnyPrepared | PaymentOutcome:
         """Decide about a 402 and, if every check passes, reserve and sign; see the module doc."""
         if isinstance(challenge, MalformedChallenge):
             return _not_paid(url, intent, challenge.reason, challenge.message)
@@ -240,12 +248,16 @@ class Payer:
                 if o.requirements.scheme == CHANNEL_SCHEME
             )
         )
+        upto_blocker = self.upto.blocker(challenge)
         chosen = choose_offer(
             challenge,
             self.asset,
             prefer_channel=allow_channel and self.prefers_channel(challenge, intent),
             allow_channel=allow_channel,
+            allow_upto=upto_blocker is None,
         )
+        if chosen == "unsupported_scheme" and upto_blocker is not None:
+            chosen = upto_blocker  # upto was offered, and why it cannot be paid says more
         if isinstance(chosen, str):
             offered = ", ".join(
                 f"{o.requirements.amount} of {o.requirements.asset} on {o.requirements.network}"
@@ -271,13 +283,16 @@ class Payer:
         if requirements.scheme == CHANNEL_SCHEME:
             return self.channels.prepare(url, challenge, chosen, intent)
 
-        earlier = find_open_payment(
+        upto = requirements.scheme == UPTO_SCHEME
+        if upto and (before := self.upto.open_payment(url, chosen, intent)) is not None:
+            return self.upto.reuse(url, challenge, chosen, intent, before)
+        earlier = None if upto else find_open_payment(
             self.books,
             task_id=intent.task_id,
             resource=url,
             pay_to=requirements.pay_to,
             amount=requirements.amount,
-        )
+        )  # fmt: skip
         if earlier is not None:
             return self._reuse(url, chosen, challenge, intent, earlier, terms)
 
@@ -317,6 +332,8 @@ class Payer:
                 reason = "approval_denied" if decided.status == "denied" else "approval_timeout"
                 return _not_paid(url, intent, reason, decided.note, terms)
 
+        if upto:
+            return self.upto.prepare(url, challenge, chosen, intent, approval_id=approval_id)
         payment_id = new_id()
         authorization = authorization_for(
             requirements,
@@ -452,18 +469,16 @@ class Payer:
 
     # ------------------------------------------------------------ after sending
 
-    def finish(
-        self, prepared: Prepared | ChannelPrepared, response: httpx.Response
-    ) -> PaymentOutcome:
+    def finish(self, prepared: AnyPrepared, response: httpx.Response) -> PaymentOutcome:
         """Book what the seller's HTTP answer to a signed payment means; see the module doc."""
         return self.conclude(prepared, answer_of(response))
 
-    def conclude(
-        self, prepared: Prepared | ChannelPrepared, answer: SellerAnswer
-    ) -> PaymentOutcome:
+    def conclude(self, prepared: AnyPrepared, answer: SellerAnswer) -> PaymentOutcome:
         """Book the seller's answer to a signed payment, from any transport; see the module doc."""
         if isinstance(prepared, ChannelPrepared):
             return self.channels.conclude(prepared, answer)
+        if isinstance(prepared, UptoPrepared):
+            return self.upto.conclude(prepared, answer)
         settlement = settlement_from(answer.settlement)
         if answer.delivered and settlement is not None and settlement.success:
             if settlement.network not in ("", self.asset.network) or (
@@ -496,12 +511,12 @@ class Payer:
             return self._unknown(prepared, "settlement_unknown", detail)
         return self._undelivered(prepared, "settlement_unknown", detail)
 
-    def after_error(
-        self, prepared: Prepared | ChannelPrepared, error: BaseException
-    ) -> PaymentOutcome:
+    def after_error(self, prepared: AnyPrepared, error: BaseException) -> PaymentOutcome:
         """The outcome when the signed request got no answer: possible spend; see :meth:`_undelivered`."""
         if isinstance(prepared, ChannelPrepared):
             return self.channels.after_error(prepared, error)
+        if isinstance(prepared, UptoPrepared):
+            return self.upto.after_error(prepared, error)
         detail = f"{type(error).__name__} after the payment was sent"
         return self._undelivered(prepared, "timeout", detail)
 

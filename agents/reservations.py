@@ -123,14 +123,24 @@ def reserve(books: AgentBooks, intent: PaymentIntent) -> str:
 
 
 def settle(
-    books: AgentBooks, payment_id: int, *, tx_hash: str | None, block_number: int | None = None
+    books: AgentBooks,
+    payment_id: int,
+    *,
+    tx_hash: str | None,
+    block_number: int | None = None,
+    amount: int | None = None,
 ) -> str:
-    """Post a reserved payment with its transaction; ``"ok"``, ``"exists"`` or the ledger's reason."""
+    """Post a reserved payment with its transaction; ``"ok"``, ``"exists"`` or the ledger's reason.
+
+    ``amount`` (an ``upto`` payment's settled amount) posts that much and
+    releases the rest; the ledger refuses more than was reserved.
+    """
     with books.database.write() as session:
         result = settle_payment(
             session=session,
             payment_id=payment_id,
             payment=PaymentDetails(tx_hash=tx_hash, block_number=block_number),
+            amount=amount,
         )
     return str(result)
 

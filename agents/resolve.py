@@ -13,7 +13,9 @@ sent) is decided by the authorization's on-chain state:
 
 ``farthing ledger reconcile --resolve`` does the same for closed windows; this
 module can also post a payment the moment its use is mined, without waiting
-for the window to close.
+for the window to close. An ``upto`` reservation is decided the same way
+from Permit2's nonce and the proxy's settlement
+(``farthing.agents.ceilings.resolve_upto``): posted at what moved.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from farthing.agents.books import AgentBooks
+from farthing.agents.ceilings import resolve_upto
 from farthing.agents.reservations import open_payments, release, settle
 from farthing.wallet.chain import Chain
 from farthing.wallet.token import Stablecoin
@@ -50,8 +53,12 @@ def resolve_possible_spend(
     """Resolve every open reservation of ``payer`` from the chain; see the module doc."""
     token = Stablecoin(chain, books.asset)
     now = chain.timestamp() if now_s is None else now_s
-    resolutions: list[Resolution] = []
+    # upto permits are Permit2's, not EIP-3009 authorizations: farthing.agents.ceilings.
+    upto = resolve_upto(books, chain, payer=payer, from_block=from_block, now_s=now)
+    resolutions = [Resolution(r.payment_id, r.action, r.result, r.tx_hash) for r in upto]
     for payment in open_payments(books):
+        if any(r.payment_id == payment.payment_id for r in upto):
+            continue
         if payment.nonce is None:
             resolutions.append(Resolution(payment.payment_id, "pending", "no_authorization_nonce"))
             continue

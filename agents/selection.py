@@ -7,17 +7,26 @@ chain, never taken from the seller). Among acceptable offers the cheapest
 wins; ties keep the seller's order. When nothing fits, the reason says the
 most useful thing first: the network, then the token, then the scheme.
 
-The scheme: ``exact`` unless the caller prefers a channel (``prefer_channel``,
-decided by :meth:`farthing.agents.payer.Payer.prefers_channel`: repeated buys
-from one payee) or ``batch-settlement`` is all the seller offers;
+The scheme: ``exact`` or ``upto`` (one payment per request) unless the
+caller prefers a channel (``prefer_channel``, decided by
+:meth:`farthing.agents.payer.Payer.prefers_channel`: repeated buys from one
+payee) or ``batch-settlement`` is all the seller offers;
 ``allow_channel=False`` (an approval threshold or an asset allowlist is set)
-leaves only ``exact``.
+leaves it out. ``upto`` is considered only when ``allow_upto`` (the offer
+names its facilitator and Permit2 may spend the wallet's token:
+:meth:`farthing.agents.upto.UptoPayer.usable`).
+
+Between ``exact`` and ``upto`` the policy judges the worst case: an ``upto``
+offer's amount is its ceiling, the most the seller may take, and that is
+what is compared, reserved and approved. The smallest worst case wins; on a
+tie ``upto`` wins, since it can only charge that much or less.
 """
 
 from __future__ import annotations
 
 from farthing.agents.challenge import Challenge, Offer
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME as SCHEME_CHANNEL
+from farthing.paywall.schemes.upto.types import SCHEME as SCHEME_UPTO
 from farthing.paywall.wire import SCHEME_EXACT
 from farthing.wallet.money import Asset
 
@@ -30,6 +39,7 @@ def choose_offer(
     *,
     prefer_channel: bool = False,
     allow_channel: bool = True,
+    allow_upto: bool = False,
 ) -> Offer | str:
     """The cheapest offer this wallet can pay, or the snake_case reason none fits."""
     on_network = [o for o in challenge.offers if o.requirements.network == asset.network]
@@ -41,7 +51,11 @@ def choose_offer(
     in_asset = [o for o in on_network if o.requirements.asset.lower() == asset.address.lower()]
     if not in_asset:
         return "unsupported_asset"
-    schemes = (SCHEME_EXACT, SCHEME_CHANNEL) if allow_channel else (SCHEME_EXACT,)
+    schemes = (
+        (SCHEME_EXACT,)
+        + ((SCHEME_CHANNEL,) if allow_channel else ())
+        + ((SCHEME_UPTO,) if allow_upto else ())
+    )
     usable = [o for o in in_asset if o.requirements.scheme in schemes]
     if not usable:
         return "unsupported_scheme"
@@ -53,6 +67,6 @@ def choose_offer(
     if not same_domain:
         return "asset_domain_mismatch"
     channel = [o for o in same_domain if o.requirements.scheme == SCHEME_CHANNEL]
-    exact = [o for o in same_domain if o.requirements.scheme == SCHEME_EXACT]
-    pool = channel if (prefer_channel and channel) or not exact else exact
-    return min(pool, key=lambda o: o.amount)
+    single = [o for o in same_domain if o.requirements.scheme != SCHEME_CHANNEL]
+    pool = channel if (prefer_channel and channel) or not single else single
+    return min(pool, key=lambda o: (o.amount, o.requirements.scheme != SCHEME_UPTO))

@@ -107,8 +107,11 @@ class _Checker:
         if kind == "account_created":
             self.account_fixed[subject] = {k: payload.get(k) for k in _ACCOUNT_FIXED}
             return
-        # operator_* entries record what people did (farthing.dashboard); they move no money.
-        if kind in ("budget_changed", "asset_registered") or kind.startswith("operator_"):
+        # operator_* entries record what people did (farthing.dashboard), discrepancy_*
+        # what a counterparty claimed that the chain did not show; they move no money.
+        if kind in ("budget_changed", "asset_registered") or kind.startswith(
+            ("operator_", "discrepancy_")
+        ):
             return
         flags = int(payload["flags"])
         debit, credit = int(payload["debit_account_id"]), int(payload["credit_account_id"])
