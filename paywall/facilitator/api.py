@@ -47,6 +47,12 @@ from farthing.paywall.schemes.batch_settlement.types import (
 )
 from farthing.paywall.schemes.batch_settlement.wire import ERR_INVALID_SCHEME, SCHEME
 from farthing.paywall.schemes.fields import WireRefusal
+from farthing.paywall.schemes.upto.facilitator import UptoSettling
+from farthing.paywall.schemes.upto.types import EIP2612_KEY, ERC20_APPROVAL_KEY
+from farthing.paywall.schemes.upto.types import ERR_SCHEME as UPTO_ERR_SCHEME
+from farthing.paywall.schemes.upto.types import SCHEME as UPTO_SCHEME
+from farthing.paywall.schemes.upto.wire import parse_payment as parse_upto_payment
+from farthing.paywall.schemes.upto.wire import parse_requirements as parse_upto_requirements
 from farthing.paywall.seam import Facilitator
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
 from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
@@ -179,6 +185,22 @@ def facilitator_app(
         no_scheme = "this facilitator has no auth-capture"
         return refusal(data, WireRefusal("invalid_auth_capture_evm_scheme", no_scheme), settle)
 
+    async def upto_call(data: dict[str, Any], settle: bool) -> JSONResponse:
+        """An upto request; every refusal is a 200 with the spec's code."""
+        if not isinstance(facilitator, UptoSettling):
+            return refusal(
+                data, WireRefusal(UPTO_ERR_SCHEME, "this facilitator has no upto"), settle
+            )
+        requirements = parse_upto_requirements(data.get("paymentRequirements"))
+        if isinstance(requirements, WireRefusal):
+            return refusal(data, requirements, settle)
+        payment = parse_upto_payment(data.get("paymentPayload"))
+        if isinstance(payment, WireRefusal):
+            return refusal(data, payment, settle)
+        if settle:
+            return await outcome(facilitator.settle_upto(payment, requirements))
+        return await outcome(facilitator.verify_upto(payment, requirements))
+
     async def channel_call(data: dict[str, Any], settle: bool) -> JSONResponse:
         requirements = parse_channel_requirements(data.get("paymentRequirements"))
         payment = parse_channel_payment(data.get("paymentPayload"))
@@ -201,6 +223,14 @@ def facilitator_app(
         except FacilitatorUnavailableError as exc:
             return unavailable(exc)
         wire = kinds.to_wire()
+        upto = getattr(facilitator, "upto", None)
+        if upto is not None and isinstance(facilitator, UptoSettling):
+            # The spec's facilitatorAddress: whom payers bind in the witness.
+            wire["kinds"].append(
+                {"x402Version": 2, "scheme": UPTO_SCHEME, "network": upto.network}
+                | {"extra": upto.supported_extra()}
+            )
+            wire["extensions"] = [*wire.get("extensions", []), EIP2612_KEY, ERC20_APPROVAL_KEY]
         if catalog is not None:
             wire["extensions"] = [*wire.get("extensions", []), "bazaar"]
         return JSONResponse(wire)
@@ -228,6 +258,8 @@ def facilitator_app(
             return await channel_call(data, settle)
         if channel_request(data, AUTH_CAPTURE_SCHEME):
             return await auth_capture_call(data, settle)
+        if channel_request(data, UPTO_SCHEME):
+            return await upto_call(data, settle)
         parsed = parse(data)
         if isinstance(parsed, str):
             return refusal(data, WireRefusal("invalid_payload", parsed), settle)

@@ -55,6 +55,8 @@ from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthC
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelFacilitator
 from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
 from farthing.paywall.schemes.exact.terms import VALID_BEFORE_SKEW_S, check_terms
+from farthing.paywall.schemes.upto.facilitator import UptoFacilitator
+from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements
 from farthing.paywall.scope import SettleScope
 from farthing.paywall.seam import Facilitator, ResolvingFacilitator, Supported
 from farthing.paywall.wire import (
@@ -163,8 +165,27 @@ class LocalFacilitator:
             else None
         )
 
+        # upto (farthing.paywall.schemes.upto.facilitator): the settling key is the
+        # facilitatorAddress payers name in the witness; same nonce sequence over RPC.
+        self.upto = UptoFacilitator(
+            chain,
+            signer,
+            scope=self.scope,
+            send=self._submitter.send if self._submitter is not None else None,
+        )
+
     def __repr__(self) -> str:
         return f"LocalFacilitator({self.chain!r}, signer={self._signer.address})"
+
+    async def verify_upto(
+        self, payment: UptoPayment, requirements: UptoRequirements
+    ) -> VerifyResult:
+        return await self.upto.verify_upto(payment, requirements)
+
+    async def settle_upto(
+        self, payment: UptoPayment, requirements: UptoRequirements
+    ) -> SettleResult:
+        return await self.upto.settle_upto(payment, requirements)
 
     async def verify_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
