@@ -26,7 +26,7 @@ from farthing.contracts import load_artifact
 from farthing.invariant import invariant
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TransferEvent, TxResult, address_topic
-from farthing.wallet.errors import DeploymentError
+from farthing.wallet.errors import ChainError, DeploymentError
 from farthing.wallet.money import UINT256_MAX, Asset
 from farthing.wallet.revert import reason_for_revert
 from farthing.wallet.signer import TxSigner
@@ -63,6 +63,7 @@ SIGNATURES: dict[str, str] = {
     "totalSupply": "totalSupply()",
     "balanceOf": "balanceOf(address)",
     "allowance": "allowance(address,address)",
+    "authorizationState": "authorizationState(address,bytes32)",
     "nonces": "nonces(address)",
     "DOMAIN_SEPARATOR": "DOMAIN_SEPARATOR()",
     "isMinter": "isMinter(address)",
@@ -299,6 +300,30 @@ class Stablecoin:
     def authorization_state(self, authorizer: str, nonce: bytes | str) -> bool:
         """True once the EIP-3009 nonce is used or cancelled."""
         return self.chain.authorization_state(self.address, authorizer, _bytes32(nonce))
+
+    def payer_state(self, authorizer: str, nonce: bytes | str) -> tuple[bool, int]:
+        """``(authorizationState, balanceOf)`` of one payer, read together against one block.
+
+        What verifying an EIP-3009 payment asks of the chain, in one round
+        trip on a JSON-RPC chain (``Chain.call_many``).
+        """
+        holder = checksum(authorizer)
+        state_of = _encode("authorizationState", ["address", "bytes32"], [holder, _bytes32(nonce)])
+        used, held = self.chain.call_many(
+            (
+                Call(self.address, state_of),
+                Call(self.address, _encode("balanceOf", ["address"], [holder])),
+            )
+        )
+        if not used.ok:
+            raise ChainError(f"{self.address} has no authorizationState (not an EIP-3009 token?)")
+        if not held.ok:
+            raise DeploymentError(
+                f"{self.address} refused {SIGNATURES['balanceOf']}: {held.revert_message}"
+            )
+        (state,) = abi_decode(["bool"], used.return_data)
+        (balance,) = abi_decode(["uint256"], held.return_data)
+        return bool(state), int(balance)
 
     def authorization_outcome(
         self,

@@ -44,6 +44,9 @@ __all__ = ["ExactPaidPath"]
 
 _INT63_MAX: Final = 2**63 - 1
 _FINAL_REFUSALS: Final = (PaymentState.FAILED, PaymentState.EXPIRED)
+# How much of a claim's lease the handler may use before the settlement
+# renews it (a write); past it, the settlement would start short of 90%.
+_LEASE_USED_MAX: Final = 0.1
 _RETRY_SAME_HEADER: Final = (
     "The payment was sent to the chain but its outcome is not known yet. Retry with the "
     "same payment header: it will not be charged twice. Do not sign a new payment."
@@ -126,6 +129,7 @@ class ExactPaidPath:
             )
             return
         crash_point("paywall.after_verify")
+        leased_s = time.monotonic()
         claim = await in_thread(
             self.store.claim,
             self._record(key, priced, payload),
@@ -135,7 +139,7 @@ class ExactPaidPath:
             await self._send_lost(exchange, claim.existing, "This payment was already used.")
             return
         crash_point("paywall.after_claim")
-        await self._serve_and_settle(exchange, key, claim.owner)
+        await self._serve_and_settle(exchange, key, claim.owner, leased_s)
 
     async def _send_402(self, exchange: _Exchange, reason: str, detail: str) -> None:
         await self.challenger.send_402(exchange.send, exchange.priced, reason, detail)
@@ -193,6 +197,7 @@ class ExactPaidPath:
                 exchange, "nonce_already_used", "This nonce paid for something else."
             )
             return
+        leased_s = time.monotonic()
         claim = await in_thread(self.store.take_over, key, lease_s=self.claim_lease_s)
         if not claim.won or claim.existing is None:
             await self._send_lost(
@@ -239,9 +244,12 @@ class ExactPaidPath:
                 return
         # The nonce is unused on-chain (or the facilitator resolves on its own):
         # serve and settle; the facilitator re-reads the nonce before resubmitting.
-        await self._serve_and_settle(exchange, key, owner)
+        await self._serve_and_settle(exchange, key, owner, leased_s)
 
-    async def _serve_and_settle(self, exchange: _Exchange, key: PaymentKey, owner: str) -> None:
+    async def _serve_and_settle(
+        self, exchange: _Exchange, key: PaymentKey, owner: str, leased_s: float
+    ) -> None:
+        """Run the handler under the claim ``owner`` leased at ``leased_s`` (monotonic), then settle."""
         send, priced, payload = exchange.send, exchange.priced, exchange.payload
         try:
             buffered = await run_buffered(
@@ -262,9 +270,14 @@ class ExactPaidPath:
             await send_buffered(send, buffered, [])
             return
         crash_point("paywall.after_handler")
-        # A fresh lease for the settlement: a live owner is never taken over
-        # while its transaction waits for a receipt.
-        renewed = await in_thread(self.store.renew, key, owner, lease_s=self.claim_lease_s)
+        # The settlement starts with at least nine tenths of a lease: a live
+        # owner is never taken over while its transaction waits for a
+        # receipt. A quick handler leaves that much of the claim's own lease
+        # (no write); a slow one gets a fresh lease.
+        renewed = (
+            time.monotonic() - leased_s <= self.claim_lease_s * _LEASE_USED_MAX
+            or await in_thread(self.store.renew, key, owner, lease_s=self.claim_lease_s)
+        )
         if not renewed:
             # Our lease ran out during the handler and someone took the payment
             # over: it is theirs to settle now; we send nothing.

@@ -54,6 +54,7 @@ from farthing.paywall.schemes.auth_capture.types import ERR_SCHEME as AUTH_CAPTU
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
 from farthing.paywall.schemes.batch_settlement.facilitator import ChannelFacilitator
 from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
+from farthing.paywall.schemes.exact.payers import contract_wallet_refusal, settlement_call
 from farthing.paywall.schemes.exact.terms import VALID_BEFORE_SKEW_S, check_terms
 from farthing.paywall.schemes.upto.facilitator import UptoFacilitator
 from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements
@@ -261,16 +262,15 @@ class LocalFacilitator:
         token = self._token(requirements)
         with chain_outage(self.chain):
             try:
-                used = token.authorization_state(payer, payload.authorization.nonce)
+                used, balance = token.payer_state(payer, payload.authorization.nonce)
             except ChainError as exc:
                 if isinstance(exc, ChainUnavailableError):
                     raise
                 return VerifyResult(False, "asset_not_supported", payer, str(exc))
-            if used:
-                return VerifyResult(
-                    False, "nonce_already_used", payer, "this authorization was already used"
-                )
-            balance = token.balance_of(payer)
+        if used:
+            return VerifyResult(
+                False, "nonce_already_used", payer, "this authorization was already used"
+            )
         if balance < requirements.amount:
             return VerifyResult(
                 False,
@@ -304,6 +304,10 @@ class LocalFacilitator:
                 chain_now = self.chain.timestamp()
             if chain_now > self._clock():
                 refused = check_terms(payload, requirements, now=chain_now, margin_s=self._margin_s)
+        if refused is not None and refused.reason == "invalid_signature":
+            # Not a key's signature: a contract wallet's gets its hearing on chain.
+            with chain_outage(self.chain):
+                refused = contract_wallet_refusal(self.chain, payload, requirements, refused)
         if refused is not None:
             return refused
         entry = self._journal.get(_key(requirements, payload))
@@ -392,11 +396,11 @@ class LocalFacilitator:
                     return failed(
                         requirements.network, auth.from_address, "nonce_already_used", None
                     )
-            call = token.transfer_with_authorization_call(payload.signed(requirements.domain()))
+            call, gas_max = settlement_call(self.chain, token, payload, requirements)
             if self._submitter is not None:
-                tx = self._submitter.send(call)
+                tx = self._submitter.send(call, gas_max=gas_max)
             else:
-                tx = self.chain.send(call, sender=self._signer)
+                tx = self.chain.send(call, sender=self._signer, gas_limit=gas_max)
         return settle_outcome(tx, requirements, auth.from_address)
 
     # ------------------------------------------------------------ resolve

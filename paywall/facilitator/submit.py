@@ -37,7 +37,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol, cast
 
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from farthing.faults import crash_point
 from farthing.paywall.facilitator.onchain import receipt_logs
@@ -79,20 +79,32 @@ class Submitter:
         self._gas: dict[tuple[str | None, bytes], int] = {}
         self._fees: tuple[int, int, float] | None = None  # (max fee, tip, read at)
 
-    def send(self, call: Call) -> TxResult:
-        """Send ``call``; a revert or a receipt timeout is a value, an RPC outage raises."""
+    def send(self, call: Call, *, gas_max: int | None = None) -> TxResult:
+        """Send ``call``; a revert or a receipt timeout is a value, an RPC outage raises.
+
+        ``gas_max`` is for a call whose cost depends on who signed (a contract
+        wallet's check): its gas is estimated afresh, never cached, and a call
+        estimated above ``gas_max`` is refused (``gas_above_limit``), not sent.
+        """
         w3 = self.chain.w3
         key = (call.to, call.data[:4])
         with self._lock:
-            gas = self._gas.get(key)
+            gas = self._gas.get(key) if gas_max is None else None
             if gas is None:
                 try:
                     estimate = int(w3.eth.estimate_gas(cast(Any, self._params(call))))
                 except ContractLogicError as exc:
                     message = revert_message(exc)
                     return TxResult(False, None, reason_for_revert(message), message)
+                if gas_max is not None and estimate > gas_max:
+                    return TxResult(
+                        False, None, "gas_above_limit", f"estimated {estimate} gas, over {gas_max}"
+                    )
                 gas = estimate * GAS_HEADROOM_FACTOR
-                self._gas[key] = gas
+                if gas_max is None:
+                    self._gas[key] = gas
+                else:
+                    gas = min(gas, gas_max)
             max_fee, tip = self._fee_caps()
             tx = {
                 **self._params(call),
@@ -108,13 +120,12 @@ class Submitter:
             tx_hash = sent
         # The node has the transaction; its receipt is not read yet.
         crash_point("paywall.after_submit")
-        try:
-            receipt = w3.eth.wait_for_transaction_receipt(
-                cast(Any, tx_hash),
-                timeout=self.chain.receipt_timeout_s,
-                poll_latency=min(self.chain.receipt_poll_s, 0.02),
-            )
-        except TimeExhausted:
+        receipt = self.chain.wait_receipt(
+            tx_hash,
+            timeout_s=self.chain.receipt_timeout_s,
+            poll_s=min(self.chain.receipt_poll_s, 0.02),
+        )
+        if receipt is None:
             return TxResult(False, tx_hash, "receipt_timeout", None)
         return self._result(tx, tx_hash, receipt)
 
@@ -125,12 +136,7 @@ class Submitter:
     def _raw_send(self, tx: dict[str, Any]) -> str | TxResult:
         """The hash, or a refusal by the node as a value (nothing was sent)."""
         try:
-            return (
-                "0x"
-                + bytes(
-                    self.chain.w3.eth.send_raw_transaction(self.signer.sign_transaction(tx))
-                ).hex()
-            )
+            return self.chain.send_raw(self.signer.sign_transaction(tx))
         except (ContractLogicError, Web3RPCError) as exc:
             message = revert_message(exc) if isinstance(exc, ContractLogicError) else str(exc)
             return TxResult(False, None, reason_for_revert(message), message)

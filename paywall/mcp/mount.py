@@ -16,6 +16,7 @@ payment database, and no ASGI lifespan is needed.
 
 from __future__ import annotations
 
+from importlib.metadata import version as package_version
 from typing import Any, Final, cast
 
 from mcp.server.lowlevel import Server
@@ -48,6 +49,10 @@ class McpMount:
         if not 1024 <= body_bytes_max <= 4 * 1024 * 1024:
             raise ValueError("body_bytes_max must be between 1 KiB and 4 MiB")
         self.site = site
+        if not server.version:
+            # Without a version of its own, a server reports the mcp package's,
+            # read from its installed metadata on every stateless request.
+            server.version = package_version("mcp")
         self.server = server
         self.body_bytes_max = body_bytes_max
         self.depth_max = depth_max

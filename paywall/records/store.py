@@ -38,6 +38,7 @@ middleware runs them in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +46,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import inspect, or_, select, update
+from sqlalchemy import Update, bindparam, inspect, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -74,6 +75,27 @@ __all__ = ["CLAIM_LEASE_S_DEFAULT", "PaymentStore"]
 # the handler, and (renewed before settling) the settlement's receipt wait.
 CLAIM_LEASE_S_DEFAULT: Final = 180.0
 _LEASE_S_MAX: Final = 24 * 3600.0
+
+
+@functools.cache
+def _held_update(fields: tuple[str, ...], in_state: bool) -> Update:
+    """The UPDATE of a row its owner holds, writing ``fields``: built once per shape.
+
+    The key, the owner, the state and the new values are bound parameters
+    (``held_*``, ``new_*``), so a move costs one execution, not a statement
+    built and coerced each time.
+    """
+    c = PAYMENTS.c
+    held = (
+        (c.network == bindparam("held_network"))
+        & (c.token == bindparam("held_token"))
+        & (c.payer == bindparam("held_payer"))
+        & (c.nonce == bindparam("held_nonce"))
+        & (c.owner == bindparam("held_owner"))
+    )
+    if in_state:
+        held = held & (c.state == bindparam("held_state", type_=c.state.type))
+    return update(PAYMENTS).where(held).values({name: bindparam(f"new_{name}") for name in fields})
 
 
 def _now_ns() -> int:
@@ -249,11 +271,18 @@ class PaymentStore:
 
         ``False`` when no such row is there: another owner took it over, or it moved on.
         """
-        held = key.where() & (PAYMENTS.c.owner == owner)
-        if in_state is not None:
-            held = held & (PAYMENTS.c.state == in_state)
+        statement = _held_update(tuple(sorted(values)), in_state is not None)
+        bound = {
+            "held_network": key.network,
+            "held_token": key.token,
+            "held_payer": key.payer,
+            "held_nonce": key.nonce,
+            "held_owner": owner,
+            "held_state": in_state,
+            **{f"new_{name}": value for name, value in values.items()},
+        }
         with self._begin() as connection:
-            moved = connection.execute(update(PAYMENTS).where(held).values(**values))
+            moved = connection.execute(statement, bound)
         return moved.rowcount == 1
 
     def _move(self, key: PaymentKey, owner: str, **values: Any) -> bool:

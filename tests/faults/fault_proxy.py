@@ -160,6 +160,9 @@ class FaultProxy:
                     request = json.loads(body)
                 except ValueError:
                     request = {}
+                if isinstance(request, list):
+                    self._handle_batch(body, request)
+                    return
                 method = request.get("method", "") if isinstance(request, dict) else ""
                 proxy.calls[method] += 1
                 fault = proxy._take(method)
@@ -181,6 +184,31 @@ class FaultProxy:
                     self.close_connection = True
                     return
                 self._answer(data)
+
+            def _handle_batch(self, body: bytes, batch: list[Any]) -> None:
+                """A JSON-RPC batch: each member meets its method's faults, as if sent alone."""
+                faults = []
+                for member in batch:
+                    method = member.get("method", "") if isinstance(member, dict) else ""
+                    proxy.calls[method] += 1
+                    faults.append(proxy._take(method))
+                delays = [f.seconds for f in faults if f is not None and f.kind == "delay"]
+                if delays:
+                    proxy._wake.wait(max(delays))
+                try:
+                    answers = json.loads(proxy._relay(body))
+                except OSError:
+                    self.close_connection = True
+                    return
+                by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+                for member, fault in zip(batch, faults, strict=True):
+                    if fault is not None and fault.kind == "error" and isinstance(member, dict):
+                        by_id[member.get("id")] = {
+                            "jsonrpc": "2.0",
+                            "id": member.get("id"),
+                            "error": {"code": fault.code, "message": fault.message},
+                        }
+                self._answer(json.dumps(list(by_id.values())).encode())
 
             def _answer(self, data: bytes) -> None:
                 try:

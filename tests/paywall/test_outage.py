@@ -56,12 +56,18 @@ class FakeFlakyRpc:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                method = json.loads(body).get("method", "")
-                if relay.down or method in relay.failing:
+                asked = json.loads(body)
+                # A batch (verify reads the payer's state in one) fails or
+                # stalls when any of its methods would.
+                methods = {
+                    str(one.get("method", ""))
+                    for one in (asked if isinstance(asked, list) else [asked])
+                }
+                if relay.down or methods & relay.failing:
                     self.close_connection = True
                     self.connection.close()  # as a dead node: no answer at all
                     return
-                if method in relay.stalling:
+                if methods & relay.stalling:
                     time.sleep(3)  # longer than the client's timeout
                 request = urllib.request.Request(
                     relay.upstream, body, {"Content-Type": "application/json"}

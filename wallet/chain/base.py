@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal, cast
 
@@ -20,7 +20,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 
 from farthing.invariant import invariant
 from farthing.wallet.address import checksum
@@ -119,6 +119,15 @@ class Chain:
                 message = revert_message(exc)
                 return CallResult(False, b"", reason_for_revert(message), message)
         return CallResult(True, bytes(data))
+
+    def call_many(
+        self, calls: Sequence[Call], *, block: int | str = "latest"
+    ) -> tuple[CallResult, ...]:
+        """Run read-only ``calls`` against one block; one result each, in order.
+
+        Here one after another; a JSON-RPC backend sends them in one batch.
+        """
+        return tuple(self.call(call, block=block) for call in calls)
 
     def authorization_state(self, token: str, authorizer: str, nonce: bytes) -> bool:
         """EIP-3009 ``authorizationState``: True once the nonce is used or cancelled."""
@@ -228,6 +237,37 @@ class Chain:
             except TimeExhausted:
                 return TxResult(False, tx_hash, "receipt_timeout", None)
         return self._result_from_receipt(tx, tx_hash, receipt)
+
+    def send_raw(self, raw: bytes) -> str:
+        """Hand a signed transaction to the node; its hash, 0x-hex.
+
+        The node's refusal raises as web3 raises it (``ContractLogicError``
+        for a revert, ``Web3RPCError`` for anything else it refuses).
+        """
+        with self._rpc_errors():
+            return _hex(self.w3.eth.send_raw_transaction(raw))
+
+    def receipt(self, tx_hash: str) -> Any | None:
+        """The receipt of ``tx_hash``, or ``None`` while it is not mined (or unknown).
+
+        Numbers are ints; log topics and data are bytes.
+        """
+        with self._rpc_errors():
+            try:
+                return self.w3.eth.get_transaction_receipt(cast(Any, tx_hash))
+            except TransactionNotFound:
+                return None
+
+    def wait_receipt(self, tx_hash: str, *, timeout_s: float, poll_s: float) -> Any | None:
+        """The receipt of ``tx_hash`` once mined, polling every ``poll_s``; ``None`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.receipt(tx_hash)
+            if found is not None:
+                return found
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(poll_s)
 
     def deploy(
         self, creation_code: bytes, *, sender: TxSigner, gas_limit: int | None = None

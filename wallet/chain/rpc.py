@@ -9,20 +9,21 @@ outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Final, cast
 
 import requests
 from web3 import HTTPProvider, Web3
-from web3.exceptions import TimeExhausted
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from farthing.invariant import invariant
 from farthing.wallet.address import checksum
 from farthing.wallet.chain.base import Backend, Chain
-from farthing.wallet.chain.values import DevAccount, anvil_dev_accounts
+from farthing.wallet.chain.values import Call, CallResult, DevAccount, anvil_dev_accounts
 from farthing.wallet.errors import ChainUnavailableError, DeploymentError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
+from farthing.wallet.revert import decode_revert_data, reason_for_revert
 
 __all__ = ["RpcChain"]
 
@@ -53,6 +54,94 @@ class RpcChain(Chain):
         if self.chain_id != ANVIL_CHAIN_ID:
             # Real networks make blocks every second or two and rate-limit callers.
             self.receipt_poll_s = 0.5
+
+    def call_many(
+        self, calls: Sequence[Call], *, block: int | str = "latest"
+    ) -> tuple[CallResult, ...]:
+        """The calls in one JSON-RPC batch: one round trip, and none of web3's per-call work.
+
+        A node that refuses batches (it answers one error object, not a list
+        of answers) gets the calls one at a time, as ``call`` sends them.
+        """
+        if len(calls) < 2:
+            return super().call_many(calls, block=block)
+        tag = block if isinstance(block, str) else hex(block)
+        batch = [(cast(Any, "eth_call"), [_call_object(call), tag]) for call in calls]
+        provider = cast(HTTPProvider, self.w3.provider)
+        with self._rpc_errors():
+            answers = provider.make_batch_request(batch)
+        if not isinstance(answers, list) or len(answers) != len(calls):
+            return super().call_many(calls, block=block)
+        return tuple(self._call_result(answer) for answer in answers)
+
+    def _call_result(self, answer: Any) -> CallResult:
+        """One ``eth_call`` answer of a batch: its return data, a revert as a value, or an outage."""
+        if not isinstance(answer, dict):
+            raise ChainUnavailableError(f"the chain RPC at {self.rpc_url} answered a batch oddly")
+        error = answer.get("error")
+        if error is None:
+            result = answer.get("result")
+            if not isinstance(result, str) or not result.startswith("0x"):
+                raise ChainUnavailableError(
+                    f"the chain RPC at {self.rpc_url} answered eth_call without return data"
+                )
+            try:
+                return CallResult(True, bytes.fromhex(result[2:]))
+            except ValueError:
+                raise ChainUnavailableError(
+                    f"the chain RPC at {self.rpc_url} answered eth_call with bad hex"
+                ) from None
+        code, said = _error_parts(error)
+        if _node_fault("eth_call", error):
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.rpc_url} failed eth_call: error {code} {said}"
+            )
+        data = error.get("data")
+        message: str | None = None
+        if isinstance(data, str) and data.startswith("0x"):
+            try:
+                message = decode_revert_data(bytes.fromhex(data[2:]))
+            except ValueError:
+                message = None
+        if message is None:
+            message = said or None
+        return CallResult(False, b"", reason_for_revert(message), message)
+
+    def send_raw(self, raw: bytes) -> str:
+        """``eth_sendRawTransaction`` without web3's request pipeline; refusals raise as web3's do."""
+        with self._rpc_errors():
+            answer = self.w3.provider.make_request(
+                cast(Any, "eth_sendRawTransaction"), ["0x" + raw.hex()]
+            )
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error is not None:
+            code, message = _error_parts(error)
+            data = error.get("data") if isinstance(error, dict) else None
+            if isinstance(data, str) and data.startswith("0x") and len(data) > 2:
+                raise ContractLogicError(message, data=data)
+            raise Web3RPCError(f"{{'code': {code}, 'message': {message!r}}}")
+        tx_hash = answer.get("result") if isinstance(answer, dict) else None
+        if not isinstance(tx_hash, str) or len(tx_hash) != 66:
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.rpc_url} answered eth_sendRawTransaction without a hash"
+            )
+        return tx_hash.lower()
+
+    def receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """``eth_getTransactionReceipt`` read directly: the fields callers use, typed as web3 types them."""
+        with self._rpc_errors():
+            answer = self.w3.provider.make_request(
+                cast(Any, "eth_getTransactionReceipt"), [tx_hash]
+            )
+        found = answer.get("result") if isinstance(answer, dict) else None
+        if found is None:
+            return None
+        try:
+            return _typed_receipt(found)
+        except (KeyError, TypeError, ValueError):
+            raise ChainUnavailableError(
+                f"the chain RPC at {self.rpc_url} answered a receipt it could not have meant"
+            ) from None
 
     def dev_accounts(self) -> tuple[DevAccount, ...]:
         if self.chain_id != ANVIL_CHAIN_ID:
@@ -198,3 +287,48 @@ def _error_parts(error: Any) -> tuple[str, str]:
     if not isinstance(error, dict):
         return "?", " ".join(str(error).split())[:200]
     return str(error.get("code", "?")), " ".join(str(error.get("message", "")).split())[:200]
+
+
+def _call_object(call: Call) -> dict[str, Any]:
+    """An ``eth_call`` transaction object as JSON-RPC spells it."""
+    found: dict[str, Any] = {"data": "0x" + bytes(call.data).hex()}
+    if call.to is not None:
+        found["to"] = checksum(call.to)
+    if call.value:
+        found["value"] = hex(call.value)
+    return found
+
+
+def _quantity(value: Any) -> int:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError("not a JSON-RPC quantity")
+    return int(value, 16)
+
+
+def _data(value: Any) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError("not JSON-RPC data")
+    return bytes.fromhex(value[2:])
+
+
+def _typed_receipt(found: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC receipt with its numbers as ints and its logs' topics and data as bytes."""
+    created = found.get("contractAddress")
+    return {
+        "transactionHash": found["transactionHash"],
+        "status": _quantity(found["status"]),
+        "blockNumber": _quantity(found["blockNumber"]),
+        "gasUsed": _quantity(found["gasUsed"]),
+        "contractAddress": created,
+        "logs": [
+            {
+                "address": log["address"],
+                "topics": [_data(topic) for topic in log["topics"]],
+                "data": _data(log["data"]),
+                "logIndex": _quantity(log["logIndex"]),
+                "blockNumber": _quantity(log["blockNumber"]),
+                "transactionHash": log["transactionHash"],
+            }
+            for log in found["logs"]
+        ],
+    }
