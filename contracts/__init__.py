@@ -27,6 +27,9 @@ ARTIFACT_NAMES: tuple[str, ...] = (
     "Multicall3",
     "OperatorRefundCollector",
     "Permit2",
+    "SmartAccount",
+    "SmartAccountFactory",
+    "SmartAccountValidator",
     "Stablecoin",
     "X402UptoPermit2Proxy",
 )

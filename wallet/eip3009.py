@@ -40,9 +40,11 @@ from farthing.wallet.eip712 import (
     recover_digest,
     verify_authorization_signature,
 )
+from farthing.wallet.erc6492 import SIGNATURE_BYTES_MAX
 from farthing.wallet.errors import AmountError, AuthorizationError, SigningError
 from farthing.wallet.money import UINT256_MAX, Asset
 from farthing.wallet.signer import Signer
+from farthing.wallet.smart_account import SmartAccountSigner
 
 __all__ = [
     "AUTHORIZATION_TYPES",
@@ -84,6 +86,7 @@ _NAME_LENGTH_MAX: Final = 256
 _DECIMAL_DIGITS_MAX: Final = 78  # len(str(2**256 - 1))
 _DECIMAL_RE: Final = re.compile(r"[0-9]{1,78}")
 _HEX_RE: Final = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+_SIGNATURE_RE: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})+")
 
 
 _AUTHORIZATION_FIELDS: Final = [
@@ -271,10 +274,13 @@ def typed_data(
 
 @dataclass(frozen=True, slots=True)
 class SignedAuthorization:
-    """An authorization with its 65-byte (r ‖ s ‖ v) signature and the domain it is for.
+    """An authorization with its signature and the domain it is for.
 
-    Construction checks only the length; whether the signature is valid is a
-    question for verify, which answers with a value.
+    The signature is 65 bytes (r ‖ s ‖ v) from a key, or up to
+    ``SIGNATURE_BYTES_MAX`` from a contract wallet (ERC-1271, or ERC-6492
+    while it is not deployed: ``farthing.wallet.erc6492``). Construction
+    checks only the length; whether the signature is valid is a question for
+    verify, which answers with a value.
     """
 
     authorization: Authorization
@@ -287,8 +293,12 @@ class SignedAuthorization:
             raise AuthorizationError("authorization must be an Authorization")
         if not isinstance(self.domain, TokenDomain):
             raise AuthorizationError("domain must be a TokenDomain")
-        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_SIZE:
-            raise AuthorizationError("signature must be exactly 65 bytes (r, s, v)")
+        if not isinstance(self.signature, bytes) or not (
+            SIGNATURE_SIZE <= len(self.signature) <= SIGNATURE_BYTES_MAX
+        ):
+            raise AuthorizationError(
+                f"signature must be 65 (r, s, v) to {SIGNATURE_BYTES_MAX} bytes (a contract wallet's)"
+            )
         if self.primary_type not in AUTHORIZATION_TYPES:
             raise AuthorizationError(f"not an EIP-3009 authorization type: {self.primary_type!r}")
 
@@ -329,7 +339,7 @@ class SignedAuthorization:
             raise AuthorizationError("payment payload has no authorization")
         return cls(
             authorization=Authorization.from_wire(payload["authorization"]),
-            signature=_wire_hex(payload, "signature", SIGNATURE_SIZE),
+            signature=_wire_signature(payload),
             domain=domain,
             primary_type=primary_type,
         )
@@ -347,6 +357,20 @@ def _wire_decimal(data: Mapping[Any, Any], key: str) -> int:
     if len(text) > _DECIMAL_DIGITS_MAX or not _DECIMAL_RE.fullmatch(text):
         raise AuthorizationError(f"{key} must be a decimal string of at most 78 digits")
     return int(text)
+
+
+def _wire_signature(data: Mapping[Any, Any]) -> bytes:
+    """65 bytes from a key, or a contract wallet's longer signature, bounded before decoding."""
+    text = data.get("signature")
+    if (
+        not isinstance(text, str)
+        or not 2 + 2 * SIGNATURE_SIZE <= len(text) <= 2 + 2 * SIGNATURE_BYTES_MAX
+        or not _SIGNATURE_RE.fullmatch(text)
+    ):
+        raise AuthorizationError(
+            f"signature must be 0x followed by 65 to {SIGNATURE_BYTES_MAX} bytes of hex"
+        )
+    return bytes.fromhex(text[2:])
 
 
 def _wire_hex(data: Mapping[Any, Any], key: str, size: int) -> bytes:
@@ -403,6 +427,18 @@ def _sign(
             f"authorization is from {authorization.from_address} but the signer is {signer_address}"
         )
     raw = signer.sign_typed_data(*typed_data(authorization, domain, primary_type))
+    if isinstance(signer, SmartAccountSigner):
+        # A smart account's signature is its owner's, perhaps ERC-6492-wrapped:
+        # the owner's must recover to the owner (the account itself answers
+        # ERC-1271 on chain, which the facilitator asks).
+        signed = SignedAuthorization(authorization, raw, domain, primary_type)
+        inner = SignedAuthorization(
+            authorization, signer.owner_signature(raw), domain, primary_type
+        )
+        checked = verify_authorization_signature(inner, signer.owner)
+        if not checked.valid:
+            raise SigningError(f"fresh signature failed its check: {checked.reason}")
+        return signed
     if not isinstance(raw, bytes) or len(raw) != SIGNATURE_SIZE:
         raise SigningError("signer returned something other than a 65-byte signature")
     signed = SignedAuthorization(authorization, raw, domain, primary_type)

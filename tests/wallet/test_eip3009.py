@@ -379,7 +379,9 @@ def test_wire_matches_the_vector_messages() -> None:
         (("authorization", "from"), None),
         (("authorization", "to"), "0x12"),
         (("signature",), "0x" + "00" * 64),
-        (("signature",), "0x" + "00" * 66),
+        (("signature",), "0x" + "00" * 4097),  # over SIGNATURE_BYTES_MAX (a contract wallet's)
+        (("signature",), "0x" + "00" * 65 + "\n"),
+        (("signature",), "0x" + "00" * 65 + "0"),
         (("signature",), b"\x00" * 65),
         (("authorization",), "not an object"),
     ],
