@@ -18,6 +18,7 @@ from farthing.wallet.abi_words import keccak
 from farthing.wallet.eip712 import recover_digest
 from farthing.wallet.errors import SigningError
 from farthing.wallet.signer import Signer
+from farthing.wallet.smart_account import SmartAccountSigner
 
 __all__ = ["sign_checked", "type_hash", "typed_digest"]
 
@@ -55,6 +56,11 @@ def sign_checked(
     """
     copied = {name: [dict(f) for f in fields] for name, fields in types.items()}
     signature = bytes(signer.sign_typed_data(domain, copied, primary, message))
+    if isinstance(signer, SmartAccountSigner):
+        # A smart account's signature is its owner key's (the account answers ERC-1271).
+        if recover_digest(digest, signer.owner_signature(signature)) != signer.owner:
+            raise SigningError(f"the {primary} {what} does not recover to {signer.owner}")
+        return signature
     if recover_digest(digest, signature) != signer.address:
         raise SigningError(f"the {primary} {what} does not recover to {signer.address}")
     return signature

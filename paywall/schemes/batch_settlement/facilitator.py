@@ -32,7 +32,6 @@ from typing import Any, Final, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import anyio.to_thread
 import requests
-from eth_abi.abi import encode as abi_encode
 
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.schemes.batch_settlement.contract import (
@@ -53,6 +52,7 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     ClaimEntry,
     SignedVoucher,
     custom_error_name,
+    deposit_nonce,
     erc3009_collector_data,
     sign_claim_batch,
     sign_refund,
@@ -86,11 +86,17 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     parse_client_payload,
 )
 from farthing.paywall.schemes.fields import WireRefusal
+from farthing.paywall.schemes.signatures import (
+    check_signature,
+    domain_separator_of,
+    eip3009_digest,
+)
 from farthing.paywall.scope import SettleScope
 from farthing.paywall.wire import SettleResult, VerifyResult
 from farthing.wallet.address import checksum, is_address
 from farthing.wallet.chain import Call, Chain, TxResult
-from farthing.wallet.eip712 import recover_digest
+from farthing.wallet.eip712 import RECEIVE_WITH_AUTHORIZATION, recover_digest
+from farthing.wallet.erc6492 import unwrap
 from farthing.wallet.errors import ChainUnavailableError, WalletError
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS, ChannelContracts
 from farthing.wallet.signer import Signer, TxSigner
@@ -102,6 +108,7 @@ __all__ = [
     "ERR_DEPOSIT_SIMULATION_FAILED",
     "ERR_DEPOSIT_TRANSACTION_FAILED",
     "ERR_NOTHING_TO_SETTLE",
+    "ERR_RECEIVE_AUTHORIZATION_SIGNATURE",
     "ERR_REFUND_NO_BALANCE",
     "ERR_REFUND_SIMULATION_FAILED",
     "ERR_REFUND_TRANSACTION_FAILED",
@@ -127,10 +134,9 @@ ERR_REFUND_TRANSACTION_FAILED: Final = CODE_PREFIX + "refund_transaction_failed"
 ERR_REFUND_NO_BALANCE: Final = CODE_PREFIX + "refund_no_balance"
 ERR_VALID_AFTER_IN_FUTURE: Final = CODE_PREFIX + "payload_authorization_valid_after"
 ERR_VALID_BEFORE_EXPIRED: Final = CODE_PREFIX + "payload_authorization_valid_before"
+ERR_RECEIVE_AUTHORIZATION_SIGNATURE: Final = CODE_PREFIX + "receive_authorization_signature"
 
 _ZERO: Final = "0x" + "00" * 20
-_ERC1271_SELECTOR: Final = bytes.fromhex("1626ba7e")
-_ERC1271_MAGIC: Final = _ERC1271_SELECTOR + b"\x00" * 28
 # The reference facilitator's margin: an authorization must outlive its own mining.
 _VALID_BEFORE_MARGIN_S: Final = 6
 
@@ -347,12 +353,41 @@ class ChannelFacilitator:
         return None if ok else ERR_INVALID_VOUCHER_SIGNATURE
 
     def _payer_signed(self, payer: str, digest: bytes, signature: bytes) -> bool:
-        """A zero ``payerAuthorizer``: the payer's ERC-1271 answer, or its ECDSA key."""
-        data = _ERC1271_SELECTOR + abi_encode(["bytes32", "bytes"], [digest, signature])
-        answer = self.chain.call(Call(payer, data))
-        if answer.ok and len(answer.return_data) >= 32:
-            return answer.return_data[:32] == _ERC1271_MAGIC
-        return recover_digest(digest, signature) == payer
+        """A zero ``payerAuthorizer``: as the escrow checks it, ECDSA without code, ERC-1271 with.
+
+        (``farthing.paywall.schemes.signatures``, bounded in gas.) An ERC-6492
+        wrapper is refused: the escrow never unwraps one, so a voucher carrying
+        it could not be claimed.
+        """
+        if unwrap(signature) is not None:
+            return False
+        return check_signature(self.chain, payer, digest, signature).valid
+
+    def _deposit_signature(self, deposit: DepositPayload) -> tuple[str, str] | None:
+        """The deposit's ReceiveWithAuthorization checked as the token will, before simulating it."""
+        auth = deposit.authorization
+        if unwrap(auth.signature) is not None:
+            return ERR_RECEIVE_AUTHORIZATION_SIGNATURE, (
+                "the collector takes no ERC-6492 signature: deploy the wallet first"
+            )
+        config = deposit.config
+        separator = domain_separator_of(self.chain, config.token)
+        if separator is None:
+            return ERR_DEPOSIT_SIMULATION_FAILED, "the token has no EIP-712 domain separator"
+        digest = eip3009_digest(
+            separator,
+            RECEIVE_WITH_AUTHORIZATION,
+            from_address=config.payer,
+            to=self.collector,
+            value=deposit.amount,
+            valid_after=auth.valid_after,
+            valid_before=auth.valid_before,
+            nonce=deposit_nonce(deposit.voucher.channel_id, auth.salt),
+        )
+        check = check_signature(self.chain, config.payer, digest, auth.signature)
+        if not check.valid:
+            return ERR_RECEIVE_AUTHORIZATION_SIGNATURE, f"{check.reason}: {check.message}"
+        return None
 
     def _check_deposit(
         self, deposit: DepositPayload, snapshot: ChannelSnapshot
@@ -364,6 +399,9 @@ class ChannelFacilitator:
             return ERR_VALID_BEFORE_EXPIRED, "the deposit authorization expires too soon"
         if auth.valid_after > now:
             return ERR_VALID_AFTER_IN_FUTURE, "the deposit authorization is not valid yet"
+        refused = self._deposit_signature(deposit)
+        if refused is not None:
+            return refused
         simulated = self.chain.call(
             Call(self.escrow.address, self._deposit_calldata(deposit)),
             sender=self._signer.address,

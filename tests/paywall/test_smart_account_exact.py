@@ -1,0 +1,105 @@
+"""Smart-account payers pay ``exact`` through a real paywall and our facilitator on anvil.
+
+A deployed SmartAccount (ERC-1271), a counterfactual one (ERC-6492: the
+settlement deploys it and pays in one transaction) and an EIP-7702 EOA
+delegating to SmartAccount (signing with its own key) each pay a paywalled
+route served over ASGI; the token moves from the account to the merchant,
+exactly the price, settled on chain. Everything is real: anvil, our
+contracts, the paywall with its SQLite store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from farthing.paywall import PaymentStore
+from farthing.paywall.wire import PaymentPayload, PaymentRequirements, encode_payment_signature
+from farthing.wallet.eip3009 import build_authorization, sign_authorization
+from farthing.wallet.signer import LocalSigner, Signer
+from farthing.wallet.smart_account import SmartAccountSigner
+from tests.paywall.conftest import (
+    PRICE_ATOMIC,
+    ChainEnv,
+    asgi_client,
+    challenge_of,
+    paywalled,
+    run,
+)
+from tests.paywall.smart_accounts import Accounts, accounts_on, delegate_7702
+
+pytestmark = pytest.mark.anvil
+
+FUNDS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def accounts(chain_env: ChainEnv) -> Accounts:
+    return accounts_on(chain_env.chain, chain_env.owner)
+
+
+def payment_header(accepts: dict[str, Any], signer: Signer) -> str:
+    requirements = PaymentRequirements.from_wire(accepts)
+    authorization = build_authorization(
+        from_address=signer.address, to=requirements.pay_to, value=requirements.amount
+    )
+    signed = sign_authorization(signer, authorization, requirements.domain())
+    payload = PaymentPayload(
+        accepted=requirements, authorization=authorization, signature=signed.signature
+    )
+    return encode_payment_signature(payload)
+
+
+async def pay(app: Any, signer: Signer) -> tuple[int, dict[str, Any]]:
+    async with asgi_client(app) as client:
+        first = await client.get("/api/data")
+        assert first.status_code == 402
+        accepts = next(a for a in challenge_of(first)["accepts"] if a["scheme"] == "exact")
+        paid = await client.get(
+            "/api/data", headers={"PAYMENT-SIGNATURE": payment_header(accepts, signer)}
+        )
+        return paid.status_code, (paid.json() if paid.status_code == 200 else {})
+
+
+def paid_once(env: ChainEnv, store: PaymentStore, signer: Signer) -> None:
+    before = env.token.balance_of(env.merchant)
+    status, body = run(pay(paywalled(env, store), signer))
+    assert status == 200, body
+    assert body["secret"] == "paid-data"
+    assert env.token.balance_of(signer.address) == FUNDS - PRICE_ATOMIC
+    assert env.token.balance_of(env.merchant) == before + PRICE_ATOMIC
+
+
+def test_deployed_smart_account_pays(
+    chain_env: ChainEnv, accounts: Accounts, store: PaymentStore
+) -> None:
+    account = accounts.new(deployed=True)
+    assert account.deployed and chain_env.chain.code_at(account.address)
+    assert chain_env.token.mint(account.address, FUNDS, sender=chain_env.owner).ok
+    paid_once(chain_env, store, account)
+
+
+def test_counterfactual_smart_account_pays_and_is_deployed(
+    chain_env: ChainEnv, accounts: Accounts, store: PaymentStore
+) -> None:
+    account = accounts.new(deployed=False)
+    assert not account.deployed and not chain_env.chain.code_at(account.address)
+    assert chain_env.token.mint(account.address, FUNDS, sender=chain_env.owner).ok
+    paid_once(chain_env, store, account)
+    assert chain_env.chain.code_at(account.address), "the settlement deployed the account"
+    # Deployed now: the next payment's signature is the plain ERC-1271 one.
+    again = SmartAccountSigner.on_chain(
+        chain_env.chain, account.owner_signer, factory=account.factory, salt=account.salt
+    )
+    assert again.deployed and again.address == account.address
+
+
+def test_eip7702_account_pays_with_its_own_key(
+    chain_env: ChainEnv, accounts: Accounts, store: PaymentStore
+) -> None:
+    delegate = accounts.new(deployed=True).address  # SmartAccount code to delegate to
+    eoa = LocalSigner.generate()
+    delegate_7702(chain_env.chain, eoa, delegate, sponsor=chain_env.owner)
+    assert chain_env.token.mint(eoa.address, FUNDS, sender=chain_env.owner).ok
+    paid_once(chain_env, store, eoa)
