@@ -109,7 +109,8 @@ def check_collect(
 ) -> WireRefusal | None:
     """The spec's verification steps 7-13 for the client's payload.
 
-    A contract payer's signature (ERC-1271) is left to the simulation.
+    A contract payer's signature (ERC-1271, ERC-6492, EIP-7702) is checked on chain
+    by the verifier (``verify.py``), not here.
     """
     extra, auth = requirements.extra, payload.authorization
     if extra.refund_deadline < extra.capture_deadline:

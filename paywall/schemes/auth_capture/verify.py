@@ -2,8 +2,11 @@
 
 :class:`EscrowVerifier` runs the spec's checks in order. The envelope first
 (network, operator, the facilitator's scope). Of the client's collect
-payload: the checks that need no chain (``checks.py``), the nonce's state,
-the payer's balance, then a simulation of ``authorize``. Of a lifecycle
+payload: the checks that need no chain (``checks.py``), a contract
+wallet's signature (ERC-1271, ERC-6492 or EIP-7702, through
+``farthing.paywall.schemes.signatures``: verified, not left to the
+simulation), the nonce's state, the payer's balance, then a simulation of
+``authorize``. Of a lifecycle
 payload: operator, salt binding and the ``paymentInfo`` against the
 requirements, the operation's preconditions against ``paymentState``
 (including the single-use balance check), the refund funding agreement, then
@@ -32,6 +35,7 @@ from farthing.paywall.schemes.auth_capture.types import (
     ERR_OPERATOR_NOT_ADMITTED,
     ERR_PAYMENT_ALREADY_COLLECTED,
     ERR_REFUND_FUNDING_UNAVAILABLE,
+    ERR_SIGNATURE,
 )
 from farthing.paywall.schemes.auth_capture.wire import (
     AuthCapturePayment,
@@ -42,7 +46,11 @@ from farthing.paywall.schemes.auth_capture.wire import (
     VoidPayload,
 )
 from farthing.paywall.schemes.fields import WireRefusal
+from farthing.paywall.schemes.signatures import check_signature
 from farthing.paywall.scope import SettleScope
+from farthing.wallet.eip712 import RECEIVE_WITH_AUTHORIZATION, authorization_digest
+from farthing.wallet.eip3009 import TokenDomain
+from farthing.wallet.erc6492 import unwrap
 
 __all__ = ["EscrowVerifier", "LifecyclePayload"]
 
@@ -103,6 +111,8 @@ class EscrowVerifier:
     ) -> tuple[PaymentInfo, PaymentState]:
         info = self.collect_info(payload, requirements)
         code = self.reads.read(lambda: self.reads.chain.code_at(payload.payer))
+        # A deployed wallet, or one an ERC-6492 wrapper will deploy (the collector unwraps it).
+        contract_wallet = bool(code) or unwrap(payload.signature) is not None
         refuse(
             check_collect(
                 payload,
@@ -110,9 +120,11 @@ class EscrowVerifier:
                 info,
                 now=self.now(),
                 collector=self.reads.contracts.erc3009_collector,
-                payer_is_contract=bool(code),
+                payer_is_contract=contract_wallet,
             )
         )
+        if contract_wallet:
+            self._wallet_signature(payload, requirements)
         nonce = payload.authorization.nonce
         used = self.reads.read(
             lambda: self.reads.chain.authorization_state(requirements.asset, payload.payer, nonce)
@@ -126,6 +138,22 @@ class EscrowVerifier:
         )
         self.reads.simulate(data)
         return info, self.reads.state(info)
+
+    def _wallet_signature(
+        self, payload: CollectPayload, requirements: AuthCaptureRequirements
+    ) -> None:
+        """A contract wallet's ReceiveWithAuthorization signature, asked of the wallet itself."""
+        extra = requirements.extra
+        domain = TokenDomain(extra.name, extra.version, requirements.chain_id, requirements.asset)
+        digest = authorization_digest(payload.authorization, domain, RECEIVE_WITH_AUTHORIZATION)
+        chain = self.reads.chain
+        check = self.reads.read(
+            lambda: check_signature(chain, payload.payer, digest, payload.signature)
+        )
+        if not check.valid:
+            raise Refused(
+                ERR_SIGNATURE, f"the payer's wallet refuses the signature ({check.reason})"
+            )
 
     def verify_lifecycle(
         self, payload: LifecyclePayload, requirements: AuthCaptureRequirements
