@@ -116,6 +116,8 @@ class Challenge:
     message: str | None = None
     preview: str | None = None
     fiat: FiatTerms | None = None
+    # v2's extensions the seller declares, by key (e.g. an upto facilitator's gas sponsoring).
+    extensions: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +249,7 @@ def read_payment_required(
         message=_text(extra.get("message")),
         preview=_preview(extra.get("preview")),
         fiat=_fiat(extra.get("price")),
+        extensions=_extensions(data.get("extensions")),
     )
 
 
@@ -346,6 +349,16 @@ def _json_body(response: httpx.Response) -> Any:
 
 def _text(value: object) -> str | None:
     return value[:_TEXT_MAX] if isinstance(value, str) else None
+
+
+def _extensions(value: object) -> Mapping[str, Any] | None:
+    """The declared extensions' keys with their objects; only keys are ever acted on."""
+    if not isinstance(value, Mapping):
+        return None
+    found = {
+        k: v for k, v in list(value.items())[:_OFFERS_MAX] if isinstance(k, str) and len(k) < 64
+    }
+    return found or None
 
 
 def _preview(value: object) -> str | None:

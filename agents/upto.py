@@ -61,14 +61,18 @@ from farthing.agents.permits import (
 from farthing.agents.reservations import release
 from farthing.faults import crash_point
 from farthing.ledger import format_transfer_id, new_id
+from farthing.paywall.schemes.fields import WireRefusal
+from farthing.paywall.schemes.upto.client import sign_eip2612_permit, token_nonce
 from farthing.paywall.schemes.upto.contract import ERC20_SIGNATURES, PERMIT2_ADDRESS
 from farthing.paywall.schemes.upto.permit import UptoAuthorization, sign_authorization
+from farthing.paywall.schemes.upto.types import EIP2612_KEY
 from farthing.paywall.schemes.upto.types import SCHEME as SCHEME_UPTO
+from farthing.paywall.schemes.upto.wire import Eip2612Permit, parse_requirements
 from farthing.paywall.wire import PAYMENT_SIGNATURE_HEADER, X402_VERSION, b64_json
 from farthing.wallet.abi_words import keccak
 from farthing.wallet.address import checksum, is_address
 from farthing.wallet.chain import Call
-from farthing.wallet.errors import ChainError
+from farthing.wallet.errors import ChainError, SigningError
 
 if TYPE_CHECKING:
     from farthing.agents.payer import Intent, Payer
@@ -165,6 +169,8 @@ class UptoPayer:
             return None
         if not ceilings:
             return "malformed_payment_required"
+        if _sponsored(challenge):
+            return None  # the facilitator takes a gasless EIP-2612 approval with the payment
         try:
             allowance = self.allowance()
         except ChainError:
@@ -184,7 +190,7 @@ class UptoPayer:
     def reuse(
         self, url: str, challenge: Challenge, offer: Offer, intent: Intent, earlier: OpenCeiling
     ) -> UptoPrepared | PaymentOutcome:
-        """The earlier permit of this purchase, signed again byte for byte; or why not."""
+        """The earlier permit of this purchase, signed again (the same nonce, so it settles once)."""
         payer = self.payer
         facilitator = self.facilitator_of(offer)
         if earlier.deadline - payer.chain.timestamp() <= _REUSE_MARGIN_S or facilitator is None:
@@ -193,10 +199,13 @@ class UptoPayer:
                 "resolve it from the chain first"
             )
             return self._not_paid(url, intent, offer, "possible_spend_unresolved", detail, None)
-        prepared = self._signed(
-            url, challenge, offer, intent, earlier.payment_id, earlier.valid_after,
-            earlier.deadline, facilitator, approval_id=None,
-        )  # fmt: skip
+        try:
+            prepared = self._signed(
+                url, challenge, offer, intent, earlier.payment_id, earlier.valid_after,
+                earlier.deadline, facilitator, approval_id=None,
+            )  # fmt: skip
+        except (ChainError, SigningError) as exc:  # nothing new is held: the reservation stays
+            return self._not_paid(url, intent, offer, "chain_unavailable", str(exc), None)
         return replace(prepared, reused=True)
 
     def prepare(
@@ -251,7 +260,7 @@ class UptoPayer:
                     "insufficient_balance",
                     f"the wallet holds {payer.asset.format(balance)}",
                 )
-            elif allowance < offer.amount:
+            elif allowance < offer.amount and not _sponsored(challenge):
                 refusal = ("permit2_allowance_required", f"Permit2 may spend {allowance}")
         if refusal is not None:
             release(payer.books, payment_id)
@@ -261,6 +270,9 @@ class UptoPayer:
                 url, challenge, offer, intent, payment_id, valid_after, deadline, facilitator,
                 approval_id=approval_id,
             )  # fmt: skip
+        except (ChainError, SigningError) as exc:  # the token's EIP-2612 nonce could not be read
+            release(payer.books, payment_id)
+            return self._not_paid(url, intent, offer, "chain_unavailable", str(exc), approval_id)
         except BaseException:
             release(payer.books, payment_id)  # nothing signed, nothing sent: free the budget
             raise
@@ -303,6 +315,9 @@ class UptoPayer:
             "accepted": dict(offer.raw) or offer.requirements.to_wire(),
             "resource": dict(challenge.resource) if challenge.resource else {"url": url},
         }
+        approval = self._approval(challenge, offer, deadline)
+        if approval is not None:
+            body["extensions"] = {EIP2612_KEY: {"info": approval.to_wire()}}
         header = (PAYMENT_SIGNATURE_HEADER, b64_json(body))
         return UptoPrepared(
             url=url,
@@ -318,6 +333,22 @@ class UptoPayer:
             asset=payer.asset,
             approval_id=approval_id,
         )
+
+    def _approval(self, challenge: Challenge, offer: Offer, deadline: int) -> Eip2612Permit | None:
+        """A gasless EIP-2612 approval of Permit2 for the ceiling, when one is needed and offered.
+
+        Its value is the ceiling (the proxy requires it) and its deadline the
+        permit's; the token's nonce is read now (``ChainError`` or
+        ``SigningError`` when the chain does not answer).
+        """
+        payer = self.payer
+        if not _sponsored(challenge) or self.allowance() >= offer.amount:
+            return None
+        requirements = parse_requirements(offer.raw)
+        if isinstance(requirements, WireRefusal):
+            raise SigningError(f"the upto offer cannot be read: {requirements.reason}")
+        nonce = token_nonce(payer.chain, payer.asset.address, payer.address)
+        return sign_eip2612_permit(payer.signer, requirements, nonce=nonce, deadline=deadline)
 
     # ------------------------------------------------------------ after sending
 
@@ -469,3 +500,8 @@ class UptoPayer:
             task_id=intent.task_id,
             purpose=intent.purpose,
         )
+
+
+def _sponsored(challenge: Challenge) -> bool:
+    """The seller's 402 declares that its facilitator takes a gasless EIP-2612 approval."""
+    return challenge.extensions is not None and EIP2612_KEY in challenge.extensions

@@ -87,7 +87,7 @@ async def test_the_agent_posts_what_was_settled_and_releases_the_rest(upto_world
     assert response.status_code == 200, response.text
     outcome = outcome_of(response)
     assert outcome is not None and outcome.status == "paid", outcome
-    assert outcome.amount == USED and outcome.tx_hash == seller.settlements[0].tx_hash
+    assert outcome.amount == USED and outcome.tx_hash == seller.settlements[0].transaction
     assert world.token.balance_of(world.agent.address) == before - USED
     assert world.token.balance_of(world.merchant) == USED
     (payment,) = booked_payments(world.books)
@@ -170,6 +170,29 @@ async def test_a_wallet_without_a_permit2_allowance_says_so_or_pays_exact(
             outcome = outcome_of(await http.get(URL))
         assert outcome is not None and outcome.reason == "permit2_allowance_required"
         assert world.open_reservations() == [] and seller.payloads == []
+    finally:
+        world.close()
+
+
+async def test_a_wallet_without_gas_approves_permit2_by_an_eip2612_signature(
+    memory_chain: Chain, tmp_path: Path
+) -> None:
+    place_upto_contracts(memory_chain)
+    world = make_world(memory_chain, tmp_path)
+    try:
+        world.set_policy()
+        assert world.chain.native_balance(world.agent.address) == 0
+        seller = seller_for(world, Behaviour(used=USED), sponsor_eip2612=True)
+        async with world.client(app=seller.app) as http:
+            outcome = outcome_of(await http.get(URL))
+        assert outcome is not None and (outcome.status, outcome.amount) == ("paid", USED), outcome
+        (extensions,) = seller.extensions
+        approval = extensions["eip2612GasSponsoring"]["info"]
+        assert int(approval["amount"]) == CEILING  # Permit2 may take the ceiling, no more
+        (payment,) = booked_payments(world.books)
+        assert (payment.state, payment.amount) == ("posted", USED)
+        assert world.token.balance_of(world.merchant) == USED
+        assert world.reconcile().breaks == ()
     finally:
         world.close()
 

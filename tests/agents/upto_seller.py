@@ -1,10 +1,10 @@
 """A seller of metered content for the agent's ``upto`` tests, honest or not, settling on a real chain.
 
 ``metered_seller`` answers ``GET /meter`` with a 402 offering ``upto`` (and,
-if asked, ``exact``), and a paid request by settling the signed permit
-itself: the relayer (the offer's ``facilitatorAddress``) calls our
-x402UptoPermit2Proxy's ``settle`` for what was used, and the answer carries
-a ``PAYMENT-RESPONSE``. The :class:`Behaviour` makes it lie in the ways the
+if asked, ``exact``), and a paid request by verifying and settling the
+signed permit with the scheme's own facilitator part (``UptoFacilitator``,
+the relayer being the offer's ``facilitatorAddress``) for what was used;
+the answer carries a ``PAYMENT-RESPONSE``. The :class:`Behaviour` makes it lie in the ways the
 attacks need: claim another amount, name another transaction (the previous
 one: a replayed receipt), claim a zero settlement and settle later, or try
 to settle the same permit twice. It is a seller written for the tests, as
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,7 +25,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from farthing.paywall.schemes.upto.client import approve_permit2 as client_approve
 from farthing.paywall.schemes.upto.contract import settle_call
-from farthing.paywall.wire import b64_json
+from farthing.paywall.schemes.upto.facilitator import UptoFacilitator
+from farthing.paywall.schemes.upto.types import EIP2612_KEY
+from farthing.paywall.schemes.upto.wire import (
+    UptoPayment,
+    UptoRequirements,
+    parse_payment,
+    parse_requirements,
+)
+from farthing.paywall.wire import SettleResult, b64_json
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import LocalSigner
@@ -58,7 +66,9 @@ class MeteredSeller:
     app: Starlette
     payloads: list[dict[str, Any]] = field(default_factory=list)
     receipts: list[dict[str, Any]] = field(default_factory=list)
-    settlements: list[TxResult] = field(default_factory=list)
+    settlements: list[SettleResult] = field(default_factory=list)
+    extensions: list[dict[str, Any]] = field(default_factory=list)
+    direct: list[TxResult] = field(default_factory=list)  # settles sent around the facilitator
 
 
 def give_gas(chain: Chain, to: str) -> None:
@@ -96,9 +106,11 @@ def metered_seller(
     ceiling: int,
     behaviour: Behaviour,
     exact_price: int | None = None,
+    sponsor_eip2612: bool = False,
 ) -> MeteredSeller:
     """The seller, over the relayer's real settlements; see the module doc."""
     seller = MeteredSeller(app=Starlette())
+    facilitator = UptoFacilitator(chain, relayer)
     offer = {
         "scheme": "upto",
         "network": chain.network,
@@ -127,12 +139,18 @@ def metered_seller(
     async def meter(request: Request) -> Response:
         header = request.headers.get("payment-signature")
         if header is None:
-            required = {
+            required: dict[str, Any] = {
                 "x402Version": 2,
                 "error": "payment required",
                 "resource": {"url": str(request.url), "description": "metered"},
                 "accepts": accepts,
             }
+            if sponsor_eip2612:
+                required["extensions"] = {
+                    EIP2612_KEY: {
+                        "info": {"description": "gasless Permit2 approval", "version": "1"}
+                    }
+                }
             return JSONResponse(
                 {"x402Version": 2},
                 status_code=402,
@@ -140,16 +158,26 @@ def metered_seller(
             )
         data = json.loads(base64.b64decode(header))
         assert data["accepted"]["scheme"] == "upto", data["accepted"]
+        payment = parse_payment(data)
+        assert isinstance(payment, UptoPayment), payment
+        requirements = parse_requirements(offer)
+        assert isinstance(requirements, UptoRequirements), requirements
+        verified = await facilitator.verify_upto(payment, requirements)
+        if not verified.valid:
+            return JSONResponse({"error": verified.reason}, status_code=402)
         payload = data["payload"]
         seller.payloads.append(payload)
+        seller.extensions.append(data.get("extensions") or {})
         transaction = ""
         if behaviour.settle:
-            settled = settle_permit(chain, relayer, payload, behaviour.used)
+            charge = replace(requirements, amount=behaviour.used)
+            settled = await facilitator.settle_upto(payment, charge)
+            assert settled.success, settled
             seller.settlements.append(settled)
-            assert settled.ok, settled
-            transaction = settled.tx_hash or ""
+            transaction = settled.transaction
             if behaviour.settle_twice:
-                seller.settlements.append(settle_permit(chain, relayer, payload, behaviour.used))
+                seller.settlements.append(await facilitator.settle_upto(payment, charge))
+                seller.direct.append(settle_permit(chain, relayer, payload, behaviour.used))
         receipt = {
             "success": True,
             "transaction": transaction,
