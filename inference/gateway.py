@@ -26,8 +26,18 @@ claims its nonce) before the upstream runs, but settles only after a 2xx
 answer; the proxy answers 502 (``upstream_error``, ``upstream_failed``), 503
 (``upstream_unavailable``) or 504 (``upstream_timeout``) when vLLM errs, is
 down, dies mid-request or does not answer within ``upstream_timeout_s``, and
-the paywall releases the payment unsettled. Answers are JSON, never streamed:
-a paid answer is held until its payment settles.
+the paywall releases the payment unsettled. A JSON answer is held until its
+payment settles.
+
+**Streaming.** ``"stream": true`` is answered with vLLM's server-sent events
+relayed as they come (``farthing.inference.streaming``), charged when the
+stream ends. Its price is not known before the call, so only a scheme that
+charges usage can pay for it: the gateway asks the paywall for a meter on
+the request (``farthing.paywall.schemes.metering``), its 402 for a streamed
+request offers only those schemes (``batch-settlement`` today, ``upto``
+when it is built), and a stream paid any other way (``exact``) is refused
+with one line (400 ``stream_needs_metered_scheme``), the payment released
+unsettled. A gateway without channels refuses to quote a paid stream at all.
 
 **Per-token metering.** With ``GatewayPayment.channels`` the route also
 offers x402 ``batch-settlement`` (after ``exact``). The quote (prompt plus
@@ -41,6 +51,7 @@ and the header is ignored (the paywall strips it either way).
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -62,6 +73,7 @@ from farthing.inference.errors import (
 from farthing.inference.pricing import call_price_atomic
 from farthing.inference.quoting import CallQuote, ChatPricer, Refusal
 from farthing.inference.settings import InferenceSettings
+from farthing.inference.streaming import StreamedChat
 from farthing.inference.upstream import Upstream
 from farthing.web import read_body
 
@@ -72,6 +84,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAT_PATH",
     "CHAT_TOOL",
+    "METERED_SCHEMES",
     "QUOTE_HEADER",
     "Gateway",
     "GatewayPayment",
@@ -109,6 +122,16 @@ _QUOTE_HEADER_BYTES: Final = QUOTE_HEADER.encode()
 # free gateway does not import the paywall.
 _CHARGE_HEADER: Final = "farthing-charge"
 _USAGE_TOKENS_MAX: Final = 10**9  # far above any context; a larger count is not believed
+# farthing.paywall.schemes.metering's METER_EXTENSION and METER_ASKED, spelled here too.
+_METER_EXTENSION: Final = "farthing.meter"
+_METER_ASKED: Final = "asked"
+# The schemes that charge usage, so can pay for a stream.
+METERED_SCHEMES: Final = ("batch-settlement", "upto")
+_STREAM_REFUSAL: Final = (
+    "a streamed answer is charged its usage when it ends, so it is paid with "
+    "batch-settlement (or upto), not exact, whose price is fixed before the call; "
+    "or set stream to false"
+)
 _DESCRIPTION: Final = (
     "One chat completion: prompt tokens plus max_tokens per sequence (n, or best_of) "
     "at the price per 1k tokens"
@@ -327,6 +350,14 @@ class Gateway:
         if isinstance(quoted, Refusal):
             await _send(send, quoted)
             return
+        if quoted.call.stream is not None and self.payment is not None:
+            if self.payment.channels is None:
+                await _send(send, Refusal(400, "stream_needs_metered_scheme", _STREAM_REFUSAL))
+                return
+            # The paywall meters this answer, and asks only schemes that charge usage.
+            extensions = {**(scope.get("extensions") or {}), _METER_EXTENSION: _METER_ASKED}
+            scope = {**scope, "extensions": extensions}
+            send = _metered_offers_only(send)
         key = secrets.token_hex(16)
         self._in_flight[key] = quoted
         inner = {**scope, "headers": [*scope["headers"], (_QUOTE_HEADER_BYTES, key.encode())]}
@@ -363,6 +394,19 @@ class Gateway:
         quote = self._in_flight.get(request.headers.get(QUOTE_HEADER, ""))
         if quote is None:  # only reachable by mounting the proxy without the gateway
             return _json(Refusal(400, "not_quoted", "chat requests must come through the gateway"))
+        if quote.call.stream is not None:
+            meter = (request.scope.get("extensions") or {}).get(_METER_EXTENSION)
+            if not hasattr(meter, "finish"):
+                if self.payment is not None:  # paid, but not by usage (exact)
+                    return _json(Refusal(400, "stream_needs_metered_scheme", _STREAM_REFUSAL))
+                meter = None  # a private node: streamed, not charged
+            return StreamedChat(
+                self.upstream,
+                quote,
+                meter,
+                deadline_s=self.settings.upstream_timeout_s,
+                headers=quote.headers(),
+            )
         try:
             answer = await self.upstream.chat(quote.call.body)
         except InferenceUpstreamError as exc:
@@ -446,6 +490,61 @@ class Gateway:
                 {"status": "degraded", "upstream": f"HTTP {answer.status}"}, status_code=503
             )
         return JSONResponse({"status": "ok", "upstream": "ok"})
+
+
+def _metered_offers_only(send: Send) -> Send:
+    """``send`` for a streamed request: its 402 offers only the schemes that charge usage."""
+    start: dict[str, Any] | None = None
+    body = bytearray()
+
+    async def offers(message: dict[str, Any]) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start" and message["status"] == 402:
+            start = message
+            return
+        if start is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        body.extend(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        headers, content = _metered_402(list(start.get("headers", [])), bytes(body))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+    return offers
+
+
+def _metered_402(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """A 402's ``accepts`` (header and JSON body) without the schemes that cannot stream."""
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name.lower() == b"payment-required":
+            try:
+                terms = json.loads(base64.b64decode(value, validate=True))
+                terms["accepts"] = [
+                    a for a in terms.get("accepts", []) if a.get("scheme") in METERED_SCHEMES
+                ]
+                value = base64.b64encode(json.dumps(terms, separators=(",", ":")).encode())
+            except (ValueError, TypeError, AttributeError):
+                pass  # the paywall's own header: always readable
+        out.append((name, value))
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("accepts"), list):
+            data["accepts"] = [
+                a
+                for a in data["accepts"]
+                if isinstance(a, dict) and a.get("scheme") in METERED_SCHEMES
+            ]
+            body = json.dumps(data, separators=(",", ":")).encode()
+    except ValueError:
+        pass  # an HTML page (a browser): its pay box signs exact, which refuses to stream
+    out = [(k, v) for k, v in out if k.lower() != b"content-length"]
+    out.append((b"content-length", str(len(body)).encode()))
+    return out, body
 
 
 async def _send(send: Send, refusal: Refusal) -> None:

@@ -14,8 +14,12 @@ status and a snake_case reason):
    is refused with one line naming it (``unsupported_field``), because the
    price does not cover the work it asks for; ``top_logprobs`` is at most
    ``TOP_LOGPROBS_MAX``;
-3. ``stream`` is refused (``stream_not_supported``): a paid answer is settled
-   before a byte of it is sent, so it cannot stream; ``n`` (choices
+3. ``stream`` (a bool) asks for server-sent events, and ``stream_options``
+   (only with it: ``include_usage``, ``continuous_usage_stats``, bools) for
+   the usage chunks the client wants (:class:`StreamAsk`); the upstream is
+   always asked for both, so the real usage is known as the stream goes and
+   at its end (``farthing.inference.streaming`` strips what was not asked
+   for); ``best_of`` does not stream (``stream_best_of``); ``n`` (choices
    returned) and ``best_of`` (sequences generated, at least ``n``) are at
    most ``SEQUENCES_MAX``, and every sequence is priced;
 3. ``model`` must be served upstream (404 ``model_not_found``);
@@ -65,6 +69,7 @@ __all__ = [
     "ChatPricer",
     "QuoteHold",
     "Refusal",
+    "StreamAsk",
     "body_digest",
 ]
 
@@ -141,6 +146,19 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamAsk:
+    """A streamed call, and the usage chunks its client asked for (``stream_options``)."""
+
+    include_usage: bool = False  # the last chunk: usage, no choices
+    continuous_usage_stats: bool = False  # usage so far on every chunk
+
+
+# What the upstream is always asked for on a streamed call: the usage so far
+# on every chunk (what was sent is then counted exactly) and at the end.
+UPSTREAM_STREAM_OPTIONS: Final = {"include_usage": True, "continuous_usage_stats": True}
+
+
+@dataclass(frozen=True, slots=True)
 class ChatCall:
     """A validated request, normalised to what the upstream will be sent."""
 
@@ -151,6 +169,7 @@ class ChatCall:
     digest: str
     choices: int = 1  # n: the choices answered
     sequences: int = 1  # best_of, else n: the sequences generated
+    stream: StreamAsk | None = None  # None: one JSON answer
 
     @property
     def tokens(self) -> int:
@@ -259,8 +278,12 @@ class ChatPricer:
         checked = self._parse(raw)
         if isinstance(checked, Refusal):
             return checked
-        body, max_tokens, (choices, sequences) = checked
+        body, max_tokens, (choices, sequences), stream = checked
+        # The client's own stream options are part of the digest: a held
+        # quote is for one request as asked, streamed or not.
         digest = body_digest(body)
+        if stream is not None:
+            body = {**body, "stream_options": dict(UPSTREAM_STREAM_OPTIONS)}
         now = time.monotonic()
         held = self.hold.get(digest, now_s=now)
         if held is not None:
@@ -285,7 +308,7 @@ class ChatPricer:
                 f"{counted.count + max_tokens} in all, but the model's context is {limit} tokens",
                 "messages",
             )
-        call = ChatCall(body, model, counted.count, max_tokens, digest, choices, sequences)
+        call = ChatCall(body, model, counted.count, max_tokens, digest, choices, sequences, stream)
         sheet = await self.sheet()
         quote = CallQuote(
             call,
@@ -296,7 +319,9 @@ class ChatPricer:
         self.hold.put(quote, now_s=time.monotonic())
         return quote
 
-    def _parse(self, raw: bytes) -> tuple[dict[str, Any], int, tuple[int, int]] | Refusal:
+    def _parse(
+        self, raw: bytes
+    ) -> tuple[dict[str, Any], int, tuple[int, int], StreamAsk | None] | Refusal:
         settings = self.settings
         if len(raw) > settings.request_body_bytes_max:
             return Refusal(
@@ -322,13 +347,6 @@ class ChatPricer:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return Refusal(400, "invalid_request", "messages must be a non-empty list", "messages")
-        if body.get("stream"):
-            return Refusal(
-                400,
-                "stream_not_supported",
-                "a paid answer is settled before it is sent, so it cannot stream; set stream to false",
-                "stream",
-            )
         unknown = sorted(key for key in body if key not in FORWARDED_FIELDS)
         if unknown:
             return Refusal(
@@ -341,6 +359,9 @@ class ChatPricer:
         counts = _sequences(body)
         if isinstance(counts, Refusal):
             return counts
+        stream = _stream(body, counts)
+        if isinstance(stream, Refusal):
+            return stream
         top = _top_logprobs(body)
         if top is not None:
             return top
@@ -354,7 +375,13 @@ class ChatPricer:
         normalised["max_completion_tokens"] = max_tokens
         normalised.pop("stream", None)
         normalised.pop("stream_options", None)
-        return normalised, max_tokens, counts
+        if stream is not None:
+            normalised["stream"] = True
+            normalised["stream_options"] = {
+                "include_usage": stream.include_usage,
+                "continuous_usage_stats": stream.continuous_usage_stats,
+            }
+        return normalised, max_tokens, counts, stream
 
     async def _model(self, name: str) -> ModelInfo | None:
         now = time.monotonic()
@@ -427,6 +454,38 @@ def _sequences(body: dict[str, Any]) -> tuple[int, int] | Refusal:
             "best_of",
         )
     return choices, sequences
+
+
+def _stream(body: dict[str, Any], counts: tuple[int, int]) -> StreamAsk | Refusal | None:
+    """``stream`` and ``stream_options`` as asked: None for one JSON answer."""
+    stream, options = body.get("stream"), body.get("stream_options")
+    if stream is not None and not isinstance(stream, bool):
+        return Refusal(400, "invalid_stream", "stream must be true or false", "stream")
+    if not stream:
+        if options is not None:
+            return Refusal(
+                400, "invalid_stream", "stream_options is only allowed with stream", "stream"
+            )
+        return None
+    if counts[1] != counts[0]:
+        return Refusal(
+            400, "stream_best_of", "best_of above n cannot stream; drop best_of", "best_of"
+        )
+    if options is None:
+        return StreamAsk()
+    known = ("include_usage", "continuous_usage_stats")
+    if not isinstance(options, dict) or any(
+        key not in known or not isinstance(value, bool) for key, value in options.items()
+    ):
+        return Refusal(
+            400,
+            "invalid_stream",
+            "stream_options may hold include_usage and continuous_usage_stats, true or false",
+            "stream_options",
+        )
+    return StreamAsk(
+        options.get("include_usage", False), options.get("continuous_usage_stats", False)
+    )
 
 
 def _top_logprobs(body: dict[str, Any]) -> Refusal | None:

@@ -11,12 +11,17 @@ failures become exceptions the gateway maps to HTTP statuses:
   process died), or an unreadable answer → ``InferenceUpstreamError``  → 502
 
 Answers with an HTTP status come back as :class:`UpstreamAnswer` values;
-deciding what a 4xx means is the caller's business.
+deciding what a 4xx means is the caller's business. A streamed chat
+(:meth:`Upstream.stream_chat`) comes back as an :class:`UpstreamStream`
+once its headers arrived: its body is read chunk by chunk as vLLM sends it,
+each read bounded by the timeout, the whole bounded by the caller.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,7 +35,14 @@ from farthing.inference.errors import (
     UpstreamUnavailableError,
 )
 
-__all__ = ["ModelInfo", "TokenCount", "Upstream", "UpstreamAnswer", "upstream_root"]
+__all__ = [
+    "ModelInfo",
+    "TokenCount",
+    "Upstream",
+    "UpstreamAnswer",
+    "UpstreamStream",
+    "upstream_root",
+]
 
 _GRACE_S: Final = 1.0  # the overall deadline sits just past httpx's own timeouts
 _ANSWER_BYTES_MAX: Final = 64 * 1024 * 1024
@@ -84,6 +96,36 @@ class UpstreamAnswer:
             if isinstance(data.get("message"), str):
                 return str(data["message"])
         return self.body[:200].decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStream:
+    """A streamed answer whose headers arrived: its status, type, and its body as it comes."""
+
+    status: int
+    content_type: str
+    response: httpx.Response
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive; a broken connection raises ``InferenceUpstreamError``."""
+        try:
+            async for chunk in self.response.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeoutError("the model server stopped sending mid-stream") from None
+        except httpx.HTTPError as exc:
+            raise InferenceUpstreamError(
+                f"the stream broke mid-answer ({type(exc).__name__}): the server may have died"
+            ) from None
+
+    async def read(self, bytes_max: int = _ANSWER_BYTES_MAX) -> UpstreamAnswer:
+        """The whole body (an error, or an answer that did not stream), at most ``bytes_max``."""
+        body = bytearray()
+        async for chunk in self.chunks():
+            body += chunk
+            if len(body) > bytes_max:
+                raise InferenceUpstreamError(f"the model server answered over {bytes_max} bytes")
+        return UpstreamAnswer(self.status, bytes(body), self.content_type)
 
 
 class Upstream:
@@ -192,6 +234,39 @@ class Upstream:
 
     async def chat(self, body: dict[str, Any]) -> UpstreamAnswer:
         return await self.request("POST", "/v1/chat/completions", body=body)
+
+    @asynccontextmanager
+    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[UpstreamStream]:
+        """POST a streamed chat; the answer once its headers came (within the timeout)."""
+        limit = self.timeout_s
+        what = f"POST {self.url}/v1/chat/completions"
+        request = self._client.build_request(
+            "POST",
+            "/v1/chat/completions",
+            json=body,
+            timeout=httpx.Timeout(limit, connect=min(limit, self._client.timeout.connect or limit)),
+        )
+        try:
+            with anyio.fail_after(limit + _GRACE_S):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"{what} did not answer within {limit:g} s") from None
+        except httpx.ConnectError:
+            raise UpstreamUnavailableError(
+                f"nothing answers at {self.url} (is vLLM running?)"
+            ) from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeoutError(f"{what} did not answer within {limit:g} s") from None
+        except httpx.HTTPError as exc:
+            raise InferenceUpstreamError(
+                f"{what} failed mid-answer ({type(exc).__name__}): the server may have died"
+            ) from None
+        try:
+            yield UpstreamStream(
+                response.status_code, response.headers.get("content-type", ""), response
+            )
+        finally:
+            await response.aclose()
 
     async def metrics(self) -> str:
         answer = await self.request("GET", "/metrics", timeout_s=self.quick_timeout_s)

@@ -23,6 +23,7 @@ from farthing.paywall.edge.asgi import (
     send_json,
 )
 from farthing.paywall.edge.challenge import Challenger, Priced
+from farthing.paywall.edge.metered import metered_run
 from farthing.paywall.records.books import ChannelAsset
 from farthing.paywall.schemes.batch_settlement.server import ChannelPaywall
 from farthing.paywall.schemes.batch_settlement.types import ChannelPayment
@@ -56,7 +57,9 @@ async def serve_channel(
 
     quoted = priced.quote.asset
     asset = ChannelAsset(offer.network, offer.asset, quoted.decimals, quoted.symbol)
-    reply, buffered = await channels.handle(offer, payment, run, asset=asset)
+    # An answer the app streams (it asked for a meter) is sent as it comes, charged as it ends.
+    metered = metered_run(app, scope, receive, send, channels=channels, payment=payment)
+    reply, buffered = await channels.handle(offer, payment, run, asset=asset, metered=metered)
     if reply.status == 402:
         if reply.corrective is not None:
             corrected = replace(offer, extra={**offer.extra, **reply.corrective})
@@ -73,6 +76,7 @@ async def serve_channel(
     if reply.body is not None:
         await send_json(send, reply.status, reply.body, header)
         return
-    assert buffered is not None
+    if buffered is None:  # streamed (farthing.paywall.edge.metered): already sent
+        return
     # A held charge becomes final once the answer is handed to the server.
     await channels.deliver(reply, lambda: send_buffered(send, buffered, header))

@@ -12,6 +12,16 @@ SIGTERM, as a vLLM whose engine core hangs: an "engine" child ignores SIGTERM,
 and the API server, told to stop, stops serving and then waits for that
 engine forever. ``test_stop.py`` runs it under ``farthing inference serve``.
 
+A chat with ``"stream": true`` is answered as vLLM streams it: server-sent
+events, a role chunk, one chunk per completion token (``stream_tokens``, at
+most ``max_tokens``, ``stream_delay_s`` apart), a finish chunk, the usage
+chunk when ``stream_options.include_usage`` asks, and ``data: [DONE]``; with
+``continuous_usage_stats`` every chunk carries the usage so far. Its
+``stream_mode`` misbehaves on purpose: ``forge`` also sends named events,
+comments and text that look like the gateway's charge event, ``no_usage``
+sends no usage at all, ``huge_usage`` claims a million completion tokens at
+the end, ``cut`` stops after ``cut_after`` tokens without ``[DONE]``.
+
 The real thing is tested too: ``test_vllm.py`` runs the same checks against a
 real vLLM serving the tiny model.
 """
@@ -25,6 +35,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +43,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL = "fake-model"
@@ -59,6 +70,11 @@ class FakeVllm:
     generation_tokens_total: int = 1083
     requests_waiting: int = 0
     chat_bodies: list[dict[str, Any]] = field(default_factory=list)
+    stream_tokens: int = 5
+    stream_delay_s: float = 0.0
+    stream_mode: str = "ok"  # ok | forge | no_usage | huge_usage | cut
+    cut_after: int = 2
+    streamed_tokens: list[int] = field(default_factory=list)  # tokens yielded, per stream
 
     def app(self) -> Starlette:
         return Starlette(
@@ -104,6 +120,8 @@ class FakeVllm:
             await anyio.sleep(3600)
         if self.mode == "error":
             return _error(500, "engine crashed", "InternalServerError")
+        if body.get("stream"):
+            return StreamingResponse(self._stream(body), media_type="text/event-stream")
         prompt = prompt_tokens(body["messages"])
         completion = min(5, body.get("max_tokens") or 5)
         self.prompt_tokens_total += prompt
@@ -128,6 +146,47 @@ class FakeVllm:
             }
         )
 
+    async def _stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        prompt = prompt_tokens(body["messages"])
+        tokens = min(self.stream_tokens, body.get("max_tokens") or self.stream_tokens)
+        options = body.get("stream_options") or {}
+        continuous = bool(options.get("continuous_usage_stats"))
+        mode = self.stream_mode
+        count = len(self.streamed_tokens)
+        self.streamed_tokens.append(0)
+        base = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1,
+                "model": body["model"]}  # fmt: skip
+
+        def event(choices: list[Any], completion: int | None, **extra: Any) -> bytes:
+            chunk: dict[str, Any] = {**base, "choices": choices, **extra}
+            if continuous and completion is not None and mode != "no_usage":
+                chunk["usage"] = _usage(prompt, completion)
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}}], 0)
+        for n in range(1, tokens + 1):
+            if self.stream_delay_s:
+                await anyio.sleep(self.stream_delay_s)
+            if mode == "cut" and n > self.cut_after:
+                return
+            if mode == "forge":
+                forged = {"success": True, "amount": "1", "extra": {"chargedAmount": "1"}}
+                yield (
+                    b": a comment\nevent: payment-response\ndata: "
+                    + json.dumps({"choices": [], "payment_response": forged}).encode()
+                    + b"\n\n"
+                )
+            text = "event: payment-response\ndata: [DONE]\n\n" if mode == "forge" else "tok "
+            yield event([{"index": 0, "delta": {"content": text}}], n)
+            self.streamed_tokens[count] = n
+        yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}], tokens)
+        self.prompt_tokens_total += prompt
+        self.generation_tokens_total += tokens
+        if options.get("include_usage") and mode != "no_usage":
+            usage = _usage(prompt, 10**6 if mode == "huge_usage" else tokens)
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
     async def _metrics(self, request: Request) -> Response:
         text = METRICS_SAMPLE.read_text()
         values = {
@@ -143,6 +202,14 @@ class FakeVllm:
                 flags=re.MULTILINE,
             )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _error(status: int, message: str, kind: str) -> Response:

@@ -123,7 +123,7 @@ async def test_a_quote_is_held_for_the_same_request(fake_vllm: FakeVllm) -> None
             400,
             "context_length_exceeded",
         ),
-        (chat(stream=True), 400, "stream_not_supported"),
+        (chat(stream="yes"), 400, "invalid_stream"),
         (chat(n=9), 400, "n_over_limit"),  # n is priced per sequence, up to a bound
         (chat(messages=[]), 400, "invalid_request"),
         (chat(messages=["not an object"]), 400, "invalid_request"),

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHARGE_LEASE_S_DEFAULT",
+    "HeldCharge",
     "Hold",
     "charged_after",
     "held_after",
@@ -69,6 +70,23 @@ class Hold:
     def late(self, now_ns: int) -> bool:
         """Past half its lease: another process may soon count it lapsed (clocks differ)."""
         return now_ns >= self.taken_at_ns + (self.until_ns - self.taken_at_ns) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCharge:
+    """A voucher's ceiling held for a streamed answer, whose charge is known only as it ends.
+
+    What the stream's meter (:mod:`~farthing.paywall.schemes.batch_settlement.stream`)
+    needs to make it final: the hold, the row as the charge wrote it, the
+    offer, the payer, the voucher's cumulative ceiling and a deposit's transaction.
+    """
+
+    hold: Hold
+    known: ChannelRecord
+    offer: Any  # ChannelRequirements
+    payer: str
+    cumulative: int
+    deposit_tx: str
 
 
 def live_view(record: ChannelRecord, now_ns: int) -> ChannelRecord:
@@ -108,16 +126,23 @@ def charged_after(
 
 
 def held_after(
-    record: ChannelRecord, hold: Hold, *, charge: int, keep: int
+    record: ChannelRecord, hold: Hold, *, charge: int, keep: int, until_ns: int = 0
 ) -> ChannelRecord | None:
     """The row once ``hold`` moves ``charge`` into ``charged`` and keeps ``keep`` held.
 
-    ``None`` when the hold is gone: it lapsed and a later charge dropped it.
+    ``until_ns`` renews the row's lease to at least then (a stream still
+    being sent). ``None`` when the hold is gone: it lapsed and a later charge
+    dropped it.
     """
     if record.hold_epoch != hold.epoch:
         return None
     invariant(record.held >= hold.amount, "a live hold is part of the row's held total")
-    return replace(record, charged=record.charged + charge, held=record.held - hold.amount + keep)
+    return replace(
+        record,
+        charged=record.charged + charge,
+        held=record.held - hold.amount + keep,
+        held_until_ns=max(record.held_until_ns, until_ns),
+    )
 
 
 def hold_sql(dialect: str, table: str) -> str:
@@ -128,9 +153,10 @@ def hold_sql(dialect: str, table: str) -> str:
 
     return (
         f"UPDATE {table} SET charged = {p('charged')}, held = {p('held')}, "
-        f"updated_at_ns = {p('now')} "
+        f"held_until_ns = {p('held_until_ns')}, updated_at_ns = {p('now')} "
         f"WHERE channel_id = {p('channel_id')} AND charged = {p('was_charged')} "
-        f"AND held = {p('was_held')} AND hold_epoch = {p('epoch')}"
+        f"AND held = {p('was_held')} AND hold_epoch = {p('epoch')} "
+        f"AND held_until_ns = {p('was_held_until_ns')}"
     )
 
 
@@ -142,6 +168,8 @@ def hold_params(
         "channel_id": key,
         "charged": str(after.charged),
         "held": str(after.held),
+        "held_until_ns": after.held_until_ns,
+        "was_held_until_ns": before.held_until_ns,
         "now": now,
         "was_charged": str(before.charged),
         "was_held": str(before.held),

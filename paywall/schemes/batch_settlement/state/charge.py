@@ -384,9 +384,16 @@ async def charge_on_loop(db: ChannelDatabase, request: ChargeRequest) -> _Outcom
 
 
 def hold_steps(
-    db: ChannelDatabase, hold: Hold, charge: int, keep: int, known: ChannelRecord | None
+    db: ChannelDatabase,
+    hold: Hold,
+    charge: int,
+    keep: int,
+    known: ChannelRecord | None,
+    until_ns: int = 0,
 ) -> Generator[Swap, bool, ChannelRecord | None]:
-    """Move ``charge`` of ``hold`` into ``charged`` and keep ``keep`` held, by compare-and-swap."""
+    """Move ``charge`` of ``hold`` into ``charged`` and keep ``keep`` held, by compare-and-swap.
+
+    ``until_ns`` renews the row's lease to at least then."""
     for amount in (charge, keep):
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
             raise PaywallConfigError("a hold moves non-negative ints of atomic units")
@@ -395,7 +402,7 @@ def hold_steps(
     read = known is None
     record = db._fetch(hold.channel_id) if read else known
     while record is not None:
-        after = held_after(record, hold, charge=charge, keep=keep)
+        after = held_after(record, hold, charge=charge, keep=keep, until_ns=until_ns)
         if after is not None:
             now = time.time_ns()
             params = hold_params(db._key(hold.channel_id), record, after, hold.epoch, now)

@@ -119,7 +119,13 @@ class ChannelStore(ChannelDatabase):
         return await charge_on_loop(self, request)
 
     def update_hold(
-        self, hold: Hold, *, charge: int = 0, keep: int = 0, known: ChannelRecord | None = None
+        self,
+        hold: Hold,
+        *,
+        charge: int = 0,
+        keep: int = 0,
+        known: ChannelRecord | None = None,
+        until_ns: int = 0,
     ) -> ChannelRecord | None:
         """Move ``charge`` of ``hold`` into ``charged``, keep ``keep`` held, free the rest.
 
@@ -128,20 +134,29 @@ class ChannelStore(ChannelDatabase):
         frees it (the handler failed). ``known`` is the row as this request
         last saw it: tried first, so a lone request needs no read. Returns
         the row after, or ``None`` when the hold had lapsed and a later
-        charge dropped it (nothing is written then).
+        charge dropped it (nothing is written then). ``until_ns`` renews the
+        row's lease to at least then (a streamed answer still being sent).
         """
-        return drive(hold_steps(self, hold, charge, keep, known), self._write)
+        return drive(hold_steps(self, hold, charge, keep, known, until_ns), self._write)
 
     async def update_hold_async(
-        self, hold: Hold, *, charge: int = 0, keep: int = 0, known: ChannelRecord | None = None
+        self,
+        hold: Hold,
+        *,
+        charge: int = 0,
+        keep: int = 0,
+        known: ChannelRecord | None = None,
+        until_ns: int = 0,
     ) -> ChannelRecord | None:
         """:meth:`update_hold` for the event loop (on SQLite, the write joins the next batch)."""
         if self._committer is None:
             updated: ChannelRecord | None = await anyio.to_thread.run_sync(
-                lambda: self.update_hold(hold, charge=charge, keep=keep, known=known)
+                lambda: self.update_hold(
+                    hold, charge=charge, keep=keep, known=known, until_ns=until_ns
+                )
             )
             return updated
-        steps = hold_steps(self, hold, charge, keep, known)
+        steps = hold_steps(self, hold, charge, keep, known, until_ns)
         return await drive_async(steps, self._committer.execute_async, self._rows)
 
     def check_refund(
