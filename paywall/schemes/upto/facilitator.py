@@ -36,12 +36,12 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import anyio.to_thread
 from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
 
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.schemes.calldata import arg_types, encode_call
 from farthing.paywall.schemes.fields import WireRefusal
 from farthing.paywall.schemes.reverts import error_reason
+from farthing.paywall.schemes.signatures import check_signature
 from farthing.paywall.schemes.upto.checks import (
     check_terms,
     decode_approval,
@@ -68,16 +68,15 @@ from farthing.paywall.schemes.upto.types import (
 from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements
 from farthing.paywall.scope import SettleScope
 from farthing.paywall.wire import SettleResult, VerifyResult
-from farthing.wallet.abi_words import keccak
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TxResult
+from farthing.wallet.erc6492 import unwrap
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.signer import TxSigner
 
 __all__ = ["SETTLEMENT_PENDING", "UptoFacilitator", "UptoSettling"]
 
 SETTLEMENT_PENDING: Final = "settlement_pending"
-_ERC1271_MAGIC: Final = keccak(b"isValidSignature(bytes32,bytes)")[:4]
 _JOURNAL_SIZE_MAX: Final = 100_000
 # Gas price headroom when funding a payer's sponsored approval: the fee it signed, at most this.
 _FUNDING_WEI_MAX: Final = 10**16
@@ -206,11 +205,11 @@ class UptoFacilitator:
     def _check_signature(self, payment: UptoPayment) -> None:
         if signature_refusal(payment, self.chain.chain_id) is None:
             return
-        if self.chain.code_at(payment.payer):  # a contract wallet: ERC-1271, as Permit2 asks it
+        # A contract wallet or an EIP-7702 account: ERC-1271, as Permit2 asks it, gas-bounded
+        # (farthing.paywall.schemes.signatures). Permit2 never unwraps ERC-6492.
+        if unwrap(payment.signature) is None:
             digest = payment.authorization.digest(self.chain.chain_id)
-            data = _ERC1271_MAGIC + abi_encode(["bytes32", "bytes"], [digest, payment.signature])
-            result = self.chain.call(Call(payment.payer, data))
-            if result.ok and result.return_data[:4] == _ERC1271_MAGIC:
+            if check_signature(self.chain, payment.payer, digest, payment.signature).valid:
                 return
         raise _Refused(ERR_INVALID_SIGNATURE, "the signature is not the payer's")
 
