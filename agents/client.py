@@ -14,6 +14,8 @@ sends the request once more with ``PAYMENT-SIGNATURE`` (or v1's
 ``X-PAYMENT``), retries that same payment a few times while the seller says
 ``settlement_pending`` (a 503: never a new signature), and hands the answer to
 :meth:`Payer.finish`, which posts, voids or leaves the reservation pending.
+A paid answer that streams (server-sent events, charged by usage) is booked
+from its last event as the caller reads it (``farthing.agents.streamed``).
 
 The flow is one generator for both worlds. It yields requests to send and,
 for the blocking work (the ledger, the chain, signing, waiting for an
@@ -43,6 +45,7 @@ from farthing.agents.challenge import read_challenge, read_settlement
 from farthing.agents.channels.prepared import ChannelPrepared
 from farthing.agents.outcome import OUTCOME_EXTENSION, PaymentOutcome, outcome_of
 from farthing.agents.payer import AnyPrepared, Intent, Payer, Prepared
+from farthing.agents.streamed import is_metered_stream, watch_stream
 from farthing.agents.upto import UptoPrepared
 from farthing.faults import crash_point
 
@@ -77,7 +80,15 @@ class _Sleep:
     seconds: float
 
 
-_Step = httpx.Request | _Read | _Call | _Sleep
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A paid answer that streams: book its charge from its last event (farthing.agents.streamed)."""
+
+    response: httpx.Response
+    prepared: Any
+
+
+_Step = httpx.Request | _Read | _Call | _Sleep | _Stream
 
 
 class PaymentAuth(httpx.Auth):
@@ -135,6 +146,9 @@ class PaymentAuth(httpx.Auth):
             if paid.status_code == 402:
                 yield _Read(paid)
             crash_point("agent.after_response")
+            if is_metered_stream(paid):
+                yield _Stream(paid, prepared)  # booked as the caller reads it
+                return
             outcome = yield _Call(partial(self.payer.finish, prepared, paid))
             if outcome.reason == "channel_resynced" and not resynced:
                 # A corrective 402 on a channel: the state was resynced as far
@@ -170,6 +184,9 @@ class PaymentAuth(httpx.Auth):
                     value = step.response.read()
                 elif isinstance(step, _Call):
                     value = step.fn()
+                elif isinstance(step, _Stream):
+                    watch_stream(self.payer, step.prepared, step.response, asynchronous=False)
+                    value = None
                 else:
                     time.sleep(step.seconds)
                     value = None
@@ -194,6 +211,9 @@ class PaymentAuth(httpx.Auth):
                     value = await step.response.aread()
                 elif isinstance(step, _Call):
                     value = await anyio.to_thread.run_sync(step.fn)
+                elif isinstance(step, _Stream):
+                    watch_stream(self.payer, step.prepared, step.response, asynchronous=True)
+                    value = None
                 else:
                     await anyio.sleep(step.seconds)
                     value = None

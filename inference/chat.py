@@ -75,12 +75,18 @@ def chat_model(
     api_key: SecretStr | None = None,
     temperature: float = 0.0,
     max_tokens: int | None = None,
+    http_client: httpx.Client | None = None,
+    http_async_client: httpx.AsyncClient | None = None,
 ) -> ChatOpenAI:
     """A ``ChatOpenAI`` for the vLLM server at ``base_url`` (ending in ``/v1``).
 
     Timeouts, ``max_tokens`` and the retry count come from ``settings``
     (``max_tokens`` may be lowered per model). ``temperature`` is a sampling
     parameter, not money, so it is a float like everywhere in OpenAI's API.
+    ``http_client`` / ``http_async_client`` replace its own connections: the
+    agents' paying clients (``farthing.agents.paying_client``), to buy from
+    the paid gateway; ``.stream`` then pays through a channel, booked at the
+    charge the stream's last event names (``farthing.agents.streamed``).
     """
     from langchain_openai import ChatOpenAI
 
@@ -106,8 +112,8 @@ def chat_model(
         max_retries=settings.retry_count_max,
         max_completion_tokens=limit,
         temperature=temperature,
-        http_client=httpx.Client(timeout=timeout, limits=limits),
-        http_async_client=httpx.AsyncClient(timeout=timeout, limits=limits),
+        http_client=http_client or httpx.Client(timeout=timeout, limits=limits),
+        http_async_client=http_async_client or httpx.AsyncClient(timeout=timeout, limits=limits),
     )
 
 
