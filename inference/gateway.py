@@ -45,8 +45,12 @@ offers x402 ``batch-settlement`` (after ``exact``). The quote (prompt plus
 ``usage`` (prompt plus completion tokens, at the quote's price per 1k tokens,
 rounded up) is what is charged, through the paywall's ``Farthing-Charge``
 header; an answer without a readable ``usage`` is charged the ceiling. With
-``exact`` the amount is fixed before the call runs, so the quote is charged
-and the header is ignored (the paywall strips it either way).
+``GatewayPayment.upto`` the route also offers x402 ``upto`` (last): the
+payer signs the quote as a Permit2 ceiling and the same usage charge is
+settled on chain once, after the answer (``farthing.paywall.edge.upto``);
+nothing is settled for a failed call. With ``exact`` the amount is fixed
+before the call runs, so the quote is charged and the header is ignored (the
+paywall strips it either way).
 """
 
 from __future__ import annotations
@@ -156,6 +160,9 @@ class GatewayPayment:
     # farthing.paywall.schemes.batch_settlement.server.ChannelOptions: also sell through
     # batch-settlement channels, charging each call's real usage.
     channels: Any = None
+    # Also sell through x402 upto: the quote is the signed ceiling, the real usage is
+    # settled on chain once (the facilitator must settle upto: LocalFacilitator does).
+    upto: bool = False
 
 
 def _canonical(scope: Scope) -> str | None:
@@ -249,7 +256,11 @@ class Gateway:
 
         if not payment.pay_to:
             raise InferenceConfigError("a paid gateway needs a pay_to address")
-        schemes = ("exact",) if payment.channels is None else ("exact", "batch-settlement")
+        schemes = (
+            ("exact",)
+            + (() if payment.channels is None else ("batch-settlement",))
+            + (("upto",) if payment.upto else ())
+        )
         route = PaidRoute(
             CHAT_PATH,
             price=self.price,
@@ -351,7 +362,7 @@ class Gateway:
             await _send(send, quoted)
             return
         if quoted.call.stream is not None and self.payment is not None:
-            if self.payment.channels is None:
+            if self.payment.channels is None and not self.payment.upto:
                 await _send(send, Refusal(400, "stream_needs_metered_scheme", _STREAM_REFUSAL))
                 return
             # The paywall meters this answer, and asks only schemes that charge usage.
@@ -418,8 +429,9 @@ class Gateway:
                 Refusal(502, "upstream_error", f"the model server failed: {answer.error_message()}")
             )
         headers = {k.decode(): v.decode() for k, v in quote.headers()}
-        if self.payment is not None and self.payment.channels is not None and answer.status < 300:
-            # The channel path charges the real usage; exact ignores this.
+        metered = self.payment is not None and (self.payment.channels or self.payment.upto)
+        if metered and answer.status < 300:
+            # The channel and upto paths charge the real usage; exact ignores this.
             charge = usage_charge(answer.body, quote)
             if charge is not None:
                 headers[_CHARGE_HEADER] = str(charge)
