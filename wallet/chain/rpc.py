@@ -20,6 +20,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from farthing.invariant import invariant
 from farthing.wallet.address import checksum
 from farthing.wallet.chain.base import Backend, Chain
+from farthing.wallet.chain.loopback import LoopbackPoster, is_loopback_http
 from farthing.wallet.chain.values import Call, CallResult, DevAccount, anvil_dev_accounts
 from farthing.wallet.errors import ChainUnavailableError, DeploymentError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
@@ -50,6 +51,12 @@ class RpcChain(Chain):
             cache_allowed_requests=True,
             cacheable_requests={cast(Any, "eth_chainId")},
         )
+        self._poster: LoopbackPoster | None = None
+        if is_loopback_http(rpc_url):
+            # web3's one HTTP seam (HTTPProvider keeps its POSTer here); a test
+            # checks it is taken, so a web3 that renames it fails loudly.
+            self._poster = LoopbackPoster(rpc_url, timeout_s=timeout_s)
+            provider._request_session_manager = self._poster
         super().__init__(Web3(provider), receipt_timeout_s=receipt_timeout_s)
         if self.chain_id != ANVIL_CHAIN_ID:
             # Real networks make blocks every second or two and rate-limit callers.
@@ -142,6 +149,10 @@ class RpcChain(Chain):
             raise ChainUnavailableError(
                 f"the chain RPC at {self.rpc_url} answered a receipt it could not have meant"
             ) from None
+
+    def close(self) -> None:
+        if self._poster is not None:
+            self._poster.close()
 
     def dev_accounts(self) -> tuple[DevAccount, ...]:
         if self.chain_id != ANVIL_CHAIN_ID:
