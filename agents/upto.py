@@ -82,6 +82,8 @@ __all__ = ["UptoPayer", "UptoPrepared"]
 
 log = logging.getLogger("farthing.agents")
 
+# The longest permit window signed, whatever the seller's maxTimeoutSeconds.
+_WINDOW_S_MAX: Final = 3600
 # A re-signed permit needs this long left before its deadline to be worth sending.
 _REUSE_MARGIN_S: Final = 20
 # Our permits are minutes old when we ask about them; their settlements are recent.
@@ -229,7 +231,9 @@ class UptoPayer:
         payment_id = new_id()
         now = payer.chain.timestamp()  # the chain's clock: the memory chain runs ahead
         valid_after = 0  # as the x402 SDK signs it: the deadline bounds the window
-        deadline = now + min(payer.settings.valid_for_s, requirements.max_timeout_seconds)
+        # A metered answer is settled after it ends: the permit lives as long as the
+        # seller's maxTimeoutSeconds asks (as the x402 SDK signs it), at most an hour.
+        deadline = now + min(requirements.max_timeout_seconds, _WINDOW_S_MAX)
         reserved = reserve_ceiling(
             payer.books,
             Ceiling(
