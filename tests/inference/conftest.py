@@ -62,11 +62,13 @@ def fake_vllm() -> FakeVllm:
 
 
 @contextmanager
-def fake_vllm_process(mode: str = "ok") -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """The fake vLLM as a real server process; yields its URL and the process."""
+def fake_vllm_process(
+    mode: str = "ok", *options: str
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The fake vLLM as a real server process (its stream really paced); yields its URL."""
     port = free_port()
     process = zygote.spawn(
-        [sys.executable, str(FAKE_SCRIPT), "--port", str(port), "--mode", mode],
+        [sys.executable, str(FAKE_SCRIPT), "--port", str(port), "--mode", mode, *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,

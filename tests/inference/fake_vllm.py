@@ -225,11 +225,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", default="ok")
+    parser.add_argument("--stream-tokens", type=int, default=5)
+    parser.add_argument("--stream-delay-s", type=float, default=0.0)
     args = parser.parse_args()
     if args.mode == "stuck-stop":
         serve_with_stuck_engine(args.port)
         return
-    fake = FakeVllm(mode=args.mode)
+    fake = FakeVllm(
+        mode=args.mode, stream_tokens=args.stream_tokens, stream_delay_s=args.stream_delay_s
+    )
     print(json.dumps({"port": args.port}), flush=True)
     uvicorn.run(fake.app(), host="127.0.0.1", port=args.port, log_level="warning")
 
