@@ -1,6 +1,6 @@
-"""What the paid gateway adds to a chat completion, and how fast prices are computed.
+"""What the paid gateway adds to a chat completion, streamed and metered too, and how fast prices are computed.
 
-Two measurements, one after the other, on one event loop:
+Three measurements, one after the other:
 
 - ``direct``: chat completions sent straight to the upstream;
 - ``gateway``: the same requests through ``farthing.inference.Gateway`` (free
@@ -14,8 +14,18 @@ are the gateway's own overhead), or a real server with ``--upstream URL
 --model NAME``, e.g. ``farthing inference serve`` on the tiny model. The
 price model itself is timed as ``price_sheet`` calls per second.
 
+- ``stream``: streamed chat paid per token through ``batch-settlement``
+  (``stream_metered.py``): the time to first token through the paid gateway
+  against the upstream's own, alternating, over real sockets (goal: at most
+  1.2 times the upstream's at the median, ``stream_ttft_ratio``), and the
+  charge's exactness over the run (``stream_charge_error_atomic``, goal 0).
+  The stand-in upstream waits ``--stub-first-token-ms`` before its first
+  token, as a model's prefill does; a real vLLM is given with ``--upstream``.
+
 The last line printed is one JSON object:
-{"bench":"inference","direct_ms":…,"gateway_ms":…,"overhead_ms":…,"calls":…,"price_sheets_per_s":…}.
+{"bench":"inference","direct_ms":…,"gateway_ms":…,"overhead_ms":…,"calls":…,"price_sheets_per_s":…,
+"stream_calls":…,"stream_ttft_direct_ms":…,"stream_ttft_gateway_ms":…,"stream_ttft_ratio":…,
+"stream_charged_atomic":…,"stream_charge_error_atomic":…}.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from typing import Any
 
 import anyio
 import httpx
+import stream_metered
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -37,6 +48,7 @@ from farthing.inference import Gateway, InferenceSettings, Throughput, Upstream,
 
 CALLS_DEFAULT = 200
 CALLS_MAX = 100_000
+STREAM_CALLS_DEFAULT = 50
 STUB_MODEL = "stub"
 _METRICS = (
     'vllm:prompt_tokens_total{model_name="stub"} 0.0\n'
@@ -163,15 +175,36 @@ def main() -> None:
     )
     parser.add_argument("--model", default=STUB_MODEL, help="The upstream's model name.")
     parser.add_argument("--price-duration-s", type=float, default=1.0)
+    parser.add_argument("--stream-calls", type=int, default=STREAM_CALLS_DEFAULT)
+    parser.add_argument("--stub-first-token-ms", type=float, default=20.0)
+    parser.add_argument("--stub-token-ms", type=float, default=2.0)
     args = parser.parse_args()
     if not 1 <= args.calls <= CALLS_MAX:
         parser.error(f"--calls must be 1 to {CALLS_MAX}")
+    if not 1 <= args.stream_calls <= CALLS_MAX:
+        parser.error(f"--stream-calls must be 1 to {CALLS_MAX}")
+    if not (0 <= args.stub_first_token_ms <= 10_000 and 0 <= args.stub_token_ms <= 10_000):
+        parser.error("--stub-first-token-ms and --stub-token-ms must be 0 to 10000")
     if args.upstream and args.model == STUB_MODEL:
         parser.error("name the upstream's model with --model")
     latency = anyio.run(measure, args.upstream, args.model, args.calls)
     rate = price_sheets_per_s(min(max(args.price_duration_s, 0.05), 30.0))
+    streamed = anyio.run(
+        stream_metered.measure_stream,
+        args.upstream,
+        args.model,
+        args.stream_calls,
+        args.stub_first_token_ms / 1000,
+        args.stub_token_ms / 1000,
+    )
     print(
         f"median call: direct {latency['direct_ms']} ms, through the gateway {latency['gateway_ms']} ms"
+    )
+    print(
+        f"streamed, paid per token: time to first token {streamed['stream_ttft_gateway_ms']} ms "
+        f"through the gateway, {streamed['stream_ttft_direct_ms']} ms direct "
+        f"(x{streamed['stream_ttft_ratio']}); charges {streamed['stream_charge_error_atomic']} "
+        "atomic units off"
     )
     print(f"price sheets: {rate:,.0f}/s")
     report = {
@@ -181,6 +214,7 @@ def main() -> None:
         "calls": args.calls,
         "upstream": args.upstream or "stub",
         "price_sheets_per_s": round(rate),
+        **streamed,
     }
     print(json.dumps(report, separators=(",", ":")))
 
