@@ -42,6 +42,7 @@ from farthing.console import emit_json, fail, out_console
 if TYPE_CHECKING:
     import httpx
 
+    from farthing.paywall.discovery.resolver import Resolver
     from farthing.wallet.money import Asset
 
 __all__ = [
@@ -59,6 +60,8 @@ __all__ = [
 FACILITATOR_URL_DEFAULT: Final = "http://127.0.0.1:8402"
 RESPONSE_BYTES_MAX: Final = 1024 * 1024
 TIMEOUT_S: Final = 10.0
+# How long the names of one answer's listings may take to resolve, together.
+RESOLVE_S_MAX: Final = 2.0
 LIMIT_MAX: Final = 100
 _TEXT_CHARS_MAX: Final = 200
 _URL_CHARS_MAX: Final = 2048
@@ -201,12 +204,19 @@ async def discover(
     network: str | None = None,
     limit: int = 20,
     transport: httpx.AsyncBaseTransport | None = None,
+    resolver: Resolver | None = None,
 ) -> Found:
-    """Search the catalog at ``facilitator_url`` for ``query``: the well-formed listings found."""
+    """Search the catalog at ``facilitator_url`` for ``query``: the well-formed listings found.
+
+    From a catalog that is not on this machine or a private network, a
+    listing whose host is local as written or whose name resolves to a
+    non-global address (``resolver``, the system's by default; all names
+    together at most ``RESOLVE_S_MAX``) is left out.
+    """
     try:
         listings = await _search(
             facilitator_url, query, amount_max=amount_max, asset=asset, network=network,
-            limit=limit, transport=transport,
+            limit=limit, transport=transport, resolver=resolver,
         )  # fmt: skip
     except _Unread as unread:
         return Found([], unread.reason)
@@ -222,6 +232,7 @@ async def _search(
     network: str | None,
     limit: int,
     transport: httpx.AsyncBaseTransport | None,
+    resolver: Resolver | None,
 ) -> list[Listing]:
     import httpx
 
@@ -267,13 +278,31 @@ async def _search(
     # into the model's context); a catalog on this machine or network may.
     from farthing.paywall.discovery.metadata import local_host
 
-    local_ok = local_host(urlsplit(facilitator_url).hostname or "")
-    return [
-        listing
-        for listing in found
-        if listing is not None
-        and (local_ok or not local_host(urlsplit(listing.url).hostname or ""))
-    ]
+    listed = [listing for listing in found if listing is not None]
+    if local_host(urlsplit(facilitator_url).hostname or ""):
+        return listed
+    refused = await _resolved_local({urlsplit(x.url).hostname or "" for x in listed}, resolver)
+    return [x for x in listed if (urlsplit(x.url).hostname or "") not in refused]
+
+
+async def _resolved_local(hosts: set[str], resolver: Resolver | None) -> set[str]:
+    """The hosts that are local as written or resolve to a non-global address; all looked up at once."""
+    import anyio
+
+    from farthing.paywall.discovery.resolver import SystemResolver, resolved_refusal
+
+    asking = resolver if resolver is not None else SystemResolver()
+    refused: set[str] = set()
+
+    async def check(host: str) -> None:
+        # Side by side, each name with the whole bound: together no longer than one.
+        if await resolved_refusal(host, asking, timeout_s=RESOLVE_S_MAX) is not None:
+            refused.add(host)
+
+    async with anyio.create_task_group() as group:
+        for host in sorted(hosts):
+            group.start_soon(check, host)
+    return refused
 
 
 def _message(body: bytes | bytearray) -> str:

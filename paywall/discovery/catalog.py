@@ -30,6 +30,7 @@ from typing import Any, Final
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from farthing.paywall.discovery.resolver import RESOLVE_TIMEOUT_S_DEFAULT, Resolver, SystemResolver
 from farthing.paywall.records.database import create_tables, database_errors, open_paywall_database
 
 __all__ = [
@@ -154,11 +155,17 @@ class Catalog:
         entries_max: int = ENTRIES_MAX,
         entries_per_payee_max: int = ENTRIES_PER_PAYEE_MAX,
         local_resources: bool = True,
+        resolver: Resolver | None = None,
+        resolve_timeout_s: float = RESOLVE_TIMEOUT_S_DEFAULT,
     ) -> None:
         database = open_paywall_database(url, busy_timeout_s=_BUSY_TIMEOUT_S)
         # False for a facilitator strangers reach: a resource at a loopback or
-        # private host is not listed (no reader is steered into its own network).
+        # private host, as written or as its name resolves (``resolver``, at
+        # most ``resolve_timeout_s`` a host), is not listed (no reader is
+        # steered into its own network).
         self.local_resources = local_resources
+        self.resolver: Resolver = resolver if resolver is not None else SystemResolver()
+        self.resolve_timeout_s = resolve_timeout_s
         self.engine = database.engine
         self.display_url = database.display_url
         self.entries_max = entries_max
@@ -167,8 +174,17 @@ class Catalog:
             create_tables(self.engine, METADATA)
 
     @classmethod
-    def sqlite(cls, path: Path, *, local_resources: bool = True, **limits: int) -> Catalog:
-        return cls(f"sqlite:///{path}", local_resources=local_resources, **limits)
+    def sqlite(
+        cls,
+        path: Path,
+        *,
+        local_resources: bool = True,
+        resolver: Resolver | None = None,
+        **limits: int,
+    ) -> Catalog:
+        return cls(
+            f"sqlite:///{path}", local_resources=local_resources, resolver=resolver, **limits
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()

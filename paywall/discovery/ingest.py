@@ -19,7 +19,17 @@ or a :class:`~farthing.paywall.discovery.validation.Refused` reason:
 :func:`catalog_payment` is what the facilitator's API calls after a payment
 was found valid or settled: in a worker thread, and whatever goes wrong (a
 poisoned declaration, a full or unreachable database) is logged as one line
-and swallowed, so the payment's answer is the one it would have been.
+and swallowed, so the payment's answer is the one it would have been. A
+catalog that does not list local resources (``Catalog.local_resources``
+false) also asks the resolver where the resource's host name points
+(``farthing.paywall.discovery.resolver``, bounded in time) and drops an entry
+whose name resolves to a loopback, private or otherwise non-global address,
+or does not resolve.
+
+:func:`first_refusal` is the cheap part of those checks (no schema
+validation, no resolver), run before the facilitator answers: its reason is
+the ``rejected`` status of the ``EXTENSION-RESPONSES`` side channel
+(:func:`extension_responses`).
 """
 
 from __future__ import annotations
@@ -35,11 +45,23 @@ import idna
 
 from farthing.paywall.discovery.catalog import Catalog, Offer
 from farthing.paywall.discovery.metadata import clean_service_metadata, local_host
+from farthing.paywall.discovery.resolver import resolved_refusal
 from farthing.paywall.discovery.validation import Checked, Refused, check_declaration
 
-__all__ = ["URL_CHARS_MAX", "catalog_payment", "declares", "offer_from"]
+__all__ = [
+    "EXTENSION_RESPONSES_HEADER",
+    "URL_CHARS_MAX",
+    "catalog_payment",
+    "declares",
+    "extension_responses",
+    "first_refusal",
+    "offer_from",
+]
 
 URL_CHARS_MAX: Final = 2048
+# x402 v2 §7.2.1: a facilitator's extension outcomes on its verify and settle
+# answers, for the resource server only (never forwarded to the buyer).
+EXTENSION_RESPONSES_HEADER: Final = "EXTENSION-RESPONSES"
 _DESCRIPTION_CHARS_MAX: Final = 512
 _MIME_CHARS_MAX: Final = 128
 _FIELD_CHARS_MAX: Final = 64
@@ -53,7 +75,8 @@ _DIGITS: Final = re.compile(r"[0-9]{1,78}")
 logger = logging.getLogger(__name__)
 
 
-def _url(raw: object, checked: Checked, local_resources: bool) -> str | Refused:
+def _url(raw: object, checked: Checked | None, local_resources: bool) -> str | Refused:
+    """The URL to list (``checked``'s route template as its path), or why not."""
     if not isinstance(raw, str) or not 0 < len(raw) <= URL_CHARS_MAX or _CONTROL.search(raw):
         return Refused("invalid_resource_url", "resource.url must be a short absolute URL")
     try:
@@ -75,7 +98,7 @@ def _url(raw: object, checked: Checked, local_resources: bool) -> str | Refused:
         except (UnicodeError, idna.IDNAError, ValueError):
             return Refused("invalid_resource_url", "resource.url has a host that is not a name")
         netloc = ascii_host if port is None else f"{ascii_host}:{port}"
-    path = checked.route_template or parts.path or "/"
+    path = (checked.route_template if checked is not None else None) or parts.path or "/"
     return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
@@ -152,19 +175,65 @@ def declares(body: Mapping[str, Any]) -> bool:
     return isinstance(extensions, Mapping) and "bazaar" in extensions
 
 
-def _catalog_now(catalog: Catalog, body: Mapping[str, Any]) -> str:
-    offer = offer_from(body, local_resources=catalog.local_resources)
+def first_refusal(body: Mapping[str, Any], *, local_resources: bool = True) -> Refused | None:
+    """Why a declaring body will not be cataloged, from what is cheap to see; None: maybe it will.
+
+    The declaration's shape and the resource URL are checked; the schema
+    validation and the resolver come later, in :func:`catalog_payment`.
+    """
+    payload = body.get("paymentPayload")
+    extensions = payload.get("extensions") if isinstance(payload, Mapping) else None
+    declared = extensions.get("bazaar") if isinstance(extensions, Mapping) else None
+    if not isinstance(declared, Mapping):
+        return Refused("invalid_declaration", "extensions.bazaar must be an object")
+    if not isinstance(declared.get("info"), Mapping) or not isinstance(
+        declared.get("schema"), Mapping
+    ):
+        return Refused("invalid_declaration", "the declaration needs info and schema objects")
+    resource = payload.get("resource") if isinstance(payload, Mapping) else None
+    if not isinstance(resource, Mapping):
+        return Refused("invalid_resource", "the payment names no resource")
+    url = _url(resource.get("url"), None, local_resources)
+    return url if isinstance(url, Refused) else None
+
+
+def extension_responses(status: str, reason: str | None = None) -> dict[str, Any]:
+    """The ``EXTENSION-RESPONSES`` object for bazaar: ``processing`` or ``rejected`` and why.
+
+    ``processing``: the declaration passed the cheap checks and is cataloged
+    after the answer (the schema validation and resolver may still drop it);
+    ``rejected``: it will not be, with the reason (one printable line).
+    """
+    bazaar: dict[str, Any] = {"status": status}
+    if reason is not None:
+        bazaar["rejectedReason"] = _CONTROL.sub(" ", reason)[:200]
+    return {"bazaar": bazaar}
+
+
+def _offer_now(catalog: Catalog, body: Mapping[str, Any]) -> Offer | Refused | None:
+    return offer_from(body, local_resources=catalog.local_resources)
+
+
+async def _catalog(catalog: Catalog, body: Mapping[str, Any]) -> str:
+    offer = await anyio.to_thread.run_sync(_offer_now, catalog, body)
     if offer is None:
         return "none"
     if isinstance(offer, Refused):
         return f"dropped ({offer.reason})"
-    return catalog.record(offer)
+    if not catalog.local_resources:
+        host = urlsplit(offer.url).hostname or ""
+        refused = await resolved_refusal(
+            host, catalog.resolver, timeout_s=catalog.resolve_timeout_s
+        )
+        if refused is not None:
+            return f"dropped ({refused})"
+    return await anyio.to_thread.run_sync(catalog.record, offer)
 
 
 async def catalog_payment(catalog: Catalog, body: Mapping[str, Any]) -> str:
     """Catalog what a valid or settled payment declares; never raises (the payment goes on)."""
     try:
-        outcome = await anyio.to_thread.run_sync(_catalog_now, catalog, body)
+        outcome = await _catalog(catalog, body)
     except Exception as exc:  # noqa: BLE001 - the catalog must never cost a payment its answer
         logger.warning("discovery catalog: not recorded (%s)", type(exc).__name__)
         return "error"

@@ -41,6 +41,7 @@ __all__ = [
     "clean_service_name",
     "clean_tags",
     "local_host",
+    "not_global",
 ]
 
 SERVICE_NAME_CHARS_MAX: Final = 32
@@ -164,7 +165,8 @@ _LOCAL_HOST_NAMES: Final = frozenset(
 _LOCAL_SUFFIXES: Final = (".localhost", ".local", ".internal", ".home.arpa", ".lan")
 
 
-def _not_global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def not_global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is anything but a global one (an IPv4-mapped one judged as IPv4 too)."""
     mapped = getattr(address, "ipv4_mapped", None)
     return not address.is_global or (mapped is not None and not mapped.is_global)
 
@@ -176,11 +178,12 @@ def local_host(host: str) -> bool:
     it is written: percent-encoded, full-width, IPv4-mapped, or the decimal,
     hex and octal forms a resolver accepts (``2130706433``, ``0x7f.1``). A
     host that cannot be read counts as local. A public name that resolves to
-    a private address is not caught here (that needs the resolver).
+    a private address is not caught here: ``farthing.paywall.discovery.resolver``
+    asks the resolver.
     """
     text = host.strip("[]").lower().rstrip(".")
     try:
-        return _not_global(ipaddress.ip_address(text))
+        return not_global(ipaddress.ip_address(text))
     except ValueError:
         pass
     try:
@@ -190,6 +193,6 @@ def local_host(host: str) -> bool:
     if not name or name in _LOCAL_HOST_NAMES or name.endswith(_LOCAL_SUFFIXES):
         return True
     try:
-        return _not_global(ipaddress.IPv4Address(socket.inet_aton(name)))
+        return not_global(ipaddress.IPv4Address(socket.inet_aton(name)))
     except OSError:
         return False

@@ -31,7 +31,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from farthing.paywall.discovery.catalog import Catalog
-from farthing.paywall.discovery.ingest import catalog_payment, declares
+from farthing.paywall.discovery.ingest import (
+    EXTENSION_RESPONSES_HEADER,
+    catalog_payment,
+    declares,
+    extension_responses,
+    first_refusal,
+)
 from farthing.paywall.discovery.listing import catalog_routes
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.schemes.auth_capture.facilitator import AuthCaptureSettling
@@ -54,7 +60,13 @@ from farthing.paywall.schemes.upto.types import SCHEME as UPTO_SCHEME
 from farthing.paywall.schemes.upto.wire import parse_payment as parse_upto_payment
 from farthing.paywall.schemes.upto.wire import parse_requirements as parse_upto_requirements
 from farthing.paywall.seam import Facilitator
-from farthing.paywall.wire import PaymentPayload, PaymentRequirements, SettleResult, VerifyResult
+from farthing.paywall.wire import (
+    PaymentPayload,
+    PaymentRequirements,
+    SettleResult,
+    VerifyResult,
+    b64_json,
+)
 from farthing.wallet.errors import AddressError, AmountError, AuthorizationError
 from farthing.web import JsonBodyError, loads_bounded
 
@@ -75,7 +87,10 @@ def facilitator_app(
     settled payment declares in ``extensions.bazaar`` is cataloged after the
     answer is sent (a poisoned declaration is dropped, the payment unaffected),
     ``/supported`` lists the ``bazaar`` extension, and anyone may read
-    ``GET /discovery/resources`` and ``GET /discovery/search``.
+    ``GET /discovery/resources`` and ``GET /discovery/search``. A verify or
+    settle answer to a declaring payment carries the ``EXTENSION-RESPONSES``
+    header (x402 v2 §7.2.1, for the resource server): ``bazaar`` ``processing``
+    (cataloged after the answer) or ``rejected`` with the reason.
 
     Raises ``PaywallConfigError`` for a facilitator that signs as a channel
     receiver authorizer with no ``token``: it would sign claims and refunds
@@ -243,14 +258,17 @@ def facilitator_app(
         if problem is not None:
             return problem
         response = await answer(data, settle)
-        if (
-            catalog is not None
-            and declares(data)
-            and response.background is None
-            and _accepted(response)
-        ):
-            # After the answer is sent: the catalog never delays or changes a payment.
-            response.background = BackgroundTask(catalog_payment, catalog, data)
+        if catalog is not None and declares(data) and response.background is None:
+            if not _accepted(response):
+                outcome = extension_responses("rejected", "the payment was not accepted")
+            elif refused := first_refusal(data, local_resources=catalog.local_resources):
+                outcome = extension_responses("rejected", str(refused))
+            else:
+                # After the answer is sent: the catalog never delays or changes a payment.
+                response.background = BackgroundTask(catalog_payment, catalog, data)
+                outcome = extension_responses("processing")
+            if response.status_code == 200:
+                response.headers[EXTENSION_RESPONSES_HEADER] = b64_json(outcome)
         return response
 
     async def answer(data: dict[str, Any], settle: bool) -> JSONResponse:

@@ -7,14 +7,22 @@ does not answer, answers a status other than 200, or answers something that is
 not a verify/settle response raises ``FacilitatorUnavailableError`` (a 503 at
 the paywall). The official SDK's reason codes are mapped to Farthing's, so the
 payer sees the same reasons whichever facilitator is behind the paywall.
+
+A facilitator's ``EXTENSION-RESPONSES`` header (x402 v2 §7.2.1: what it made
+of the payment's extensions, e.g. whether the ``bazaar`` declaration will be
+cataloged) is for the seller alone: it is read bounded and logged, one line,
+and never reaches the buyer.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 
+from farthing.paywall.discovery.ingest import EXTENSION_RESPONSES_HEADER
 from farthing.paywall.errors import FacilitatorUnavailableError, PaywallConfigError
 from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SCHEME
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
@@ -27,6 +35,7 @@ from farthing.paywall.wire import (
     PaymentRequirements,
     SettleResult,
     VerifyResult,
+    unb64_json_bounded,
 )
 from farthing.wallet.errors import AuthorizationError
 from farthing.web import JsonBodyError, loads_bounded
@@ -50,6 +59,29 @@ X402_REASONS: Final = {
 
 
 _Answer = TypeVar("_Answer", VerifyResult, SettleResult)
+_SIDE_CHANNEL_CHARS_MAX: Final = 4096
+_BAZAAR_STATUSES: Final = frozenset({"success", "processing", "rejected"})
+_UNPRINTABLE: Final = re.compile(r"[^\x20-\x7e]")
+
+log = logging.getLogger(__name__)
+
+
+def _log_extension_responses(value: str | None, url: str, path: str) -> None:
+    """The facilitator's side channel, bounded: one log line of its bazaar status, if any."""
+    if not value:
+        return
+    decoded = unb64_json_bounded(value, bytes_max=_SIDE_CHANNEL_CHARS_MAX)
+    bazaar = decoded.get("bazaar") if isinstance(decoded, dict) else None
+    status = bazaar.get("status") if isinstance(bazaar, dict) else None
+    if status not in _BAZAAR_STATUSES:
+        return
+    assert isinstance(bazaar, dict)
+    reason = bazaar.get("rejectedReason")
+    why = _UNPRINTABLE.sub("?", reason[:200]) if isinstance(reason, str) else ""
+    if status == "rejected":
+        log.warning("the facilitator at %s will not catalog %s's declaration: %s", url, path, why)
+    else:
+        log.info("the facilitator at %s catalogs the declaration (%s)", url, status)
 
 
 class _Wired(Protocol):
@@ -94,6 +126,7 @@ class RemoteFacilitator:
         try:
             async with self._client.stream(method, path, json=body) as response:
                 status = response.status_code
+                side_channel = response.headers.get(EXTENSION_RESPONSES_HEADER)
                 content = bytearray()
                 async for chunk in response.aiter_bytes():
                     content += chunk
@@ -109,6 +142,7 @@ class RemoteFacilitator:
             raise FacilitatorUnavailableError(
                 f"the facilitator at {self.url} answered HTTP {status} to {path}"
             )
+        _log_extension_responses(side_channel, self.url, path)
         try:
             return loads_bounded(bytes(content), bytes_max=RESPONSE_BYTES_MAX)
         except JsonBodyError as exc:

@@ -32,7 +32,7 @@ from farthing.paywall.discovery import Catalog, Search, ServiceMetadata, SiteDis
 from farthing.paywall.errors import PaywallConfigError
 from farthing.paywall.facilitator.api import facilitator_app
 from farthing.paywall.mcp.tools import PaidTools
-from farthing.wallet.chain import Chain
+from farthing.wallet.chain.memory import MemoryChain
 from farthing.wallet.signer import LocalSigner
 from farthing.wallet.token import Stablecoin, deploy_stablecoin
 from tests.agents.mcp.conftest import PRICE, Shop, make_buyer
@@ -78,7 +78,9 @@ def _tools(facilitator: Any, shop_folder: Path, asset: Any, merchant: str) -> Pa
 
 
 @pytest.fixture(scope="module")
-def listed(memory_chain: Chain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listed]:
+def listed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listed]:
+    # A memory chain of this module's own: its blocks move no other module's clock.
+    memory_chain = MemoryChain(accounts=8)
     folder = tmp_path_factory.mktemp("tools-cataloged")
     accounts = memory_chain.dev_accounts()
     owner, relayer = accounts[0].signer(), accounts[7].signer()
@@ -97,6 +99,7 @@ def listed(memory_chain: Chain, tmp_path_factory: pytest.TempPathFactory) -> Ite
             shop = Shop(memory_chain, asset, token, owner, merchant, facilitator_url, f"{base}/mcp")
             yield Listed(shop, catalog, f"{base}/mcp")
     catalog.dispose()
+    memory_chain.close()
 
 
 async def _wait_listed(catalog: Catalog, kind: str) -> list[dict[str, Any]]:
