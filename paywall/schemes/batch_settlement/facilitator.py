@@ -39,6 +39,12 @@ from farthing.paywall.schemes.batch_settlement.contract import (
     ChannelSnapshot,
     VoucherClaim,
 )
+from farthing.paywall.schemes.batch_settlement.payers import (
+    ERR_DEPOSIT_SIMULATION_FAILED,
+    ERR_RECEIVE_AUTHORIZATION_SIGNATURE,
+    deposit_signature_refusal,
+    payer_signed,
+)
 from farthing.paywall.schemes.batch_settlement.redeem import (
     parse_claim_payload,
     parse_settle_payload,
@@ -52,7 +58,6 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     ClaimEntry,
     SignedVoucher,
     custom_error_name,
-    deposit_nonce,
     erc3009_collector_data,
     sign_claim_batch,
     sign_refund,
@@ -86,17 +91,11 @@ from farthing.paywall.schemes.batch_settlement.wire import (
     parse_client_payload,
 )
 from farthing.paywall.schemes.fields import WireRefusal
-from farthing.paywall.schemes.signatures import (
-    check_signature,
-    domain_separator_of,
-    eip3009_digest,
-)
 from farthing.paywall.scope import SettleScope
 from farthing.paywall.wire import SettleResult, VerifyResult
 from farthing.wallet.address import checksum, is_address
 from farthing.wallet.chain import Call, Chain, TxResult
-from farthing.wallet.eip712 import RECEIVE_WITH_AUTHORIZATION, recover_digest
-from farthing.wallet.erc6492 import unwrap
+from farthing.wallet.eip712 import recover_digest
 from farthing.wallet.errors import ChainUnavailableError, WalletError
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS, ChannelContracts
 from farthing.wallet.signer import Signer, TxSigner
@@ -122,7 +121,6 @@ __all__ = [
 ]
 
 ERR_AUTHORIZER_ADDRESS_MISMATCH: Final = CODE_PREFIX + "authorizer_address_mismatch"
-ERR_DEPOSIT_SIMULATION_FAILED: Final = CODE_PREFIX + "deposit_simulation_failed"
 ERR_DEPOSIT_TRANSACTION_FAILED: Final = CODE_PREFIX + "deposit_transaction_failed"
 ERR_CLAIM_SIMULATION_FAILED: Final = CODE_PREFIX + "claim_simulation_failed"
 ERR_CLAIM_TRANSACTION_FAILED: Final = CODE_PREFIX + "claim_transaction_failed"
@@ -134,7 +132,6 @@ ERR_REFUND_TRANSACTION_FAILED: Final = CODE_PREFIX + "refund_transaction_failed"
 ERR_REFUND_NO_BALANCE: Final = CODE_PREFIX + "refund_no_balance"
 ERR_VALID_AFTER_IN_FUTURE: Final = CODE_PREFIX + "payload_authorization_valid_after"
 ERR_VALID_BEFORE_EXPIRED: Final = CODE_PREFIX + "payload_authorization_valid_before"
-ERR_RECEIVE_AUTHORIZATION_SIGNATURE: Final = CODE_PREFIX + "receive_authorization_signature"
 
 _ZERO: Final = "0x" + "00" * 20
 # The reference facilitator's margin: an authorization must outlive its own mining.
@@ -349,45 +346,8 @@ class ChannelFacilitator:
         if config.payer_authorizer != checksum(_ZERO):
             ok = recover_digest(digest, voucher.signature) == config.payer_authorizer
         else:
-            ok = self._payer_signed(config.payer, digest, voucher.signature)
+            ok = payer_signed(self.chain, config.payer, digest, voucher.signature)
         return None if ok else ERR_INVALID_VOUCHER_SIGNATURE
-
-    def _payer_signed(self, payer: str, digest: bytes, signature: bytes) -> bool:
-        """A zero ``payerAuthorizer``: as the escrow checks it, ECDSA without code, ERC-1271 with.
-
-        (``farthing.paywall.schemes.signatures``, bounded in gas.) An ERC-6492
-        wrapper is refused: the escrow never unwraps one, so a voucher carrying
-        it could not be claimed.
-        """
-        if unwrap(signature) is not None:
-            return False
-        return check_signature(self.chain, payer, digest, signature).valid
-
-    def _deposit_signature(self, deposit: DepositPayload) -> tuple[str, str] | None:
-        """The deposit's ReceiveWithAuthorization checked as the token will, before simulating it."""
-        auth = deposit.authorization
-        if unwrap(auth.signature) is not None:
-            return ERR_RECEIVE_AUTHORIZATION_SIGNATURE, (
-                "the collector takes no ERC-6492 signature: deploy the wallet first"
-            )
-        config = deposit.config
-        separator = domain_separator_of(self.chain, config.token)
-        if separator is None:
-            return ERR_DEPOSIT_SIMULATION_FAILED, "the token has no EIP-712 domain separator"
-        digest = eip3009_digest(
-            separator,
-            RECEIVE_WITH_AUTHORIZATION,
-            from_address=config.payer,
-            to=self.collector,
-            value=deposit.amount,
-            valid_after=auth.valid_after,
-            valid_before=auth.valid_before,
-            nonce=deposit_nonce(deposit.voucher.channel_id, auth.salt),
-        )
-        check = check_signature(self.chain, config.payer, digest, auth.signature)
-        if not check.valid:
-            return ERR_RECEIVE_AUTHORIZATION_SIGNATURE, f"{check.reason}: {check.message}"
-        return None
 
     def _check_deposit(
         self, deposit: DepositPayload, snapshot: ChannelSnapshot
@@ -399,7 +359,7 @@ class ChannelFacilitator:
             return ERR_VALID_BEFORE_EXPIRED, "the deposit authorization expires too soon"
         if auth.valid_after > now:
             return ERR_VALID_AFTER_IN_FUTURE, "the deposit authorization is not valid yet"
-        refused = self._deposit_signature(deposit)
+        refused = deposit_signature_refusal(self.chain, self.collector, deposit)
         if refused is not None:
             return refused
         simulated = self.chain.call(
