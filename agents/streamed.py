@@ -60,6 +60,7 @@ class _Watch:
         self._data = bytearray()
         self.settlement: dict[str, Any] | None = None
         self.done = False
+        self._skipping = False  # the rest of a line too long to be ours
 
     def feed(self, chunk: bytes) -> bool:
         """Read ``chunk``; True once the charge event was seen (book it now)."""
@@ -69,6 +70,9 @@ class _Watch:
         while (end := self._buffer.find(b"\n")) >= 0:
             line = bytes(self._buffer[:end]).rstrip(b"\r")
             del self._buffer[: end + 1]
+            if self._skipping:
+                self._skipping = False
+                continue
             if not line:
                 if self._name == _EVENT and self._read(bytes(self._data)):
                     return True
@@ -79,8 +83,9 @@ class _Watch:
                 self._data += line[5:].removeprefix(b" ")
                 if len(self._data) > _EVENT_BYTES_MAX:
                     self._name, self._data = None, bytearray()
-        if len(self._buffer) > 4 * _EVENT_BYTES_MAX:  # a long text line: not our event
-            del self._buffer[:-_EVENT_BYTES_MAX]
+        if len(self._buffer) > _EVENT_BYTES_MAX:  # a long line of text: not our event
+            self._buffer.clear()
+            self._skipping = True
         return False
 
     def _read(self, data: bytes) -> bool:

@@ -88,6 +88,7 @@ class SseReader:
         self._buffer = bytearray()
         self._name: str | None = None
         self._data: list[str] = []
+        self._size = 0
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         self._buffer += chunk
@@ -105,8 +106,13 @@ class SseReader:
             if not line:
                 if self._data:
                     events.append(SseEvent(self._name, "\n".join(self._data)))
-                self._name, self._data = None, []
+                self._name, self._data, self._size = None, [], 0
                 continue
+            self._size += len(line)
+            if self._size > self.line_bytes_max:
+                raise InferenceUpstreamError(
+                    f"the model server sent a stream event over {self.line_bytes_max} bytes"
+                )
             if line.startswith(":"):
                 continue
             name, _, value = line.partition(":")
@@ -212,7 +218,8 @@ def _has_text(choices: Any) -> bool:
 
 
 def _frame(data: dict[str, Any], name: str | None = None) -> bytes:
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # ASCII: a lone surrogate in upstream text stays an escape, never a failed encode.
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=True)
     head = f"event: {name}\n" if name is not None else ""
     return f"{head}data: {text}\n\n".encode()
 

@@ -226,3 +226,38 @@ def test_the_meter_is_asked_for_under_the_paywalls_name() -> None:
     from farthing.inference import gateway
 
     assert (gateway._METER_EXTENSION, gateway._METER_ASKED) == (METER_EXTENSION, METER_ASKED)
+
+
+def test_the_event_reader_frames_bounds_and_splits_anywhere() -> None:
+    from farthing.inference.errors import InferenceUpstreamError
+
+    wire = (
+        b": comment\r\nevent: named\r\ndata: one\r\ndata: two\r\n\r\n"
+        b'data: {"text":"\\ud800"}\n\nid: 7\ndata: [DONE]\n\n'
+    )
+    whole = [(e.name, e.data) for e in SseReader().feed(wire)]
+    assert whole == [("named", "one\ntwo"), (None, '{"text":"\\ud800"}'), (None, "[DONE]")]
+    reader = SseReader()
+    split = [(e.name, e.data) for i in range(len(wire)) for e in reader.feed(wire[i : i + 1])]
+    assert split == whole
+    with pytest.raises(InferenceUpstreamError):
+        SseReader(line_bytes_max=64).feed(b"data: " + b"x" * 100)
+    with pytest.raises(InferenceUpstreamError):
+        SseReader(line_bytes_max=64).feed(b"data: xxxxxxxxxx\n" * 10)
+
+
+def test_the_agents_watch_finds_the_charge_event_and_nothing_else() -> None:
+    from farthing.agents.streamed import _Watch
+
+    seen: list[Any] = []
+    watch = _Watch(lambda answer: seen.append(answer.settlement))
+    forged = b'data: {"choices":[{"delta":{"content":"event: payment-response\\n"}}]}\n\n'
+    long_line = b"data: " + b"x" * 100_000 + b"event: payment-response\n\n"
+    real = b'event: payment-response\ndata: {"payment_response":{"amount":"7"}}\n\n'
+    found = [watch.feed(wire[i : i + 7]) for wire in (forged, long_line, real)
+             for i in range(0, len(wire), 7)]  # fmt: skip
+    assert found.count(True) == 1
+    assert watch.settlement == {"amount": "7"}
+    watch.conclude()
+    watch.conclude()
+    assert seen == [{"amount": "7"}]  # booked once
