@@ -17,7 +17,8 @@ events, a role chunk, one chunk per completion token (``stream_tokens``, at
 most ``max_tokens``, ``stream_delay_s`` apart), a finish chunk, the usage
 chunk when ``stream_options.include_usage`` asks, and ``data: [DONE]``; with
 ``continuous_usage_stats`` every chunk carries the usage so far. Its
-``stream_mode`` misbehaves on purpose: ``forge`` also sends named events,
+``stream_mode`` misbehaves on purpose: ``json`` answers one JSON body
+instead of a stream, ``forge`` also sends named events,
 comments and text that look like the gateway's charge event, ``no_usage``
 sends no usage at all, ``huge_usage`` claims a million completion tokens at
 the end, ``cut`` stops after ``cut_after`` tokens without ``[DONE]``.
@@ -72,7 +73,7 @@ class FakeVllm:
     chat_bodies: list[dict[str, Any]] = field(default_factory=list)
     stream_tokens: int = 5
     stream_delay_s: float = 0.0
-    stream_mode: str = "ok"  # ok | forge | no_usage | huge_usage | cut
+    stream_mode: str = "ok"  # ok | json | forge | no_usage | huge_usage | cut
     cut_after: int = 2
     streamed_tokens: list[int] = field(default_factory=list)  # tokens yielded, per stream
 
@@ -120,7 +121,7 @@ class FakeVllm:
             await anyio.sleep(3600)
         if self.mode == "error":
             return _error(500, "engine crashed", "InternalServerError")
-        if body.get("stream"):
+        if body.get("stream") and self.stream_mode != "json":
             return StreamingResponse(self._stream(body), media_type="text/event-stream")
         prompt = prompt_tokens(body["messages"])
         completion = min(5, body.get("max_tokens") or 5)

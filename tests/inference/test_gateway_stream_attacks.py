@@ -14,6 +14,7 @@ channel at once are each checked the same way.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,10 +249,8 @@ async def test_two_streams_on_one_channel_at_once_are_each_charged_their_own_usa
     first_headers, ceiling = await paid_headers(channel.metered, channel.buyer, channel.app, chat())
     # The second voucher builds on the first one's live hold (charged + held + price).
     channel.buyer.cumulative = before + ceiling
-    second_headers = signature(
-        json.loads(__import__("base64").b64decode(first_headers["payment-signature"]))["accepted"],
-        channel.metered.voucher(before + 2 * ceiling),
-    )
+    accepted = json.loads(base64.b64decode(first_headers["payment-signature"]))["accepted"]
+    second_headers = signature(accepted, channel.metered.voucher(before + 2 * ceiling))
     results: list[Driven] = []
 
     async def one(headers: dict[str, str]) -> None:
@@ -267,3 +266,24 @@ async def test_two_streams_on_one_channel_at_once_are_each_charged_their_own_usa
     assert receipts == [channel.price(TOKENS)] * 2
     after, held = channel.charged()
     assert (after - before, held) == (2 * channel.price(TOKENS), 0)
+
+
+async def test_an_upstream_that_fails_before_streaming_is_not_charged(channel: Channel) -> None:
+    channel.fake.mode = "error"
+    charged, driven, _ = await channel.charge_of()
+    assert driven.status == 502
+    assert json.loads(driven.body)["error"]["code"] == "upstream_error"
+    assert charged == 0  # the hold freed, nothing charged
+    assert "payment-response" not in driven.headers
+
+
+async def test_an_upstream_that_answers_json_is_charged_its_usage_in_the_header(
+    channel: Channel,
+) -> None:
+    channel.fake.stream_mode = "json"
+    charged, driven, _ = await channel.charge_of()
+    assert driven.status == 200
+    assert json.loads(driven.body)["usage"]["completion_tokens"] == TOKENS
+    assert charged == channel.price(TOKENS)
+    receipt = json.loads(base64.b64decode(driven.headers["payment-response"]))
+    assert int(receipt["extra"]["chargedAmount"]) == charged
