@@ -9,7 +9,9 @@ request, and the receiver authorizer's claim and settle move exactly what was
 charged from the escrow. A voucher signed by another key, or wrapped in
 ERC-6492 (the escrow never unwraps one), is refused with the voucher
 signature code; a deposit whose signature the wallet refuses is refused
-before the relayer pays for it.
+before the relayer pays for it. The scheme's client part, as an agent uses
+it, pays from a SmartAccountSigner: the account deposits (ERC-1271) and names
+its owner key as ``payerAuthorizer``, which signs the vouchers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from farthing.paywall import PaymentStore
+from farthing.paywall.schemes.batch_settlement import client
 from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow, VoucherClaim
 from farthing.paywall.schemes.batch_settlement.state import ChannelStore
 from farthing.paywall.schemes.batch_settlement.vouchers import (
@@ -194,3 +197,62 @@ def test_an_eip7702_account_pays_through_a_channel(
     assert chain_env.token.mint(eoa.address, FUNDS, sender=chain_env.owner).ok
     ch = _SmartChannel(chain_env, LocalSigner.generate(), eoa, eoa)
     _pay_and_claim(chain_env, store, channel_store, ch)
+
+
+def test_the_scheme_client_pays_a_channel_from_a_smart_account(
+    chain_env: ChainEnv,
+    accounts: Accounts,
+    store: PaymentStore,
+    channel_store: ChannelStore,
+) -> None:
+    """The client part as an agent uses it: the account deposits (ERC-1271), its owner key signs vouchers."""
+    env, authorizer = chain_env, LocalSigner.generate()
+    account = accounts.new(deployed=True)
+    assert env.token.mint(account.address, FUNDS, sender=env.owner).ok
+    app = _app(env, store, channel_store, authorizer)
+    domain = ChannelDomain(env.chain.chain_id)
+    p = PRICE_ATOMIC
+
+    async def go() -> None:
+        async with asgi_client(app) as http:
+            offered = await http.get("/api/data")
+            challenge = unb64_json(offered.headers["payment-required"])
+            (accepts,) = [a for a in challenge["accepts"] if a["scheme"] == "batch-settlement"]
+            extra = client.read_offer(accepts["extra"])
+            assert not isinstance(extra, client.OfferRefusal)
+            config = client.channel_config(
+                payer=account.address,
+                receiver=accepts["payTo"],
+                token=accepts["asset"],
+                extra=extra,
+                salt=secrets.token_bytes(32),
+                payer_authorizer=client.voucher_signer(account).address,
+            )
+            assert config.payer_authorizer == account.owner
+            channel_id = client.channel_id_of(domain, config)
+            authorization = client.deposit_authorization(
+                payer=account.address,
+                collector=CANONICAL_CHANNEL_CONTRACTS.erc3009_collector,
+                channel_id=channel_id,
+                deposit_id=1,
+                value=10 * p,
+                now=env.chain.timestamp(),
+                valid_for_s=600,
+                max_timeout_seconds=int(accepts["maxTimeoutSeconds"]),
+            )
+            deposit = client.sign_deposit(account, env.asset, channel_id, authorization, 1)
+            for n in (1, 2):
+                payload = client.voucher_payload(
+                    account, domain, config, channel_id, n * p,
+                    deposit=deposit if n == 1 else None, deposit_amount=10 * p,
+                )  # fmt: skip
+                name, value = client.payment_header(
+                    payload, accepted=accepts, resource=None, url="http://paywall.test/api/data"
+                )
+                paid = await http.get("/api/data", headers={name: value})
+                assert paid.status_code == 200, paid.text
+
+    asyncio.run(go())
+    assert env.token.balance_of(account.address) == FUNDS - 10 * PRICE_ATOMIC
+    (record,) = [r for r in channel_store.records() if r.config.payer == account.address]
+    assert record.charged == 2 * PRICE_ATOMIC

@@ -48,6 +48,7 @@ from farthing.wallet.eip3009 import (
 )
 from farthing.wallet.money import Asset
 from farthing.wallet.signer import Signer
+from farthing.wallet.smart_account import SmartAccountSigner
 
 __all__ = [
     "CORRECTIVE_ERRORS",
@@ -69,6 +70,7 @@ __all__ = [
     "response_data",
     "sign_deposit",
     "voucher_payload",
+    "voucher_signer",
 ]
 
 # The refusals after which the seller's 402 carries its view of the channel.
@@ -101,12 +103,24 @@ def read_offer(extra: object) -> extras.BatchExtra | OfferRefusal:
 
 
 def channel_config(
-    *, payer: str, receiver: str, token: str, extra: extras.BatchExtra, salt: bytes = _ZERO_SALT
+    *,
+    payer: str,
+    receiver: str,
+    token: str,
+    extra: extras.BatchExtra,
+    salt: bytes = _ZERO_SALT,
+    payer_authorizer: str | None = None,
 ) -> ChannelConfig:
-    """The channel the offer asks for, with ``payer`` as payer and voucher signer."""
+    """The channel the offer asks for, with ``payer`` as payer.
+
+    The vouchers' signer is ``payer_authorizer``, ``payer`` by default; a smart
+    account names its owner key (``voucher_signer(signer).address``), so its
+    vouchers are plain ECDSA the escrow and the seller check without asking
+    the wallet.
+    """
     return ChannelConfig(
         payer=payer,
-        payer_authorizer=payer,
+        payer_authorizer=payer if payer_authorizer is None else payer_authorizer,
         receiver=receiver,
         receiver_authorizer=extra.receiver_authorizer,
         token=token,
@@ -205,6 +219,11 @@ def sign_deposit(
 # ---------------------------------------------------------------- the voucher and the header
 
 
+def voucher_signer(signer: Signer) -> Signer:
+    """Who signs vouchers for ``signer``: itself, or a smart account's owner key."""
+    return signer.owner_signer if isinstance(signer, SmartAccountSigner) else signer
+
+
 def voucher_payload(
     signer: Signer,
     domain: ChannelDomain,
@@ -216,7 +235,7 @@ def voucher_payload(
     deposit_amount: int = 0,
 ) -> wire.DepositPayload | wire.VoucherPayload:
     """Sign the voucher ``cumulative`` on the channel (``config``'s id), with the deposit when there is one."""
-    voucher = sign_voucher(signer, domain, channel_key(channel_id), cumulative)
+    voucher = sign_voucher(voucher_signer(signer), domain, channel_key(channel_id), cumulative)
     if deposit is not None:
         return wire.DepositPayload(config, voucher, deposit_amount, deposit)
     return wire.VoucherPayload(config, voucher)
