@@ -3,7 +3,8 @@
 A deployed SmartAccount (ERC-1271), a counterfactual one (ERC-6492: the
 settlement deploys it and pays in one transaction) and an EIP-7702 EOA
 delegating to SmartAccount (signing with its own key) each pay a paywalled
-route served over ASGI; the token moves from the account to the merchant,
+route served over ASGI (and the counterfactual one again with the paywall and
+our facilitator's HTTP app each on uvicorn); the token moves from the account to the merchant,
 exactly the price, settled on chain. Everything is real: anvil, our
 contracts, the paywall with its SQLite store.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
-from farthing.paywall import PaymentStore
+from farthing.paywall import PaymentStore, RemoteFacilitator
+from farthing.paywall.facilitator.api import facilitator_app
 from farthing.paywall.wire import PaymentPayload, PaymentRequirements, encode_payment_signature
 from farthing.wallet.eip3009 import build_authorization, sign_authorization
 from farthing.wallet.signer import LocalSigner, Signer
@@ -26,6 +29,7 @@ from tests.paywall.conftest import (
     challenge_of,
     paywalled,
     run,
+    serve_in_thread,
 )
 from tests.paywall.smart_accounts import Accounts, accounts_on, delegate_7702
 
@@ -103,3 +107,31 @@ def test_eip7702_account_pays_with_its_own_key(
     delegate_7702(chain_env.chain, eoa, delegate, sponsor=chain_env.owner)
     assert chain_env.token.mint(eoa.address, FUNDS, sender=chain_env.owner).ok
     paid_once(chain_env, store, eoa)
+
+
+def test_a_counterfactual_account_pays_through_uvicorn_servers(
+    chain_env: ChainEnv, accounts: Accounts, store: PaymentStore
+) -> None:
+    """The paywall on uvicorn asks our facilitator app on uvicorn over HTTP: the 6492 signature travels whole."""
+    account = accounts.new(deployed=False)
+    assert chain_env.token.mint(account.address, FUNDS, sender=chain_env.owner).ok
+    token = "a-facilitator-key-for-the-paywall"
+    with serve_in_thread(facilitator_app(chain_env.facilitator(), token=token)) as facilitator_url:
+        remote = RemoteFacilitator(facilitator_url, token=token)
+        with serve_in_thread(paywalled(chain_env, store, facilitator=remote)) as url:
+
+            async def go() -> httpx.Response:
+                async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+                    first = await http.get("/api/data")
+                    accepts = next(
+                        a for a in challenge_of(first)["accepts"] if a["scheme"] == "exact"
+                    )
+                    header = payment_header(accepts, account)
+                    paid = await http.get("/api/data", headers={"PAYMENT-SIGNATURE": header})
+                await remote.aclose()
+                return paid
+
+            paid = run(go())
+    assert paid.status_code == 200, paid.text
+    assert chain_env.chain.code_at(account.address)
+    assert chain_env.token.balance_of(account.address) == FUNDS - PRICE_ATOMIC
