@@ -13,7 +13,9 @@ does our Stablecoin), and for a counterfactual wallet one Multicall3
 ``aggregate3`` that runs the factory call, then the transfer, atomically.
 Multicall3, not the facilitator, is the factory's caller, so a hostile
 factory call acts as a contract that holds nothing, never as the
-facilitator's key. A contract wallet's settlement gets a fresh gas estimate
+facilitator's key (on a chain without Multicall3 such a payment is not
+settled: the transfer alone is refused in its estimate, nothing is sent). A
+contract wallet's settlement gets a fresh gas estimate
 capped at :data:`CONTRACT_WALLET_GAS_MAX` (its cost depends on the wallet).
 """
 
@@ -75,6 +77,10 @@ def settlement_call(
     signed = SignedAuthorization(auth, inner, domain)
     transfer = token.transfer_with_authorization_call(signed, "bytes")
     if wrapped is None or isinstance(wrapped, str) or chain.code_at(auth.from_address):
+        return transfer, CONTRACT_WALLET_GAS_MAX
+    if not chain.code_at(MULTICALL3_ADDRESS):
+        # No neutral caller for the factory here: the transfer alone, which the
+        # token refuses in the estimate (no wallet yet), so nothing is sent.
         return transfer, CONTRACT_WALLET_GAS_MAX
     # Not deployed yet: deploy and transfer in one transaction. The factory
     # call may fail (someone deployed the wallet meanwhile); the transfer may not.
