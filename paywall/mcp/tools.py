@@ -218,12 +218,16 @@ class PaidTools:
                 rates=self.options.rates,
                 rounding=self.options.rounding,
             )
-            self._routes.append(route)
+            entry = self._entry(tool, fn)
             if self.options.discovery is not None:
+                # Checked now, before anything is registered: a declaration a
+                # facilitator would drop fails here.
+                _declaration(tool, example, output_example)
                 self._pending.append((tool, example, output_example))
-                self._declare_pending()  # checked now: a declaration a facilitator drops fails here
+                self._declare_pending()
+            self._routes.append(route)
             self.server.add_tool(
-                self._entry(tool, fn),
+                entry,
                 name=tool.name,
                 title=tool.title,
                 description=tool.description,
@@ -237,14 +241,8 @@ class PaidTools:
         """Each registered tool's declaration, once the endpoint is known."""
         endpoint = self.endpoint
         for tool, example, output_example in self._pending:
-            declared = declare_tool(
-                tool.name,
-                tool.parameters,
-                description=tool.description or None,
-                example=example,
-                output_example=output_example,
-            )
             if endpoint is not None:
+                declared = _declaration(tool, example, output_example)
                 self._declared[tool.name] = ToolDeclaration(endpoint, declared)
         if endpoint is not None:
             self._pending.clear()
@@ -326,6 +324,19 @@ class PaidTools:
         entry.__name__ = tool.name
         entry.__doc__ = tool.description
         return entry
+
+
+def _declaration(tool: Tool, example: Any, output_example: Any) -> dict[str, Any]:
+    """The tool's bazaar declaration; ``PaywallConfigError`` for one a facilitator would drop."""
+    if example is not None and not isinstance(example, Mapping):
+        raise PaywallConfigError(f"paid tool {tool.name}: example must be the tool's arguments")
+    return declare_tool(
+        tool.name,
+        tool.parameters,
+        description=tool.description or None,
+        example=example,
+        output_example=output_example,
+    )
 
 
 def _declaring(declared: ToolDeclaration | None) -> dict[str, Any]:

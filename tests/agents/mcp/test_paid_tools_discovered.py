@@ -204,6 +204,27 @@ def test_without_a_public_url_nothing_is_declared_and_a_bad_one_fails(tmp_path: 
         late.app(public_url="https://tools.example")
 
 
+def test_a_declaration_a_facilitator_would_drop_fails_when_the_tool_is_registered(
+    tmp_path: Path,
+) -> None:
+    paid = _tools(None, tmp_path, _asset_for_config(), LocalSigner.generate().address)
+    with pytest.raises(PaywallConfigError, match="declaration is"):
+
+        @paid.tool(PRICE, description="a long story " * 400)  # over what buyers may echo
+        async def wordy(city: str) -> str:
+            return city
+
+    with pytest.raises(PaywallConfigError, match="example must be"):
+
+        @paid.tool(PRICE, example=["Lisbon"])  # type: ignore[arg-type]
+        async def listed(city: str) -> str:
+            return city
+
+    # Neither was registered: the server's tools and the paywall's routes are as before.
+    assert [t.name for t in paid.server._tool_manager.list_tools()] == ["forecast"]
+    assert [r.path for r in paid.paywall().options.routes] == ["/forecast"]
+
+
 def _asset_for_config() -> Any:
     from farthing.wallet.money import Asset
 
