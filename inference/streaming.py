@@ -226,6 +226,7 @@ def _frame(data: dict[str, Any], name: str | None = None) -> bytes:
 
 @dataclass
 class _State:
+    responded: bool = False  # a response was started (streamed or whole)
     started: bool = False
     done: bool = False  # vLLM ended the stream with [DONE]
     stopped: bool = False  # the meter said stop
@@ -301,8 +302,8 @@ class StreamedChat(Response):
             (b"x-accel-buffering", b"no"),
             *self.extra_headers,
         ]
+        state.responded = state.started = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        state.started = True
         reader, tally, meter = SseReader(), self.tally, self.meter
         async for chunk in answer.chunks():
             for event in reader.feed(chunk):
@@ -345,6 +346,12 @@ class StreamedChat(Response):
 
     async def _end(self, send: Any, state: _State) -> None:
         """The charge made final, then (to a client still there) the last events."""
+        if not state.responded and not state.client_gone:
+            # Out of time before vLLM answered at all: nothing was sent, nothing is charged.
+            refusal = state.failure or Refusal(504, "upstream_timeout", "no answer in time")
+            with anyio.move_on_after(_FINAL_SEND_S):
+                await _send_whole(send, state, *_refusal_answer(refusal))
+            return
         if not state.started:
             return
         tally, receipt = self.tally, None
@@ -384,6 +391,7 @@ async def _send_whole(
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     state.started = False  # nothing streamed: no last events
+    state.responded = True
     out = [
         (b"content-type", content_type.encode("latin-1")),
         (b"content-length", str(len(body)).encode()),

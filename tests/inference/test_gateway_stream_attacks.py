@@ -287,3 +287,12 @@ async def test_an_upstream_that_answers_json_is_charged_its_usage_in_the_header(
     assert charged == channel.price(TOKENS)
     receipt = json.loads(base64.b64decode(driven.headers["payment-response"]))
     assert int(receipt["extra"]["chargedAmount"]) == charged
+
+
+async def test_an_upstream_that_never_answers_is_a_504_charged_nothing(channel: Channel) -> None:
+    channel.fake.mode = "hang"
+    with anyio.fail_after(10):
+        charged, driven, _ = await channel.charge_of()
+    assert driven.status == 504
+    assert json.loads(driven.body)["error"]["code"] == "upstream_timeout"
+    assert charged == 0
