@@ -35,14 +35,19 @@ from farthing.wallet.signer import Signer, TxSigner
 
 __all__ = [
     "CREATE_ACCOUNT",
+    "DEV_ACCOUNT_FACTORY",
     "SmartAccountSigner",
     "account_address",
     "create_account_calldata",
     "deploy_account",
     "deploy_account_factory",
+    "place_account_factory",
 ]
 
 CREATE_ACCOUNT: Final = "createAccount(address,bytes32)"
+# Where a dev chain (`farthing chain dev`, the memory chain) has the factory:
+# its runtime code needs no constructor, so it is written there directly.
+DEV_ACCOUNT_FACTORY: Final = "0x5A00000000000000000000000000000000000AC7"
 
 
 def create_account_calldata(owner: str, salt: bytes) -> bytes:
@@ -71,6 +76,14 @@ def deploy_account_factory(chain: Chain, *, sender: TxSigner) -> str:
     if not result.ok or result.contract_address is None:
         raise DeploymentError(f"SmartAccountFactory did not deploy: {result.reason}")
     return result.contract_address
+
+
+def place_account_factory(chain: Chain) -> str:
+    """Write ``SmartAccountFactory`` at :data:`DEV_ACCOUNT_FACTORY` on a dev chain (idempotent)."""
+    code = bytes.fromhex(load_artifact("SmartAccountFactory").deployed_bytecode[2:])
+    if chain.code_at(DEV_ACCOUNT_FACTORY) != code:
+        chain.set_code(DEV_ACCOUNT_FACTORY, code)  # a ChainError anywhere but a dev chain
+    return DEV_ACCOUNT_FACTORY
 
 
 def deploy_account(chain: Chain, factory: str, owner: str, salt: bytes, *, sender: TxSigner) -> str:

@@ -11,6 +11,9 @@ and the x402 ``auth-capture`` escrow and its collectors at theirs
 (:func:`farthing.paywall.schemes.auth_capture.contract.place_auth_capture_contracts`),
 and Permit2 with the x402 ``upto`` proxy at theirs
 (:func:`farthing.paywall.schemes.upto.contract.place_upto_contracts`).
+Our ``SmartAccountFactory`` is written at
+:data:`farthing.wallet.smart_account.DEV_ACCOUNT_FACTORY`, for payers with
+smart accounts.
 It writes the deployment record (``deployment.json`` beside the state file),
 which other commands read with
 :func:`farthing.wallet.deployment.load_dev_deployment`.
@@ -49,6 +52,7 @@ from farthing.wallet.deployment import (
 )
 from farthing.wallet.errors import ChainError, ChainUnavailableError, DeploymentError
 from farthing.wallet.networks import ANVIL_CHAIN_ID
+from farthing.wallet.smart_account import place_account_factory
 from farthing.wallet.token import Stablecoin, deploy_batch_settler, deploy_stablecoin, read_asset
 
 __all__ = [
@@ -315,6 +319,7 @@ def ensure_deployment(
     channels = place_channel_contracts(chain)
     place_auth_capture_contracts(chain)  # at the canonical addresses: nothing to record
     place_upto_contracts(chain)  # Permit2 and the upto proxy, canonical too
+    place_account_factory(chain)  # smart accounts for payers (farthing.wallet.smart_account)
     if record is not None and _reusable(chain, record, config):
         deployment = DevDeployment(
             chain.rpc_url or "",
