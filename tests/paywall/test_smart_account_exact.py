@@ -4,7 +4,8 @@ A deployed SmartAccount (ERC-1271), a counterfactual one (ERC-6492: the
 settlement deploys it and pays in one transaction) and an EIP-7702 EOA
 delegating to SmartAccount (signing with its own key) each pay a paywalled
 route served over ASGI (and the counterfactual one again with the paywall and
-our facilitator's HTTP app each on uvicorn); the token moves from the account to the merchant,
+our facilitator's HTTP app each on uvicorn, and through the x402 SDK's own
+exact client given our SmartAccountSigner); the token moves from the account to the merchant,
 exactly the price, settled on chain. Everything is real: anvil, our
 contracts, the paywall with its SQLite store.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from x402.http.clients import x402HttpxClient
 
 from farthing.paywall import PaymentStore, RemoteFacilitator
 from farthing.paywall.facilitator.api import facilitator_app
@@ -32,6 +34,7 @@ from tests.paywall.conftest import (
     serve_in_thread,
 )
 from tests.paywall.smart_accounts import Accounts, accounts_on, delegate_7702
+from tests.paywall.test_x402_sdk import sdk_client
 
 pytestmark = pytest.mark.anvil
 
@@ -132,6 +135,25 @@ def test_a_counterfactual_account_pays_through_uvicorn_servers(
                 return paid
 
             paid = run(go())
+    assert paid.status_code == 200, paid.text
+    assert chain_env.chain.code_at(account.address)
+    assert chain_env.token.balance_of(account.address) == FUNDS - PRICE_ATOMIC
+
+
+@pytest.mark.parametrize("deployed", [True, False], ids=["erc1271", "erc6492"])
+def test_the_x402_sdk_client_pays_from_a_smart_account(
+    chain_env: ChainEnv, accounts: Accounts, store: PaymentStore, deployed: bool
+) -> None:
+    """The official SDK's exact client, handed our SmartAccountSigner as its signer, pays our paywall."""
+    account = accounts.new(deployed=deployed)
+    assert chain_env.token.mint(account.address, FUNDS, sender=chain_env.owner).ok
+
+    async def go(url: str) -> httpx.Response:
+        async with x402HttpxClient(sdk_client(chain_env, account), timeout=30.0) as http:
+            return await http.get(f"{url}/api/data")
+
+    with serve_in_thread(paywalled(chain_env, store)) as url:
+        paid = run(go(url))
     assert paid.status_code == 200, paid.text
     assert chain_env.chain.code_at(account.address)
     assert chain_env.token.balance_of(account.address) == FUNDS - PRICE_ATOMIC
