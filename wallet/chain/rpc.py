@@ -56,7 +56,7 @@ class RpcChain(Chain):
             # web3's one HTTP seam (HTTPProvider keeps its POSTer here); a test
             # checks it is taken, so a web3 that renames it fails loudly.
             self._poster = LoopbackPoster(rpc_url, timeout_s=timeout_s)
-            provider._request_session_manager = self._poster
+            provider._request_session_manager = cast(Any, self._poster)
         super().__init__(Web3(provider), receipt_timeout_s=receipt_timeout_s)
         if self.chain_id != ANVIL_CHAIN_ID:
             # Real networks make blocks every second or two and rate-limit callers.
