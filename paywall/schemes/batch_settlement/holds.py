@@ -153,10 +153,11 @@ def hold_sql(dialect: str, table: str) -> str:
 
     return (
         f"UPDATE {table} SET charged = {p('charged')}, held = {p('held')}, "
-        f"held_until_ns = {p('held_until_ns')}, updated_at_ns = {p('now')} "
+        # A renewal only ever moves the deadline later, whatever another wrote meanwhile.
+        f"held_until_ns = CASE WHEN held_until_ns > {p('held_until_ns')} THEN held_until_ns "
+        f"ELSE {p('held_until_ns')} END, updated_at_ns = {p('now')} "
         f"WHERE channel_id = {p('channel_id')} AND charged = {p('was_charged')} "
-        f"AND held = {p('was_held')} AND hold_epoch = {p('epoch')} "
-        f"AND held_until_ns = {p('was_held_until_ns')}"
+        f"AND held = {p('was_held')} AND hold_epoch = {p('epoch')}"
     )
 
 
@@ -169,7 +170,6 @@ def hold_params(
         "charged": str(after.charged),
         "held": str(after.held),
         "held_until_ns": after.held_until_ns,
-        "was_held_until_ns": before.held_until_ns,
         "now": now,
         "was_charged": str(before.charged),
         "was_held": str(before.held),
