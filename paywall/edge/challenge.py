@@ -38,6 +38,8 @@ from farthing.paywall.edge.routes import PriceRequest, ResolvedRoute
 from farthing.paywall.edge.sign_in import SIGN_IN_WITH_X, declare_sign_in
 from farthing.paywall.schemes.batch_settlement.server import ChannelPaywall
 from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
+from farthing.paywall.schemes.upto.types import EIP2612_KEY, ERC20_APPROVAL_KEY
+from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements
 from farthing.paywall.wire import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
@@ -58,7 +60,7 @@ __all__ = [
     "resource_url",
 ]
 
-_Payment = TypeVar("_Payment", PaymentPayload, ChannelPayment)
+_Payment = TypeVar("_Payment", PaymentPayload, ChannelPayment, UptoPayment)
 
 # Set by a caller in this process that sells a route as an MCP tool (the site's
 # ``fetch``, farthing.paywall.mcp.fetch): no HTTP request can carry a scope key.
@@ -89,9 +91,14 @@ class Priced:
     channel: ChannelRequirements | None = None
     method: str = "GET"  # the request's: the bazaar declaration names it
     tool: ToolDeclaration | None = None  # sold as an MCP tool (TOOL_SCOPE_KEY)
+    upto: UptoRequirements | None = None  # the price as a ceiling, when the route offers upto
 
     def challenge(self, error: str | None) -> PaymentRequired:
-        offers: dict[str, Any] = {"exact": self.requirements, "batch-settlement": self.channel}
+        offers: dict[str, Any] = {
+            "exact": self.requirements,
+            "batch-settlement": self.channel,
+            "upto": self.upto,
+        }
         accepts = tuple(
             offers[s] for s in self.route.schemes if offers.get(s) is not None
         )  # a ChannelRequirements serializes like an exact entry: only to_wire() is used
@@ -121,8 +128,11 @@ class Challenger:
         preview_selectors: tuple[str, ...],
         body_bytes_max: int,
         discovery: SiteDiscovery | None = None,
+        upto_facilitator: str | None = None,
     ) -> None:
         self.app = app
+        # Whom an upto payer lets settle (extra.facilitatorAddress): the facilitator's key.
+        self.upto_facilitator = upto_facilitator
         self.discovery = discovery  # bazaar declarations and service metadata in every 402
         self.channels = channels
         self.public_url = public_url
@@ -157,6 +167,13 @@ class Challenger:
                 name=requirements.token_name,
                 version=requirements.token_version,
             )
+        upto = None
+        if self.upto_facilitator is not None and "upto" in route.schemes:
+            upto = UptoRequirements(
+                requirements.network, requirements.asset, requirements.amount,
+                requirements.pay_to, requirements.max_timeout_seconds,
+                requirements.token_name, requirements.token_version, self.upto_facilitator,
+            )  # fmt: skip
         tool = scope.get(TOOL_SCOPE_KEY)
         return Priced(
             route,
@@ -166,6 +183,7 @@ class Challenger:
             channel,
             str(scope["method"]).upper(),
             tool if isinstance(tool, ToolDeclaration) else None,
+            upto,
         )
 
     async def challenge(
@@ -265,6 +283,10 @@ class Challenger:
         declared = self._declaration(priced)
         if declared is not None:
             extensions[BAZAAR] = declared
+        if priced.upto is not None:
+            # The facilitator sponsors the payer's one-time Permit2 approval either way.
+            for key in (EIP2612_KEY, ERC20_APPROVAL_KEY):
+                extensions[key] = {"info": {"version": "1"}}
         return extensions
 
     def _declaration(self, priced: Priced) -> Mapping[str, Any] | None:
@@ -296,6 +318,10 @@ class Challenger:
             if priced.tool is not None:
                 wire["resource"]["url"] = priced.tool.url
         return wire
+
+    def challenge_header(self, priced: Priced, reason: str | None) -> str:
+        """The ``PAYMENT-REQUIRED`` header value of ``priced`` (for answers other than 402)."""
+        return self._challenge_header(priced, reason)
 
     def _challenge_header(self, priced: Priced, reason: str | None) -> str:
         extensions = self._extensions(priced)

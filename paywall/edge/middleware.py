@@ -58,6 +58,7 @@ from farthing.paywall.edge.request import (
     serve_websocket,
 )
 from farthing.paywall.edge.routes import PaidRoute, RouteTable
+from farthing.paywall.edge.upto import UptoPaidPath
 from farthing.paywall.errors import (
     FacilitatorUnavailableError,
     PaymentStoreError,
@@ -68,6 +69,8 @@ from farthing.paywall.records.books import ChannelRevenueBook, RevenueBook
 from farthing.paywall.records.store import CLAIM_LEASE_S_DEFAULT, PaymentStore
 from farthing.paywall.schemes.batch_settlement.server import ChannelOptions, ChannelPaywall
 from farthing.paywall.schemes.batch_settlement.types import decode_channel_payment
+from farthing.paywall.schemes.upto.facilitator import UptoSettling
+from farthing.paywall.schemes.upto.wire import decode_upto_payment
 from farthing.paywall.wire import (
     PAYMENT_HEADER_BYTES_MAX,
     MalformedPayment,
@@ -115,6 +118,9 @@ class PaywallOptions:
     # Discovery (farthing.paywall.discovery): every 402 declares the bazaar
     # extension and the service metadata; None declares nothing.
     discovery: SiteDiscovery | None = None
+    # x402 upto (farthing.paywall.edge.upto): the address payers let settle
+    # (extra.facilitatorAddress); None takes the local facilitator's own key.
+    upto_facilitator: str | None = None
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.claim_lease_s <= 24 * 3600:
@@ -176,6 +182,13 @@ class PaywallMiddleware:
         elif options.receipts is not None and options.sign_in:
             log.info("%s", self.sign_in_off_reason)
         body_bytes_max = options.response_body_bytes_max
+        upto_facilitator = options.upto_facilitator or getattr(
+            getattr(options.facilitator, "upto", None), "address", None
+        )
+        if any("upto" in r.schemes for r in self.routes) and (
+            upto_facilitator is None or not isinstance(options.facilitator, UptoSettling)
+        ):
+            raise PaywallConfigError("an upto route needs a facilitator that settles upto")
         self.challenger = Challenger(
             app,
             channels=self.channels,
@@ -185,6 +198,7 @@ class PaywallMiddleware:
             preview_selectors=options.preview_selectors,
             body_bytes_max=body_bytes_max,
             discovery=options.discovery,
+            upto_facilitator=upto_facilitator,
         )
         self.owned = (
             OwnedArticles(
@@ -205,6 +219,19 @@ class PaywallMiddleware:
             books=options.books,
             claim_lease_s=options.claim_lease_s,
             body_bytes_max=body_bytes_max,
+        )
+        self.upto = (
+            UptoPaidPath(
+                app,
+                challenger=self.challenger,
+                facilitator=options.facilitator,
+                store=options.store,
+                books=options.books,
+                claim_lease_s=options.claim_lease_s,
+                body_bytes_max=body_bytes_max,
+            )
+            if isinstance(options.facilitator, UptoSettling)
+            else None
         )
 
     @property
@@ -286,13 +313,24 @@ class PaywallMiddleware:
                     ),
                 )
                 return
+        if self.upto is not None and "upto" in route.schemes:
+            upto = decode_upto_payment(signature, bytes_max=self.options.payment_header_bytes_max)
+            if isinstance(upto, MalformedPayment):
+                await _send_malformed(send, upto)
+                return
+            if upto is not None:
+                payment = self.challenger.declared(priced, upto)
+                serving = self.upto.serve(scope, receive, send, priced, payment, route.route.usage)
+                await _outages_as_503(send, serving)
+                return
         decoded = decode_payment_signature(
             signature, bytes_max=self.options.payment_header_bytes_max
         )
         if not isinstance(decoded, MalformedPayment) and "exact" not in route.schemes:
             await self.challenger.send_402(
-                send, priced, "unsupported_scheme", "This route is paid through a channel only."
-            )
+                send, priced, "unsupported_scheme",
+                f"This route is paid through {' or '.join(route.schemes)} only.",
+            )  # fmt: skip
             return
         if isinstance(decoded, MalformedPayment):
             await _send_malformed(send, decoded)

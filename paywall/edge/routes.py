@@ -74,11 +74,16 @@ class PaidRoute:
     preview_fraction: Decimal | None = None  # set for article routes: the free share
     preview_blocks: int | None = None  # or (and) at most this many whole blocks free
     # x402 schemes offered, in ``accepts`` order: "exact", "batch-settlement"
-    # (the latter needs ``PaywallOptions.channels``).
+    # (needs ``PaywallOptions.channels``), "upto" (the price is a ceiling; the
+    # facilitator must settle upto).
     schemes: tuple[str, ...] = ("exact",)
+    # upto: what the handler's answer costs (atomic units, capped at the price),
+    # read from its buffered answer (farthing.paywall.edge.upto.charge_of); None
+    # reads its Farthing-Charge header, else charges the whole price.
+    usage: Callable[[Any], int] | None = None
 
 
-SCHEMES: Final = frozenset({"exact", "batch-settlement"})
+SCHEMES: Final = frozenset({"exact", "batch-settlement", "upto"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +262,8 @@ class RouteTable:
         ):
             raise PaywallConfigError(f"route {route.path}: preview_blocks must be 0 to 10000")
         schemes = tuple(route.schemes)
+        if route.usage is not None and (not callable(route.usage) or "upto" not in schemes):
+            raise PaywallConfigError(f"route {route.path}: usage is a function, for upto routes")
         if not schemes or len(set(schemes)) != len(schemes) or not set(schemes) <= SCHEMES:
             raise PaywallConfigError(
                 f"route {route.path}: schemes must be distinct, from {sorted(SCHEMES)}"

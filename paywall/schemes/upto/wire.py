@@ -33,7 +33,12 @@ from farthing.paywall.schemes.upto.types import (
     ERR_SCHEME,
     SCHEME,
 )
-from farthing.paywall.wire import X402_VERSION, AcceptsEntry
+from farthing.paywall.wire import (
+    X402_VERSION,
+    AcceptsEntry,
+    MalformedPayment,
+    unb64_json_bounded,
+)
 from farthing.wallet.money import UINT256_MAX
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "Erc20Approval",
     "UptoPayment",
     "UptoRequirements",
+    "decode_upto_payment",
     "parse_payment",
     "parse_requirements",
 ]
@@ -261,6 +267,15 @@ def _version(info: Mapping[str, Any]) -> str:
     return value
 
 
+def _used(extensions: Mapping[str, Any], key: str) -> bool:
+    """The payer filled the extension in (its ``info`` names a ``from``), not just echoed it."""
+    entry = extensions.get(key)
+    if key not in extensions:
+        return False
+    info = entry.get("info") if isinstance(entry, Mapping) else None
+    return not isinstance(info, Mapping) or "from" in info
+
+
 def _eip2612(data: object) -> Eip2612Permit:
     info = fields.object_of(fields.object_of(data, EIP2612_KEY).get("info"), "info")
     return Eip2612Permit(
@@ -301,10 +316,12 @@ def _payment(data: object) -> UptoPayment:
     signature = fields.signature(fields.need(inner, "signature", "payload"), "signature")
     extensions = envelope.get("extensions")
     extensions = {} if extensions is None else fields.object_of(extensions, "extensions")
-    eip2612 = _eip2612(extensions[EIP2612_KEY]) if EIP2612_KEY in extensions else None
+    # The x402 SDK's clients echo the server's declared extension entries (info
+    # without the signed fields) even when they sign none: that is not a use.
+    eip2612 = _eip2612(extensions[EIP2612_KEY]) if _used(extensions, EIP2612_KEY) else None
     erc20 = (
         _erc20_approval(extensions[ERC20_APPROVAL_KEY])
-        if ERC20_APPROVAL_KEY in extensions
+        if _used(extensions, ERC20_APPROVAL_KEY)
         else None
     )
     resource = envelope.get("resource")
@@ -334,3 +351,21 @@ def _refusing(parse: Callable[[object], _Parsed], data: object) -> _Parsed | Wir
     if isinstance(refused, WireRefusal) and not refused.reason:
         return WireRefusal(ERR_PAYLOAD_FORMAT, refused.detail)
     return refused
+
+
+def decode_upto_payment(header: str, *, bytes_max: int) -> UptoPayment | MalformedPayment | None:
+    """A ``PAYMENT-SIGNATURE`` header of the ``upto`` scheme; ``None`` for another scheme.
+
+    ``None`` hands the header on to the next scheme's decoder, which gives the
+    usual 400 reasons for headers that are not base64 or JSON at all.
+    """
+    if len(header) > bytes_max:
+        return None
+    data = unb64_json_bounded(header, bytes_max=bytes_max)
+    accepted = data.get("accepted") if isinstance(data, dict) else None
+    if not isinstance(accepted, dict) or accepted.get("scheme") != SCHEME:
+        return None
+    parsed = parse_payment(data)
+    if isinstance(parsed, WireRefusal):
+        return MalformedPayment(parsed.reason, parsed.detail)
+    return parsed
