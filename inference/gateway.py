@@ -34,10 +34,10 @@ relayed as they come (``farthing.inference.streaming``), charged when the
 stream ends. Its price is not known before the call, so only a scheme that
 charges usage can pay for it: the gateway asks the paywall for a meter on
 the request (``farthing.paywall.schemes.metering``), its 402 for a streamed
-request offers only those schemes (``batch-settlement`` today, ``upto``
-when it is built), and a stream paid any other way (``exact``) is refused
+request offers only those schemes (``batch-settlement`` and ``upto``,
+whichever it sells), and a stream paid any other way (``exact``) is refused
 with one line (400 ``stream_needs_metered_scheme``), the payment released
-unsettled. A gateway without channels refuses to quote a paid stream at all.
+unsettled. A gateway with neither refuses to quote a paid stream at all.
 
 **Per-token metering.** With ``GatewayPayment.channels`` the route also
 offers x402 ``batch-settlement`` (after ``exact``). The quote (prompt plus
