@@ -22,7 +22,7 @@ from typing import Final
 
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
-from eth_account.typed_transactions import TypedTransaction
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
 
 from farthing.paywall.schemes.fields import WireRefusal
@@ -192,7 +192,7 @@ def decode_approval(raw: bytes) -> ApprovalTransaction | WireRefusal:
     """A signed EIP-1559 (or EIP-2930) ``approve(spender, amount)`` transaction, decoded, or why not."""
     try:
         sender = checksum(Account.recover_transaction(HexBytes(raw)))
-        fields = TypedTransaction.from_bytes(HexBytes(raw)).transaction.dictionary
+        fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
     except Exception:  # noqa: BLE001 - any undecodable input is a refusal, never a crash
         return _no("erc20_approval_tx_parse_failed", "the signed transaction does not decode")
     data = bytes(fields.get("data") or b"")

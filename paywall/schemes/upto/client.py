@@ -29,6 +29,7 @@ from farthing.paywall.schemes.upto.wire import (
     UptoRequirements,
 )
 from farthing.paywall.wire import b64_json
+from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TxResult
 from farthing.wallet.eip712 import recover_digest
 from farthing.wallet.errors import SigningError
@@ -197,7 +198,7 @@ def sign_erc20_approval(
     tx = {
         "type": 2,
         "chainId": offer.chain_id,
-        "nonce": int(chain.w3.eth.get_transaction_count(signer.address, "pending")),
+        "nonce": int(chain.w3.eth.get_transaction_count(checksum(signer.address), "pending")),
         "to": offer.asset,
         "value": 0,
         "data": "0x" + call.data.hex(),

@@ -120,7 +120,7 @@ def place_upto_contracts(chain: Chain) -> tuple[str, str]:
     proxy_creation = bytes.fromhex(load_artifact("X402UptoPermit2Proxy").bytecode[2:]) + abi_encode(
         ["address"], [PERMIT2_ADDRESS]
     )
-    wanted = {
+    wanted: dict[str, bytes] = {
         PERMIT2_ADDRESS: bytes.fromhex(load_artifact("Permit2").deployed_bytecode[2:]),
         UPTO_PROXY_ADDRESS: runtime_code(chain, proxy_creation, what=_WHAT),
     }

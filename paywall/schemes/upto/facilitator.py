@@ -227,7 +227,9 @@ class UptoFacilitator:
             tx = decode_approval(payment.erc20_approval.signed_transaction)
             if isinstance(tx, WireRefusal):
                 raise _Refused(tx.reason, tx.detail)
-            expected = int(self.chain.w3.eth.get_transaction_count(payment.payer, "pending"))
+            expected = int(
+                self.chain.w3.eth.get_transaction_count(checksum(payment.payer), "pending")
+            )
             if tx.nonce != expected:
                 raise _Refused("erc20_approval_tx_nonce_mismatch", "the approval's nonce is stale")
             if tx.gas * tx.max_fee_per_gas > _FUNDING_WEI_MAX:
