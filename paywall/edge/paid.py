@@ -33,12 +33,13 @@ from farthing.paywall.edge.asgi import (
 )
 from farthing.paywall.edge.challenge import Challenger, Priced
 from farthing.paywall.errors import FacilitatorUnavailableError
-from farthing.paywall.facilitator.local import Facilitator, ResolvingFacilitator
+from farthing.paywall.facilitator.local import Facilitator, LocalFacilitator, ResolvingFacilitator
 from farthing.paywall.records.books import RevenueBook, SettledPayment
 from farthing.paywall.records.payments import PaymentKey, PaymentRecord, PaymentState
 from farthing.paywall.records.store import PaymentStore
+from farthing.paywall.schemes.signatures import check_signature
 from farthing.paywall.wire import PAYMENT_RESPONSE_HEADER, PaymentPayload, SettleResult
-from farthing.wallet.eip712 import verify_authorization_signature
+from farthing.wallet.eip712 import authorization_digest, verify_authorization_signature
 
 __all__ = ["ExactPaidPath"]
 
@@ -187,8 +188,7 @@ class ExactPaidPath:
             return
         # The key (payer, nonce) is public on-chain: only the payer's own
         # signed authorization for these terms may collect what it paid for.
-        signed = payload.signed(priced.requirements.domain())
-        if not verify_authorization_signature(signed, payload.payer).valid:
+        if not await self._payers_signature(payload, priced):
             await self._send_402(exchange, "invalid_signature", "The signature does not verify.")
             return
         auth = payload.authorization
@@ -245,6 +245,19 @@ class ExactPaidPath:
         # The nonce is unused on-chain (or the facilitator resolves on its own):
         # serve and settle; the facilitator re-reads the nonce before resubmitting.
         await self._serve_and_settle(exchange, key, owner, leased_s)
+
+    async def _payers_signature(self, payload: PaymentPayload, priced: Priced) -> bool:
+        """Whether the payer signed ``payload``: its key, or its contract wallet when the chain is ours."""
+        signed = payload.signed(priced.requirements.domain())
+        if verify_authorization_signature(signed, payload.payer).valid:
+            return True
+        if not isinstance(self.facilitator, LocalFacilitator):
+            return False  # a remote facilitator's chain is not ours to ask; the sweep resolves it
+        digest = authorization_digest(payload.authorization, priced.requirements.domain())
+        check = await in_thread(
+            check_signature, self.facilitator.chain, payload.payer, digest, payload.signature
+        )
+        return check.valid
 
     async def _serve_and_settle(
         self, exchange: _Exchange, key: PaymentKey, owner: str, leased_s: float

@@ -12,6 +12,7 @@ contracts, the paywall with its SQLite store.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -157,3 +158,56 @@ def test_the_x402_sdk_client_pays_from_a_smart_account(
     assert paid.status_code == 200, paid.text
     assert chain_env.chain.code_at(account.address)
     assert chain_env.token.balance_of(account.address) == FUNDS - PRICE_ATOMIC
+
+
+@pytest.mark.parametrize("deployed", [True, False], ids=["erc1271", "erc6492"])
+def test_a_smart_account_retry_after_its_first_server_died_is_delivered(
+    chain_env: ChainEnv, accounts: Accounts, store: PaymentStore, deployed: bool
+) -> None:
+    """The first owner of the claim died (its lease ran out): the payer's retry takes it over.
+
+    The takeover checks that the retrier holds the payer's own signature; for a
+    contract wallet that is ERC-1271 (or ERC-6492) on our chain, not ECDSA.
+    Another key's signature for the same nonce is still refused.
+    """
+    from tests.paywall.test_lease_takeover import _claim_as_dead_owner
+
+    account = accounts.new(deployed=deployed)
+    assert chain_env.token.mint(account.address, FUNDS, sender=chain_env.owner).ok
+    app = paywalled(chain_env, store)
+
+    async def go() -> tuple[httpx.Response, httpx.Response]:
+        async with asgi_client(app) as client:
+            first = await client.get("/api/data")
+            accepts = next(a for a in challenge_of(first)["accepts"] if a["scheme"] == "exact")
+            header = payment_header(accepts, account)
+            _claim_as_dead_owner(store, accepts, header, lease_s=0.05)
+            forged = _with_signature(header, LocalSigner.generate())
+            refused = await client.get("/api/data", headers={"PAYMENT-SIGNATURE": forged})
+            await asyncio.sleep(0.1)  # the dead owner's lease runs out
+            paid = await client.get("/api/data", headers={"PAYMENT-SIGNATURE": header})
+            return refused, paid
+
+    refused, paid = run(go())
+    assert refused.status_code in (402, 503) and "paid-data" not in refused.text
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["secret"] == "paid-data"
+    assert chain_env.token.balance_of(account.address) == FUNDS - PRICE_ATOMIC
+
+
+def _with_signature(header: str, signer: LocalSigner) -> str:
+    """The same payment (payer, nonce, terms) signed by another key."""
+    from farthing.paywall.wire import decode_payment_signature
+
+    payload = decode_payment_signature(header, bytes_max=16384)
+    assert isinstance(payload, PaymentPayload)
+    from farthing.wallet.eip3009 import TRANSFER_WITH_AUTHORIZATION, typed_data
+
+    signature = signer.sign_typed_data(
+        *typed_data(payload.authorization, payload.accepted.domain(), TRANSFER_WITH_AUTHORIZATION)
+    )
+    return encode_payment_signature(
+        PaymentPayload(
+            accepted=payload.accepted, authorization=payload.authorization, signature=signature
+        )
+    )
