@@ -208,3 +208,22 @@ def test_a_payment_for_other_terms_or_garbled_is_refused(upto_env: UptoEnv, site
     garbled = base64.b64encode(json.dumps(wire).encode()).decode()
     assert _get(site, "/chat", garbled).status_code == 400
     assert env.balance(env.payer) == FUNDS
+
+
+def test_the_charge_is_capped_and_a_bad_figure_charges_the_ceiling() -> None:
+    from farthing.paywall.edge.asgi import Buffered
+    from farthing.paywall.edge.upto import charge_of
+
+    def answer(charge: str | None, status: int = 200) -> Buffered:
+        return Buffered(status=status, charge=charge)
+
+    assert charge_of(answer("250"), 1_000, None) == 250
+    assert charge_of(answer("5000"), 1_000, None) == 1_000  # capped at the signed ceiling
+    for bad in ("-1", "1e3", "12.5", "", "١٢"):
+        assert charge_of(answer(bad), 1_000, None) == 1_000
+    assert charge_of(answer(None), 1_000, None) == 1_000
+    assert charge_of(answer("250", status=500), 1_000, None) == 0
+    assert charge_of(answer(None), 1_000, lambda _: 10**30) == 1_000
+    assert charge_of(answer(None), 1_000, lambda _: -5) == 1_000
+    with pytest.raises(TypeError):
+        charge_of(answer(None), 1_000, lambda _: 1.5)  # type: ignore[arg-type,return-value]

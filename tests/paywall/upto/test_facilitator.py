@@ -176,3 +176,26 @@ def test_requirements_on_another_network_are_refused(upto_env: UptoEnv) -> None:
     other = env.offer(network="eip155:1")
     answer = env.facilitator.verify(replace(payment, accepted=other), other)
     assert answer.reason == codes.ERR_NETWORK_MISMATCH
+
+
+def test_only_the_named_facilitator_can_settle_on_chain(upto_env: UptoEnv) -> None:
+    """Someone who saw the header calls the proxy themselves: the proxy refuses, nothing moves."""
+    from farthing.paywall.schemes.upto.contract import custom_error_name, settle_call
+
+    env = upto_env
+    payment = env.pay()
+    auth = payment.authorization
+    call = settle_call(
+        auth.permit_args(), CEILING, auth.from_address, auth.witness_args(), payment.signature
+    )
+    result = env.chain.call(call, sender=env.outsider.address)
+    assert not result.ok and custom_error_name(result.revert_message) == "UnauthorizedFacilitator"
+    # Nor can a witness naming the outsider be settled by it toward another payee.
+    sent = env.chain.send(call, sender=env.outsider)
+    assert not sent.ok and env.balance(env.payer) == FUNDS
+    # The named facilitator can, for at most the ceiling.
+    over = settle_call(
+        auth.permit_args(), CEILING + 1, auth.from_address, auth.witness_args(), payment.signature
+    )
+    refused = env.chain.call(over, sender=env.relayer.address)
+    assert custom_error_name(refused.revert_message) == "AmountExceedsPermitted"
