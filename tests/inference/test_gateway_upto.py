@@ -267,3 +267,28 @@ async def test_langchain_streams_through_upto_and_the_books_count_the_charge(
     # The settled usage is spent; the rest of the ceiling's reservation is released.
     assert (status.task_spent, status.reserved) == (used, 0), status
     assert world.token.balance_of(world.merchant) == used
+
+
+async def test_an_agent_without_gas_or_approval_pays_by_an_eip2612_signature(
+    memory_chain: Chain, fake_vllm: FakeVllm, tmp_path: Path
+) -> None:
+    # The gateway's 402 declares eip2612GasSponsoring: the agent signs a gasless
+    # approval of Permit2 for the ceiling with its payment, the facilitator
+    # settles through settleWithPermit.
+    place_upto_contracts(memory_chain)
+    world = make_world(memory_chain, tmp_path, funds=10_000_000)
+    try:
+        world.set_policy()
+        assert world.chain.native_balance(world.agent.address) == 0
+        gateway = upto_gateway(world, fake_vllm)
+        ceiling, used = await prices(gateway, chat())
+        async with world.client(app=gateway) as http:
+            response = await http.post(URL, json=chat())
+        assert response.status_code == 200, response.text
+        outcome = outcome_of(response)
+        assert outcome is not None and (outcome.status, outcome.amount) == ("paid", used)
+        assert world.token.balance_of(world.merchant) == used < ceiling
+        (payment,) = booked_payments(world.books)
+        assert (payment.state, payment.amount) == ("posted", used)
+    finally:
+        world.close()
