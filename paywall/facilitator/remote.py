@@ -28,6 +28,7 @@ from farthing.paywall.schemes.auth_capture.wire import SCHEME as AUTH_CAPTURE_SC
 from farthing.paywall.schemes.auth_capture.wire import AuthCapturePayment, AuthCaptureRequirements
 from farthing.paywall.schemes.batch_settlement.types import ChannelPayment, ChannelRequirements
 from farthing.paywall.schemes.batch_settlement.wire import SCHEME as CHANNEL_SCHEME
+from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements
 from farthing.paywall.seam import Supported
 from farthing.paywall.wire import (
     X402_VERSION,
@@ -216,6 +217,18 @@ class RemoteFacilitator:
         self, payment: AuthCapturePayment, requirements: AuthCaptureRequirements
     ) -> SettleResult:
         """``/settle`` of an authorize, capture, void or refund payload."""
+        return await self._ask(SettleResult, "/settle", payment, requirements)
+
+    async def verify_upto(
+        self, payment: UptoPayment, requirements: UptoRequirements
+    ) -> VerifyResult:
+        """``/verify`` of an upto payment (``requirements.amount`` the ceiling)."""
+        return await self._ask(VerifyResult, "/verify", payment, requirements)
+
+    async def settle_upto(
+        self, payment: UptoPayment, requirements: UptoRequirements
+    ) -> SettleResult:
+        """``/settle`` of an upto payment (``requirements.amount`` the actual charge)."""
         return await self._ask(SettleResult, "/settle", payment, requirements)
 
     async def supported(self) -> Supported:

@@ -227,3 +227,32 @@ def test_the_charge_is_capped_and_a_bad_figure_charges_the_ceiling() -> None:
     assert charge_of(answer(None), 1_000, lambda _: -5) == 1_000
     with pytest.raises(TypeError):
         charge_of(answer(None), 1_000, lambda _: 1.5)  # type: ignore[arg-type,return-value]
+
+
+def test_a_seller_with_a_remote_facilitator_settles_the_charge(
+    upto_env: UptoEnv, tmp_path: Path
+) -> None:
+    """The seller's facilitator is ``facilitator serve``'s API (over ASGI), named by address."""
+    from farthing.paywall import RemoteFacilitator, facilitator_app
+
+    env = upto_env
+    api = facilitator_app(LocalFacilitator(env.chain, env.relayer))
+    remote = RemoteFacilitator("http://facilitator.test", transport=httpx.ASGITransport(app=api))
+    store = PaymentStore.sqlite(tmp_path / "remote.sqlite")
+    try:
+        app = PaywallMiddleware(
+            _app(),
+            options=PaywallOptions(
+                routes=[PaidRoute("/chat", CEILING, schemes=("upto",))],
+                facilitator=remote,
+                store=store,
+                pay_to=env.payee.address,
+                asset=env.asset,
+                upto_facilitator=env.relayer.address,
+            ),
+        )
+        _, response = _pay(env, app, "/chat")
+        assert response.status_code == 200 and _settlement(response)["amount"] == str(USED)
+        assert env.balance(env.payee) == USED
+    finally:
+        store.dispose()
