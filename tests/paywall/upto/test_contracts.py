@@ -7,7 +7,9 @@ the ABIs. On the memory chain and anvil, ``place_upto_contracts`` puts the code
 at the canonical addresses (idempotently) and the placed contracts answer
 with the spec's witness type string, Permit2's address and an EIP-712 domain
 equal to the one eth-account hashes for ``{"name": "Permit2", chainId,
-verifyingContract}``.
+verifyingContract}``. Permit2's own calls work as Uniswap's: a plain signed
+transfer moves once to its spender, and a payer's ``invalidateUnorderedNonces``
+spends a permit's nonce before it is settled.
 """
 
 from __future__ import annotations
@@ -138,3 +140,59 @@ def test_placed_contracts_answer_with_the_specs_constants(chain: Chain) -> None:
         }
     ).header
     assert _read(chain, PERMIT2_ADDRESS, "DOMAIN_SEPARATOR", "bytes32") == expected
+
+
+def test_permit2_plain_transfers_and_nonce_invalidation(upto_env: Any) -> None:
+    """Permit2's own calls: a plain signed transfer to its spender, once; a payer cancels a nonce."""
+    from farthing.paywall.schemes.calldata import arg_types, encode_call
+    from farthing.paywall.schemes.upto import types as codes
+    from farthing.paywall.schemes.upto.contract import custom_error_name
+    from farthing.paywall.schemes.upto.permit import permit2_domain
+
+    env = upto_env
+    spender = env.outsider  # any account may be the spender of a plain permit
+    deadline = env.chain.timestamp() + 300
+    types = {
+        "PermitTransferFrom": [
+            {"name": "permitted", "type": "TokenPermissions"},
+            {"name": "spender", "type": "address"},
+            {"name": "nonce", "type": "uint256"},
+            {"name": "deadline", "type": "uint256"},
+        ],
+        "TokenPermissions": [
+            {"name": "token", "type": "address"},
+            {"name": "amount", "type": "uint256"},
+        ],
+    }
+    message = {
+        "permitted": {"token": env.asset.address, "amount": 700},
+        "spender": spender.address,
+        "nonce": 77,
+        "deadline": deadline,
+    }
+    signature = env.payer.sign_typed_data(
+        permit2_domain(env.chain.chain_id), types, "PermitTransferFrom", message
+    )
+    text = "permitTransferFrom(((address,uint256),uint256,uint256),(address,uint256),address,bytes)"
+    args = [
+        ((env.asset.address, 700), 77, deadline),
+        (env.payee.address, 500),
+        env.payer.address,
+        signature,
+    ]
+    call = Call(PERMIT2_ADDRESS, encode_call(text, arg_types(text), args))
+    assert env.chain.send(call, sender=spender).ok
+    assert env.balance(env.payee) == 500
+    again = env.chain.call(call, sender=spender.address)
+    assert custom_error_name(again.revert_message) == "InvalidNonce"
+    # The payer spends a nonce before any permit with it is settled.
+    payment = env.pay()
+    nonce = payment.authorization.nonce
+    cancel = "invalidateUnorderedNonces(uint256,uint256)"
+    mask = 1 << (nonce & 0xFF)
+    sent = env.chain.send(
+        Call(PERMIT2_ADDRESS, encode_call(cancel, arg_types(cancel), [nonce >> 8, mask])),
+        sender=env.payer,
+    )
+    assert sent.ok
+    assert env.facilitator.verify(payment, env.offer()).reason == codes.ERR_NONCE_USED
