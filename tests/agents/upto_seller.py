@@ -56,6 +56,7 @@ class Behaviour:
     used: int  # what is settled on chain
     claimed: int | None = None  # what PAYMENT-RESPONSE says was settled; None: the truth
     replay_receipt: bool = False  # answer with the previous request's receipt
+    receipt_transaction: str | None = None  # name this transaction instead of its own
     settle: bool = True  # False: settle nothing, claim a zero settlement
     settle_twice: bool = False  # try the same permit again after it settled
     payee_in_offer: str | None = None  # another payTo in the 402
@@ -189,6 +190,8 @@ def metered_seller(
                 else (behaviour.used if behaviour.settle else 0)
             ),
         }
+        if behaviour.receipt_transaction is not None:
+            receipt = {**receipt, "transaction": behaviour.receipt_transaction}
         if behaviour.replay_receipt and seller.receipts:
             receipt = seller.receipts[0]
         seller.receipts.append(receipt)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from farthing.agents.blog import ARTICLES
 from farthing.agents.ceilings import resolve_upto, upto_discrepancies
 from farthing.agents.outcome import outcome_of
 from farthing.agents.reservations import booked_payments
@@ -27,7 +28,7 @@ from farthing.ledger import verify
 from farthing.paywall.schemes.upto.contract import place_upto_contracts
 from farthing.wallet.chain import Chain
 from farthing.wallet.signer import LocalSigner
-from tests.agents.conftest import World, make_world
+from tests.agents.conftest import BLOG, World, make_world
 from tests.agents.upto_seller import (
     Behaviour,
     MeteredSeller,
@@ -53,11 +54,13 @@ def upto_world(memory_chain: Chain, tmp_path: Path) -> Iterator[World]:
     made.close()
 
 
-def seller(world: World, behaviour: Behaviour, *, ceiling: int = CEILING) -> MeteredSeller:
+def seller(
+    world: World, behaviour: Behaviour, *, ceiling: int = CEILING, pay_to: str | None = None
+) -> MeteredSeller:
     return metered_seller(
         world.chain,
         world.asset,
-        pay_to=world.merchant,
+        pay_to=pay_to or world.merchant,
         relayer=world.chain.dev_accounts()[3].signer(),
         ceiling=ceiling,
         behaviour=behaviour,
@@ -216,3 +219,26 @@ async def test_a_receipt_for_another_payer_is_not_booked(upto_world: World) -> N
     assert resolution.action == "posted"
     (payment,) = booked_payments(world.books)
     assert (payment.state, payment.amount) == ("posted", USED)
+
+
+async def test_a_receipt_naming_the_agents_payment_to_someone_else_is_not_booked(
+    upto_world: World,
+) -> None:
+    world = upto_world
+    # A real transfer of the agent's money on chain, to another payee: an exact purchase.
+    async with world.client(app=world.app) as http:
+        bought = outcome_of(await http.get(f"{BLOG}{ARTICLES[0].path}"))
+    assert bought is not None and bought.status == "paid" and bought.tx_hash
+    other = LocalSigner.generate().address  # the upto seller; the blog is paid elsewhere
+    behaviour = Behaviour(used=USED, settle=False, receipt_transaction=bought.tx_hash)
+    shop = seller(world, behaviour, pay_to=other)
+    async with world.client(app=shop.app) as http:
+        outcome = outcome_of(await http.get(URL))
+    assert outcome is not None and (outcome.status, outcome.reason) == (
+        "possible_spend",
+        "settlement_unverified",
+    )
+    assert kinds(world) == ["settlement_not_this_permit"]
+    upto = [p for p in booked_payments(world.books) if p.pay_to == other.lower()]
+    assert [(p.state, p.amount) for p in upto] == [("reserved", CEILING)]
+    assert world.reconcile().breaks == ()
