@@ -5,7 +5,8 @@
 ``batch-settlement`` offer). For one request, :meth:`ChannelPayer.prepare`:
 
 1. builds the channel config from the offer (receiver, its authorizer, token,
-   withdraw delay) with this wallet as payer and voucher signer, and leases a
+   withdraw delay) with this wallet as payer and voucher signer (a smart
+   account's owner key as ``payerAuthorizer``), and leases a
    channel slot (``farthing.agents.channels.store``); a slot the books do not
    know is looked up on chain first (**cold start**: its balance and
    ``totalClaimed`` come from the escrow's ``channels`` view);
@@ -30,8 +31,8 @@ signed on it again) and starts a timed withdrawal (``initiateWithdraw``).
 A **corrective 402** (``cumulative_amount_mismatch`` or
 ``cumulative_below_claimed``) is resynced only to what the agent can verify
 it owes (:meth:`ChannelPayer._resync`): the seller's ``chargedCumulativeAmount``
-is adopted only with a ``voucherState`` whose signature recovers to this
-wallet, at least the chain's ``totalClaimed`` and at most the voucher signed;
+is adopted only with a ``voucherState`` whose signature recovers to the
+channel's ``payerAuthorizer`` (this wallet, or a smart account's owner key), at least the chain's ``totalClaimed`` and at most the voucher signed;
 without it, the chain's ``totalClaimed``. The paying client then retries the
 request once.
 
@@ -90,6 +91,7 @@ from farthing.paywall.schemes.batch_settlement.client import (
     read_offer,
     sign_deposit,
     voucher_payload,
+    voucher_signer,
 )
 from farthing.paywall.schemes.batch_settlement.contract import ChannelEscrow
 from farthing.paywall.schemes.batch_settlement.extras import BatchExtra
@@ -126,11 +128,14 @@ class ChannelPayer:
     # ------------------------------------------------------------ configs
 
     def configs(self, offer: Offer, extra: BatchExtra) -> list[ChannelConfig]:
+        # A smart account's vouchers are signed by its owner key (plain ECDSA);
+        # a key's channel names itself, as before.
         base = channel_config(
             payer=self.payer.address,
             receiver=offer.requirements.pay_to,
             token=offer.requirements.asset,
             extra=extra,
+            payer_authorizer=voucher_signer(self.payer.signer).address,
         )
         agent = self.books.agent_id
         return [
@@ -426,8 +431,12 @@ class ChannelPayer:
         if row is None:
             return False
         # At least what the chain proves; the seller's figure only with our signature.
+        # The voucher's signer is the channel's payerAuthorizer (a smart account's owner key).
         charged, signed_max = correction.owed(
-            self.domain, payer=self.payer.address, claimed=claimed, signed_max=row.signed_max
+            self.domain,
+            payer=row.config.payer_authorizer,
+            claimed=claimed,
+            signed_max=row.signed_max,
         )
         if charged > balance:
             return False
