@@ -67,8 +67,14 @@ def test_supported_lists_the_connected_chain(chain_env: ChainEnv) -> None:
         "kinds": [
             {"x402Version": 2, "scheme": "exact", "network": chain_env.chain.network},
             {"x402Version": 2, "scheme": "batch-settlement", "network": chain_env.chain.network},
+            {
+                "x402Version": 2,
+                "scheme": "upto",
+                "network": chain_env.chain.network,
+                "extra": {"facilitatorAddress": chain_env.relayer.address},
+            },
         ],
-        "extensions": [],
+        "extensions": ["eip2612GasSponsoring", "erc20ApprovalGasSponsoring"],
         "signers": {"eip155:*": [chain_env.relayer.address]},
     }
 
