@@ -11,7 +11,9 @@ server scheme) sends a facilitator, in the same shapes:
   read from the chain. A deposit is also simulated (``eth_call``), which checks
   the ERC-3009 authorization exactly as the chain will. ``extra`` carries the
   channel's on-chain state.
-- ``/settle`` of a ``deposit`` (sent on chain through the ERC-3009 collector),
+- ``/settle`` of a ``deposit`` (sent on chain through the ERC-3009 collector;
+  from a wallet not deployed yet, ERC-6492, in one Multicall3 transaction
+  that deploys it first: ``payers``),
   a ``claim`` (``claimWithSignature``; the receiver authorizer's signature is
   the server's, or this facilitator's own when it holds that key), a
   ``settle`` (sweep a receiver's claimed total) and a ``refund`` enriched by
@@ -42,7 +44,8 @@ from farthing.paywall.schemes.batch_settlement.contract import (
 from farthing.paywall.schemes.batch_settlement.payers import (
     ERR_DEPOSIT_SIMULATION_FAILED,
     ERR_RECEIVE_AUTHORIZATION_SIGNATURE,
-    deposit_signature_refusal,
+    DepositTransaction,
+    deposit_transaction,
     payer_signed,
 )
 from farthing.paywall.schemes.batch_settlement.redeem import (
@@ -58,7 +61,6 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     ClaimEntry,
     SignedVoucher,
     custom_error_name,
-    erc3009_collector_data,
     sign_claim_batch,
     sign_refund,
 )
@@ -167,6 +169,12 @@ def _short(text: str | None) -> str:
 _R = TypeVar("_R")
 
 
+class _Send(Protocol):
+    """Sends a call from the facilitator's key; ``gas_max`` caps one whose cost the payer's wallet sets."""
+
+    def __call__(self, call: Call, *, gas_max: int | None = None) -> TxResult: ...
+
+
 @runtime_checkable
 class ChannelSettling(Protocol):
     """A facilitator that verifies and settles batch-settlement payloads (local or remote)."""
@@ -203,7 +211,7 @@ class ChannelFacilitator:
         *,
         authorizer: Signer | None = None,
         contracts: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS,
-        send: Callable[[Call], TxResult] | None = None,
+        send: _Send | None = None,
         clock: Callable[[], float] = time.time,
         scope: SettleScope | None = None,
     ) -> None:
@@ -215,11 +223,14 @@ class ChannelFacilitator:
         self.domain = ChannelDomain(chain.chain_id, contracts.settlement)
         self.authorizer = authorizer
         self._signer = signer
-        self._send = send or (lambda call: chain.send(call, sender=signer))
+        self._send: _Send = send or self._chain_send
         self._clock = clock
 
     def __repr__(self) -> str:
         return f"ChannelFacilitator({self.chain!r}, signer={self._signer.address})"
+
+    def _chain_send(self, call: Call, *, gas_max: int | None = None) -> TxResult:
+        return self.chain.send(call, sender=self._signer, gas_limit=gas_max)
 
     async def verify_channel(
         self, payment: ChannelPayment, requirements: ChannelRequirements
@@ -359,24 +370,16 @@ class ChannelFacilitator:
             return ERR_VALID_BEFORE_EXPIRED, "the deposit authorization expires too soon"
         if auth.valid_after > now:
             return ERR_VALID_AFTER_IN_FUTURE, "the deposit authorization is not valid yet"
-        refused = deposit_signature_refusal(self.chain, self.collector, deposit)
-        if refused is not None:
-            return refused
-        simulated = self.chain.call(
-            Call(self.escrow.address, self._deposit_calldata(deposit)),
-            sender=self._signer.address,
-        )
+        # The signature as the token checks it; a wallet not deployed yet is
+        # deployed by the simulated (and later the sent) transaction first.
+        planned = deposit_transaction(self.chain, self.escrow, self.collector, deposit)
+        if isinstance(planned, tuple):
+            return planned
+        simulated = self.chain.call(planned.call, sender=self._signer.address)
         if not simulated.ok:
             name = custom_error_name(simulated.revert_message)
             return ERR_DEPOSIT_SIMULATION_FAILED, name or _short(simulated.revert_message)
         return None
-
-    def _deposit_calldata(self, deposit: DepositPayload) -> bytes:
-        auth = deposit.authorization
-        data = erc3009_collector_data(
-            auth.valid_after, auth.valid_before, auth.salt, auth.signature
-        )
-        return self.escrow.encode_deposit(deposit.config, deposit.amount, self.collector, data)
 
     # ------------------------------------------------------------ settle
 
@@ -399,9 +402,12 @@ class ChannelFacilitator:
         return self._settle_deposit(payment, parsed, requirements)
 
     def _submit(
-        self, data: bytes, failed: str, network: str, payer: str | None
+        self, data: bytes | DepositTransaction, failed: str, network: str, payer: str | None
     ) -> TxResult | SettleResult:
-        result = self._send(Call(self.escrow.address, data))
+        if isinstance(data, DepositTransaction):
+            result = self._send(data.call, gas_max=data.gas_max)
+        else:
+            result = self._send(Call(self.escrow.address, data))
         if result.ok:
             return result
         name = custom_error_name(result.revert_message)
@@ -424,9 +430,10 @@ class ChannelFacilitator:
             return SettleResult(
                 False, network, "", payer, reason=verified.reason, message=verified.message
             )
-        sent = self._submit(
-            self._deposit_calldata(deposit), ERR_DEPOSIT_TRANSACTION_FAILED, network, payer
-        )
+        planned = deposit_transaction(self.chain, self.escrow, self.collector, deposit)
+        if isinstance(planned, tuple):
+            return SettleResult(False, network, "", payer, reason=planned[0], message=planned[1])
+        sent = self._submit(planned, ERR_DEPOSIT_TRANSACTION_FAILED, network, payer)
         if isinstance(sent, SettleResult):
             return sent
         extra = self._state_extra(deposit.voucher.channel_id)
