@@ -174,8 +174,7 @@ async def serve_metered(
             store.mark_settled, key, owner,
             tx_hash=settled.transaction, block_number=settled.block_number,
         )  # fmt: skip
-        if charge > 0:
-            await path._book(priced, payment, key, settled, charge)
+        await path._book(priced, payment, key, settled, charge)  # 0: marked booked, nothing posted
         await in_thread(store.mark_delivered, key, owner)
         return settled
 

@@ -209,8 +209,7 @@ class UptoPaidPath:
             self.store.mark_settled, key, owner,
             tx_hash=settled.transaction, block_number=settled.block_number,
         )  # fmt: skip
-        if charge > 0:
-            await self._book(priced, payment, key, settled, charge)
+        await self._book(priced, payment, key, settled, charge)
         await send_buffered(send, buffered, _payment_response(settled))
         await in_thread(self.store.mark_delivered, key, owner)
 
@@ -274,7 +273,15 @@ class UptoPaidPath:
         settled: SettleResult,
         charge: int,
     ) -> None:
-        """The seller's revenue for the charge (never the ceiling); a failure is logged."""
+        """The seller's revenue for the charge (never the ceiling); a failure is logged.
+
+        A charge of 0 has nothing to book: its row is marked booked at once, so
+        the sweep (which books a settled row's ``amount``, here the ceiling)
+        never books it.
+        """
+        if charge == 0:
+            await in_thread(self.store.mark_booked, key)
+            return
         if self.books is None:
             return
         auth, asset = payment.authorization, priced.quote.asset

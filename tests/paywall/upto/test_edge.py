@@ -256,3 +256,35 @@ def test_a_seller_with_a_remote_facilitator_settles_the_charge(
         assert env.balance(env.payee) == USED
     finally:
         store.dispose()
+
+
+def test_the_sweep_never_books_a_zero_charge_at_the_ceiling(
+    upto_env: UptoEnv, tmp_path: Path, ledger: LedgerDatabase
+) -> None:
+    """A settled row's amount is the ceiling: a zero charge's row must not be left for the sweep."""
+    from farthing.paywall.facilitator.resolve import sweep
+
+    env = upto_env
+    facilitator = LocalFacilitator(env.chain, env.relayer)
+    store = PaymentStore.sqlite(tmp_path / "sweep.sqlite")
+    books = LedgerRevenueBook(ledger)
+    try:
+        app = PaywallMiddleware(
+            _app(),
+            options=PaywallOptions(
+                routes=[PaidRoute("/idle", CEILING, schemes=("upto",))],
+                facilitator=facilitator,
+                store=store,
+                books=books,
+                pay_to=env.payee.address,
+                asset=env.asset,
+            ),
+        )
+        _, response = _pay(env, app, "/idle")
+        assert response.status_code == 200 and _settlement(response)["amount"] == "0"
+        assert list(store.unbooked()) == []
+        assert sweep(store, facilitator, books).booked == 0
+        with ledger.read() as session:
+            assert revenue_report(session=session, payee_address=env.payee.address) == []
+    finally:
+        store.dispose()
