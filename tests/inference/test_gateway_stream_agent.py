@@ -16,7 +16,7 @@ its claim shows on chain.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,23 @@ from farthing.inference import (
 from farthing.inference.pricing import call_price_atomic
 from farthing.ledger import LedgerDatabase, LedgerSettings, upgrade_database
 from farthing.paywall.schemes.batch_settlement.claims import ChannelClaimer
+from farthing.wallet.chain import MemoryChain
 from tests.inference.fake_vllm import FakeVllm, prompt_tokens
 from tests.inference.test_gateway_metered import (
     Metered,
     metered_fixture,  # noqa: F401 - the fixture, used by name
 )
 from tests.paywall.conftest import serve_in_thread
+
+
+@pytest.fixture(scope="module")
+def memory_chain() -> Iterator[MemoryChain]:
+    """A chain of this module's own: resolving a channel reads its logs from block 0,
+    which on the session's shared chain (thousands of blocks by then) took a minute."""
+    chain = MemoryChain()
+    yield chain
+    chain.close()
+
 
 QUESTION = "Name one coin."
 MAX_TOKENS = 40

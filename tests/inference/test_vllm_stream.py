@@ -94,12 +94,14 @@ async def test_a_streamed_chat_is_charged_vllms_usage_and_the_claim_moves_exactl
     usage = chunks[-1]["usage"]  # vLLM's own count, at the end
     assert chunks[-1]["choices"] == []
     assert usage["prompt_tokens"] == quoted_prompt  # the gateway priced what vLLM counted
-    # The tokens streamed, one event each, are vLLM's usage: every count from
-    # the role chunk's 0 to the final completion_tokens went out in its own event.
+    # The tokens streamed are vLLM's usage: the running count each event carries
+    # only grows, and the last event with text carries the final completion_tokens.
+    # (A loaded vLLM may put two tokens in one event, so events are not counted.)
     counts = [c["usage"]["completion_tokens"] for c in chunks if c["choices"]]
     assert 0 < usage["completion_tokens"] <= MAX_TOKENS
-    assert counts == sorted(counts)
-    assert sorted(set(counts)) == list(range(usage["completion_tokens"] + 1))
+    assert counts == sorted(counts) and counts[0] >= 0
+    assert counts[-1] == usage["completion_tokens"]
+    assert len(set(counts)) > 1
 
     charge = call_price_atomic(usage["prompt_tokens"] + usage["completion_tokens"], per_1k)
     receipt = charge_event["payment_response"]
