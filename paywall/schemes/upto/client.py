@@ -35,6 +35,7 @@ from farthing.wallet.eip712 import recover_digest
 from farthing.wallet.errors import SigningError
 from farthing.wallet.money import UINT256_MAX
 from farthing.wallet.signer import Signer, TxSigner
+from farthing.wallet.smart_account import SmartAccountSigner
 
 __all__ = [
     "APPROVE_GAS_LIMIT",
@@ -172,13 +173,17 @@ def sign_eip2612_permit(
         deadline=deadline,
         signature=signature,
     )
-    _check_permit(permit, offer)
+    _check_permit(permit, offer, signer)
     return permit
 
 
-def _check_permit(permit: Eip2612Permit, offer: UptoRequirements) -> None:
+def _check_permit(permit: Eip2612Permit, offer: UptoRequirements, signer: Signer) -> None:
     digest = eip2612_digest(permit, offer.token_name, offer.token_version, offer.chain_id)
-    if recover_digest(digest, permit.signature) != permit.from_address:
+    expected, signature = permit.from_address, permit.signature
+    if isinstance(signer, SmartAccountSigner):
+        # The account's owner signs (6492-wrapped while the account is not deployed).
+        expected, signature = signer.owner, signer.owner_signature(signature)
+    if recover_digest(digest, signature) != expected:
         raise SigningError("the EIP-2612 permit does not recover to its signer")
 
 

@@ -18,6 +18,18 @@ settle.
   the payer's signed ``approve`` broadcast first, its gas funded if the payer
   has none) for exactly the charge.
 
+**A wallet not deployed yet** (ERC-6492) pays too, with an
+``eip2612GasSponsoring`` permit (it cannot have approved Permit2): verify
+checks both of its signatures by simulation (the shared check) and skips the
+settlement's simulation (the proxy and Permit2 ask a wallet that does not
+exist yet); settle first sends one Multicall3 ``aggregate3`` running the
+wrapper's factory call (Multicall3 the caller, never the relayer's key; gas
+estimated afresh, capped at :data:`DEPLOY_GAS_MAX`), then simulates and sends
+the settlement with the inner signatures. The proxy lets only the witness's
+facilitator settle, so the two cannot be one transaction: a settlement that
+fails after the deployment leaves the payer's own wallet deployed, nothing
+moved.
+
 **Once.** Permit2's nonce lets an authorization move money once. Here each
 ``(payer, nonce)`` is journaled: a settle while another is sending it, or
 after it settled, is refused without sending (``permit2_invalid_nonce``), so
@@ -40,11 +52,13 @@ from eth_abi.abi import decode as abi_decode
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.schemes.calldata import arg_types, encode_call
 from farthing.paywall.schemes.fields import WireRefusal
+from farthing.paywall.schemes.placement import MULTICALL3_ADDRESS
 from farthing.paywall.schemes.reverts import error_reason
 from farthing.paywall.schemes.signatures import check_signature
 from farthing.paywall.schemes.upto.checks import (
     check_terms,
     decode_approval,
+    eip2612_digest,
     eip2612_refusal,
     erc20_approval_refusal,
     signature_refusal,
@@ -70,14 +84,17 @@ from farthing.paywall.scope import SettleScope
 from farthing.paywall.wire import SettleResult, VerifyResult
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain, TxResult
-from farthing.wallet.erc6492 import unwrap
+from farthing.wallet.erc6492 import Wrapped, unwrap
 from farthing.wallet.errors import ChainError, ChainUnavailableError
 from farthing.wallet.signer import TxSigner
 
-__all__ = ["SETTLEMENT_PENDING", "UptoFacilitator", "UptoSettling"]
+__all__ = ["DEPLOY_GAS_MAX", "SETTLEMENT_PENDING", "UptoFacilitator", "UptoSettling"]
 
 SETTLEMENT_PENDING: Final = "settlement_pending"
 _JOURNAL_SIZE_MAX: Final = 100_000
+# The most gas the deployment of a counterfactual payer's wallet may take (a proxy's fits).
+DEPLOY_GAS_MAX: Final = 1_000_000
+_AGGREGATE3: Final = "aggregate3((address,bool,bytes)[])"
 # Gas price headroom when funding a payer's sponsored approval: the fee it signed, at most this.
 _FUNDING_WEI_MAX: Final = 10**16
 
@@ -93,6 +110,16 @@ class UptoSettling(Protocol):
     async def settle_upto(
         self, payment: UptoPayment, requirements: UptoRequirements
     ) -> SettleResult: ...
+
+
+class _Send(Protocol):
+    def __call__(self, call: Call, *, gas_max: int | None = None) -> TxResult: ...
+
+
+def _inner(signature: bytes) -> bytes:
+    """What Permit2 and the token are given: a 6492 wrapper's inner signature, else the signature."""
+    wrapped = unwrap(signature)
+    return wrapped.signature if isinstance(wrapped, Wrapped) else signature
 
 
 class _Refused(Exception):
@@ -129,7 +156,7 @@ class UptoFacilitator:
         signer: TxSigner,
         *,
         scope: SettleScope | None = None,
-        send: Callable[[Call], TxResult] | None = None,
+        send: _Send | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.chain = chain
@@ -137,13 +164,16 @@ class UptoFacilitator:
         self.address = checksum(signer.address)
         self.scope = scope or SettleScope()
         self._signer = signer
-        self._send = send or (lambda call: chain.send(call, sender=signer))
+        self._send: _Send = send or self._chain_send
         self._clock: Callable[[], float] = clock or chain.timestamp
         self._journal: dict[tuple[str, int], _Entry] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"UptoFacilitator({self.chain!r}, facilitator={self.address})"
+
+    def _chain_send(self, call: Call, *, gas_max: int | None = None) -> TxResult:
+        return self.chain.send(call, sender=self._signer, gas_limit=gas_max)
 
     def supported_extra(self) -> dict[str, Any]:
         """The ``extra`` of this facilitator's ``/supported`` kind: whom payers name in the witness."""
@@ -183,7 +213,7 @@ class UptoFacilitator:
         _refuse(
             check_terms(payment, requirements, facilitators=(self.address,), now=now, settle=settle)
         )
-        self._check_signature(payment)
+        counterfactual = self._check_signature(payment)
         auth = payment.authorization
         # (settle read the journal under its lock already; a dict lookup is atomic)
         if not settle and (auth.from_address, auth.nonce) in self._journal:
@@ -197,27 +227,37 @@ class UptoFacilitator:
         charge = requirements.amount if settle else auth.amount
         if self._uint(requirements.asset, "balanceOf", auth.from_address) < charge:
             raise _Refused(ERR_INSUFFICIENT_BALANCE, "the payer's balance does not cover it")
-        if charge and not (sponsored and payment.eip2612 is None):
-            # With a sponsored approve() not yet sent, the simulation would fail on the
-            # allowance; the field checks above are what can be checked (as the SDK does).
+        if charge and not (sponsored and payment.eip2612 is None) and not counterfactual:
+            # With a sponsored approve() not yet sent, or a wallet not deployed yet, the
+            # simulation would fail on the allowance or the missing wallet; the checks
+            # above are what can be checked (as the SDK does). Settle simulates after.
             self._simulate(payment, charge, with_permit=sponsored)
 
-    def _check_signature(self, payment: UptoPayment) -> None:
+    def _check_signature(self, payment: UptoPayment) -> bool:
+        """The payer's signature, or a refusal; ``True`` for a wallet to be deployed first (6492)."""
         if signature_refusal(payment, self.chain.chain_id) is None:
-            return
-        # A contract wallet or an EIP-7702 account: ERC-1271, as Permit2 asks it, gas-bounded
-        # (farthing.paywall.schemes.signatures). Permit2 never unwraps ERC-6492.
-        if unwrap(payment.signature) is None:
-            digest = payment.authorization.digest(self.chain.chain_id)
-            if check_signature(self.chain, payment.payer, digest, payment.signature).valid:
-                return
+            return False
+        # A contract wallet or an EIP-7702 account: ERC-1271, as Permit2 asks it; one not
+        # deployed yet: ERC-6492 by simulation; gas-bounded (farthing.paywall.schemes.signatures).
+        digest = payment.authorization.digest(self.chain.chain_id)
+        check = check_signature(self.chain, payment.payer, digest, payment.signature)
+        if check.valid:
+            return check.deployment is not None
         raise _Refused(ERR_INVALID_SIGNATURE, "the signature is not the payer's")
 
     def _check_sponsoring(
         self, payment: UptoPayment, requirements: UptoRequirements, now: int
     ) -> None:
         if payment.eip2612 is not None:
-            _refuse(eip2612_refusal(payment.eip2612, payment, requirements, now))
+            refused = eip2612_refusal(payment.eip2612, payment, requirements, now)
+            if refused is not None and refused.reason == "eip2612_invalid_signature":
+                # Not a key's: asked of the payer's wallet, as the token's permit asks it.
+                permit = payment.eip2612
+                name, version = requirements.token_name or "", requirements.token_version or ""
+                digest = eip2612_digest(permit, name, version, requirements.chain_id)
+                if check_signature(self.chain, payment.payer, digest, permit.signature).valid:
+                    refused = None
+            _refuse(refused)
             nonce = self._uint(requirements.asset, "nonces", payment.payer)
             if payment.eip2612.nonce != nonce:
                 raise _Refused("eip2612_nonce_mismatch", "the permit's nonce is not the token's")
@@ -304,7 +344,31 @@ class UptoFacilitator:
             if not approved.ok:
                 return approved
         with_permit = sponsored and payment.eip2612 is not None
+        wrapped = unwrap(payment.signature)
+        if isinstance(wrapped, Wrapped) and not self.chain.code_at(payment.payer):
+            deployed = self._deploy(payment, wrapped)
+            if not deployed.ok:
+                return deployed
+            simulated = self.chain.call(
+                self._settle_call(payment, amount, with_permit), sender=self.address
+            )
+            if not simulated.ok:
+                return TxResult(False, None, "reverted", simulated.revert_message)
         return self._send(self._settle_call(payment, amount, with_permit))
+
+    def _deploy(self, payment: UptoPayment, wrapped: Wrapped) -> TxResult:
+        """Deploy a counterfactual payer's wallet through Multicall3 (never the relayer as caller)."""
+        if not self.chain.code_at(MULTICALL3_ADDRESS):
+            return TxResult(False, None, "no_multicall3", "no Multicall3 to deploy the wallet")
+        data = encode_call(
+            _AGGREGATE3,
+            ["(address,bool,bytes)[]"],
+            [[(wrapped.factory, False, wrapped.factory_calldata)]],
+        )
+        deployed = self._send(Call(MULTICALL3_ADDRESS, data), gas_max=DEPLOY_GAS_MAX)
+        if deployed.ok and not self.chain.code_at(payment.payer):
+            return TxResult(False, deployed.tx_hash, "erc6492_not_deployed")
+        return deployed
 
     def _broadcast_approval(self, payment: UptoPayment) -> TxResult:
         """Fund the payer's gas if it has too little, then send its signed ``approve``."""
@@ -360,15 +424,19 @@ class UptoFacilitator:
         auth = payment.authorization
         if with_permit and payment.eip2612 is not None:
             permit = payment.eip2612
-            sig = permit.signature
+            sig = _inner(permit.signature)
             r, s, v = sig[:32], sig[32:64], sig[64] if len(sig) == 65 else 0
             return settle_with_permit_call(
                 (permit.amount, permit.deadline, r, s, v),
                 auth.permit_args(), amount, auth.from_address, auth.witness_args(),
-                payment.signature,
+                _inner(payment.signature),
             )  # fmt: skip
         return settle_call(
-            auth.permit_args(), amount, auth.from_address, auth.witness_args(), payment.signature
+            auth.permit_args(),
+            amount,
+            auth.from_address,
+            auth.witness_args(),
+            _inner(payment.signature),
         )
 
     def _uint(self, to: str, name: str, *args: Any) -> int:

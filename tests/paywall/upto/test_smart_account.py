@@ -5,7 +5,9 @@ SmartAccount approves Permit2 (its owner calls ``execute``), signs the
 ceiling with :class:`SmartAccountSigner`; our facilitator verifies it through
 the shared signature check and settles a partial charge, which moves from the
 account. The same ceiling signed by another key is refused; a counterfactual
-account's ERC-6492 signature is refused too (Permit2 never unwraps one).
+account's ERC-6492 signature is the account's, but with no Permit2 approval
+and no EIP-2612 permit it is refused as ``permit2_allowance_required``
+(test_smart_account_counterfactual.py pays with a permit).
 """
 
 from __future__ import annotations
@@ -87,6 +89,6 @@ def test_another_keys_or_a_wrapped_signature_is_refused(upto_env: UptoEnv) -> No
     unborn = _account(env, deployed=False)
     wrapped = upto_payment(env.offer(), unborn, now=env.chain.timestamp())
     refused = env.facilitator.verify(wrapped, env.offer())
-    assert not refused.valid and refused.reason == codes.ERR_INVALID_SIGNATURE
+    assert not refused.valid and refused.reason == codes.ERR_ALLOWANCE_REQUIRED
     assert env.token.balance_of(account.address) == FUNDS
     assert env.balance(env.payee) == 0
