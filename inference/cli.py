@@ -316,6 +316,14 @@ def gateway(
     mcp: Annotated[
         bool, typer.Option("--mcp", help="Also serve MCP at /mcp: the chat as a paid tool.")
     ] = False,
+    upto: Annotated[
+        bool,
+        typer.Option(
+            "--upto",
+            help="Also sell through x402 upto: the quote is a signed ceiling and the real usage "
+            "is settled on chain once (the facilitator must settle upto).",
+        ),
+    ] = False,
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port", min=0, max=65535)] = None,
     as_json: JsonFlag = False,
@@ -358,6 +366,8 @@ def gateway(
     )
     if free and channel_settings.given:
         fail("--free charges nothing: leave out the --channel-* options")
+    if free and upto:
+        fail("--free charges nothing: leave out --upto")
     payment = None
     claimer = None
     if not free:
@@ -373,6 +383,7 @@ def gateway(
             ledger_database_url=ledger_database_url,
             public_url=public_url,
             channels=channel_settings if channel_settings.given else None,
+            upto=upto,
         )
     app_ = Gateway(settings, payment=payment)
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
@@ -388,7 +399,8 @@ def gateway(
     if as_json:
         emit_json(
             {"url": url, "upstream": app_.upstream.url, "paid": payment is not None, "network": network,
-             "pay_to": payment.pay_to if payment is not None else None, "channels": channels}
+             "pay_to": payment.pay_to if payment is not None else None, "channels": channels,
+             "upto": payment is not None and payment.upto}
         )  # fmt: skip
     elif payment is None:
         out_console.print(
@@ -403,6 +415,11 @@ def gateway(
             out_console.print(
                 "per-token metering through batch-settlement channels; receiver authorizer "
                 f"{channels['receiver_authorizer']}, withdraw delay {channels['withdraw_delay_s']} s"
+            )
+        if payment.upto:
+            out_console.print(
+                "per-token metering through x402 upto: the quote is the signed ceiling, "
+                "the usage is settled on chain"
             )
     # The gateway answers the lifespan itself, so the channel claimer runs beside it.
     mounted = app_.mcp_app() if mcp else app_  # /mcp beside the gateway (docs/mcp.md)
@@ -465,6 +482,7 @@ def _payment(settings: InferenceSettings, **flags: Any) -> tuple[Any, Any]:
             claim_in_background=False,  # run by BackgroundClaims: see gateway()
         )
         claimer = background_claimer(channels, facilitator, books)
+    upto_facilitator = _upto_facilitator(facilitator, chain.network) if flags["upto"] else None
     payment = GatewayPayment(
         facilitator=facilitator,
         store=store,
@@ -473,8 +491,31 @@ def _payment(settings: InferenceSettings, **flags: Any) -> tuple[Any, Any]:
         books=books,
         public_url=flags["public_url"],
         channels=channels,
+        upto=flags["upto"],
+        upto_facilitator=upto_facilitator,
     )
     return payment, claimer
+
+
+def _upto_facilitator(facilitator: Any, network: str) -> str | None:
+    """Whom upto payers name to settle: the local facilitator's key (None), or the remote's; fails if none."""
+    import anyio
+
+    from farthing.errors import FarthingError
+    from farthing.paywall.facilitator.remote import RemoteFacilitator
+
+    if not isinstance(facilitator, RemoteFacilitator):
+        return None  # the local facilitator settles upto with its own key
+    try:
+        address = anyio.run(facilitator.upto_facilitator, network)
+    except FarthingError as exc:
+        fail(f"--upto: could not ask the facilitator what it settles: {exc}")
+    if address is None:
+        fail(
+            f"--upto: the facilitator at {facilitator.url} does not settle upto on {network} "
+            "(its /supported lists no upto kind with a facilitatorAddress)"
+        )
+    return address
 
 
 def _serve(asgi_app: Any, sock: Any) -> None:

@@ -163,6 +163,9 @@ class GatewayPayment:
     # Also sell through x402 upto: the quote is the signed ceiling, the real usage is
     # settled on chain once (the facilitator must settle upto: LocalFacilitator does).
     upto: bool = False
+    # Whom upto payers let settle (extra.facilitatorAddress): a remote facilitator's
+    # address from its /supported; None takes the local facilitator's own key.
+    upto_facilitator: str | None = None
 
 
 def _canonical(scope: Scope) -> str | None:
@@ -279,6 +282,7 @@ class Gateway:
             asset=payment.asset,
             public_url=payment.public_url,
             channels=payment.channels,
+            upto_facilitator=payment.upto_facilitator,
         )
         return PaywallMiddleware(proxy, options=options)
 

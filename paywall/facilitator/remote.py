@@ -38,6 +38,7 @@ from farthing.paywall.wire import (
     VerifyResult,
     unb64_json_bounded,
 )
+from farthing.wallet.address import checksum, is_address
 from farthing.wallet.errors import AuthorizationError
 from farthing.web import JsonBodyError, loads_bounded
 
@@ -230,6 +231,22 @@ class RemoteFacilitator:
     ) -> SettleResult:
         """``/settle`` of an upto payment (``requirements.amount`` the actual charge)."""
         return await self._ask(SettleResult, "/settle", payment, requirements)
+
+    async def upto_facilitator(self, network: str) -> str | None:
+        """Whom an ``upto`` payer names to settle on ``network`` (``/supported``), if it settles upto there."""
+        data = await self._call("GET", "/supported")
+        kinds = data.get("kinds") if isinstance(data, dict) else None
+        for kind in kinds if isinstance(kinds, list) else []:
+            if not isinstance(kind, dict) or (kind.get("scheme"), kind.get("network")) != (
+                "upto",
+                network,
+            ):
+                continue
+            extra = kind.get("extra")
+            address = extra.get("facilitatorAddress") if isinstance(extra, dict) else None
+            if isinstance(address, str) and is_address(address):
+                return checksum(address)
+        return None
 
     async def supported(self) -> Supported:
         data = await self._call("GET", "/supported")

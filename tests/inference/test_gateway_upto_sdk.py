@@ -211,3 +211,102 @@ async def test_the_sdk_facilitator_settles_our_gateways_upto_charge(world: World
     (payment,) = booked_payments(world.books)
     assert (payment.state, payment.amount) == ("posted", used) and used < ceiling
     assert world.reconcile().breaks == ()
+
+
+def test_the_gateway_command_sells_through_upto(world: World, tmp_path: Path) -> None:
+    """``farthing inference gateway --upto``, a real process: the SDK's upto client pays its usage."""
+    from x402 import x402Client
+    from x402.http.clients import x402HttpxClient
+    from x402.mechanisms.evm.upto import UptoEvmClientScheme
+
+    from tests.inference.conftest import fake_vllm_process
+    from tests.inference.test_cli import gateway_process
+
+    payer = LocalSigner.generate()
+    world.fund(5_000_000, to=payer.address, book=False)
+    give_gas(world.chain, payer.address)
+    assert approve_permit2(world.chain, payer, world.asset.address).ok
+    key_file = tmp_path / "relayer.key"
+    key_file.write_text(world.relayer.private_key.get_secret_value() + "\n")
+    key_file.chmod(0o600)
+    client = x402Client()
+    client.register(
+        world.chain.network,
+        UptoEvmClientScheme(Account.from_key(payer.private_key.get_secret_value())),
+    )
+    client.set_spend_controls(
+        {"allowed_assets": [{"network": world.chain.network, "asset": world.asset.address}]}
+    )
+
+    async def go(url: str) -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(timeout=30.0) as plain:
+            offer = await plain.post(f"{url}/v1/chat/completions", json=BODY)
+        async with x402HttpxClient(client, timeout=30.0) as http:
+            return offer, await http.post(f"{url}/v1/chat/completions", json=BODY)
+
+    args = [
+        "--pay-to", world.merchant, "--rpc-url", world.chain.rpc_url or "",
+        "--token", world.asset.address, "--key-file", str(key_file), "--upto",
+        "--database-url", f"sqlite:///{tmp_path / 'payments.sqlite'}",
+    ]  # fmt: skip
+    printed: list[str] = []
+    with (
+        fake_vllm_process() as (upstream, _),
+        gateway_process(["--upstream", upstream, *args], tmp_path, printed) as (ready, _),
+    ):
+        assert ready["upto"] is True
+        offer, paid = asyncio.run(go(ready["url"]))
+    accepts = unb64_json(offer.headers["payment-required"])["accepts"]
+    assert [a["scheme"] for a in accepts] == ["exact", "upto"]
+    assert accepts[1]["extra"]["facilitatorAddress"] == world.relayer.address
+    assert paid.status_code == 200, paid.text
+    receipt = unb64_json(paid.headers["payment-response"])
+    used = int(receipt["amount"])
+    assert receipt["success"] is True and 0 < used < int(accepts[1]["amount"])
+    assert world.token.balance_of(world.merchant) == used
+    for text in printed:
+        assert world.relayer.private_key.get_secret_value().removeprefix("0x") not in text
+
+
+def test_gateway_upto_without_a_facilitator_that_settles_it_is_one_line(
+    world: World, tmp_path: Path
+) -> None:
+    from tests.inference.test_cli import farthing, one_error_line
+
+    token_file = tmp_path / "facilitator.token"
+    token_file.write_text("a-facilitator-key-for-the-gateway\n")
+    token_file.chmod(0o600)
+    unreachable = farthing(
+        ["inference", "gateway", "--upstream", "http://127.0.0.1:9", "--pay-to", world.merchant,
+         "--rpc-url", world.chain.rpc_url or "", "--token", world.asset.address,
+         "--facilitator-url", "http://127.0.0.1:9", "--facilitator-token-file", str(token_file),
+         "--upto"],
+        tmp_path,
+    )  # fmt: skip
+    assert "--upto: could not ask the facilitator" in one_error_line(unreachable)
+    free = farthing(
+        ["inference", "gateway", "--upstream", "http://127.0.0.1:9", "--free", "--upto"], tmp_path
+    )
+    assert "--free charges nothing" in one_error_line(free)
+
+
+def test_a_remote_facilitator_names_whom_upto_payers_let_settle(world: World) -> None:
+    """The gateway behind a remote facilitator takes the upto settler from its /supported."""
+    from farthing.paywall import RemoteFacilitator
+    from farthing.paywall.facilitator.api import facilitator_app
+
+    token = "a-facilitator-key-for-the-gateway"
+    local = LocalFacilitator(world.chain, world.relayer)
+    with serve_in_thread(facilitator_app(local, token=token)) as url:
+
+        async def ask() -> tuple[str | None, str | None]:
+            remote = RemoteFacilitator(url, token=token)
+            try:
+                here = await remote.upto_facilitator(world.chain.network)
+                elsewhere = await remote.upto_facilitator("eip155:1")
+            finally:
+                await remote.aclose()
+            return here, elsewhere
+
+        here, elsewhere = asyncio.run(ask())
+    assert here == world.relayer.address and elsewhere is None
