@@ -76,9 +76,13 @@ _DETAIL_CHARS_MAX: Final = 512
 
 
 class UptoTransferCode(IntEnum):
-    """The transfer code of an ``upto`` reservation (the channels' codes are 16-19)."""
+    """The transfer code of an ``upto`` reservation.
 
-    UPTO_PAYMENT = 20
+    Codes are one space across every book a ledger database may hold: the
+    agents' channels use 16-19 and the merchant's channel books 20-22.
+    """
+
+    UPTO_PAYMENT = 24
 
 
 UPTO_PAYMENT: Final = UptoTransferCode.UPTO_PAYMENT

@@ -19,18 +19,21 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from farthing.agents.ceilings import UPTO_PAYMENT
+from farthing.agents.channels.books import ChannelTransferCode as AgentChannelCode
 from farthing.dashboard.listing import Listing, Money
 from farthing.ledger.budget import TOTAL_PAYEE, WINDOW_HOURS, hour_of
 from farthing.ledger.codes import TransferCode
 from farthing.ledger.flags import NOT_POSTED_FLAGS
 from farthing.ledger.report import ledger_decimals
 from farthing.ledger.tables import Account, Budget, BudgetUsage, Transfer, table_of
+from farthing.paywall.records.books import ChannelTransferCode as MerchantChannelCode
 
 __all__ = [
     "AgentSpend",
@@ -206,6 +209,18 @@ def burn_down(session: Session, now_ns: int, *, account_id: int | None = None) -
     return BurnDown(start, total, tuple(used), ledger, bool(limited), spent)
 
 
+# A payment made or received, whatever its scheme: exact's payment and
+# revenue, an upto payment, a channel's charge (the agent's) and earning (the
+# merchant's).
+_PAYMENT_CODES: Final = (
+    int(TransferCode.PAYMENT),
+    int(TransferCode.REVENUE),
+    int(UPTO_PAYMENT),
+    int(AgentChannelCode.CHANNEL_CHARGE),
+    int(MerchantChannelCode.EARNED),
+)
+
+
 def payments_per_minute(session: Session, now_ns: int, *, minutes: int = 60) -> list[int]:
     """Settled payments (spend and revenue) in each of the last ``minutes`` minutes, oldest first."""
     end_minute = now_ns // NS_PER_MINUTE
@@ -213,7 +228,7 @@ def payments_per_minute(session: Session, now_ns: int, *, minutes: int = 60) -> 
     t = _transfers
     query = select(t.c.timestamp_ns).where(
         t.c.timestamp_ns >= since,
-        t.c.code.in_((int(TransferCode.PAYMENT), int(TransferCode.REVENUE))),
+        t.c.code.in_(_PAYMENT_CODES),
         t.c.flags.op("&")(int(NOT_POSTED_FLAGS)) == 0,
     )
     counts = [0] * minutes

@@ -16,7 +16,7 @@ from eth_abi.abi import decode as abi_decode
 from farthing.agents.channels.books import book_refund
 from farthing.agents.channels.store import get_channel, update_channel
 from farthing.faults import crash_point
-from farthing.paywall.schemes.batch_settlement.client import channel_key
+from farthing.paywall.schemes.batch_settlement.client import channel_key, voucher_signer
 from farthing.paywall.schemes.batch_settlement.contract import ESCROW_EVENT_TOPICS
 from farthing.wallet.errors import ChainError
 from farthing.wallet.signer import TxSigner
@@ -46,9 +46,7 @@ def start_withdrawal(channels: ChannelPayer, channel_id: str) -> str:
     amount = balance - claimed
     if amount <= 0:
         return "nothing_to_withdraw"
-    result = channels.escrow.initiate_withdraw(
-        row.config, amount, sender=cast(TxSigner, channels.payer.signer)
-    )
+    result = channels.escrow.initiate_withdraw(row.config, amount, sender=_sender(channels))
     if not result.ok:
         return result.reason or "transaction_failed"
     crash_point("agent.channel_after_withdraw_sent")
@@ -69,9 +67,7 @@ def finish_withdrawal(channels: ChannelPayer, channel_id: str) -> tuple[str, int
     row = get_channel(books, channel_id)
     if row is None:
         return "channel_not_found", 0
-    result = channels.escrow.finalize_withdraw(
-        row.config, sender=cast(TxSigner, channels.payer.signer)
-    )
+    result = channels.escrow.finalize_withdraw(row.config, sender=_sender(channels))
     if not result.ok or result.tx_hash is None:
         return result.reason or "transaction_failed", 0
     crash_point("agent.channel_after_finalize_sent")
@@ -101,3 +97,13 @@ def finish_withdrawal(channels: ChannelPayer, channel_id: str) -> tuple[str, int
         withdraw_after=None,
     )
     return "ok", amount
+
+
+def _sender(channels: ChannelPayer) -> TxSigner:
+    """Who sends the payer's escrow calls: its key, or a smart account's owner key.
+
+    The escrow lets the channel's payerAuthorizer (a smart account's owner,
+    ``voucher_signer``) initiate and finalize the withdrawal; the funds go
+    back to the payer all the same. That key pays the gas.
+    """
+    return cast(TxSigner, voucher_signer(channels.payer.signer))

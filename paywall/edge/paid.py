@@ -37,7 +37,7 @@ from farthing.paywall.facilitator.local import Facilitator, LocalFacilitator, Re
 from farthing.paywall.records.books import RevenueBook, SettledPayment
 from farthing.paywall.records.payments import PaymentKey, PaymentRecord, PaymentState
 from farthing.paywall.records.store import PaymentStore
-from farthing.paywall.schemes.signatures import check_signature
+from farthing.paywall.schemes.signatures import SignatureCheck, check_signature
 from farthing.paywall.wire import PAYMENT_RESPONSE_HEADER, PaymentPayload, SettleResult
 from farthing.wallet.eip712 import authorization_digest, verify_authorization_signature
 
@@ -254,7 +254,7 @@ class ExactPaidPath:
         if not isinstance(self.facilitator, LocalFacilitator):
             return False  # a remote facilitator's chain is not ours to ask; the sweep resolves it
         digest = authorization_digest(payload.authorization, priced.requirements.domain())
-        check = await in_thread(
+        check: SignatureCheck = await in_thread(
             check_signature, self.facilitator.chain, payload.payer, digest, payload.signature
         )
         return check.valid

@@ -223,3 +223,48 @@ async def test_the_agent_pays_channels_from_a_smart_account(
         seller.channels.dispose()
         if lost is not None:
             lost.database.dispose()
+
+
+@pytest.fixture
+def own_world(anvil: object, tmp_path: Path) -> Iterator[World]:
+    """A world on an anvil of its own: the withdrawal moves the chain's clock."""
+    from farthing.devchain.node import start_anvil
+
+    with start_anvil() as node:
+        chain = node.chain()
+        place_channel_contracts(chain)
+        place_multicall(chain)
+        made = make_world(chain, tmp_path, funds=0, settings=SETTINGS)
+        yield made
+        made.close()
+        chain.close()
+
+
+async def test_a_smart_account_withdraws_its_channel_through_its_owner_key(
+    own_world: World, tmp_path: Path
+) -> None:
+    """The escrow's withdrawal calls are sent by the payerAuthorizer (the owner key, which pays the gas);
+    the unclaimed balance goes back to the account."""
+    from farthing.agents.channels.payer import ChannelPayer
+    from farthing.agents.channels.withdraw import finish_withdrawal, start_withdrawal
+    from farthing.wallet.chain import Call
+
+    world = own_world
+    seller = _Seller(world, tmp_path)
+    payer, account, _ = _smart_payer(world, deployed=True)
+    try:
+        async with _client(payer, seller.app) as http:
+            for n in range(2):
+                await _buy(http, str(n))
+        (channel,) = list_channels(world.books)
+        deposit = 20 * PRICE
+        funder = world.chain.dev_accounts()[1].signer()
+        assert world.chain.send(Call(account.owner, b"", value=10**17), sender=funder).ok
+        channels = ChannelPayer(payer)
+        assert start_withdrawal(channels, channel.channel_id) == "ok"
+        world.chain.advance_time(channel.config.withdraw_delay_s + 1)
+        result, returned = finish_withdrawal(channels, channel.channel_id)
+        assert (result, returned) == ("ok", deposit)  # nothing was claimed: all of it comes back
+        assert world.token.balance_of(account.address) == FUNDS
+    finally:
+        seller.channels.dispose()
