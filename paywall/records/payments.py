@@ -58,6 +58,10 @@ PAYMENTS: Final = Table(
     # Added after the first release: nullable, so old databases can gain them.
     Column("lease_until_ns", BigInteger),  # NULL: no live owner
     Column("delivered_at_ns", BigInteger),  # NULL: the paid content was not sent yet
+    Column("scheme", String(32)),  # NULL: exact (rows from before upto existed)
+    # What the settlement moved, uint256 as decimal text; NULL: ``amount`` (exact's price).
+    # An upto row's ``amount`` is the signed ceiling, and the charge settled may be less.
+    Column("settled_amount", String(78)),
 )
 
 # The next account nonce of each relayer key, shared by every process that
@@ -72,7 +76,12 @@ RELAYER_NONCES: Final = Table(
 )
 
 # Columns added since the first release, with the SQL type to add them as.
-ADDED_COLUMNS: Final = (("lease_until_ns", "BIGINT"), ("delivered_at_ns", "BIGINT"))
+ADDED_COLUMNS: Final = (
+    ("lease_until_ns", "BIGINT"),
+    ("delivered_at_ns", "BIGINT"),
+    ("scheme", "VARCHAR(32)"),
+    ("settled_amount", "VARCHAR(78)"),
+)
 
 
 class PaymentState(StrEnum):
@@ -109,7 +118,11 @@ class PaymentKey:
 
 @dataclass(frozen=True, slots=True)
 class PaymentRecord:
-    """One row of ``paywall_payment``."""
+    """One row of ``paywall_payment``.
+
+    ``amount`` is what the payer authorized (exact's price, upto's ceiling);
+    :attr:`charge` is what a settled row moved, the figure to book.
+    """
 
     key: PaymentKey
     state: PaymentState
@@ -128,6 +141,22 @@ class PaymentRecord:
     booked: bool = False
     lease_until_ns: int | None = None
     delivered: bool = False
+    scheme: str = "exact"
+    settled_amount: int | None = None
+
+    @property
+    def charge(self) -> int:
+        """What the settlement moved: the settled amount when recorded, else ``amount``.
+
+        An upto row settles less than its ceiling; only a settled upto row
+        with its settled amount recorded has a charge (see :meth:`bookable`).
+        """
+        return self.amount if self.settled_amount is None else self.settled_amount
+
+    @property
+    def bookable(self) -> bool:
+        """A settled row whose charge is known: never an upto row's bare ceiling."""
+        return self.scheme != "upto" or self.settled_amount is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +208,8 @@ def payment_row(
         "updated_at_ns": now,
         "lease_until_ns": None,
         "delivered_at_ns": None,
+        "scheme": record.scheme,
+        "settled_amount": None,
     }
 
 
@@ -201,4 +232,6 @@ def payment_record(row: Any) -> PaymentRecord:
         booked=bool(row.booked),
         lease_until_ns=row.lease_until_ns,
         delivered=row.delivered_at_ns is not None,
+        scheme=row.scheme or "exact",
+        settled_amount=None if row.settled_amount is None else int(row.settled_amount),
     )

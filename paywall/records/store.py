@@ -29,7 +29,10 @@ answering) can likewise be taken over once its lease ends, to deliver it.
 
 Databases created before leases existed get the two columns added on open
 (SQLite and PostgreSQL); their stuck claims count as expired, and their
-settled rows as delivered.
+settled rows as delivered. Likewise ``scheme`` (NULL reads as ``exact``) and
+``settled_amount``: what a settlement moved, which for ``upto`` is the
+charge, at most the ``amount`` (the ceiling) the row was claimed for; a
+settled row is booked and reported at :attr:`PaymentRecord.charge`.
 
 The caller never holds a database transaction open across network calls:
 each method here is one short statement. Methods are synchronous; the
@@ -303,15 +306,25 @@ class PaymentStore:
         *,
         tx_hash: str,
         block_number: int | None,
+        amount: int | None = None,
         keep_lease: bool = True,
     ) -> bool:
-        """Settled; ``keep_lease=False`` (the sweep) lets the payer's retry deliver at once."""
+        """Settled, having moved ``amount`` (``None``: the row's own, exact's price).
+
+        An upto settlement names its charge: the row's ``amount`` is the
+        ceiling, and whatever books or reports the row uses the charge.
+        ``keep_lease=False`` (the sweep) lets the payer's retry deliver at once.
+        """
         values: dict[str, Any] = {
             "state": PaymentState.SETTLED,
             "tx_hash": tx_hash.lower(),
             "block_number": block_number,
             "reason": None,
         }
+        if amount is not None:
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                raise TypeError("a settled amount is a non-negative int of atomic units")
+            values["settled_amount"] = str(amount)
         if not keep_lease:
             values["lease_until_ns"] = None
         return self._move(key, owner, **values)
