@@ -172,7 +172,7 @@ async def serve_metered(
             return settled
         await in_thread(
             store.mark_settled, key, owner,
-            tx_hash=settled.transaction, block_number=settled.block_number,
+            tx_hash=settled.transaction, block_number=settled.block_number, amount=charge,
         )  # fmt: skip
         await path._book(priced, payment, key, settled, charge)  # 0: marked booked, nothing posted
         await in_thread(store.mark_delivered, key, owner)

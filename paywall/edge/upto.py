@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import anyio
 
+from farthing.faults import crash_point
 from farthing.paywall.edge.asgi import (
     BodyTooLarge,
     Buffered,
@@ -47,12 +48,17 @@ from farthing.paywall.edge.asgi import (
 from farthing.paywall.edge.ceiling import serve_metered
 from farthing.paywall.edge.challenge import Challenger, Priced
 from farthing.paywall.edge.metered import meter_asked
+from farthing.paywall.edge.resume import resume_upto, settled_elsewhere
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.records.books import RevenueBook, SettledPayment
 from farthing.paywall.records.payments import PaymentKey, PaymentRecord, PaymentState
 from farthing.paywall.records.store import PaymentStore
 from farthing.paywall.schemes.upto.facilitator import UptoSettling
-from farthing.paywall.schemes.upto.types import ERR_ALLOWANCE_REQUIRED, PERMIT2_ALLOWANCE_REQUIRED
+from farthing.paywall.schemes.upto.types import (
+    ERR_ALLOWANCE_REQUIRED,
+    ERR_NONCE_USED,
+    PERMIT2_ALLOWANCE_REQUIRED,
+)
 from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements
 from farthing.paywall.wire import PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, SettleResult
 
@@ -139,6 +145,14 @@ class UptoPaidPath:
                 send, priced, "offer_mismatch", "The payment is for other terms than offered."
             )
             return
+        auth = payment.authorization
+        key = PaymentKey(offer.network, offer.asset, auth.from_address, f"0x{auth.nonce:064x}")
+        known = await in_thread(self.store.get, key)
+        if known is not None and _unowned(known):
+            # Pending (a receipt timeout), or its owner's lease ran out (it died):
+            # finish it from the chain instead of refusing the payer (edge/resume.py).
+            await resume_upto(self, scope, receive, send, priced, payment, known, usage)
+            return
         verified = await self.facilitator.verify_upto(payment, offer)
         if not verified.valid:
             reason = verified.reason or "invalid_payment"
@@ -148,15 +162,28 @@ class UptoPaidPath:
             detail = f"The payment was refused: {verified.message or reason}."
             await self.challenger.send_402(send, priced, reason, detail)
             return
-        auth = payment.authorization
-        key = PaymentKey(offer.network, offer.asset, auth.from_address, f"0x{auth.nonce:064x}")
         claim = await in_thread(
             self.store.claim, self._record(key, priced, payment), lease_s=self.claim_lease_s
         )
         if not claim.won:
             await self._send_lost(send, priced, claim.existing)
             return
-        owner = claim.owner
+        await self._serve_claimed(scope, receive, send, priced, payment, key, claim.owner, usage)
+
+    async def _serve_claimed(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Send,
+        priced: Priced,
+        payment: UptoPayment,
+        key: PaymentKey,
+        owner: str,
+        usage: UsageFunction | None,
+    ) -> None:
+        """Run the handler under the claim ``owner`` holds, then settle its charge once."""
+        offer = priced.upto
+        assert offer is not None  # serve() answered 402 before claiming otherwise
         if meter_asked(scope):  # a streamed answer: settled once when it ends (edge/ceiling.py)
             await serve_metered(
                 self, scope, receive, send, priced=priced, payment=payment, key=key, owner=owner
@@ -187,6 +214,9 @@ class UptoPaidPath:
                 self.store.mark_pending, key, owner, reason="settlement_unknown", tx_hash=None
             )
             raise
+        if not settled.success and not settled.pending and settled.reason == ERR_NONCE_USED:
+            # Spent already: perhaps by an earlier owner's settlement, mined meanwhile.
+            settled = await settled_elsewhere(self, key, settled)
         if settled.pending:
             await in_thread(
                 self.store.mark_pending, key, owner,
@@ -205,10 +235,16 @@ class UptoPaidPath:
                 settlement=settled,
             )  # fmt: skip
             return
-        await in_thread(
+        charge = settled.amount if settled.amount is not None else charge
+        marked = await in_thread(
             self.store.mark_settled, key, owner,
-            tx_hash=settled.transaction, block_number=settled.block_number,
+            tx_hash=settled.transaction, block_number=settled.block_number, amount=charge,
         )  # fmt: skip
+        if not marked:
+            # Taken over meanwhile: the new owner resolves it from the chain, delivers it once.
+            await send_unavailable(send, "settlement_pending", _RETRY_SAME_HEADER)
+            return
+        crash_point("paywall.upto.after_mark")
         await self._book(priced, payment, key, settled, charge)
         await send_buffered(send, buffered, _payment_response(settled))
         await in_thread(self.store.mark_delivered, key, owner)
@@ -256,13 +292,14 @@ class UptoPaidPath:
             state=PaymentState.CLAIMED,
             owner="",
             pay_to=auth.to,
-            amount=auth.amount,  # the ceiling; the charge is what the books record
+            amount=auth.amount,  # the ceiling; mark_settled records the charge
             route=priced.route.route.path,
             resource=priced.resource.url,
             valid_after=min(auth.valid_after, _INT63_MAX),
             valid_before=min(auth.deadline, _INT63_MAX),
             fiat_currency=priced.quote.fiat_currency,
             fiat_rate=priced.quote.fiat_rate,
+            scheme="upto",
         )
 
     async def _book(
@@ -275,9 +312,9 @@ class UptoPaidPath:
     ) -> None:
         """The seller's revenue for the charge (never the ceiling); a failure is logged.
 
-        A charge of 0 has nothing to book: its row is marked booked at once, so
-        the sweep (which books a settled row's ``amount``, here the ceiling)
-        never books it.
+        A charge of 0 has nothing to book: its row is marked booked at once
+        (the sweep, which books a settled row's recorded charge, would skip it
+        too).
         """
         if charge == 0:
             await in_thread(self.store.mark_booked, key)
@@ -311,6 +348,15 @@ class UptoPaidPath:
                 log.warning("revenue for %s not booked: %s", settled.transaction, result.reason)
         except Exception as exc:  # noqa: BLE001 - the payer paid: deliver; logged for the books
             log.warning("revenue for %s not booked yet: %s", settled.transaction, exc)
+
+
+def _unowned(record: PaymentRecord) -> bool:
+    """Nobody is finishing this payment: pending, or its owner's lease ran out undelivered."""
+    if record.state == PaymentState.PENDING:
+        return True
+    if record.state not in (PaymentState.CLAIMED, PaymentState.SETTLED) or record.delivered:
+        return False
+    return record.lease_until_ns is None or record.lease_until_ns < time.time_ns()
 
 
 def _terms(requirements: UptoRequirements) -> tuple[Any, ...]:

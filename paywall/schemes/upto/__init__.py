@@ -7,7 +7,9 @@ the scheme's names and codes; ``wire`` the requirements, the payment and
 both gas-sponsoring extensions; ``checks`` what needs no chain; ``client``
 the payer's part (sign a ceiling, approve Permit2 directly or by a sponsored
 permit or transaction); ``facilitator`` verify and settle (settle-time
-verification against the signed ceiling, zero settlement, each permit once).
+verification against the signed ceiling, zero settlement, each permit once);
+``settlement`` what the chain shows of a permit (unused, or which settlement
+spent it, moving how much), for resolving a seller's open payment.
 The seller's HTTP side is ``farthing.paywall.edge.upto``.
 """
 
