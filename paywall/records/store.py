@@ -81,6 +81,18 @@ _LEASE_S_MAX: Final = 24 * 3600.0
 
 
 @functools.cache
+def _claim_insert(sqlite: bool, fields: tuple[str, ...]) -> Any:
+    """The claim's INSERT of a new row with ``fields`` (bound as ``row_*``): built once per shape.
+
+    RETURNING tells a fresh row from a conflict on both backends (the
+    driver's rowcount is not reliable for an INSERT on PostgreSQL).
+    """
+    insert = sqlite_insert if sqlite else pg_insert
+    values = {name: bindparam(f"row_{name}") for name in fields}
+    return insert(PAYMENTS).values(values).on_conflict_do_nothing().returning(PAYMENTS.c.owner)
+
+
+@functools.cache
 def _held_update(fields: tuple[str, ...], in_state: bool) -> Update:
     """The UPDATE of a row its owner holds, writing ``fields``: built once per shape.
 
@@ -188,14 +200,10 @@ class PaymentStore:
         now = _now_ns()
         row = payment_row(record, owner=owner, state=PaymentState.CLAIMED, now=now)
         row["lease_until_ns"] = now + _lease_ns(lease_s)
-        insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
-        # RETURNING tells a fresh row from a conflict on both backends (the
-        # driver's rowcount is not reliable for an INSERT on PostgreSQL).
-        statement = (
-            insert(PAYMENTS).values(**row).on_conflict_do_nothing().returning(PAYMENTS.c.owner)
-        )
+        statement = _claim_insert(self.dialect == "sqlite", tuple(sorted(row)))
         with self._begin() as connection:
-            if connection.execute(statement).first() is not None:
+            bound = {f"row_{k}": v for k, v in row.items()}
+            if connection.execute(statement, bound).first() is not None:
                 return ClaimOutcome(True, owner)
             # Only a claim the handler gave back may be taken again; the
             # state test in the WHERE makes this a compare-and-swap.
