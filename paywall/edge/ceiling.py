@@ -24,9 +24,14 @@ private, never cached, ``Farthing-Charge`` stripped):
 A settlement that fails or stays pending after the content went out cannot
 be answered with a 402 or a 503: its receipt (``success: false``, or
 ``settlement_pending``) goes in the last event, the payment's row says so,
-and a pending one is resolved from the chain like any other. A process that
-dies mid-stream settles nothing: the payer keeps its money and the permit
-expires at its deadline.
+and a pending one is resolved from the chain as ``upto`` by the sweep
+(``farthing.paywall.facilitator.resolve``: settled at what moved, booked
+once); its row is marked delivered, so a retry of the same header never gets
+the stream again. Every settled row records its charge (never the ceiling),
+which is what the sweep books. A process that dies mid-stream settles
+nothing: the payer keeps its money, and its retry of the same header (the
+claim's lease run out) is served afresh and charged for that answer, or the
+permit expires at its deadline.
 """
 
 from __future__ import annotations
@@ -152,15 +157,17 @@ async def serve_metered(
             settled = await path.facilitator.settle_upto(payment, offer.charging(charge))
         except FacilitatorUnavailableError as exc:
             await in_thread(
-                store.mark_pending, key, owner, reason="settlement_unknown", tx_hash=None
-            )
+                store.mark_pending, key, owner,
+                reason="settlement_unknown", tx_hash=None, delivered=True,
+            )  # fmt: skip
             return SettleResult(
                 False, offer.network, "", payment.payer, charge, "settlement_pending", str(exc),
                 pending=True,
             )  # fmt: skip
         if settled.pending:
+            # The stream went out: resolved from the chain later, never delivered again.
             await in_thread(
-                store.mark_pending, key, owner,
+                store.mark_pending, key, owner, delivered=True,
                 reason=settled.reason or "settlement_pending", tx_hash=settled.transaction or None,
             )  # fmt: skip
             return settled

@@ -351,9 +351,12 @@ class UptoPaidPath:
 
 
 def _unowned(record: PaymentRecord) -> bool:
-    """Nobody is finishing this payment: pending, or its owner's lease ran out undelivered."""
+    """Nobody is finishing this payment: pending, or its owner's lease ran out undelivered.
+
+    A pending row whose stream already went out is never resumed: the sweep resolves it.
+    """
     if record.state == PaymentState.PENDING:
-        return True
+        return not record.delivered
     if record.state not in (PaymentState.CLAIMED, PaymentState.SETTLED) or record.delivered:
         return False
     return record.lease_until_ns is None or record.lease_until_ns < time.time_ns()

@@ -343,8 +343,16 @@ class PaymentStore:
         )
 
     def mark_pending(
-        self, key: PaymentKey, owner: str, *, reason: str, tx_hash: str | None
+        self,
+        key: PaymentKey,
+        owner: str,
+        *,
+        reason: str,
+        tx_hash: str | None,
+        delivered: bool = False,
     ) -> bool:
+        """Pending; ``delivered`` when the content already went out (an upto stream settles
+        after it): resolved from the chain all the same, but a retry never gets it again."""
         values: dict[str, Any] = {
             "state": PaymentState.PENDING,
             "reason": reason[:128],
@@ -352,6 +360,8 @@ class PaymentStore:
         }
         if tx_hash:
             values["tx_hash"] = tx_hash.lower()
+        if delivered:
+            values["delivered_at_ns"] = _now_ns()
         return self._move(key, owner, **values)
 
     def mark_expired(self, key: PaymentKey, owner: str) -> bool:

@@ -11,7 +11,9 @@ taken over by the retry: served and settled afresh when its permit is
 unused, or, when the dead owner's settlement had gone through (it died
 between settling and recording), delivered at what that settlement moved,
 without a second one. A retry whose signature is not the payer's gets a 402
-and takes nothing over.
+and takes nothing over. A streamed answer whose settlement stayed pending
+went out already: its retry gets a 402, never the stream again, and the
+sweep settles it at the charge.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from starlette.routing import Route
 from farthing.ledger import LedgerDatabase, LedgerSettings, revenue_report, upgrade_database
 from farthing.paywall import PaidRoute, PaymentStore, PaywallMiddleware, PaywallOptions
 from farthing.paywall.facilitator.local import LocalFacilitator
+from farthing.paywall.facilitator.resolve import sweep
 from farthing.paywall.records.books import LedgerRevenueBook
 from farthing.paywall.records.payments import PaymentKey, PaymentRecord, PaymentState
+from farthing.paywall.schemes.metering import METER_ASKED, METER_EXTENSION, meter_of
 from farthing.paywall.schemes.upto.client import payment_header, upto_payment
 from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements, parse_requirements
 from farthing.wallet.chain import RpcChain
@@ -225,3 +229,69 @@ def test_a_retry_not_signed_by_the_payer_takes_nothing_over(
     record = store.get(key)
     assert record is not None and record.state == PaymentState.CLAIMED  # not taken over
     assert env.balance(env.payer) == FUNDS
+
+
+async def _streamed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A metered stream: tokens first, then the charge settled, its receipt in the last event."""
+    meter = meter_of(scope)
+    assert meter is not None
+    start = {"type": "http.response.start", "status": 200, "headers": []}
+    await send(start)
+    await send({"type": "http.response.body", "body": b"data: tokens\n\n", "more_body": True})
+    receipt = await meter.finish(USED)
+    last = b"data: " + json.dumps(receipt.settlement).encode() + b"\n\n"
+    await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+def _asking_for_a_meter(app: Any) -> Any:
+    async def outer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            extensions = {**(scope.get("extensions") or {}), METER_EXTENSION: METER_ASKED}
+            scope = {**scope, "extensions": extensions}
+        await app(scope, receive, send)
+
+    return outer
+
+
+@pytest.mark.parametrize("chain", [pytest.param("anvil", marks=pytest.mark.anvil)], indirect=True)
+def test_a_pending_stream_is_never_streamed_again_and_the_sweep_settles_it(
+    upto_env: UptoEnv, store: PaymentStore, ledger: LedgerDatabase
+) -> None:
+    env = upto_env
+    assert isinstance(env.chain, RpcChain) and env.chain.rpc_url
+    slow = RpcChain(env.chain.rpc_url, timeout_s=5.0, receipt_timeout_s=0.5)
+    facilitator = LocalFacilitator(slow, env.relayer)
+    books = LedgerRevenueBook(ledger)
+    paywall = PaywallMiddleware(
+        _streamed,
+        options=PaywallOptions(
+            routes=[PaidRoute("/chat", CEILING, schemes=("upto",))],
+            facilitator=facilitator,
+            store=store,
+            books=books,
+            pay_to=env.payee.address,
+            asset=env.asset,
+        ),
+    )
+    app = _asking_for_a_meter(paywall)
+    _, payment = _payment(env, app)
+    header = payment_header(payment)
+    provider: Any = env.chain.w3.provider
+    provider.make_request("evm_setAutomine", [False])
+    try:
+        first = _get(app, header)
+        assert first.status_code == 200 and "tokens" in first.text
+        assert "settlement_pending" in first.text
+        (row,) = store.records()
+        assert row.state == PaymentState.PENDING and row.delivered
+        retry = _get(app, header)
+        assert retry.status_code == 402 and "tokens" not in retry.text
+        provider.make_request("evm_mine", [])
+    finally:
+        provider.make_request("evm_setAutomine", [True])
+    assert _get(app, header).status_code == 402
+    report = sweep(store, facilitator, books)
+    assert (report.settled, report.booked) == (1, 1)
+    assert env.balance(env.payer) == FUNDS - USED and _revenue(ledger, env) == [(USED, 1)]
+    assert _get(app, header).status_code == 402
+    slow.close()
