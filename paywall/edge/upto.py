@@ -214,6 +214,7 @@ class UptoPaidPath:
                 self.store.mark_pending, key, owner, reason="settlement_unknown", tx_hash=None
             )
             raise
+        crash_point("paywall.upto.after_receipt")
         if not settled.success and not settled.pending and settled.reason == ERR_NONCE_USED:
             # Spent already: perhaps by an earlier owner's settlement, mined meanwhile.
             settled = await settled_elsewhere(self, key, settled)

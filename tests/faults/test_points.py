@@ -19,6 +19,7 @@ from tests.faults.harness import REPO, SIGKILLED
 from tests.faults.test_agent_crash import POINTS as AGENT_POINTS
 from tests.faults.test_channel_crash import POINTS as CHANNEL_POINTS
 from tests.faults.test_paywall_crash import POINTS as PAYWALL_POINTS
+from tests.faults.test_upto_crash import POINTS as UPTO_POINTS
 
 PACKAGES = ("agents", "farthing", "inference", "ledger", "paywall", "wallet")
 CALL = re.compile(r"""crash_point\(\s*["']([a-z0-9_.]+)["']\s*\)""")
@@ -35,7 +36,7 @@ def points_in_code() -> set[str]:
 
 def test_every_crash_point_is_tested_and_documented() -> None:
     in_code = points_in_code()
-    tested = set(AGENT_POINTS) | set(PAYWALL_POINTS) | set(CHANNEL_POINTS)
+    tested = set(AGENT_POINTS) | set(PAYWALL_POINTS) | set(CHANNEL_POINTS) | set(UPTO_POINTS)
     assert in_code == tested, {"untested": in_code - tested, "not in code": tested - in_code}
     doc = (REPO / "docs" / "reliability.md").read_text()
     assert sorted(p for p in in_code if f"`{p}`" not in doc) == []
