@@ -50,6 +50,7 @@ from farthing.paywall.records.payments import PaymentKey, PaymentRecord, Payment
 from farthing.paywall.schemes.signatures import check_signature
 from farthing.paywall.schemes.upto.checks import signature_refusal
 from farthing.paywall.schemes.upto.facilitator import UptoFacilitator
+from farthing.paywall.schemes.upto.types import ERR_NONCE_USED
 from farthing.paywall.wire import PAYMENT_RESPONSE_HEADER, SettleResult
 from farthing.wallet.chain import Chain
 
@@ -168,17 +169,20 @@ async def resume_upto(
 async def settled_elsewhere(
     path: UptoPaidPath, key: PaymentKey, refused: SettleResult
 ) -> SettleResult:
-    """A settle refused because the permit is spent: the chain says by which settlement.
+    """A refused or reverted settle, decided by the chain: was the permit settled anyway?
 
-    That settlement paid the payee: it is this payment's (an earlier owner's
-    transaction, mined meanwhile). Spent with no settlement found: the
-    refusal. Not spent on chain (a transaction still in flight), or no chain
-    to read: pending, resolved later, never refused.
+    A settlement of this permit that paid the payee is this payment's (an
+    earlier owner's transaction, mined meanwhile, made ours revert): it is
+    returned, at what it moved. Spent with no such settlement: the refusal.
+    Refused as already spent while the chain shows it unused (a transaction
+    still in flight), or no chain to read: pending, resolved later, never
+    refused. Any other refusal of an unused permit stands.
     """
+    spent = refused.reason == ERR_NONCE_USED
     chain = _chain(path)
     record = await in_thread(path.store.get, key)
     if chain is None or record is None:
-        return _pending(refused)
+        return _pending(refused) if spent else refused
     try:
         outcome = await in_thread(resolve_upto, chain, record)
     except FacilitatorUnavailableError:
@@ -186,7 +190,7 @@ async def settled_elsewhere(
     settled = upto_settle_result(record, outcome)
     if settled is not None:
         return settled
-    if outcome.state == "used_elsewhere":
+    if outcome.state == "used_elsewhere" or not spent:
         return refused
     return _pending(refused)
 

@@ -22,7 +22,14 @@ payment:
    0 sends no transaction. Only on success is the buffered answer sent, with
    ``PAYMENT-RESPONSE`` (``amount`` the charge); a refusal is a 402, an
    unknown outcome a 503 ``settlement_pending``;
-7. book the revenue for the charge.
+7. record the charge on the payment's row (``mark_settled(amount=)``: the
+   row's ``amount`` is the ceiling) and book the revenue for it.
+
+A payment whose row nobody is finishing (pending after a receipt timeout, or
+its owner's lease run out) is not refused: the payer's retry goes to
+``farthing.paywall.edge.resume``, which decides it from the chain first. A
+settle refused or reverted is checked against the chain too (an earlier
+owner's settlement of the same permit may have spent it first).
 """
 
 from __future__ import annotations
@@ -56,7 +63,6 @@ from farthing.paywall.records.store import PaymentStore
 from farthing.paywall.schemes.upto.facilitator import UptoSettling
 from farthing.paywall.schemes.upto.types import (
     ERR_ALLOWANCE_REQUIRED,
-    ERR_NONCE_USED,
     PERMIT2_ALLOWANCE_REQUIRED,
 )
 from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements
@@ -215,9 +221,12 @@ class UptoPaidPath:
             )
             raise
         crash_point("paywall.upto.after_receipt")
-        if not settled.success and not settled.pending and settled.reason == ERR_NONCE_USED:
-            # Spent already: perhaps by an earlier owner's settlement, mined meanwhile.
+        if not settled.success and not settled.pending:
+            # Refused or reverted: perhaps because an earlier owner's settlement of this
+            # permit, still in flight when we sent ours, spent it first. The chain decides.
             settled = await settled_elsewhere(self, key, settled)
+            if settled.success and settled.amount is not None:
+                charge = settled.amount  # what that settlement moved, read from the chain
         if settled.pending:
             await in_thread(
                 self.store.mark_pending, key, owner,
@@ -236,7 +245,6 @@ class UptoPaidPath:
                 settlement=settled,
             )  # fmt: skip
             return
-        charge = settled.amount if settled.amount is not None else charge
         marked = await in_thread(
             self.store.mark_settled, key, owner,
             tx_hash=settled.transaction, block_number=settled.block_number, amount=charge,

@@ -10,7 +10,10 @@ memory chain and anvil, a claim whose owner died (its lease run out) is
 taken over by the retry: served and settled afresh when its permit is
 unused, or, when the dead owner's settlement had gone through (it died
 between settling and recording), delivered at what that settlement moved,
-without a second one. A retry whose signature is not the payer's gets a 402
+without a second one; and when that settlement is still in the node's pool
+as the retry settles afresh (anvil, automine off), Permit2 lets one of the
+two move money and the retry delivers the dead owner's, at its charge.
+A retry whose signature is not the payer's gets a 402
 and takes nothing over. A streamed answer whose settlement stayed pending
 went out already: its retry gets a 402, never the stream again, and the
 sweep settles it at the charge.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +45,7 @@ from farthing.paywall.records.books import LedgerRevenueBook
 from farthing.paywall.records.payments import PaymentKey, PaymentRecord, PaymentState
 from farthing.paywall.schemes.metering import METER_ASKED, METER_EXTENSION, meter_of
 from farthing.paywall.schemes.upto.client import payment_header, upto_payment
+from farthing.paywall.schemes.upto.facilitator import UptoFacilitator
 from farthing.paywall.schemes.upto.wire import UptoPayment, UptoRequirements, parse_requirements
 from farthing.wallet.chain import RpcChain
 from tests.paywall.upto.conftest import CEILING, FUNDS, UptoEnv
@@ -295,3 +300,42 @@ def test_a_pending_stream_is_never_streamed_again_and_the_sweep_settles_it(
     assert env.balance(env.payer) == FUNDS - USED and _revenue(ledger, env) == [(USED, 1)]
     assert _get(app, header).status_code == 402
     slow.close()
+
+
+@pytest.mark.parametrize("chain", [pytest.param("anvil", marks=pytest.mark.anvil)], indirect=True)
+def test_a_retry_racing_the_dead_owners_pooled_settlement_moves_money_once(
+    upto_env: UptoEnv, store: PaymentStore, ledger: LedgerDatabase
+) -> None:
+    env = upto_env
+    assert isinstance(env.chain, RpcChain) and env.chain.rpc_url
+    app = _site(env, store, LocalFacilitator(env.chain, env.relayer), ledger)
+    offer, payment = _payment(env, app)
+    header = payment_header(payment)
+    key = _claim_as_dead_owner(env, store, payment)
+    dead_chain = RpcChain(env.chain.rpc_url, timeout_s=5.0, receipt_timeout_s=0.5)
+    dead_charge = 777
+    provider: Any = env.chain.w3.provider
+    provider.make_request("evm_setAutomine", [False])
+    try:
+        # The dead owner's settlement is in the pool, not recorded in its row.
+        dead = UptoFacilitator(dead_chain, env.relayer).settle(payment, offer.charging(dead_charge))
+        assert dead.pending and dead.transaction
+        # Mine while the retry's own settlement waits for its receipt.
+        miner = threading.Timer(2.0, lambda: provider.make_request("evm_mine", []))
+        miner.start()
+        response = _get(app, header)
+        miner.join()
+    finally:
+        provider.make_request("evm_setAutomine", [True])
+        dead_chain.close()
+    if response.status_code == 503:  # the retry saw the pool first: nothing sent, retry
+        assert response.json()["error"] == "settlement_pending"
+        response = _get(app, header)
+    assert response.status_code == 200 and response.json() == {"tokens": 42}, response.text
+    assert _settlement(response)["amount"] == str(dead_charge)
+    assert env.balance(env.payer) == FUNDS - dead_charge
+    record = store.get(key)
+    assert record is not None and (record.settled_amount, record.booked, record.delivered) == (
+        dead_charge, True, True,
+    )  # fmt: skip
+    assert _revenue(ledger, env) == [(dead_charge, 1)]
