@@ -44,6 +44,7 @@ import anyio
 
 from farthing.paywall.edge.asgi import Send, in_thread
 from farthing.paywall.edge.metered import run_with_meter
+from farthing.paywall.edge.resume import settled_elsewhere
 from farthing.paywall.errors import FacilitatorUnavailableError
 from farthing.paywall.records.payments import PaymentKey
 from farthing.paywall.schemes.metering import MeterReceipt
@@ -164,6 +165,11 @@ async def serve_metered(
                 False, offer.network, "", payment.payer, charge, "settlement_pending", str(exc),
                 pending=True,
             )  # fmt: skip
+        if not settled.success and not settled.pending:
+            # Perhaps spent first by an earlier owner's settlement of this permit: the chain decides.
+            settled = await settled_elsewhere(path, key, settled)
+            if settled.success and settled.amount is not None:
+                charge = settled.amount
         if settled.pending:
             # The stream went out: resolved from the chain later, never delivered again.
             await in_thread(
