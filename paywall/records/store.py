@@ -88,7 +88,7 @@ def _claim_insert(sqlite: bool, fields: tuple[str, ...]) -> Any:
     driver's rowcount is not reliable for an INSERT on PostgreSQL).
     """
     insert = sqlite_insert if sqlite else pg_insert
-    values = {name: bindparam(f"row_{name}") for name in fields}
+    values: dict[str, Any] = {name: bindparam(f"row_{name}") for name in fields}
     return insert(PAYMENTS).values(values).on_conflict_do_nothing().returning(PAYMENTS.c.owner)
 
 
