@@ -186,6 +186,14 @@ class ApprovalTransaction:
     amount: int
     gas: int
     max_fee_per_gas: int
+    value: int = 0
+    max_priority_fee_per_gas: int = 0
+    access_list_size: int = 0
+    data: bytes = b""
+
+    def intrinsic_gas(self) -> int:
+        """The gas a node asks of it before running it (base and calldata; no access list)."""
+        return 21_000 + sum(4 if byte == 0 else 16 for byte in self.data)
 
 
 def decode_approval(raw: bytes) -> ApprovalTransaction | WireRefusal:
@@ -201,6 +209,7 @@ def decode_approval(raw: bytes) -> ApprovalTransaction | WireRefusal:
         return _no("erc20_approval_tx_wrong_selector", "the transaction is not an approve() call")
     spender, amount = abi_decode(["address", "uint256"], data[4:])
     max_fee = fields.get("maxFeePerGas", fields.get("gasPrice", 0))
+    access_list = fields.get("accessList") or ()
     return ApprovalTransaction(
         sender=sender,
         chain_id=int(fields.get("chainId", 0)),
@@ -210,6 +219,10 @@ def decode_approval(raw: bytes) -> ApprovalTransaction | WireRefusal:
         amount=int(amount),
         gas=int(fields.get("gas", 0)),
         max_fee_per_gas=int(max_fee),
+        value=int(fields.get("value", 0)),
+        max_priority_fee_per_gas=int(fields.get("maxPriorityFeePerGas", max_fee)),
+        access_list_size=len(access_list),
+        data=data,
     )
 
 
@@ -244,4 +257,14 @@ def erc20_approval_refusal(
         return _no("erc20_approval_tx_wrong_spender", "the approve() spender is not Permit2")
     if tx.amount < auth.amount or tx.amount != approval.amount:
         return _no("erc20_approval_amount_mismatch", "the approval does not cover the ceiling")
+    # A transaction the node would refuse after the facilitator funded its gas leaves
+    # the payer the funding and moves no token: each is refused before anything is sent.
+    if tx.value != 0:
+        return _no("erc20_approval_tx_has_value", "the approve() transaction sends ETH")
+    if tx.access_list_size:
+        return _no("erc20_approval_tx_access_list", "the approve() transaction has an access list")
+    if tx.max_priority_fee_per_gas > tx.max_fee_per_gas:
+        return _no("erc20_approval_tx_fee_invalid", "the priority fee is above the max fee")
+    if tx.gas < tx.intrinsic_gas():
+        return _no("erc20_approval_tx_gas_too_low", "the gas limit is below the intrinsic gas")
     return None

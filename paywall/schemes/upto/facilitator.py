@@ -274,6 +274,12 @@ class UptoFacilitator:
                 raise _Refused("erc20_approval_tx_nonce_mismatch", "the approval's nonce is stale")
             if tx.gas * tx.max_fee_per_gas > _FUNDING_WEI_MAX:
                 raise _Refused("erc20_approval_tx_fee_too_high", "the approval's fee is too high")
+            base_fee = int(self.chain.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+            if tx.max_fee_per_gas < base_fee:
+                # The node would refuse it after the funding: the payer would keep the gas money.
+                raise _Refused(
+                    "erc20_approval_tx_fee_too_low", "the approval's fee is below the base fee"
+                )
             return
         raise _Refused(ERR_ALLOWANCE_REQUIRED, "the payer has not approved Permit2 for this token")
 
