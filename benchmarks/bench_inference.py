@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 import httpx
+import servers
 import stream_metered
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -191,6 +192,7 @@ def main() -> None:
     rate = price_sheets_per_s(min(max(args.price_duration_s, 0.05), 30.0))
     streamed = anyio.run(
         stream_metered.measure_stream,
+        __file__,
         args.upstream,
         args.model,
         args.stream_calls,
@@ -219,5 +221,11 @@ def main() -> None:
     print(json.dumps(report, separators=(",", ":")))
 
 
+def _serve(kind: str, *args: str) -> None:
+    if kind != "stream-gateway":
+        raise SystemExit(f"no server named {kind}")
+    stream_metered.serve_gateway(*args)
+
+
 if __name__ == "__main__":
-    main()
+    servers.serve_or_run(main, _serve)

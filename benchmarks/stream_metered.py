@@ -1,12 +1,14 @@
 """``bench_inference``'s streamed metered chat: time to first token, paid through a channel, and the charge's exactness.
 
-Both servers run under uvicorn on 127.0.0.1, each in a thread of this
-process, so every event crosses a real socket (``httpx.ASGITransport``
-would hand over a whole answer at once): the upstream (a real vLLM given by
-URL, or :func:`stub_stream_app`, vLLM's streaming routes with a fixed first
-token delay), and the paid gateway in front of it, selling through
-``batch-settlement`` on the in-process memory chain (our token, our escrow at
-the canonical addresses, a SQLite channel store, the local facilitator).
+Every event crosses a real socket (``httpx.ASGITransport`` would hand over a
+whole answer at once). The upstream is a real vLLM given by URL, or
+:func:`stub_stream_app` (vLLM's streaming routes with a fixed first token
+delay) under uvicorn in a thread of this process. The paid gateway runs as a
+process of its own, as it is deployed (``bench_inference.py --serve
+stream-gateway …``, :func:`serve_gateway`): sharing this process's GIL with
+the client would charge the gateway for the client's work. It sells through
+``batch-settlement`` on anvil (our token, our escrow at the canonical
+addresses, a SQLite channel store in the run's folder, the local facilitator).
 
 One buyer deposits once (during the warm-up), then each measured call is a
 402 for a distinct request (its own quote), then the paid stream with a
@@ -15,16 +17,17 @@ request sent straight to the upstream; the two alternate, one each, so both
 see the same machine. Time to first token is from sending the request to
 the first event carrying text. Exactness: each call's charge (the final
 event) against the price of vLLM's own ``usage`` at the quoted price per 1k,
-the channel row's ``charged`` against their sum, and the merchant's balance
-after the claim against it too; every difference is added up in atomic units.
+the channel row's ``charged`` (read from the gateway's channel store once it
+stopped) against their sum, and the merchant's balance after the claim
+against it too; every difference is added up in atomic units.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -53,15 +56,13 @@ from farthing.paywall.schemes.batch_settlement.vouchers import (
     ChannelConfig,
     ChannelDomain,
     deposit_nonce,
-    place_channel_contracts,
     sign_voucher,
 )
 from farthing.paywall.wire import b64_json, unb64_json
-from farthing.wallet.chain import MemoryChain
 from farthing.wallet.eip3009 import TokenDomain, build_authorization, sign_receive_authorization
 from farthing.wallet.networks import CANONICAL_CHANNEL_CONTRACTS
 from farthing.wallet.signer import LocalSigner
-from farthing.wallet.token import Stablecoin, deploy_stablecoin
+from farthing.wallet.token import Stablecoin
 
 STUB_MODEL = "stub"
 MAX_TOKENS = 16
@@ -157,26 +158,25 @@ def serving(app: Any) -> Iterator[str]:
 
 @dataclass
 class Seller:
-    """The paid gateway's channel side on a memory chain, and one buyer's channel to it."""
+    """The buyer's channel to the paid gateway on anvil, and what the seller's side needs to check it."""
 
-    chain: MemoryChain
-    store: ChannelStore
-    facilitator: LocalFacilitator
+    chain: Any  # the benchmark's RpcChain to anvil
+    domain: ChannelDomain
     authorizer: LocalSigner
     payer: LocalSigner
     token: Stablecoin
     merchant: str
     config: ChannelConfig
-    payments: PaymentStore
     asset: Any
+    workdir: Path
     deposited: bool = False
 
     @property
     def channel_id(self) -> bytes:
-        return self.store.domain.channel_id(self.config)
+        return self.domain.channel_id(self.config)
 
     def payload(self, cumulative: int) -> dict[str, Any]:
-        signed = sign_voucher(self.payer, self.store.domain, self.channel_id, cumulative)
+        signed = sign_voucher(self.payer, self.domain, self.channel_id, cumulative)
         out: dict[str, Any] = {"type": "voucher", "channelConfig": self.config.to_wire(),
                                "voucher": signed.to_wire()}  # fmt: skip
         if self.deposited:
@@ -200,35 +200,40 @@ class Seller:
         return out
 
 
-def seller(workdir: Path) -> Seller:
-    chain = MemoryChain()
-    owner, relayer = (a.signer() for a in chain.dev_accounts()[:2])
-    asset = deploy_stablecoin(chain, sender=owner)
-    token = Stablecoin(chain, asset)
-    token.configure_minter(owner.address, sender=owner)
-    payer = LocalSigner.generate()
-    token.mint(payer.address, 2 * 10**9, sender=owner)
-    place_channel_contracts(chain)
-    store = ChannelStore(
+def seller(stage: Any) -> Seller:
+    """The buyer (the stage's funded payer) and its channel's terms; the authorizer's key in the run's folder."""
+    workdir = Path(stage.workdir)
+    authorizer = LocalSigner.generate()
+    key_file = workdir / "authorizer.key"
+    key_file.write_text(authorizer.private_key.get_secret_value() + "\n")
+    os.chmod(key_file, 0o600)
+    config = ChannelConfig(
+        payer=stage.payer.address, payer_authorizer=stage.payer.address, receiver=stage.merchant,
+        receiver_authorizer=authorizer.address, token=stage.asset.address,
+        withdraw_delay_s=WITHDRAW_DELAY_S, salt=secrets.token_bytes(32),
+    )  # fmt: skip
+    return Seller(stage.chain, ChannelDomain(stage.chain.chain_id), authorizer, stage.payer,
+                  stage.token, stage.merchant, config, stage.asset, workdir)  # fmt: skip
+
+
+def _channel_store(chain: Any, workdir: Path) -> ChannelStore:
+    return ChannelStore(
         f"sqlite:///{workdir / 'channels.sqlite'}",
         domain=ChannelDomain(chain.chain_id),
         network=chain.network,
         escrow=ChannelEscrow(chain),
     )
-    authorizer = LocalSigner.generate()
-    merchant = LocalSigner.generate().address
-    config = ChannelConfig(
-        payer=payer.address, payer_authorizer=payer.address, receiver=merchant,
-        receiver_authorizer=authorizer.address, token=asset.address,
-        withdraw_delay_s=WITHDRAW_DELAY_S, salt=secrets.token_bytes(32),
-    )  # fmt: skip
-    facilitator = LocalFacilitator(chain, relayer)
-    payments = PaymentStore.sqlite(workdir / "payments.sqlite")
-    return Seller(chain, store, facilitator, authorizer, payer, token, merchant, config,
-                  payments, asset)  # fmt: skip
 
 
-def gateway_app(world: Seller, upstream_url: str) -> Gateway:
+def serve_gateway(rpc_url: str, token: str, merchant: str, workdir: str, upstream_url: str) -> None:
+    """In the gateway's own process: the paid gateway on anvil, serving until stopped."""
+    import servers
+
+    from farthing.paywall.keys import load_key_file
+
+    chain, asset, accounts = servers.server_chain(rpc_url, token)
+    folder = Path(workdir)
+    authorizer = load_key_file(folder / "authorizer.key")
     settings = InferenceSettings(
         upstream_url=upstream_url,
         upstream_timeout_s=120.0,
@@ -237,18 +242,19 @@ def gateway_app(world: Seller, upstream_url: str) -> Gateway:
         max_tokens_default=MAX_TOKENS,
     )
     payment = GatewayPayment(
-        facilitator=world.facilitator,
-        store=world.payments,
-        asset=world.asset,
-        pay_to=world.merchant,
+        facilitator=LocalFacilitator(chain, accounts[1].signer()),
+        store=PaymentStore.sqlite(folder / "payments.sqlite"),
+        asset=asset,
+        pay_to=merchant,
         channels=ChannelOptions(
-            world.store,
-            world.authorizer,
+            _channel_store(chain, folder),
+            authorizer,
             withdraw_delay_s=WITHDRAW_DELAY_S,
             claim_in_background=False,
         ),
     )
-    return Gateway(settings, payment=payment)
+    sock, url = servers.listen()
+    servers.serve(Gateway(settings, payment=payment), sock, url)
 
 
 @dataclass
@@ -318,21 +324,28 @@ async def _paid(
 
 
 async def measure_stream(
-    upstream_url: str | None, model: str, calls: int, first_token_s: float, token_s: float
-) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-stream-") as folder:
-        world = seller(Path(folder))
+    script: str, upstream_url: str | None, model: str, calls: int, first_token_s: float,
+    token_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Start anvil, the stand-in upstream (unless a real one is given) and the gateway process; measure."""
+    import servers
+
+    with servers.anvil_stage("bench-stream-", payer_funds=2 * 10**9, channels=True) as stage:
+        world = seller(stage)
         stub = stub_stream_app(first_token_s, token_s)
         with serving(stub) as stub_url:
             upstream = upstream_url or stub_url
-            app = gateway_app(world, upstream)
-            with serving(app) as gateway:
-                report = await _run(world, upstream.rstrip("/").removesuffix("/v1"), gateway,
-                                    model, calls)  # fmt: skip
-            await app.aclose()
-        world.store.dispose()
-        world.payments.dispose()
-    return report
+            process, ready = servers.start_server(
+                script, "--serve", "stream-gateway", stage.rpc_url, stage.asset.address,
+                stage.merchant, stage.workdir, upstream,
+                log=Path(stage.workdir) / "gateway.log",
+            )  # fmt: skip
+            try:
+                report = await _run(world, upstream.rstrip("/").removesuffix("/v1"),
+                                    str(ready["url"]), model, calls)  # fmt: skip
+            finally:
+                servers.stop_server(process)
+        return await _settle(world, report)
 
 
 async def _run(
@@ -354,14 +367,6 @@ async def _run(
             if index >= 0:
                 direct_s.append(direct.ttft_s)
                 paid_s.append(result.ttft_s)
-    record = world.store.get(world.channel_id)
-    row = 0 if record is None else record.charged
-    errors += abs(row - charges)
-    claimer = ChannelClaimer(world.store, world.facilitator, world.authorizer)
-    report = await claimer.tick(force=True)
-    if report.failures:
-        raise SystemExit(f"the claim failed: {report.failures}")
-    errors += abs(world.token.balance_of(world.merchant) - charges)
     direct_ms = statistics.median(direct_s) * 1000
     paid_ms = statistics.median(paid_s) * 1000
     return {
@@ -372,3 +377,21 @@ async def _run(
         "stream_charged_atomic": charges,
         "stream_charge_error_atomic": errors,
     }
+
+
+async def _settle(world: Seller, report: dict[str, Any]) -> dict[str, Any]:
+    """With the gateway stopped: its channel row and the claim's settlement against the charges."""
+    charges, errors = report["stream_charged_atomic"], report["stream_charge_error_atomic"]
+    store = _channel_store(world.chain, world.workdir)
+    try:
+        record = store.get(world.channel_id)
+        errors += abs((0 if record is None else record.charged) - charges)
+        relayer = world.chain.dev_accounts()[2].signer()
+        claimer = ChannelClaimer(store, LocalFacilitator(world.chain, relayer), world.authorizer)
+        claimed = await claimer.tick(force=True)
+        if claimed.failures:
+            raise SystemExit(f"the claim failed: {claimed.failures}")
+    finally:
+        store.dispose()
+    errors += abs(world.token.balance_of(world.merchant) - charges)
+    return {**report, "stream_charge_error_atomic": errors}

@@ -2,8 +2,9 @@
 
 It checks the script's correctness, never its speed (the numbers are in
 ``docs/inference.md``); the upstream is the script's own stand-in (in-process,
-and under uvicorn for the streamed metered chat, paid through a channel on the
-memory chain, whose charges must be exact).
+and under uvicorn for the streamed metered chat, paid through a channel on
+anvil to the gateway run as a process of its own, whose charges must be
+exact).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests import zygote
+
+pytestmark = pytest.mark.anvil
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_inference.py"
 
