@@ -70,7 +70,15 @@ def gateway_payment(settings: InferenceSettings, **flags: Any) -> tuple[Any, Any
             claim_in_background=False,  # run by BackgroundClaims: see gateway()
         )
         claimer = background_claimer(channels, facilitator, books)
-    upto_facilitator = _upto_facilitator(facilitator, chain.network) if flags["upto"] else None
+    upto_facilitator = None
+    if flags["upto"]:
+        token_file = flags["facilitator_token_file"]
+        probe_token = (
+            load_token_file(token_file).get_secret_value()
+            if flags["facilitator_url"] and token_file
+            else None
+        )
+        upto_facilitator = _upto_facilitator(facilitator, chain.network, probe_token)
     payment = GatewayPayment(
         facilitator=facilitator,
         store=store,
@@ -85,8 +93,13 @@ def gateway_payment(settings: InferenceSettings, **flags: Any) -> tuple[Any, Any
     return payment, claimer
 
 
-def _upto_facilitator(facilitator: Any, network: str) -> str | None:
-    """Whom upto payers name to settle: the local facilitator's key (None), or the remote's; fails if none."""
+def _upto_facilitator(facilitator: Any, network: str, probe_token: str | None) -> str | None:
+    """Whom upto payers name to settle: the local facilitator's key (None), or the remote's; fails if none.
+
+    The remote is asked through a client of its own, closed in the short event
+    loop that asks: the paywall's pooled client would keep a connection bound to
+    that dead loop, and the first paid request would be a 500 ("Event loop is closed").
+    """
     import anyio
 
     from farthing.errors import FarthingError
@@ -94,8 +107,16 @@ def _upto_facilitator(facilitator: Any, network: str) -> str | None:
 
     if not isinstance(facilitator, RemoteFacilitator):
         return None  # the local facilitator settles upto with its own key
+    probe = RemoteFacilitator(facilitator.url, token=probe_token, timeout_s=10.0)
+
+    async def ask() -> str | None:
+        try:
+            return await probe.upto_facilitator(network)
+        finally:
+            await probe.aclose()
+
     try:
-        address = anyio.run(facilitator.upto_facilitator, network)
+        address = anyio.run(ask)
     except FarthingError as exc:
         fail(f"--upto: could not ask the facilitator what it settles: {exc}")
     if address is None:
