@@ -305,12 +305,14 @@ class StreamedChat(Response):
         state.responded = state.started = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         reader, tally, meter = SseReader(), self.tally, self.meter
-        async for chunk in answer.chunks():
+        chunks = answer.chunks()
+        async for chunk in chunks:
             for event in reader.feed(chunk):
                 if event.name is not None and event.name != "message":
                     continue  # only the gateway names events
                 if event.data.strip() == "[DONE]":
                     state.done = True
+                    await answer.drain(chunks)  # the connection goes back to the pool
                     return
                 out = tally.take(event.data)
                 if out is None:

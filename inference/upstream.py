@@ -46,6 +46,9 @@ __all__ = [
 
 _GRACE_S: Final = 1.0  # the overall deadline sits just past httpx's own timeouts
 _ANSWER_BYTES_MAX: Final = 64 * 1024 * 1024
+# After a stream's [DONE]: what is read to end its body and keep its connection.
+_DRAIN_BYTES_MAX: Final = 64 * 1024
+_DRAIN_S: Final = 1.0
 
 
 def upstream_root(url: str) -> str:
@@ -126,6 +129,26 @@ class UpstreamStream:
             if len(body) > bytes_max:
                 raise InferenceUpstreamError(f"the model server answered over {bytes_max} bytes")
         return UpstreamAnswer(self.status, bytes(body), self.content_type)
+
+    @staticmethod
+    async def drain(rest: AsyncIterator[bytes]) -> None:
+        """Read what is left of ``rest`` (:meth:`chunks`, part read) after the stream's end.
+
+        A response closed before its body ended takes its connection with it,
+        so the next stream would open a new one (a TCP handshake and the
+        server's accept before its first token); one read to the end puts the
+        connection back in the pool. Bounded in bytes and time; failures are
+        left to the close that follows.
+        """
+        left = _DRAIN_BYTES_MAX
+        with anyio.move_on_after(_DRAIN_S):
+            try:
+                async for chunk in rest:
+                    left -= len(chunk)
+                    if left < 0:
+                        return
+            except InferenceUpstreamError:
+                return
 
 
 class Upstream:
