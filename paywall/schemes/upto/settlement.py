@@ -69,6 +69,7 @@ class PermitSettlement:
     block_number: int
     amount: int  # what the token's Transfer logs moved from the owner to ``pay_to``
     pay_to: str  # the witness's payee
+    moved_elsewhere: int = 0  # anything the same transaction moved from the owner to anyone else
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,20 +136,24 @@ def settlement_in(
         or permit_token.lower() != token.lower()
     ):
         return "settlement_not_this_permit"
-    to_payee = 0
+    to_payee = elsewhere = 0
     for log in receipt["logs"]:
         topics = [bytes(t) for t in log["topics"]]
         if str(log["address"]).lower() != token.lower() or len(topics) != 3:
             continue
         if topics[0] != TRANSFER_TOPIC or "0x" + topics[1][-20:].hex() != owner.lower():
             continue
+        value = int.from_bytes(bytes(log["data"]), "big")
         if "0x" + topics[2][-20:].hex() == witness_to.lower():
-            to_payee += int.from_bytes(bytes(log["data"]), "big")
+            to_payee += value
+        else:
+            elsewhere += value
     return PermitSettlement(
         tx_hash=tx_hash.lower(),
         block_number=int(receipt["blockNumber"]),
         amount=to_payee,
         pay_to=checksum(witness_to),
+        moved_elsewhere=elsewhere,
     )
 
 
