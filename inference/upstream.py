@@ -20,8 +20,8 @@ each read bounded by the timeout, the whole bounded by the caller.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -182,22 +182,11 @@ class Upstream:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def request(
-        self, method: str, path: str, *, body: Any = None, timeout_s: float | None = None
-    ) -> UpstreamAnswer:
-        """One call with an overall deadline; transport failures raise (see the module doc)."""
-        limit = timeout_s or self.timeout_s
-        what = f"{method} {self.url}{path}"
+    @contextmanager
+    def _failures(self, what: str, limit: float) -> Iterator[None]:
+        """A call's transport failures as the gateway's errors (see the module doc)."""
         try:
-            with anyio.fail_after(limit + _GRACE_S):
-                response = await self._client.request(
-                    method,
-                    path,
-                    json=body,
-                    timeout=httpx.Timeout(
-                        limit, connect=min(limit, self._client.timeout.connect or limit)
-                    ),
-                )
+            yield
         except TimeoutError:
             raise UpstreamTimeoutError(f"{what} did not answer within {limit:g} s") from None
         except httpx.ConnectError:
@@ -210,6 +199,22 @@ class Upstream:
             raise InferenceUpstreamError(
                 f"{what} failed mid-answer ({type(exc).__name__}): the server may have died"
             ) from None
+
+    async def request(
+        self, method: str, path: str, *, body: Any = None, timeout_s: float | None = None
+    ) -> UpstreamAnswer:
+        """One call with an overall deadline; transport failures raise (see the module doc)."""
+        limit = timeout_s or self.timeout_s
+        what = f"{method} {self.url}{path}"
+        with self._failures(what, limit), anyio.fail_after(limit + _GRACE_S):
+            response = await self._client.request(
+                method,
+                path,
+                json=body,
+                timeout=httpx.Timeout(
+                    limit, connect=min(limit, self._client.timeout.connect or limit)
+                ),
+            )
         if len(response.content) > _ANSWER_BYTES_MAX:
             raise InferenceUpstreamError(f"{what} answered more than {_ANSWER_BYTES_MAX} bytes")
         return UpstreamAnswer(
@@ -269,21 +274,8 @@ class Upstream:
             json=body,
             timeout=httpx.Timeout(limit, connect=min(limit, self._client.timeout.connect or limit)),
         )
-        try:
-            with anyio.fail_after(limit + _GRACE_S):
-                response = await self._client.send(request, stream=True)
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"{what} did not answer within {limit:g} s") from None
-        except httpx.ConnectError:
-            raise UpstreamUnavailableError(
-                f"nothing answers at {self.url} (is vLLM running?)"
-            ) from None
-        except httpx.TimeoutException:
-            raise UpstreamTimeoutError(f"{what} did not answer within {limit:g} s") from None
-        except httpx.HTTPError as exc:
-            raise InferenceUpstreamError(
-                f"{what} failed mid-answer ({type(exc).__name__}): the server may have died"
-            ) from None
+        with self._failures(what, limit), anyio.fail_after(limit + _GRACE_S):
+            response = await self._client.send(request, stream=True)
         try:
             yield UpstreamStream(
                 response.status_code, response.headers.get("content-type", ""), response
