@@ -318,7 +318,9 @@ class ChannelPaywall:
             deposit_tx = settled.transaction
             crash_point("paywall.channel_after_deposit")
             await self._refresh(parsed.config, parsed.voucher.channel_id)
-        return await self._voucher(offer, parsed, terms, verified, checked, deposit_tx, run, metered)
+        return await self._voucher(
+            offer, parsed, terms, verified, checked, deposit_tx, run, metered
+        )
 
     def _ours(self, payment: ChannelPayment, offer: ChannelRequirements) -> ChannelPayment:
         """The payment as the facilitator should judge it: against our offer, not the client's.
