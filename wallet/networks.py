@@ -17,10 +17,12 @@ __all__ = [
     "AUTH_CAPTURE_CONTRACTS_V1_0",
     "CANONICAL_AUTH_CAPTURE_CONTRACTS",
     "CANONICAL_CHANNEL_CONTRACTS",
+    "CANONICAL_UPTO_CONTRACTS",
     "NETWORKS",
     "AuthCaptureContracts",
     "ChannelContracts",
     "Network",
+    "UptoContracts",
     "caip2",
     "get_network",
     "network_for_chain_id",
@@ -72,6 +74,27 @@ CANONICAL_AUTH_CAPTURE_CONTRACTS = AuthCaptureContracts(
     permit2_collector="0x1aacb38b16a1a8709e80746825E53A0C9Cae9b70",
     operator_refund_collector="0x6a1ADdEEb4bD9c5811a613e20c172b6CE61A4aaB",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class UptoContracts:
+    """x402 ``upto``'s contracts: Uniswap's Permit2 and the x402UptoPermit2Proxy.
+
+    Both sit at one address on every chain (Permit2's canonical deployment,
+    the proxy's CREATE2 one). The local chains get our own contracts placed
+    at these addresses
+    (``farthing.paywall.schemes.upto.contract.place_upto_contracts``).
+    """
+
+    permit2: str  # moves a payer's tokens on its signed permit (witness transfers)
+    proxy: str  # x402UptoPermit2Proxy: settles up to the signed ceiling, for the named facilitator
+
+
+# The canonical addresses (the x402 upto EVM spec; the x402 SDK's constants).
+CANONICAL_UPTO_CONTRACTS = UptoContracts(
+    permit2="0x000000000022D473030F116dDEE9F6B43aC78BA3",
+    proxy="0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002",
+)
 # The older set, whose `capture` and `charge` take a `uint16 feeBps`. Named for
 # recognising it on the wire only: Farthing's binding speaks the v1.1 ABI.
 AUTH_CAPTURE_CONTRACTS_V1_0 = AuthCaptureContracts(
@@ -93,6 +116,7 @@ class Network:
     is_local: bool  # minting and printing dev keys are allowed only here
     channels: ChannelContracts = CANONICAL_CHANNEL_CONTRACTS  # batch-settlement contracts
     auth_capture: AuthCaptureContracts = CANONICAL_AUTH_CAPTURE_CONTRACTS  # auth-capture escrow
+    upto: UptoContracts = CANONICAL_UPTO_CONTRACTS  # upto: Permit2 and its proxy
 
     @property
     def caip2(self) -> str:

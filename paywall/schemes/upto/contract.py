@@ -27,6 +27,7 @@ from farthing.paywall.schemes.reverts import custom_error, error_selectors
 from farthing.wallet.address import checksum
 from farthing.wallet.chain import Call, Chain
 from farthing.wallet.errors import ChainError
+from farthing.wallet.networks import CANONICAL_UPTO_CONTRACTS
 
 __all__ = [
     "ERC20_SIGNATURES",
@@ -42,8 +43,8 @@ __all__ = [
 ]
 
 # The canonical addresses: the same on every EVM chain (CREATE2).
-PERMIT2_ADDRESS: Final = checksum("0x000000000022D473030F116dDEE9F6B43aC78BA3")
-UPTO_PROXY_ADDRESS: Final = checksum("0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002")
+PERMIT2_ADDRESS: Final = checksum(CANONICAL_UPTO_CONTRACTS.permit2)
+UPTO_PROXY_ADDRESS: Final = checksum(CANONICAL_UPTO_CONTRACTS.proxy)
 
 # What follows Permit2's "PermitWitnessTransferFrom(...,uint256 deadline," in the signed type.
 WITNESS_TYPE_STRING: Final = (

@@ -196,3 +196,14 @@ def test_permit2_plain_transfers_and_nonce_invalidation(upto_env: Any) -> None:
     )
     assert sent.ok
     assert env.facilitator.verify(payment, env.offer()).reason == codes.ERR_NONCE_USED
+
+
+def test_the_network_table_names_the_official_upto_contracts() -> None:
+    """Base and Base Sepolia (and the local chains, where ours are placed) use the SDK's addresses."""
+    from farthing.wallet.networks import CANONICAL_UPTO_CONTRACTS, NETWORKS
+
+    official = (x402_evm.PERMIT2_ADDRESS, x402_evm.X402_UPTO_PERMIT2_PROXY_ADDRESS)
+    for name in ("base", "base-sepolia", "local"):
+        upto = NETWORKS[name].upto
+        assert (upto.permit2, upto.proxy) == official, name
+    assert NETWORKS["base"].upto == CANONICAL_UPTO_CONTRACTS
