@@ -3,11 +3,11 @@
 ``erc20ApprovalGasSponsoring`` has the facilitator fund a payer without ETH
 (at most 0.01 ETH) and then broadcast the payer's signed ``approve(Permit2)``.
 Found by attack on ``farthing facilitator serve``: a signed transaction the
-node refuses *after* the funding (it sends ETH along, carries an access list,
-names a priority fee above its max fee, a gas limit below the intrinsic gas,
-or a max fee below the base fee) left the payer the funding with no token
-moved, and a fresh address with the same tokens could do it again, 0.01 ETH
-a time. Each such transaction is now refused at verify and at settle, before
+node refuses *after* the funding (it sends ETH along, names a priority fee
+above its max fee, a gas limit below the intrinsic gas, or a max fee below
+the base fee) left the payer the funding with no token moved, and a fresh
+address with the same tokens could do it again, 0.01 ETH a time; an access
+list (its intrinsic cost not counted) is refused too. Each such transaction is now refused at verify and at settle, before
 anything is funded or sent. Real pieces: our facilitator, token, Permit2 and
 proxy on the memory chain and on anvil (``upto_env``); the attacker's
 transactions signed with eth-account as any wallet would.
