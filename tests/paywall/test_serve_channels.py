@@ -295,7 +295,7 @@ def test_a_loose_receiver_authorizer_key_file_is_refused(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("route", "needle"),
     [
-        ('schemes = ["exact", "upto"]', "unknown scheme 'upto'"),
+        ('schemes = ["exact", "deferred"]', "unknown scheme 'deferred'"),
         ('schemes = "batch-settlement"', "schemes must be a list"),
         ("schemes = []", "schemes must be a list"),
         ('schemes = ["exact", "exact"]', "twice"),
