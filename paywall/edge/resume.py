@@ -25,8 +25,13 @@ as ``ExactPaidPath._resume_pending`` does for ``exact``):
    ``exact``'s resume does), its own charge ignored, and the answer goes out
    with the ``PAYMENT-RESPONSE`` of what was settled.
 
-With a remote facilitator the chain is not ours to read: the row stays
-pending (503) for a sweep with a local facilitator to resolve.
+With a remote facilitator the chain is not ours to read. A row that names
+no transaction is put to the facilitator's verify: a permit it finds still
+good (the nonce unspent on chain, no settlement of it in its journal, the
+deadline ahead) moved nothing, and is served and settled afresh (should a
+lost settlement land first after all, Permit2 lets one of the two move money
+and ours is refused, so the answer is held back and the row pending). Any
+other row stays pending (503) for a sweep with a local facilitator.
 """
 
 from __future__ import annotations
@@ -116,6 +121,12 @@ async def resume_upto(
         await _deliver(path, scope, receive, send, priced, payment, record, owner, settled)
         return
     if chain is None:
+        # The chain is the remote facilitator's to read. If it finds the permit
+        # still good (its nonce unspent on chain, no settlement of it in its
+        # journal, the deadline ahead), nothing moved: serve and settle afresh.
+        if await _still_good(path, priced, payment, key, owner, record):
+            await path._serve_claimed(scope, receive, send, priced, payment, key, owner, usage)
+            return
         await in_thread(
             path.store.mark_pending, key, owner,
             reason=record.reason or "owner_lost", tx_hash=record.tx_hash,
@@ -164,6 +175,30 @@ async def resume_upto(
         return
     # Unused on chain: serve and settle afresh under our new claim.
     await path._serve_claimed(scope, receive, send, priced, payment, key, owner, usage)
+
+
+async def _still_good(
+    path: UptoPaidPath,
+    priced: Priced,
+    payment: UptoPayment,
+    key: PaymentKey,
+    owner: str,
+    record: PaymentRecord,
+) -> bool:
+    """Whether the facilitator verifies the permit as unspent; an outage leaves the row pending."""
+    offer = priced.upto
+    if offer is None or record.tx_hash:
+        return False  # a transaction was named: only the chain's answer decides it
+    try:
+        verified = await path.facilitator.verify_upto(payment, offer)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await in_thread(
+                path.store.mark_pending, key, owner,
+                reason=record.reason or "owner_lost", tx_hash=None,
+            )  # fmt: skip
+        raise
+    return verified.valid
 
 
 async def settled_elsewhere(
